@@ -1,0 +1,43 @@
+//! The one definition of every byte the mota backend and the mota agent exchange.
+//!
+//! Both sides link this crate, so they cannot drift apart: the backend encodes with the
+//! same code the device decodes with, and the hex vectors under `tests/vectors/` pin the
+//! encoding so that a change to it is a visible, deliberate act.
+//!
+//! What lives here:
+//! - [`Manifest`]: what an update is (model, version, security counter, image and delta
+//!   digests, validation rule, arena size, expiry, rollout).
+//! - [`Envelope`] and [`KeyCertificate`]: the signature over the manifest and the key chain
+//!   from a root key compiled into firmware to the release key that signed it.
+//! - [`verify()`]: the single entry point a device uses to accept or refuse an offer.
+//! - [`message`]: the payload of every MQTT topic, and [`topic`]: the topic names.
+//!
+//! Invariants: no I/O, no allocation (the `std` feature adds host conveniences only),
+//! no panics on any input, and every decoder borrows from its input and bounds every
+//! length. Signed structures are decoded only in their canonical form, so one signed
+//! meaning has exactly one byte string.
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
+
+pub mod certificate;
+pub mod envelope;
+pub mod error;
+pub mod ids;
+pub mod limits;
+pub mod manifest;
+pub mod message;
+pub mod topic;
+pub mod verify;
+mod wire;
+
+#[cfg(feature = "std")]
+pub mod keys;
+#[cfg(feature = "std")]
+pub mod sign;
+
+pub use certificate::{CertBody, KeyCertificate};
+pub use envelope::Envelope;
+pub use error::{DecodeError, EncodeError};
+pub use ids::{Digest, KeyId};
+pub use manifest::{Delta, Image, Manifest, Validation};
+pub use verify::{DevicePolicy, Limits, VerifiedOffer, VerifyError, verify, verify_certificate};
+pub use wire::Wire;

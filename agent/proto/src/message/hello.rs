@@ -1,0 +1,115 @@
+//! `hello`: who a device is and what it runs, sent on every connect; the same topic
+//! carries the broker-published last will (`online = false`) when it drops off.
+//!
+//! | key | [`Hello`] | [`DeviceInfo`] | [`RunningModel`] |
+//! |---|---|---|---|
+//! | 0 | online: bool | device class: text | model name: text |
+//! | 1 | info (when online): map | agent version: text | version: text |
+//! | 2 | | running model (optional): map | image sha256: bstr(32) |
+//! | 3 | | security counter: uint32 | |
+//! | 4 | | slot bytes: uint32 | |
+//! | 5 | | arena bytes: uint32 | |
+//! | 6 | | supported delta codecs: uint32 bit set (bit n = codec n) | |
+//! | 7 | | largest chunk accepted: uint32 | |
+
+use minicbor::{Decode, Encode};
+
+use crate::error::DecodeError;
+use crate::ids::Digest;
+use crate::limits::{self, MAX_CHUNK_LEN, MAX_CLASS_LEN, MAX_MODEL_NAME_LEN, MAX_SMALL_MESSAGE_LEN};
+use crate::wire::Wire;
+
+/// A device announcing itself (or its will announcing it gone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct Hello<'a> {
+    /// False only in the last will.
+    #[n(0)]
+    pub online: bool,
+    /// Present exactly when `online`.
+    #[b(1)]
+    pub info: Option<DeviceInfo<'a>>,
+}
+
+impl<'a> Hello<'a> {
+    /// The payload a device registers as its MQTT last will.
+    pub const OFFLINE: Hello<'static> = Hello { online: false, info: None };
+
+    /// An online announcement.
+    pub fn online(info: DeviceInfo<'a>) -> Self {
+        Self { online: true, info: Some(info) }
+    }
+}
+
+/// What a device is and has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct DeviceInfo<'a> {
+    /// The device's class, matched against manifests.
+    #[b(0)]
+    pub device_class: &'a str,
+    /// Version of the mota agent in the firmware.
+    #[b(1)]
+    pub agent_version: &'a str,
+    /// The committed model, if any.
+    #[b(2)]
+    pub running: Option<RunningModel<'a>>,
+    /// The device's stored security counter.
+    #[n(3)]
+    pub security_counter: u32,
+    /// Size of one model slot.
+    #[n(4)]
+    pub slot_bytes: u32,
+    /// Tensor arena available to a model.
+    #[n(5)]
+    pub arena_bytes: u32,
+    /// Delta codecs the agent can apply, as a bit set.
+    #[n(6)]
+    pub codecs: u32,
+    /// The largest chunk the device accepts in one message.
+    #[n(7)]
+    pub max_chunk: u32,
+}
+
+/// The model a device runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct RunningModel<'a> {
+    /// Model name.
+    #[b(0)]
+    pub model: &'a str,
+    /// Version string.
+    #[b(1)]
+    pub version: &'a str,
+    /// SHA-256 of the image in the active slot: the base for deltas.
+    #[n(2)]
+    pub sha256: Digest,
+}
+
+impl<'a> Wire<'a> for Hello<'a> {
+    const MAX_LEN: usize = MAX_SMALL_MESSAGE_LEN;
+    const CANONICAL: bool = false;
+
+    fn check(&self) -> Result<(), DecodeError> {
+        match (&self.info, self.online) {
+            (Some(info), true) => info.check(),
+            (None, false) => Ok(()),
+            _ => Err(DecodeError::InvalidValue { field: "info" }),
+        }
+    }
+}
+
+impl DeviceInfo<'_> {
+    fn check(&self) -> Result<(), DecodeError> {
+        limits::check_ident("device_class", self.device_class, MAX_CLASS_LEN)?;
+        limits::check_version("agent_version", self.agent_version)?;
+        if let Some(running) = &self.running {
+            limits::check_ident("running.model", running.model, MAX_MODEL_NAME_LEN)?;
+            limits::check_version("running.version", running.version)?;
+        }
+        if self.max_chunk == 0 || self.max_chunk as usize > MAX_CHUNK_LEN {
+            return Err(DecodeError::InvalidValue { field: "max_chunk" });
+        }
+        Ok(())
+    }
+}

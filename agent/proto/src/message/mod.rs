@@ -1,0 +1,28 @@
+//! Payloads of the MQTT topics (see [`crate::topic`]).
+//!
+//! | topic | direction | payload |
+//! |---|---|---|
+//! | `hello` | device → backend | [`Hello`] (also the last will, with `online = false`) |
+//! | `offer` | backend → device | [`crate::Envelope`], retained; an empty payload clears it |
+//! | `get` | device → backend | [`Get`] |
+//! | `chunk` | backend → device | [`Chunk`] |
+//! | `status` | device → backend | [`Status`], idempotent by (rollout id, seq) |
+//! | `cmd` | backend → device | [`Cmd`] |
+//!
+//! Messages are CBOR maps with integer keys. Unlike the signed structures they are
+//! decoded leniently: unknown keys are skipped, so either side can add optional fields
+//! without breaking the other. Encoding is always canonical.
+
+mod chunk;
+mod cmd;
+mod code;
+mod get;
+mod hello;
+mod status;
+
+pub use chunk::{Chunk, Refusal};
+pub use cmd::{Action, Cmd};
+pub use code::ErrorCode;
+pub use get::Get;
+pub use hello::{DeviceInfo, Hello, RunningModel};
+pub use status::{Event, Status};

@@ -1,0 +1,97 @@
+//! Signing, for the host side only (backend, CLI): certify release keys with a root key
+//! and sign manifests with a certified release key.
+//!
+//! Nothing here is needed to verify, so firmware never links it.
+
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+
+use crate::certificate::{CERT_FORMAT_VERSION, CertBody, KeyCertificate};
+use crate::envelope::Envelope;
+use crate::error::{DecodeError, EncodeError};
+use crate::ids::KeyId;
+use crate::manifest::Manifest;
+use crate::wire::Wire;
+
+/// The id of a key pair's public half.
+pub fn key_id(key: &SigningKey) -> KeyId {
+    KeyId::of(key.verifying_key().as_bytes())
+}
+
+/// Has `root` certify `release` until `not_after` (unix seconds); returns the encoded
+/// [`KeyCertificate`].
+pub fn certify(root: &SigningKey, release: &VerifyingKey, not_after: u64) -> Vec<u8> {
+    let body = CertBody {
+        format: CERT_FORMAT_VERSION,
+        key_id: KeyId::of(release.as_bytes()),
+        public_key: release.to_bytes(),
+        not_after,
+    };
+    // ok: a CertBody built here always satisfies its own checks.
+    let body = body.to_vec().expect("certificate body encodes");
+    let cert = KeyCertificate { body: &body, issuer: key_id(root), signature: root.sign(&body).to_bytes() };
+    // ok: the body is far below its bound.
+    cert.to_vec().expect("certificate encodes")
+}
+
+/// A release key together with the certificate that makes devices trust it.
+pub struct ReleaseKey {
+    key: SigningKey,
+    certificate: Vec<u8>,
+}
+
+/// A release key and a certificate that do not belong together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseKeyError {
+    /// The certificate does not decode.
+    Certificate(DecodeError),
+    /// The certificate certifies another key.
+    KeyMismatch,
+}
+
+impl std::fmt::Display for ReleaseKeyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Certificate(e) => write!(f, "invalid certificate: {e}"),
+            Self::KeyMismatch => f.write_str("the certificate is for a different key"),
+        }
+    }
+}
+
+impl std::error::Error for ReleaseKeyError {}
+
+impl ReleaseKey {
+    /// Pairs a key with its encoded certificate, checking that they match. The
+    /// certificate's signature is not checked here: that is the device's job, with
+    /// its own roots.
+    pub fn new(key: SigningKey, certificate: Vec<u8>) -> Result<Self, ReleaseKeyError> {
+        let cert = KeyCertificate::parse(&certificate).map_err(ReleaseKeyError::Certificate)?;
+        let body = CertBody::parse(cert.body).map_err(ReleaseKeyError::Certificate)?;
+        if body.public_key != key.verifying_key().to_bytes() || body.key_id != key_id(&key) {
+            return Err(ReleaseKeyError::KeyMismatch);
+        }
+        Ok(Self { key, certificate })
+    }
+
+    /// The release key's id.
+    pub fn key_id(&self) -> KeyId {
+        key_id(&self.key)
+    }
+
+    /// The encoded certificate.
+    pub fn certificate(&self) -> &[u8] {
+        &self.certificate
+    }
+
+    /// Encodes and signs a manifest; returns the encoded [`Envelope`] (an offer payload).
+    pub fn sign(&self, manifest: &Manifest<'_>) -> Result<Vec<u8>, EncodeError> {
+        self.sign_bytes(&manifest.to_vec()?)
+    }
+
+    /// Signs manifest bytes encoded elsewhere (they are checked to be a valid, canonical
+    /// manifest first, so a device will not refuse them for their shape).
+    pub fn sign_bytes(&self, manifest: &[u8]) -> Result<Vec<u8>, EncodeError> {
+        Manifest::parse(manifest).map_err(EncodeError::Invalid)?;
+        let certificate = KeyCertificate::parse(&self.certificate).map_err(EncodeError::Invalid)?;
+        Envelope { manifest, key_id: self.key_id(), signature: self.key.sign(manifest).to_bytes(), certificate }.to_vec()
+    }
+}

@@ -1,0 +1,264 @@
+//! The one door an offer goes through on a device.
+//!
+//! Order matters and is fixed: size bound, envelope shape, certificate signature by a
+//! compiled-in root, certificate contents, manifest signature by the certified key, and
+//! only then the manifest is decoded and its fields judged against the device. Each
+//! refusal is its own variant, so the device can report exactly why (and the backend can
+//! tell an attack from a misconfigured rollout).
+//!
+//! Time: without a trusted clock the device cannot judge expiry. It then accepts and
+//! says so in [`VerifiedOffer::time_checked`], to be reported, as Uptane's partial
+//! verification does; it never guesses a time.
+
+use core::fmt;
+
+use ed25519_dalek::{Signature, VerifyingKey};
+
+use crate::certificate::{CertBody, KeyCertificate};
+use crate::envelope::Envelope;
+use crate::error::DecodeError;
+use crate::ids::{Digest, KeyId};
+use crate::limits::MAX_ENVELOPE_LEN;
+use crate::manifest::Manifest;
+use crate::wire::Wire;
+
+/// What a device knows about itself when an offer arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DevicePolicy<'a> {
+    /// The device's class; the manifest must name exactly this one.
+    pub device_class: &'a str,
+    /// The security counter of the committed model; an offer must exceed it.
+    pub security_counter: u32,
+    /// Trusted current time in unix seconds, if the device has one.
+    pub now: Option<u64>,
+    /// The device's resources.
+    pub limits: Limits,
+}
+
+/// Resource bounds of a device; an offer exceeding one is refused before any download.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Size of a model slot.
+    pub max_image_bytes: u32,
+    /// Largest patch the device accepts (patches stream through, so this guards time
+    /// and bandwidth, not storage).
+    pub max_patch_bytes: u32,
+    /// Tensor arena the device can give the model.
+    pub max_arena_bytes: u32,
+    /// Space for a validation set.
+    pub max_validation_bytes: u32,
+}
+
+/// An offer that passed every check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifiedOffer<'a> {
+    /// The decoded manifest, borrowing from the envelope bytes.
+    pub manifest: Manifest<'a>,
+    /// SHA-256 of the signed manifest bytes: the identity of this offer.
+    pub manifest_digest: Digest,
+    /// The release key that signed it.
+    pub key_id: KeyId,
+    /// Whether expiry and certificate validity were checked against trusted time.
+    pub time_checked: bool,
+}
+
+/// Why an offer was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The envelope is longer than [`MAX_ENVELOPE_LEN`].
+    EnvelopeTooLarge,
+    /// The envelope (or the certificate inside it) does not decode.
+    EnvelopeMalformed(DecodeError),
+    /// A root key compiled into the firmware is not a valid ed25519 key.
+    InvalidRootKey,
+    /// The certificate names an issuer that is not one of the device's roots.
+    UnknownRoot(KeyId),
+    /// The certificate's signature does not verify under the named root.
+    CertificateSignatureInvalid,
+    /// The certificate body does not decode.
+    CertificateMalformed(DecodeError),
+    /// The certified key id is not the id of the certified public key.
+    CertificateKeyMismatch,
+    /// The certified public key is not a valid ed25519 key.
+    CertificateKeyInvalid,
+    /// The certificate's validity ended before the trusted current time.
+    CertificateExpired {
+        /// The certificate's not-after time.
+        not_after: u64,
+    },
+    /// The envelope names a signing key other than the certified one.
+    UnknownKey(KeyId),
+    /// The manifest signature does not verify under the certified key.
+    SignatureInvalid,
+    /// The manifest does not decode (after its signature verified).
+    ManifestMalformed(DecodeError),
+    /// The manifest is for another class of device.
+    WrongClass,
+    /// The offered security counter is below the device's.
+    Downgrade {
+        /// The manifest's counter.
+        offered: u32,
+        /// The device's counter.
+        current: u32,
+    },
+    /// The offered security counter equals the device's: a replay or a re-release.
+    CounterNotIncreased {
+        /// The counter both share.
+        counter: u32,
+    },
+    /// The manifest expired before the trusted current time.
+    Expired {
+        /// The manifest's expiry.
+        expires_at: u64,
+    },
+    /// The image does not fit a slot.
+    ImageTooLarge {
+        /// The image size.
+        size: u32,
+        /// The device's bound.
+        max: u32,
+    },
+    /// The patch exceeds the device's bound.
+    PatchTooLarge {
+        /// The patch size.
+        size: u32,
+        /// The device's bound.
+        max: u32,
+    },
+    /// The model needs a larger tensor arena than the device has.
+    ArenaTooLarge {
+        /// Arena bytes the model needs.
+        needed: u32,
+        /// Arena bytes the device has.
+        available: u32,
+    },
+    /// The validation set does not fit.
+    ValidationSetTooLarge {
+        /// The set size.
+        size: u32,
+        /// The device's bound.
+        max: u32,
+    },
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::EnvelopeTooLarge => write!(f, "envelope larger than {MAX_ENVELOPE_LEN} bytes"),
+            Self::EnvelopeMalformed(e) => write!(f, "malformed envelope: {e}"),
+            Self::InvalidRootKey => f.write_str("a compiled-in root key is not a valid ed25519 key"),
+            Self::UnknownRoot(id) => write!(f, "certificate issued by unknown root {id}"),
+            Self::CertificateSignatureInvalid => f.write_str("certificate signature invalid"),
+            Self::CertificateMalformed(e) => write!(f, "malformed certificate: {e}"),
+            Self::CertificateKeyMismatch => f.write_str("certificate key id does not match its key"),
+            Self::CertificateKeyInvalid => f.write_str("certified key is not a valid ed25519 key"),
+            Self::CertificateExpired { not_after } => write!(f, "release key expired at {not_after}"),
+            Self::UnknownKey(id) => write!(f, "manifest signed by uncertified key {id}"),
+            Self::SignatureInvalid => f.write_str("manifest signature invalid"),
+            Self::ManifestMalformed(e) => write!(f, "malformed manifest: {e}"),
+            Self::WrongClass => f.write_str("manifest is for another device class"),
+            Self::Downgrade { offered, current } => {
+                write!(f, "downgrade: security counter {offered} below {current}")
+            }
+            Self::CounterNotIncreased { counter } => write!(f, "security counter {counter} not increased"),
+            Self::Expired { expires_at } => write!(f, "manifest expired at {expires_at}"),
+            Self::ImageTooLarge { size, max } => write!(f, "image of {size} bytes exceeds slot of {max}"),
+            Self::PatchTooLarge { size, max } => write!(f, "patch of {size} bytes exceeds {max}"),
+            Self::ArenaTooLarge { needed, available } => {
+                write!(f, "model needs {needed} arena bytes, device has {available}")
+            }
+            Self::ValidationSetTooLarge { size, max } => {
+                write!(f, "validation set of {size} bytes exceeds {max}")
+            }
+        }
+    }
+}
+
+impl core::error::Error for VerifyError {}
+
+/// Verifies a signed offer against the device's root keys and policy.
+///
+/// `roots` are the ed25519 public keys compiled into firmware; a certificate must be
+/// signed by one of them. Nothing inside the manifest is decoded before its signature
+/// has verified.
+pub fn verify<'a>(envelope: &'a [u8], roots: &[[u8; 32]], device: &DevicePolicy<'_>) -> Result<VerifiedOffer<'a>, VerifyError> {
+    if envelope.len() > MAX_ENVELOPE_LEN {
+        return Err(VerifyError::EnvelopeTooLarge);
+    }
+    let env = Envelope::parse(envelope).map_err(VerifyError::EnvelopeMalformed)?;
+    let cert = verify_certificate(&env.certificate, roots, device.now)?;
+    if env.key_id != cert.key_id {
+        return Err(VerifyError::UnknownKey(env.key_id));
+    }
+    let release_key = VerifyingKey::from_bytes(&cert.public_key).map_err(|_| VerifyError::CertificateKeyInvalid)?;
+    let signature = Signature::from_bytes(&env.signature);
+    release_key.verify_strict(env.manifest, &signature).map_err(|_| VerifyError::SignatureInvalid)?;
+
+    let manifest = Manifest::parse(env.manifest).map_err(VerifyError::ManifestMalformed)?;
+    check_manifest(&manifest, device)?;
+    Ok(VerifiedOffer {
+        manifest,
+        manifest_digest: Digest::of(env.manifest),
+        key_id: env.key_id,
+        time_checked: device.now.is_some(),
+    })
+}
+
+/// Checks a release-key certificate against the roots and, when known, the time, and
+/// returns what it certifies. [`verify()`] calls it; the CLI uses it to inspect files.
+pub fn verify_certificate(cert: &KeyCertificate<'_>, roots: &[[u8; 32]], now: Option<u64>) -> Result<CertBody, VerifyError> {
+    let root = roots
+        .iter()
+        .find(|root| KeyId::of(root) == cert.issuer)
+        .ok_or(VerifyError::UnknownRoot(cert.issuer))?;
+    let root = VerifyingKey::from_bytes(root).map_err(|_| VerifyError::InvalidRootKey)?;
+    root.verify_strict(cert.body, &Signature::from_bytes(&cert.signature))
+        .map_err(|_| VerifyError::CertificateSignatureInvalid)?;
+
+    let body = CertBody::parse(cert.body).map_err(VerifyError::CertificateMalformed)?;
+    if KeyId::of(&body.public_key) != body.key_id {
+        return Err(VerifyError::CertificateKeyMismatch);
+    }
+    if now.is_some_and(|now| now > body.not_after) {
+        return Err(VerifyError::CertificateExpired { not_after: body.not_after });
+    }
+    Ok(body)
+}
+
+/// Judges a verified manifest against the device.
+fn check_manifest(m: &Manifest<'_>, device: &DevicePolicy<'_>) -> Result<(), VerifyError> {
+    if m.device_class != device.device_class {
+        return Err(VerifyError::WrongClass);
+    }
+    let current = device.security_counter;
+    if m.security_counter < current {
+        return Err(VerifyError::Downgrade { offered: m.security_counter, current });
+    }
+    if m.security_counter == current {
+        return Err(VerifyError::CounterNotIncreased { counter: current });
+    }
+    if let (Some(now), Some(expires_at)) = (device.now, m.expires_at) {
+        if now >= expires_at {
+            return Err(VerifyError::Expired { expires_at });
+        }
+    }
+    let limits = &device.limits;
+    if m.image.size > limits.max_image_bytes {
+        return Err(VerifyError::ImageTooLarge { size: m.image.size, max: limits.max_image_bytes });
+    }
+    if let Some(delta) = &m.delta {
+        if delta.patch_size > limits.max_patch_bytes {
+            return Err(VerifyError::PatchTooLarge { size: delta.patch_size, max: limits.max_patch_bytes });
+        }
+    }
+    if m.arena_bytes > limits.max_arena_bytes {
+        return Err(VerifyError::ArenaTooLarge { needed: m.arena_bytes, available: limits.max_arena_bytes });
+    }
+    if let Some(v) = &m.validation {
+        if v.set_size > limits.max_validation_bytes {
+            return Err(VerifyError::ValidationSetTooLarge { size: v.set_size, max: limits.max_validation_bytes });
+        }
+    }
+    Ok(())
+}

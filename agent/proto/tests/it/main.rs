@@ -1,0 +1,6 @@
+//! mota-proto's integration tests: one binary, one module per concern, shared fixtures.
+
+mod fixtures;
+mod props;
+mod vectors;
+mod verify;

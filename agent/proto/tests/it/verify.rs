@@ -1,0 +1,200 @@
+//! Every way an offer can be refused gives its own error, and nothing else gets in.
+
+use ed25519_dalek::Signer;
+use mota_proto::limits::{MAX_ENVELOPE_LEN, MAX_MODEL_NAME_LEN};
+use mota_proto::manifest::TAG_MANIFEST;
+use mota_proto::sign::{ReleaseKey, certify};
+use mota_proto::{DecodeError, DevicePolicy, Envelope, KeyCertificate, KeyId, Manifest, VerifyError, Wire, verify};
+
+use crate::fixtures::{self, CERT_NOT_AFTER, NOW};
+
+fn verify_with(envelope: &[u8], policy: &DevicePolicy<'_>) -> Result<Manifest<'static>, VerifyError> {
+    verify(envelope, &fixtures::roots(), policy).map(|offer| {
+        assert_eq!(offer.manifest, fixtures::manifest());
+        fixtures::manifest()
+    })
+}
+
+/// Signs arbitrary manifest bytes with the fixture release key, bypassing the checks
+/// `ReleaseKey::sign` makes, as an attacker holding a release key could.
+fn sign_raw(manifest: &[u8]) -> Vec<u8> {
+    let release = fixtures::release();
+    let certificate = KeyCertificate::parse(release.certificate()).unwrap();
+    let signature = fixtures::release_signing().sign(manifest).to_bytes();
+    Envelope { manifest, key_id: release.key_id(), signature, certificate }.to_vec().unwrap()
+}
+
+fn refused(manifest: &Manifest<'_>) -> VerifyError {
+    verify(&fixtures::release().sign(manifest).unwrap(), &fixtures::roots(), &fixtures::policy()).unwrap_err()
+}
+
+#[test]
+fn a_good_offer_verifies() {
+    let envelope = fixtures::envelope();
+    let offer = verify(&envelope, &fixtures::roots(), &fixtures::policy()).unwrap();
+    assert_eq!(offer.manifest, fixtures::manifest());
+    assert_eq!(offer.manifest_digest, mota_proto::Digest::of(&fixtures::manifest().to_vec().unwrap()));
+    assert!(offer.time_checked);
+}
+
+#[test]
+fn without_trusted_time_expiry_is_unchecked_and_said_so() {
+    let policy = DevicePolicy { now: None, ..fixtures::policy() };
+    let expired = Manifest { expires_at: Some(1), ..fixtures::manifest() };
+    let envelope = fixtures::release().sign(&expired).unwrap();
+    let offer = verify(&envelope, &fixtures::roots(), &policy).unwrap();
+    assert!(!offer.time_checked);
+}
+
+#[test]
+fn counter_must_strictly_increase() {
+    let downgrade = Manifest { security_counter: 5, ..fixtures::manifest() };
+    assert_eq!(refused(&downgrade), VerifyError::Downgrade { offered: 5, current: 6 });
+    let equal = Manifest { security_counter: 6, ..fixtures::manifest() };
+    assert_eq!(refused(&equal), VerifyError::CounterNotIncreased { counter: 6 });
+    let max = DevicePolicy { security_counter: u32::MAX, ..fixtures::policy() };
+    assert_eq!(
+        verify_with(&fixtures::envelope(), &max),
+        Err(VerifyError::Downgrade { offered: 7, current: u32::MAX })
+    );
+}
+
+#[test]
+fn class_and_expiry() {
+    assert_eq!(refused(&Manifest { device_class: "esp32s3", ..fixtures::manifest() }), VerifyError::WrongClass);
+    let expired = Manifest { expires_at: Some(NOW), ..fixtures::manifest() };
+    assert_eq!(refused(&expired), VerifyError::Expired { expires_at: NOW });
+}
+
+#[test]
+fn resource_limits() {
+    let limits = fixtures::policy().limits;
+    let big = |m: Manifest<'static>| refused(&m);
+    let base = fixtures::manifest();
+    assert_eq!(
+        big(Manifest { image: mota_proto::Image { size: limits.max_image_bytes + 1, ..base.image }, ..base }),
+        VerifyError::ImageTooLarge { size: limits.max_image_bytes + 1, max: limits.max_image_bytes }
+    );
+    let delta = base.delta.unwrap();
+    assert_eq!(
+        big(Manifest { delta: Some(mota_proto::Delta { patch_size: limits.max_patch_bytes + 1, ..delta }), ..base }),
+        VerifyError::PatchTooLarge { size: limits.max_patch_bytes + 1, max: limits.max_patch_bytes }
+    );
+    assert_eq!(
+        big(Manifest { arena_bytes: limits.max_arena_bytes + 1, ..base }),
+        VerifyError::ArenaTooLarge { needed: limits.max_arena_bytes + 1, available: limits.max_arena_bytes }
+    );
+    let validation = base.validation.unwrap();
+    assert_eq!(
+        big(Manifest {
+            validation: Some(mota_proto::Validation { set_size: limits.max_validation_bytes + 1, ..validation }),
+            ..base
+        }),
+        VerifyError::ValidationSetTooLarge { size: limits.max_validation_bytes + 1, max: limits.max_validation_bytes }
+    );
+}
+
+#[test]
+fn key_chain() {
+    // A release key certified by another root.
+    let foreign = fixtures::release_by(&fixtures::other_root(), CERT_NOT_AFTER).sign(&fixtures::manifest()).unwrap();
+    let other_id = KeyId::of(&fixtures::other_root().verifying_key().to_bytes());
+    assert_eq!(verify_with(&foreign, &fixtures::policy()), Err(VerifyError::UnknownRoot(other_id)));
+
+    // The same, but claiming to be issued by our root.
+    let forged = {
+        let cert_bytes = certify(&fixtures::other_root(), &fixtures::release_signing().verifying_key(), CERT_NOT_AFTER);
+        let mut cert = KeyCertificate::parse(&cert_bytes).unwrap();
+        cert.issuer = KeyId::of(&fixtures::root().verifying_key().to_bytes());
+        ReleaseKey::new(fixtures::release_signing(), cert.to_vec().unwrap()).unwrap().sign(&fixtures::manifest()).unwrap()
+    };
+    assert_eq!(verify_with(&forged, &fixtures::policy()), Err(VerifyError::CertificateSignatureInvalid));
+
+    // An expired release key.
+    let old = fixtures::release_by(&fixtures::root(), NOW - 1).sign(&fixtures::manifest()).unwrap();
+    assert_eq!(verify_with(&old, &fixtures::policy()), Err(VerifyError::CertificateExpired { not_after: NOW - 1 }));
+
+    // A signature by a key other than the certified one, under its own id.
+    let good = fixtures::envelope();
+    let mut envelope = Envelope::parse(&good).unwrap();
+    let intruder = ed25519_dalek::SigningKey::from_bytes(&[0x44; 32]);
+    envelope.key_id = KeyId::of(&intruder.verifying_key().to_bytes());
+    envelope.signature = intruder.sign(envelope.manifest).to_bytes();
+    assert_eq!(verify_with(&envelope.to_vec().unwrap(), &fixtures::policy()), Err(VerifyError::UnknownKey(envelope.key_id)));
+
+    // The certified key id, but not its signature.
+    let mut envelope = Envelope::parse(&good).unwrap();
+    envelope.signature = intruder.sign(envelope.manifest).to_bytes();
+    assert_eq!(verify_with(&envelope.to_vec().unwrap(), &fixtures::policy()), Err(VerifyError::SignatureInvalid));
+
+    // A root list holding a non-key.
+    let bad_root = [[0xff; 32]];
+    let release = fixtures::release();
+    let mut cert = KeyCertificate::parse(release.certificate()).unwrap();
+    cert.issuer = KeyId::of(&bad_root[0]);
+    let release = ReleaseKey::new(fixtures::release_signing(), cert.to_vec().unwrap()).unwrap();
+    let envelope = release.sign(&fixtures::manifest()).unwrap();
+    let result = verify(&envelope, &bad_root, &fixtures::policy());
+    assert!(
+        matches!(result, Err(VerifyError::InvalidRootKey | VerifyError::CertificateSignatureInvalid)),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn malformed_and_oversize_inputs() {
+    assert_eq!(verify_with(&vec![0; MAX_ENVELOPE_LEN + 1], &fixtures::policy()), Err(VerifyError::EnvelopeTooLarge));
+    assert_eq!(verify_with(&[], &fixtures::policy()), Err(VerifyError::EnvelopeMalformed(DecodeError::Malformed)));
+    let good = fixtures::envelope();
+    assert_eq!(
+        verify_with(&good[..good.len() - 1], &fixtures::policy()),
+        Err(VerifyError::EnvelopeMalformed(DecodeError::Malformed))
+    );
+    let mut trailing = good.clone();
+    trailing.push(0);
+    assert_eq!(verify_with(&trailing, &fixtures::policy()), Err(VerifyError::EnvelopeMalformed(DecodeError::TrailingBytes)));
+
+    // Validly signed, but the model name is over its bound.
+    let long_name = "m".repeat(MAX_MODEL_NAME_LEN + 1);
+    let manifest = Manifest { model: &long_name, ..fixtures::manifest() };
+    assert!(manifest.to_vec().is_err(), "the encoder refuses what a device would refuse");
+    let raw = minicbor::to_vec(manifest).unwrap();
+    assert_eq!(
+        verify_with(&sign_raw(&raw), &fixtures::policy()),
+        Err(VerifyError::ManifestMalformed(DecodeError::FieldTooLong { field: "model", max: MAX_MODEL_NAME_LEN }))
+    );
+
+    // Validly signed, unknown format version.
+    let raw = minicbor::to_vec(Manifest { format: 2, ..fixtures::manifest() }).unwrap();
+    assert_eq!(
+        verify_with(&sign_raw(&raw), &fixtures::policy()),
+        Err(VerifyError::ManifestMalformed(DecodeError::UnsupportedFormat { found: 2 }))
+    );
+
+    // Validly signed, same meaning, non-canonical map header (0xb8 0x0b for 0xab).
+    let canonical = fixtures::manifest().to_vec().unwrap();
+    assert_eq!(canonical[..5], [0xda, 0x6d, 0x6f, 0x74, 0x01], "tag {TAG_MANIFEST:#x} comes first");
+    assert_eq!(canonical[5], 0xab, "an 11-entry map");
+    let mut raw = canonical[..5].to_vec();
+    raw.extend([0xb8, 0x0b]);
+    raw.extend(&canonical[6..]);
+    assert_eq!(minicbor::decode::<Manifest>(&raw).unwrap(), fixtures::manifest(), "same meaning");
+    assert_eq!(
+        verify_with(&sign_raw(&raw), &fixtures::policy()),
+        Err(VerifyError::ManifestMalformed(DecodeError::NonCanonical))
+    );
+}
+
+#[test]
+fn every_single_bit_flip_of_the_envelope_vector_is_refused() {
+    let good = crate::vectors::read("envelope");
+    let roots = fixtures::roots();
+    let policy = fixtures::policy();
+    assert!(verify(&good, &roots, &policy).is_ok());
+    let mut flipped = good.clone();
+    for bit in 0..good.len() * 8 {
+        flipped[bit / 8] ^= 1 << (bit % 8);
+        assert!(verify(&flipped, &roots, &policy).is_err(), "flipping bit {bit} was accepted");
+        flipped[bit / 8] ^= 1 << (bit % 8);
+    }
+}
