@@ -141,10 +141,10 @@ impl<'a> Wire<'a> for Manifest<'a> {
         if self.image.size == 0 {
             return Err(DecodeError::InvalidValue { field: "image.size" });
         }
-        if let Some(delta) = &self.delta {
-            if delta.patch_size == 0 {
-                return Err(DecodeError::InvalidValue { field: "delta.patch_size" });
-            }
+        if let Some(delta) = &self.delta
+            && delta.patch_size == 0
+        {
+            return Err(DecodeError::InvalidValue { field: "delta.patch_size" });
         }
         if let Some(v) = &self.validation {
             if v.set_size == 0 {

@@ -92,6 +92,7 @@ impl ReleaseKey {
     pub fn sign_bytes(&self, manifest: &[u8]) -> Result<Vec<u8>, EncodeError> {
         Manifest::parse(manifest).map_err(EncodeError::Invalid)?;
         let certificate = KeyCertificate::parse(&self.certificate).map_err(EncodeError::Invalid)?;
-        Envelope { manifest, key_id: self.key_id(), signature: self.key.sign(manifest).to_bytes(), certificate }.to_vec()
+        Envelope { manifest, key_id: self.key_id(), signature: self.key.sign(manifest).to_bytes(), certificate }
+            .to_vec()
     }
 }

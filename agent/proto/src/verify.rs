@@ -182,7 +182,11 @@ impl core::error::Error for VerifyError {}
 /// `roots` are the ed25519 public keys compiled into firmware; a certificate must be
 /// signed by one of them. Nothing inside the manifest is decoded before its signature
 /// has verified.
-pub fn verify<'a>(envelope: &'a [u8], roots: &[[u8; 32]], device: &DevicePolicy<'_>) -> Result<VerifiedOffer<'a>, VerifyError> {
+pub fn verify<'a>(
+    envelope: &'a [u8],
+    roots: &[[u8; 32]],
+    device: &DevicePolicy<'_>,
+) -> Result<VerifiedOffer<'a>, VerifyError> {
     if envelope.len() > MAX_ENVELOPE_LEN {
         return Err(VerifyError::EnvelopeTooLarge);
     }
@@ -207,11 +211,12 @@ pub fn verify<'a>(envelope: &'a [u8], roots: &[[u8; 32]], device: &DevicePolicy<
 
 /// Checks a release-key certificate against the roots and, when known, the time, and
 /// returns what it certifies. [`verify()`] calls it; the CLI uses it to inspect files.
-pub fn verify_certificate(cert: &KeyCertificate<'_>, roots: &[[u8; 32]], now: Option<u64>) -> Result<CertBody, VerifyError> {
-    let root = roots
-        .iter()
-        .find(|root| KeyId::of(root) == cert.issuer)
-        .ok_or(VerifyError::UnknownRoot(cert.issuer))?;
+pub fn verify_certificate(
+    cert: &KeyCertificate<'_>,
+    roots: &[[u8; 32]],
+    now: Option<u64>,
+) -> Result<CertBody, VerifyError> {
+    let root = roots.iter().find(|root| KeyId::of(root) == cert.issuer).ok_or(VerifyError::UnknownRoot(cert.issuer))?;
     let root = VerifyingKey::from_bytes(root).map_err(|_| VerifyError::InvalidRootKey)?;
     root.verify_strict(cert.body, &Signature::from_bytes(&cert.signature))
         .map_err(|_| VerifyError::CertificateSignatureInvalid)?;
@@ -238,27 +243,27 @@ fn check_manifest(m: &Manifest<'_>, device: &DevicePolicy<'_>) -> Result<(), Ver
     if m.security_counter == current {
         return Err(VerifyError::CounterNotIncreased { counter: current });
     }
-    if let (Some(now), Some(expires_at)) = (device.now, m.expires_at) {
-        if now >= expires_at {
-            return Err(VerifyError::Expired { expires_at });
-        }
+    if let (Some(now), Some(expires_at)) = (device.now, m.expires_at)
+        && now >= expires_at
+    {
+        return Err(VerifyError::Expired { expires_at });
     }
     let limits = &device.limits;
     if m.image.size > limits.max_image_bytes {
         return Err(VerifyError::ImageTooLarge { size: m.image.size, max: limits.max_image_bytes });
     }
-    if let Some(delta) = &m.delta {
-        if delta.patch_size > limits.max_patch_bytes {
-            return Err(VerifyError::PatchTooLarge { size: delta.patch_size, max: limits.max_patch_bytes });
-        }
+    if let Some(delta) = &m.delta
+        && delta.patch_size > limits.max_patch_bytes
+    {
+        return Err(VerifyError::PatchTooLarge { size: delta.patch_size, max: limits.max_patch_bytes });
     }
     if m.arena_bytes > limits.max_arena_bytes {
         return Err(VerifyError::ArenaTooLarge { needed: m.arena_bytes, available: limits.max_arena_bytes });
     }
-    if let Some(v) = &m.validation {
-        if v.set_size > limits.max_validation_bytes {
-            return Err(VerifyError::ValidationSetTooLarge { size: v.set_size, max: limits.max_validation_bytes });
-        }
+    if let Some(v) = &m.validation
+        && v.set_size > limits.max_validation_bytes
+    {
+        return Err(VerifyError::ValidationSetTooLarge { size: v.set_size, max: limits.max_validation_bytes });
     }
     Ok(())
 }

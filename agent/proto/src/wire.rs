@@ -115,10 +115,10 @@ impl Write for Count {
 /// entry (key 0), after an optional tag, without decoding the rest.
 pub(crate) fn precheck_format(bytes: &[u8], tag: Option<u64>, supported: u16) -> Result<(), DecodeError> {
     let mut d = Decoder::new(bytes);
-    if let Some(expected) = tag {
-        if d.tag()?.as_u64() != expected {
-            return Err(DecodeError::Malformed);
-        }
+    if let Some(expected) = tag
+        && d.tag()?.as_u64() != expected
+    {
+        return Err(DecodeError::Malformed);
     }
     d.map()?;
     if d.u64()? != 0 {

@@ -97,7 +97,7 @@ impl<'a> Wire<'a> for Chunk<'a> {
             (Some(data), None) if data.len() > MAX_CHUNK_LEN => {
                 Err(DecodeError::FieldTooLong { field: "data", max: MAX_CHUNK_LEN })
             }
-            (Some(data), None) if data.is_empty() => Err(DecodeError::InvalidValue { field: "data" }),
+            (Some([]), None) => Err(DecodeError::InvalidValue { field: "data" }),
             (Some(_), None) | (None, Some(_)) => Ok(()),
             _ => Err(DecodeError::InvalidValue { field: "data" }),
         }

@@ -5,7 +5,9 @@
 //! the hex vectors pin them.
 
 use ed25519_dalek::SigningKey;
-use mota_proto::message::{Action, Chunk, Cmd, DeviceInfo, ErrorCode, Event, Get, Hello, Refusal, RunningModel, Status};
+use mota_proto::message::{
+    Action, Chunk, Cmd, DeviceInfo, ErrorCode, Event, Get, Hello, Refusal, RunningModel, Status,
+};
 use mota_proto::sign::{ReleaseKey, certify};
 use mota_proto::{Delta, DevicePolicy, Digest, Image, Limits, Manifest, Validation};
 
@@ -50,7 +52,12 @@ pub fn manifest() -> Manifest<'static> {
         security_counter: 7,
         device_class: "stm32f4-kws",
         image: Image { size: 52_344, sha256: Digest([0xa1; 32]) },
-        delta: Some(Delta { base_sha256: Digest([0xb2; 32]), patch_size: 4_321, patch_sha256: Digest([0xc3; 32]), codec: 1 }),
+        delta: Some(Delta {
+            base_sha256: Digest([0xb2; 32]),
+            patch_size: 4_321,
+            patch_sha256: Digest([0xc3; 32]),
+            codec: 1,
+        }),
         validation: Some(Validation {
             set_sha256: Digest([0xd4; 32]),
             set_size: 12_800,

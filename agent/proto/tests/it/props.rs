@@ -1,7 +1,9 @@
 //! Properties over generated values and bytes: round trips, canonical uniqueness, and
 //! decoders that never panic whatever they are fed.
 
-use mota_proto::message::{Action, Chunk, Cmd, DeviceInfo, ErrorCode, Event, Get, Hello, Refusal, RunningModel, Status};
+use mota_proto::message::{
+    Action, Chunk, Cmd, DeviceInfo, ErrorCode, Event, Get, Hello, Refusal, RunningModel, Status,
+};
 use mota_proto::{CertBody, Delta, Digest, Envelope, Image, KeyCertificate, KeyId, Manifest, Validation, Wire, verify};
 use proptest::prelude::*;
 
@@ -49,11 +51,17 @@ impl ManifestParts {
 
 fn manifest_parts() -> impl Strategy<Value = ManifestParts> {
     let image = (1..=u32::MAX, digest()).prop_map(|(size, sha256)| Image { size, sha256 });
-    let delta = (digest(), 1..=u32::MAX, digest(), any::<u16>())
-        .prop_map(|(base_sha256, patch_size, patch_sha256, codec)| Delta { base_sha256, patch_size, patch_sha256, codec });
-    let validation = (digest(), 1..=u32::MAX, 0..=1000u16, 0..=1000u16).prop_map(|(set_sha256, set_size, min, drop)| {
-        Validation { set_sha256, set_size, min_accuracy_permille: min, max_drop_permille: drop }
-    });
+    let delta =
+        (digest(), 1..=u32::MAX, digest(), any::<u16>()).prop_map(|(base_sha256, patch_size, patch_sha256, codec)| {
+            Delta { base_sha256, patch_size, patch_sha256, codec }
+        });
+    let validation =
+        (digest(), 1..=u32::MAX, 0..=1000u16, 0..=1000u16).prop_map(|(set_sha256, set_size, min, drop)| Validation {
+            set_sha256,
+            set_size,
+            min_accuracy_permille: min,
+            max_drop_permille: drop,
+        });
     (
         (IDENT, VERSION, IDENT, any::<u32>()),
         (image, proptest::option::of(delta), proptest::option::of(validation)),
@@ -65,7 +73,10 @@ fn manifest_parts() -> impl Strategy<Value = ManifestParts> {
 }
 
 /// Encodes, decodes, and checks the value and bytes survive unchanged.
-fn round_trip<'a, T: Wire<'a> + PartialEq + std::fmt::Debug>(value: &T, buf: &'a mut Vec<u8>) -> Result<(), TestCaseError> {
+fn round_trip<'a, T: Wire<'a> + PartialEq + std::fmt::Debug>(
+    value: &T,
+    buf: &'a mut Vec<u8>,
+) -> Result<(), TestCaseError> {
     *buf = value.to_vec().map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert_eq!(buf.len(), value.encoded_len());
     let decoded = T::parse(buf).map_err(|e| TestCaseError::fail(e.to_string()))?;

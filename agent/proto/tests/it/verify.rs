@@ -53,10 +53,7 @@ fn counter_must_strictly_increase() {
     let equal = Manifest { security_counter: 6, ..fixtures::manifest() };
     assert_eq!(refused(&equal), VerifyError::CounterNotIncreased { counter: 6 });
     let max = DevicePolicy { security_counter: u32::MAX, ..fixtures::policy() };
-    assert_eq!(
-        verify_with(&fixtures::envelope(), &max),
-        Err(VerifyError::Downgrade { offered: 7, current: u32::MAX })
-    );
+    assert_eq!(verify_with(&fixtures::envelope(), &max), Err(VerifyError::Downgrade { offered: 7, current: u32::MAX }));
 }
 
 #[test]
@@ -106,7 +103,10 @@ fn key_chain() {
         let cert_bytes = certify(&fixtures::other_root(), &fixtures::release_signing().verifying_key(), CERT_NOT_AFTER);
         let mut cert = KeyCertificate::parse(&cert_bytes).unwrap();
         cert.issuer = KeyId::of(&fixtures::root().verifying_key().to_bytes());
-        ReleaseKey::new(fixtures::release_signing(), cert.to_vec().unwrap()).unwrap().sign(&fixtures::manifest()).unwrap()
+        ReleaseKey::new(fixtures::release_signing(), cert.to_vec().unwrap())
+            .unwrap()
+            .sign(&fixtures::manifest())
+            .unwrap()
     };
     assert_eq!(verify_with(&forged, &fixtures::policy()), Err(VerifyError::CertificateSignatureInvalid));
 
@@ -120,7 +120,10 @@ fn key_chain() {
     let intruder = ed25519_dalek::SigningKey::from_bytes(&[0x44; 32]);
     envelope.key_id = KeyId::of(&intruder.verifying_key().to_bytes());
     envelope.signature = intruder.sign(envelope.manifest).to_bytes();
-    assert_eq!(verify_with(&envelope.to_vec().unwrap(), &fixtures::policy()), Err(VerifyError::UnknownKey(envelope.key_id)));
+    assert_eq!(
+        verify_with(&envelope.to_vec().unwrap(), &fixtures::policy()),
+        Err(VerifyError::UnknownKey(envelope.key_id))
+    );
 
     // The certified key id, but not its signature.
     let mut envelope = Envelope::parse(&good).unwrap();
@@ -152,7 +155,10 @@ fn malformed_and_oversize_inputs() {
     );
     let mut trailing = good.clone();
     trailing.push(0);
-    assert_eq!(verify_with(&trailing, &fixtures::policy()), Err(VerifyError::EnvelopeMalformed(DecodeError::TrailingBytes)));
+    assert_eq!(
+        verify_with(&trailing, &fixtures::policy()),
+        Err(VerifyError::EnvelopeMalformed(DecodeError::TrailingBytes))
+    );
 
     // Validly signed, but the model name is over its bound.
     let long_name = "m".repeat(MAX_MODEL_NAME_LEN + 1);
