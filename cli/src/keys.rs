@@ -93,7 +93,7 @@ fn release_new(root_path: &Path, days: u32, prefix: &Path, force: bool) -> Resul
     refuse_overwrite(&[&key_path, &cert_path], force)?;
     let key = generate()?;
     let not_after = unix_now()? + u64::from(days) * 86_400;
-    let cert = certify(&root, &key.verifying_key(), not_after);
+    let cert = certify(&root, &key.verifying_key(), not_after)?;
     write_secret(&key_path, &private_key_pem(&key)?)?;
     write_public(&cert_path, &certificate_pem(&cert)?)?;
     println!("wrote {} (private: give it to the backend only)", key_path.display());

@@ -15,7 +15,7 @@ use mota_proto::{DevicePolicy, Digest, Envelope, Image, Limits, Manifest, Wire, 
 fn offer() -> (Vec<u8>, [u8; 32]) {
     let root = SigningKey::from_bytes(&[0x11; 32]);
     let release = SigningKey::from_bytes(&[0x33; 32]);
-    let cert = certify(&root, &release.verifying_key(), u64::MAX);
+    let cert = certify(&root, &release.verifying_key(), u64::MAX).unwrap();
     let manifest = Manifest {
         format: 1,
         model: "kws-dscnn",
@@ -47,9 +47,7 @@ fn bench(c: &mut Criterion) {
         },
     };
     let env = Envelope::parse(&envelope).unwrap();
-    let release =
-        ed25519_dalek::VerifyingKey::from_bytes(&SigningKey::from_bytes(&[0x33; 32]).verifying_key().to_bytes())
-            .unwrap();
+    let release = SigningKey::from_bytes(&[0x33; 32]).verifying_key();
     let signature = Signature::from_bytes(&env.signature);
 
     let mut group = c.benchmark_group("offer");

@@ -105,33 +105,38 @@ mod tests {
     use super::*;
     use crate::sign::certify;
 
+    type Result = std::result::Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn every_kind_round_trips_through_pem() {
+    fn every_kind_round_trips_through_pem() -> Result {
         let key = SigningKey::from_bytes(&[7; 32]);
-        let pem = private_key_pem(&key).unwrap();
+        let pem = private_key_pem(&key)?;
         assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
         assert!(matches!(KeyFile::from_pem(&pem), Ok(KeyFile::Private(k)) if k.to_bytes() == key.to_bytes()));
 
-        let public = public_key_pem(&key.verifying_key()).unwrap();
+        let public = public_key_pem(&key.verifying_key())?;
         assert!(matches!(KeyFile::from_pem(&public), Ok(KeyFile::Public(k)) if k == key.verifying_key()));
 
-        let cert = certify(&key, &SigningKey::from_bytes(&[8; 32]).verifying_key(), 1_900_000_000);
-        let cert_pem = certificate_pem(&cert).unwrap();
+        let cert = certify(&key, &SigningKey::from_bytes(&[8; 32]).verifying_key(), 1_900_000_000)?;
+        let cert_pem = certificate_pem(&cert)?;
         assert!(cert_pem.starts_with("-----BEGIN MOTA KEY CERTIFICATE-----"));
         assert!(matches!(KeyFile::from_pem(&cert_pem), Ok(KeyFile::Certificate(c)) if c == cert));
+        Ok(())
     }
 
     #[test]
-    fn refuses_what_is_not_ours() {
+    fn refuses_what_is_not_ours() -> Result {
         assert_eq!(KeyFile::from_pem("hello").err(), Some(KeyFileError::NotPem));
-        let other = pem_rfc7468::encode_string("CERTIFICATE", LineEnding::LF, b"x").unwrap();
+        let other = pem_rfc7468::encode_string("CERTIFICATE", LineEnding::LF, b"x")?;
         assert_eq!(KeyFile::from_pem(&other).err(), Some(KeyFileError::UnknownLabel("CERTIFICATE".into())));
-        let bad = pem_rfc7468::encode_string(CERT_PEM_LABEL, LineEnding::LF, b"\xa0").unwrap();
+        let bad = pem_rfc7468::encode_string(CERT_PEM_LABEL, LineEnding::LF, b"\xa0")?;
         assert_eq!(KeyFile::from_pem(&bad).err(), Some(KeyFileError::Invalid("certificate")));
+        Ok(())
     }
 
     #[test]
-    fn generated_keys_differ() {
-        assert_ne!(generate().unwrap().to_bytes(), generate().unwrap().to_bytes());
+    fn generated_keys_differ() -> Result {
+        assert_ne!(generate()?.to_bytes(), generate()?.to_bytes());
+        Ok(())
     }
 }

@@ -19,18 +19,15 @@ pub fn key_id(key: &SigningKey) -> KeyId {
 
 /// Has `root` certify `release` until `not_after` (unix seconds); returns the encoded
 /// [`KeyCertificate`].
-pub fn certify(root: &SigningKey, release: &VerifyingKey, not_after: u64) -> Vec<u8> {
+pub fn certify(root: &SigningKey, release: &VerifyingKey, not_after: u64) -> Result<Vec<u8>, EncodeError> {
     let body = CertBody {
         format: CERT_FORMAT_VERSION,
         key_id: KeyId::of(release.as_bytes()),
         public_key: release.to_bytes(),
         not_after,
     };
-    // ok: a CertBody built here always satisfies its own checks.
-    let body = body.to_vec().expect("certificate body encodes");
-    let cert = KeyCertificate { body: &body, issuer: key_id(root), signature: root.sign(&body).to_bytes() };
-    // ok: the body is far below its bound.
-    cert.to_vec().expect("certificate encodes")
+    let body = body.to_vec()?;
+    KeyCertificate { body: &body, issuer: key_id(root), signature: root.sign(&body).to_bytes() }.to_vec()
 }
 
 /// A release key together with the certificate that makes devices trust it.

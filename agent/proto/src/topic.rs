@@ -161,12 +161,14 @@ pub fn check_device_id(device: &str) -> Result<(), TopicError> {
 mod tests {
     use super::*;
 
+    type Result = core::result::Result<(), TopicError>;
+
     #[test]
-    fn build_and_parse_every_kind() {
+    fn build_and_parse_every_kind() -> Result {
         for kind in Kind::ALL {
-            let topic = Topic::new("dev-42", kind).unwrap();
+            let topic = Topic::new("dev-42", kind)?;
             let mut buf = [0u8; MAX_TOPIC_LEN];
-            let name = topic.write(&mut buf).unwrap();
+            let name = topic.write(&mut buf)?;
             assert_eq!(name, format!("mota/v1/dev/dev-42/{}", kind.as_str()));
             assert_eq!(topic.to_string(), name);
             assert_eq!(Topic::parse(name), Ok(topic));
@@ -175,17 +177,19 @@ mod tests {
                 assert_eq!(filter, format!("$share/{SHARE_GROUP}/{PREFIX}+/{}", kind.as_str()));
             }
         }
+        Ok(())
     }
 
     #[test]
-    fn longest_topic_fits_the_bound() {
+    fn longest_topic_fits_the_bound() -> Result {
         let id = "d".repeat(MAX_DEVICE_ID_LEN);
         let mut buf = [0u8; MAX_TOPIC_LEN];
         for kind in Kind::ALL {
-            assert!(Topic::new(&id, kind).unwrap().write(&mut buf).is_ok());
+            assert!(Topic::new(&id, kind)?.write(&mut buf).is_ok());
         }
         let mut short = [0u8; 18];
-        assert_eq!(Topic::new("a", Kind::Hello).unwrap().write(&mut short), Err(TopicError::BufferTooSmall));
+        assert_eq!(Topic::new("a", Kind::Hello)?.write(&mut short), Err(TopicError::BufferTooSmall));
+        Ok(())
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The three verbs every wire type shares: decode, check, encode.
+//! The verbs every wire type shares: parse, check, encode.
 //!
 //! Types derive minicbor's `Encode`/`Decode` for the CBOR shape and implement [`Wire`]
 //! for the rest of the contract: a size bound checked before parsing, domain checks

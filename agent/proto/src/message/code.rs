@@ -173,12 +173,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unknown_codes_survive_and_print() {
+    fn unknown_codes_survive_and_print() -> Result<(), Box<dyn std::error::Error>> {
         let code = ErrorCode(999);
         assert_eq!(code.name(), None);
         assert_eq!(format!("{code}"), "code 999");
         assert_eq!(format!("{}", ErrorCode::DOWNGRADE), "downgrade");
-        let bytes = minicbor::to_vec(code).unwrap();
-        assert_eq!(minicbor::decode::<ErrorCode>(&bytes).unwrap(), code);
+        let bytes = minicbor::to_vec(code)?;
+        assert_eq!(minicbor::decode::<ErrorCode>(&bytes)?, code);
+        Ok(())
     }
 }

@@ -35,7 +35,7 @@ pub fn roots() -> [[u8; 32]; 1] {
 /// A release key certified by `issuer` until `not_after`.
 pub fn release_by(issuer: &SigningKey, not_after: u64) -> ReleaseKey {
     let key = release_signing();
-    let cert = certify(issuer, &key.verifying_key(), not_after);
+    let cert = certify(issuer, &key.verifying_key(), not_after).unwrap();
     ReleaseKey::new(key, cert).unwrap()
 }
 

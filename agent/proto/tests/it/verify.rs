@@ -100,7 +100,8 @@ fn key_chain() {
 
     // The same, but claiming to be issued by our root.
     let forged = {
-        let cert_bytes = certify(&fixtures::other_root(), &fixtures::release_signing().verifying_key(), CERT_NOT_AFTER);
+        let cert_bytes =
+            certify(&fixtures::other_root(), &fixtures::release_signing().verifying_key(), CERT_NOT_AFTER).unwrap();
         let mut cert = KeyCertificate::parse(&cert_bytes).unwrap();
         cert.issuer = KeyId::of(&fixtures::root().verifying_key().to_bytes());
         ReleaseKey::new(fixtures::release_signing(), cert.to_vec().unwrap())
