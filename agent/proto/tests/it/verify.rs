@@ -193,6 +193,22 @@ fn malformed_and_oversize_inputs() {
 }
 
 #[test]
+fn nothing_inside_the_manifest_is_read_before_its_signature_verifies() {
+    let release = fixtures::release();
+    let certificate = KeyCertificate::parse(release.certificate()).unwrap();
+    // Garbage that would fail to decode, under a signature that does not verify: the
+    // refusal must be about the signature.
+    let garbage = [0xff; 64];
+    let envelope = Envelope { manifest: &garbage, key_id: release.key_id(), signature: [7; 64], certificate };
+    assert_eq!(verify_with(&envelope.to_vec().unwrap(), &fixtures::policy()), Err(VerifyError::SignatureInvalid));
+    // The same garbage, validly signed, is refused for its shape.
+    assert_eq!(
+        verify_with(&sign_raw(&garbage), &fixtures::policy()),
+        Err(VerifyError::ManifestMalformed(DecodeError::Malformed))
+    );
+}
+
+#[test]
 fn every_single_bit_flip_of_the_envelope_vector_is_refused() {
     let good = crate::vectors::read("envelope");
     let roots = fixtures::roots();
