@@ -1,0 +1,122 @@
+//! Verifies the wire contract's envelope vector on a Cortex-M4 (QEMU mps2-an386):
+//! the genuine offer is accepted with the expected manifest, and a one-bit change is
+//! refused. Exit status 0 means both held. Run: `cargo run --release`.
+//!
+//! It also measures, for BENCHMARKS.md: the stack the verification needs (by painting
+//! the stack before and finding the deepest overwritten word after), and, with
+//! `bench_start`/`bench_end` marking two regions, the instructions of `verify` (region 1)
+//! next to its anchor, one plain Ed25519 verification of the same manifest (region 2),
+//! counted from a QEMU exec trace (`scripts/count-instructions.sh`).
+#![no_std]
+#![no_main]
+
+use cortex_m_rt::entry;
+use cortex_m_semihosting::{debug, hprintln};
+use ed25519_dalek::{Signature, VerifyingKey};
+use mota_proto::{CertBody, DevicePolicy, Envelope, Limits, VerifyError, Wire, verify};
+use panic_semihosting as _;
+
+static ENVELOPE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envelope.bin"));
+
+/// The test root (seed 0x11 × 32; public test material, see tests/vectors/README.md).
+const ROOT: [u8; 32] = [
+    0xd0, 0x4a, 0xb2, 0x32, 0x74, 0x2b, 0xb4, 0xab, 0x3a, 0x13, 0x68, 0xbd, 0x46, 0x15, 0xe4, 0xe6, 0xd0, 0x22, 0x4a,
+    0xb7, 0x1a, 0x01, 0x6b, 0xaf, 0x85, 0x20, 0xa3, 0x32, 0xc9, 0x77, 0x87, 0x37,
+];
+
+const POLICY: DevicePolicy<'static> = DevicePolicy {
+    device_class: "stm32f4-kws",
+    security_counter: 6,
+    now: Some(1_800_000_000),
+    limits: Limits {
+        max_image_bytes: 256 * 1024,
+        max_patch_bytes: 256 * 1024,
+        max_arena_bytes: 64 * 1024,
+        max_validation_bytes: 64 * 1024,
+    },
+};
+
+#[inline(never)]
+#[unsafe(no_mangle)]
+extern "C" fn bench_start() {
+    cortex_m::asm::nop();
+}
+
+#[inline(never)]
+#[unsafe(no_mangle)]
+extern "C" fn bench_end() {
+    cortex_m::asm::nop();
+    cortex_m::asm::nop();
+}
+
+/// Bytes below the current stack pointer painted before the measured call.
+const PAINT: usize = 48 * 1024;
+const PATTERN: u32 = 0xa5a5_a5a5;
+
+/// Fills the stack below the caller's frame with `PATTERN`.
+#[inline(never)]
+fn paint_stack() -> usize {
+    let sp = cortex_m::register::msp::read() as usize;
+    let bottom = sp - PAINT;
+    // Leave 256 bytes of headroom for this function's own frame.
+    let mut p = bottom;
+    while p < sp - 256 {
+        // SAFETY: [bottom, sp - 256) is unused stack inside RAM (64 KiB, .bss of a few bytes).
+        unsafe { core::ptr::write_volatile(p as *mut u32, PATTERN) };
+        p += 4;
+    }
+    bottom
+}
+
+/// Bytes of painted stack overwritten since `paint_stack`, measured from `sp`.
+fn stack_used(bottom: usize, sp: usize) -> usize {
+    let mut p = bottom;
+    // SAFETY: reads inside the painted range only.
+    while p < sp && unsafe { core::ptr::read_volatile(p as *const u32) } == PATTERN {
+        p += 4;
+    }
+    sp - p
+}
+
+#[entry]
+fn main() -> ! {
+    let sp = cortex_m::register::msp::read() as usize;
+    let bottom = paint_stack();
+    bench_start();
+    let genuine = verify(ENVELOPE, &[ROOT], &POLICY);
+    bench_end();
+    hprintln!("verify stack bytes: {}", stack_used(bottom, sp));
+    anchor();
+    let genuine_ok = matches!(
+        genuine,
+        Ok(offer) if offer.manifest.model == "kws-dscnn" && offer.manifest.security_counter == 7 && offer.time_checked
+    );
+    hprintln!("genuine offer: {}", if genuine_ok { "accepted" } else { "REFUSED" });
+
+    let mut tampered = [0u8; 512];
+    let len = ENVELOPE.len().min(tampered.len());
+    tampered[..len].copy_from_slice(&ENVELOPE[..len]);
+    // A bit inside the manifest's security counter area.
+    tampered[40] ^= 0x01;
+    let refused = matches!(verify(&tampered[..len], &[ROOT], &POLICY), Err(VerifyError::SignatureInvalid));
+    hprintln!("tampered offer: {}", if refused { "refused" } else { "ACCEPTED" });
+
+    hprintln!("firmware ok: {}", genuine_ok && refused);
+    debug::exit(if genuine_ok && refused { debug::EXIT_SUCCESS } else { debug::EXIT_FAILURE });
+    #[allow(clippy::empty_loop)]
+    loop {}
+}
+
+/// The anchor: one plain Ed25519 verification of the same manifest bytes by the same
+/// library, marked as the second region.
+#[inline(never)]
+fn anchor() {
+    let Ok(env) = Envelope::parse(ENVELOPE) else { return };
+    let Ok(body) = CertBody::parse(env.certificate.body) else { return };
+    let Ok(key) = VerifyingKey::from_bytes(&body.public_key) else { return };
+    let signature = Signature::from_bytes(&env.signature);
+    bench_start();
+    let ok = key.verify_strict(env.manifest, &signature).is_ok();
+    bench_end();
+    hprintln!("anchor verify: {}", ok);
+}
