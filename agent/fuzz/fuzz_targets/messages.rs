@@ -4,8 +4,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use mota_proto::Wire;
-use mota_proto::message::{Chunk, Cmd, Get, Hello, Status};
-use mota_proto::topic::Topic;
+use mota_proto::message::{Chunk, Cmd, Get, Hello, Payload, Status};
+use mota_proto::topic::{Kind, Topic};
 
 /// Decode, encode, decode again: the second decode must give the same value.
 /// (A macro, so each use gets its own lifetime for the re-encoded buffer.)
@@ -22,6 +22,7 @@ macro_rules! round_trip {
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, rest)) = data.split_first() else { return };
+    let _ = Payload::parse(Kind::ALL[usize::from(which) % Kind::ALL.len()], rest);
     match which % 6 {
         0 => round_trip!(Hello, rest),
         1 => round_trip!(Get, rest),

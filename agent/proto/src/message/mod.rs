@@ -9,6 +9,8 @@
 //! | `status` | device → backend | [`Status`], idempotent by (rollout id, seq) |
 //! | `cmd` | backend → device | [`Cmd`] |
 //!
+//! [`Payload::parse`] decodes any of them given the topic's kind.
+//!
 //! Messages are CBOR maps with integer keys. Unlike the signed structures they are
 //! decoded leniently: unknown keys are skipped, so either side can add optional fields
 //! without breaking the other. Encoding is always canonical.
@@ -18,6 +20,7 @@ mod cmd;
 mod code;
 mod get;
 mod hello;
+mod payload;
 mod status;
 
 pub use chunk::{Chunk, Refusal};
@@ -25,4 +28,5 @@ pub use cmd::{Action, Cmd};
 pub use code::ErrorCode;
 pub use get::Get;
 pub use hello::{DeviceInfo, Hello, RunningModel};
+pub use payload::Payload;
 pub use status::{Event, Status};

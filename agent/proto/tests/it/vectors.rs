@@ -101,3 +101,23 @@ fn the_envelope_vector_verifies() {
     assert_eq!(offer.key_id, fixtures::release().key_id());
     assert!(offer.time_checked);
 }
+
+#[test]
+fn payload_dispatch_by_topic_kind() {
+    use mota_proto::message::Payload;
+    use mota_proto::topic::Kind;
+    assert_eq!(Payload::parse(Kind::Hello, &read("hello_online")), Ok(Payload::Hello(fixtures::hello_online())));
+    assert_eq!(Payload::parse(Kind::Get, &read("get")), Ok(Payload::Get(fixtures::get())));
+    assert_eq!(Payload::parse(Kind::Chunk, &read("chunk_data")), Ok(Payload::Chunk(fixtures::chunk_data())));
+    assert_eq!(
+        Payload::parse(Kind::Status, &read("status_rejected")),
+        Ok(Payload::Status(fixtures::status_rejected()))
+    );
+    assert_eq!(Payload::parse(Kind::Cmd, &read("cmd_rollback")), Ok(Payload::Cmd(fixtures::cmd_rollback())));
+    let envelope = read("envelope");
+    assert!(matches!(Payload::parse(Kind::Offer, &envelope), Ok(Payload::Offer(_))));
+    assert_eq!(Payload::parse(Kind::Offer, &[]), Ok(Payload::OfferCleared));
+    // A payload on the wrong topic is refused, not misread.
+    assert!(Payload::parse(Kind::Get, &read("status_rejected")).is_err());
+    assert!(Payload::parse(Kind::Hello, &[]).is_err());
+}
