@@ -13,28 +13,11 @@
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
 use ed25519_dalek::{Signature, VerifyingKey};
-use mota_proto::{CertBody, DevicePolicy, Envelope, Limits, VerifyError, Wire, verify};
+use mota_proto::testkit::{POLICY, ROOT};
+use mota_proto::{CertBody, Envelope, VerifyError, Wire, verify};
 use panic_semihosting as _;
 
 static ENVELOPE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envelope.bin"));
-
-/// The test root (seed 0x11 × 32; public test material, see tests/vectors/README.md).
-const ROOT: [u8; 32] = [
-    0xd0, 0x4a, 0xb2, 0x32, 0x74, 0x2b, 0xb4, 0xab, 0x3a, 0x13, 0x68, 0xbd, 0x46, 0x15, 0xe4, 0xe6, 0xd0, 0x22, 0x4a,
-    0xb7, 0x1a, 0x01, 0x6b, 0xaf, 0x85, 0x20, 0xa3, 0x32, 0xc9, 0x77, 0x87, 0x37,
-];
-
-const POLICY: DevicePolicy<'static> = DevicePolicy {
-    device_class: "stm32f4-kws",
-    security_counter: 6,
-    now: Some(1_800_000_000),
-    limits: Limits {
-        max_image_bytes: 256 * 1024,
-        max_patch_bytes: 256 * 1024,
-        max_arena_bytes: 64 * 1024,
-        max_validation_bytes: 64 * 1024,
-    },
-};
 
 #[inline(never)]
 #[unsafe(no_mangle)]

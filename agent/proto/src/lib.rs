@@ -33,6 +33,8 @@ mod wire;
 pub mod keys;
 #[cfg(feature = "std")]
 pub mod sign;
+#[cfg(feature = "_testkit")]
+pub mod testkit;
 
 pub use certificate::{CertBody, KeyCertificate};
 pub use envelope::Envelope;

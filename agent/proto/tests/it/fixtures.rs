@@ -9,10 +9,10 @@ use mota_proto::message::{
     Action, Chunk, Cmd, DeviceInfo, ErrorCode, Event, Get, Hello, Refusal, RunningModel, Status,
 };
 use mota_proto::sign::{ReleaseKey, certify};
-use mota_proto::{Delta, DevicePolicy, Digest, Image, Limits, Manifest, Validation};
+use mota_proto::{Delta, DevicePolicy, Digest, Image, Manifest, Validation};
 
 /// A trusted time inside every fixture's validity.
-pub const NOW: u64 = 1_800_000_000;
+pub use mota_proto::testkit::NOW;
 /// The release key's certificate ends here.
 pub const CERT_NOT_AFTER: u64 = 1_900_000_000;
 
@@ -29,7 +29,8 @@ pub fn release_signing() -> SigningKey {
 }
 
 pub fn roots() -> [[u8; 32]; 1] {
-    [root().verifying_key().to_bytes()]
+    assert_eq!(root().verifying_key().to_bytes(), mota_proto::testkit::ROOT, "testkit root is the 0x11 seed");
+    [mota_proto::testkit::ROOT]
 }
 
 /// A release key certified by `issuer` until `not_after`.
@@ -77,17 +78,7 @@ pub fn manifest_minimal() -> Manifest<'static> {
 
 /// A device that should accept [`manifest`].
 pub fn policy() -> DevicePolicy<'static> {
-    DevicePolicy {
-        device_class: "stm32f4-kws",
-        security_counter: 6,
-        now: Some(NOW),
-        limits: Limits {
-            max_image_bytes: 256 * 1024,
-            max_patch_bytes: 256 * 1024,
-            max_arena_bytes: 64 * 1024,
-            max_validation_bytes: 64 * 1024,
-        },
-    }
+    mota_proto::testkit::POLICY
 }
 
 /// The signed offer of [`manifest`].
