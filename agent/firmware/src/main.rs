@@ -98,8 +98,10 @@ fn anchor() {
     let Ok(body) = CertBody::parse(env.certificate.body) else { return };
     let Ok(key) = VerifyingKey::from_bytes(&body.public_key) else { return };
     let signature = Signature::from_bytes(&env.signature);
+    let sp = cortex_m::register::msp::read() as usize;
+    let bottom = paint_stack();
     bench_start();
     let ok = key.verify_strict(env.manifest, &signature).is_ok();
     bench_end();
-    hprintln!("anchor verify: {}", ok);
+    hprintln!("anchor verify: {}, stack bytes: {}", ok, stack_used(bottom, sp));
 }
