@@ -1,0 +1,216 @@
+//! Runs a verified model inside a caller-provided arena.
+//!
+//! The arena holds the activation tensors at the offsets the planner chose (its head) and
+//! the plan itself (its tail). Constants are read in place from the model. Before each
+//! operator runs, the arena is split into the operator's output and everything else, so
+//! the output is written while the inputs are read without any aliasing (the planner
+//! guarantees they do not overlap; if they did, the split would report it).
+
+use core::fmt;
+
+use crate::kernels::params::Int32s;
+use crate::kernels::{OpError, conv, fully_connected, pool, quantize, softmax};
+use crate::model::{Model, ModelError, TensorInfo};
+use crate::ops::{self, Kernel, Op, PrepareError};
+use crate::plan::{self, ALIGN, ENTRY, Plan};
+
+/// Why a model could not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunError {
+    /// The model is malformed or unsupported.
+    Model(ModelError),
+    /// The arena is smaller than the model needs.
+    ArenaTooSmall {
+        /// Bytes needed (a lower bound when even the plan does not fit).
+        needed: usize,
+        /// Bytes given.
+        available: usize,
+    },
+    /// An operator failed at run time.
+    Operator {
+        /// Operator index.
+        index: usize,
+        /// Which operator.
+        op: Op,
+        /// Why.
+        problem: OpError,
+    },
+    /// No model input or output with that index.
+    NoSuchTensor(usize),
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Model(e) => write!(f, "{e}"),
+            Self::ArenaTooSmall { needed, available } => {
+                write!(f, "arena of {available} bytes too small: {needed} needed")
+            }
+            Self::Operator { index, op, problem } => write!(f, "operator {index} ({}): {problem}", op.name()),
+            Self::NoSuchTensor(i) => write!(f, "no input or output {i}"),
+        }
+    }
+}
+
+impl core::error::Error for RunError {}
+
+impl From<ModelError> for RunError {
+    fn from(e: ModelError) -> Self {
+        Self::Model(e)
+    }
+}
+
+/// A model bound to an arena, ready to run.
+pub struct Interpreter<'m, 'a> {
+    model: Model<'m>,
+    head: &'a mut [u8],
+    tail: &'a [u8],
+    head_used: usize,
+}
+
+impl<'m, 'a> Interpreter<'m, 'a> {
+    /// Plans the model into `arena`; fails if it does not fit.
+    pub fn new(model: Model<'m>, arena: &'a mut [u8]) -> Result<Self, RunError> {
+        let available = arena.len();
+        let tail_len = model.tensor_count() * ENTRY;
+        let head_len =
+            available.checked_sub(tail_len).ok_or(RunError::ArenaTooSmall { needed: tail_len, available })?;
+        let head_len = head_len - head_len % ALIGN;
+        let (head, rest) = arena.split_at_mut(head_len);
+        let skip = rest.len() - tail_len;
+        let tail = &mut rest[skip..];
+        let (_, head_used) = plan::plan(&model, tail)?;
+        if head_used > head.len() {
+            return Err(RunError::ArenaTooSmall { needed: head_used.next_multiple_of(ALIGN) + tail_len, available });
+        }
+        Ok(Self { model, head, tail, head_used })
+    }
+
+    /// Arena bytes actually used (activations and plan).
+    pub fn arena_used(&self) -> usize {
+        self.head_used.next_multiple_of(ALIGN) + self.tail.len()
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model<'m> {
+        &self.model
+    }
+
+    fn region(&self, t: &TensorInfo<'_>) -> Option<core::ops::Range<usize>> {
+        let offset = Plan::new(self.tail).offset(t.index)?;
+        Some(offset..offset + t.bytes())
+    }
+
+    /// The bytes of model input `i`, to fill before [`Interpreter::invoke`].
+    pub fn input(&mut self, i: usize) -> Result<&mut [u8], RunError> {
+        let t = self.model.input(i).map_err(|_| RunError::NoSuchTensor(i))?;
+        let range = self.region(&t).ok_or(RunError::NoSuchTensor(i))?;
+        self.head.get_mut(range).ok_or(RunError::NoSuchTensor(i))
+    }
+
+    /// The bytes of model output `i`, valid after [`Interpreter::invoke`].
+    pub fn output(&self, i: usize) -> Result<&[u8], RunError> {
+        let t = self.model.output(i).map_err(|_| RunError::NoSuchTensor(i))?;
+        let range = self.region(&t).ok_or(RunError::NoSuchTensor(i))?;
+        self.head.get(range).ok_or(RunError::NoSuchTensor(i))
+    }
+
+    /// Runs every operator once.
+    pub fn invoke(&mut self) -> Result<(), RunError> {
+        for i in 0..self.model.operator_count() {
+            let op = self.model.operator(i)?;
+            let fail = |problem| RunError::Operator { index: i, op: op.op, problem };
+            let prepared = ops::prepare(&self.model, &op).map_err(|e| match e {
+                PrepareError::Model(e) => RunError::Model(e),
+                PrepareError::Op(problem) => fail(problem),
+            })?;
+            let out = self.region(&prepared.output).ok_or(fail(OpError::Shape("output is not planned")))?;
+            let plan = Plan::new(self.tail);
+            let (before, rest) = self.head.split_at_mut(out.start);
+            let (output, after) = rest.split_at_mut(out.len());
+            let view = Views { before, after, out_start: out.start, out_end: out.end, plan: &plan };
+            run(&prepared, &view, output).map_err(fail)?;
+        }
+        Ok(())
+    }
+}
+
+/// The arena around an operator's output, to read its inputs from.
+struct Views<'v> {
+    before: &'v [u8],
+    after: &'v [u8],
+    out_start: usize,
+    out_end: usize,
+    plan: &'v Plan<'v>,
+}
+
+impl<'v> Views<'v> {
+    /// The bytes of an input tensor: its constant data, or its arena region.
+    fn bytes<'m: 'v>(&self, t: &TensorInfo<'m>) -> Result<&'v [u8], OpError> {
+        if let Some(data) = t.data {
+            return Ok(data);
+        }
+        let start = self.plan.offset(t.index).ok_or(OpError::Shape("input is not planned"))?;
+        let end = start + t.bytes();
+        let region = if end <= self.out_start {
+            self.before.get(start..end)
+        } else if start >= self.out_end {
+            self.after.get(start - self.out_end..end - self.out_end)
+        } else {
+            None
+        };
+        region.ok_or(OpError::Shape("input overlaps the output"))
+    }
+
+    fn int8<'m: 'v>(&self, t: &TensorInfo<'m>) -> Result<&'v [i8], OpError> {
+        self.bytes(t).map(bytemuck::cast_slice)
+    }
+}
+
+fn run(p: &ops::Prepared<'_>, v: &Views<'_>, output: &mut [u8]) -> Result<(), OpError> {
+    let input = |i: usize| p.inputs.get(i).copied().flatten().ok_or(OpError::Shape("missing input"));
+    let shape4 = |t: &TensorInfo<'_>| t.shape.extended4().ok_or(OpError::Shape("rank above 4"));
+    let bias = |i: usize| -> Result<Option<Int32s<'_>>, OpError> {
+        match p.inputs.get(i).copied().flatten() {
+            Some(t) => Ok(Some(Int32s(t.data.ok_or(OpError::Type("bias must be constant"))?))),
+            None => Ok(None),
+        }
+    };
+    let out_i8: &mut [i8] = bytemuck::cast_slice_mut(output);
+    match &p.kernel {
+        Kernel::Conv(params) | Kernel::Depthwise(params) => {
+            let (x, w) = (input(0)?, input(1)?);
+            let f = if matches!(p.kernel, Kernel::Conv(_)) { conv::conv2d } else { conv::depthwise_conv2d };
+            f(params, v.int8(&x)?, shape4(&x)?, v.int8(&w)?, shape4(&w)?, bias(2)?, out_i8, shape4(&p.output)?)
+        }
+        Kernel::FullyConnected { params, batches, output_depth, accum_depth } => {
+            let (x, w) = (input(0)?, input(1)?);
+            fully_connected::fully_connected(
+                params,
+                v.int8(&x)?,
+                v.int8(&w)?,
+                bias(2)?,
+                out_i8,
+                *batches,
+                *output_depth,
+                *accum_depth,
+            )
+        }
+        Kernel::Pool(kind, params) => {
+            let x = input(0)?;
+            pool::pool(*kind, params, v.int8(&x)?, shape4(&x)?, out_i8, shape4(&p.output)?)
+        }
+        Kernel::Softmax { params, depth } => softmax::softmax(params, v.int8(&input(0)?)?, out_i8, *depth),
+        Kernel::Reshape => {
+            let x = v.int8(&input(0)?)?;
+            if x.len() != out_i8.len() {
+                return Err(OpError::Shape("reshape size"));
+            }
+            out_i8.copy_from_slice(x);
+            Ok(())
+        }
+        Kernel::Quantize(q) => quantize::quantize(*q, v.bytes(&input(0)?)?, out_i8),
+        Kernel::Requantize(iq, oq) => quantize::requantize(*iq, *oq, v.int8(&input(0)?)?, out_i8),
+        Kernel::Dequantize(q) => quantize::dequantize(*q, v.int8(&input(0)?)?, output),
+    }
+}

@@ -1,0 +1,119 @@
+//! Prepare-time checks shared by the element-wise kernels.
+//!
+//! TFLM aborts (`TFLITE_CHECK`) or relies on undefined behaviour when a model carries
+//! nonsensical quantization (zero or negative scales, zero points outside int8, multipliers
+//! so large that a shift exceeds 31 bits). Such models have no defined TFLM result, so they
+//! are refused here once, and the eval loops can then assume ranges in which every
+//! intermediate provably fits its integer type.
+
+use crate::arith::{Multiplier, round_f32};
+use crate::kernels::OpError;
+use crate::tensor::{Activation, Quant};
+
+/// A usable scale: finite and positive.
+pub(crate) fn check_scale(q: Quant) -> Result<(), OpError> {
+    if q.scale.is_finite() && q.scale > 0.0 {
+        Ok(())
+    } else {
+        Err(OpError::Quantization("scale must be finite and positive"))
+    }
+}
+
+/// A zero point an int8 tensor can hold.
+pub(crate) fn check_zero_point(q: Quant) -> Result<(), OpError> {
+    if (i32::from(i8::MIN)..=i32::from(i8::MAX)).contains(&q.zero_point) {
+        Ok(())
+    } else {
+        Err(OpError::Quantization("int8 zero point out of range"))
+    }
+}
+
+/// Both checks above.
+pub(crate) fn check_quant(q: Quant) -> Result<(), OpError> {
+    check_scale(q)?;
+    check_zero_point(q)
+}
+
+/// `tflite::QuantizeMultiplier`, refusing what TFLM could only evaluate with undefined
+/// behaviour (a non-finite real, or a left shift of more than 31 bits).
+pub(crate) fn quantize_multiplier(real: f64) -> Result<Multiplier, OpError> {
+    if !real.is_finite() {
+        return Err(OpError::Quantization("multiplier is not finite"));
+    }
+    let m = Multiplier::new(real);
+    if m.shift > 31 {
+        return Err(OpError::Quantization("multiplier too large"));
+    }
+    Ok(m)
+}
+
+/// `tflite::QuantizeMultiplierSmallerThanOneExp`: TFLM aborts unless `0 < real < 1` and the
+/// quantized exponent is not positive.
+pub(crate) fn quantize_multiplier_smaller_than_one(real: f64) -> Result<Multiplier, OpError> {
+    if !(real > 0.0 && real < 1.0) {
+        return Err(OpError::Quantization("multiplier must lie in (0, 1)"));
+    }
+    let m = Multiplier::new(real);
+    if m.shift > 0 {
+        return Err(OpError::Quantization("multiplier rounds up to 1"));
+    }
+    Ok(m)
+}
+
+/// `CalculateActivationRangeQuantized` for int8, failing where TFLM's `Quantize` fails
+/// (the bound does not fit an int32; here, conservatively, 2^30) so the range arithmetic
+/// cannot overflow, and guaranteeing `min <= max`.
+pub(crate) fn activation_range(activation: Activation, output: Quant) -> Result<(i32, i32), OpError> {
+    let bounds: &[f32] = match activation {
+        Activation::None => &[],
+        Activation::Relu => &[0.0],
+        Activation::Relu6 => &[0.0, 6.0],
+        Activation::ReluN1To1 => &[-1.0, 1.0],
+    };
+    for &f in bounds {
+        if round_f32(f / output.scale).abs() > (1u32 << 30) as f32 {
+            return Err(OpError::Quantization("activation bound overflows int32"));
+        }
+    }
+    let (min, max) = activation.range_i8(output);
+    if min > max {
+        return Err(OpError::Quantization("empty activation range"));
+    }
+    Ok((min, max))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(scale: f32, zero_point: i32) -> Quant {
+        Quant { scale, zero_point }
+    }
+
+    #[test]
+    fn quant_checks() {
+        assert!(check_quant(q(0.5, -128)).is_ok());
+        assert!(check_quant(q(0.0, 0)).is_err());
+        assert!(check_quant(q(-1.0, 0)).is_err());
+        assert!(check_quant(q(f32::NAN, 0)).is_err());
+        assert!(check_quant(q(1.0, 128)).is_err());
+    }
+
+    #[test]
+    fn smaller_than_one() {
+        assert_eq!(quantize_multiplier_smaller_than_one(0.5).unwrap(), Multiplier { multiplier: 1 << 30, shift: 0 });
+        assert!(quantize_multiplier_smaller_than_one(1.0).is_err());
+        assert!(quantize_multiplier_smaller_than_one(0.0).is_err());
+        // Just below one rounds up to 2^31 and renormalises to a positive shift: TFLM aborts.
+        assert!(quantize_multiplier_smaller_than_one(f64::from_bits(1.0f64.to_bits() - 1)).is_err());
+        assert!(quantize_multiplier(1e12).is_err());
+        assert!(quantize_multiplier(f64::INFINITY).is_err());
+    }
+
+    #[test]
+    fn activation_ranges() {
+        assert_eq!(activation_range(Activation::Relu6, q(0.05, -10)).unwrap(), (-10, 110));
+        assert!(activation_range(Activation::Relu6, q(1e-12, 0)).is_err());
+        assert_eq!(activation_range(Activation::None, q(1e-12, 0)).unwrap(), (-128, 127));
+    }
+}

@@ -1,0 +1,51 @@
+//! FULLY_CONNECTED, int8: TFLite's `reference_integer_ops::FullyConnected` (per-tensor
+//! weights) and `FullyConnectedPerChannel`. Any input rank: the input is read as
+//! `batches × accum_depth`, which is how TFLM treats the 4-D inputs current converters
+//! feed it without a RESHAPE.
+
+use super::params::{Int32s, Rescale, check_len};
+use super::{OpError, clamp_i8};
+
+/// Quantization of a fully connected layer.
+#[derive(Debug, Clone, Copy)]
+pub struct FcParams<'a> {
+    /// `-input_zero_point`.
+    pub input_offset: i32,
+    /// `output_zero_point`.
+    pub output_offset: i32,
+    /// Fused activation clamp.
+    pub act: (i32, i32),
+    /// Accumulator rescaling.
+    pub rescale: Rescale<'a>,
+}
+
+/// `output[b][o] = Σ_d filter[o][d] × (input[b][d] + input_offset) + bias[o]`, rescaled.
+pub fn fully_connected(
+    p: &FcParams<'_>,
+    input: &[i8],
+    filter: &[i8],
+    bias: Option<Int32s<'_>>,
+    output: &mut [i8],
+    batches: usize,
+    output_depth: usize,
+    accum_depth: usize,
+) -> Result<(), OpError> {
+    check_len(input, batches * accum_depth, "fully connected input")?;
+    check_len(filter, output_depth * accum_depth, "fully connected weights")?;
+    check_len(output, batches * output_depth, "fully connected output")?;
+    for o in 0..output_depth {
+        let m = p.rescale.channel(o);
+        let b = bias.map_or(0, |b| b.get(o));
+        let weights = &filter[o * accum_depth..(o + 1) * accum_depth];
+        for batch in 0..batches {
+            let row = &input[batch * accum_depth..(batch + 1) * accum_depth];
+            let mut acc: i32 = 0;
+            for (&x, &w) in row.iter().zip(weights) {
+                acc = acc.wrapping_add(i32::from(w) * (i32::from(x) + p.input_offset));
+            }
+            let acc = m.apply(acc.wrapping_add(b)).wrapping_add(p.output_offset);
+            output[batch * output_depth + o] = clamp_i8(acc, p.act.0, p.act.1);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! Constant operands read in place from the model: per-channel scales and int32 biases
+//! are little-endian arrays inside the flatbuffer, possibly unaligned in flash, so they
+//! are read element by element rather than cast.
+
+use super::OpError;
+use crate::arith::Multiplier;
+
+/// A little-endian `f32` array in the model.
+#[derive(Debug, Clone, Copy)]
+pub struct Scales<'a>(pub &'a [u8]);
+
+impl Scales<'_> {
+    /// Number of scales.
+    pub fn len(&self) -> usize {
+        self.0.len() / 4
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Scale `i` (the last one again past the end, so one scale serves every channel).
+    pub fn get(&self, i: usize) -> f32 {
+        let i = i.min(self.len().saturating_sub(1));
+        match self.0.get(i * 4..i * 4 + 4) {
+            Some(b) => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            None => 0.0,
+        }
+    }
+}
+
+/// A little-endian `i32` array in the model (biases).
+#[derive(Debug, Clone, Copy)]
+pub struct Int32s<'a>(pub &'a [u8]);
+
+impl Int32s<'_> {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.0.len() / 4
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Value `i`, or 0 past the end.
+    pub fn get(&self, i: usize) -> i32 {
+        match self.0.get(i * 4..i * 4 + 4) {
+            Some(b) => i32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            None => 0,
+        }
+    }
+}
+
+/// How a convolution-like operator rescales its accumulators to the output.
+#[derive(Debug, Clone, Copy)]
+pub enum Rescale<'a> {
+    /// One multiplier for every channel.
+    PerTensor(Multiplier),
+    /// One multiplier per output channel, from `input × filter[c] / output` in double
+    /// precision (`PopulateConvolutionQuantizationParams`).
+    PerChannel {
+        /// Input scale.
+        input: f32,
+        /// Output scale.
+        output: f32,
+        /// Filter scales, one per output channel (or one for all).
+        filter: Scales<'a>,
+    },
+}
+
+impl Rescale<'_> {
+    /// The multiplier of output channel `c`.
+    pub fn channel(&self, c: usize) -> Multiplier {
+        match *self {
+            Self::PerTensor(m) => m,
+            Self::PerChannel { input, output, filter } => {
+                Multiplier::new(f64::from(input) * f64::from(filter.get(c)) / f64::from(output))
+            }
+        }
+    }
+}
+
+/// Checks that `slice` holds exactly `expected` elements.
+pub(crate) fn check_len<T>(slice: &[T], expected: usize, what: &'static str) -> Result<(), OpError> {
+    if slice.len() == expected { Ok(()) } else { Err(OpError::Shape(what)) }
+}

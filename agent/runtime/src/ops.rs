@@ -1,0 +1,425 @@
+//! Operators: from a model's operator to a kernel ready to run.
+//!
+//! `prepare` is the single place where an operator's tensors and options are checked and
+//! its kernel parameters derived. `Model::parse` runs it for every operator (so an
+//! unsupported configuration is refused before anything runs) and the interpreter runs it
+//! again at each invocation instead of storing the results in the arena.
+
+use crate::arith::Multiplier;
+use crate::flatbuffer::{FbError, Table};
+use crate::kernels::OpError;
+use crate::kernels::conv::ConvParams;
+use crate::kernels::fully_connected::FcParams;
+use crate::kernels::params::{Int32s, Rescale, Scales};
+use crate::kernels::pool::{PoolKind, PoolParams};
+use crate::kernels::softmax::SoftmaxParams;
+use crate::model::{At, DType, Location, Model, ModelError, Operator, TensorInfo};
+use crate::schema::{builtin, option_fields as f, options};
+use crate::tensor::{Activation, Quant};
+
+/// The operators the runtime implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Op {
+    Add,
+    AveragePool2d,
+    Concatenation,
+    Conv2d,
+    DepthwiseConv2d,
+    Dequantize,
+    FullyConnected,
+    HardSwish,
+    LeakyRelu,
+    Logistic,
+    MaxPool2d,
+    Mean,
+    Mul,
+    Pad,
+    Quantize,
+    Reshape,
+    Softmax,
+    Sub,
+    Tanh,
+}
+
+impl Op {
+    /// From a builtin operator code.
+    pub fn from_code(code: i32) -> Option<Self> {
+        Some(match code {
+            builtin::ADD => Self::Add,
+            builtin::AVERAGE_POOL_2D => Self::AveragePool2d,
+            builtin::CONCATENATION => Self::Concatenation,
+            builtin::CONV_2D => Self::Conv2d,
+            builtin::DEPTHWISE_CONV_2D => Self::DepthwiseConv2d,
+            builtin::DEQUANTIZE => Self::Dequantize,
+            builtin::FULLY_CONNECTED => Self::FullyConnected,
+            builtin::HARD_SWISH => Self::HardSwish,
+            builtin::LEAKY_RELU => Self::LeakyRelu,
+            builtin::LOGISTIC => Self::Logistic,
+            builtin::MAX_POOL_2D => Self::MaxPool2d,
+            builtin::MEAN => Self::Mean,
+            builtin::MUL => Self::Mul,
+            builtin::PAD => Self::Pad,
+            builtin::QUANTIZE => Self::Quantize,
+            builtin::RESHAPE => Self::Reshape,
+            builtin::SOFTMAX => Self::Softmax,
+            builtin::SUB => Self::Sub,
+            builtin::TANH => Self::Tanh,
+            _ => return None,
+        })
+    }
+
+    /// The TFLite name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Add => "ADD",
+            Self::AveragePool2d => "AVERAGE_POOL_2D",
+            Self::Concatenation => "CONCATENATION",
+            Self::Conv2d => "CONV_2D",
+            Self::DepthwiseConv2d => "DEPTHWISE_CONV_2D",
+            Self::Dequantize => "DEQUANTIZE",
+            Self::FullyConnected => "FULLY_CONNECTED",
+            Self::HardSwish => "HARD_SWISH",
+            Self::LeakyRelu => "LEAKY_RELU",
+            Self::Logistic => "LOGISTIC",
+            Self::MaxPool2d => "MAX_POOL_2D",
+            Self::Mean => "MEAN",
+            Self::Mul => "MUL",
+            Self::Pad => "PAD",
+            Self::Quantize => "QUANTIZE",
+            Self::Reshape => "RESHAPE",
+            Self::Softmax => "SOFTMAX",
+            Self::Sub => "SUB",
+            Self::Tanh => "TANH",
+        }
+    }
+}
+
+/// A failure of `prepare`: a structural model error or the operator's own.
+pub(crate) enum PrepareError {
+    Model(ModelError),
+    Op(OpError),
+}
+
+impl From<ModelError> for PrepareError {
+    fn from(e: ModelError) -> Self {
+        Self::Model(e)
+    }
+}
+
+impl From<OpError> for PrepareError {
+    fn from(e: OpError) -> Self {
+        Self::Op(e)
+    }
+}
+
+/// An operator ready to run: its kernel parameters and the tensors it touches.
+pub(crate) struct Prepared<'a> {
+    pub kernel: Kernel<'a>,
+    /// Input tensors in kernel order (constants included).
+    pub inputs: [Option<TensorInfo<'a>>; MAX_OP_INPUTS],
+    pub output: TensorInfo<'a>,
+}
+
+/// Most inputs an operator may have.
+pub const MAX_OP_INPUTS: usize = 8;
+
+/// The kernel and its parameters.
+pub(crate) enum Kernel<'a> {
+    Conv(ConvParams<'a>),
+    Depthwise(ConvParams<'a>),
+    FullyConnected { params: FcParams<'a>, batches: usize, output_depth: usize, accum_depth: usize },
+    Pool(PoolKind, PoolParams),
+    Softmax { params: SoftmaxParams, depth: usize },
+    Reshape,
+    Quantize(Quant),
+    Requantize(Quant, Quant),
+    Dequantize(Quant),
+}
+
+type Result<T> = core::result::Result<T, PrepareError>;
+
+/// Checks an operator and derives its kernel parameters.
+pub(crate) fn prepare<'a>(model: &Model<'a>, op: &Operator<'a>) -> Result<Prepared<'a>> {
+    let at = Location::Operator(op.index);
+    if op.output_count() != 1 {
+        return Err(OpError::Unsupported("operators must have exactly one output").into());
+    }
+    if op.input_count() > MAX_OP_INPUTS {
+        return Err(OpError::Unsupported("too many inputs").into());
+    }
+    let output = model.tensor_at(Some(op.index), op.output(0).at(at)?)?;
+    let mut inputs = [None; MAX_OP_INPUTS];
+    for (slot, index) in inputs.iter_mut().zip(op.inputs()) {
+        let index = index.at(at)?;
+        if index >= 0 {
+            *slot = Some(model.tensor_at(Some(op.index), index)?);
+        }
+    }
+    let input = |i: usize| -> Result<TensorInfo<'a>> {
+        inputs.get(i).copied().flatten().ok_or(PrepareError::Op(OpError::Shape("missing input")))
+    };
+    let options = |tag| op.options(tag).at(at);
+    let kernel = match op.op {
+        Op::Conv2d | Op::DepthwiseConv2d => conv(op.op, &input(0)?, &input(1)?, inputs[2], &output, options)?,
+        Op::FullyConnected => {
+            fully_connected(&input(0)?, &input(1)?, inputs[2], &output, options(options::FULLY_CONNECTED)?)?
+        }
+        Op::AveragePool2d | Op::MaxPool2d => pool(op.op, &input(0)?, &output, options(options::POOL_2D)?)?,
+        Op::Softmax => softmax(&input(0)?, &output, options(options::SOFTMAX)?)?,
+        Op::Reshape => {
+            let x = input(0)?;
+            int8_activation(&x)?;
+            int8_activation(&output)?;
+            if x.shape.elements() != output.shape.elements() || x.quant()? != output.quant()? {
+                return Err(OpError::Shape("reshape changes size or quantization").into());
+            }
+            Kernel::Reshape
+        }
+        Op::Quantize => {
+            let x = input(0)?;
+            int8_activation(&output)?;
+            same_elements(&x, &output)?;
+            match x.dtype {
+                DType::Float32 => Kernel::Quantize(output.quant()?),
+                DType::Int8 => Kernel::Requantize(x.quant()?, output.quant()?),
+                DType::Int32 => return Err(OpError::Type("QUANTIZE from int32").into()),
+            }
+        }
+        Op::Dequantize => {
+            let x = input(0)?;
+            int8_activation(&x)?;
+            if output.dtype != DType::Float32 {
+                return Err(OpError::Type("DEQUANTIZE must output float32").into());
+            }
+            same_elements(&x, &output)?;
+            Kernel::Dequantize(x.quant()?)
+        }
+        _ => return Err(OpError::Unsupported("operator not implemented yet").into()),
+    };
+    Ok(Prepared { kernel, inputs, output })
+}
+
+fn int8_activation(t: &TensorInfo<'_>) -> core::result::Result<(), OpError> {
+    if t.dtype != DType::Int8 {
+        return Err(OpError::Type("expected int8"));
+    }
+    if t.data.is_some() {
+        return Err(OpError::Unsupported("constant activation"));
+    }
+    t.quant().map(|_| ())
+}
+
+fn same_elements(a: &TensorInfo<'_>, b: &TensorInfo<'_>) -> core::result::Result<(), OpError> {
+    if a.shape.elements() == b.shape.elements() { Ok(()) } else { Err(OpError::Shape("element counts differ")) }
+}
+
+fn activation(options: Option<Table<'_>>, field: usize) -> core::result::Result<Activation, PrepareError> {
+    let value = match options {
+        Some(t) => t.scalar::<i8>(field, 0).map_err(fb)?,
+        None => 0,
+    };
+    Activation::from_schema(value).ok_or(PrepareError::Op(OpError::Unsupported("fused activation")))
+}
+
+fn fb(e: FbError) -> PrepareError {
+    PrepareError::Model(ModelError::Malformed { at: Location::Subgraph, error: e })
+}
+
+fn option_i32(options: Option<Table<'_>>, field: usize, default: i32) -> core::result::Result<i32, PrepareError> {
+    options.map_or(Ok(default), |t| t.scalar::<i32>(field, default)).map_err(fb)
+}
+
+/// A positive option value (stride, dilation, window).
+fn positive(options: Option<Table<'_>>, field: usize, default: i32) -> core::result::Result<usize, PrepareError> {
+    let v = option_i32(options, field, default)?;
+    usize::try_from(v)
+        .ok()
+        .filter(|&v| v >= 1)
+        .ok_or(PrepareError::Op(OpError::Unsupported("stride, dilation or window < 1")))
+}
+
+/// `ComputePaddingHeightWidth` for one dimension: (output size, padding before).
+fn padding(same: bool, input: usize, filter: usize, stride: usize, dilation: usize) -> (usize, usize) {
+    let effective = (filter - 1) * dilation + 1;
+    let out = if same { input.div_ceil(stride) } else { (input + stride).saturating_sub(effective) / stride };
+    let total = ((out.max(1) - 1) * stride + effective).saturating_sub(input);
+    (out, total / 2)
+}
+
+fn shape4(t: &TensorInfo<'_>, what: &'static str) -> core::result::Result<[usize; 4], OpError> {
+    if t.shape.rank() != 4 {
+        return Err(OpError::Shape(what));
+    }
+    t.shape.extended4().ok_or(OpError::Shape(what))
+}
+
+/// The weights' rescaling, checking symmetric int8 weights with 1 or per-channel scales.
+fn rescale<'a>(
+    input: &TensorInfo<'a>,
+    filter: &TensorInfo<'a>,
+    output: &TensorInfo<'a>,
+    channels: usize,
+    channel_dim: usize,
+    per_tensor_float_product: bool,
+) -> core::result::Result<Rescale<'a>, OpError> {
+    let q = filter.quantization.ok_or(OpError::Quantization("weights not quantized"))?;
+    if q.len() != 1 && (q.len() != channels || q.dimension != channel_dim) {
+        return Err(OpError::Quantization("per-channel scales do not match the output channels"));
+    }
+    for c in 0..q.len() {
+        if q.zero_point(c).map_err(|_| OpError::Quantization("weights"))? != 0 {
+            return Err(OpError::Quantization("int8 weights must be symmetric (zero point 0)"));
+        }
+    }
+    let (iq, oq) = (input.quant()?, output.quant()?);
+    let scales = q.scales_raw().map_err(|_| OpError::Quantization("weights"))?;
+    if q.len() == 1 && per_tensor_float_product {
+        // GetQuantizedConvolutionMultipler: the float product, then double.
+        let fs = Scales(scales).get(0);
+        return Ok(Rescale::PerTensor(Multiplier::new(f64::from(iq.scale * fs) / f64::from(oq.scale))));
+    }
+    Ok(Rescale::PerChannel { input: iq.scale, output: oq.scale, filter: Scales(scales) })
+}
+
+fn bias<'a>(bias: Option<TensorInfo<'a>>, channels: usize) -> core::result::Result<Option<Int32s<'a>>, OpError> {
+    let Some(b) = bias else { return Ok(None) };
+    match (b.dtype, b.data) {
+        (DType::Int32, Some(data)) if b.shape.elements() == channels => Ok(Some(Int32s(data))),
+        (DType::Int32, Some(_)) => Err(OpError::Shape("bias length")),
+        _ => Err(OpError::Type("bias must be a constant int32 tensor")),
+    }
+}
+
+fn weights<'a>(t: &TensorInfo<'a>) -> core::result::Result<&'a [u8], OpError> {
+    match (t.dtype, t.data) {
+        (DType::Int8, Some(data)) => Ok(data),
+        _ => Err(OpError::Type("weights must be a constant int8 tensor")),
+    }
+}
+
+fn conv<'a>(
+    op: Op,
+    input: &TensorInfo<'a>,
+    filter: &TensorInfo<'a>,
+    bias_t: Option<TensorInfo<'a>>,
+    output: &TensorInfo<'a>,
+    options: impl Fn(u8) -> core::result::Result<Option<Table<'a>>, ModelError>,
+) -> Result<Kernel<'a>> {
+    int8_activation(input)?;
+    int8_activation(output)?;
+    weights(filter)?;
+    let depthwise = op == Op::DepthwiseConv2d;
+    let opts = options(if depthwise { options::DEPTHWISE_CONV_2D } else { options::CONV_2D })?;
+    let [batches, in_h, in_w, in_c] = shape4(input, "conv input must be 4-D")?;
+    let [f0, f_h, f_w, f_c] = shape4(filter, "conv filter must be 4-D")?;
+    let [o_b, o_h, o_w, o_c] = shape4(output, "conv output must be 4-D")?;
+    let same = opts.map_or(Ok(0), |t| t.scalar::<i8>(f::PADDING, 0)).map_err(fb)? == 0;
+    let stride = (positive(opts, f::STRIDE_H, 1)?, positive(opts, f::STRIDE_W, 1)?);
+    let (dil_h_field, dil_w_field, act_field) = if depthwise {
+        (f::DW_DILATION_H, f::DW_DILATION_W, f::DW_ACTIVATION)
+    } else {
+        (f::CONV_DILATION_H, f::CONV_DILATION_W, f::CONV_ACTIVATION)
+    };
+    let dilation = (positive(opts, dil_h_field, 1)?, positive(opts, dil_w_field, 1)?);
+    let (exp_h, pad_h) = padding(same, in_h, f_h, stride.0, dilation.0);
+    let (exp_w, pad_w) = padding(same, in_w, f_w, stride.1, dilation.1);
+    if o_b != batches || o_h != exp_h || o_w != exp_w {
+        return Err(OpError::Shape("conv output size does not follow from padding and stride").into());
+    }
+    let depth_multiplier = if depthwise {
+        if f0 != 1 || f_c != o_c || in_c == 0 || o_c % in_c != 0 {
+            return Err(OpError::Shape("depthwise filter must be 1×H×W×(C·multiplier)").into());
+        }
+        o_c / in_c
+    } else {
+        if f0 != o_c || f_c == 0 || in_c % f_c != 0 || o_c % (in_c / f_c) != 0 {
+            return Err(OpError::Shape("conv filter channels").into());
+        }
+        1
+    };
+    let channel_dim = if depthwise { 3 } else { 0 };
+    let out_q = output.quant()?;
+    let params = ConvParams {
+        stride,
+        dilation,
+        padding: (pad_h, pad_w),
+        input_offset: -input.quant()?.zero_point,
+        output_offset: out_q.zero_point,
+        act: activation(opts, act_field)?.range_i8(out_q),
+        rescale: rescale(input, filter, output, o_c, channel_dim, false)?,
+        depth_multiplier,
+    };
+    bias(bias_t, o_c)?;
+    Ok(if depthwise { Kernel::Depthwise(params) } else { Kernel::Conv(params) })
+}
+
+fn fully_connected<'a>(
+    input: &TensorInfo<'a>,
+    filter: &TensorInfo<'a>,
+    bias_t: Option<TensorInfo<'a>>,
+    output: &TensorInfo<'a>,
+    opts: Option<Table<'a>>,
+) -> Result<Kernel<'a>> {
+    int8_activation(input)?;
+    int8_activation(output)?;
+    weights(filter)?;
+    if opts.map_or(Ok(0), |t| t.scalar::<i8>(f::FC_WEIGHTS_FORMAT, 0)).map_err(fb)? != 0 {
+        return Err(OpError::Unsupported("shuffled fully connected weights").into());
+    }
+    if filter.shape.rank() != 2 {
+        return Err(OpError::Shape("fully connected weights must be 2-D").into());
+    }
+    let (output_depth, accum_depth) = (filter.shape.dim(0), filter.shape.dim(1));
+    let in_elems = input.shape.elements();
+    if accum_depth == 0 || in_elems % accum_depth != 0 {
+        return Err(OpError::Shape("input size is not a multiple of the weights' depth").into());
+    }
+    let batches = in_elems / accum_depth;
+    if output.shape.elements() != batches * output_depth || output.shape.dims().last() != Some(&output_depth) {
+        return Err(OpError::Shape("fully connected output").into());
+    }
+    let out_q = output.quant()?;
+    let params = FcParams {
+        input_offset: -input.quant()?.zero_point,
+        output_offset: out_q.zero_point,
+        act: activation(opts, f::FC_ACTIVATION)?.range_i8(out_q),
+        rescale: rescale(input, filter, output, output_depth, 0, true)?,
+    };
+    bias(bias_t, output_depth)?;
+    Ok(Kernel::FullyConnected { params, batches, output_depth, accum_depth })
+}
+
+fn pool<'a>(op: Op, input: &TensorInfo<'a>, output: &TensorInfo<'a>, opts: Option<Table<'a>>) -> Result<Kernel<'a>> {
+    int8_activation(input)?;
+    int8_activation(output)?;
+    if input.quant()? != output.quant()? {
+        return Err(OpError::Quantization("pooling must keep quantization").into());
+    }
+    let [batches, in_h, in_w, c] = shape4(input, "pool input must be 4-D")?;
+    let [o_b, o_h, o_w, o_c] = shape4(output, "pool output must be 4-D")?;
+    let same = opts.map_or(Ok(0), |t| t.scalar::<i8>(f::PADDING, 0)).map_err(fb)? == 0;
+    let stride = (positive(opts, f::STRIDE_H, 1)?, positive(opts, f::STRIDE_W, 1)?);
+    let filter = (positive(opts, f::POOL_FILTER_H, 1)?, positive(opts, f::POOL_FILTER_W, 1)?);
+    let (exp_h, pad_h) = padding(same, in_h, filter.0, stride.0, 1);
+    let (exp_w, pad_w) = padding(same, in_w, filter.1, stride.1, 1);
+    if o_b != batches || o_c != c || o_h != exp_h || o_w != exp_w {
+        return Err(OpError::Shape("pool output size does not follow from padding and stride").into());
+    }
+    let kind = if op == Op::MaxPool2d { PoolKind::Max } else { PoolKind::Average };
+    let act = activation(opts, f::POOL_ACTIVATION)?.range_i8(output.quant()?);
+    Ok(Kernel::Pool(kind, PoolParams { filter, stride, padding: (pad_h, pad_w), act }))
+}
+
+fn softmax<'a>(input: &TensorInfo<'a>, output: &TensorInfo<'a>, opts: Option<Table<'a>>) -> Result<Kernel<'a>> {
+    int8_activation(input)?;
+    int8_activation(output)?;
+    if input.shape != output.shape || input.shape.rank() == 0 {
+        return Err(OpError::Shape("softmax input and output shapes differ").into());
+    }
+    let beta = opts.map_or(Ok(1.0), |t| t.scalar::<f32>(f::SOFTMAX_BETA, 0.0)).map_err(fb)?;
+    let (iq, oq) = (input.quant()?, output.quant()?);
+    let params = SoftmaxParams::prepare(beta, iq.scale, oq.scale, oq.zero_point)?;
+    let depth = input.shape.dims().last().copied().unwrap_or(1);
+    Ok(Kernel::Softmax { params, depth })
+}

@@ -1,0 +1,155 @@
+//! The parts of TFLite's `schema.fbs` that mota-runtime reads: field ids (the order of
+//! fields in each table, which is what the wire format keys on), enum values and
+//! builtin operator codes. Written by hand from `tensorflow/compiler/mlir/lite/schema/schema.fbs`
+//! (TFLite schema version 3); only fields the runtime uses are named.
+
+/// `Model` table fields.
+pub mod model {
+    pub const VERSION: usize = 0;
+    pub const OPERATOR_CODES: usize = 1;
+    pub const SUBGRAPHS: usize = 2;
+    pub const BUFFERS: usize = 4;
+}
+
+/// `OperatorCode` table fields.
+pub mod operator_code {
+    pub const DEPRECATED_BUILTIN_CODE: usize = 0;
+    pub const CUSTOM_CODE: usize = 1;
+    pub const VERSION: usize = 2;
+    pub const BUILTIN_CODE: usize = 3;
+}
+
+/// `SubGraph` table fields.
+pub mod subgraph {
+    pub const TENSORS: usize = 0;
+    pub const INPUTS: usize = 1;
+    pub const OUTPUTS: usize = 2;
+    pub const OPERATORS: usize = 3;
+}
+
+/// `Tensor` table fields.
+pub mod tensor {
+    pub const SHAPE: usize = 0;
+    pub const TYPE: usize = 1;
+    pub const BUFFER: usize = 2;
+    pub const NAME: usize = 3;
+    pub const QUANTIZATION: usize = 4;
+    pub const IS_VARIABLE: usize = 5;
+    pub const SPARSITY: usize = 6;
+}
+
+/// `QuantizationParameters` table fields.
+pub mod quantization {
+    pub const SCALE: usize = 2;
+    pub const ZERO_POINT: usize = 3;
+    pub const QUANTIZED_DIMENSION: usize = 6; // `details` is a union: two slots
+}
+
+/// `Operator` table fields.
+pub mod operator {
+    pub const OPCODE_INDEX: usize = 0;
+    pub const INPUTS: usize = 1;
+    pub const OUTPUTS: usize = 2;
+    pub const BUILTIN_OPTIONS_TYPE: usize = 3;
+    pub const BUILTIN_OPTIONS: usize = 4;
+}
+
+/// `Buffer` table fields.
+pub mod buffer {
+    pub const DATA: usize = 0;
+    pub const OFFSET: usize = 1;
+}
+
+/// `TensorType` values.
+pub mod tensor_type {
+    pub const FLOAT32: i8 = 0;
+    pub const INT32: i8 = 2;
+    pub const INT8: i8 = 9;
+}
+
+/// `BuiltinOptions` union tags.
+pub mod options {
+    pub const CONV_2D: u8 = 1;
+    pub const DEPTHWISE_CONV_2D: u8 = 2;
+    pub const POOL_2D: u8 = 5;
+    pub const FULLY_CONNECTED: u8 = 8;
+    pub const SOFTMAX: u8 = 9;
+    pub const CONCATENATION: u8 = 10;
+    pub const ADD: u8 = 11;
+    pub const RESHAPE: u8 = 17;
+    pub const MUL: u8 = 21;
+    pub const REDUCER: u8 = 27;
+    pub const SUB: u8 = 28;
+    pub const LEAKY_RELU: u8 = 75;
+}
+
+/// Fields of the options tables the runtime reads.
+pub mod option_fields {
+    /// `Conv2DOptions`, `DepthwiseConv2DOptions`, `Pool2DOptions`: `padding`.
+    pub const PADDING: usize = 0;
+    /// ... `stride_w`.
+    pub const STRIDE_W: usize = 1;
+    /// ... `stride_h`.
+    pub const STRIDE_H: usize = 2;
+    /// `Conv2DOptions.fused_activation_function`.
+    pub const CONV_ACTIVATION: usize = 3;
+    /// `Conv2DOptions.dilation_w_factor`.
+    pub const CONV_DILATION_W: usize = 4;
+    /// `Conv2DOptions.dilation_h_factor`.
+    pub const CONV_DILATION_H: usize = 5;
+    /// `DepthwiseConv2DOptions.depth_multiplier`.
+    pub const DW_DEPTH_MULTIPLIER: usize = 3;
+    /// `DepthwiseConv2DOptions.fused_activation_function`.
+    pub const DW_ACTIVATION: usize = 4;
+    /// `DepthwiseConv2DOptions.dilation_w_factor`.
+    pub const DW_DILATION_W: usize = 5;
+    /// `DepthwiseConv2DOptions.dilation_h_factor`.
+    pub const DW_DILATION_H: usize = 6;
+    /// `Pool2DOptions.filter_width`.
+    pub const POOL_FILTER_W: usize = 3;
+    /// `Pool2DOptions.filter_height`.
+    pub const POOL_FILTER_H: usize = 4;
+    /// `Pool2DOptions.fused_activation_function`.
+    pub const POOL_ACTIVATION: usize = 5;
+    /// `FullyConnectedOptions.fused_activation_function`.
+    pub const FC_ACTIVATION: usize = 0;
+    /// `FullyConnectedOptions.weights_format`.
+    pub const FC_WEIGHTS_FORMAT: usize = 1;
+    /// `FullyConnectedOptions.keep_num_dims`.
+    pub const FC_KEEP_NUM_DIMS: usize = 2;
+    /// `SoftmaxOptions.beta`.
+    pub const SOFTMAX_BETA: usize = 0;
+    /// `ConcatenationOptions.axis`.
+    pub const CONCAT_AXIS: usize = 0;
+    /// `ConcatenationOptions.fused_activation_function`.
+    pub const CONCAT_ACTIVATION: usize = 1;
+    /// `AddOptions`/`SubOptions`/`MulOptions.fused_activation_function`.
+    pub const ARITH_ACTIVATION: usize = 0;
+    /// `ReducerOptions.keep_dims`.
+    pub const REDUCER_KEEP_DIMS: usize = 0;
+    /// `LeakyReluOptions.alpha`.
+    pub const LEAKY_RELU_ALPHA: usize = 0;
+}
+
+/// `BuiltinOperator` codes of the supported operators.
+pub mod builtin {
+    pub const ADD: i32 = 0;
+    pub const AVERAGE_POOL_2D: i32 = 1;
+    pub const CONCATENATION: i32 = 2;
+    pub const CONV_2D: i32 = 3;
+    pub const DEPTHWISE_CONV_2D: i32 = 4;
+    pub const DEQUANTIZE: i32 = 6;
+    pub const FULLY_CONNECTED: i32 = 9;
+    pub const LOGISTIC: i32 = 14;
+    pub const MAX_POOL_2D: i32 = 17;
+    pub const MUL: i32 = 18;
+    pub const RESHAPE: i32 = 22;
+    pub const SOFTMAX: i32 = 25;
+    pub const TANH: i32 = 28;
+    pub const PAD: i32 = 34;
+    pub const MEAN: i32 = 40;
+    pub const SUB: i32 = 41;
+    pub const LEAKY_RELU: i32 = 98;
+    pub const QUANTIZE: i32 = 114;
+    pub const HARD_SWISH: i32 = 117;
+}

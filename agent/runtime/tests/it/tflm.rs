@@ -1,0 +1,48 @@
+//! Bit-exactness with TFLM on every fixture model and input, and arenas no larger than
+//! TFLM's.
+
+use mota_runtime::{Interpreter, Model, plan};
+
+use crate::fixtures;
+
+/// Runs every input of a fixture; returns the number of mismatching output bytes.
+fn mismatches(f: &fixtures::Fixture) -> Result<usize, String> {
+    let model = Model::parse(&f.model).map_err(|e| format!("{}: {e}", f.name))?;
+    let size = plan::arena_size(&model).map_err(|e| e.to_string())?;
+    let mut arena = vec![0u8; size];
+    let mut interp = Interpreter::new(model, &mut arena).map_err(|e| e.to_string())?;
+    let mut bad = 0;
+    for row in 0..f.inputs.rows() {
+        interp.input(0).unwrap().copy_from_slice(f.inputs.row(row).unwrap());
+        interp.invoke().map_err(|e| format!("{} row {row}: {e}", f.name))?;
+        let got = interp.output(0).unwrap();
+        let want = f.outputs.row(row).unwrap();
+        bad += got.iter().zip(want).filter(|(a, b)| a != b).count();
+    }
+    Ok(bad)
+}
+
+#[test]
+fn every_fixture_is_bit_exact_with_tflm() {
+    let mut failures = Vec::new();
+    for name in fixtures::names() {
+        let f = fixtures::load(&name);
+        match mismatches(&f) {
+            Ok(0) => {}
+            Ok(n) => failures.push(format!("{name}: {n} output bytes differ from TFLM")),
+            Err(e) => failures.push(e),
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn arenas_are_no_larger_than_tflm() {
+    for name in fixtures::names() {
+        let f = fixtures::load(&name);
+        let Ok(model) = Model::parse(&f.model) else { continue };
+        let ours = plan::arena_size(&model).unwrap();
+        let tflm = f.meta["tflm_arena_bytes"].as_u64().unwrap() as usize;
+        assert!(ours <= tflm, "{name}: arena {ours} > TFLM's {tflm}");
+    }
+}
