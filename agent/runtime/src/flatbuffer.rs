@@ -126,6 +126,12 @@ impl<'a> Table<'a> {
         Ok(Some(self.pos + usize::from(off)))
     }
 
+    /// The absolute position of field `id` in the buffer, if present (for tools and tests
+    /// that patch a model in place).
+    pub fn field_position(&self, id: usize) -> Result<Option<usize>> {
+        self.field(id)
+    }
+
     /// A scalar field, or `default` when absent.
     pub fn scalar<T: Scalar>(&self, id: usize, default: T) -> Result<T> {
         match self.field(id)? {

@@ -1,4 +1,5 @@
 //! mota-runtime's integration tests: one binary, shared fixtures.
 
+mod errors;
 mod fixtures;
 mod tflm;
