@@ -137,8 +137,8 @@ mod tests {
     fn high_mul_matches_gemmlowp() {
         assert_eq!(saturating_rounding_doubling_high_mul(i32::MIN, i32::MIN), i32::MAX);
         assert_eq!(saturating_rounding_doubling_high_mul(1 << 30, 1 << 30), 1 << 29);
-        // -x * 0.5 rounds half away from zero.
-        assert_eq!(saturating_rounding_doubling_high_mul(-3, 1 << 30), -2);
+        // The nudge rounds positive halves up and negative halves toward zero.
+        assert_eq!(saturating_rounding_doubling_high_mul(-3, 1 << 30), -1);
         assert_eq!(saturating_rounding_doubling_high_mul(3, 1 << 30), 2);
     }
 

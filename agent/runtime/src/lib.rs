@@ -18,6 +18,7 @@ pub mod ops;
 pub mod plan;
 mod schema;
 pub mod tensor;
+pub mod validation;
 
 pub use interpreter::{Interpreter, RunError};
 pub use model::{DType, Model, ModelError, TensorInfo};

@@ -3,3 +3,4 @@
 mod errors;
 mod fixtures;
 mod tflm;
+mod validation;
