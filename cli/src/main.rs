@@ -5,6 +5,7 @@
 //! library crates.
 
 mod keys;
+mod model;
 
 use std::process::ExitCode;
 
@@ -23,12 +24,20 @@ enum Command {
     /// Root and release signing keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Inspect, run, evaluate and time .tflite models with the device runtime.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
+    /// Validation sets.
+    #[command(subcommand)]
+    Valset(model::ValsetCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Keys(cmd) => keys::run(cmd),
+        Command::Model(cmd) => model::run(cmd),
+        Command::Valset(cmd) => model::run_valset(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -28,6 +28,8 @@ pub enum OpError {
     Unsupported(&'static str),
 }
 
+impl core::error::Error for OpError {}
+
 impl fmt::Display for OpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
