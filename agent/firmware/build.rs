@@ -15,4 +15,26 @@ fn main() {
         (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex vector")).collect();
     fs::write(out.join("envelope.bin"), bytes).expect("write envelope.bin");
     println!("cargo:rerun-if-changed={vector}");
+
+    // The runtime check: fixture models with their first inputs and TFLM's outputs.
+    let fixtures = "../runtime/fixtures/models";
+    for name in ["digits_cnn_v1", "kws_dscnn"] {
+        for suffix in [".inputs.npy", ".tflm_outputs.npy"] {
+            let path = format!("{fixtures}/{name}{suffix}");
+            let npy = fs::read(&path).expect("read fixture");
+            let header = usize::from(u16::from_le_bytes([npy[8], npy[9]]));
+            let data = &npy[10 + header..];
+            let rows: usize = 4;
+            let total_rows: usize = std::str::from_utf8(&npy[10..10 + header])
+                .expect("npy header")
+                .split("'shape': (")
+                .nth(1)
+                .and_then(|s| s.split(',').next())
+                .and_then(|s| s.trim().parse().ok())
+                .expect("npy shape");
+            let per_row = data.len() / total_rows;
+            fs::write(out.join(format!("{name}{suffix}.bin")), &data[..rows * per_row]).expect("write rows");
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
 }
