@@ -9,10 +9,11 @@
 use core::fmt;
 
 use crate::kernels::params::Int32s;
-use crate::kernels::{OpError, conv, fully_connected, pool, quantize, softmax};
+use crate::kernels::{OpError, conv, elementwise as ew, fully_connected, pool, quantize, softmax};
 use crate::model::{Model, ModelError, TensorInfo};
 use crate::ops::{self, Kernel, Op, PrepareError};
 use crate::plan::{self, ALIGN, ENTRY, Plan};
+use crate::tensor::Shape;
 
 /// Why a model could not run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,20 +182,13 @@ fn run(p: &ops::Prepared<'_>, v: &Views<'_>, output: &mut [u8]) -> Result<(), Op
         Kernel::Conv(params) | Kernel::Depthwise(params) => {
             let (x, w) = (input(0)?, input(1)?);
             let f = if matches!(p.kernel, Kernel::Conv(_)) { conv::conv2d } else { conv::depthwise_conv2d };
-            f(params, v.int8(&x)?, shape4(&x)?, v.int8(&w)?, shape4(&w)?, bias(2)?, out_i8, shape4(&p.output)?)
+            let input = conv::View4 { data: v.int8(&x)?, shape: shape4(&x)? };
+            let filter = conv::View4 { data: v.int8(&w)?, shape: shape4(&w)? };
+            f(params, input, filter, bias(2)?, out_i8, shape4(&p.output)?)
         }
-        Kernel::FullyConnected { params, batches, output_depth, accum_depth } => {
+        Kernel::FullyConnected(params, dims) => {
             let (x, w) = (input(0)?, input(1)?);
-            fully_connected::fully_connected(
-                params,
-                v.int8(&x)?,
-                v.int8(&w)?,
-                bias(2)?,
-                out_i8,
-                *batches,
-                *output_depth,
-                *accum_depth,
-            )
+            fully_connected::fully_connected(params, v.int8(&x)?, v.int8(&w)?, bias(2)?, out_i8, *dims)
         }
         Kernel::Pool(kind, params) => {
             let x = input(0)?;
@@ -212,5 +206,31 @@ fn run(p: &ops::Prepared<'_>, v: &Views<'_>, output: &mut [u8]) -> Result<(), Op
         Kernel::Quantize(q) => quantize::quantize(*q, v.bytes(&input(0)?)?, out_i8),
         Kernel::Requantize(iq, oq) => quantize::requantize(*iq, *oq, v.int8(&input(0)?)?, out_i8),
         Kernel::Dequantize(q) => quantize::dequantize(*q, v.int8(&input(0)?)?, output),
+        Kernel::AddSub(params) => {
+            let (a, b) = (input(0)?, input(1)?);
+            ew::add_sub(params, v.int8(&a)?, &a.shape, v.int8(&b)?, &b.shape, out_i8, &p.output.shape)
+        }
+        Kernel::Mul(params) => {
+            let (a, b) = (input(0)?, input(1)?);
+            ew::mul(params, v.int8(&a)?, &a.shape, v.int8(&b)?, &b.shape, out_i8, &p.output.shape)
+        }
+        Kernel::Logistic(params) => ew::logistic(params, v.int8(&input(0)?)?, out_i8),
+        Kernel::Tanh(params) => ew::tanh(params, v.int8(&input(0)?)?, out_i8),
+        Kernel::LeakyRelu(params) => ew::leaky_relu(params, v.int8(&input(0)?)?, out_i8),
+        Kernel::HardSwish(params) => ew::hard_swish(params, v.int8(&input(0)?)?, out_i8),
+        Kernel::Pad { paddings, rank, value } => {
+            let x = input(0)?;
+            let pads = paddings.get(..*rank).ok_or(OpError::Shape("pad rank"))?;
+            ew::pad(v.int8(&x)?, &x.shape, pads, *value, out_i8, &p.output.shape)
+        }
+        Kernel::Concatenation { axis, count } => {
+            let mut parts: [(&[i8], Shape); ops::MAX_OP_INPUTS] = [(&[], Shape::default()); ops::MAX_OP_INPUTS];
+            for (i, part) in parts.iter_mut().enumerate().take(*count) {
+                let t = input(i)?;
+                *part = (v.int8(&t)?, t.shape);
+            }
+            ew::concatenation(&parts[..*count], *axis, out_i8, &p.output.shape)
+        }
+        Kernel::Mean(params) => ew::mean(params, v.int8(&input(0)?)?, out_i8),
     }
 }

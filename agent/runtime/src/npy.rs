@@ -110,7 +110,7 @@ mod tests {
     fn round_trip_and_refusals() {
         let npy = Npy { descr: "|i1".into(), shape: vec![2, 3], data: vec![1, 2, 3, 4, 5, 6] };
         let bytes = npy.to_bytes();
-        assert_eq!(bytes.len() % 64, 6 % 64);
+        assert_eq!(bytes.len() % 64, 6, "header padded to 64 bytes, then 6 data bytes");
         let back = Npy::parse(&bytes).unwrap();
         assert_eq!(back, npy);
         assert_eq!(back.row(1), Some(&[4u8, 5, 6][..]));

@@ -9,13 +9,17 @@ use crate::arith::Multiplier;
 use crate::flatbuffer::{FbError, Table};
 use crate::kernels::OpError;
 use crate::kernels::conv::ConvParams;
-use crate::kernels::fully_connected::FcParams;
+use crate::kernels::elementwise::{
+    AddSubParams, HardSwishParams, LeakyReluParams, LogisticParams, MeanParams, MulParams, TanhParams,
+    check_concat_quant, check_pad_quant,
+};
+use crate::kernels::fully_connected::{FcDims, FcParams};
 use crate::kernels::params::{Int32s, Rescale, Scales};
 use crate::kernels::pool::{PoolKind, PoolParams};
 use crate::kernels::softmax::SoftmaxParams;
 use crate::model::{At, DType, Location, Model, ModelError, Operator, TensorInfo};
 use crate::schema::{builtin, option_fields as f, options};
-use crate::tensor::{Activation, Quant};
+use crate::tensor::{Activation, MAX_RANK, Quant};
 
 /// The operators the runtime implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,13 +132,22 @@ pub const MAX_OP_INPUTS: usize = 8;
 pub(crate) enum Kernel<'a> {
     Conv(ConvParams<'a>),
     Depthwise(ConvParams<'a>),
-    FullyConnected { params: FcParams<'a>, batches: usize, output_depth: usize, accum_depth: usize },
+    FullyConnected(FcParams<'a>, FcDims),
     Pool(PoolKind, PoolParams),
     Softmax { params: SoftmaxParams, depth: usize },
     Reshape,
     Quantize(Quant),
     Requantize(Quant, Quant),
     Dequantize(Quant),
+    AddSub(AddSubParams),
+    Mul(MulParams),
+    Logistic(LogisticParams),
+    Tanh(TanhParams),
+    LeakyRelu(LeakyReluParams),
+    HardSwish(HardSwishParams),
+    Pad { paddings: [[i32; 2]; MAX_RANK], rank: usize, value: i8 },
+    Concatenation { axis: i32, count: usize },
+    Mean(MeanParams),
 }
 
 type Result<T> = core::result::Result<T, PrepareError>;
@@ -195,7 +208,108 @@ pub(crate) fn prepare<'a>(model: &Model<'a>, op: &Operator<'a>) -> Result<Prepar
             same_elements(&x, &output)?;
             Kernel::Dequantize(x.quant()?)
         }
-        _ => return Err(OpError::Unsupported("operator not implemented yet").into()),
+        Op::Add | Op::Sub | Op::Mul => {
+            let (a, b) = (input(0)?, input(1)?);
+            int8_operand(&a)?;
+            int8_operand(&b)?;
+            int8_activation(&output)?;
+            let tag = match op.op {
+                Op::Add => options::ADD,
+                Op::Sub => options::SUB,
+                _ => options::MUL,
+            };
+            let act = activation(options(tag)?, f::ARITH_ACTIVATION)?;
+            let (qa, qb, qo) = (a.quant()?, b.quant()?, output.quant()?);
+            match op.op {
+                Op::Mul => Kernel::Mul(MulParams::prepare(qa, qb, qo, act)?),
+                _ => Kernel::AddSub(AddSubParams::prepare(qa, qb, qo, act, op.op == Op::Sub)?),
+            }
+        }
+        Op::Logistic | Op::Tanh | Op::HardSwish | Op::LeakyRelu => {
+            let x = input(0)?;
+            int8_activation(&x)?;
+            int8_activation(&output)?;
+            if x.shape != output.shape {
+                return Err(OpError::Shape("input and output shapes differ").into());
+            }
+            let (qi, qo) = (x.quant()?, output.quant()?);
+            match op.op {
+                Op::Logistic => Kernel::Logistic(LogisticParams::prepare(qi, qo)?),
+                Op::Tanh => Kernel::Tanh(TanhParams::prepare(qi, qo)?),
+                Op::HardSwish => Kernel::HardSwish(HardSwishParams::prepare(qi, qo)?),
+                _ => {
+                    let opts = options(options::LEAKY_RELU)?;
+                    let alpha = opts.map_or(Ok(0.0), |t| t.scalar::<f32>(f::LEAKY_RELU_ALPHA, 0.0)).map_err(fb)?;
+                    Kernel::LeakyRelu(LeakyReluParams::prepare(qi, qo, alpha)?)
+                }
+            }
+        }
+        Op::Pad => {
+            let (x, p) = (input(0)?, input(1)?);
+            int8_activation(&x)?;
+            int8_activation(&output)?;
+            if op.input_count() > 2 {
+                return Err(OpError::Unsupported("PAD with a constant value (use PADV2)").into());
+            }
+            let rank = x.shape.rank();
+            let values = int32_constant(&p, rank * 2, "paddings must be a constant int32 [rank, 2]")?;
+            let mut paddings = [[0i32; 2]; MAX_RANK];
+            for (d, pair) in paddings.iter_mut().enumerate().take(rank) {
+                *pair = [values.get(2 * d), values.get(2 * d + 1)];
+                if pair[0] < 0
+                    || pair[1] < 0
+                    || x.shape.dim(d) + pair[0] as usize + pair[1] as usize != output.shape.dim(d)
+                {
+                    return Err(OpError::Shape("output is not the input plus paddings").into());
+                }
+            }
+            if output.shape.rank() != rank {
+                return Err(OpError::Shape("pad changes rank").into());
+            }
+            check_pad_quant(x.quant()?, output.quant()?)?;
+            Kernel::Pad { paddings, rank, value: output.quant()?.zero_point as i8 }
+        }
+        Op::Concatenation => {
+            int8_activation(&output)?;
+            let opts = options(options::CONCATENATION)?;
+            if activation(opts, f::CONCAT_ACTIVATION)? != Activation::None {
+                return Err(OpError::Unsupported("fused activation on CONCATENATION").into());
+            }
+            let axis = option_i32(opts, f::CONCAT_AXIS, 0)?;
+            let count = op.input_count();
+            let mut quants = [Quant { scale: 1.0, zero_point: 0 }; MAX_OP_INPUTS];
+            for (i, q) in quants.iter_mut().enumerate().take(count) {
+                let t = input(i)?;
+                int8_operand(&t)?;
+                *q = t.quant()?;
+            }
+            check_concat_quant(&quants[..count], output.quant()?)?;
+            Kernel::Concatenation { axis, count }
+        }
+        Op::Mean => {
+            let (x, axes_t) = (input(0)?, input(1)?);
+            int8_activation(&x)?;
+            int8_activation(&output)?;
+            let n = axes_t.shape.elements();
+            if n > MAX_RANK {
+                return Err(OpError::Shape("too many axes").into());
+            }
+            let values = int32_constant(&axes_t, n, "axes must be a constant int32 vector")?;
+            let mut axes = [0i32; MAX_RANK];
+            for (i, a) in axes.iter_mut().enumerate().take(n) {
+                *a = values.get(i);
+            }
+            let opts = options(options::REDUCER)?;
+            let keep_dims = opts.map_or(Ok(false), |t| t.scalar::<bool>(f::REDUCER_KEEP_DIMS, false)).map_err(fb)?;
+            Kernel::Mean(MeanParams::prepare(
+                x.quant()?,
+                &x.shape,
+                &axes[..n],
+                keep_dims,
+                output.quant()?,
+                &output.shape,
+            )?)
+        }
     };
     Ok(Prepared { kernel, inputs, output })
 }
@@ -208,6 +322,22 @@ fn int8_activation(t: &TensorInfo<'_>) -> core::result::Result<(), OpError> {
         return Err(OpError::Unsupported("constant activation"));
     }
     t.quant().map(|_| ())
+}
+
+/// An int8 operand that may be an activation or a constant.
+fn int8_operand(t: &TensorInfo<'_>) -> core::result::Result<(), OpError> {
+    if t.dtype != DType::Int8 {
+        return Err(OpError::Type("expected int8"));
+    }
+    t.quant().map(|_| ())
+}
+
+/// A constant int32 tensor of exactly `len` elements.
+fn int32_constant<'a>(t: &TensorInfo<'a>, len: usize, what: &'static str) -> core::result::Result<Int32s<'a>, OpError> {
+    match (t.dtype, t.data) {
+        (DType::Int32, Some(data)) if t.shape.elements() == len => Ok(Int32s(data)),
+        _ => Err(OpError::Shape(what)),
+    }
 }
 
 fn same_elements(a: &TensorInfo<'_>, b: &TensorInfo<'_>) -> core::result::Result<(), OpError> {
@@ -328,12 +458,16 @@ fn conv<'a>(
         return Err(OpError::Shape("conv output size does not follow from padding and stride").into());
     }
     let depth_multiplier = if depthwise {
-        if f0 != 1 || f_c != o_c || in_c == 0 || o_c % in_c != 0 {
+        if f0 != 1 || f_c != o_c || in_c == 0 || !o_c.is_multiple_of(in_c) {
             return Err(OpError::Shape("depthwise filter must be 1×H×W×(C·multiplier)").into());
+        }
+        let declared = option_i32(opts, f::DW_DEPTH_MULTIPLIER, 0)?;
+        if declared > 0 && declared as usize != o_c / in_c {
+            return Err(OpError::Shape("depth multiplier does not match the channels").into());
         }
         o_c / in_c
     } else {
-        if f0 != o_c || f_c == 0 || in_c % f_c != 0 || o_c % (in_c / f_c) != 0 {
+        if f0 != o_c || f_c == 0 || !in_c.is_multiple_of(f_c) || !o_c.is_multiple_of(in_c / f_c) {
             return Err(OpError::Shape("conv filter channels").into());
         }
         1
@@ -372,7 +506,7 @@ fn fully_connected<'a>(
     }
     let (output_depth, accum_depth) = (filter.shape.dim(0), filter.shape.dim(1));
     let in_elems = input.shape.elements();
-    if accum_depth == 0 || in_elems % accum_depth != 0 {
+    if accum_depth == 0 || !in_elems.is_multiple_of(accum_depth) {
         return Err(OpError::Shape("input size is not a multiple of the weights' depth").into());
     }
     let batches = in_elems / accum_depth;
@@ -387,7 +521,7 @@ fn fully_connected<'a>(
         rescale: rescale(input, filter, output, output_depth, 0, true)?,
     };
     bias(bias_t, output_depth)?;
-    Ok(Kernel::FullyConnected { params, batches, output_depth, accum_depth })
+    Ok(Kernel::FullyConnected(params, FcDims { batches, output_depth, accum_depth }))
 }
 
 fn pool<'a>(op: Op, input: &TensorInfo<'a>, output: &TensorInfo<'a>, opts: Option<Table<'a>>) -> Result<Kernel<'a>> {

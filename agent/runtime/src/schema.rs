@@ -14,8 +14,6 @@ pub mod model {
 /// `OperatorCode` table fields.
 pub mod operator_code {
     pub const DEPRECATED_BUILTIN_CODE: usize = 0;
-    pub const CUSTOM_CODE: usize = 1;
-    pub const VERSION: usize = 2;
     pub const BUILTIN_CODE: usize = 3;
 }
 
@@ -76,7 +74,6 @@ pub mod options {
     pub const SOFTMAX: u8 = 9;
     pub const CONCATENATION: u8 = 10;
     pub const ADD: u8 = 11;
-    pub const RESHAPE: u8 = 17;
     pub const MUL: u8 = 21;
     pub const REDUCER: u8 = 27;
     pub const SUB: u8 = 28;
@@ -115,8 +112,6 @@ pub mod option_fields {
     pub const FC_ACTIVATION: usize = 0;
     /// `FullyConnectedOptions.weights_format`.
     pub const FC_WEIGHTS_FORMAT: usize = 1;
-    /// `FullyConnectedOptions.keep_num_dims`.
-    pub const FC_KEEP_NUM_DIMS: usize = 2;
     /// `SoftmaxOptions.beta`.
     pub const SOFTMAX_BETA: usize = 0;
     /// `ConcatenationOptions.axis`.

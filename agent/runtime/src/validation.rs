@@ -304,7 +304,7 @@ pub fn build(
 ) -> Result<Vec<u8>, SetError> {
     let elements: usize = dims.iter().product();
     let input_bytes = elements * input_type.size();
-    if dims.len() > 5 || input_bytes == 0 || inputs.len() % input_bytes != 0 {
+    if dims.len() > 5 || input_bytes == 0 || !inputs.len().is_multiple_of(input_bytes) {
         return Err(SetError::BadHeader("inputs do not divide into records of the input shape"));
     }
     let count = inputs.len() / input_bytes;
@@ -326,7 +326,7 @@ pub fn build(
             out.extend_from_slice(&0u32.to_le_bytes());
             0
         }
-        (None, Some((o, _))) if count > 0 && o.len() % count == 0 => {
+        (None, Some((o, _))) if count > 0 && o.len().is_multiple_of(count) => {
             out.extend_from_slice(&0u32.to_le_bytes());
             out.extend_from_slice(&((o.len() / count) as u32).to_le_bytes());
             o.len() / count

@@ -29,28 +29,37 @@ pub struct ConvParams<'a> {
     pub depth_multiplier: usize,
 }
 
+/// An int8 tensor and its 4-D shape.
+#[derive(Debug, Clone, Copy)]
+pub struct View4<'a> {
+    /// The elements.
+    pub data: &'a [i8],
+    /// NHWC (or OHWI for filters).
+    pub shape: [usize; 4],
+}
+
 /// NHWC input, OHWI filter, NHWC output.
 pub fn conv2d(
     p: &ConvParams<'_>,
-    input: &[i8],
-    input_shape: [usize; 4],
-    filter: &[i8],
-    filter_shape: [usize; 4],
+    input: View4<'_>,
+    filter: View4<'_>,
     bias: Option<Int32s<'_>>,
     output: &mut [i8],
     output_shape: [usize; 4],
 ) -> Result<(), OpError> {
+    let View4 { data: input, shape: input_shape } = input;
+    let View4 { data: filter, shape: filter_shape } = filter;
     let [batches, in_h, in_w, in_depth] = input_shape;
     let [out_depth, f_h, f_w, f_depth] = filter_shape;
     let [_, out_h, out_w, _] = output_shape;
     check_len(input, input_shape.iter().product(), "conv input")?;
     check_len(filter, filter_shape.iter().product(), "conv filter")?;
     check_len(output, output_shape.iter().product(), "conv output")?;
-    if output_shape[0] != batches || output_shape[3] != out_depth || f_depth == 0 || in_depth % f_depth != 0 {
+    if output_shape[0] != batches || output_shape[3] != out_depth || f_depth == 0 || !in_depth.is_multiple_of(f_depth) {
         return Err(OpError::Shape("conv channels"));
     }
     let groups = in_depth / f_depth;
-    if out_depth % groups != 0 {
+    if !out_depth.is_multiple_of(groups) {
         return Err(OpError::Shape("conv groups"));
     }
     let filters_per_group = out_depth / groups;
@@ -97,14 +106,14 @@ pub fn conv2d(
 /// NHWC input, 1HWC filter (C = input channels × depth multiplier), NHWC output.
 pub fn depthwise_conv2d(
     p: &ConvParams<'_>,
-    input: &[i8],
-    input_shape: [usize; 4],
-    filter: &[i8],
-    filter_shape: [usize; 4],
+    input: View4<'_>,
+    filter: View4<'_>,
     bias: Option<Int32s<'_>>,
     output: &mut [i8],
     output_shape: [usize; 4],
 ) -> Result<(), OpError> {
+    let View4 { data: input, shape: input_shape } = input;
+    let View4 { data: filter, shape: filter_shape } = filter;
     let [batches, in_h, in_w, in_depth] = input_shape;
     let [_, f_h, f_w, f_depth] = filter_shape;
     let [_, out_h, out_w, out_depth] = output_shape;

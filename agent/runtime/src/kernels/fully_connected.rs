@@ -19,6 +19,17 @@ pub struct FcParams<'a> {
     pub rescale: Rescale<'a>,
 }
 
+/// The matrix sizes: `batches × accum_depth` in, `output_depth × accum_depth` weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FcDims {
+    /// Rows of the input.
+    pub batches: usize,
+    /// Output channels.
+    pub output_depth: usize,
+    /// Inputs per output.
+    pub accum_depth: usize,
+}
+
 /// `output[b][o] = Σ_d filter[o][d] × (input[b][d] + input_offset) + bias[o]`, rescaled.
 pub fn fully_connected(
     p: &FcParams<'_>,
@@ -26,10 +37,9 @@ pub fn fully_connected(
     filter: &[i8],
     bias: Option<Int32s<'_>>,
     output: &mut [i8],
-    batches: usize,
-    output_depth: usize,
-    accum_depth: usize,
+    dims: FcDims,
 ) -> Result<(), OpError> {
+    let FcDims { batches, output_depth, accum_depth } = dims;
     check_len(input, batches * accum_depth, "fully connected input")?;
     check_len(filter, output_depth * accum_depth, "fully connected weights")?;
     check_len(output, batches * output_depth, "fully connected output")?;

@@ -42,7 +42,7 @@ impl SoftmaxParams {
 /// Softmax over the last dimension, `depth` wide.
 pub fn softmax(p: &SoftmaxParams, input: &[i8], output: &mut [i8], depth: usize) -> Result<(), OpError> {
     check_len(output, input.len(), "softmax output")?;
-    if depth == 0 || input.len() % depth != 0 {
+    if depth == 0 || !input.len().is_multiple_of(depth) {
         return Err(OpError::Shape("softmax depth"));
     }
     let scaled = |diff: i32| {

@@ -93,7 +93,7 @@ fn corrupted_buffer_offset() {
 #[test]
 fn random_corruption_never_panics() {
     for name in ["digits_cnn_v1", "kws_dscnn", "ad_autoencoder"] {
-        let f = fixtures::load(&name);
+        let f = fixtures::load(name);
         let mut state = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..300 {
             let mut m = f.model.clone();

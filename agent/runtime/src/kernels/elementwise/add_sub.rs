@@ -74,7 +74,8 @@ impl AddSubParams {
     /// One output element. Zero points lie in int8, so every intermediate fits an `i32`
     /// (the shifted inputs stay below 255 × 2^20); wrapping ops only rule out panics.
     fn apply(&self, x: i8, y: i8) -> i8 {
-        let rescale = |value: i32, m: Multiplier| scale_down(value.wrapping_mul(1 << LEFT_SHIFT), m.multiplier, m.shift);
+        let rescale =
+            |value: i32, m: Multiplier| scale_down(value.wrapping_mul(1 << LEFT_SHIFT), m.multiplier, m.shift);
         let scaled1 = rescale(self.input1_offset.wrapping_add(i32::from(x)), self.input1_multiplier);
         let scaled2 = rescale(self.input2_offset.wrapping_add(i32::from(y)), self.input2_multiplier);
         let raw = if self.subtract { scaled1.wrapping_sub(scaled2) } else { scaled1.wrapping_add(scaled2) };
@@ -121,6 +122,17 @@ mod tests {
         let p = AddSubParams::prepare(q(0.25, -10), q(0.5, 4), q(1.0, 13), Activation::None, false).unwrap();
         assert_eq!(run(&p, &a, &shape, &b, &shape, &shape), [12, 14, 16, 18]);
         let p = AddSubParams::prepare(q(0.25, -10), q(0.5, 4), q(1.0, 13), Activation::ReluN1To1, false).unwrap();
+        assert_eq!(run(&p, &a, &shape, &b, &shape, &shape), [12, 14, 14, 14]);
+    }
+
+    // sub_test.cc, QuantizedSubNoActivationInt8 and QuantizedSubActivationRelu1Int8.
+    #[test]
+    fn tflm_sub_goldens() {
+        let (a, b) = ([-18, -14, -10, -6], [2, 0, -2, -4]);
+        let shape = [1, 2, 2, 1];
+        let p = AddSubParams::prepare(q(0.25, -10), q(0.5, 4), q(1.0, 13), Activation::None, true).unwrap();
+        assert_eq!(run(&p, &a, &shape, &b, &shape, &shape), [12, 14, 16, 18]);
+        let p = AddSubParams::prepare(q(0.25, -10), q(0.5, 4), q(1.0, 13), Activation::ReluN1To1, true).unwrap();
         assert_eq!(run(&p, &a, &shape, &b, &shape, &shape), [12, 14, 14, 14]);
     }
 

@@ -154,7 +154,10 @@ mod tests {
         assert_eq!(pairs(&[], &[3], &[3]).unwrap(), [0, 1, 2]);
         assert_eq!(pairs(&[3], &[1], &[3]).unwrap(), [0, 16, 32]);
         // Middle dimension broadcast in a rank-5 shape.
-        assert_eq!(pairs(&[1, 1, 2, 1, 2], &[1, 1, 1, 2, 1], &[1, 1, 2, 2, 2]).unwrap(), [0, 16, 1, 17, 32, 48, 33, 49]);
+        assert_eq!(
+            pairs(&[1, 1, 2, 1, 2], &[1, 1, 1, 2, 1], &[1, 1, 2, 2, 2]).unwrap(),
+            [0, 16, 1, 17, 32, 48, 33, 49]
+        );
     }
 
     #[test]

@@ -60,9 +60,10 @@ pub(crate) fn quantize_multiplier_smaller_than_one(real: f64) -> Result<Multipli
     Ok(m)
 }
 
-/// `CalculateActivationRangeQuantized` for int8, failing where TFLM's `Quantize` fails
-/// (the bound does not fit an int32; here, conservatively, 2^30) so the range arithmetic
-/// cannot overflow, and guaranteeing `min <= max`.
+/// `CalculateActivationRangeQuantized` for int8, failing where TFLM's `Quantize` fails (a
+/// bound beyond ±2^31 in float) and also at exactly ±2^31, whose conversion to int32 is
+/// undefined in C++. Below that no float is within 127 of the limit, so adding the zero
+/// point cannot overflow. Guarantees `min <= max`.
 pub(crate) fn activation_range(activation: Activation, output: Quant) -> Result<(i32, i32), OpError> {
     let bounds: &[f32] = match activation {
         Activation::None => &[],
@@ -71,7 +72,7 @@ pub(crate) fn activation_range(activation: Activation, output: Quant) -> Result<
         Activation::ReluN1To1 => &[-1.0, 1.0],
     };
     for &f in bounds {
-        if round_f32(f / output.scale).abs() > (1u32 << 30) as f32 {
+        if round_f32(f / output.scale).abs() >= 2_147_483_648.0 {
             return Err(OpError::Quantization("activation bound overflows int32"));
         }
     }
@@ -114,6 +115,8 @@ mod tests {
     fn activation_ranges() {
         assert_eq!(activation_range(Activation::Relu6, q(0.05, -10)).unwrap(), (-10, 110));
         assert!(activation_range(Activation::Relu6, q(1e-12, 0)).is_err());
+        // 6 / 3e-9 = 2e9 still fits an int32, as in TFLM.
+        assert_eq!(activation_range(Activation::Relu6, q(3e-9, 0)).unwrap(), (0, 127));
         assert_eq!(activation_range(Activation::None, q(1e-12, 0)).unwrap(), (-128, 127));
     }
 }

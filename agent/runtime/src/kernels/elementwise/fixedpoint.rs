@@ -45,14 +45,23 @@ fn exp_on_interval_between_negative_one_quarter_and_0_excl(a: i32) -> i32 {
 /// returns Q0.
 pub(crate) fn exp_on_negative_values(a: i32, integer_bits: u32) -> i32 {
     // (exponent of the power of two, Q0 of exp(-2^exponent))
-    const BARREL: [(i32, i32); 7] =
-        [(-2, 1_672_461_947), (-1, 1_302_514_674), (0, 790_015_084), (1, 290_630_308), (2, 39_332_535), (3, 720_401), (4, 242)];
+    const BARREL: [(i32, i32); 7] = [
+        (-2, 1_672_461_947),
+        (-1, 1_302_514_674),
+        (0, 790_015_084),
+        (1, 290_630_308),
+        (2, 39_332_535),
+        (3, 720_401),
+        (4, 242),
+    ];
     let fractional_bits = 31 - integer_bits;
     let one_quarter = 1i32 << (fractional_bits - 2);
     let mask = one_quarter - 1;
     let a_mod_quarter_minus_one_quarter = (a & mask).wrapping_sub(one_quarter);
-    let mut result =
-        exp_on_interval_between_negative_one_quarter_and_0_excl(saturating_shl(a_mod_quarter_minus_one_quarter, integer_bits));
+    let mut result = exp_on_interval_between_negative_one_quarter_and_0_excl(saturating_shl(
+        a_mod_quarter_minus_one_quarter,
+        integer_bits,
+    ));
     let remainder = a_mod_quarter_minus_one_quarter.wrapping_sub(a);
     for (exponent, multiplier) in BARREL {
         if integer_bits as i32 > exponent {
@@ -189,7 +198,8 @@ mod tests {
 
     #[test]
     fn gemmlowp_details() {
-        assert_eq!(saturating_shl(1 << 28, 2), i32::MAX);
+        assert_eq!(saturating_shl(1 << 28, 2), 1 << 30);
+        assert_eq!(saturating_shl((1 << 29) + 1, 2), i32::MAX);
         assert_eq!(saturating_shl(-(1 << 29), 2), i32::MIN);
         assert_eq!(saturating_shl(-3, 2), -12);
         assert_eq!(rounding_half_sum(3, 4), 4);
@@ -201,8 +211,11 @@ mod tests {
     fn int16_helpers() {
         assert_eq!(srdhm_i16(i16::MIN, i16::MIN), i16::MAX);
         assert_eq!(srdhm_i16(16384, 16384), 8192);
-        assert_eq!(srdhm_i16(-3, 16384), -2);
-        assert_eq!(saturating_doubling_high_mul_i16(-3, 16384), -1);
+        // Negative halves round toward zero, as in the int32 version.
+        assert_eq!(srdhm_i16(-3, 16384), -1);
+        assert_eq!(srdhm_i16(3, 16384), 2);
+        assert_eq!(saturating_doubling_high_mul_i16(-5, 16384), -2);
+        assert_eq!(saturating_doubling_high_mul_i16(5, 16384), 2);
         assert_eq!(saturating_doubling_high_mul_i16(i16::MIN, i16::MIN), i16::MAX);
         assert_eq!(saturating_left_shift_i16(300, 7), i16::MAX);
         assert_eq!(saturating_left_shift_i16(-300, 7), i16::MIN);

@@ -74,6 +74,19 @@ mod tests {
         out
     }
 
+    // mul_test.cc, SimpleInt8NoActivation (all scales 0.01) and BroadcastInt8NoActivation
+    // (inputs 0.05, output 0.01), inputs quantized as the test does.
+    #[test]
+    fn tflm_mul_goldens() {
+        let s = q(0.01, 0);
+        let p = MulParams::prepare(s, s, s, Activation::None).unwrap();
+        let shape = [1, 2, 2, 1];
+        assert_eq!(run(&p, &[-80, 20, 90, 70], &shape, &[60, 40, 90, 80], &shape, &shape), [-48, 8, 81, 56]);
+        let p = MulParams::prepare(q(0.05, 0), q(0.05, 0), s, Activation::None).unwrap();
+        let shape = [1, 3, 1, 2];
+        assert_eq!(run(&p, &[-40, 4, 14, 16, 22, 40], &shape, &[2], &[1], &shape), [-20, 2, 7, 8, 11, 20]);
+    }
+
     #[test]
     fn hand_checked() {
         // 0.5 × 0.5 / 0.25 = 1: the product of the offset values, plus the output zero point.

@@ -92,19 +92,36 @@ pub fn pad(
 mod tests {
     use super::*;
 
-    fn run(input: &[i8], shape: &[usize], paddings: &[[i32; 2]], value: i8, out_shape: &[usize]) -> Result<Vec<i8>, OpError> {
+    fn run(
+        input: &[i8],
+        shape: &[usize],
+        paddings: &[[i32; 2]],
+        value: i8,
+        out_shape: &[usize],
+    ) -> Result<Vec<i8>, OpError> {
         let out_shape = Shape::new(out_shape).unwrap();
         let mut out = vec![0; out_shape.elements()];
         pad(input, &Shape::new(shape).unwrap(), paddings, value, &mut out, &out_shape)?;
         Ok(out)
     }
 
-    // pad_test.cc, Int8Test: 1x2x2x1 padded by 1 on H and W (and [0, 1] on W of the output
-    // side), expected zeros around 1..4.
+    // pad_test.cc, Test2DInt8 and Test2DInt8V2: 1x2x2x1 padded by one on each side of the
+    // batch and width dimensions, with the zero point (0) or the constant 42.
     #[test]
-    fn tflm_pad_golden() {
-        let got = run(&[1, 2, 3, 4], &[1, 2, 2, 1], &[[0, 0], [1, 1], [0, 1], [0, 0]], 0, &[1, 4, 3, 1]).unwrap();
-        assert_eq!(got, [0, 0, 0, 1, 2, 0, 3, 4, 0, 0, 0, 0]);
+    fn tflm_pad_goldens() {
+        let paddings = [[1, 1], [0, 0], [1, 1], [0, 0]];
+        let got = run(&[1, 2, 3, 4], &[1, 2, 2, 1], &paddings, 0, &[3, 2, 4, 1]).unwrap();
+        assert_eq!(got, [0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let got = run(&[1, 2, 3, 4], &[1, 2, 2, 1], &paddings, 42, &[3, 2, 4, 1]).unwrap();
+        let mut expected = [42; 24];
+        expected[9..11].copy_from_slice(&[1, 2]);
+        expected[13..15].copy_from_slice(&[3, 4]);
+        assert_eq!(got, expected);
+        // Test2DInt8V2ExpectFailurePadValueQuantizationMismatch2 and
+        // Test2DInt8ExpectFailureQuantizationRangeExcludesZero.
+        let q = |scale, zero_point| Quant { scale, zero_point };
+        assert!(check_pad_constant_quant(q(0.5, 0), q(1.0, 0)).is_err());
+        assert!(check_pad_quant(q(1.0, 0), q(1.0, 129)).is_err());
     }
 
     #[test]

@@ -1,0 +1,41 @@
+//! Host latency of one inference per fixture model, averaged over its recorded inputs.
+//! `bench.sh` runs this next to TFLM's interpreter on the same inputs and prints ratios.
+//!
+//! Run: `cargo bench -p mota-runtime --bench models`
+
+use std::hint::black_box;
+use std::path::PathBuf;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use mota_runtime::npy::Npy;
+use mota_runtime::{Interpreter, Model, plan};
+
+fn bench(c: &mut Criterion) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/models");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok()?.strip_suffix(".tflite").map(str::to_owned))
+        .collect();
+    names.sort();
+    let mut group = c.benchmark_group("infer");
+    for name in names {
+        let bytes = std::fs::read(dir.join(format!("{name}.tflite"))).unwrap();
+        let Ok(model) = Model::parse(&bytes) else { continue };
+        let inputs = Npy::parse(&std::fs::read(dir.join(format!("{name}.inputs.npy"))).unwrap()).unwrap();
+        let mut arena = vec![0u8; plan::arena_size(&model).unwrap()];
+        let mut interp = Interpreter::new(model, &mut arena).unwrap();
+        let mut row = 0;
+        group.bench_function(&name, |b| {
+            b.iter(|| {
+                interp.input(0).unwrap().copy_from_slice(inputs.row(row).unwrap());
+                interp.invoke().unwrap();
+                row = (row + 1) % inputs.rows();
+                black_box(interp.output(0).unwrap()[0])
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
