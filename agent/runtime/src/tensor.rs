@@ -89,7 +89,7 @@ impl Activation {
     /// The clamp range in the int8 output domain (`CalculateActivationRangeQuantized`).
     pub fn range_i8(self, output: Quant) -> (i32, i32) {
         let (qmin, qmax) = (i32::from(i8::MIN), i32::from(i8::MAX));
-        let quantize = |f: f32| output.zero_point + round_f32(f / output.scale) as i32;
+        let quantize = |f: f32| output.zero_point.saturating_add(round_f32(f / output.scale) as i32);
         match self {
             Self::None => (qmin, qmax),
             Self::Relu => (qmin.max(quantize(0.0)), qmax),

@@ -47,7 +47,7 @@ pub fn softmax(p: &SoftmaxParams, input: &[i8], output: &mut [i8], depth: usize)
     }
     let scaled = |diff: i32| {
         let rescaled = multiply_by_quantized_multiplier_greater_than_one(diff, p.input_multiplier, p.input_left_shift);
-        exp_on_negative_values(rescaled, SCALED_DIFF_INTEGER_BITS)
+        exp_on_negative_values(rescaled, SCALED_DIFF_INTEGER_BITS as u32)
     };
     for (row, out) in input.chunks_exact(depth).zip(output.chunks_exact_mut(depth)) {
         let max = row.iter().copied().max().map_or(0, i32::from);

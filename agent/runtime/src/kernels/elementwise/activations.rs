@@ -9,10 +9,10 @@
 //! truncations.
 
 use super::common::{check_quant, quantize_multiplier};
-use super::fixedpoint::{
+use crate::arith::{Multiplier, frexp, multiply_by_quantized_multiplier, rounding_divide_by_pot};
+use crate::fixedpoint::{
     self, rounding_divide_by_pot_i16, saturating_doubling_high_mul_i16, saturating_left_shift_i16, srdhm_i16,
 };
-use crate::arith::{Multiplier, frexp, multiply_by_quantized_multiplier, rounding_divide_by_pot};
 use crate::kernels::OpError;
 use crate::tensor::Quant;
 

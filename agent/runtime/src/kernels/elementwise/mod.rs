@@ -10,7 +10,7 @@ pub mod add_sub;
 mod broadcast;
 mod common;
 pub mod concat;
-mod fixedpoint;
+
 pub mod mean;
 pub mod mul;
 pub mod pad;
