@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use mota_runtime::npy::Npy;
 use mota_runtime::validation::{self, ClassCount, Clock, ValidationSet};
-use mota_runtime::{DType, Interpreter, Model, TensorInfo, plan};
+use mota_runtime::{DType, Interpreter, Model, TensorInfo};
 use serde::Serialize;
 
 #[derive(Subcommand)]
@@ -171,7 +171,7 @@ impl From<&TensorInfo<'_>> for TensorView {
         let q = t.quant().ok();
         Self {
             index: t.index,
-            name: t.name.to_owned(),
+            name: t.name().to_owned(),
             shape: t.shape.dims().to_vec(),
             dtype: t.dtype.name(),
             scale: q.map(|q| q.scale),
@@ -209,7 +209,7 @@ fn inspect(path: &Path, json: bool) -> Result<()> {
             outputs: (0..model.output_count())
                 .map(|i| model.output(i).map(|t| (&t).into()))
                 .collect::<Result<_, _>>()?,
-            arena_bytes: Some(plan::arena_size(&model)?),
+            arena_bytes: Some(mota_runtime::arena_size(&model)?),
         },
         Err(e) => Inspection {
             file: path.display().to_string(),
@@ -270,7 +270,7 @@ fn summarize(ops: &[&str]) -> String {
 /// A model and its arena, ready to run.
 fn load<'a>(path: &Path, bytes: &'a [u8]) -> Result<(Model<'a>, Vec<u8>)> {
     let model = parse(path, bytes)?;
-    let arena = vec![0u8; plan::arena_size(&model)?];
+    let arena = vec![0u8; mota_runtime::arena_size(&model)?];
     Ok((model, arena))
 }
 

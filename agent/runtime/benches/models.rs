@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use mota_runtime::npy::Npy;
-use mota_runtime::{Interpreter, Model, plan};
+use mota_runtime::{Interpreter, Model};
 
 fn bench(c: &mut Criterion) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/models");
@@ -22,7 +22,7 @@ fn bench(c: &mut Criterion) {
         let bytes = std::fs::read(dir.join(format!("{name}.tflite"))).unwrap();
         let Ok(model) = Model::parse(&bytes) else { continue };
         let inputs = Npy::parse(&std::fs::read(dir.join(format!("{name}.inputs.npy"))).unwrap()).unwrap();
-        let mut arena = vec![0u8; plan::arena_size(&model).unwrap()];
+        let mut arena = vec![0u8; mota_runtime::arena_size(&model).unwrap()];
         let mut interp = Interpreter::new(model, &mut arena).unwrap();
         let mut row = 0;
         group.bench_function(&name, |b| {

@@ -8,7 +8,7 @@
 
 use core::fmt;
 
-use crate::kernels::params::Int32s;
+use crate::kernels::params::{CHANNEL_ENTRY, ChannelTable, Int32s, Rescale};
 use crate::kernels::{OpError, conv, elementwise as ew, fully_connected, pool, quantize, softmax};
 use crate::model::{Model, ModelError, TensorInfo};
 use crate::ops::{self, Kernel, Op, PrepareError};
@@ -62,11 +62,46 @@ impl From<ModelError> for RunError {
 }
 
 /// A model bound to an arena, ready to run.
+///
+/// Arena layout: activations (the head, as planned), then the per-channel multipliers of
+/// every convolution-like operator (computed once here, as TFLM's `Prepare` does), then
+/// the plan.
 pub struct Interpreter<'m, 'a> {
     model: Model<'m>,
     head: &'a mut [u8],
+    channels: &'a [u8],
     tail: &'a [u8],
     head_used: usize,
+}
+
+fn prepare_at<'m>(model: &Model<'m>, i: usize) -> Result<ops::Prepared<'m>, RunError> {
+    let op = model.operator(i)?;
+    ops::prepare(model, &op).map_err(|e| match e {
+        PrepareError::Model(e) => RunError::Model(e),
+        PrepareError::Op(problem) => RunError::Operator { index: i, op: op.op, problem },
+    })
+}
+
+/// Bytes of precomputed per-channel multipliers the model needs.
+fn channel_bytes(model: &Model<'_>) -> Result<usize, RunError> {
+    let mut total = 0;
+    for i in 0..model.operator_count() {
+        let mut p = prepare_at(model, i)?;
+        if p.kernel.per_channel().is_some() {
+            total += p.channels() * CHANNEL_ENTRY;
+        }
+    }
+    Ok(total)
+}
+
+/// Arena bytes the model needs: activations, multipliers and plan (host convenience; on a
+/// device, [`Interpreter::new`] reports the size when the arena is too small).
+#[cfg(feature = "std")]
+pub fn arena_size(model: &Model<'_>) -> Result<usize, RunError> {
+    let tail = model.tensor_count() * ENTRY;
+    let mut entries = vec![0u8; tail];
+    let (_, head) = plan::plan(model, &mut entries)?;
+    Ok(head.next_multiple_of(ALIGN) + channel_bytes(model)? + tail)
 }
 
 impl<'m, 'a> Interpreter<'m, 'a> {
@@ -74,22 +109,33 @@ impl<'m, 'a> Interpreter<'m, 'a> {
     pub fn new(model: Model<'m>, arena: &'a mut [u8]) -> Result<Self, RunError> {
         let available = arena.len();
         let tail_len = model.tensor_count() * ENTRY;
-        let head_len =
-            available.checked_sub(tail_len).ok_or(RunError::ArenaTooSmall { needed: tail_len, available })?;
+        let channels_len = channel_bytes(&model)?;
+        let fixed = tail_len + channels_len;
+        let too_small = |needed| RunError::ArenaTooSmall { needed, available };
+        let head_len = available.checked_sub(fixed).ok_or(too_small(fixed))?;
         let head_len = head_len - head_len % ALIGN;
         let (head, rest) = arena.split_at_mut(head_len);
-        let skip = rest.len() - tail_len;
-        let tail = &mut rest[skip..];
+        let skip = rest.len() - fixed;
+        let (channels, tail) = rest[skip..].split_at_mut(channels_len);
         let (_, head_used) = plan::plan(&model, tail)?;
         if head_used > head.len() {
-            return Err(RunError::ArenaTooSmall { needed: head_used.next_multiple_of(ALIGN) + tail_len, available });
+            return Err(too_small(head_used.next_multiple_of(ALIGN) + fixed));
         }
-        Ok(Self { model, head, tail, head_used })
+        let mut offset = 0;
+        for i in 0..model.operator_count() {
+            let mut p = prepare_at(&model, i)?;
+            let n = p.channels() * CHANNEL_ENTRY;
+            if let Some(rescale) = p.kernel.per_channel() {
+                rescale.fill(channels.get_mut(offset..offset + n).ok_or(too_small(fixed))?);
+                offset += n;
+            }
+        }
+        Ok(Self { model, head, channels, tail, head_used })
     }
 
-    /// Arena bytes actually used (activations and plan).
+    /// Arena bytes actually used (activations, multipliers and plan).
     pub fn arena_used(&self) -> usize {
-        self.head_used.next_multiple_of(ALIGN) + self.tail.len()
+        self.head_used.next_multiple_of(ALIGN) + self.channels.len() + self.tail.len()
     }
 
     /// The model.
@@ -118,13 +164,17 @@ impl<'m, 'a> Interpreter<'m, 'a> {
 
     /// Runs every operator once.
     pub fn invoke(&mut self) -> Result<(), RunError> {
+        let mut channel_offset = 0;
         for i in 0..self.model.operator_count() {
             let op = self.model.operator(i)?;
             let fail = |problem| RunError::Operator { index: i, op: op.op, problem };
-            let prepared = ops::prepare(&self.model, &op).map_err(|e| match e {
-                PrepareError::Model(e) => RunError::Model(e),
-                PrepareError::Op(problem) => fail(problem),
-            })?;
+            let mut prepared = prepare_at(&self.model, i)?;
+            let n = prepared.channels() * CHANNEL_ENTRY;
+            if let Some(rescale) = prepared.kernel.per_channel() {
+                let table = self.channels.get(channel_offset..channel_offset + n);
+                *rescale = Rescale::Table(ChannelTable(table.ok_or(fail(OpError::Shape("multipliers")))?));
+                channel_offset += n;
+            }
             let out = self.region(&prepared.output).ok_or(fail(OpError::Shape("output is not planned")))?;
             let plan = Plan::new(self.tail);
             let (before, rest) = self.head.split_at_mut(out.start);

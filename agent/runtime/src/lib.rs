@@ -20,6 +20,8 @@ mod schema;
 pub mod tensor;
 pub mod validation;
 
+#[cfg(feature = "std")]
+pub use interpreter::arena_size;
 pub use interpreter::{Interpreter, RunError};
 pub use model::{DType, Model, ModelError, TensorInfo};
 pub use ops::Op;

@@ -242,11 +242,15 @@ pub struct TensorInfo<'a> {
     pub data: Option<&'a [u8]>,
     /// Quantization, if any.
     pub quantization: Option<Quantization<'a>>,
-    /// Its name (for messages).
-    pub name: &'a str,
+    table: Table<'a>,
 }
 
-impl TensorInfo<'_> {
+impl<'a> TensorInfo<'a> {
+    /// Its name, for messages (read on demand: names are long and only people read them).
+    pub fn name(&self) -> &'a str {
+        self.table.string(schema::tensor::NAME).ok().flatten().unwrap_or("")
+    }
+
     /// Size in bytes.
     pub fn bytes(&self) -> usize {
         self.shape.elements() * self.dtype.size()
@@ -266,6 +270,9 @@ impl TensorInfo<'_> {
 /// A verified model.
 #[derive(Clone, Copy)]
 pub struct Model<'a> {
+    /// Set once `verify` has passed: later reads skip the per-element domain checks
+    /// (every read stays bounds-checked, so a changed model still cannot cause a panic).
+    verified: bool,
     tensors: Vector<'a>,
     operators: Vector<'a>,
     opcodes: Vector<'a>,
@@ -331,7 +338,7 @@ impl<'a> Model<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ModelError> {
         let model = Self::read(bytes)?;
         model.verify()?;
-        Ok(model)
+        Ok(Self { verified: true, ..model })
     }
 
     fn read(bytes: &'a [u8]) -> Result<Self, ModelError> {
@@ -348,6 +355,7 @@ impl<'a> Model<'a> {
         let graph = subgraphs.table(0).at(Location::Subgraph)?;
         let vector = |t: &Table<'a>, id, at| t.vector(id).at(at).map(|v| v.unwrap_or(Vector::empty()));
         let model = Self {
+            verified: false,
             tensors: vector(&graph, sg::TENSORS, Location::Subgraph)?,
             operators: vector(&graph, sg::OPERATORS, Location::Subgraph)?,
             inputs: vector(&graph, sg::INPUTS, Location::Subgraph)?,
@@ -380,9 +388,14 @@ impl<'a> Model<'a> {
         crate::plan::check_order(self)?;
         for i in 0..self.operators.len() {
             let op = self.operator(i)?;
-            crate::ops::prepare(self, &op).map_err(|problem| match problem {
+            let mut prepared = crate::ops::prepare(self, &op).map_err(|problem| match problem {
                 crate::ops::PrepareError::Model(e) => e,
                 crate::ops::PrepareError::Op(problem) => ModelError::Operator { index: i, op: op.op, problem },
+            })?;
+            crate::ops::check_multipliers(&mut prepared).map_err(|problem| ModelError::Operator {
+                index: i,
+                op: op.op,
+                problem,
             })?;
         }
         Ok(())
@@ -472,8 +485,10 @@ impl<'a> Model<'a> {
             return Err(bad(TensorProblem::BufferSize { expected: bytes, actual: data.len() }));
         }
         let quantization = self.quantization(index, &table, &shape, dtype)?;
-        let name = table.string(t::NAME).at(at)?.unwrap_or("");
-        Ok(TensorInfo { index, shape, dtype, data, quantization, name })
+        if !self.verified {
+            table.string(t::NAME).at(at)?;
+        }
+        Ok(TensorInfo { index, shape, dtype, data, quantization, table })
     }
 
     /// Constant data of buffer `buffer` (`None` when empty, as for activations).
@@ -516,6 +531,9 @@ impl<'a> Model<'a> {
         let dimension = usize::try_from(qt.scalar::<i32>(q::QUANTIZED_DIMENSION, 0).at(at)?).map_err(|_| bad)?;
         if scales.len() > 1 && (dimension >= shape.rank() || shape.dim(dimension) != scales.len()) {
             return Err(bad);
+        }
+        if self.verified {
+            return Ok((dtype != DType::Float32).then_some(Quantization { scales, zero_points, dimension }));
         }
         for s in scales.iter::<f32>() {
             let s = s.at(at)?;

@@ -150,6 +150,39 @@ pub(crate) enum Kernel<'a> {
     Mean(MeanParams),
 }
 
+impl<'a> Kernel<'a> {
+    /// The per-channel rescaling of a conv-like kernel, if it has one to precompute.
+    pub(crate) fn per_channel(&mut self) -> Option<&mut Rescale<'a>> {
+        let rescale = match self {
+            Kernel::Conv(p) | Kernel::Depthwise(p) => &mut p.rescale,
+            Kernel::FullyConnected(p, _) => &mut p.rescale,
+            _ => return None,
+        };
+        matches!(rescale, Rescale::PerChannel { .. }).then_some(rescale)
+    }
+}
+
+impl Prepared<'_> {
+    /// Output channels (the last dimension of the output).
+    pub(crate) fn channels(&self) -> usize {
+        self.output.shape.dims().last().copied().unwrap_or(1)
+    }
+}
+
+/// Refuses per-channel multipliers TFLM could not apply (a left shift above 31 overflows
+/// its arithmetic); run once, at verification.
+pub(crate) fn check_multipliers(p: &mut Prepared<'_>) -> core::result::Result<(), OpError> {
+    let channels = p.channels();
+    if let Some(rescale) = p.kernel.per_channel() {
+        for c in 0..channels {
+            if rescale.channel(c).shift > 31 {
+                return Err(OpError::Quantization("rescaling multiplier above 2^31"));
+            }
+        }
+    }
+    Ok(())
+}
+
 type Result<T> = core::result::Result<T, PrepareError>;
 
 /// Checks an operator and derives its kernel parameters.

@@ -177,12 +177,3 @@ fn lowest_fit(
         return Ok(candidate);
     }
 }
-
-/// Arena bytes the model needs: activations plus the plan (host convenience).
-#[cfg(feature = "std")]
-pub fn arena_size(model: &Model<'_>) -> Result<usize, ModelError> {
-    let tail = model.tensor_count() * ENTRY;
-    let mut entries = vec![0u8; tail];
-    let (_, head) = plan(model, &mut entries)?;
-    Ok(head.next_multiple_of(ALIGN) + tail)
-}

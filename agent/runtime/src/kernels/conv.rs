@@ -38,6 +38,14 @@ pub struct View4<'a> {
     pub shape: [usize; 4],
 }
 
+/// The filter taps `0..filter` that land inside `0..input` from `origin` (stride `dilation`).
+fn taps(origin: isize, dilation: usize, filter: usize, input: usize) -> core::ops::Range<usize> {
+    let d = dilation as isize;
+    let start = if origin < 0 { (-origin + d - 1) / d } else { 0 };
+    let end = ((input as isize - origin + d - 1) / d).clamp(0, filter as isize);
+    start.clamp(0, end) as usize..end as usize
+}
+
 /// NHWC input, OHWI filter, NHWC output.
 pub fn conv2d(
     p: &ConvParams<'_>,
@@ -63,45 +71,43 @@ pub fn conv2d(
         return Err(OpError::Shape("conv groups"));
     }
     let filters_per_group = out_depth / groups;
-    for oc in 0..out_depth {
-        let m = p.rescale.channel(oc);
-        let b = bias.map_or(0, |b| b.get(oc));
-        let group = oc / filters_per_group;
-        let filter_oc = &filter[oc * f_h * f_w * f_depth..(oc + 1) * f_h * f_w * f_depth];
-        for batch in 0..batches {
-            for oy in 0..out_h {
-                let in_y0 = (oy * p.stride.0) as isize - p.padding.0 as isize;
-                for ox in 0..out_w {
-                    let in_x0 = (ox * p.stride.1) as isize - p.padding.1 as isize;
+    let filter_size = f_h * f_w * f_depth;
+    let mut pixels = output.chunks_exact_mut(out_depth);
+    for batch in 0..batches {
+        for oy in 0..out_h {
+            let y0 = (oy * p.stride.0) as isize - p.padding.0 as isize;
+            let rows = taps(y0, p.dilation.0, f_h, in_h);
+            for ox in 0..out_w {
+                let x0 = (ox * p.stride.1) as isize - p.padding.1 as isize;
+                let cols = taps(x0, p.dilation.1, f_w, in_w);
+                let Some(pixel) = pixels.next() else { return Err(OpError::Shape("conv output")) };
+                for (oc, out) in pixel.iter_mut().enumerate() {
+                    let weights = &filter[oc * filter_size..(oc + 1) * filter_size];
+                    let channel0 = (oc / filters_per_group) * f_depth;
                     let mut acc: i32 = 0;
-                    for fy in 0..f_h {
-                        let iy = in_y0 + (p.dilation.0 * fy) as isize;
-                        if iy < 0 || iy >= in_h as isize {
-                            continue;
-                        }
-                        for fx in 0..f_w {
-                            let ix = in_x0 + (p.dilation.1 * fx) as isize;
-                            if ix < 0 || ix >= in_w as isize {
-                                continue;
-                            }
-                            let in_base =
-                                ((batch * in_h + iy as usize) * in_w + ix as usize) * in_depth + group * f_depth;
-                            let f_base = (fy * f_w + fx) * f_depth;
-                            let inputs = &input[in_base..in_base + f_depth];
-                            let weights = &filter_oc[f_base..f_base + f_depth];
-                            for (&x, &w) in inputs.iter().zip(weights) {
+                    for fy in rows.clone() {
+                        let iy = (y0 + (p.dilation.0 * fy) as isize) as usize;
+                        for fx in cols.clone() {
+                            let ix = (x0 + (p.dilation.1 * fx) as isize) as usize;
+                            let at = ((batch * in_h + iy) * in_w + ix) * in_depth + channel0;
+                            let w = (fy * f_w + fx) * f_depth;
+                            for (&x, &w) in input[at..at + f_depth].iter().zip(&weights[w..w + f_depth]) {
                                 acc = acc.wrapping_add(i32::from(w) * (i32::from(x) + p.input_offset));
                             }
                         }
                     }
-                    let acc = m.apply(acc.wrapping_add(b)).wrapping_add(p.output_offset);
-                    output[((batch * out_h + oy) * out_w + ox) * out_depth + oc] = clamp_i8(acc, p.act.0, p.act.1);
+                    let b = bias.map_or(0, |b| b.get(oc));
+                    let acc = p.rescale.channel(oc).apply(acc.wrapping_add(b)).wrapping_add(p.output_offset);
+                    *out = clamp_i8(acc, p.act.0, p.act.1);
                 }
             }
         }
     }
     Ok(())
 }
+
+/// Output channels accumulated together by the depthwise kernel.
+const DEPTHWISE_CHUNK: usize = 32;
 
 /// NHWC input, 1HWC filter (C = input channels × depth multiplier), NHWC output.
 pub fn depthwise_conv2d(
@@ -120,37 +126,47 @@ pub fn depthwise_conv2d(
     check_len(input, input_shape.iter().product(), "depthwise input")?;
     check_len(filter, filter_shape.iter().product(), "depthwise filter")?;
     check_len(output, output_shape.iter().product(), "depthwise output")?;
-    if output_shape[0] != batches || out_depth != in_depth * p.depth_multiplier || f_depth != out_depth {
+    let mult = p.depth_multiplier;
+    if output_shape[0] != batches || out_depth != in_depth * mult || f_depth != out_depth {
         return Err(OpError::Shape("depthwise channels"));
     }
-    for ic in 0..in_depth {
-        for mult in 0..p.depth_multiplier {
-            let oc = ic * p.depth_multiplier + mult;
-            let m = p.rescale.channel(oc);
-            let b = bias.map_or(0, |b| b.get(oc));
-            for batch in 0..batches {
-                for oy in 0..out_h {
-                    let in_y0 = (oy * p.stride.0) as isize - p.padding.0 as isize;
-                    for ox in 0..out_w {
-                        let in_x0 = (ox * p.stride.1) as isize - p.padding.1 as isize;
-                        let mut acc: i32 = 0;
-                        for fy in 0..f_h {
-                            let iy = in_y0 + (p.dilation.0 * fy) as isize;
-                            if iy < 0 || iy >= in_h as isize {
-                                continue;
-                            }
-                            for fx in 0..f_w {
-                                let ix = in_x0 + (p.dilation.1 * fx) as isize;
-                                if ix < 0 || ix >= in_w as isize {
-                                    continue;
+    let mut pixels = output.chunks_exact_mut(out_depth);
+    for batch in 0..batches {
+        for oy in 0..out_h {
+            let y0 = (oy * p.stride.0) as isize - p.padding.0 as isize;
+            let rows = taps(y0, p.dilation.0, f_h, in_h);
+            for ox in 0..out_w {
+                let x0 = (ox * p.stride.1) as isize - p.padding.1 as isize;
+                let cols = taps(x0, p.dilation.1, f_w, in_w);
+                let Some(pixel) = pixels.next() else { return Err(OpError::Shape("depthwise output")) };
+                for (chunk, outs) in pixel.chunks_mut(DEPTHWISE_CHUNK).enumerate() {
+                    let c0 = chunk * DEPTHWISE_CHUNK;
+                    let n = outs.len();
+                    let mut acc = [0i32; DEPTHWISE_CHUNK];
+                    for fy in rows.clone() {
+                        let iy = (y0 + (p.dilation.0 * fy) as isize) as usize;
+                        for fx in cols.clone() {
+                            let ix = (x0 + (p.dilation.1 * fx) as isize) as usize;
+                            let at = ((batch * in_h + iy) * in_w + ix) * in_depth;
+                            let w = (fy * f_w + fx) * f_depth + c0;
+                            let weights = &filter[w..w + n];
+                            if mult == 1 {
+                                for ((a, &w), &x) in acc.iter_mut().zip(weights).zip(&input[at + c0..at + c0 + n]) {
+                                    *a = a.wrapping_add(i32::from(w) * (i32::from(x) + p.input_offset));
                                 }
-                                let x = input[((batch * in_h + iy as usize) * in_w + ix as usize) * in_depth + ic];
-                                let w = filter[(fy * f_w + fx) * f_depth + oc];
-                                acc = acc.wrapping_add(i32::from(w) * (i32::from(x) + p.input_offset));
+                            } else {
+                                for (k, (a, &w)) in acc.iter_mut().zip(weights).enumerate() {
+                                    let x = input[at + (c0 + k) / mult];
+                                    *a = a.wrapping_add(i32::from(w) * (i32::from(x) + p.input_offset));
+                                }
                             }
                         }
-                        let acc = m.apply(acc.wrapping_add(b)).wrapping_add(p.output_offset);
-                        output[((batch * out_h + oy) * out_w + ox) * out_depth + oc] = clamp_i8(acc, p.act.0, p.act.1);
+                    }
+                    for (k, (out, &a)) in outs.iter_mut().zip(&acc).enumerate() {
+                        let oc = c0 + k;
+                        let b = bias.map_or(0, |b| b.get(oc));
+                        let v = p.rescale.channel(oc).apply(a.wrapping_add(b)).wrapping_add(p.output_offset);
+                        *out = clamp_i8(v, p.act.0, p.act.1);
                     }
                 }
             }

@@ -43,17 +43,18 @@ pub fn fully_connected(
     check_len(input, batches * accum_depth, "fully connected input")?;
     check_len(filter, output_depth * accum_depth, "fully connected weights")?;
     check_len(output, batches * output_depth, "fully connected output")?;
+    // Σ w·(x + offset) = Σ w·x + offset·Σ w, exactly, in wrapping i32 arithmetic: the two
+    // plain sums vectorise where the original product does not.
     for o in 0..output_depth {
         let m = p.rescale.channel(o);
         let b = bias.map_or(0, |b| b.get(o));
         let weights = &filter[o * accum_depth..(o + 1) * accum_depth];
+        let weight_sum = weights.iter().fold(0i32, |s, &w| s.wrapping_add(i32::from(w)));
+        let offset_term = weight_sum.wrapping_mul(p.input_offset);
         for batch in 0..batches {
             let row = &input[batch * accum_depth..(batch + 1) * accum_depth];
-            let mut acc: i32 = 0;
-            for (&x, &w) in row.iter().zip(weights) {
-                acc = acc.wrapping_add(i32::from(w) * (i32::from(x) + p.input_offset));
-            }
-            let acc = m.apply(acc.wrapping_add(b)).wrapping_add(p.output_offset);
+            let dot = row.iter().zip(weights).fold(0i32, |s, (&x, &w)| s.wrapping_add(i32::from(w) * i32::from(x)));
+            let acc = m.apply(dot.wrapping_add(offset_term).wrapping_add(b)).wrapping_add(p.output_offset);
             output[batch * output_depth + o] = clamp_i8(acc, p.act.0, p.act.1);
         }
     }

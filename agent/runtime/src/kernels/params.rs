@@ -69,13 +69,44 @@ pub enum Rescale<'a> {
         /// Filter scales, one per output channel (or one for all).
         filter: Scales<'a>,
     },
+    /// One multiplier per output channel, computed once into the arena.
+    Table(ChannelTable<'a>),
+}
+
+/// Bytes per precomputed channel multiplier: the Q31 mantissa (i32) and the shift (i8).
+pub const CHANNEL_ENTRY: usize = 5;
+
+/// Per-channel multipliers precomputed into the arena (`CHANNEL_ENTRY` bytes each).
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelTable<'a>(pub &'a [u8]);
+
+impl ChannelTable<'_> {
+    /// The multiplier of channel `c` (zero past the end).
+    pub fn get(&self, c: usize) -> Multiplier {
+        match self.0.get(c * CHANNEL_ENTRY..c * CHANNEL_ENTRY + CHANNEL_ENTRY) {
+            Some(e) => {
+                Multiplier { multiplier: i32::from_le_bytes([e[0], e[1], e[2], e[3]]), shift: i32::from(e[4] as i8) }
+            }
+            None => Multiplier::default(),
+        }
+    }
 }
 
 impl Rescale<'_> {
+    /// Writes the multiplier of every channel into `table` (`CHANNEL_ENTRY` bytes each).
+    pub fn fill(&self, table: &mut [u8]) {
+        for (c, e) in table.chunks_exact_mut(CHANNEL_ENTRY).enumerate() {
+            let m = self.channel(c);
+            e[..4].copy_from_slice(&m.multiplier.to_le_bytes());
+            e[4] = m.shift.clamp(-128, 127) as i8 as u8;
+        }
+    }
+
     /// The multiplier of output channel `c`.
     pub fn channel(&self, c: usize) -> Multiplier {
         match *self {
             Self::PerTensor(m) => m,
+            Self::Table(t) => t.get(c),
             Self::PerChannel { input, output, filter } => {
                 Multiplier::new(f64::from(input) * f64::from(filter.get(c)) / f64::from(output))
             }

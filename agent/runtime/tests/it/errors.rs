@@ -3,7 +3,7 @@
 use mota_runtime::flatbuffer::{FbError, Table};
 use mota_runtime::kernels::OpError;
 use mota_runtime::model::{Location, TensorProblem};
-use mota_runtime::{Interpreter, Model, ModelError, Op, RunError, plan};
+use mota_runtime::{Interpreter, Model, ModelError, Op, RunError};
 
 use crate::fixtures;
 
@@ -54,7 +54,7 @@ fn wrong_input_type() {
 fn arena_too_small() {
     let m = mlp();
     let model = Model::parse(&m).unwrap();
-    let size = plan::arena_size(&model).unwrap();
+    let size = mota_runtime::arena_size(&model).unwrap();
     let mut arena = vec![0u8; size - 1];
     assert_eq!(
         Interpreter::new(model, &mut arena).err(),
@@ -105,7 +105,7 @@ fn random_corruption_never_panics() {
                 m[i] ^= (state >> 32) as u8 | 1;
             }
             let Ok(model) = Model::parse(&m) else { continue };
-            let Ok(size) = plan::arena_size(&model) else { continue };
+            let Ok(size) = mota_runtime::arena_size(&model) else { continue };
             if size > 1 << 20 {
                 continue;
             }

@@ -1,14 +1,14 @@
 //! Bit-exactness with TFLM on every fixture model and input, and arenas no larger than
 //! TFLM's.
 
-use mota_runtime::{Interpreter, Model, plan};
+use mota_runtime::{Interpreter, Model};
 
 use crate::fixtures;
 
 /// Runs every input of a fixture; returns the number of mismatching output bytes.
 fn mismatches(f: &fixtures::Fixture) -> Result<usize, String> {
     let model = Model::parse(&f.model).map_err(|e| format!("{}: {e}", f.name))?;
-    let size = plan::arena_size(&model).map_err(|e| e.to_string())?;
+    let size = mota_runtime::arena_size(&model).map_err(|e| e.to_string())?;
     let mut arena = vec![0u8; size];
     let mut interp = Interpreter::new(model, &mut arena).map_err(|e| e.to_string())?;
     let mut bad = 0;
@@ -41,7 +41,7 @@ fn arenas_are_no_larger_than_tflm() {
     for name in fixtures::names() {
         let f = fixtures::load(&name);
         let Ok(model) = Model::parse(&f.model) else { continue };
-        let ours = plan::arena_size(&model).unwrap();
+        let ours = mota_runtime::arena_size(&model).unwrap();
         let tflm = f.meta["tflm_arena_bytes"].as_u64().unwrap() as usize;
         assert!(ours <= tflm, "{name}: arena {ours} > TFLM's {tflm}");
     }

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use mota_runtime::validation::{self, ClassCount, Clock, SetError, ValidationSet};
-use mota_runtime::{DType, Interpreter, Model, plan};
+use mota_runtime::{DType, Interpreter, Model};
 
 use crate::fixtures;
 
@@ -39,7 +39,7 @@ fn accuracy_on_device_equals_tflm_accuracy() {
         let set_bytes = validation::build(DType::Int8, &dims, &f.inputs.data, Some((&labels(&f), 10)), None).unwrap();
         let set = ValidationSet::parse(&set_bytes).unwrap();
         let model = Model::parse(&f.model).unwrap();
-        let mut arena = vec![0u8; plan::arena_size(&model).unwrap()];
+        let mut arena = vec![0u8; mota_runtime::arena_size(&model).unwrap()];
         let mut interp = Interpreter::new(model, &mut arena).unwrap();
         let mut classes = [ClassCount::default(); 10];
         let report = validation::evaluate(&mut interp, &set, &HostClock(Instant::now()), Some(&mut classes)).unwrap();
@@ -55,7 +55,7 @@ fn accuracy_on_device_equals_tflm_accuracy() {
 }
 
 fn arena_len(model: &[u8]) -> usize {
-    plan::arena_size(&Model::parse(model).unwrap()).unwrap()
+    mota_runtime::arena_size(&Model::parse(model).unwrap()).unwrap()
 }
 
 #[test]
@@ -64,7 +64,7 @@ fn expected_outputs_match_exactly_and_detect_a_different_model() {
     let set_bytes = validation::build(DType::Int8, &[1, 64], &f.inputs.data, None, Some((&f.outputs.data, 0))).unwrap();
     let set = ValidationSet::parse(&set_bytes).unwrap();
     let model = Model::parse(&f.model).unwrap();
-    let mut arena = vec![0u8; plan::arena_size(&model).unwrap()];
+    let mut arena = vec![0u8; mota_runtime::arena_size(&model).unwrap()];
     let mut interp = Interpreter::new(model, &mut arena).unwrap();
     let report = validation::evaluate(&mut interp, &set, &HostClock(Instant::now()), None).unwrap();
     assert_eq!(report.correct, report.records, "TFLM's own outputs are reproduced exactly");
@@ -85,7 +85,7 @@ fn malformed_sets_and_mismatched_models_are_refused() {
     // A digits set on the MLP (input 1x64) is refused for its shape.
     let mlp = fixtures::load("digits_mlp");
     let model = Model::parse(&mlp.model).unwrap();
-    let mut arena = vec![0u8; plan::arena_size(&model).unwrap()];
+    let mut arena = vec![0u8; mota_runtime::arena_size(&model).unwrap()];
     let mut interp = Interpreter::new(model, &mut arena).unwrap();
     let parsed = ValidationSet::parse(&set).unwrap();
     assert_eq!(
@@ -97,7 +97,7 @@ fn malformed_sets_and_mismatched_models_are_refused() {
     labels[3] = 12;
     let bad = validation::build(DType::Int8, &[1, 8, 8, 1], &f.inputs.data, Some((&labels, 10)), None).unwrap();
     let model = Model::parse(&f.model).unwrap();
-    let mut arena = vec![0u8; plan::arena_size(&model).unwrap()];
+    let mut arena = vec![0u8; mota_runtime::arena_size(&model).unwrap()];
     let mut interp = Interpreter::new(model, &mut arena).unwrap();
     assert_eq!(
         validation::evaluate(&mut interp, &ValidationSet::parse(&bad).unwrap(), &HostClock(Instant::now()), None).err(),
