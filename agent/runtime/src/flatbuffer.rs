@@ -99,7 +99,8 @@ impl<'a> Table<'a> {
         Self::at(buf, follow(buf, 0)?)
     }
 
-    fn at(buf: &'a [u8], pos: usize) -> Result<Self> {
+    /// The table at absolute position `pos` (a position recorded earlier).
+    pub(crate) fn at(buf: &'a [u8], pos: usize) -> Result<Self> {
         let soffset = i32::read(buf, pos)?;
         let vtable = (pos as i64).checked_sub(i64::from(soffset)).ok_or(FbError::OutOfBounds)?;
         let vtable = usize::try_from(vtable).map_err(|_| FbError::OutOfBounds)?;
@@ -124,6 +125,11 @@ impl<'a> Table<'a> {
             return Ok(None);
         }
         Ok(Some(self.pos + usize::from(off)))
+    }
+
+    /// The table's position in the buffer.
+    pub(crate) fn position(&self) -> usize {
+        self.pos
     }
 
     /// The absolute position of field `id` in the buffer, if present (for tools and tests
@@ -177,6 +183,16 @@ impl<'a> Vector<'a> {
     fn at(buf: &'a [u8], pos: usize) -> Result<Self> {
         let len = read_u32(buf, pos)? as usize;
         Ok(Self { buf, start: pos + 4, len })
+    }
+
+    /// Where its elements start in the buffer, and how many there are.
+    pub(crate) fn parts(&self) -> (usize, usize) {
+        (self.start, self.len)
+    }
+
+    /// A vector recorded earlier by [`Vector::parts`].
+    pub(crate) fn from_parts(buf: &'a [u8], start: usize, len: usize) -> Self {
+        Self { buf, start, len }
     }
 
     /// An empty vector (for absent optional vectors).

@@ -13,6 +13,7 @@ use crate::kernels::{OpError, conv, elementwise as ew, fully_connected, pool, qu
 use crate::model::{Model, ModelError, TensorInfo};
 use crate::ops::{self, Kernel, Op, PrepareError};
 use crate::plan::{self, ALIGN, ENTRY, Plan};
+use crate::records;
 use crate::tensor::Shape;
 
 /// Why a model could not run.
@@ -64,12 +65,13 @@ impl From<ModelError> for RunError {
 /// A model bound to an arena, ready to run.
 ///
 /// Arena layout: activations (the head, as planned), then the per-channel multipliers of
-/// every convolution-like operator (computed once here, as TFLM's `Prepare` does), then
-/// the plan.
+/// every convolution-like operator (computed once here, as TFLM's `Prepare` does), then a
+/// compact record per tensor (so inferences do not walk the flatbuffer), then the plan.
 pub struct Interpreter<'m, 'a> {
     model: Model<'m>,
     head: &'a mut [u8],
     channels: &'a [u8],
+    records: &'a [u8],
     tail: &'a [u8],
     head_used: usize,
 }
@@ -101,7 +103,7 @@ pub fn arena_size(model: &Model<'_>) -> Result<usize, RunError> {
     let tail = model.tensor_count() * ENTRY;
     let mut entries = vec![0u8; tail];
     let (_, head) = plan::plan(model, &mut entries)?;
-    Ok(head.next_multiple_of(ALIGN) + channel_bytes(model)? + tail)
+    Ok(head.next_multiple_of(ALIGN) + channel_bytes(model)? + model.tensor_count() * records::RECORD + tail)
 }
 
 impl<'m, 'a> Interpreter<'m, 'a> {
@@ -110,13 +112,18 @@ impl<'m, 'a> Interpreter<'m, 'a> {
         let available = arena.len();
         let tail_len = model.tensor_count() * ENTRY;
         let channels_len = channel_bytes(&model)?;
-        let fixed = tail_len + channels_len;
+        let records_len = model.tensor_count() * records::RECORD;
+        let fixed = tail_len + channels_len + records_len;
         let too_small = |needed| RunError::ArenaTooSmall { needed, available };
         let head_len = available.checked_sub(fixed).ok_or(too_small(fixed))?;
         let head_len = head_len - head_len % ALIGN;
         let (head, rest) = arena.split_at_mut(head_len);
         let skip = rest.len() - fixed;
-        let (channels, tail) = rest[skip..].split_at_mut(channels_len);
+        let (channels, rest) = rest[skip..].split_at_mut(channels_len);
+        let (records, tail) = rest.split_at_mut(records_len);
+        for (i, record) in records.chunks_exact_mut(records::RECORD).enumerate() {
+            records::write(model.bytes(), &model.tensor(i)?, record);
+        }
         let (_, head_used) = plan::plan(&model, tail)?;
         if head_used > head.len() {
             return Err(too_small(head_used.next_multiple_of(ALIGN) + fixed));
@@ -130,12 +137,12 @@ impl<'m, 'a> Interpreter<'m, 'a> {
                 offset += n;
             }
         }
-        Ok(Self { model, head, channels, tail, head_used })
+        Ok(Self { model, head, channels, records, tail, head_used })
     }
 
     /// Arena bytes actually used (activations, multipliers and plan).
     pub fn arena_used(&self) -> usize {
-        self.head_used.next_multiple_of(ALIGN) + self.channels.len() + self.tail.len()
+        self.head_used.next_multiple_of(ALIGN) + self.channels.len() + self.records.len() + self.tail.len()
     }
 
     /// The model.
@@ -168,7 +175,11 @@ impl<'m, 'a> Interpreter<'m, 'a> {
         for i in 0..self.model.operator_count() {
             let op = self.model.operator(i)?;
             let fail = |problem| RunError::Operator { index: i, op: op.op, problem };
-            let mut prepared = prepare_at(&self.model, i)?;
+            let tensors = records::Records { model: self.model.bytes(), records: self.records };
+            let mut prepared = ops::prepare(&tensors, &op).map_err(|e| match e {
+                PrepareError::Model(e) => RunError::Model(e),
+                PrepareError::Op(problem) => fail(problem),
+            })?;
             let n = prepared.channels() * CHANNEL_ENTRY;
             if let Some(rescale) = prepared.kernel.per_channel() {
                 let table = self.channels.get(channel_offset..channel_offset + n);

@@ -16,6 +16,7 @@ pub mod model;
 pub mod npy;
 pub mod ops;
 pub mod plan;
+mod records;
 mod schema;
 pub mod tensor;
 pub mod validation;

@@ -187,8 +187,8 @@ impl<T> At<T> for Result<T, FbError> {
 /// Per-tensor or per-channel quantization, read in place.
 #[derive(Clone, Copy)]
 pub struct Quantization<'a> {
-    scales: Vector<'a>,
-    zero_points: Vector<'a>,
+    pub(crate) scales: Vector<'a>,
+    pub(crate) zero_points: Vector<'a>,
     /// The axis the channels run along (per-channel only).
     pub dimension: usize,
 }
@@ -242,13 +242,14 @@ pub struct TensorInfo<'a> {
     pub data: Option<&'a [u8]>,
     /// Quantization, if any.
     pub quantization: Option<Quantization<'a>>,
-    table: Table<'a>,
+    pub(crate) model: &'a [u8],
+    pub(crate) table: usize,
 }
 
 impl<'a> TensorInfo<'a> {
     /// Its name, for messages (read on demand: names are long and only people read them).
     pub fn name(&self) -> &'a str {
-        self.table.string(schema::tensor::NAME).ok().flatten().unwrap_or("")
+        Table::at(self.model, self.table).and_then(|t| t.string(schema::tensor::NAME)).ok().flatten().unwrap_or("")
     }
 
     /// Size in bytes.
@@ -270,6 +271,7 @@ impl<'a> TensorInfo<'a> {
 /// A verified model.
 #[derive(Clone, Copy)]
 pub struct Model<'a> {
+    bytes: &'a [u8],
     /// Set once `verify` has passed: later reads skip the per-element domain checks
     /// (every read stays bounds-checked, so a changed model still cannot cause a panic).
     verified: bool,
@@ -333,7 +335,25 @@ impl<'a> Operator<'a> {
     }
 }
 
+/// Where operators get their tensors: straight from the model (verification) or from the
+/// records the interpreter keeps in its arena (every inference).
+pub(crate) trait Tensors<'a> {
+    /// Tensor by a signed index as operators store them.
+    fn tensor_at(&self, operator: Option<usize>, index: i32) -> Result<TensorInfo<'a>, ModelError>;
+}
+
+impl<'a> Tensors<'a> for Model<'a> {
+    fn tensor_at(&self, operator: Option<usize>, index: i32) -> Result<TensorInfo<'a>, ModelError> {
+        Model::tensor_at(self, operator, index)
+    }
+}
+
 impl<'a> Model<'a> {
+    /// The model's bytes.
+    pub(crate) fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
     /// Reads and verifies a model; nothing runs until this has passed.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ModelError> {
         let model = Self::read(bytes)?;
@@ -355,6 +375,7 @@ impl<'a> Model<'a> {
         let graph = subgraphs.table(0).at(Location::Subgraph)?;
         let vector = |t: &Table<'a>, id, at| t.vector(id).at(at).map(|v| v.unwrap_or(Vector::empty()));
         let model = Self {
+            bytes,
             verified: false,
             tensors: vector(&graph, sg::TENSORS, Location::Subgraph)?,
             operators: vector(&graph, sg::OPERATORS, Location::Subgraph)?,
@@ -488,7 +509,7 @@ impl<'a> Model<'a> {
         if !self.verified {
             table.string(t::NAME).at(at)?;
         }
-        Ok(TensorInfo { index, shape, dtype, data, quantization, table })
+        Ok(TensorInfo { index, shape, dtype, data, quantization, model: self.bytes, table: table.position() })
     }
 
     /// Constant data of buffer `buffer` (`None` when empty, as for activations).

@@ -17,7 +17,7 @@ use crate::kernels::fully_connected::{FcDims, FcParams};
 use crate::kernels::params::{Int32s, Rescale, Scales};
 use crate::kernels::pool::{PoolKind, PoolParams};
 use crate::kernels::softmax::SoftmaxParams;
-use crate::model::{At, DType, Location, Model, ModelError, Operator, TensorInfo};
+use crate::model::{At, DType, Location, ModelError, Operator, TensorInfo, Tensors};
 use crate::schema::{builtin, option_fields as f, options};
 use crate::tensor::{Activation, MAX_RANK, Quant};
 
@@ -186,7 +186,7 @@ pub(crate) fn check_multipliers(p: &mut Prepared<'_>) -> core::result::Result<()
 type Result<T> = core::result::Result<T, PrepareError>;
 
 /// Checks an operator and derives its kernel parameters.
-pub(crate) fn prepare<'a>(model: &Model<'a>, op: &Operator<'a>) -> Result<Prepared<'a>> {
+pub(crate) fn prepare<'a>(model: &impl Tensors<'a>, op: &Operator<'a>) -> Result<Prepared<'a>> {
     let at = Location::Operator(op.index);
     if op.output_count() != 1 {
         return Err(OpError::Unsupported("operators must have exactly one output").into());
