@@ -186,7 +186,7 @@ pub(crate) fn check_multipliers(p: &mut Prepared<'_>) -> core::result::Result<()
 type Result<T> = core::result::Result<T, PrepareError>;
 
 /// Checks an operator and derives its kernel parameters.
-pub(crate) fn prepare<'a>(model: &impl Tensors<'a>, op: &Operator<'a>) -> Result<Prepared<'a>> {
+pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<Prepared<'a>> {
     let at = Location::Operator(op.index);
     if op.output_count() != 1 {
         return Err(OpError::Unsupported("operators must have exactly one output").into());
