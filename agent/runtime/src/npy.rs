@@ -104,17 +104,20 @@ impl Npy {
 
 #[cfg(test)]
 mod tests {
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
     use super::*;
 
     #[test]
-    fn round_trip_and_refusals() {
+    fn round_trip_and_refusals() -> TestResult {
         let npy = Npy { descr: "|i1".into(), shape: vec![2, 3], data: vec![1, 2, 3, 4, 5, 6] };
         let bytes = npy.to_bytes();
         assert_eq!(bytes.len() % 64, 6, "header padded to 64 bytes, then 6 data bytes");
-        let back = Npy::parse(&bytes).unwrap();
+        let back = Npy::parse(&bytes)?;
         assert_eq!(back, npy);
         assert_eq!(back.row(1), Some(&[4u8, 5, 6][..]));
         assert!(Npy::parse(&bytes[..bytes.len() - 1]).is_err(), "truncated data");
         assert!(Npy::parse(b"not npy").is_err());
+        Ok(())
     }
 }

@@ -237,6 +237,8 @@ pub fn hard_swish(p: &HardSwishParams, input: &[i8], output: &mut [i8]) -> Resul
 
 #[cfg(test)]
 mod tests {
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
     use super::*;
 
     fn q(scale: f32, zero_point: i32) -> Quant {
@@ -248,84 +250,90 @@ mod tests {
     // compare with a tolerance, so the exact outputs here come from running TFLM's
     // reference kernels on these inputs.
     #[test]
-    fn tflm_goldens() {
+    fn tflm_goldens() -> TestResult {
         let out_q = q(1.0 / 256.0, -128);
         let mut out = [0; 10];
-        let p = LogisticParams::prepare(q(0.1, 0), out_q).unwrap();
-        logistic(&p, &[10, 20, 30, 40, 50, -10, -20, -30, -40, -50], &mut out).unwrap();
+        let p = LogisticParams::prepare(q(0.1, 0), out_q)?;
+        logistic(&p, &[10, 20, 30, 40, 50, -10, -20, -30, -40, -50], &mut out)?;
         assert_eq!(out, [59, 97, 116, 123, 126, -59, -97, -116, -123, -126]);
-        let p = LogisticParams::prepare(q(1.0, 0), out_q).unwrap();
-        logistic(&p, &[1, 2, 3, 4, 93, -1, -2, -3, -4, -93], &mut out).unwrap();
+        let p = LogisticParams::prepare(q(1.0, 0), out_q)?;
+        logistic(&p, &[1, 2, 3, 4, 93, -1, -2, -3, -4, -93], &mut out)?;
         assert_eq!(out, [59, 97, 116, 123, 127, -59, -97, -116, -123, -128]);
-        let p = TanhParams::prepare(q(16.0 / 256.0, 0), q(1.999_999_5 / 256.0, 0)).unwrap();
+        let p = TanhParams::prepare(q(16.0 / 256.0, 0), q(1.999_999_5 / 256.0, 0))?;
         let mut out = [0; 9];
-        tanh(&p, &[-128, -64, -16, -1, 0, 1, 16, 64, 127], &mut out).unwrap();
+        tanh(&p, &[-128, -64, -16, -1, 0, 1, 16, 64, 127], &mut out)?;
         assert_eq!(out, [-128, -128, -97, -8, 0, 8, 97, 127, 127]);
-        let p = LeakyReluParams::prepare(q(0.1, 0), q(0.1, 0), 0.5).unwrap();
+        let p = LeakyReluParams::prepare(q(0.1, 0), q(0.1, 0), 0.5)?;
         let mut out = [0; 6];
-        leaky_relu(&p, &[0, 10, 30, 10, -10, -20], &mut out).unwrap();
+        leaky_relu(&p, &[0, 10, 30, 10, -10, -20], &mut out)?;
         assert_eq!(out, [0, 10, 30, 10, -5, -10]);
+        Ok(())
     }
 
     #[test]
-    fn logistic_values() {
-        let p = LogisticParams::prepare(q(0.1, 0), q(1.0 / 256.0, -128)).unwrap();
+    fn logistic_values() -> TestResult {
+        let p = LogisticParams::prepare(q(0.1, 0), q(1.0 / 256.0, -128))?;
         let mut out = [0; 5];
-        logistic(&p, &[0, 10, -10, 127, -128], &mut out).unwrap();
+        logistic(&p, &[0, 10, -10, 127, -128], &mut out)?;
         // sigmoid(0) = 0.5 → 128 - 128; sigmoid(±1) ≈ 0.731 / 0.269 → 187 / 69.
         assert_eq!(out, [0, 59, -59, 127, -128]);
         assert!(LogisticParams::prepare(q(0.1, 0), q(1.0 / 256.0, 0)).is_err());
         assert!(LogisticParams::prepare(q(1e-9, 0), q(1.0 / 256.0, -128)).is_err());
         assert!(logistic(&p, &[0, 1], &mut out).is_err());
+        Ok(())
     }
 
     #[test]
-    fn q4_input_rescaling() {
+    fn q4_input_rescaling() -> TestResult {
         // 0.1 × 2^27 = 0.8 × 2^24: shift 24, radius 15 × 2^27 / 2^24 = 120.
-        let p = Q4Input::prepare(q(0.1, 3)).unwrap();
+        let p = Q4Input::prepare(q(0.1, 3))?;
         assert_eq!((p.left_shift, p.range_radius, p.zero_point), (24, 120, 3));
         assert_eq!(
             p.multiplier,
             (f64::from(0.1f32) * f64::from(1u32 << 27) / f64::from(1u32 << 24) * 2f64.powi(31)) as i32
         );
+        Ok(())
     }
 
     #[test]
-    fn tanh_values() {
-        let p = TanhParams::prepare(q(0.05, 0), q(1.0 / 128.0, 0)).unwrap();
+    fn tanh_values() -> TestResult {
+        let p = TanhParams::prepare(q(0.05, 0), q(1.0 / 128.0, 0))?;
         let mut out = [0; 5];
-        tanh(&p, &[0, 20, -20, 127, -128], &mut out).unwrap();
+        tanh(&p, &[0, 20, -20, 127, -128], &mut out)?;
         // tanh(±1) ≈ ±0.7616 → ±97.5 in Q7.
         assert_eq!(out, [0, 97, -97, 127, -128]);
+        Ok(())
     }
 
     #[test]
-    fn leaky_relu_values() {
+    fn leaky_relu_values() -> TestResult {
         // Same scales, alpha 0.5: identity above zero, halved below (gemmlowp's doubling
         // high multiply rounds the negative half -1.5 toward zero).
-        let p = LeakyReluParams::prepare(q(0.1, 0), q(0.1, 0), 0.5).unwrap();
+        let p = LeakyReluParams::prepare(q(0.1, 0), q(0.1, 0), 0.5)?;
         let mut out = [0; 5];
-        leaky_relu(&p, &[10, -10, -3, 127, -128], &mut out).unwrap();
+        leaky_relu(&p, &[10, -10, -3, 127, -128], &mut out)?;
         assert_eq!(out, [10, -5, -1, 127, -64]);
         // A negative alpha flips the sign of the negative side.
-        let p = LeakyReluParams::prepare(q(0.1, 2), q(0.1, 0), -2.0).unwrap();
-        leaky_relu(&p, &[12, -8, 2, 0, -128], &mut out).unwrap();
+        let p = LeakyReluParams::prepare(q(0.1, 2), q(0.1, 0), -2.0)?;
+        leaky_relu(&p, &[12, -8, 2, 0, -128], &mut out)?;
         assert_eq!(out, [10, 20, 0, 4, 127]);
         assert!(LeakyReluParams::prepare(q(0.1, 0), q(0.1, 0), f32::NAN).is_err());
+        Ok(())
     }
 
     #[test]
-    fn hard_swish_values() {
+    fn hard_swish_values() -> TestResult {
         // Input scale 3/64 (so 64 is 3.0), output scale 3/128.
-        let p = HardSwishParams::prepare(q(3.0 / 64.0, 0), q(3.0 / 128.0, 0)).unwrap();
+        let p = HardSwishParams::prepare(q(3.0 / 64.0, 0), q(3.0 / 128.0, 0))?;
         let mut out = [0; 6];
-        hard_swish(&p, &[0, -64, -100, 64, 100, 32], &mut out).unwrap();
+        hard_swish(&p, &[0, -64, -100, 64, 100, 32], &mut out)?;
         // x ≤ -3 gives 0, x ≥ 3 gives x, and hard_swish(1.5) = 1.5 × 4.5 / 6 = 1.125 → 48.
         assert_eq!(out, [0, 0, 0, 127, 127, 48]);
-        let p = HardSwishParams::prepare(q(3.0 / 64.0, 0), q(3.0 / 32.0, -100)).unwrap();
-        hard_swish(&p, &[0, -64, 64, 100, 32, 127], &mut out).unwrap();
+        let p = HardSwishParams::prepare(q(3.0 / 64.0, 0), q(3.0 / 32.0, -100))?;
+        hard_swish(&p, &[0, -64, 64, 100, 32, 127], &mut out)?;
         assert_eq!(out, [-100, -100, -68, -50, -88, -37]);
         // An output scale smaller than input scale / 128 would need a left shift.
         assert!(HardSwishParams::prepare(q(1.0, 0), q(1.0 / 512.0, 0)).is_err());
+        Ok(())
     }
 }

@@ -100,74 +100,81 @@ pub fn add_sub(
 
 #[cfg(test)]
 mod tests {
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
     use super::*;
 
     fn q(scale: f32, zero_point: i32) -> Quant {
         Quant { scale, zero_point }
     }
 
-    fn run(p: &AddSubParams, a: &[i8], sa: &[usize], b: &[i8], sb: &[usize], so: &[usize]) -> Vec<i8> {
-        let so = Shape::new(so).unwrap();
+    fn run(p: &AddSubParams, a: &[i8], sa: &[usize], b: &[i8], sb: &[usize], so: &[usize]) -> Result<Vec<i8>, OpError> {
+        let so = Shape::new(so).unwrap_or_default();
         let mut out = vec![0; so.elements()];
-        add_sub(p, a, &Shape::new(sa).unwrap(), b, &Shape::new(sb).unwrap(), &mut out, &so).unwrap();
-        out
+        add_sub(p, a, &Shape::new(sa).unwrap_or_default(), b, &Shape::new(sb).unwrap_or_default(), &mut out, &so)?;
+        Ok(out)
     }
 
     // add_test.cc, QuantizedAddNoActivationInt8 and QuantizedAddActivationRelu1Int8:
     // scales 0.25 / 0.5 / 1.0, zero points -10 / 4 / 13.
     #[test]
-    fn tflm_add_goldens() {
+    fn tflm_add_goldens() -> TestResult {
         let (a, b) = ([-18, -14, -10, -6], [6, 8, 10, 12]);
         let shape = [1, 2, 2, 1];
-        let p = AddSubParams::prepare(q(0.25, -10), q(0.5, 4), q(1.0, 13), Activation::None, false).unwrap();
-        assert_eq!(run(&p, &a, &shape, &b, &shape, &shape), [12, 14, 16, 18]);
-        let p = AddSubParams::prepare(q(0.25, -10), q(0.5, 4), q(1.0, 13), Activation::ReluN1To1, false).unwrap();
-        assert_eq!(run(&p, &a, &shape, &b, &shape, &shape), [12, 14, 14, 14]);
+        let p = AddSubParams::prepare(q(0.25, -10), q(0.5, 4), q(1.0, 13), Activation::None, false)?;
+        assert_eq!(run(&p, &a, &shape, &b, &shape, &shape)?, [12, 14, 16, 18]);
+        let p = AddSubParams::prepare(q(0.25, -10), q(0.5, 4), q(1.0, 13), Activation::ReluN1To1, false)?;
+        assert_eq!(run(&p, &a, &shape, &b, &shape, &shape)?, [12, 14, 14, 14]);
+        Ok(())
     }
 
     // sub_test.cc, QuantizedSubNoActivationInt8 and QuantizedSubActivationRelu1Int8.
     #[test]
-    fn tflm_sub_goldens() {
+    fn tflm_sub_goldens() -> TestResult {
         let (a, b) = ([-18, -14, -10, -6], [2, 0, -2, -4]);
         let shape = [1, 2, 2, 1];
-        let p = AddSubParams::prepare(q(0.25, -10), q(0.5, 4), q(1.0, 13), Activation::None, true).unwrap();
-        assert_eq!(run(&p, &a, &shape, &b, &shape, &shape), [12, 14, 16, 18]);
-        let p = AddSubParams::prepare(q(0.25, -10), q(0.5, 4), q(1.0, 13), Activation::ReluN1To1, true).unwrap();
-        assert_eq!(run(&p, &a, &shape, &b, &shape, &shape), [12, 14, 14, 14]);
+        let p = AddSubParams::prepare(q(0.25, -10), q(0.5, 4), q(1.0, 13), Activation::None, true)?;
+        assert_eq!(run(&p, &a, &shape, &b, &shape, &shape)?, [12, 14, 16, 18]);
+        let p = AddSubParams::prepare(q(0.25, -10), q(0.5, 4), q(1.0, 13), Activation::ReluN1To1, true)?;
+        assert_eq!(run(&p, &a, &shape, &b, &shape, &shape)?, [12, 14, 14, 14]);
+        Ok(())
     }
 
     #[test]
-    fn hand_checked_add_and_sub() {
+    fn hand_checked_add_and_sub() -> TestResult {
         // Same scale everywhere: plain integer arithmetic around the zero points.
-        let p = AddSubParams::prepare(q(0.5, 0), q(0.5, 0), q(0.5, 0), Activation::None, false).unwrap();
-        assert_eq!(run(&p, &[1, -3, 100, -100], &[4], &[2, 2, 100, -100], &[4], &[4]), [3, -1, 127, -128]);
-        let p = AddSubParams::prepare(q(0.5, 0), q(0.5, 0), q(0.5, 0), Activation::None, true).unwrap();
-        assert_eq!(run(&p, &[1, -3, 100, -100], &[4], &[2, 2, -100, 100], &[4], &[4]), [-1, -5, 127, -128]);
+        let p = AddSubParams::prepare(q(0.5, 0), q(0.5, 0), q(0.5, 0), Activation::None, false)?;
+        assert_eq!(run(&p, &[1, -3, 100, -100], &[4], &[2, 2, 100, -100], &[4], &[4])?, [3, -1, 127, -128]);
+        let p = AddSubParams::prepare(q(0.5, 0), q(0.5, 0), q(0.5, 0), Activation::None, true)?;
+        assert_eq!(run(&p, &[1, -3, 100, -100], &[4], &[2, 2, -100, 100], &[4], &[4])?, [-1, -5, 127, -128]);
         // Broadcast a scalar; output scale 1.0: 0.5 * (a + b) rounds half away from zero.
-        let p = AddSubParams::prepare(q(0.5, 0), q(0.5, 0), q(1.0, 0), Activation::Relu, false).unwrap();
-        assert_eq!(run(&p, &[1, 2, -3, -8], &[2, 2], &[0], &[], &[2, 2]), [1, 1, 0, 0]);
+        let p = AddSubParams::prepare(q(0.5, 0), q(0.5, 0), q(1.0, 0), Activation::Relu, false)?;
+        assert_eq!(run(&p, &[1, 2, -3, -8], &[2, 2], &[0], &[], &[2, 2])?, [1, 1, 0, 0]);
+        Ok(())
     }
 
     #[test]
-    fn sub_derives_multipliers_in_float() {
+    fn sub_derives_multipliers_in_float() -> TestResult {
         // 0.1 / 0.6 differs between float and double division.
-        let add = AddSubParams::prepare(q(0.1, 0), q(0.3, 0), q(0.2, 0), Activation::None, false).unwrap();
-        let sub = AddSubParams::prepare(q(0.1, 0), q(0.3, 0), q(0.2, 0), Activation::None, true).unwrap();
+        let add = AddSubParams::prepare(q(0.1, 0), q(0.3, 0), q(0.2, 0), Activation::None, false)?;
+        let sub = AddSubParams::prepare(q(0.1, 0), q(0.3, 0), q(0.2, 0), Activation::None, true)?;
         assert_eq!(add.input1_multiplier, Multiplier::new(f64::from(0.1f32) / (2.0 * f64::from(0.3f32))));
         assert_eq!(sub.input1_multiplier, Multiplier::new(f64::from(0.1f32 / (2.0 * 0.3f32))));
         assert_ne!(add.input1_multiplier, sub.input1_multiplier);
+        Ok(())
     }
 
     #[test]
-    fn errors() {
+    fn errors() -> TestResult {
         assert!(AddSubParams::prepare(q(0.0, 0), q(1.0, 0), q(1.0, 0), Activation::None, false).is_err());
         assert!(AddSubParams::prepare(q(1.0, 200), q(1.0, 0), q(1.0, 0), Activation::None, false).is_err());
         // Output multiplier 2 × max scale / (2^20 × output scale) must stay below 1.
         assert!(AddSubParams::prepare(q(1.0, 0), q(1.0, 0), q(1e-7, 0), Activation::None, false).is_err());
-        let p = AddSubParams::prepare(q(1.0, 0), q(1.0, 0), q(1.0, 0), Activation::None, false).unwrap();
-        let s = Shape::new(&[2]).unwrap();
+        let p = AddSubParams::prepare(q(1.0, 0), q(1.0, 0), q(1.0, 0), Activation::None, false)?;
+        let s = Shape::new(&[2]).unwrap_or_default();
         let mut out = [0; 2];
         assert!(add_sub(&p, &[1, 2, 3], &s, &[1, 2], &s, &mut out, &s).is_err());
         assert!(add_sub(&p, &[1, 2], &s, &[1, 2], &s, &mut out[..1], &s).is_err());
+        Ok(())
     }
 }

@@ -85,6 +85,8 @@ pub(crate) fn activation_range(activation: Activation, output: Quant) -> Result<
 
 #[cfg(test)]
 mod tests {
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
     use super::*;
 
     fn q(scale: f32, zero_point: i32) -> Quant {
@@ -92,31 +94,34 @@ mod tests {
     }
 
     #[test]
-    fn quant_checks() {
+    fn quant_checks() -> TestResult {
         assert!(check_quant(q(0.5, -128)).is_ok());
         assert!(check_quant(q(0.0, 0)).is_err());
         assert!(check_quant(q(-1.0, 0)).is_err());
         assert!(check_quant(q(f32::NAN, 0)).is_err());
         assert!(check_quant(q(1.0, 128)).is_err());
+        Ok(())
     }
 
     #[test]
-    fn smaller_than_one() {
-        assert_eq!(quantize_multiplier_smaller_than_one(0.5).unwrap(), Multiplier { multiplier: 1 << 30, shift: 0 });
+    fn smaller_than_one() -> TestResult {
+        assert_eq!(quantize_multiplier_smaller_than_one(0.5)?, Multiplier { multiplier: 1 << 30, shift: 0 });
         assert!(quantize_multiplier_smaller_than_one(1.0).is_err());
         assert!(quantize_multiplier_smaller_than_one(0.0).is_err());
         // Just below one rounds up to 2^31 and renormalises to a positive shift: TFLM aborts.
         assert!(quantize_multiplier_smaller_than_one(f64::from_bits(1.0f64.to_bits() - 1)).is_err());
         assert!(quantize_multiplier(1e12).is_err());
         assert!(quantize_multiplier(f64::INFINITY).is_err());
+        Ok(())
     }
 
     #[test]
-    fn activation_ranges() {
-        assert_eq!(activation_range(Activation::Relu6, q(0.05, -10)).unwrap(), (-10, 110));
+    fn activation_ranges() -> TestResult {
+        assert_eq!(activation_range(Activation::Relu6, q(0.05, -10))?, (-10, 110));
         assert!(activation_range(Activation::Relu6, q(1e-12, 0)).is_err());
         // 6 / 3e-9 = 2e9 still fits an int32, as in TFLM.
-        assert_eq!(activation_range(Activation::Relu6, q(3e-9, 0)).unwrap(), (0, 127));
-        assert_eq!(activation_range(Activation::None, q(1e-12, 0)).unwrap(), (-128, 127));
+        assert_eq!(activation_range(Activation::Relu6, q(3e-9, 0))?, (0, 127));
+        assert_eq!(activation_range(Activation::None, q(1e-12, 0))?, (-128, 127));
+        Ok(())
     }
 }

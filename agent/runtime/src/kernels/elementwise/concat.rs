@@ -69,31 +69,34 @@ pub fn concatenation(inputs: &[(&[i8], Shape)], axis: i32, out: &mut [i8], out_s
 
 #[cfg(test)]
 mod tests {
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
     use super::*;
 
     fn shape(dims: &[usize]) -> Shape {
-        Shape::new(dims).unwrap()
+        Shape::new(dims).unwrap_or_default()
     }
 
     #[test]
-    fn concatenates_along_any_axis() {
+    fn concatenates_along_any_axis() -> TestResult {
         let (a, b) = ([1, 2, 3, 4, 5, 6], [7, 8, 9, 10]);
         let mut out = [0; 10];
-        concatenation(&[(&a, shape(&[2, 3])), (&b, shape(&[2, 2]))], 1, &mut out, &shape(&[2, 5])).unwrap();
+        concatenation(&[(&a, shape(&[2, 3])), (&b, shape(&[2, 2]))], 1, &mut out, &shape(&[2, 5]))?;
         assert_eq!(out, [1, 2, 3, 7, 8, 4, 5, 6, 9, 10]);
-        concatenation(&[(&a, shape(&[2, 3])), (&b, shape(&[2, 2]))], -1, &mut out, &shape(&[2, 5])).unwrap();
+        concatenation(&[(&a, shape(&[2, 3])), (&b, shape(&[2, 2]))], -1, &mut out, &shape(&[2, 5]))?;
         assert_eq!(out, [1, 2, 3, 7, 8, 4, 5, 6, 9, 10]);
         let c = [11, 12];
         let mut out = [0; 8];
-        concatenation(&[(&a, shape(&[3, 2])), (&c, shape(&[1, 2]))], 0, &mut out, &shape(&[4, 2])).unwrap();
+        concatenation(&[(&a, shape(&[3, 2])), (&c, shape(&[1, 2]))], 0, &mut out, &shape(&[4, 2]))?;
         assert_eq!(out, [1, 2, 3, 4, 5, 6, 11, 12]);
         // An empty input contributes nothing.
-        concatenation(&[(&[], shape(&[0, 2])), (&out.clone(), shape(&[4, 2]))], -2, &mut out, &shape(&[4, 2])).unwrap();
+        concatenation(&[(&[], shape(&[0, 2])), (&out.clone(), shape(&[4, 2]))], -2, &mut out, &shape(&[4, 2]))?;
         assert_eq!(out, [1, 2, 3, 4, 5, 6, 11, 12]);
+        Ok(())
     }
 
     #[test]
-    fn errors() {
+    fn errors() -> TestResult {
         let a = [1, 2];
         let mut out = [0; 4];
         let s = shape(&[1, 2]);
@@ -112,5 +115,6 @@ mod tests {
         assert!(check_concat_quant(&[q(0.5, 1), q(0.5, 1)], q(0.5, 1)).is_ok());
         assert!(check_concat_quant(&[q(0.5, 1), q(0.25, 1)], q(0.5, 1)).is_err());
         assert!(check_concat_quant(&[q(0.5, 2)], q(0.5, 1)).is_err());
+        Ok(())
     }
 }

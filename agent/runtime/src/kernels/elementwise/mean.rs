@@ -165,6 +165,8 @@ pub fn mean(p: &MeanParams, input: &[i8], output: &mut [i8]) -> Result<(), OpErr
 
 #[cfg(test)]
 mod tests {
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
     use super::*;
 
     fn q(scale: f32, zero_point: i32) -> Quant {
@@ -172,70 +174,81 @@ mod tests {
     }
 
     fn shape(dims: &[usize]) -> Shape {
-        Shape::new(dims).unwrap()
+        Shape::new(dims).unwrap_or_default()
     }
 
-    fn run(input: &[i8], sin: &[usize], axes: &[i32], qi: Quant, qo: Quant, sout: &[usize]) -> Vec<i8> {
-        let p = MeanParams::prepare(qi, &shape(sin), axes, true, qo, &shape(sout)).unwrap();
+    fn run(
+        input: &[i8],
+        sin: &[usize],
+        axes: &[i32],
+        qi: Quant,
+        qo: Quant,
+        sout: &[usize],
+    ) -> Result<Vec<i8>, OpError> {
+        let p = MeanParams::prepare(qi, &shape(sin), axes, true, qo, &shape(sout))?;
         let mut out = vec![0; shape(sout).elements()];
-        mean(&p, input, &mut out).unwrap();
-        out
+        mean(&p, input, &mut out)?;
+        Ok(out)
     }
 
     // reduce_test.cc, MeanInt84DKeepDims and MeanInt84DWithoutKeepDimsWithPrecision (scales
     // 0.5, inputs quantized as the test does). The exact outputs come from TFLM's reference
     // kernel: 134 / 6 = 22.33 gives 23 because the multiplier and both roundings are integer.
     #[test]
-    fn tflm_mean_goldens() {
+    fn tflm_mean_goldens() -> TestResult {
         let s = q(0.5, 0);
         let x: Vec<i8> = (1..=24).map(|v| 2 * v).collect();
-        assert_eq!(run(&x, &[2, 2, 3, 2], &[1, 2], s, s, &[2, 1, 1, 2]), [12, 14, 36, 38]);
+        assert_eq!(run(&x, &[2, 2, 3, 2], &[1, 2], s, s, &[2, 1, 1, 2])?, [12, 14, 36, 38]);
         let x = [2, 48, 26, 6, 18, 34, 22, 72, 28, 38, 34, 44];
-        let p = MeanParams::prepare(s, &shape(&[2, 2, 3, 1]), &[1, 2], false, s, &shape(&[2, 1])).unwrap();
+        let p = MeanParams::prepare(s, &shape(&[2, 2, 3, 1]), &[1, 2], false, s, &shape(&[2, 1]))?;
         let mut out = [0; 2];
-        mean(&p, &x, &mut out).unwrap();
+        mean(&p, &x, &mut out)?;
         assert_eq!(out, [23, 40]);
+        Ok(())
     }
 
     #[test]
-    fn averages_over_axes() {
+    fn averages_over_axes() -> TestResult {
         let same = q(0.5, 0);
         // 2x3: rows, columns, everything; halves round away from zero.
         let x = [1, 2, 4, -1, -2, -4];
-        assert_eq!(run(&x, &[2, 3], &[1], same, same, &[2, 1]), [2, -2]);
-        assert_eq!(run(&x, &[2, 3], &[0], same, same, &[3]), [0, 0, 0]);
-        assert_eq!(run(&x, &[2, 3], &[-1, 0, 1], same, same, &[]), [0]);
+        assert_eq!(run(&x, &[2, 3], &[1], same, same, &[2, 1])?, [2, -2]);
+        assert_eq!(run(&x, &[2, 3], &[0], same, same, &[3])?, [0, 0, 0]);
+        assert_eq!(run(&x, &[2, 3], &[-1, 0, 1], same, same, &[])?, [0]);
         let y = [3, 4, 10, 11];
-        assert_eq!(run(&y, &[2, 2], &[1], same, same, &[2]), [4, 11]);
-        assert_eq!(run(&y, &[2, 2], &[0], same, same, &[2]), [7, 8]);
+        assert_eq!(run(&y, &[2, 2], &[1], same, same, &[2])?, [4, 11]);
+        assert_eq!(run(&y, &[2, 2], &[0], same, same, &[2])?, [7, 8]);
         // Global average pooling over H and W of NHWC, with zero points and rescaling.
         let z: Vec<i8> = (0..2 * 2 * 2 * 3).map(|v| v as i8).collect();
-        let got = run(&z, &[2, 2, 2, 3], &[1, 2], q(1.0, 3), q(0.5, -10), &[2, 1, 1, 3]);
+        let got = run(&z, &[2, 2, 2, 3], &[1, 2], q(1.0, 3), q(0.5, -10), &[2, 1, 1, 3])?;
         // Channel c of batch b averages 12b + c + {0, 3, 6, 9} = 12b + c + 4.5; minus 3, × 2.
         assert_eq!(got, [-7, -5, -3, 17, 19, 21]);
         // Duplicate axes count once; no axes copies through the rescaling.
-        assert_eq!(run(&y, &[2, 2], &[1, -1], same, same, &[2]), [4, 11]);
-        assert_eq!(run(&y, &[2, 2], &[], same, q(1.0, 1), &[2, 2]), [3, 3, 6, 7]);
+        assert_eq!(run(&y, &[2, 2], &[1, -1], same, same, &[2])?, [4, 11]);
+        assert_eq!(run(&y, &[2, 2], &[], same, q(1.0, 1), &[2, 2])?, [3, 3, 6, 7]);
+        Ok(())
     }
 
     #[test]
-    fn empty_input_gives_zeros() {
-        let p = MeanParams::prepare(q(1.0, 5), &shape(&[0, 2]), &[0], false, q(1.0, 5), &shape(&[2])).unwrap();
+    fn empty_input_gives_zeros() -> TestResult {
+        let p = MeanParams::prepare(q(1.0, 5), &shape(&[0, 2]), &[0], false, q(1.0, 5), &shape(&[2]))?;
         let mut out = [9; 2];
-        mean(&p, &[], &mut out).unwrap();
+        mean(&p, &[], &mut out)?;
         assert_eq!(out, [0, 0]);
+        Ok(())
     }
 
     #[test]
-    fn errors() {
+    fn errors() -> TestResult {
         let (s, o) = (shape(&[2, 2]), shape(&[2]));
         let qq = q(1.0, 0);
         assert!(MeanParams::prepare(qq, &s, &[2], false, qq, &o).is_err());
         assert!(MeanParams::prepare(qq, &s, &[-3], false, qq, &o).is_err());
         assert!(MeanParams::prepare(qq, &s, &[0], false, qq, &shape(&[3])).is_err());
         assert!(MeanParams::prepare(q(0.0, 0), &s, &[0], false, qq, &o).is_err());
-        let p = MeanParams::prepare(qq, &s, &[0], false, qq, &o).unwrap();
+        let p = MeanParams::prepare(qq, &s, &[0], false, qq, &o)?;
         assert!(mean(&p, &[1, 2, 3], &mut [0; 2]).is_err());
         assert!(mean(&p, &[1, 2, 3, 4], &mut [0; 3]).is_err());
+        Ok(())
     }
 }

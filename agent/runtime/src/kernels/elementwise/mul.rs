@@ -61,51 +61,56 @@ pub fn mul(
 
 #[cfg(test)]
 mod tests {
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
     use super::*;
 
     fn q(scale: f32, zero_point: i32) -> Quant {
         Quant { scale, zero_point }
     }
 
-    fn run(p: &MulParams, a: &[i8], sa: &[usize], b: &[i8], sb: &[usize], so: &[usize]) -> Vec<i8> {
-        let so = Shape::new(so).unwrap();
+    fn run(p: &MulParams, a: &[i8], sa: &[usize], b: &[i8], sb: &[usize], so: &[usize]) -> Result<Vec<i8>, OpError> {
+        let so = Shape::new(so).unwrap_or_default();
         let mut out = vec![0; so.elements()];
-        mul(p, a, &Shape::new(sa).unwrap(), b, &Shape::new(sb).unwrap(), &mut out, &so).unwrap();
-        out
+        mul(p, a, &Shape::new(sa).unwrap_or_default(), b, &Shape::new(sb).unwrap_or_default(), &mut out, &so)?;
+        Ok(out)
     }
 
     // mul_test.cc, SimpleInt8NoActivation (all scales 0.01) and BroadcastInt8NoActivation
     // (inputs 0.05, output 0.01), inputs quantized as the test does.
     #[test]
-    fn tflm_mul_goldens() {
+    fn tflm_mul_goldens() -> TestResult {
         let s = q(0.01, 0);
-        let p = MulParams::prepare(s, s, s, Activation::None).unwrap();
+        let p = MulParams::prepare(s, s, s, Activation::None)?;
         let shape = [1, 2, 2, 1];
-        assert_eq!(run(&p, &[-80, 20, 90, 70], &shape, &[60, 40, 90, 80], &shape, &shape), [-48, 8, 81, 56]);
-        let p = MulParams::prepare(q(0.05, 0), q(0.05, 0), s, Activation::None).unwrap();
+        assert_eq!(run(&p, &[-80, 20, 90, 70], &shape, &[60, 40, 90, 80], &shape, &shape)?, [-48, 8, 81, 56]);
+        let p = MulParams::prepare(q(0.05, 0), q(0.05, 0), s, Activation::None)?;
         let shape = [1, 3, 1, 2];
-        assert_eq!(run(&p, &[-40, 4, 14, 16, 22, 40], &shape, &[2], &[1], &shape), [-20, 2, 7, 8, 11, 20]);
+        assert_eq!(run(&p, &[-40, 4, 14, 16, 22, 40], &shape, &[2], &[1], &shape)?, [-20, 2, 7, 8, 11, 20]);
+        Ok(())
     }
 
     #[test]
-    fn hand_checked() {
+    fn hand_checked() -> TestResult {
         // 0.5 × 0.5 / 0.25 = 1: the product of the offset values, plus the output zero point.
-        let p = MulParams::prepare(q(0.5, 1), q(0.5, -1), q(0.25, 3), Activation::None).unwrap();
-        assert_eq!(run(&p, &[3, -1, 13], &[3], &[1, 1, 11], &[3], &[3]), [7, -1, 127]);
+        let p = MulParams::prepare(q(0.5, 1), q(0.5, -1), q(0.25, 3), Activation::None)?;
+        assert_eq!(run(&p, &[3, -1, 13], &[3], &[1, 1, 11], &[3], &[3])?, [7, -1, 127]);
         // Rescale by 1/4, rounding half away from zero; broadcast the second input.
-        let p = MulParams::prepare(q(0.5, 0), q(0.5, 0), q(1.0, 0), Activation::None).unwrap();
-        assert_eq!(run(&p, &[1, 2, -2, -6, 6, 7], &[2, 3], &[2], &[1], &[2, 3]), [1, 1, -1, -3, 3, 4]);
-        let p = MulParams::prepare(q(0.5, 0), q(0.5, 0), q(1.0, 0), Activation::Relu).unwrap();
-        assert_eq!(run(&p, &[-6, 6], &[2], &[2], &[], &[2]), [0, 3]);
+        let p = MulParams::prepare(q(0.5, 0), q(0.5, 0), q(1.0, 0), Activation::None)?;
+        assert_eq!(run(&p, &[1, 2, -2, -6, 6, 7], &[2, 3], &[2], &[1], &[2, 3])?, [1, 1, -1, -3, 3, 4]);
+        let p = MulParams::prepare(q(0.5, 0), q(0.5, 0), q(1.0, 0), Activation::Relu)?;
+        assert_eq!(run(&p, &[-6, 6], &[2], &[2], &[], &[2])?, [0, 3]);
+        Ok(())
     }
 
     #[test]
-    fn errors() {
+    fn errors() -> TestResult {
         assert!(MulParams::prepare(q(0.5, 0), q(f32::INFINITY, 0), q(1.0, 0), Activation::None).is_err());
         assert!(MulParams::prepare(q(0.5, 0), q(0.5, -129), q(1.0, 0), Activation::None).is_err());
-        let p = MulParams::prepare(q(0.5, 0), q(0.5, 0), q(1.0, 0), Activation::None).unwrap();
-        let (s2, s3) = (Shape::new(&[2]).unwrap(), Shape::new(&[3]).unwrap());
+        let p = MulParams::prepare(q(0.5, 0), q(0.5, 0), q(1.0, 0), Activation::None)?;
+        let (s2, s3) = (Shape::new(&[2]).unwrap_or_default(), Shape::new(&[3]).unwrap_or_default());
         let mut out = [0; 3];
         assert!(mul(&p, &[1, 2], &s2, &[1, 2, 3], &s3, &mut out, &s3).is_err());
+        Ok(())
     }
 }
