@@ -1,8 +1,18 @@
 //! Delta patches from the model a device runs to the next one.
 //!
-//! Not built yet (issue 4): the device-side decoder will be `no_std`, without `alloc`,
-//! streaming from the active slot into the inactive one in a few KiB of RAM and
-//! resumable at block boundaries; the encoder will sit behind an `encode` feature for
-//! the backend and the CLI. The manifest already carries a patch as
-//! `mota_proto::Delta` (base and patch digests, size, codec id).
-#![cfg_attr(not(test), no_std)]
+//! The device side ([`decode`]) is `no_std` without `alloc`: it rebuilds the new model
+//! streaming, reading the old one from the active slot through a random-access trait and
+//! writing the new one sequentially, in about 6 KiB of RAM, resumable at every 4 KiB
+//! block from a 28-byte checkpoint. The host side ([`encode`], feature `encode`) aligns
+//! the two models (tensors paired by name, plus a bsdiff-like matcher) and codes bytewise
+//! differences and literals with an adaptive range coder ([`rc`]). The format is in
+//! [`format`]; `mota_proto::Delta::codec` 1 names it.
+#![cfg_attr(not(any(test, feature = "encode")), no_std)]
+
+pub mod decode;
+#[cfg(feature = "encode")]
+pub mod encode;
+pub mod format;
+pub mod rc;
+
+pub use decode::{Base, Checkpoint, Decoder, DeltaError, IoError, Sink, Status};

@@ -335,6 +335,31 @@ impl<'a> Operator<'a> {
     }
 }
 
+/// Calls `f(name, data)` for every tensor with constant data in the first subgraph, without
+/// verifying the model (host tools, e.g. the delta encoder pairing tensors between two
+/// versions of a model, work on any well-formed flatbuffer).
+pub fn for_each_constant<'a>(bytes: &'a [u8], mut f: impl FnMut(&'a str, &'a [u8])) -> Result<(), FbError> {
+    use schema::{model as m, subgraph as sg, tensor as t};
+    let root = Table::root(bytes)?;
+    let Some(graphs) = root.vector(m::SUBGRAPHS)? else { return Ok(()) };
+    let Some(tensors) = graphs.table(0)?.vector(sg::TENSORS)? else { return Ok(()) };
+    let buffers = root.vector(m::BUFFERS)?.unwrap_or(Vector::empty());
+    for i in 0..tensors.len() {
+        let tensor = tensors.table(i)?;
+        let b = tensor.scalar::<u32>(t::BUFFER, 0)? as usize;
+        if b == 0 || b >= buffers.len() {
+            continue;
+        }
+        if let Some(data) = buffers.table(b)?.vector(schema::buffer::DATA)? {
+            let data = data.raw(1)?;
+            if !data.is_empty() {
+                f(tensor.string(t::NAME)?.unwrap_or(""), data);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Where operators get their tensors: straight from the model (verification) or from the
 /// records the interpreter keeps in its arena (every inference).
 pub(crate) trait Tensors<'a> {
