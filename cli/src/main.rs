@@ -4,6 +4,7 @@
 //! own module, and everything a command needs beyond files and printing comes from the
 //! library crates.
 
+mod delta;
 mod keys;
 mod model;
 
@@ -30,6 +31,9 @@ enum Command {
     /// Validation sets.
     #[command(subcommand)]
     Valset(model::ValsetCommand),
+    /// Delta patches between model versions.
+    #[command(subcommand)]
+    Delta(delta::DeltaCommand),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
         Command::Keys(cmd) => keys::run(cmd),
         Command::Model(cmd) => model::run(cmd),
         Command::Valset(cmd) => model::run_valset(cmd),
+        Command::Delta(cmd) => delta::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use sha2::{Digest, Sha256};
 
 use crate::decode::{Base, Checkpoint, Decoder, DeltaError, IoError, Sink};
-use crate::format::{self, BLOCK_HEADER, HEADER, Header, MAX_BLOCK, MODE_CODED, MODE_STORED, Model};
+use crate::format::{self, HEADER, Header, MAX_BLOCK, MODE_CODED, MODE_STORED, Model};
 use crate::rc::Encoder;
 
 /// One operation of the alignment.
@@ -270,6 +270,3 @@ pub fn apply_from(base: &[u8], patch: &[u8], checkpoint: Checkpoint, out: &mut V
     decoder.push(rest, &mut SliceBase(base), out)?;
     decoder.finish()
 }
-
-/// The block length limits, re-exported for tools that split patches.
-pub const BLOCK: (usize, usize) = (BLOCK_HEADER, MAX_BLOCK);
