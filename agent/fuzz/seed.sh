@@ -14,3 +14,7 @@ for n in hello_online get chunk_data status_committed cmd_rollback; do
   { printf "\\x$(printf %02x $i)"; hex2bin "$vectors/$n.hex"; } > "corpus/messages/$n"
   i=$((i + 1))
 done
+
+# delta: patches made by `mota delta make` against the fuzz target's fixed base, each
+# prefixed with a chunk size (needs the mota binary: cargo build -p mota-cli).
+python3 seed_delta.py "${MOTA:-../../target/debug/mota}"

@@ -35,6 +35,8 @@ sys.path.insert(0, FIXTURES)
 # Importing make_fixtures sets the TF env vars, single-thread op determinism
 # and the seeds helpers before TensorFlow is used.
 import make_fixtures as mf  # noqa: E402
+import tempfile  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 import numpy as np  # noqa: E402
 import keras  # noqa: E402
@@ -55,6 +57,10 @@ VARIANTS = {
     "requant": dict(finetune=False, desc="the old float model converted again with per-{other} instead of "
                                          "per-{mine} FULLY_CONNECTED weights "
                                          "(_experimental_disable_per_channel_quantization_for_dense_layers={flag})"),
+    "requant_all": dict(finetune=False, desc="the old float model converted again with every CONV_2D, "
+                                             "DEPTHWISE_CONV_2D and FULLY_CONNECTED weight per-tensor "
+                                             "(_experimental_disable_per_channel=True); only for families whose "
+                                             "old model is per-channel"),
     "recalib": dict(finetune=False, desc="the old float model converted again with another representative "
                                          "data set ({n} other training samples); same quantization mode"),
     "layer_added": dict(finetune=False, desc="an identity-initialised {extra} inserted before the classifier, "
@@ -157,6 +163,16 @@ FAMILIES = {
 # --------------------------------------------------------------------------
 
 
+def convert_all_per_tensor(model, input_shape, rep_data):
+    """make_fixtures.convert with per-channel quantization off for every op."""
+    with tempfile.TemporaryDirectory(prefix="mota_pairs_sm_") as tmp:
+        model.export(tmp, format="tf_saved_model", verbose=False,
+                     input_signature=[tf.TensorSpec(input_shape, tf.float32)])
+        conv = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        conv._experimental_disable_per_channel = True
+        return mf._convert_configured(conv, input_shape, rep_data, False, True)
+
+
 def clone_with(fam, weights_from, extra=False):
     m = fam["arch"](extra=extra)
     if not extra:
@@ -235,6 +251,9 @@ def build_family(name, fam):
     out["requant"] = (conv(old, per_tensor_dense=not ptd),
                       dict(other="channel" if ptd else "tensor", mine="tensor" if ptd else "channel",
                            flag=not ptd))
+
+    if not ptd:
+        out["requant_all"] = (convert_all_per_tensor(old, shape, rep), {})
 
     # recalib: same float model, another representative data set
     q0, q1 = fam["rep2"]

@@ -276,7 +276,7 @@ impl Decoder {
                 sink.write(payload).map_err(|_| DeltaError::Sink)?;
             }
             MODE_CODED => {
-                self.model = Model::new();
+                self.model.reset();
                 let base_pos = decode_block(payload, out_len, ck.base_pos, self.base_size, &mut self.model, base, sink)
                     .map_err(|e| match e {
                         BlockError::Corrupt => corrupt,

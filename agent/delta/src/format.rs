@@ -149,6 +149,18 @@ impl Model {
     }
 }
 
+impl Model {
+    /// Back to one half everywhere, in place (no 2 KiB temporary on the stack).
+    pub fn reset(&mut self) {
+        use crate::rc::HALF;
+        self.kind.fill(HALF);
+        self.len.iter_mut().for_each(|l| l.fill(HALF));
+        self.seek.fill(HALF);
+        self.diff.iter_mut().for_each(|d| d.fill(HALF));
+        self.literal.fill(HALF);
+    }
+}
+
 impl Default for Model {
     fn default() -> Self {
         Self::new()

@@ -162,3 +162,15 @@ proptest! {
         let _ = apply(&old, &bytes);
     }
 }
+
+/// The committed patch pins format v1: it must keep decoding to the fine-tuned model, and
+/// the encoder must keep producing it byte for byte (regenerate with `mota delta make` on
+/// a deliberate format change, and say so in the commit).
+#[test]
+fn the_committed_patch_pins_the_format() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let patch = std::fs::read(dir.join("digits_cnn_v1_v2.mdlt")).unwrap();
+    let (old, new) = (fixture("digits_cnn_v1"), fixture("digits_cnn_v2"));
+    assert_eq!(apply(&old, &patch).unwrap(), new);
+    assert_eq!(best(&old, &new), patch);
+}
