@@ -100,11 +100,8 @@ fn rebuild(decoder: &mut Decoder) -> (Result<Status, mota_delta::DeltaError>, Ch
 fn main() -> ! {
     // The decoder lives in static memory, as in an agent; the stack then shows only what
     // decoding itself needs.
-    let Some(decoder) = cortex_m::singleton!(: Decoder = Decoder::new(BASE_SHA256, BASE.len() as u32, 64 * 1024))
-    else {
-        debug::exit(debug::EXIT_FAILURE);
-        loop {}
-    };
+    let decoder = cortex_m::singleton!(: Decoder = Decoder::new(BASE_SHA256, BASE.len() as u32, 64 * 1024))
+        .expect("main runs once");
     let sp = cortex_m::register::msp::read() as usize;
     let bottom = paint_stack();
     bench_start();
