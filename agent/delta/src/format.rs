@@ -22,8 +22,10 @@
 //! the block's start, holding operations until the block's output is complete:
 //! `kind` (adaptive bit, context: previous kind; 0 ADD, 1 EXTRA), `length` (gamma,
 //! per-kind contexts), and then for ADD a base seek (zig-zag, gamma) relative to the base
-//! cursor and `length` difference bytes (`new − base`, bit tree, context: whether the
-//! previous difference was zero), for EXTRA `length` literal bytes (bit tree). Operations
+//! cursor and `length` difference bytes (`new − base` as a signed byte: zero flag with the
+//! previous difference's zero-ness as context, sign, unary magnitude up to 8, then a 7-bit
+//! tree; few probabilities, so short blocks learn them), for EXTRA `length` literal bytes
+//! (bit tree). Operations
 //! never cross a block boundary, and blocks share nothing but the base cursor, so a
 //! decoder can resume at any block from a 28-byte checkpoint.
 
@@ -135,8 +137,8 @@ pub struct Model {
     pub len: [[u16; 32]; 2],
     /// Base seeks.
     pub seek: [u16; 32],
-    /// Difference bytes, by whether the previous difference was zero.
-    pub diff: [[u16; 256]; 2],
+    /// Difference bytes (context: whether the previous difference was zero).
+    pub diff: crate::rc::SignedModel,
     /// Literal bytes.
     pub literal: [u16; 256],
 }
@@ -145,7 +147,13 @@ impl Model {
     /// All probabilities at one half.
     pub const fn new() -> Self {
         use crate::rc::HALF;
-        Self { kind: [HALF; 2], len: [[HALF; 32]; 2], seek: [HALF; 32], diff: [[HALF; 256]; 2], literal: [HALF; 256] }
+        Self {
+            kind: [HALF; 2],
+            len: [[HALF; 32]; 2],
+            seek: [HALF; 32],
+            diff: crate::rc::SignedModel::new(),
+            literal: [HALF; 256],
+        }
     }
 }
 
@@ -156,7 +164,7 @@ impl Model {
         self.kind.fill(HALF);
         self.len.iter_mut().for_each(|l| l.fill(HALF));
         self.seek.fill(HALF);
-        self.diff.iter_mut().for_each(|d| d.fill(HALF));
+        self.diff = crate::rc::SignedModel::new();
         self.literal.fill(HALF);
     }
 }

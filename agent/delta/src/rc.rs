@@ -1,5 +1,6 @@
-//! An adaptive binary range coder (the LZMA design: 32-bit range, 11-bit probabilities,
-//! shift-5 adaptation) and the integer and byte codings built on it.
+//! An adaptive binary range coder (the LZMA design: 32-bit range, 11-bit probabilities;
+//! adaptation shift 4, faster than LZMA's 5, because every 4 KiB block starts from one
+//! half) and the integer and byte codings built on it.
 //!
 //! Why this coder: fine-tuned int8 weights change by small amounts, so the delta bytes
 //! are highly skewed but not repetitive; an adaptive arithmetic coder captures that skew
@@ -10,7 +11,7 @@
 const BITS: u32 = 11;
 /// Initial probability (one half).
 pub const HALF: u16 = 1 << (BITS - 1);
-const MOVE_BITS: u32 = 5;
+const MOVE_BITS: u32 = 4;
 const TOP: u32 = 1 << 24;
 
 /// Decoding ran past the end of the block or met an impossible state.
@@ -107,6 +108,63 @@ impl<'a> Decoder<'a> {
     }
 }
 
+/// Probabilities of a small signed value: zero or not, sign, then a unary magnitude up
+/// to [`UNARY`] and 7 direct bits beyond. Few probabilities, so they are learned within
+/// a few hundred bytes, where a 255-entry bit tree would still be near one half.
+#[derive(Clone)]
+pub struct SignedModel {
+    /// Zero or not, by context.
+    pub zero: [u16; 2],
+    /// Sign.
+    pub sign: u16,
+    /// Unary magnitude steps.
+    pub magnitude: [u16; UNARY],
+    /// Escaped magnitudes (beyond the unary part), as a bit tree of 7 bits.
+    pub escape: [u16; 128],
+}
+
+/// Magnitudes coded in unary before the escape.
+pub const UNARY: usize = 8;
+
+impl SignedModel {
+    /// All at one half.
+    pub const fn new() -> Self {
+        Self { zero: [HALF; 2], sign: HALF, magnitude: [HALF; UNARY], escape: [HALF; 128] }
+    }
+}
+
+impl Default for SignedModel {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Decoder<'_> {
+    /// A signed byte coded by [`Encoder::signed`].
+    pub fn signed(&mut self, m: &mut SignedModel, ctx: usize) -> Result<u8, Corrupt> {
+        if self.bit(&mut m.zero[ctx & 1])? == 0 {
+            return Ok(0);
+        }
+        let negative = self.bit(&mut m.sign)? == 1;
+        let mut magnitude = 1u32;
+        while (magnitude as usize) <= UNARY && self.bit(&mut m.magnitude[magnitude as usize - 1])? == 1 {
+            magnitude += 1;
+        }
+        if magnitude as usize > UNARY {
+            let mut m7: usize = 1;
+            while m7 < 128 {
+                m7 = (m7 << 1) | self.bit(&mut m.escape[m7])? as usize;
+            }
+            magnitude = UNARY as u32 + 1 + (m7 - 128) as u32;
+        }
+        if magnitude > 128 || (!negative && magnitude == 128) {
+            return Err(Corrupt);
+        }
+        let v = if negative { -(magnitude as i32) } else { magnitude as i32 };
+        Ok(v as i8 as u8)
+    }
+}
+
 /// Range encoder (host side).
 #[cfg(feature = "encode")]
 pub struct Encoder {
@@ -194,6 +252,33 @@ impl Encoder {
         }
         self.bit(&mut probs[len], 0);
         self.direct(value & ((1 << len) - 1), len as u32);
+    }
+
+    /// A signed byte (two's complement) through a [`SignedModel`].
+    pub fn signed(&mut self, m: &mut SignedModel, ctx: usize, value: u8) {
+        let v = i32::from(value as i8);
+        if v == 0 {
+            self.bit(&mut m.zero[ctx & 1], 0);
+            return;
+        }
+        self.bit(&mut m.zero[ctx & 1], 1);
+        self.bit(&mut m.sign, u32::from(v < 0));
+        let magnitude = v.unsigned_abs();
+        for k in 1..=UNARY as u32 {
+            if magnitude > k {
+                self.bit(&mut m.magnitude[k as usize - 1], 1);
+            } else {
+                self.bit(&mut m.magnitude[k as usize - 1], 0);
+                return;
+            }
+        }
+        let rest = magnitude - UNARY as u32 - 1;
+        let mut m7: usize = 1;
+        for i in (0..7).rev() {
+            let bit = (rest >> i) & 1;
+            self.bit(&mut m.escape[m7], bit);
+            m7 = (m7 << 1) | bit as usize;
+        }
     }
 
     /// Flushes and returns the coded bytes.
