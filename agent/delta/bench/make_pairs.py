@@ -31,6 +31,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.normpath(os.path.join(HERE, "..", "..", "runtime", "fixtures"))
 sys.path.insert(0, FIXTURES)
+sys.dont_write_bytecode = True  # leave no __pycache__ in the fixtures directory
 
 # Importing make_fixtures sets the TF env vars, single-thread op determinism
 # and the seeds helpers before TensorFlow is used.

@@ -343,7 +343,7 @@ fn decode_block(
                 let n = left.min(OUT_CHUNK);
                 base.read(base_pos, &mut old[..n]).map_err(|_| BlockError::Base)?;
                 for (o, &b) in out[..n].iter_mut().zip(&old[..n]) {
-                    let diff = d.signed(&mut m.diff, prev_zero ^ 1)?;
+                    let diff = d.signed(&mut m.diff, (prev_zero ^ 1) | (usize::from((b as i8) < 0) << 1))?;
                     prev_zero = usize::from(diff == 0);
                     *o = b.wrapping_add(diff);
                 }

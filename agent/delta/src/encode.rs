@@ -195,7 +195,7 @@ fn code_block(base: &[u8], target: &[u8], start: usize, ops: &[Op], mut base_pos
                 e.gamma(&mut m.seek, format::zigzag(seek) + 1);
                 for k in 0..len {
                     let diff = target[t + k].wrapping_sub(base[base_off + k]);
-                    e.signed(&mut m.diff, prev_zero ^ 1, diff);
+                    e.signed(&mut m.diff, (prev_zero ^ 1) | (usize::from((base[base_off + k] as i8) < 0) << 1), diff);
                     prev_zero = usize::from(diff == 0);
                 }
                 base_pos = base_off + len;

@@ -115,8 +115,8 @@ impl<'a> Decoder<'a> {
 pub struct SignedModel {
     /// Zero or not, by context.
     pub zero: [u16; 2],
-    /// Sign.
-    pub sign: u16,
+    /// Sign, by context (the sign of the base byte for differences).
+    pub sign: [u16; 2],
     /// Unary magnitude steps.
     pub magnitude: [u16; UNARY],
     /// Escaped magnitudes (beyond the unary part), as a bit tree of 7 bits.
@@ -129,7 +129,7 @@ pub const UNARY: usize = 8;
 impl SignedModel {
     /// All at one half.
     pub const fn new() -> Self {
-        Self { zero: [HALF; 2], sign: HALF, magnitude: [HALF; UNARY], escape: [HALF; 128] }
+        Self { zero: [HALF; 2], sign: [HALF; 2], magnitude: [HALF; UNARY], escape: [HALF; 128] }
     }
 }
 
@@ -145,7 +145,7 @@ impl Decoder<'_> {
         if self.bit(&mut m.zero[ctx & 1])? == 0 {
             return Ok(0);
         }
-        let negative = self.bit(&mut m.sign)? == 1;
+        let negative = self.bit(&mut m.sign[(ctx >> 1) & 1])? == 1;
         let mut magnitude = 1u32;
         while (magnitude as usize) <= UNARY && self.bit(&mut m.magnitude[magnitude as usize - 1])? == 1 {
             magnitude += 1;
@@ -262,7 +262,7 @@ impl Encoder {
             return;
         }
         self.bit(&mut m.zero[ctx & 1], 1);
-        self.bit(&mut m.sign, u32::from(v < 0));
+        self.bit(&mut m.sign[(ctx >> 1) & 1], u32::from(v < 0));
         let magnitude = v.unsigned_abs();
         for k in 1..=UNARY as u32 {
             if magnitude > k {
