@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -36,10 +37,9 @@ sys.dont_write_bytecode = True  # leave no __pycache__ in the fixtures directory
 # Importing make_fixtures sets the TF env vars, single-thread op determinism
 # and the seeds helpers before TensorFlow is used.
 import make_fixtures as mf  # noqa: E402
-import tempfile  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 from keras import layers as L  # noqa: E402
 
@@ -198,7 +198,7 @@ def train_old(fam, xt, yt, seed=None):
 
 
 def build_family(name, fam):
-    """Returns (old_bytes, old_acc, {variant: (new_bytes, new_acc, desc_kwargs)})."""
+    """Returns (old_tflite, (x_val, y_val), {variant: (new_tflite, description kwargs)})."""
     xt, yt, xv, yv = fam["data"]()
     shape = fam["shape"]
     r0, r1 = fam["rep"]
