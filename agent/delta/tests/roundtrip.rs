@@ -174,3 +174,23 @@ fn the_committed_patch_pins_the_format() {
     assert_eq!(apply(&old, &patch).unwrap(), new);
     assert_eq!(best(&old, &new), patch);
 }
+
+/// Every pair of the benchmark corpus (`bench/pairs`, made by `bench/make_pairs.py`):
+/// fine-tunes, re-quantizations, a layer added, retrains.
+#[test]
+fn benchmark_pairs_round_trip() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/pairs");
+    let mut count = 0;
+    for family in std::fs::read_dir(&root).unwrap().flatten().filter(|e| e.path().is_dir()) {
+        for pair in std::fs::read_dir(family.path()).unwrap().flatten() {
+            let (old, new) =
+                (std::fs::read(pair.path().join("old.tflite")), std::fs::read(pair.path().join("new.tflite")));
+            let (Ok(old), Ok(new)) = (old, new) else { continue };
+            let patch = best(&old, &new);
+            assert_eq!(apply(&old, &patch).unwrap(), new, "{}", pair.path().display());
+            assert!(patch.len() <= full(&new).len());
+            count += 1;
+        }
+    }
+    assert!(count >= 20, "only {count} pairs found");
+}
