@@ -13,62 +13,20 @@
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
 use ed25519_dalek::{Signature, VerifyingKey};
+use mota_firmware::{bench_end, bench_start, paint_stack, stack_used};
 use mota_proto::testkit::{POLICY, ROOT};
 use mota_proto::{CertBody, Envelope, VerifyError, Wire, verify};
 use panic_semihosting as _;
 
 static ENVELOPE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envelope.bin"));
 
-#[inline(never)]
-#[unsafe(no_mangle)]
-extern "C" fn bench_start() {
-    cortex_m::asm::nop();
-}
-
-#[inline(never)]
-#[unsafe(no_mangle)]
-extern "C" fn bench_end() {
-    cortex_m::asm::nop();
-    cortex_m::asm::nop();
-}
-
-/// Bytes below the current stack pointer painted before the measured call.
-const PAINT: usize = 48 * 1024;
-const PATTERN: u32 = 0xa5a5_a5a5;
-
-/// Fills the stack below the caller's frame with `PATTERN`.
-#[inline(never)]
-fn paint_stack() -> usize {
-    let sp = cortex_m::register::msp::read() as usize;
-    let bottom = sp - PAINT;
-    // Leave 256 bytes of headroom for this function's own frame.
-    let mut p = bottom;
-    while p < sp - 256 {
-        // SAFETY: [bottom, sp - 256) is unused stack inside RAM (64 KiB, .bss of a few bytes).
-        unsafe { core::ptr::write_volatile(p as *mut u32, PATTERN) };
-        p += 4;
-    }
-    bottom
-}
-
-/// Bytes of painted stack overwritten since `paint_stack`, measured from `sp`.
-fn stack_used(bottom: usize, sp: usize) -> usize {
-    let mut p = bottom;
-    // SAFETY: reads inside the painted range only.
-    while p < sp && unsafe { core::ptr::read_volatile(p as *const u32) } == PATTERN {
-        p += 4;
-    }
-    sp - p
-}
-
 #[entry]
 fn main() -> ! {
-    let sp = cortex_m::register::msp::read() as usize;
-    let bottom = paint_stack();
+    let painted = paint_stack(48 * 1024);
     bench_start();
     let genuine = verify(ENVELOPE, &[ROOT], &POLICY);
     bench_end();
-    hprintln!("verify stack bytes: {}", stack_used(bottom, sp));
+    hprintln!("verify stack bytes: {}", stack_used(painted));
     anchor();
     let genuine_ok = matches!(
         genuine,
@@ -98,10 +56,9 @@ fn anchor() {
     let Ok(body) = CertBody::parse(env.certificate.body) else { return };
     let Ok(key) = VerifyingKey::from_bytes(&body.public_key) else { return };
     let signature = Signature::from_bytes(&env.signature);
-    let sp = cortex_m::register::msp::read() as usize;
-    let bottom = paint_stack();
+    let painted = paint_stack(48 * 1024);
     bench_start();
     let ok = key.verify_strict(env.manifest, &signature).is_ok();
     bench_end();
-    hprintln!("anchor verify: {}, stack bytes: {}", ok, stack_used(bottom, sp));
+    hprintln!("anchor verify: {}, stack bytes: {}", ok, stack_used(painted));
 }

@@ -9,6 +9,7 @@
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
 use mota_delta::{Base, Decoder, IoError, Sink, Status};
+use mota_firmware::{bench_end, bench_start, paint_stack, stack_used};
 use panic_semihosting as _;
 
 static BASE: &[u8] = include_bytes!("../../../runtime/fixtures/models/digits_cnn_v1.tflite");
@@ -46,44 +47,6 @@ impl Sink for Check {
 }
 
 #[inline(never)]
-#[unsafe(no_mangle)]
-extern "C" fn bench_start() {
-    cortex_m::asm::nop();
-}
-
-#[inline(never)]
-#[unsafe(no_mangle)]
-extern "C" fn bench_end() {
-    cortex_m::asm::nop();
-    cortex_m::asm::nop();
-}
-
-const PAINT: usize = 24 * 1024;
-const PATTERN: u32 = 0xa5a5_a5a5;
-
-#[inline(never)]
-fn paint_stack() -> usize {
-    let sp = cortex_m::register::msp::read() as usize;
-    let bottom = sp - PAINT;
-    let mut p = bottom;
-    while p < sp - 256 {
-        // SAFETY: [bottom, sp - 256) is unused stack inside RAM (64 KiB, tiny .bss).
-        unsafe { core::ptr::write_volatile(p as *mut u32, PATTERN) };
-        p += 4;
-    }
-    bottom
-}
-
-fn stack_used(bottom: usize, sp: usize) -> usize {
-    let mut p = bottom;
-    // SAFETY: reads inside the painted range only.
-    while p < sp && unsafe { core::ptr::read_volatile(p as *const u32) } == PATTERN {
-        p += 4;
-    }
-    sp - p
-}
-
-#[inline(never)]
 fn rebuild(decoder: &mut Decoder) -> (Result<Status, mota_delta::DeltaError>, Check) {
     let mut sink = Check { at: 0, ok: true };
     let mut status = Ok(Status::NeedMore);
@@ -102,12 +65,11 @@ fn main() -> ! {
     // decoding itself needs.
     let decoder = cortex_m::singleton!(: Decoder = Decoder::new(BASE_SHA256, BASE.len() as u32, 64 * 1024))
         .expect("main runs once");
-    let sp = cortex_m::register::msp::read() as usize;
-    let bottom = paint_stack();
+    let painted = paint_stack(24 * 1024);
     bench_start();
     let (status, sink) = rebuild(decoder);
     bench_end();
-    let stack = stack_used(bottom, sp);
+    let stack = stack_used(painted);
     let exact = status == Ok(Status::Done) && sink.ok && sink.at == TARGET.len();
     hprintln!("delta: {:?}, {} of {} bytes, exact: {}", status, sink.at, TARGET.len(), exact);
     hprintln!("decoder struct {} bytes, stack used {} bytes", core::mem::size_of::<Decoder>(), stack);
