@@ -344,3 +344,38 @@ impl<const WRITE: usize, const ERASE: usize, const MULTI: bool> NorFlash for Sim
 }
 
 impl<const WRITE: usize, const ERASE: usize> MultiwriteNorFlash for SimFlash<WRITE, ERASE, true> {}
+
+/// The async traits (sequential-storage's), over the same blocking model: a simulated part
+/// never waits.
+mod asynchronous {
+    use embedded_storage_async::nor_flash::{MultiwriteNorFlash, NorFlash, ReadNorFlash};
+
+    use super::{SimFlash, SimFlashError};
+
+    impl<const WRITE: usize, const ERASE: usize, const MULTI: bool> ReadNorFlash for SimFlash<WRITE, ERASE, MULTI> {
+        const READ_SIZE: usize = 1;
+
+        async fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), SimFlashError> {
+            embedded_storage::nor_flash::ReadNorFlash::read(self, offset, bytes)
+        }
+
+        fn capacity(&self) -> usize {
+            embedded_storage::nor_flash::ReadNorFlash::capacity(self)
+        }
+    }
+
+    impl<const WRITE: usize, const ERASE: usize, const MULTI: bool> NorFlash for SimFlash<WRITE, ERASE, MULTI> {
+        const WRITE_SIZE: usize = WRITE;
+        const ERASE_SIZE: usize = ERASE;
+
+        async fn erase(&mut self, from: u32, to: u32) -> Result<(), SimFlashError> {
+            embedded_storage::nor_flash::NorFlash::erase(self, from, to)
+        }
+
+        async fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), SimFlashError> {
+            embedded_storage::nor_flash::NorFlash::write(self, offset, bytes)
+        }
+    }
+
+    impl<const WRITE: usize, const ERASE: usize> MultiwriteNorFlash for SimFlash<WRITE, ERASE, true> {}
+}
