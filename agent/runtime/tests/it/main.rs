@@ -1,5 +1,6 @@
 //! mota-runtime's integration tests: one binary, shared fixtures.
 
+mod decoders;
 mod errors;
 mod fixtures;
 mod tflm;
