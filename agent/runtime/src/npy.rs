@@ -50,7 +50,10 @@ impl Npy {
         let (&major, rest) = rest.split_first().ok_or(NpyError("version"))?;
         let rest = rest.get(1..).ok_or(NpyError("version"))?;
         let (len, rest) = match major {
-            1 => (usize::from(u16::from_le_bytes([rest[0], rest[1]])), rest.get(2..)),
+            1 => {
+                let b = rest.get(..2).ok_or(NpyError("header length"))?;
+                (usize::from(u16::from_le_bytes([b[0], b[1]])), rest.get(2..))
+            }
             2 | 3 => {
                 let b = rest.get(..4).ok_or(NpyError("header length"))?;
                 (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize, rest.get(4..))
@@ -76,7 +79,11 @@ impl Npy {
             return Err(NpyError("big-endian data"));
         }
         let npy = Self { descr, shape, data };
-        let expected = npy.shape.iter().product::<usize>() * npy.item_size().ok_or(NpyError("dtype"))?;
+        let expected = npy
+            .shape
+            .iter()
+            .try_fold(npy.item_size().ok_or(NpyError("dtype"))?, |acc, &d| acc.checked_mul(d))
+            .ok_or(NpyError("shape too large"))?;
         if npy.data.len() != expected {
             return Err(NpyError("data length does not match the shape"));
         }
@@ -118,6 +125,9 @@ mod tests {
         assert_eq!(back.row(1), Some(&[4u8, 5, 6][..]));
         assert!(Npy::parse(&bytes[..bytes.len() - 1]).is_err(), "truncated data");
         assert!(Npy::parse(b"not npy").is_err());
+        let huge = Npy { descr: "|i1".into(), shape: vec![99_999_999_999_999, 99_999_999_999], data: vec![] };
+        assert_eq!(Npy::parse(&huge.to_bytes()), Err(NpyError("shape too large")));
+        assert!(Npy::parse(b"\x93NUMPY\x01\x00\x05").is_err(), "header length cut short");
         Ok(())
     }
 }
