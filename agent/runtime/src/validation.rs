@@ -173,7 +173,8 @@ impl<'a> ValidationSet<'a> {
     /// Record `i`: its input bytes and its expectation bytes.
     pub fn record(&self, i: usize) -> Option<(&'a [u8], &'a [u8])> {
         let size = self.records.len().checked_div(self.count)?;
-        let record = self.records.get(i * size..(i + 1) * size)?;
+        let start = i.checked_mul(size)?;
+        let record = self.records.get(start..start.checked_add(size)?)?;
         Some(record.split_at(self.input_bytes))
     }
 }
