@@ -237,13 +237,8 @@ pub fn hard_swish(p: &HardSwishParams, input: &[i8], output: &mut [i8]) -> Resul
 
 #[cfg(test)]
 mod tests {
-    type TestResult = Result<(), Box<dyn std::error::Error>>;
-
     use super::*;
-
-    fn q(scale: f32, zero_point: i32) -> Quant {
-        Quant { scale, zero_point }
-    }
+    use crate::kernels::elementwise::testutil::*;
 
     // Inputs of logistic_test.cc (LogisticQuantizedInt8Basic/WideRange), tanh_test.cc
     // (SimpleTestTanhInt8, input scale 1/16) and leaky_relu_test.cc (Int8_1); TFLM's tests

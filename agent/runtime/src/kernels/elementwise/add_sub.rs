@@ -100,13 +100,8 @@ pub fn add_sub(
 
 #[cfg(test)]
 mod tests {
-    type TestResult = Result<(), Box<dyn std::error::Error>>;
-
     use super::*;
-
-    fn q(scale: f32, zero_point: i32) -> Quant {
-        Quant { scale, zero_point }
-    }
+    use crate::kernels::elementwise::testutil::*;
 
     fn run(p: &AddSubParams, a: &[i8], sa: &[usize], b: &[i8], sb: &[usize], so: &[usize]) -> Result<Vec<i8>, OpError> {
         let so = Shape::new(so).unwrap_or_default();

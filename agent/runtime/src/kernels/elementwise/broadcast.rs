@@ -123,13 +123,8 @@ pub(crate) fn binary_op(
 
 #[cfg(test)]
 mod tests {
-    type TestResult = Result<(), Box<dyn std::error::Error>>;
-
     use super::*;
-
-    fn shape(dims: &[usize]) -> Shape {
-        Shape::new(dims).unwrap_or_default()
-    }
+    use crate::kernels::elementwise::testutil::*;
 
     /// Records which input elements each output pairs, as `a * 16 + b`.
     fn pairs(s1: &[usize], s2: &[usize], so: &[usize]) -> Result<Vec<i8>, OpError> {

@@ -85,13 +85,8 @@ pub(crate) fn activation_range(activation: Activation, output: Quant) -> Result<
 
 #[cfg(test)]
 mod tests {
-    type TestResult = Result<(), Box<dyn std::error::Error>>;
-
     use super::*;
-
-    fn q(scale: f32, zero_point: i32) -> Quant {
-        Quant { scale, zero_point }
-    }
+    use crate::kernels::elementwise::testutil::*;
 
     #[test]
     fn quant_checks() -> TestResult {

@@ -69,13 +69,8 @@ pub fn concatenation(inputs: &[(&[i8], Shape)], axis: i32, out: &mut [i8], out_s
 
 #[cfg(test)]
 mod tests {
-    type TestResult = Result<(), Box<dyn std::error::Error>>;
-
     use super::*;
-
-    fn shape(dims: &[usize]) -> Shape {
-        Shape::new(dims).unwrap_or_default()
-    }
+    use crate::kernels::elementwise::testutil::*;
 
     #[test]
     fn concatenates_along_any_axis() -> TestResult {

@@ -165,17 +165,8 @@ pub fn mean(p: &MeanParams, input: &[i8], output: &mut [i8]) -> Result<(), OpErr
 
 #[cfg(test)]
 mod tests {
-    type TestResult = Result<(), Box<dyn std::error::Error>>;
-
     use super::*;
-
-    fn q(scale: f32, zero_point: i32) -> Quant {
-        Quant { scale, zero_point }
-    }
-
-    fn shape(dims: &[usize]) -> Shape {
-        Shape::new(dims).unwrap_or_default()
-    }
+    use crate::kernels::elementwise::testutil::*;
 
     fn run(
         input: &[i8],

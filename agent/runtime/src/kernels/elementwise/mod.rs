@@ -14,6 +14,8 @@ pub mod concat;
 pub mod mean;
 pub mod mul;
 pub mod pad;
+#[cfg(test)]
+mod testutil;
 
 pub use activations::{
     HardSwishParams, LeakyReluParams, LogisticParams, TanhParams, hard_swish, leaky_relu, logistic, tanh,

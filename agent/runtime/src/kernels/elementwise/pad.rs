@@ -90,9 +90,8 @@ pub fn pad(
 
 #[cfg(test)]
 mod tests {
-    type TestResult = Result<(), Box<dyn std::error::Error>>;
-
     use super::*;
+    use crate::kernels::elementwise::testutil::*;
 
     fn run(
         input: &[i8],
