@@ -46,6 +46,13 @@ fn taps(origin: isize, dilation: usize, filter: usize, input: usize) -> core::op
     start.clamp(0, end) as usize..end as usize
 }
 
+impl View4<'_> {
+    /// Checks that the data holds exactly the shape's elements.
+    fn check(&self, what: &'static str) -> Result<(), OpError> {
+        check_len(self.data, self.shape.iter().product(), what)
+    }
+}
+
 /// NHWC input, OHWI filter, NHWC output.
 pub fn conv2d(
     p: &ConvParams<'_>,
@@ -55,14 +62,13 @@ pub fn conv2d(
     output: &mut [i8],
     output_shape: [usize; 4],
 ) -> Result<(), OpError> {
-    let View4 { data: input, shape: input_shape } = input;
-    let View4 { data: filter, shape: filter_shape } = filter;
+    input.check("conv input")?;
+    filter.check("conv filter")?;
+    check_len(output, output_shape.iter().product(), "conv output")?;
+    let (View4 { data: input, shape: input_shape }, View4 { data: filter, shape: filter_shape }) = (input, filter);
     let [batches, in_h, in_w, in_depth] = input_shape;
     let [out_depth, f_h, f_w, f_depth] = filter_shape;
     let [_, out_h, out_w, _] = output_shape;
-    check_len(input, input_shape.iter().product(), "conv input")?;
-    check_len(filter, filter_shape.iter().product(), "conv filter")?;
-    check_len(output, output_shape.iter().product(), "conv output")?;
     if output_shape[0] != batches || output_shape[3] != out_depth || f_depth == 0 || !in_depth.is_multiple_of(f_depth) {
         return Err(OpError::Shape("conv channels"));
     }
@@ -118,14 +124,13 @@ pub fn depthwise_conv2d(
     output: &mut [i8],
     output_shape: [usize; 4],
 ) -> Result<(), OpError> {
-    let View4 { data: input, shape: input_shape } = input;
-    let View4 { data: filter, shape: filter_shape } = filter;
+    input.check("depthwise input")?;
+    filter.check("depthwise filter")?;
+    check_len(output, output_shape.iter().product(), "depthwise output")?;
+    let (View4 { data: input, shape: input_shape }, View4 { data: filter, shape: filter_shape }) = (input, filter);
     let [batches, in_h, in_w, in_depth] = input_shape;
     let [_, f_h, f_w, f_depth] = filter_shape;
     let [_, out_h, out_w, out_depth] = output_shape;
-    check_len(input, input_shape.iter().product(), "depthwise input")?;
-    check_len(filter, filter_shape.iter().product(), "depthwise filter")?;
-    check_len(output, output_shape.iter().product(), "depthwise output")?;
     let mult = p.depth_multiplier;
     if output_shape[0] != batches || out_depth != in_depth * mult || f_depth != out_depth {
         return Err(OpError::Shape("depthwise channels"));

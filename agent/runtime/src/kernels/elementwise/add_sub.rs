@@ -104,10 +104,7 @@ mod tests {
     use crate::kernels::elementwise::testutil::*;
 
     fn run(p: &AddSubParams, a: &[i8], sa: &[usize], b: &[i8], sb: &[usize], so: &[usize]) -> Result<Vec<i8>, OpError> {
-        let so = Shape::new(so).unwrap_or_default();
-        let mut out = vec![0; so.elements()];
-        add_sub(p, a, &Shape::new(sa).unwrap_or_default(), b, &Shape::new(sb).unwrap_or_default(), &mut out, &so)?;
-        Ok(out)
+        run_binary(&|a, sa, b, sb, out, so| add_sub(p, a, sa, b, sb, out, so), a, sa, b, sb, so)
     }
 
     // add_test.cc, QuantizedAddNoActivationInt8 and QuantizedAddActivationRelu1Int8:

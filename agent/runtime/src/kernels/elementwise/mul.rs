@@ -65,10 +65,7 @@ mod tests {
     use crate::kernels::elementwise::testutil::*;
 
     fn run(p: &MulParams, a: &[i8], sa: &[usize], b: &[i8], sb: &[usize], so: &[usize]) -> Result<Vec<i8>, OpError> {
-        let so = Shape::new(so).unwrap_or_default();
-        let mut out = vec![0; so.elements()];
-        mul(p, a, &Shape::new(sa).unwrap_or_default(), b, &Shape::new(sb).unwrap_or_default(), &mut out, &so)?;
-        Ok(out)
+        run_binary(&|a, sa, b, sb, out, so| mul(p, a, sa, b, sb, out, so), a, sa, b, sb, so)
     }
 
     // mul_test.cc, SimpleInt8NoActivation (all scales 0.01) and BroadcastInt8NoActivation
