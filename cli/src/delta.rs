@@ -40,7 +40,11 @@ pub fn run(cmd: DeltaCommand) -> Result<()> {
             let (old, target) = (read(&base)?, read(&new)?);
             let patch = mota_delta::encode::best(&old, &target);
             std::fs::write(&out, &patch).with_context(|| format!("writing {}", out.display()))?;
-            let kind = if patch.get(20..24) == Some(&[0, 0, 0, 0]) { "full image" } else { "delta" };
+            let header = patch.first_chunk::<{ mota_delta::format::HEADER }>().map(mota_delta::format::Header::parse);
+            let kind = match header {
+                Some(Ok(h)) if h.base_size == 0 => "full image",
+                _ => "delta",
+            };
             println!(
                 "wrote {} ({kind}): {} bytes for a {}-byte model ({:.1} %)",
                 out.display(),

@@ -97,7 +97,12 @@ pub fn run_valset(cmd: ValsetCommand) -> Result<()> {
     let input = model.input(0)?;
     let x = read_npy(&inputs)?;
     let data = match (x.descr.as_str(), input.dtype) {
-        ("<f4", DType::Int8) => quantize(&x.data, input.quant()?),
+        ("<f4", DType::Int8) => {
+            // The runtime's QUANTIZE kernel: the same rounding as the device's float wrapper.
+            let mut q = vec![0i8; x.data.len() / 4];
+            mota_runtime::kernels::quantize::quantize(input.quant()?, &x.data, &mut q)?;
+            q.into_iter().map(|v| v as u8).collect()
+        }
         ("|i1", DType::Int8) | ("<f4", DType::Float32) => x.data.clone(),
         (d, t) => bail!("{}: dtype {d} cannot feed a {} input", inputs.display(), t.name()),
     };
@@ -142,17 +147,6 @@ fn read_labels(path: &Path) -> Result<Vec<u16>> {
     values
         .into_iter()
         .map(|v| u16::try_from(v).with_context(|| format!("{}: label {v} out of range", path.display())))
-        .collect()
-}
-
-/// TFLM's AffineQuantize: round(x / scale) + zero point, clamped to int8.
-fn quantize(data: &[u8], q: mota_runtime::tensor::Quant) -> Vec<u8> {
-    data.chunks_exact(4)
-        .map(|c| {
-            let x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            let v = (mota_runtime::arith::round_f32(x / q.scale) as i32).saturating_add(q.zero_point);
-            v.clamp(-128, 127) as i8 as u8
-        })
         .collect()
 }
 

@@ -102,7 +102,7 @@ fn channel_bytes(model: &Model<'_>) -> Result<usize, RunError> {
 pub fn arena_size(model: &Model<'_>) -> Result<usize, RunError> {
     let tail = model.tensor_count() * ENTRY;
     let mut entries = vec![0u8; tail];
-    let (_, head) = plan::plan(model, &mut entries)?;
+    let (_, head) = plan::plan(model, &mut entries, &|t| model.tensor(t).map(|info| info.bytes()))?;
     Ok(head.next_multiple_of(ALIGN) + channel_bytes(model)? + model.tensor_count() * records::RECORD + tail)
 }
 
@@ -124,7 +124,8 @@ impl<'m, 'a> Interpreter<'m, 'a> {
         for (i, record) in records.chunks_exact_mut(records::RECORD).enumerate() {
             records::write(model.bytes(), &model.tensor(i)?, record);
         }
-        let (_, head_used) = plan::plan(&model, tail)?;
+        let tensors = records::Records { model: model.bytes(), records };
+        let (_, head_used) = plan::plan(&model, tail, &|t| tensors.tensor(t).map(|info| info.bytes()))?;
         if head_used > head.len() {
             return Err(too_small(head_used.next_multiple_of(ALIGN) + fixed));
         }

@@ -365,11 +365,19 @@ pub fn for_each_constant<'a>(bytes: &'a [u8], mut f: impl FnMut(&'a str, &'a [u8
 pub(crate) trait Tensors<'a> {
     /// Tensor by a signed index as operators store them.
     fn tensor_at(&self, operator: Option<usize>, index: i32) -> Result<TensorInfo<'a>, ModelError>;
+
+    /// Whether the model behind them was verified, so `prepare` can skip checks that
+    /// only verification needs (it runs again at every inference).
+    fn verified(&self) -> bool;
 }
 
 impl<'a> Tensors<'a> for Model<'a> {
     fn tensor_at(&self, operator: Option<usize>, index: i32) -> Result<TensorInfo<'a>, ModelError> {
         Model::tensor_at(self, operator, index)
+    }
+
+    fn verified(&self) -> bool {
+        self.verified
     }
 }
 

@@ -206,10 +206,11 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
         inputs.get(i).copied().flatten().ok_or(PrepareError::Op(OpError::Shape("missing input")))
     };
     let options = |tag| op.options(tag).at(at);
+    let verify = !model.verified();
     let kernel = match op.op {
-        Op::Conv2d | Op::DepthwiseConv2d => conv(op.op, &input(0)?, &input(1)?, inputs[2], &output, options)?,
+        Op::Conv2d | Op::DepthwiseConv2d => conv(op.op, &input(0)?, &input(1)?, inputs[2], &output, options, verify)?,
         Op::FullyConnected => {
-            fully_connected(&input(0)?, &input(1)?, inputs[2], &output, options(options::FULLY_CONNECTED)?)?
+            fully_connected(&input(0)?, &input(1)?, inputs[2], &output, options(options::FULLY_CONNECTED)?, verify)?
         }
         Op::AveragePool2d | Op::MaxPool2d => pool(op.op, &input(0)?, &output, options(options::POOL_2D)?)?,
         Op::Softmax => softmax(&input(0)?, &output, options(options::SOFTMAX)?)?,
@@ -425,12 +426,14 @@ fn rescale<'a>(
     channels: usize,
     channel_dim: usize,
     per_tensor_float_product: bool,
+    verify: bool,
 ) -> core::result::Result<Rescale<'a>, OpError> {
     let q = filter.quantization.ok_or(OpError::Quantization("weights not quantized"))?;
     if q.len() != 1 && (q.len() != channels || q.dimension != channel_dim) {
         return Err(OpError::Quantization("per-channel scales do not match the output channels"));
     }
-    for c in 0..q.len() {
+    // Symmetric weights are a verification question; once verified, skip the scan.
+    for c in (0..q.len()).filter(|_| verify) {
         if q.zero_point(c).map_err(|_| OpError::Quantization("weights"))? != 0 {
             return Err(OpError::Quantization("int8 weights must be symmetric (zero point 0)"));
         }
@@ -468,6 +471,7 @@ fn conv<'a>(
     bias_t: Option<TensorInfo<'a>>,
     output: &TensorInfo<'a>,
     options: impl Fn(u8) -> core::result::Result<Option<Table<'a>>, ModelError>,
+    verify: bool,
 ) -> Result<Kernel<'a>> {
     int8_activation(input)?;
     int8_activation(output)?;
@@ -514,7 +518,7 @@ fn conv<'a>(
         input_offset: -input.quant()?.zero_point,
         output_offset: out_q.zero_point,
         act: activation(opts, act_field)?.range_i8(out_q),
-        rescale: rescale(input, filter, output, o_c, channel_dim, false)?,
+        rescale: rescale(input, filter, output, o_c, channel_dim, false, verify)?,
         depth_multiplier,
     };
     bias(bias_t, o_c)?;
@@ -527,6 +531,7 @@ fn fully_connected<'a>(
     bias_t: Option<TensorInfo<'a>>,
     output: &TensorInfo<'a>,
     opts: Option<Table<'a>>,
+    verify: bool,
 ) -> Result<Kernel<'a>> {
     int8_activation(input)?;
     int8_activation(output)?;
@@ -551,7 +556,7 @@ fn fully_connected<'a>(
         input_offset: -input.quant()?.zero_point,
         output_offset: out_q.zero_point,
         act: activation(opts, f::FC_ACTIVATION)?.range_i8(out_q),
-        rescale: rescale(input, filter, output, output_depth, 0, true)?,
+        rescale: rescale(input, filter, output, output_depth, 0, true, verify)?,
     };
     bias(bias_t, output_depth)?;
     Ok(Kernel::FullyConnected(params, FcDims { batches, output_depth, accum_depth }))

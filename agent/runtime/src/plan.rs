@@ -94,8 +94,14 @@ impl<'p> Plan<'p> {
 }
 
 /// Plans into `entries` (at least `ENTRY × tensors` bytes); returns the activation bytes
-/// needed (the arena's head).
-pub(crate) fn plan<'p>(model: &Model<'_>, entries: &'p mut [u8]) -> Result<(Plan<'p>, usize), ModelError> {
+/// needed (the arena's head). `bytes_of(t)` gives tensor `t`'s size: the placement asks
+/// for it O(n²) times, so the interpreter answers from its tensor records rather than
+/// from the flatbuffer.
+pub(crate) fn plan<'p>(
+    model: &Model<'_>,
+    entries: &'p mut [u8],
+    bytes_of: &dyn Fn(usize) -> Result<usize, ModelError>,
+) -> Result<(Plan<'p>, usize), ModelError> {
     let n = model.tensor_count();
     let ops = model.operator_count();
     let end = u16::try_from(ops).unwrap_or(u16::MAX);
@@ -131,7 +137,7 @@ pub(crate) fn plan<'p>(model: &Model<'_>, entries: &'p mut [u8]) -> Result<(Plan
         write_entry(entries, t, o, first, end);
     }
     // Greedy placement, largest first. `UNPLANNED - 1` marks "to place".
-    let size_of = |t: usize| model.tensor(t).map(|info| info.bytes().next_multiple_of(ALIGN));
+    let size_of = |t: usize| bytes_of(t).map(|b| b.next_multiple_of(ALIGN));
     let mut head = 0usize;
     loop {
         let mut next: Option<(usize, usize)> = None;

@@ -86,11 +86,22 @@ pub(crate) struct Records<'m, 'r> {
     pub records: &'r [u8],
 }
 
+impl<'m> Records<'m, '_> {
+    /// Tensor `index`.
+    pub fn tensor(&self, index: usize) -> Result<TensorInfo<'m>, ModelError> {
+        let bad = ModelError::TensorIndex { operator: None, tensor: index as i32 };
+        let rec = self.records.get(index * RECORD..(index + 1) * RECORD).ok_or(bad)?;
+        read(self.model, index, rec)
+    }
+}
+
 impl<'m> Tensors<'m> for Records<'m, '_> {
     fn tensor_at(&self, operator: Option<usize>, index: i32) -> Result<TensorInfo<'m>, ModelError> {
-        let bad = ModelError::TensorIndex { operator, tensor: index };
-        let i = usize::try_from(index).map_err(|_| bad)?;
-        let rec = self.records.get(i * RECORD..(i + 1) * RECORD).ok_or(bad)?;
-        read(self.model, i, rec)
+        let i = usize::try_from(index).map_err(|_| ModelError::TensorIndex { operator, tensor: index })?;
+        self.tensor(i).map_err(|_| ModelError::TensorIndex { operator, tensor: index })
+    }
+
+    fn verified(&self) -> bool {
+        true
     }
 }
