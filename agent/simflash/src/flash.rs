@@ -315,6 +315,25 @@ impl<const WRITE: usize, const ERASE: usize, const MULTI: bool> NorFlash for Sim
         if !MULTI && self.programmed[start / WRITE..end / WRITE].iter().any(|&p| p) {
             return Err(SimFlashError::WriteTwice);
         }
+        // A driver for a paged part splits the write into one program operation per page.
+        let Some(page) = self.geometry.page else { return self.program_op(offset, bytes) };
+        let (mut at, mut rest) = (start, bytes);
+        while !rest.is_empty() {
+            let (piece, tail) = rest.split_at((page - at % page).min(rest.len()));
+            self.program_op(at as u32, piece)?;
+            at += piece.len();
+            rest = tail;
+        }
+        Ok(())
+    }
+}
+
+impl<const WRITE: usize, const ERASE: usize, const MULTI: bool> SimFlash<WRITE, ERASE, MULTI> {
+    /// One program operation (within a page on paged parts).
+    /// Bounds and alignment are checked by the caller.
+    fn program_op(&mut self, offset: u32, bytes: &[u8]) -> Result<(), SimFlashError> {
+        let start = offset as usize;
+        let end = start + bytes.len();
         let tear = self.before_mutation()?;
         let count = match tear {
             Some(CutMode::TearPrefix) => (self.random() as usize) % (bytes.len() + 1),

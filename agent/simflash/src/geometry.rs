@@ -9,6 +9,9 @@ pub struct Geometry {
     pub write_size: usize,
     /// Value of an erased byte (0xFF on most parts, 0x00 on some).
     pub erased: u8,
+    /// Program page of SPI NOR parts: one program operation never crosses a page, so a
+    /// longer write is several operations (and power can fail between them).
+    pub page: Option<usize>,
 }
 
 /// A geometry that no part could have.
@@ -20,6 +23,10 @@ pub enum GeometryError {
     /// No sectors, or a sector that is empty or not a multiple of the write size.
     #[error("sectors must be non-empty multiples of the write size")]
     Sectors,
+    /// A program page that is not a power of two, a multiple of the write size and a
+    /// divisor of every sector.
+    #[error("page must be a power of two, a multiple of the write size, dividing every sector")]
+    Page,
 }
 
 impl Geometry {
@@ -31,7 +38,7 @@ impl Geometry {
         if sectors.is_empty() || sectors.iter().any(|&s| s == 0 || !(s as usize).is_multiple_of(write_size)) {
             return Err(GeometryError::Sectors);
         }
-        Ok(Self { sectors, write_size, erased })
+        Ok(Self { sectors, write_size, erased, page: None })
     }
 
     /// `count` sectors of `size` bytes.
@@ -45,6 +52,19 @@ impl Geometry {
         sectors.push(64 * 1024);
         sectors.extend(std::iter::repeat_n(128 * 1024, large));
         Self::new(sectors, write_size, erased)
+    }
+
+    /// The same part with a program page of `page` bytes (a power of two, a multiple of
+    /// the write size, dividing every sector).
+    pub fn with_page(mut self, page: usize) -> Result<Self, GeometryError> {
+        if !page.is_power_of_two()
+            || !page.is_multiple_of(self.write_size)
+            || self.sectors.iter().any(|&s| !(s as usize).is_multiple_of(page))
+        {
+            return Err(GeometryError::Page);
+        }
+        self.page = Some(page);
+        Ok(self)
     }
 
     /// Sector sizes, in address order.

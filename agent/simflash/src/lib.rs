@@ -9,10 +9,14 @@
 //! keeps its flash across process restarts.
 //!
 //! It implements embedded-storage's `NorFlash` (and `MultiwriteNorFlash` when built with
-//! `MULTI = true`, where a program unit may be written again with AND semantics).
+//! `MULTI = true`, where a program unit may be written again with AND semantics), and
+//! splits a shared part into [`Region`]s (slot A, slot B, state) whose operations all
+//! count on the part.
 
 mod flash;
 mod geometry;
+mod region;
 
 pub use flash::{CutMode, SimFlash, SimFlashError, Snapshot, Stats};
 pub use geometry::{Geometry, GeometryError};
+pub use region::{Region, RegionError};

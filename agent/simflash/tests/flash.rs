@@ -161,3 +161,43 @@ fn impossible_geometries_are_refused() {
     assert!(Geometry::uniform(0, 4096, 4, 0xFF).is_err());
     assert!(Geometry::uniform(4, 4098, 4, 0xFF).is_err());
 }
+
+#[test]
+fn paged_parts_program_one_page_per_operation() {
+    let geometry = Geometry::uniform(2, 4096, 1, 0xFF).unwrap().with_page(256).unwrap();
+    let mut f: SimFlash<1, 4096> = SimFlash::new(geometry.clone());
+    f.write(200, &[0x11; 600]).unwrap();
+    // 200..256, 256..512, 512..768, 768..800: four program operations.
+    assert_eq!(f.stats().writes, 4);
+    assert_eq!(read(&mut f, 200, 600), vec![0x11; 600]);
+    // A cut between pages leaves the earlier pages programmed and the rest erased.
+    let mut g: SimFlash<1, 4096> = SimFlash::new(geometry);
+    g.cut_at(3, CutMode::Before);
+    assert_eq!(g.write(200, &[0x22; 600]), Err(SimFlashError::PowerLoss));
+    g.restore_power();
+    assert_eq!(read(&mut g, 200, 312), vec![0x22; 312]);
+    assert_eq!(read(&mut g, 512, 288), vec![0xFF; 288]);
+    assert_eq!(Geometry::uniform(1, 4096, 4, 0xFF).unwrap().with_page(2), Err(mota_simflash::GeometryError::Page));
+}
+
+#[test]
+fn regions_share_the_part_and_its_counters() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use mota_simflash::{Region, RegionError};
+    let part = Rc::new(RefCell::new(uniform()));
+    let mut a = Region::new(&part, 0, 8192);
+    let mut b = Region::new(&part, 8192, 8192);
+    assert_eq!(a.capacity(), 8192);
+    b.write(4, &[7, 7, 7, 7]).unwrap();
+    assert_eq!(read(&mut b, 4, 4), [7; 4]);
+    assert_eq!(read(&mut a, 4, 4), [0xFF; 4], "a region sees only its window");
+    assert_eq!(part.borrow().contents()[8196..8200], [7; 4]);
+    assert_eq!(a.write(8192, &[0; 4]), Err(RegionError::OutOfBounds));
+    assert_eq!(b.erase(4096, 12288), Err(RegionError::OutOfBounds));
+    a.erase(0, 4096).unwrap();
+    assert_eq!(part.borrow().stats().mutating(), 2, "both regions count on the part");
+    part.borrow_mut().cut_at(3, CutMode::Before);
+    assert_eq!(b.write(0, &[1; 4]), Err(RegionError::Part(SimFlashError::PowerLoss)));
+}
