@@ -133,6 +133,9 @@ code_names!(ErrorCode {
     ACCURACY_BELOW_MINIMUM = 302, "accuracy_below_minimum";
     /// Accuracy dropped more than allowed below the running model's.
     ACCURACY_DROP = 303, "accuracy_drop";
+    /// The device restarted during validation more often than allowed (a crash, hang or
+    /// watchdog reset while the new model ran).
+    VALIDATION_INTERRUPTED = 304, "validation_interrupted";
     /// Another update or a trial is in progress.
     BUSY = 400, "busy";
     /// A rollback was asked for but the previous model is no longer in its slot.

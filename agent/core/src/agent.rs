@@ -1,0 +1,817 @@
+//! The update state machine.
+//!
+//! Inputs are the events the firmware's loop sees: the boot itself ([`Agent::boot`]), a
+//! message on one of the device's topics ([`Agent::handle`]), time passing
+//! ([`Agent::poll`]) and a (re)connection ([`Agent::hello`]). Outputs are publications
+//! through [`Transport`], chunk requests among them, and flash work on the regions the
+//! agent owns. Nothing blocks on the network: a download advances one chunk per message.
+//!
+//! Every decision is one store of the [`State`] record; see `state.rs` for why that
+//! makes each of them atomic, and `slot.rs` for how a download resumes.
+
+use embedded_storage::nor_flash::{MultiwriteNorFlash, NorFlash};
+use mota_delta::{Checkpoint, Decoder, DeltaError};
+use mota_proto::message::{Action, Chunk, Cmd, DeviceInfo, ErrorCode, Event, Hello, Refusal, RunningModel, Status};
+use mota_proto::topic::Kind;
+use mota_proto::{DevicePolicy, Digest, Envelope, Manifest, VerifiedOffer, Wire, verify};
+
+use crate::config::Config;
+use crate::platform::{Clock, Located, Transport, Validator};
+use crate::slot::{self, MAX_UNIT, WriteError, Writer};
+use crate::state::{Installed, Job, Phase, Report, SetRef, State, Text};
+use crate::store::{Store, StoreError};
+
+/// Messages a device subscribes to (on its own topics).
+pub const SUBSCRIPTIONS: [Kind; 3] = [Kind::Offer, Kind::Chunk, Kind::Cmd];
+
+/// Why the agent could not go on; the firmware reboots (or calls [`Agent::boot`] again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentError {
+    /// The configuration contradicts the flash (write unit too large, slots unequal,
+    /// state region too small).
+    Config(&'static str),
+    /// The state region failed.
+    Store(StoreError),
+    /// A slot operation failed where no report could be made.
+    Flash,
+}
+
+impl core::fmt::Display for AgentError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Config(why) => write!(f, "configuration: {why}"),
+            Self::Store(e) => write!(f, "state region: {e}"),
+            Self::Flash => f.write_str("slot flash operation failed"),
+        }
+    }
+}
+
+impl core::error::Error for AgentError {}
+
+impl From<StoreError> for AgentError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+/// The model the device runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveModel {
+    /// Where its bytes are (the firmware maps the slot and executes in place).
+    pub image: Located,
+    /// What it is.
+    pub installed: Installed,
+}
+
+/// An outstanding chunk request.
+#[derive(Debug, Clone, Copy)]
+struct Request {
+    offset: u32,
+    sent_ms: u64,
+}
+
+/// The agent: owns both slots, the state region and the validator.
+pub struct Agent<'c, F, S: NorFlash, V> {
+    config: &'c Config<'c>,
+    slots: [F; 2],
+    store: Store<S>,
+    validator: V,
+    state: State,
+    decoder: Option<Decoder>,
+    writer: Writer,
+    /// Next artifact offset to ask for (RAM; the persisted one is `job.progress`).
+    received: u32,
+    request: Option<Request>,
+    /// The last offer refused without a state change (so a retained offer is judged once per boot).
+    refused: Option<Digest>,
+    /// A pending report could not be published; try again at `poll`.
+    report_due: bool,
+}
+
+impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
+    /// Starts the agent after a reset: loads (or creates) the state, checks the active
+    /// model's digest, and picks up whatever was interrupted.
+    pub fn boot(config: &'c Config<'c>, slots: [F; 2], state_region: S, validator: V) -> Result<Self, AgentError> {
+        if F::WRITE_SIZE > MAX_UNIT || !F::WRITE_SIZE.is_power_of_two() {
+            return Err(AgentError::Config("slot write size must be a power of two up to 32"));
+        }
+        if slots[0].capacity() != slots[1].capacity() {
+            return Err(AgentError::Config("slots must have the same size"));
+        }
+        let store = Store::new(state_region, config.erased)?;
+        let mut agent = Self {
+            config,
+            slots,
+            store,
+            validator,
+            state: State::empty(0),
+            decoder: None,
+            writer: Writer::new(0, 0, config.erased),
+            received: 0,
+            request: None,
+            refused: None,
+            report_due: false,
+        };
+        match agent.store.load()? {
+            Some(state) => agent.state = state,
+            None => agent.first_boot()?,
+        }
+        agent.check_active()?;
+        agent.report_due = agent.state.report.is_some();
+        if let Some(job) = agent.state.job {
+            agent.resume(job)?;
+        }
+        Ok(agent)
+    }
+
+    /// The persistent record (for diagnostics and tests).
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The model to run, if any.
+    pub fn active_model(&self) -> Option<ActiveModel> {
+        let installed = self.state.current?;
+        Some(ActiveModel { image: Located { slot: self.state.active, offset: 0, len: installed.size }, installed })
+    }
+
+    /// The slots (for firmware that reads the model through the flash driver).
+    pub fn slots(&mut self) -> &mut [F; 2] {
+        &mut self.slots
+    }
+
+    /// Announces the device after a (re)connect; also delivers a pending report and
+    /// asks again for the chunk in flight.
+    pub fn hello<T: Transport>(&mut self, net: &mut T, clock: &impl Clock) -> Result<(), AgentError> {
+        let running = self.state.current.as_ref().map(|m| RunningModel {
+            model: m.name.as_str(),
+            version: m.version.as_str(),
+            sha256: m.sha256,
+        });
+        let info = DeviceInfo {
+            device_class: self.config.device_class,
+            agent_version: self.config.agent_version,
+            running,
+            security_counter: self.state.counter,
+            slot_bytes: self.slot_bytes(),
+            arena_bytes: self.config.limits.max_arena_bytes,
+            codecs: 1 << mota_delta::format::CODEC,
+            max_chunk: self.config.chunk_bytes,
+        };
+        publish(net, Kind::Hello, &Hello::online(info));
+        self.report_due |= self.state.report.is_some();
+        self.request = None;
+        self.poll(net, clock)
+    }
+
+    /// Time passes: delivers a pending report, (re)sends the chunk request, copies a
+    /// validation set the device already has, runs a validation that is due.
+    pub fn poll<T: Transport>(&mut self, net: &mut T, clock: &impl Clock) -> Result<(), AgentError> {
+        if let Some(job) = self.state.job {
+            match job.phase {
+                Phase::Validate => self.validate(job)?,
+                Phase::Set if self.reusable_set(&job).is_some() => self.copy_set(job, net, clock)?,
+                Phase::Image | Phase::Set => {
+                    let now = clock.now_ms();
+                    if self.request.is_none_or(|r| now.saturating_sub(r.sent_ms) >= self.config.retry_ms) {
+                        self.send_request(&job, net, now);
+                    }
+                }
+            }
+        }
+        if self.report_due {
+            self.deliver_report(net)?;
+        }
+        Ok(())
+    }
+
+    /// A message arrived on one of the device's topics.
+    pub fn handle<T: Transport>(
+        &mut self,
+        kind: Kind,
+        payload: &[u8],
+        net: &mut T,
+        clock: &impl Clock,
+    ) -> Result<(), AgentError> {
+        match kind {
+            Kind::Offer => self.on_offer(payload, net, clock),
+            Kind::Chunk => self.on_chunk(payload, net, clock),
+            Kind::Cmd => self.on_cmd(payload, net),
+            // Device-to-backend kinds are not for the device.
+            Kind::Hello | Kind::Get | Kind::Status => Ok(()),
+        }
+    }
+
+    fn slot_bytes(&self) -> u32 {
+        u32::try_from(self.slots[0].capacity()).unwrap_or(u32::MAX)
+    }
+
+    fn first_boot(&mut self) -> Result<(), AgentError> {
+        let mut state = State::empty(0);
+        if let Some(f) = self.config.factory {
+            let sha256 = slot::sha256(&mut self.slots[0], 0, f.size).map_err(|_| AgentError::Flash)?;
+            state.counter = f.counter;
+            state.current = Some(Installed {
+                sha256,
+                size: f.size,
+                counter: f.counter,
+                name: Text::new(f.name).ok_or(AgentError::Config("factory name too long"))?,
+                version: Text::new(f.version).ok_or(AgentError::Config("factory version too long"))?,
+                arena_bytes: f.arena_bytes,
+                manifest: None,
+                set: None,
+                accuracy_permille: None,
+            });
+        }
+        self.store.save(&state)?;
+        self.state = state;
+        Ok(())
+    }
+
+    /// The active slot must still hold the model the record names; if not (flash decay,
+    /// tampering), fall back to the other slot's verified model, or run nothing.
+    fn check_active(&mut self) -> Result<(), AgentError> {
+        let Some(current) = self.state.current else { return Ok(()) };
+        let active = usize::from(self.state.active & 1);
+        if self.holds(active, &current)? {
+            return Ok(());
+        }
+        let mut next = self.state;
+        let other = usize::from(self.state.inactive());
+        let previous = self.state.previous.filter(|_| self.state.job.is_none());
+        match previous {
+            Some(previous) if self.holds(other, &previous)? => {
+                next.active = self.state.inactive();
+                next.current = Some(previous);
+            }
+            _ => next.current = None,
+        }
+        next.previous = None;
+        self.save(next)
+    }
+
+    fn holds(&mut self, slot: usize, model: &Installed) -> Result<bool, AgentError> {
+        let flash = self.slots.get_mut(slot).ok_or(AgentError::Flash)?;
+        match slot::sha256(flash, 0, model.size) {
+            Ok(d) => Ok(d == model.sha256),
+            Err(WriteError::Overflow) => Ok(false),
+            Err(_) => Err(AgentError::Flash),
+        }
+    }
+
+    fn save(&mut self, next: State) -> Result<(), AgentError> {
+        self.store.save(&next)?;
+        self.state = next;
+        Ok(())
+    }
+
+    // ---- offers ----------------------------------------------------------------------
+
+    fn on_offer<T: Transport>(&mut self, payload: &[u8], net: &mut T, clock: &impl Clock) -> Result<(), AgentError> {
+        // An empty retained message clears the offer.
+        let Ok(envelope) = Envelope::parse(payload) else {
+            return self.refuse(payload, None, ErrorCode::ENVELOPE_MALFORMED, net);
+        };
+        let digest = Digest::of(envelope.manifest);
+        // The offer in progress, one installed now or before, or one already refused.
+        if self.state.job.is_some_and(|j| j.manifest == digest)
+            || self.state.current.and_then(|m| m.manifest) == Some(digest)
+            || self.state.previous.and_then(|m| m.manifest) == Some(digest)
+            || self.refused == Some(digest)
+        {
+            return Ok(());
+        }
+        let policy = DevicePolicy {
+            device_class: self.config.device_class,
+            security_counter: self.state.counter,
+            now: clock.unix_time(),
+            limits: mota_proto::Limits { max_image_bytes: self.slot_bytes(), ..self.config.limits },
+        };
+        let offer = match verify(payload, self.config.roots, &policy) {
+            Ok(offer) => offer,
+            Err(e) => return self.refuse(payload, Some(digest), ErrorCode::from(&e), net),
+        };
+        if self.state.job.is_some() || self.state.report.is_some() {
+            // Not remembered: once the device is free, the offer is judged again.
+            self.refuse(payload, Some(digest), ErrorCode::BUSY, net)?;
+            self.refused = None;
+            return Ok(());
+        }
+        if let Err(code) = self.check_fits(&offer) {
+            return self.refuse(payload, Some(digest), code, net);
+        }
+        self.accept(&offer, net, clock)
+    }
+
+    /// What `verify` cannot know: the slot layout, the codec and the running model.
+    fn check_fits(&self, offer: &VerifiedOffer<'_>) -> Result<(), ErrorCode> {
+        let m: &Manifest<'_> = &offer.manifest;
+        let set_end = match m.validation {
+            Some(v) => slot::set_offset(m.image.size).and_then(|o| o.checked_add(v.set_size)),
+            None => Some(m.image.size),
+        };
+        if set_end.is_none_or(|end| end > self.slot_bytes()) {
+            return Err(ErrorCode::IMAGE_TOO_LARGE);
+        }
+        if let Some(d) = m.delta {
+            if d.codec != u16::from(mota_delta::format::CODEC) {
+                return Err(ErrorCode::UNSUPPORTED_CODEC);
+            }
+            if self.state.current.is_none_or(|c| c.sha256 != d.base_sha256) {
+                return Err(ErrorCode::BASE_MISMATCH);
+            }
+        }
+        if Text::<64>::new(m.model).is_none() || Text::<32>::new(m.version).is_none() {
+            return Err(ErrorCode::MANIFEST_MALFORMED);
+        }
+        Ok(())
+    }
+
+    /// Reports a refused offer without touching flash: the record is unchanged, so a
+    /// retained offer re-delivered after a reboot is judged (and reported) the same way,
+    /// under the same key (rollout 0, seq 0, the manifest digest).
+    fn refuse<T: Transport>(
+        &mut self,
+        payload: &[u8],
+        digest: Option<Digest>,
+        code: ErrorCode,
+        net: &mut T,
+    ) -> Result<(), AgentError> {
+        if payload.is_empty() {
+            return Ok(());
+        }
+        self.refused = digest;
+        let report = Report::new(0, 0, Event::Rejected, digest, Some(code));
+        publish(net, Kind::Status, &report.status());
+        Ok(())
+    }
+
+    fn accept<T: Transport>(
+        &mut self,
+        offer: &VerifiedOffer<'_>,
+        net: &mut T,
+        clock: &impl Clock,
+    ) -> Result<(), AgentError> {
+        let m = &offer.manifest;
+        let mut next = self.state;
+        let job = Job {
+            manifest: offer.manifest_digest,
+            rollout: m.rollout_id,
+            counter: m.security_counter,
+            name: Text::new(m.model).unwrap_or_default(),
+            version: Text::new(m.version).unwrap_or_default(),
+            image: m.image,
+            delta: m.delta,
+            validation: m.validation,
+            arena_bytes: m.arena_bytes,
+            phase: Phase::Image,
+            progress: 0,
+            written: 0,
+            checkpoint: None,
+            trials: 0,
+            restarts: 0,
+        };
+        // The inactive slot is about to be erased: it no longer holds a rollback target.
+        next.previous = None;
+        next.job = Some(job);
+        let seq = next.next_seq();
+        self.save(next)?;
+        let mut accepted = progress_status(&job, seq, Event::Accepted, 0);
+        if !offer.time_checked {
+            accepted.detail = Some("expiry not checked: no trusted time");
+        }
+        publish(net, Kind::Status, &accepted);
+        self.erase_inactive()?;
+        self.start_artifact(job);
+        self.send_request(&job, net, clock.now_ms());
+        Ok(())
+    }
+
+    fn erase_inactive(&mut self) -> Result<(), AgentError> {
+        let slot = &mut self.slots[usize::from(self.state.inactive())];
+        let end = u32::try_from(slot.capacity()).map_err(|_| AgentError::Flash)?;
+        slot.erase(0, end).map_err(|_| AgentError::Flash)
+    }
+
+    // ---- transfer --------------------------------------------------------------------
+
+    /// The artifact of the current phase: (id, size, destination offset in the slot).
+    fn artifact(job: &Job) -> (Digest, u32, u32) {
+        match (job.phase, job.delta, job.validation) {
+            (Phase::Image, Some(d), _) => (d.patch_sha256, d.patch_size, 0),
+            (Phase::Set, _, Some(v)) => (v.set_sha256, v.set_size, slot::set_offset(job.image.size).unwrap_or(0)),
+            _ => (job.image.sha256, job.image.size, 0),
+        }
+    }
+
+    /// Sets up the writer (and decoder) for the job's phase at its persisted progress.
+    fn start_artifact(&mut self, job: Job) {
+        let (_, size, dest) = Self::artifact(&job);
+        let limit = if job.phase == Phase::Image { job.image.size } else { dest.saturating_add(size) };
+        self.writer = Writer::new(dest.saturating_add(job.written), limit, self.config.erased);
+        self.received = job.progress;
+        self.request = None;
+        self.decoder = match (job.phase, job.delta, job.checkpoint) {
+            (Phase::Image, Some(d), None) => {
+                let base = self.state.current.map_or(0, |c| c.size);
+                Some(Decoder::new(d.base_sha256.0, base, job.image.size))
+            }
+            (Phase::Image, Some(_), Some(ck)) => {
+                let base = self.state.current.map_or(0, |c| c.size);
+                Decoder::resume(Checkpoint::from_bytes(&ck), base, job.image.size).ok()
+            }
+            _ => None,
+        };
+    }
+
+    fn resume(&mut self, mut job: Job) -> Result<(), AgentError> {
+        if job.phase == Phase::Validate {
+            // This boot starts another validation run: count it first, so a model that
+            // resets the device is given up after `max_trials` boots.
+            job.trials = job.trials.saturating_add(1);
+            if job.trials > self.config.max_trials {
+                return self.finish(job, Err(ErrorCode::VALIDATION_INTERRUPTED), None);
+            }
+            let mut next = self.state;
+            next.job = Some(job);
+            return self.save(next);
+        }
+        self.start_artifact(job);
+        if job.phase == Phase::Image && job.delta.is_some() && self.decoder.is_none() {
+            return self.finish(job, Err(ErrorCode::PATCH_CORRUPT), None);
+        }
+        Ok(())
+    }
+
+    fn send_request<T: Transport>(&mut self, job: &Job, net: &mut T, now: u64) {
+        let (artifact, size, _) = Self::artifact(job);
+        let length = (size - self.received.min(size)).min(self.config.chunk_bytes);
+        if length == 0 {
+            return;
+        }
+        let get = mota_proto::message::Get { artifact, offset: self.received, length };
+        publish(net, Kind::Get, &get);
+        self.request = Some(Request { offset: self.received, sent_ms: now });
+    }
+
+    fn on_chunk<T: Transport>(&mut self, payload: &[u8], net: &mut T, clock: &impl Clock) -> Result<(), AgentError> {
+        let Some(job) = self.state.job else { return Ok(()) };
+        if job.phase == Phase::Validate {
+            return Ok(());
+        }
+        let Ok(chunk) = Chunk::parse(payload) else { return Ok(()) };
+        let (artifact, size, _) = Self::artifact(&job);
+        // Only the answer to the request in flight counts; duplicates, stale, reordered,
+        // oversized and foreign chunks are dropped (the request is repeated on timeout).
+        let Some(request) = self.request else { return Ok(()) };
+        if chunk.artifact != artifact || chunk.offset != request.offset || chunk.offset != self.received {
+            return Ok(());
+        }
+        if let Some(refusal) = chunk.refusal {
+            if refusal == Refusal::RATE_LIMITED || refusal == Refusal::UNAVAILABLE {
+                return Ok(()); // the timer asks again
+            }
+            return self.finish(job, Err(ErrorCode::TRANSFER_FAILED), None);
+        }
+        let Some(data) = chunk.data else { return Ok(()) };
+        let asked = (size - self.received).min(self.config.chunk_bytes);
+        if data.is_empty() || data.len() as u64 > u64::from(asked) {
+            return Ok(());
+        }
+        self.request = None;
+        self.received += data.len() as u32;
+        let written = match self.consume(&job, data) {
+            Ok(()) => Ok(()),
+            Err(Consumed::Torn) => return self.restart(job, net, clock),
+            Err(Consumed::Reject(code)) => Err(code),
+            Err(Consumed::Flash) => Err(ErrorCode::FLASH_ERROR),
+        };
+        if let Err(code) = written {
+            return self.finish(job, Err(code), None);
+        }
+        if self.received == size {
+            self.artifact_done(job, net, clock)
+        } else {
+            self.persist_progress(job, net)?;
+            self.send_request(&job, net, clock.now_ms());
+            Ok(())
+        }
+    }
+
+    /// Writes received bytes, directly or through the patch decoder.
+    fn consume(&mut self, job: &Job, data: &[u8]) -> Result<(), Consumed> {
+        let [a, b] = &mut self.slots;
+        let (active, inactive) = if self.state.active == 0 { (a, b) } else { (b, a) };
+        let Some(decoder) = self.decoder.as_mut().filter(|_| job.phase == Phase::Image) else {
+            return self.writer.write(inactive, data).map_err(Consumed::from);
+        };
+        let mut sink = slot::Sink { flash: inactive, writer: &mut self.writer, error: None };
+        match decoder.push(data, &mut slot::Base(active), &mut sink) {
+            Ok(_) => Ok(()),
+            Err(DeltaError::Sink) => Err(sink.error.map_or(Consumed::Flash, Consumed::from)),
+            Err(DeltaError::WrongBase | DeltaError::BaseTooSmall) => Err(Consumed::Reject(ErrorCode::BASE_MISMATCH)),
+            Err(DeltaError::Base) => Err(Consumed::Flash),
+            Err(_) => Err(Consumed::Reject(ErrorCode::PATCH_CORRUPT)),
+        }
+    }
+
+    /// Persists progress once a resumable point moved by at least 4 KiB (every patch
+    /// block is one), and reports it.
+    fn persist_progress<T: Transport>(&mut self, mut job: Job, net: &mut T) -> Result<(), AgentError> {
+        let (progress, written, checkpoint) = match (&self.decoder, job.phase) {
+            // A checkpoint is resumable only once its output is all programmed (a block
+            // that ends inside a write unit leaves bytes held back in the writer).
+            (Some(d), Phase::Image) => match d.checkpoint() {
+                Some(ck) if self.writer.flushed() == ck.output && self.writer.position() == ck.output => {
+                    (ck.patch_offset, ck.output, Some(ck.to_bytes()))
+                }
+                _ => return Ok(()),
+            },
+            _ => {
+                let (_, _, dest) = Self::artifact(&job);
+                let flushed = self.writer.flushed() - dest;
+                (flushed, flushed, None)
+            }
+        };
+        if written < job.written.saturating_add(4096) && progress < job.progress.saturating_add(4096) {
+            return Ok(());
+        }
+        job.progress = progress;
+        job.written = written;
+        job.checkpoint = checkpoint;
+        let mut next = self.state;
+        next.job = Some(job);
+        let seq = next.next_seq();
+        self.save(next)?;
+        publish(net, Kind::Status, &progress_status(&job, seq, Event::Downloading, self.received));
+        Ok(())
+    }
+
+    /// A torn write was found after a power cut: erase the slot and download again.
+    fn restart<T: Transport>(&mut self, mut job: Job, net: &mut T, clock: &impl Clock) -> Result<(), AgentError> {
+        job.restarts = job.restarts.saturating_add(1);
+        if job.restarts > 3 {
+            return self.finish(job, Err(ErrorCode::FLASH_ERROR), None);
+        }
+        self.erase_inactive()?;
+        job.phase = Phase::Image;
+        job.progress = 0;
+        job.written = 0;
+        job.checkpoint = None;
+        let mut next = self.state;
+        next.job = Some(job);
+        self.save(next)?;
+        self.start_artifact(job);
+        self.send_request(&job, net, clock.now_ms());
+        Ok(())
+    }
+
+    fn artifact_done<T: Transport>(&mut self, mut job: Job, net: &mut T, clock: &impl Clock) -> Result<(), AgentError> {
+        let inactive = usize::from(self.state.inactive());
+        let flushed = self.writer.flush(&mut self.slots[inactive]);
+        if flushed == Err(WriteError::Torn) {
+            return self.restart(job, net, clock);
+        }
+        if flushed.is_err() {
+            return self.finish(job, Err(ErrorCode::FLASH_ERROR), None);
+        }
+        let check = match job.phase {
+            Phase::Image => {
+                if self.decoder.as_ref().is_some_and(|d| d.finish().is_err()) {
+                    return self.finish(job, Err(ErrorCode::PATCH_CORRUPT), None);
+                }
+                self.decoder = None;
+                (0, job.image.size, job.image.sha256, ErrorCode::IMAGE_DIGEST_MISMATCH)
+            }
+            _ => {
+                let (artifact, size, dest) = Self::artifact(&job);
+                (dest, size, artifact, ErrorCode::VALIDATION_SET_INVALID)
+            }
+        };
+        match slot::sha256(&mut self.slots[inactive], check.0, check.1) {
+            Ok(d) if d == check.2 => {}
+            Ok(_) => return self.finish(job, Err(check.3), None),
+            Err(_) => return self.finish(job, Err(ErrorCode::FLASH_ERROR), None),
+        }
+        let verified = job.phase == Phase::Image;
+        job.phase = if verified && job.validation.is_some() { Phase::Set } else { Phase::Validate };
+        job.progress = 0;
+        job.written = 0;
+        job.checkpoint = None;
+        if job.phase == Phase::Validate {
+            job.trials = 1;
+        }
+        let mut next = self.state;
+        next.job = Some(job);
+        let seq = next.next_seq();
+        self.save(next)?;
+        if verified {
+            publish(net, Kind::Status, &progress_status(&job, seq, Event::Verified, job.image.size));
+        }
+        self.start_artifact(job);
+        self.poll(net, clock)
+    }
+
+    /// The running model's slot already holds the set the offer names.
+    fn reusable_set(&self, job: &Job) -> Option<(u32, u32)> {
+        let v = job.validation?;
+        let current = self.state.current?;
+        let set = current.set.filter(|s| s.sha256 == v.set_sha256 && s.size == v.set_size)?;
+        Some((slot::set_offset(current.size)?, set.size))
+    }
+
+    fn copy_set<T: Transport>(&mut self, job: Job, net: &mut T, clock: &impl Clock) -> Result<(), AgentError> {
+        let Some((from, len)) = self.reusable_set(&job) else { return Ok(()) };
+        let [a, b] = &mut self.slots;
+        let (active, inactive) = if self.state.active == 0 { (a, b) } else { (b, a) };
+        let dest = slot::set_offset(job.image.size).unwrap_or(0);
+        let mut writer = Writer::new(dest, dest.saturating_add(len), self.config.erased);
+        match slot::copy(active, from, len, inactive, &mut writer) {
+            Ok(()) => {}
+            Err(WriteError::Torn) => return self.restart(job, net, clock),
+            Err(_) => return self.finish(job, Err(ErrorCode::FLASH_ERROR), None),
+        }
+        self.writer = writer;
+        self.received = len;
+        self.artifact_done(job, net, clock)
+    }
+
+    // ---- validation and the decision -------------------------------------------------
+
+    fn validate(&mut self, job: Job) -> Result<(), AgentError> {
+        let new_slot = self.state.inactive();
+        let model = Located { slot: new_slot, offset: 0, len: job.image.size };
+        let set = job.validation.map(|v| Located {
+            slot: new_slot,
+            offset: slot::set_offset(job.image.size).unwrap_or(0),
+            len: v.set_size,
+        });
+        let measured = match self.validator.validate(model, job.arena_bytes, set) {
+            Ok(m) => m,
+            Err(code) => return self.finish(job, Err(code), None),
+        };
+        // The running model on the same set, for the "no worse than now" rule.
+        let previous = match (self.state.current, set) {
+            (Some(c), Some(_)) => self
+                .validator
+                .validate(Located { slot: self.state.active, offset: 0, len: c.size }, c.arena_bytes, set)
+                .ok(),
+            _ => None,
+        };
+        let mut report = Report::new(job.rollout, 0, Event::Committed, Some(job.manifest), None);
+        report.accuracy_permille = measured.accuracy_permille;
+        report.latency_us = measured.latency_us;
+        report.arena_used = measured.arena_used;
+        report.previous_accuracy_permille = previous.and_then(|p| p.accuracy_permille);
+        report.previous_latency_us = previous.and_then(|p| p.latency_us);
+        let verdict = match (job.validation, measured.accuracy_permille) {
+            (Some(rule), Some(acc)) if acc < rule.min_accuracy_permille => Err(ErrorCode::ACCURACY_BELOW_MINIMUM),
+            (Some(rule), Some(acc))
+                if report
+                    .previous_accuracy_permille
+                    .is_some_and(|prev| u32::from(acc) + u32::from(rule.max_drop_permille) < u32::from(prev)) =>
+            {
+                Err(ErrorCode::ACCURACY_DROP)
+            }
+            (Some(_), None) => Err(ErrorCode::VALIDATION_SET_INVALID),
+            _ => Ok(()),
+        };
+        self.finish(job, verdict, Some(report))
+    }
+
+    /// Ends the job: ONE store either commits (new slot active, counter raised, report
+    /// pending) or rejects (active slot untouched, report pending). Then reports.
+    fn finish(&mut self, job: Job, verdict: Result<(), ErrorCode>, measured: Option<Report>) -> Result<(), AgentError> {
+        let mut next = self.state;
+        next.job = None;
+        let seq = next.next_seq();
+        let mut report =
+            measured.unwrap_or_else(|| Report::new(job.rollout, seq, Event::Rejected, Some(job.manifest), None));
+        report.seq = seq;
+        match verdict {
+            Ok(()) => {
+                report.event = Event::Committed;
+                report.error = None;
+                next.previous = next.current;
+                next.active = self.state.inactive();
+                next.counter = next.counter.max(job.counter);
+                next.current = Some(Installed {
+                    sha256: job.image.sha256,
+                    size: job.image.size,
+                    counter: job.counter,
+                    name: job.name,
+                    version: job.version,
+                    arena_bytes: job.arena_bytes,
+                    manifest: Some(job.manifest),
+                    set: job.validation.map(|v| SetRef { sha256: v.set_sha256, size: v.set_size }),
+                    accuracy_permille: report.accuracy_permille,
+                });
+            }
+            Err(code) => {
+                report.event = Event::Rejected;
+                report.error = Some(code);
+            }
+        }
+        next.report = Some(report);
+        self.decoder = None;
+        self.request = None;
+        self.save(next)?;
+        self.report_due = true;
+        Ok(())
+    }
+
+    fn deliver_report<T: Transport>(&mut self, net: &mut T) -> Result<(), AgentError> {
+        let Some(report) = self.state.report else {
+            self.report_due = false;
+            return Ok(());
+        };
+        if !publish(net, Kind::Status, &report.status()) {
+            return Ok(());
+        }
+        let mut next = self.state;
+        next.report = None;
+        self.save(next)?;
+        self.report_due = false;
+        Ok(())
+    }
+
+    // ---- commands --------------------------------------------------------------------
+
+    fn on_cmd<T: Transport>(&mut self, payload: &[u8], net: &mut T) -> Result<(), AgentError> {
+        let Ok(cmd) = Cmd::parse(payload) else { return Ok(()) };
+        if cmd.id <= self.state.last_cmd {
+            return Ok(()); // already executed
+        }
+        if self.report_due {
+            self.deliver_report(net)?;
+        }
+        if self.state.report.is_some() {
+            return Ok(()); // not recorded: the backend repeats it
+        }
+        let mut next = self.state;
+        next.last_cmd = cmd.id;
+        let seq = next.next_seq();
+        let report = match cmd.action {
+            Action::Cancel => match self.state.job {
+                Some(job) if job.rollout == cmd.rollout_id => {
+                    next.job = None;
+                    Report::new(cmd.rollout_id, seq, Event::Cancelled, Some(job.manifest), Some(ErrorCode::CANCELLED))
+                }
+                _ => return Ok(()),
+            },
+            Action::Rollback => {
+                let other = usize::from(self.state.inactive());
+                match (self.state.job, self.state.previous) {
+                    (None, Some(prev)) if self.holds(other, &prev)? => {
+                        next.active = self.state.inactive();
+                        next.current = Some(prev);
+                        next.previous = self.state.current;
+                        Report::new(cmd.rollout_id, seq, Event::RolledBack, prev.manifest, None)
+                    }
+                    _ => Report::new(cmd.rollout_id, seq, Event::Rejected, None, Some(ErrorCode::ROLLBACK_UNAVAILABLE)),
+                }
+            }
+        };
+        next.report = Some(report);
+        self.decoder = None;
+        self.request = None;
+        self.save(next)?;
+        self.report_due = true;
+        self.deliver_report(net)
+    }
+}
+
+/// Why received bytes could not be written.
+enum Consumed {
+    Torn,
+    Flash,
+    Reject(ErrorCode),
+}
+
+impl From<WriteError> for Consumed {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Torn => Self::Torn,
+            WriteError::Flash => Self::Flash,
+            WriteError::Overflow => Self::Reject(ErrorCode::IMAGE_TOO_LARGE),
+        }
+    }
+}
+
+/// Encodes and publishes; `false` when either fails (the caller may retry).
+fn publish<'a, T: Transport, M: Wire<'a>>(net: &mut T, kind: Kind, message: &M) -> bool {
+    let mut buf = [0u8; mota_proto::limits::MAX_SMALL_MESSAGE_LEN];
+    let Ok(len) = message.encode_into(&mut buf) else { return false };
+    buf.get(..len).is_some_and(|bytes| net.publish(kind, bytes).is_ok())
+}
+
+fn progress_status(job: &Job, seq: u32, event: Event, bytes_done: u32) -> Status<'static> {
+    Status {
+        rollout_id: job.rollout,
+        seq,
+        event,
+        manifest: Some(job.manifest),
+        bytes_done: Some(bytes_done),
+        ..Status::default()
+    }
+}

@@ -1,0 +1,416 @@
+//! The agent's persistent record: everything it must know after a power cut.
+//!
+//! The whole record is ONE value in the state map, so every decision (accept an offer,
+//! record progress, commit, reject, roll back) is one `store_item`: sequential-storage
+//! keeps the old value valid until the new one is completely written, so a cut at any
+//! instant leaves either the record before the decision or the one after it. The commit
+//! point of an update is the store that switches `active` and raises `counter` together
+//! with the pending `committed` report.
+//!
+//! Encoding: CBOR maps with integer keys (minicbor, as the wire messages), so fields can
+//! be added without breaking records written by an older agent.
+
+use minicbor::{Decode, Encode};
+use mota_proto::message::{ErrorCode, Event, Status};
+use mota_proto::{Delta, Digest, Image, Validation};
+
+/// Largest encoded record (two installed models, a job and a report use ~700 bytes).
+pub const MAX_STATE_LEN: usize = 1024;
+/// Format of the record this build writes.
+pub const STATE_FORMAT: u8 = 1;
+
+/// Text of at most `N` bytes kept inline (model names and versions, no allocation).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Text<const N: usize> {
+    len: u8,
+    bytes: [u8; N],
+}
+
+impl<const N: usize> Text<N> {
+    /// `s`, or `None` when it is longer than `N` bytes.
+    pub fn new(s: &str) -> Option<Self> {
+        let mut bytes = [0; N];
+        bytes.get_mut(..s.len())?.copy_from_slice(s.as_bytes());
+        Some(Self { len: u8::try_from(s.len()).ok()?, bytes })
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        self.bytes.get(..usize::from(self.len)).and_then(|b| core::str::from_utf8(b).ok()).unwrap_or("")
+    }
+}
+
+impl<const N: usize> Default for Text<N> {
+    fn default() -> Self {
+        Self { len: 0, bytes: [0; N] }
+    }
+}
+
+impl<const N: usize> core::fmt::Debug for Text<N> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl<C, const N: usize> Encode<C> for Text<N> {
+    fn encode<W: minicbor::encode::Write>(
+        &self,
+        e: &mut minicbor::Encoder<W>,
+        _: &mut C,
+    ) -> Result<(), minicbor::encode::Error<W::Error>> {
+        e.str(self.as_str())?;
+        Ok(())
+    }
+}
+
+impl<'b, C, const N: usize> Decode<'b, C> for Text<N> {
+    fn decode(d: &mut minicbor::Decoder<'b>, _: &mut C) -> Result<Self, minicbor::decode::Error> {
+        Self::new(d.str()?).ok_or_else(|| minicbor::decode::Error::message("text too long"))
+    }
+}
+
+/// A model sitting verified in a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct Installed {
+    /// SHA-256 of the image (checked when written and again at every boot).
+    #[n(0)]
+    pub sha256: Digest,
+    /// Image bytes.
+    #[n(1)]
+    pub size: u32,
+    /// Security counter it was released with.
+    #[n(2)]
+    pub counter: u32,
+    /// Model name.
+    #[n(3)]
+    pub name: Text<64>,
+    /// Version string.
+    #[n(4)]
+    pub version: Text<32>,
+    /// Tensor arena it needs.
+    #[n(5)]
+    pub arena_bytes: u32,
+    /// The signed manifest it came with (`None` for the factory model).
+    #[n(6)]
+    pub manifest: Option<Digest>,
+    /// The validation set stored after it in the same slot, if any.
+    #[n(7)]
+    pub set: Option<SetRef>,
+    /// Its accuracy on that set when it was committed.
+    #[n(8)]
+    pub accuracy_permille: Option<u16>,
+}
+
+/// A validation set stored in a slot after the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct SetRef {
+    /// SHA-256 of the set.
+    #[n(0)]
+    pub sha256: Digest,
+    /// Bytes.
+    #[n(1)]
+    pub size: u32,
+}
+
+/// Where an update attempt stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+#[cbor(index_only)]
+pub enum Phase {
+    /// Receiving the image (full, or rebuilding it from a patch).
+    #[n(0)]
+    Image,
+    /// Receiving (or copying) the validation set.
+    #[n(1)]
+    Set,
+    /// Image and set verified; the validator runs.
+    #[n(2)]
+    Validate,
+}
+
+/// An accepted offer on its way to a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct Job {
+    /// SHA-256 of the signed manifest (the identity of the offer).
+    #[n(0)]
+    pub manifest: Digest,
+    /// The rollout it belongs to.
+    #[n(1)]
+    pub rollout: u64,
+    /// Its security counter.
+    #[n(2)]
+    pub counter: u32,
+    /// Model name.
+    #[n(3)]
+    pub name: Text<64>,
+    /// Version string.
+    #[n(4)]
+    pub version: Text<32>,
+    /// The image to end up with.
+    #[n(5)]
+    pub image: Image,
+    /// The patch, when the image is rebuilt from the active one.
+    #[n(6)]
+    pub delta: Option<Delta>,
+    /// The acceptance rule and its set.
+    #[n(7)]
+    pub validation: Option<Validation>,
+    /// Tensor arena it needs.
+    #[n(8)]
+    pub arena_bytes: u32,
+    /// What is being done.
+    #[n(9)]
+    pub phase: Phase,
+    /// Bytes of the current artifact to resume the download at.
+    #[n(10)]
+    pub progress: u32,
+    /// Bytes of the current artifact's destination already written.
+    #[n(11)]
+    pub written: u32,
+    /// The patch decoder's state at `progress` (deltas only).
+    #[cbor(n(12), with = "minicbor::bytes")]
+    pub checkpoint: Option<[u8; mota_delta::Checkpoint::LEN]>,
+    /// Boots that started validating this job.
+    #[n(13)]
+    pub trials: u8,
+    /// Times the slot was erased again after a torn write was found.
+    #[n(14)]
+    pub restarts: u8,
+}
+
+/// A terminal report not yet delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct Report {
+    /// Rollout.
+    #[n(0)]
+    pub rollout: u64,
+    /// Report number (idempotency key with `rollout`).
+    #[n(1)]
+    pub seq: u32,
+    /// Outcome.
+    #[n(2)]
+    pub event: Event,
+    /// The offer's manifest digest.
+    #[n(3)]
+    pub manifest: Option<Digest>,
+    /// New model's accuracy.
+    #[n(4)]
+    pub accuracy_permille: Option<u16>,
+    /// Running model's accuracy on the same set.
+    #[n(5)]
+    pub previous_accuracy_permille: Option<u16>,
+    /// New model's latency.
+    #[n(6)]
+    pub latency_us: Option<u32>,
+    /// Running model's latency.
+    #[n(7)]
+    pub previous_latency_us: Option<u32>,
+    /// Arena the new model used.
+    #[n(8)]
+    pub arena_used: Option<u32>,
+    /// Why it failed.
+    #[n(9)]
+    pub error: Option<ErrorCode>,
+}
+
+impl Report {
+    /// A report with only the outcome and its reason.
+    pub fn new(rollout: u64, seq: u32, event: Event, manifest: Option<Digest>, error: Option<ErrorCode>) -> Self {
+        Self {
+            rollout,
+            seq,
+            event,
+            manifest,
+            accuracy_permille: None,
+            previous_accuracy_permille: None,
+            latency_us: None,
+            previous_latency_us: None,
+            arena_used: None,
+            error,
+        }
+    }
+
+    /// The status message that carries it.
+    pub fn status(&self) -> Status<'static> {
+        Status {
+            rollout_id: self.rollout,
+            seq: self.seq,
+            event: self.event,
+            manifest: self.manifest,
+            bytes_done: None,
+            accuracy_permille: self.accuracy_permille,
+            previous_accuracy_permille: self.previous_accuracy_permille,
+            latency_us: self.latency_us,
+            previous_latency_us: self.previous_latency_us,
+            arena_used: self.arena_used,
+            error: self.error,
+            detail: None,
+        }
+    }
+}
+
+/// The record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct State {
+    /// [`STATE_FORMAT`].
+    #[n(0)]
+    pub format: u8,
+    /// The slot the device runs from (0 or 1).
+    #[n(1)]
+    pub active: u8,
+    /// The device's security counter: the highest counter ever committed. Never lowered,
+    /// not even by a rollback.
+    #[n(2)]
+    pub counter: u32,
+    /// The model in the active slot.
+    #[n(3)]
+    pub current: Option<Installed>,
+    /// The model still intact in the other slot (what a rollback returns to).
+    #[n(4)]
+    pub previous: Option<Installed>,
+    /// The update in progress.
+    #[n(5)]
+    pub job: Option<Job>,
+    /// The terminal report waiting to be delivered.
+    #[n(6)]
+    pub report: Option<Report>,
+    /// The next report number (device-wide, so `(rollout, seq)` never repeats).
+    #[n(7)]
+    pub seq: u32,
+    /// The last command executed.
+    #[n(8)]
+    pub last_cmd: u64,
+}
+
+impl State {
+    /// A device that has never stored a record.
+    pub fn empty(counter: u32) -> Self {
+        Self {
+            format: STATE_FORMAT,
+            active: 0,
+            counter,
+            current: None,
+            previous: None,
+            job: None,
+            report: None,
+            seq: 1,
+            last_cmd: 0,
+        }
+    }
+
+    /// The slot that is not active.
+    pub fn inactive(&self) -> u8 {
+        1 - (self.active & 1)
+    }
+
+    /// Allocates a report number.
+    pub fn next_seq(&mut self) -> u32 {
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1).max(1);
+        seq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn full() -> Result<State, Box<dyn std::error::Error>> {
+        let name = Text::new(&"n".repeat(64)).ok_or("name")?;
+        let version = Text::new(&"v".repeat(32)).ok_or("version")?;
+        let installed = Installed {
+            sha256: Digest([0xAB; 32]),
+            size: u32::MAX,
+            counter: u32::MAX,
+            name,
+            version,
+            arena_bytes: u32::MAX,
+            manifest: Some(Digest([0xCD; 32])),
+            set: Some(SetRef { sha256: Digest([0xEF; 32]), size: u32::MAX }),
+            accuracy_permille: Some(1000),
+        };
+        let job = Job {
+            manifest: Digest([1; 32]),
+            rollout: u64::MAX,
+            counter: u32::MAX,
+            name,
+            version,
+            image: Image { size: u32::MAX, sha256: Digest([2; 32]) },
+            delta: Some(Delta {
+                base_sha256: Digest([3; 32]),
+                patch_size: u32::MAX,
+                patch_sha256: Digest([4; 32]),
+                codec: u16::MAX,
+            }),
+            validation: Some(Validation {
+                set_sha256: Digest([5; 32]),
+                set_size: u32::MAX,
+                min_accuracy_permille: 1000,
+                max_drop_permille: 1000,
+            }),
+            arena_bytes: u32::MAX,
+            phase: Phase::Validate,
+            progress: u32::MAX,
+            written: u32::MAX,
+            checkpoint: Some([0xFF; mota_delta::Checkpoint::LEN]),
+            trials: u8::MAX,
+            restarts: u8::MAX,
+        };
+        let mut report = Report::new(u64::MAX, u32::MAX, Event::Rejected, Some(Digest([6; 32])), Some(ErrorCode(999)));
+        report.accuracy_permille = Some(1000);
+        report.previous_accuracy_permille = Some(1000);
+        report.latency_us = Some(u32::MAX);
+        report.previous_latency_us = Some(u32::MAX);
+        report.arena_used = Some(u32::MAX);
+        Ok(State {
+            format: STATE_FORMAT,
+            active: 1,
+            counter: u32::MAX,
+            current: Some(installed),
+            previous: Some(installed),
+            job: Some(job),
+            report: Some(report),
+            seq: u32::MAX,
+            last_cmd: u64::MAX,
+        })
+    }
+
+    #[test]
+    fn the_largest_record_round_trips_within_its_bound() -> TestResult {
+        let state = full()?;
+        let mut buf = [0u8; MAX_STATE_LEN];
+        let mut w = minicbor::encode::write::Cursor::new(&mut buf[..]);
+        minicbor::encode(state, &mut w)?;
+        let len = w.position();
+        assert!(len < MAX_STATE_LEN, "{len}");
+        let back: State = minicbor::decode(&buf[..len])?;
+        assert_eq!(back, state);
+        Ok(())
+    }
+
+    #[test]
+    fn text_keeps_at_most_its_capacity() {
+        assert_eq!(Text::<4>::new("abcd").map(|t| t.as_str().len()), Some(4));
+        assert!(Text::<4>::new("abcde").is_none());
+        assert_eq!(Text::<4>::default().as_str(), "");
+    }
+
+    #[test]
+    fn slots_and_report_numbers() {
+        let mut s = State::empty(3);
+        assert_eq!((s.active, s.inactive()), (0, 1));
+        s.active = 1;
+        assert_eq!(s.inactive(), 0);
+        assert_eq!(s.next_seq(), 1);
+        assert_eq!(s.next_seq(), 2);
+        s.seq = u32::MAX;
+        assert_eq!(s.next_seq(), u32::MAX);
+        assert_eq!(s.seq, 1, "report number 0 stays reserved for refusals");
+    }
+}

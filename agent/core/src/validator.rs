@@ -1,0 +1,72 @@
+//! The bundled validator: mota-runtime runs the set on the model in place, from the
+//! memory-mapped slot, with the arena the firmware reserved.
+
+use mota_proto::message::ErrorCode;
+use mota_runtime::validation::{self, SetError, ValidationSet};
+use mota_runtime::{Interpreter, Model};
+
+use crate::platform::{Located, Measurement, Validator};
+
+/// Both slots as the CPU reads them (memory-mapped flash).
+pub trait SlotMemory {
+    /// Calls `f` with the bytes of slot 0 and slot 1.
+    fn with_slots<R>(&mut self, f: impl FnOnce([&[u8]; 2]) -> R) -> R;
+}
+
+impl SlotMemory for [&[u8]; 2] {
+    fn with_slots<R>(&mut self, f: impl FnOnce([&[u8]; 2]) -> R) -> R {
+        f(*self)
+    }
+}
+
+/// mota-runtime as the validator.
+pub struct RuntimeValidator<'a, M, C> {
+    /// The slots.
+    pub memory: M,
+    /// The tensor arena (the largest model the device accepts must fit).
+    pub arena: &'a mut [u8],
+    /// Microsecond timer for latency.
+    pub clock: C,
+}
+
+impl<M: SlotMemory, C: validation::Clock> Validator for RuntimeValidator<'_, M, C> {
+    fn validate(&mut self, model: Located, arena_bytes: u32, set: Option<Located>) -> Result<Measurement, ErrorCode> {
+        let arena = &mut *self.arena;
+        if arena_bytes as usize > arena.len() {
+            return Err(ErrorCode::ARENA_TOO_LARGE);
+        }
+        let clock = &self.clock;
+        self.memory.with_slots(|slots| {
+            let model = locate(slots, model).ok_or(ErrorCode::MODEL_INVALID)?;
+            let model = Model::parse(model).map_err(|_| ErrorCode::MODEL_INVALID)?;
+            let mut interp = Interpreter::new(model, arena).map_err(|_| ErrorCode::MODEL_INVALID)?;
+            let Some(set) = set else {
+                interp.input(0).map_err(|_| ErrorCode::MODEL_INVALID)?.fill(0);
+                let start = clock.now_us();
+                interp.invoke().map_err(|_| ErrorCode::MODEL_INVALID)?;
+                let latency = clock.now_us().saturating_sub(start);
+                return Ok(Measurement {
+                    accuracy_permille: None,
+                    latency_us: Some(u32::try_from(latency).unwrap_or(u32::MAX)),
+                    arena_used: Some(interp.arena_used() as u32),
+                });
+            };
+            let set = locate(slots, set).ok_or(ErrorCode::VALIDATION_SET_INVALID)?;
+            let set = ValidationSet::parse(set).map_err(|_| ErrorCode::VALIDATION_SET_INVALID)?;
+            let report = validation::evaluate(&mut interp, &set, clock, None).map_err(|e| match e {
+                SetError::Run(_) => ErrorCode::MODEL_INVALID,
+                _ => ErrorCode::VALIDATION_SET_INVALID,
+            })?;
+            Ok(Measurement {
+                accuracy_permille: Some(report.accuracy_permille),
+                latency_us: Some(report.mean_latency_us),
+                arena_used: Some(report.arena_used),
+            })
+        })
+    }
+}
+
+fn locate<'s>(slots: [&'s [u8]; 2], at: Located) -> Option<&'s [u8]> {
+    let slot = slots.get(usize::from(at.slot))?;
+    slot.get(at.offset as usize..at.offset.checked_add(at.len)? as usize)
+}

@@ -1,0 +1,236 @@
+//! Whole updates on a simulated device: full images and deltas to commit, a model that
+//! fails its validation set, a rollback command, a second update, cancel, and the device
+//! rebooting in the middle.
+
+mod common;
+
+use common::*;
+use mota_proto::Digest;
+use mota_proto::message::{Action, ErrorCode, Event};
+
+type D = Device<4, 4096>;
+
+fn v1() -> Result<Vec<u8>, BoxError> {
+    model("digits_cnn_v1")
+}
+
+fn v2() -> Result<Vec<u8>, BoxError> {
+    model("digits_cnn_v2")
+}
+
+#[test]
+fn a_full_image_with_a_validation_set_is_committed() -> TestResult {
+    let (old, new, set) = (v1()?, v2()?, set("digits_cnn_v2", 100)?);
+    let device = D::new(Layout::uniform(4, 0xFF), &old)?;
+    let config = config(&old)?;
+    let mut arena = vec![0u8; ARENA];
+    let mut agent = device.boot(&config, &mut arena)?;
+    assert_eq!(agent.active_model().map(|m| m.installed.sha256), Some(Digest::of(&old)));
+    let mut backend = Backend::default();
+    backend.publish_offer(&offer(&new, OfferSpec { set: Some(&set), ..Default::default() })?);
+    drive(&mut agent, &mut backend, &TestClock::default())?;
+
+    let m = agent.active_model().ok_or("no model")?;
+    assert_eq!((m.image.slot, m.installed.sha256, m.installed.counter), (1, Digest::of(&new), 2));
+    assert_eq!(&device.slot(1)[..new.len()], &new[..]);
+    assert_eq!(&device.slot(0)[..old.len()], &old[..], "the old model stays for a rollback");
+    assert_eq!(agent.state().counter, 2);
+    let terminal = backend.terminal()?;
+    assert_eq!(terminal.len(), 1);
+    assert_eq!((terminal[0].rollout, terminal[0].event), (7, Event::Committed));
+    assert!(terminal[0].accuracy.is_some_and(|a| a >= 900), "{terminal:?}");
+    let events: Vec<Event> = backend.statuses.iter().map(|s| s.event).collect();
+    assert_eq!(events.first(), Some(&Event::Accepted));
+    assert!(events.contains(&Event::Verified));
+    Ok(())
+}
+
+#[test]
+fn a_delta_rebuilds_the_model_from_the_active_slot() -> TestResult {
+    let (old, new, set) = (v1()?, v2()?, set("digits_cnn_v2", 100)?);
+    let device = D::new(Layout::uniform(4, 0xFF), &old)?;
+    let config = config(&old)?;
+    let mut arena = vec![0u8; ARENA];
+    let mut agent = device.boot(&config, &mut arena)?;
+    let mut backend = Backend::default();
+    let o = offer(&new, OfferSpec { base: Some(&old), set: Some(&set), ..Default::default() })?;
+    let patch_len = o.artifacts[1].len();
+    backend.publish_offer(&o);
+    drive(&mut agent, &mut backend, &TestClock::default())?;
+    assert_eq!(agent.active_model().map(|m| m.installed.sha256), Some(Digest::of(&new)));
+    assert_eq!(backend.terminal()?.iter().map(|s| s.event).collect::<Vec<_>>(), [Event::Committed]);
+    // Chunks asked: the patch and the set, not the image.
+    let expected = patch_len.div_ceil(1024) + set.len().div_ceil(1024);
+    assert_eq!(backend.gets as usize, expected);
+    Ok(())
+}
+
+#[test]
+fn a_model_below_the_rule_is_rejected_and_the_running_one_stays() -> TestResult {
+    let (old, bad, set) = (v1()?, model("digits_cnn_v3_bad")?, set("digits_cnn_v1", 100)?);
+    let device = D::new(Layout::uniform(4, 0xFF), &old)?;
+    let config = config(&old)?;
+    let mut arena = vec![0u8; ARENA];
+    let mut agent = device.boot(&config, &mut arena)?;
+    let mut backend = Backend::default();
+    backend.publish_offer(&offer(&bad, OfferSpec { base: Some(&old), set: Some(&set), ..Default::default() })?);
+    drive(&mut agent, &mut backend, &TestClock::default())?;
+    let m = agent.active_model().ok_or("no model")?;
+    assert_eq!((m.image.slot, m.installed.sha256), (0, Digest::of(&old)));
+    assert_eq!(agent.state().counter, 1, "the counter moves only at commit");
+    let t = backend.terminal()?;
+    assert_eq!(t.len(), 1);
+    assert_eq!((t[0].event, t[0].error), (Event::Rejected, Some(ErrorCode::ACCURACY_BELOW_MINIMUM)));
+    Ok(())
+}
+
+#[test]
+fn a_drop_against_the_running_model_is_rejected_even_above_the_minimum() -> TestResult {
+    let (old, new, set) = (v1()?, v2()?, set("digits_cnn_v1", 300)?);
+    let device = D::new(Layout::uniform(4, 0xFF), &old)?;
+    let config = config(&old)?;
+    let mut arena = vec![0u8; ARENA];
+    let mut agent = device.boot(&config, &mut arena)?;
+    let mut backend = Backend::default();
+    // v2 scores a little below v1 on v1's set; allow no drop at all.
+    backend.publish_offer(&offer(
+        &new,
+        OfferSpec { set: Some(&set), min_accuracy: 500, max_drop: 0, ..Default::default() },
+    )?);
+    drive(&mut agent, &mut backend, &TestClock::default())?;
+    let t = backend.terminal()?;
+    assert_eq!((t[0].event, t[0].error), (Event::Rejected, Some(ErrorCode::ACCURACY_DROP)), "{t:?}");
+    assert_eq!(agent.active_model().map(|m| m.image.slot), Some(0));
+    Ok(())
+}
+
+#[test]
+fn rollback_returns_to_the_previous_model_and_keeps_the_counter() -> TestResult {
+    let (old, new) = (v1()?, v2()?);
+    let device = D::new(Layout::uniform(4, 0xFF), &old)?;
+    let config = config(&old)?;
+    let mut arena = vec![0u8; ARENA];
+    let mut agent = device.boot(&config, &mut arena)?;
+    let mut backend = Backend::default();
+    backend.publish_offer(&offer(&new, OfferSpec::default())?);
+    let clock = TestClock::default();
+    drive(&mut agent, &mut backend, &clock)?;
+    assert_eq!(agent.active_model().map(|m| m.image.slot), Some(1));
+    backend.command(1, Action::Rollback, 7)?;
+    drive(&mut agent, &mut backend, &clock)?;
+    let m = agent.active_model().ok_or("no model")?;
+    assert_eq!((m.image.slot, m.installed.sha256), (0, Digest::of(&old)));
+    assert_eq!(agent.state().counter, 2, "a rollback never lowers the counter");
+    let t = backend.terminal()?;
+    assert_eq!(t.iter().map(|s| s.event).collect::<Vec<_>>(), [Event::Committed, Event::RolledBack]);
+    // The same command again does nothing; a second rollback goes forward again.
+    drive(&mut agent, &mut backend, &clock)?;
+    assert_eq!(backend.terminal()?.len(), 2);
+    backend.command(2, Action::Rollback, 7)?;
+    drive(&mut agent, &mut backend, &clock)?;
+    assert_eq!(agent.active_model().map(|m| m.image.slot), Some(1));
+    Ok(())
+}
+
+#[test]
+fn rollback_is_refused_when_the_previous_model_is_gone() -> TestResult {
+    let old = v1()?;
+    let device = D::new(Layout::uniform(4, 0xFF), &old)?;
+    let config = config(&old)?;
+    let mut arena = vec![0u8; ARENA];
+    let mut agent = device.boot(&config, &mut arena)?;
+    let mut backend = Backend::default();
+    backend.command(1, Action::Rollback, 7)?;
+    drive(&mut agent, &mut backend, &TestClock::default())?;
+    let t = backend.terminal()?;
+    assert_eq!((t[0].event, t[0].error), (Event::Rejected, Some(ErrorCode::ROLLBACK_UNAVAILABLE)));
+    assert_eq!(agent.active_model().map(|m| m.image.slot), Some(0));
+    Ok(())
+}
+
+#[test]
+fn a_second_update_reuses_the_set_already_on_the_device() -> TestResult {
+    let (old, new, set) = (v1()?, v2()?, set("digits_cnn_v2", 100)?);
+    let device = D::new(Layout::uniform(4, 0xFF), &old)?;
+    let config = config(&old)?;
+    let mut arena = vec![0u8; ARENA];
+    let mut agent = device.boot(&config, &mut arena)?;
+    let mut backend = Backend::default();
+    backend.publish_offer(&offer(&new, OfferSpec { set: Some(&set), ..Default::default() })?);
+    let clock = TestClock::default();
+    drive(&mut agent, &mut backend, &clock)?;
+    // v1 re-released with a higher counter, as a delta from v2, with the same set.
+    let second = offer(
+        &old,
+        OfferSpec { rollout: 8, counter: 3, base: Some(&new), set: Some(&set), max_drop: 100, ..Default::default() },
+    )?;
+    backend.artifacts.clear();
+    backend.publish_offer(&second);
+    backend.artifacts.remove(&Digest::of(&set));
+    drive(&mut agent, &mut backend, &clock)?;
+    let m = agent.active_model().ok_or("no model")?;
+    assert_eq!((m.image.slot, m.installed.sha256, agent.state().counter), (0, Digest::of(&old), 3));
+    assert_eq!(
+        backend.terminal()?.iter().map(|s| (s.rollout, s.event)).collect::<Vec<_>>(),
+        [(7, Event::Committed), (8, Event::Committed)]
+    );
+    Ok(())
+}
+
+#[test]
+fn cancel_abandons_the_download_and_an_offer_meanwhile_is_busy() -> TestResult {
+    let (old, new) = (v1()?, v2()?);
+    let device = D::new(Layout::uniform(4, 0xFF), &old)?;
+    let config = config(&old)?;
+    let mut arena = vec![0u8; ARENA];
+    let mut agent = device.boot(&config, &mut arena)?;
+    let clock = TestClock::default();
+    let mut net = Net::default();
+    let first = offer(&new, OfferSpec::default())?;
+    agent.handle(mota_proto::topic::Kind::Offer, &first.envelope, &mut net, &clock)?;
+    assert!(agent.state().job.is_some());
+    let other = offer(&new, OfferSpec { rollout: 9, counter: 5, ..Default::default() })?;
+    agent.handle(mota_proto::topic::Kind::Offer, &other.envelope, &mut net, &clock)?;
+    let mut backend = Backend::default();
+    backend.publish_offer(&first);
+    backend.take(&mut net)?;
+    let busy = backend.statuses.iter().find(|s| s.event == Event::Rejected).ok_or("no refusal")?;
+    assert_eq!((busy.rollout, busy.seq, busy.error), (0, 0, Some(ErrorCode::BUSY)));
+    backend.command(1, Action::Cancel, 7)?;
+    drive(&mut agent, &mut backend, &clock)?;
+    assert!(agent.state().job.is_none());
+    assert!(backend.terminal()?.iter().any(|s| s.event == Event::Cancelled && s.rollout == 7));
+    assert_eq!(agent.active_model().map(|m| m.image.slot), Some(0));
+    Ok(())
+}
+
+#[test]
+fn a_reboot_mid_download_resumes_where_it_was() -> TestResult {
+    let (old, new, set) = (v1()?, v2()?, set("digits_cnn_v2", 100)?);
+    let device = D::new(Layout::uniform(4, 0xFF), &old)?;
+    let config = config(&old)?;
+    let clock = TestClock::default();
+    let mut backend = Backend::default();
+    backend.publish_offer(&offer(&new, OfferSpec { set: Some(&set), ..Default::default() })?);
+    {
+        let mut arena = vec![0u8; ARENA];
+        let mut agent = device.boot(&config, &mut arena)?;
+        let mut net = Net::default();
+        agent.handle(mota_proto::topic::Kind::Offer, backend.offer.as_deref().ok_or("offer")?, &mut net, &clock)?;
+        // Six chunks arrive, then the device resets (no flash operation is interrupted).
+        for _ in 0..6 {
+            for r in backend.take(&mut net)? {
+                agent.handle(mota_proto::topic::Kind::Chunk, &r, &mut net, &clock)?;
+            }
+        }
+        assert!(agent.state().job.is_some_and(|j| j.progress >= 4096));
+    }
+    let gets_before = backend.gets;
+    let mut arena = vec![0u8; ARENA];
+    let mut agent = device.boot(&config, &mut arena)?;
+    drive(&mut agent, &mut backend, &clock)?;
+    assert_eq!(agent.active_model().map(|m| m.installed.sha256), Some(Digest::of(&new)));
+    let asked_after = backend.gets - gets_before;
+    assert!(asked_after < (new.len() + set.len()).div_ceil(1024) as u64, "resumed, not restarted: {asked_after}");
+    Ok(())
+}
