@@ -277,6 +277,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         if self.state.job.is_some_and(|j| j.manifest == digest)
             || self.state.current.and_then(|m| m.manifest) == Some(digest)
             || self.state.previous.and_then(|m| m.manifest) == Some(digest)
+            || self.state.last_failed == Some(digest)
             || self.refused == Some(digest)
         {
             return Ok(());
@@ -710,6 +711,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             Err(code) => {
                 report.event = Event::Rejected;
                 report.error = Some(code);
+                next.last_failed = Some(job.manifest);
             }
         }
         next.report = Some(report);
@@ -755,6 +757,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             Action::Cancel => match self.state.job {
                 Some(job) if job.rollout == cmd.rollout_id => {
                     next.job = None;
+                    next.last_failed = Some(job.manifest);
                     Report::new(cmd.rollout_id, seq, Event::Cancelled, Some(job.manifest), Some(ErrorCode::CANCELLED))
                 }
                 _ => return Ok(()),

@@ -284,6 +284,10 @@ pub struct State {
     /// The last command executed.
     #[n(8)]
     pub last_cmd: u64,
+    /// The manifest of the last attempt that ended without a commit (rejected or
+    /// cancelled): a retained offer re-delivered after a reboot is not tried again.
+    #[n(9)]
+    pub last_failed: Option<Digest>,
 }
 
 impl State {
@@ -299,6 +303,7 @@ impl State {
             report: None,
             seq: 1,
             last_cmd: 0,
+            last_failed: None,
         }
     }
 
@@ -378,6 +383,7 @@ mod tests {
             report: Some(report),
             seq: u32::MAX,
             last_cmd: u64::MAX,
+            last_failed: Some(Digest([7; 32])),
         })
     }
 

@@ -206,3 +206,36 @@ impl<F: NorFlash> NorFlash for ErasedFF<F> {
 }
 
 impl<F: MultiwriteNorFlash> MultiwriteNorFlash for ErasedFF<F> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mota_simflash::{Geometry, SimFlash};
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn cycle<const W: usize>(erased: u8) -> TestResult {
+        let part: SimFlash<W, 4096, true> = SimFlash::new(Geometry::uniform(3, 4096, W, erased)?);
+        let mut store = Store::new(part, erased)?;
+        assert_eq!(store.load()?, None);
+        let mut state = State::empty(1);
+        state.report = Some(crate::state::Report::new(1, 2, mota_proto::message::Event::Committed, None, None));
+        state.last_failed = Some(mota_proto::Digest([0x5A; 32]));
+        for i in 0..200 {
+            state.seq = i;
+            store.save(&state)?;
+            assert_eq!(store.load()?, Some(state), "store {i}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn records_cycle_through_the_pages_on_either_erased_value() -> TestResult {
+        for erased in [0xFF, 0x00] {
+            cycle::<1>(erased)?;
+            cycle::<4>(erased)?;
+            cycle::<16>(erased)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,299 @@
+//! Power cuts at every flash operation of an update, before the operation and inside it,
+//! as MCUboot's simulator does between operations and beyond it within them.
+//!
+//! Each scenario runs once uncut to count its mutating flash operations N; then for every
+//! i in 1..=N (and each cut mode) a fresh device is cut at operation i, rebooted and run
+//! to idle. After every boot the active model must hash to what the record says and be
+//! the old or the new model; at the end the state decodes with no job and no pending
+//! report, the outcome is the uncut one, and the backend holds exactly one terminal
+//! report for the attempt (every copy under one key identical).
+//!
+//! `cargo test` runs a sampled sweep (every configuration and scenario, a spread of
+//! operations and modes). The full sweep: `MOTA_FULL_SWEEP=1 cargo test --release -p
+//! mota-agent --test power_cut -- --nocapture` (prints the run count and the time).
+
+mod common;
+
+use std::time::Instant;
+
+use common::*;
+use mota_proto::Digest;
+use mota_proto::message::{Action, ErrorCode, Event};
+use mota_simflash::{CutMode, SimFlash, Snapshot};
+
+const MODES: [CutMode; 3] = [CutMode::Before, CutMode::TearPrefix, CutMode::TearBits];
+
+/// What the attempt must end in.
+#[derive(Clone)]
+struct Expect {
+    model: Vec<u8>,
+    rollout: u64,
+    event: Event,
+    error: Option<ErrorCode>,
+}
+
+/// One scenario: what is done uncut first, then what is published for the cut part.
+struct Scenario {
+    name: &'static str,
+    setup: Vec<Step>,
+    step: Step,
+    expect: Expect,
+}
+
+#[derive(Clone)]
+enum Step {
+    Offer(Offer),
+    Rollback { id: u64, rollout: u64 },
+}
+
+struct Models {
+    v1: Vec<u8>,
+    v2: Vec<u8>,
+    bad: Vec<u8>,
+    set1: Vec<u8>,
+    set2: Vec<u8>,
+}
+
+fn models() -> Result<Models, BoxError> {
+    Ok(Models {
+        v1: model("digits_cnn_v1")?,
+        v2: model("digits_cnn_v2")?,
+        bad: model("digits_cnn_v3_bad")?,
+        set1: set("digits_cnn_v1", 40)?,
+        set2: set("digits_cnn_v2", 40)?,
+    })
+}
+
+fn scenarios(m: &Models) -> Result<Vec<Scenario>, BoxError> {
+    let committed =
+        |model: &[u8], rollout| Expect { model: model.to_vec(), rollout, event: Event::Committed, error: None };
+    let first = offer(&m.v2, OfferSpec { set: Some(&m.set2), ..Default::default() })?;
+    Ok(vec![
+        Scenario { name: "full image", setup: vec![], step: Step::Offer(first.clone()), expect: committed(&m.v2, 7) },
+        Scenario {
+            name: "delta",
+            setup: vec![],
+            step: Step::Offer(offer(&m.v2, OfferSpec { base: Some(&m.v1), set: Some(&m.set2), ..Default::default() })?),
+            expect: committed(&m.v2, 7),
+        },
+        Scenario {
+            name: "validation failure",
+            setup: vec![],
+            step: Step::Offer(offer(
+                &m.bad,
+                OfferSpec { base: Some(&m.v1), set: Some(&m.set1), ..Default::default() },
+            )?),
+            expect: Expect {
+                model: m.v1.clone(),
+                rollout: 7,
+                event: Event::Rejected,
+                error: Some(ErrorCode::ACCURACY_BELOW_MINIMUM),
+            },
+        },
+        Scenario {
+            name: "rollback command",
+            setup: vec![Step::Offer(first.clone())],
+            step: Step::Rollback { id: 1, rollout: 9 },
+            expect: Expect { model: m.v1.clone(), rollout: 9, event: Event::RolledBack, error: None },
+        },
+        Scenario {
+            name: "second update",
+            setup: vec![Step::Offer(first)],
+            step: Step::Offer(offer(
+                &m.v1,
+                OfferSpec {
+                    rollout: 8,
+                    counter: 3,
+                    base: Some(&m.v2),
+                    set: Some(&m.set2),
+                    max_drop: 100,
+                    ..Default::default()
+                },
+            )?),
+            expect: committed(&m.v1, 8),
+        },
+    ])
+}
+
+fn device_config(layout: &Layout, m: &Models) -> Result<mota_agent::Config<'static>, BoxError> {
+    Ok(mota_agent::Config { erased: layout.geometry.erased, ..config(&m.v1)? })
+}
+
+fn publish(backend: &mut Backend, step: &Step) -> Result<(), BoxError> {
+    match step {
+        Step::Offer(o) => backend.publish_offer(o),
+        Step::Rollback { id, rollout } => backend.command(*id, Action::Rollback, *rollout)?,
+    }
+    Ok(())
+}
+
+/// Boots, checks the running model, and drives to idle.
+fn boot_and_drive<const W: usize, const E: usize>(
+    device: &Device<W, E>,
+    config: &mota_agent::Config<'_>,
+    backend: &mut Backend,
+    allowed: &[Digest],
+) -> Result<Result<(), mota_agent::AgentError>, BoxError> {
+    let mut arena = vec![0u8; ARENA];
+    let mut agent = match device.boot(config, &mut arena) {
+        Ok(a) => a,
+        Err(e) => return Ok(Err(e)),
+    };
+    let m = agent.active_model().ok_or("no model to run")?;
+    let bytes = device.slot(m.image.slot);
+    let digest = Digest::of(&bytes[..m.installed.size as usize]);
+    if digest != m.installed.sha256 || !allowed.contains(&digest) {
+        return Err(format!("boot would run slot {} with digest {digest:?}", m.image.slot).into());
+    }
+    Ok(drive(&mut agent, backend, &TestClock::default()))
+}
+
+struct Prepared<const W: usize, const E: usize> {
+    layout: Layout,
+    snapshot: Snapshot,
+    backend_offer: Option<Vec<u8>>,
+    artifacts: std::collections::HashMap<Digest, Vec<u8>>,
+    ops: u64,
+}
+
+/// Runs the setup uncut, then the step uncut to count its operations.
+fn prepare<const W: usize, const E: usize>(
+    layout: &Layout,
+    s: &Scenario,
+    m: &Models,
+    allowed: &[Digest],
+) -> Result<Prepared<W, E>, BoxError> {
+    let device = Device::<W, E>::new(layout.clone(), &m.v1)?;
+    let config = device_config(layout, m)?;
+    let mut backend = Backend::default();
+    for step in &s.setup {
+        publish(&mut backend, step)?;
+        boot_and_drive(&device, &config, &mut backend, allowed)??;
+    }
+    let snapshot = device.part.borrow().snapshot();
+    let (backend_offer, artifacts) = (backend.offer.clone(), backend.artifacts.clone());
+    publish(&mut backend, &s.step)?;
+    let before = device.ops();
+    boot_and_drive(&device, &config, &mut backend, allowed)??;
+    let ops = device.ops() - before;
+    check_end(&device, &config, &backend, &s.expect, allowed).map_err(|e| format!("{}: uncut: {e}", s.name))?;
+    Ok(Prepared { layout: layout.clone(), snapshot, backend_offer, artifacts, ops })
+}
+
+fn check_end<const W: usize, const E: usize>(
+    device: &Device<W, E>,
+    config: &mota_agent::Config<'_>,
+    backend: &Backend,
+    expect: &Expect,
+    allowed: &[Digest],
+) -> Result<(), BoxError> {
+    let mut arena = vec![0u8; ARENA];
+    let agent = device.boot(config, &mut arena)?;
+    let state = agent.state();
+    if state.job.is_some() || state.report.is_some() {
+        return Err(format!("not idle: {state:?}").into());
+    }
+    let m = agent.active_model().ok_or("no model")?;
+    let bytes = device.slot(m.image.slot);
+    let digest = Digest::of(&bytes[..m.installed.size as usize]);
+    if digest != Digest::of(&expect.model) || digest != m.installed.sha256 || !allowed.contains(&digest) {
+        return Err(format!("ended on the wrong model (slot {})", m.image.slot).into());
+    }
+    let terminal = backend.terminal()?;
+    let mine: Vec<_> = terminal.iter().filter(|t| t.rollout == expect.rollout).collect();
+    if mine.len() != 1 || mine[0].event != expect.event || mine[0].error != expect.error {
+        return Err(format!("terminal reports {mine:?}").into());
+    }
+    if terminal.iter().any(|t| t.rollout == 0) {
+        return Err(format!("an offer was refused: {terminal:?}").into());
+    }
+    Ok(())
+}
+
+/// Cuts operation `op` in `mode`, reboots, finishes, checks.
+fn cut_run<const W: usize, const E: usize>(
+    p: &Prepared<W, E>,
+    s: &Scenario,
+    m: &Models,
+    allowed: &[Digest],
+    op: u64,
+    mode: CutMode,
+) -> Result<(), BoxError> {
+    let mut part = SimFlash::<W, E, true>::new(p.layout.geometry.clone());
+    part.restore(&p.snapshot)?;
+    part.seed(op.wrapping_mul(0x9E37_79B9) ^ mode as u64);
+    let device = Device { part: std::rc::Rc::new(std::cell::RefCell::new(part)), layout: p.layout.clone() };
+    let config = device_config(&p.layout, m)?;
+    let mut backend = Backend { offer: p.backend_offer.clone(), artifacts: p.artifacts.clone(), ..Default::default() };
+    publish(&mut backend, &s.step)?;
+    device.part.borrow_mut().cut_at(op, mode);
+    let first = boot_and_drive(&device, &config, &mut backend, allowed)?;
+    if first.is_ok() || !device.part.borrow().is_cut() {
+        return Err(format!("the cut at op {op} did not happen ({first:?})").into());
+    }
+    device.part.borrow_mut().restore_power();
+    boot_and_drive(&device, &config, &mut backend, allowed)??;
+    check_end(&device, &config, &backend, &s.expect, allowed)
+}
+
+/// Sweeps one layout; returns the number of cut runs.
+fn sweep_layout<const W: usize, const E: usize>(layout: Layout, full: bool, m: &Models) -> Result<u64, BoxError> {
+    let allowed: Vec<Digest> = [&m.v1, &m.v2].iter().map(|b| Digest::of(b)).collect();
+    let mut runs = 0;
+    for s in scenarios(m)? {
+        let p = prepare::<W, E>(&layout, &s, m, &allowed).map_err(|e| {
+            format!(
+                "{} / {} sectors W={W} erased={:#x}: uncut: {e}",
+                s.name,
+                layout.geometry.sectors().len(),
+                layout.geometry.erased
+            )
+        })?;
+        // Sampled: about a dozen cut points spread over the operations, modes rotating.
+        let stride = if full { 1 } else { (p.ops / 12).max(1) };
+        for op in (1..=p.ops).step_by(stride as usize) {
+            let modes: &[CutMode] =
+                if full { &MODES } else { std::slice::from_ref(&MODES[(op / stride) as usize % 3]) };
+            for &mode in modes {
+                cut_run(&p, &s, m, &allowed, op, mode).map_err(|e| {
+                    format!(
+                        "{} / {:?} W={W} erased={:#x}: cut {mode:?} at op {op} of {}: {e}",
+                        s.name,
+                        layout.geometry.sectors().len(),
+                        layout.geometry.erased,
+                        p.ops
+                    )
+                })?;
+                runs += 1;
+            }
+        }
+    }
+    Ok(runs)
+}
+
+fn sweep_write_size<const W: usize>(full: bool, m: &Models) -> Result<u64, BoxError> {
+    let mut runs = 0;
+    for erased in [0xFF, 0x00] {
+        runs += sweep_layout::<W, 4096>(Layout::uniform(W, erased), full, m)?;
+        runs += sweep_layout::<W, 16384>(Layout::stm32f4(W, erased), full, m)?;
+        runs += sweep_layout::<W, 4096>(Layout::paged(W, erased), full, m)?;
+    }
+    Ok(runs)
+}
+
+#[test]
+fn every_cut_of_every_scenario_recovers() -> TestResult {
+    let full = std::env::var_os("MOTA_FULL_SWEEP").is_some();
+    let m = models()?;
+    let start = Instant::now();
+    let runs = sweep_write_size::<1>(full, &m)?
+        + sweep_write_size::<4>(full, &m)?
+        + sweep_write_size::<8>(full, &m)?
+        + sweep_write_size::<16>(full, &m)?;
+    println!(
+        "power-cut sweep ({}): {runs} cut runs passed, 5 scenarios x 3 geometries x 4 write sizes x 2 erased values, {:.1} s",
+        if full { "full" } else { "sampled" },
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
