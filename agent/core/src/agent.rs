@@ -82,7 +82,8 @@ pub struct Agent<'c, F, S: NorFlash, V> {
     /// Next artifact offset to ask for (RAM; the persisted one is `job.progress`).
     received: u32,
     request: Option<Request>,
-    /// The last offer refused without a state change (so a retained offer is judged once per boot).
+    /// Digest of the last envelope refused without a state change (so a retained offer is
+    /// judged once per boot).
     refused: Option<Digest>,
     /// A pending report could not be published; try again at `poll`.
     report_due: bool,
@@ -273,13 +274,19 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             return self.refuse(payload, None, ErrorCode::ENVELOPE_MALFORMED, net);
         };
         let digest = Digest::of(envelope.manifest);
-        // The offer in progress, one installed now or before, or one already refused.
+        // The offer in progress, one installed now or before, or one that failed. (Same
+        // signed manifest: its signature verified before, whatever wraps it now.)
         if self.state.job.is_some_and(|j| j.manifest == digest)
             || self.state.current.and_then(|m| m.manifest) == Some(digest)
             || self.state.previous.and_then(|m| m.manifest) == Some(digest)
             || self.state.last_failed == Some(digest)
-            || self.refused == Some(digest)
         {
+            return Ok(());
+        }
+        // The very same bytes refused before (by the whole envelope: a copy with a broken
+        // signature must not shadow the genuine offer).
+        let whole = Digest::of(payload);
+        if self.refused == Some(whole) {
             return Ok(());
         }
         let policy = DevicePolicy {
@@ -341,7 +348,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         if payload.is_empty() {
             return Ok(());
         }
-        self.refused = digest;
+        self.refused = Some(Digest::of(payload));
         let report = Report::new(0, 0, Event::Rejected, digest, Some(code));
         publish(net, Kind::Status, &report.status());
         Ok(())
