@@ -237,18 +237,17 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         if self.holds(active, &current)? {
             return Ok(());
         }
-        let mut next = self.state;
         let other = usize::from(self.state.inactive());
         let previous = self.state.previous.filter(|_| self.state.job.is_none());
         match previous {
             Some(previous) if self.holds(other, &previous)? => {
-                next.active = self.state.inactive();
-                next.current = Some(previous);
+                self.state.active = self.state.inactive();
+                self.state.current = Some(previous);
             }
-            _ => next.current = None,
+            _ => self.state.current = None,
         }
-        next.previous = None;
-        self.save(next)
+        self.state.previous = None;
+        self.persist()
     }
 
     fn holds(&mut self, slot: usize, model: &Installed) -> Result<bool, AgentError> {
@@ -260,9 +259,10 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         }
     }
 
-    fn save(&mut self, next: State) -> Result<(), AgentError> {
-        self.store.save(&next)?;
-        self.state = next;
+    /// Stores the record as it now is in RAM. After an error the two may differ: the
+    /// caller must reboot (build the agent again), as after any [`AgentError`].
+    fn persist(&mut self) -> Result<(), AgentError> {
+        self.store.save(&self.state)?;
         Ok(())
     }
 
@@ -361,7 +361,6 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         clock: &impl Clock,
     ) -> Result<(), AgentError> {
         let m = &offer.manifest;
-        let mut next = self.state;
         let job = Job {
             manifest: offer.manifest_digest,
             rollout: m.rollout_id,
@@ -380,10 +379,10 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             restarts: 0,
         };
         // The inactive slot is about to be erased: it no longer holds a rollback target.
-        next.previous = None;
-        next.job = Some(job);
-        let seq = next.next_seq();
-        self.save(next)?;
+        self.state.previous = None;
+        self.state.job = Some(job);
+        let seq = self.state.next_seq();
+        self.persist()?;
         let mut accepted = progress_status(&job, seq, Event::Accepted, 0);
         if !offer.time_checked {
             accepted.detail = Some("expiry not checked: no trusted time");
@@ -440,9 +439,8 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             if job.trials > self.config.max_trials {
                 return self.finish(job, Err(ErrorCode::VALIDATION_INTERRUPTED), None);
             }
-            let mut next = self.state;
-            next.job = Some(job);
-            return self.save(next);
+            self.state.job = Some(job);
+            return self.persist();
         }
         self.start_artifact(job);
         if job.phase == Phase::Image && job.delta.is_some() && self.decoder.is_none() {
@@ -547,10 +545,9 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         job.progress = progress;
         job.written = written;
         job.checkpoint = checkpoint;
-        let mut next = self.state;
-        next.job = Some(job);
-        let seq = next.next_seq();
-        self.save(next)?;
+        self.state.job = Some(job);
+        let seq = self.state.next_seq();
+        self.persist()?;
         publish(net, Kind::Status, &progress_status(&job, seq, Event::Downloading, self.received));
         Ok(())
     }
@@ -566,9 +563,8 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         job.progress = 0;
         job.written = 0;
         job.checkpoint = None;
-        let mut next = self.state;
-        next.job = Some(job);
-        self.save(next)?;
+        self.state.job = Some(job);
+        self.persist()?;
         self.start_artifact(job);
         self.send_request(&job, net, clock.now_ms());
         Ok(())
@@ -609,15 +605,19 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         if job.phase == Phase::Validate {
             job.trials = 1;
         }
-        let mut next = self.state;
-        next.job = Some(job);
-        let seq = next.next_seq();
-        self.save(next)?;
+        self.state.job = Some(job);
+        let seq = self.state.next_seq();
+        self.persist()?;
         if verified {
             publish(net, Kind::Status, &progress_status(&job, seq, Event::Verified, job.image.size));
         }
         self.start_artifact(job);
-        self.poll(net, clock)
+        // Downloading the set starts at once; copying it and validating wait for the next
+        // `poll` (short call chains keep the stack small).
+        if job.phase == Phase::Set && self.reusable_set(&job).is_none() {
+            self.send_request(&job, net, clock.now_ms());
+        }
+        Ok(())
     }
 
     /// The running model's slot already holds the set the offer names.
@@ -690,9 +690,8 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
     /// Ends the job: ONE store either commits (new slot active, counter raised, report
     /// pending) or rejects (active slot untouched, report pending). Then reports.
     fn finish(&mut self, job: Job, verdict: Result<(), ErrorCode>, measured: Option<Report>) -> Result<(), AgentError> {
-        let mut next = self.state;
-        next.job = None;
-        let seq = next.next_seq();
+        self.state.job = None;
+        let seq = self.state.next_seq();
         let mut report =
             measured.unwrap_or_else(|| Report::new(job.rollout, seq, Event::Rejected, Some(job.manifest), None));
         report.seq = seq;
@@ -700,10 +699,10 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             Ok(()) => {
                 report.event = Event::Committed;
                 report.error = None;
-                next.previous = next.current;
-                next.active = self.state.inactive();
-                next.counter = next.counter.max(job.counter);
-                next.current = Some(Installed {
+                self.state.previous = self.state.current;
+                self.state.active = self.state.inactive();
+                self.state.counter = self.state.counter.max(job.counter);
+                self.state.current = Some(Installed {
                     sha256: job.image.sha256,
                     size: job.image.size,
                     counter: job.counter,
@@ -718,13 +717,13 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             Err(code) => {
                 report.event = Event::Rejected;
                 report.error = Some(code);
-                next.last_failed = Some(job.manifest);
+                self.state.last_failed = Some(job.manifest);
             }
         }
-        next.report = Some(report);
+        self.state.report = Some(report);
         self.decoder = None;
         self.request = None;
-        self.save(next)?;
+        self.persist()?;
         self.report_due = true;
         Ok(())
     }
@@ -737,9 +736,8 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         if !publish(net, Kind::Status, &report.status()) {
             return Ok(());
         }
-        let mut next = self.state;
-        next.report = None;
-        self.save(next)?;
+        self.state.report = None;
+        self.persist()?;
         self.report_due = false;
         Ok(())
     }
@@ -757,35 +755,37 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         if self.state.report.is_some() {
             return Ok(()); // not recorded: the backend repeats it
         }
-        let mut next = self.state;
-        next.last_cmd = cmd.id;
-        let seq = next.next_seq();
-        let report = match cmd.action {
-            Action::Cancel => match self.state.job {
-                Some(job) if job.rollout == cmd.rollout_id => {
-                    next.job = None;
-                    next.last_failed = Some(job.manifest);
-                    Report::new(cmd.rollout_id, seq, Event::Cancelled, Some(job.manifest), Some(ErrorCode::CANCELLED))
-                }
-                _ => return Ok(()),
-            },
-            Action::Rollback => {
-                let other = usize::from(self.state.inactive());
-                match (self.state.job, self.state.previous) {
-                    (None, Some(prev)) if self.holds(other, &prev)? => {
-                        next.active = self.state.inactive();
-                        next.current = Some(prev);
-                        next.previous = self.state.current;
-                        Report::new(cmd.rollout_id, seq, Event::RolledBack, prev.manifest, None)
-                    }
-                    _ => Report::new(cmd.rollout_id, seq, Event::Rejected, None, Some(ErrorCode::ROLLBACK_UNAVAILABLE)),
-                }
+        let job = self.state.job;
+        if cmd.action == Action::Cancel && job.is_none_or(|j| j.rollout != cmd.rollout_id) {
+            return Ok(());
+        }
+        let rollback_to = match (cmd.action, job, self.state.previous) {
+            (Action::Rollback, None, Some(prev)) if self.holds(usize::from(self.state.inactive()), &prev)? => {
+                Some(prev)
             }
+            _ => None,
         };
-        next.report = Some(report);
+        let state = &mut self.state;
+        state.last_cmd = cmd.id;
+        let seq = state.next_seq();
+        let report = match (cmd.action, job, rollback_to) {
+            (Action::Cancel, Some(job), _) => {
+                state.job = None;
+                state.last_failed = Some(job.manifest);
+                Report::new(cmd.rollout_id, seq, Event::Cancelled, Some(job.manifest), Some(ErrorCode::CANCELLED))
+            }
+            (Action::Rollback, _, Some(prev)) => {
+                state.previous = state.current;
+                state.current = Some(prev);
+                state.active = state.inactive();
+                Report::new(cmd.rollout_id, seq, Event::RolledBack, prev.manifest, None)
+            }
+            _ => Report::new(cmd.rollout_id, seq, Event::Rejected, None, Some(ErrorCode::ROLLBACK_UNAVAILABLE)),
+        };
+        state.report = Some(report);
         self.decoder = None;
         self.request = None;
-        self.save(next)?;
+        self.persist()?;
         self.report_due = true;
         self.deliver_report(net)
     }
@@ -809,6 +809,7 @@ impl From<WriteError> for Consumed {
 }
 
 /// Encodes and publishes; `false` when either fails (the caller may retry).
+#[inline(never)]
 fn publish<'a, T: Transport, M: Wire<'a>>(net: &mut T, kind: Kind, message: &M) -> bool {
     let mut buf = [0u8; mota_proto::limits::MAX_SMALL_MESSAGE_LEN];
     let Ok(len) = message.encode_into(&mut buf) else { return false };

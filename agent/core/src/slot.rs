@@ -116,6 +116,7 @@ impl Writer {
     }
 
     /// Programs whole units at `pos`, skipping those already holding `bytes`.
+    #[inline(never)]
     fn program<F: NorFlash>(&mut self, flash: &mut F, bytes: &[u8]) -> Result<(), WriteError> {
         let w = F::WRITE_SIZE;
         let mut have = [0u8; PIECE];
@@ -140,6 +141,7 @@ impl Writer {
 }
 
 /// SHA-256 of `len` bytes from `offset` of `flash`.
+#[inline(never)]
 pub fn sha256<F: ReadNorFlash>(flash: &mut F, offset: u32, len: u32) -> Result<Digest, WriteError> {
     let mut hasher = Sha256::new();
     let mut buf = [0u8; PIECE];
@@ -159,6 +161,7 @@ pub fn sha256<F: ReadNorFlash>(flash: &mut F, offset: u32, len: u32) -> Result<D
 }
 
 /// Copies `len` bytes from `src` at `from` through `writer` into `dst`.
+#[inline(never)]
 pub fn copy<F: NorFlash>(src: &mut F, from: u32, len: u32, dst: &mut F, writer: &mut Writer) -> Result<(), WriteError> {
     let mut buf = [0u8; PIECE];
     let mut done = 0u32;

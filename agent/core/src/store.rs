@@ -18,6 +18,9 @@ use sequential_storage::map::{MapConfig, MapStorage, SerializationError, Value};
 
 use crate::state::{MAX_STATE_LEN, STATE_FORMAT, State};
 
+/// No cache: one record, read once per boot.
+type NoCache = Cache<Uncached, Uncached, Uncached, u8>;
+
 /// The map key of the record.
 const KEY: u8 = 0;
 
@@ -52,7 +55,7 @@ impl core::error::Error for StoreError {}
 
 /// The state map over a region.
 pub struct Store<S: NorFlash> {
-    map: MapStorage<u8, Blocking<ErasedFF<S>>, Cache<Uncached, Uncached, Uncached, u8>>,
+    map: MapStorage<u8, Blocking<ErasedFF<S>>, NoCache>,
     buf: [u8; MAX_STATE_LEN],
 }
 

@@ -66,7 +66,7 @@ impl<M: SlotMemory, C: validation::Clock> Validator for RuntimeValidator<'_, M, 
     }
 }
 
-fn locate<'s>(slots: [&'s [u8]; 2], at: Located) -> Option<&'s [u8]> {
+fn locate(slots: [&[u8]; 2], at: Located) -> Option<&[u8]> {
     let slot = slots.get(usize::from(at.slot))?;
     slot.get(at.offset as usize..at.offset.checked_add(at.len)? as usize)
 }

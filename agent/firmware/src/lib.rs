@@ -3,6 +3,8 @@
 //! painting.
 #![no_std]
 
+pub mod demo;
+
 /// Start of a measured region: the trace script counts instructions from here.
 /// (Its body differs from [`bench_end`]'s, so the linker cannot merge the two.)
 #[inline(never)]
