@@ -130,6 +130,11 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         &self.state
     }
 
+    /// Nothing to do until a message arrives: no update in progress, no report to send.
+    pub fn is_idle(&self) -> bool {
+        self.state.job.is_none() && !self.report_due
+    }
+
     /// The model to run, if any.
     pub fn active_model(&self) -> Option<ActiveModel> {
         let installed = self.state.current?;
@@ -181,7 +186,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             }
         }
         if self.report_due {
-            self.deliver_report(net)?;
+            self.deliver_report(net);
         }
         Ok(())
     }
@@ -299,7 +304,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             Ok(offer) => offer,
             Err(e) => return self.refuse(payload, Some(digest), ErrorCode::from(&e), net),
         };
-        if self.state.job.is_some() || self.state.report.is_some() {
+        if self.state.job.is_some() || self.report_due {
             // Not remembered: once the device is free, the offer is judged again.
             self.refuse(payload, Some(digest), ErrorCode::BUSY, net)?;
             self.refused = None;
@@ -379,7 +384,9 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             restarts: 0,
         };
         // The inactive slot is about to be erased: it no longer holds a rollback target.
+        // The last report was sent (else the offer is refused as busy): it retires here.
         self.state.previous = None;
+        self.state.report = None;
         self.state.job = Some(job);
         let seq = self.state.next_seq();
         self.persist()?;
@@ -728,18 +735,15 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         Ok(())
     }
 
-    fn deliver_report<T: Transport>(&mut self, net: &mut T) -> Result<(), AgentError> {
-        let Some(report) = self.state.report else {
-            self.report_due = false;
-            return Ok(());
-        };
-        if !publish(net, Kind::Status, &report.status()) {
-            return Ok(());
+    /// Publishes the terminal report. It stays in the record: a publish may be lost with
+    /// the power before the broker has it, so it is sent again after every boot and
+    /// reconnect (the backend counts it once, by its key) and retired only by the store
+    /// that accepts the next offer (or replaced by the next report).
+    fn deliver_report<T: Transport>(&mut self, net: &mut T) {
+        match self.state.report {
+            Some(report) => self.report_due = !publish(net, Kind::Status, &report.status()),
+            None => self.report_due = false,
         }
-        self.state.report = None;
-        self.persist()?;
-        self.report_due = false;
-        Ok(())
     }
 
     // ---- commands --------------------------------------------------------------------
@@ -750,9 +754,9 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             return Ok(()); // already executed
         }
         if self.report_due {
-            self.deliver_report(net)?;
+            self.deliver_report(net);
         }
-        if self.state.report.is_some() {
+        if self.report_due {
             return Ok(()); // not recorded: the backend repeats it
         }
         let job = self.state.job;
@@ -787,7 +791,8 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         self.request = None;
         self.persist()?;
         self.report_due = true;
-        self.deliver_report(net)
+        self.deliver_report(net);
+        Ok(())
     }
 }
 

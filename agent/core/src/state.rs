@@ -180,7 +180,7 @@ pub struct Job {
     pub restarts: u8,
 }
 
-/// A terminal report not yet delivered.
+/// A terminal report (kept until the next offer is accepted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
 #[cbor(map)]
 pub struct Report {
@@ -275,7 +275,8 @@ pub struct State {
     /// The update in progress.
     #[n(5)]
     pub job: Option<Job>,
-    /// The terminal report waiting to be delivered.
+    /// The last terminal report: sent again after every boot and reconnect, retired when
+    /// the next offer is accepted.
     #[n(6)]
     pub report: Option<Report>,
     /// The next report number (device-wide, so `(rollout, seq)` never repeats).

@@ -4,8 +4,8 @@
 //! Each scenario runs once uncut to count its mutating flash operations N; then for every
 //! i in 1..=N (and each cut mode) a fresh device is cut at operation i, rebooted and run
 //! to idle. After every boot the active model must hash to what the record says and be
-//! the old or the new model; at the end the state decodes with no job and no pending
-//! report, the outcome is the uncut one, and the backend holds exactly one terminal
+//! the old or the new model; at the end the state decodes with no job and the attempt's
+//! own report as the last one, the outcome is the uncut one, and the backend holds exactly one terminal
 //! report for the attempt (every copy under one key identical).
 //!
 //! `cargo test` runs a sampled sweep (every configuration and scenario, a spread of
@@ -190,7 +190,7 @@ fn check_end<const W: usize, const E: usize>(
     let mut arena = vec![0u8; ARENA];
     let agent = device.boot(config, &mut arena)?;
     let state = agent.state();
-    if state.job.is_some() || state.report.is_some() {
+    if state.job.is_some() || state.report.is_some_and(|r| r.rollout != expect.rollout || r.event != expect.event) {
         return Err(format!("not idle: {state:?}").into());
     }
     let m = agent.active_model().ok_or("no model")?;

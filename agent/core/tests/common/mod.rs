@@ -411,8 +411,7 @@ pub fn drive<const W: usize, const E: usize>(
     for _ in 0..100_000 {
         let replies = backend.take(&mut net).map_err(|_| AgentError::Config("backend"))?;
         if replies.is_empty() {
-            let s = agent.state();
-            if s.job.is_none() && s.report.is_none() {
+            if agent.is_idle() {
                 return Ok(());
             }
             clock.ms.set(clock.ms.get() + 1000);
