@@ -1,4 +1,16 @@
-//! The host device: the real agent, on file-backed simulated flash, speaking real MQTT.
+//! Simulated devices for the backend to talk to: the real agent (verification, patching,
+//! the state record, mota-runtime validation) on simulated NOR flash, over real MQTT.
 //!
-//! Not built yet (issues 5 and 7): one simulated device or a fleet of them, reaching the
-//! backend only over the network, exactly as a real device does.
+//! A device is one `SimFlash` part (file-backed, so it keeps its flash across process
+//! restarts) split into the state region and two model slots, one MQTT connection, and
+//! the agent driven by an async loop. A fleet is N such devices in one process, on one
+//! thread (a `LocalSet`: the agent is single-threaded, as in firmware). Fault knobs
+//! reproduce what fleets see: power cuts at a random flash operation (before or inside
+//! it), dropped connections, slow links.
+
+pub mod broker;
+pub mod device;
+pub mod fleet;
+
+pub use device::{DeviceOptions, DeviceStatus, Faults, SimError, run_device};
+pub use fleet::{FleetOptions, device_id, run_fleet};

@@ -1,0 +1,346 @@
+//! One simulated device: boots the agent on its flash, keeps an MQTT connection, feeds
+//! the agent every message and a timer tick, and reboots after a power cut.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use embedded_storage::nor_flash::NorFlash;
+use mota_agent::{Agent, AgentError, Clock, Config, Factory, RuntimeValidator, SUBSCRIPTIONS, SlotMemory, Transport};
+use mota_proto::message::Hello;
+use mota_proto::topic::{Kind, Topic};
+use mota_proto::{Digest, Limits, Wire};
+use mota_simflash::{CutMode, Geometry, Region, SimFlash};
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+
+/// The simulated part: 4-byte program units, 4 KiB sectors, erased 0xFF, multiwrite.
+pub type Part = SimFlash<4, 4096, true>;
+type Slot = Region<Part>;
+type SimAgent<'c> = Agent<'c, Slot, Slot, RuntimeValidator<'c, MappedSlots, UsClock>>;
+
+/// State region: 4 sectors.
+pub const STATE_LEN: u32 = 4 * 4096;
+/// Each model slot.
+pub const SLOT_LEN: u32 = 128 * 1024;
+/// Tensor arena of a simulated device.
+pub const ARENA: usize = 64 * 1024;
+/// Largest chunk a device asks for.
+pub const CHUNK: u32 = 4096;
+
+/// Why a device stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The flash file could not be opened.
+    #[error("flash file {0}: {1}")]
+    Flash(PathBuf, String),
+    /// The factory model does not fit or does not load.
+    #[error("factory model: {0}")]
+    Factory(String),
+    /// The agent refused to start (configuration).
+    #[error("agent: {0}")]
+    Agent(AgentError),
+    /// The device id cannot be a topic level.
+    #[error("device id {0:?}: {1}")]
+    Id(String, String),
+}
+
+/// Faults to inject.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Chance that a boot schedules a power cut within its next 400 flash operations.
+    pub cut_probability: f64,
+    /// At most this many cuts over the device's life (so updates still finish).
+    pub max_cuts: u32,
+    /// Drop the connection this often.
+    pub disconnect_every: Option<Duration>,
+    /// Delay before each received message is handled (a slow link).
+    pub message_delay: Duration,
+}
+
+/// What a device is.
+#[derive(Debug, Clone)]
+pub struct DeviceOptions {
+    /// Device id (the `{device}` topic level).
+    pub id: String,
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Device class.
+    pub class: String,
+    /// Trusted root public keys.
+    pub roots: Vec<[u8; 32]>,
+    /// The factory model, flashed into slot 0 of a fresh part.
+    pub factory: Arc<[u8]>,
+    /// Its security counter.
+    pub factory_counter: u32,
+    /// Where the flash lives across restarts (`None`: in memory).
+    pub flash_file: Option<PathBuf>,
+    /// Faults.
+    pub faults: Faults,
+    /// Seed for the fault dice.
+    pub seed: u64,
+}
+
+/// What a device has done, for observers (the fleet report, tests).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceStatus {
+    /// Boots so far.
+    pub boots: u32,
+    /// Power cuts injected.
+    pub cuts: u32,
+    /// Connections made.
+    pub connects: u32,
+    /// Digest of the model the device runs.
+    pub running: Option<Digest>,
+    /// Its version.
+    pub version: String,
+    /// The device's security counter.
+    pub counter: u32,
+}
+
+/// Runs the device until its task is dropped; `status` is kept current.
+pub async fn run_device(opts: DeviceOptions, status: Rc<RefCell<DeviceStatus>>) -> Result<(), SimError> {
+    mota_proto::topic::check_device_id(&opts.id).map_err(|e| SimError::Id(opts.id.clone(), e.to_string()))?;
+    let part = Rc::new(RefCell::new(open_part(&opts)?));
+    let config = config(&opts)?;
+    let mut dice = opts.seed | 1;
+    loop {
+        part.borrow_mut().restore_power();
+        let cut_ops = schedule_cut(&opts, &part, &status, &mut dice);
+        let mut arena = vec![0u8; ARENA];
+        let agent = boot(&config, &part, &mut arena);
+        let mut agent = match agent {
+            Ok(agent) => agent,
+            Err(_) if part.borrow().is_cut() => continue,
+            Err(e) => return Err(SimError::Agent(e)),
+        };
+        status.borrow_mut().boots += 1;
+        observe(&agent, &status);
+        // One boot: connect (again after drops) until the power fails.
+        loop {
+            match session(&opts, &mut agent, &status, &mut dice).await {
+                Ended::PowerCut => break,
+                Ended::Disconnected => continue,
+            }
+        }
+        tracing::debug!(device = %opts.id, ?cut_ops, "power cut: rebooting");
+    }
+}
+
+fn open_part(opts: &DeviceOptions) -> Result<Part, SimError> {
+    let geometry = Geometry::uniform(((STATE_LEN + 2 * SLOT_LEN) / 4096) as usize, 4096, 4, 0xFF)
+        .map_err(|e| SimError::Factory(e.to_string()))?;
+    let mut part = match &opts.flash_file {
+        Some(path) => SimFlash::with_file(geometry, path).map_err(|e| SimError::Flash(path.clone(), e.to_string()))?,
+        None => SimFlash::new(geometry),
+    };
+    // A fresh part (slot 0 erased) gets the factory image, as production would flash it.
+    let fresh = part.contents()[STATE_LEN as usize..STATE_LEN as usize + 4].iter().all(|&b| b == 0xFF);
+    if fresh {
+        if opts.factory.len() > SLOT_LEN as usize {
+            return Err(SimError::Factory("larger than a slot".into()));
+        }
+        let mut image = opts.factory.to_vec();
+        image.resize(image.len().next_multiple_of(4), 0xFF);
+        part.write(STATE_LEN, &image).map_err(|e| SimError::Factory(e.to_string()))?;
+    }
+    Ok(part)
+}
+
+fn config(opts: &DeviceOptions) -> Result<Config<'static>, SimError> {
+    let model = mota_runtime::Model::parse(&opts.factory).map_err(|e| SimError::Factory(e.to_string()))?;
+    let arena = mota_runtime::arena_size(&model).map_err(|e| SimError::Factory(e.to_string()))?;
+    // Leaked once per device: the agent borrows its configuration for the process' life.
+    let class: &'static str = Box::leak(opts.class.clone().into_boxed_str());
+    let roots: &'static [[u8; 32]] = Box::leak(opts.roots.clone().into_boxed_slice());
+    Ok(Config {
+        device_class: class,
+        agent_version: concat!("mota-sim-", env!("CARGO_PKG_VERSION")),
+        roots,
+        limits: Limits {
+            max_image_bytes: SLOT_LEN,
+            max_patch_bytes: 1024 * 1024,
+            max_arena_bytes: ARENA as u32,
+            max_validation_bytes: SLOT_LEN,
+        },
+        erased: 0xFF,
+        chunk_bytes: CHUNK,
+        retry_ms: 5_000,
+        max_trials: 2,
+        factory: Some(Factory {
+            size: opts.factory.len() as u32,
+            name: "factory",
+            version: "factory",
+            counter: opts.factory_counter,
+            arena_bytes: arena as u32,
+        }),
+    })
+}
+
+fn boot<'c>(config: &'c Config<'c>, part: &Rc<RefCell<Part>>, arena: &'c mut [u8]) -> Result<SimAgent<'c>, AgentError> {
+    let slots = [Region::new(part, STATE_LEN, SLOT_LEN), Region::new(part, STATE_LEN + SLOT_LEN, SLOT_LEN)];
+    let state = Region::new(part, 0, STATE_LEN);
+    let memory = MappedSlots(Rc::clone(part));
+    Agent::boot(config, slots, state, RuntimeValidator { memory, arena, clock: UsClock })
+}
+
+fn observe(agent: &SimAgent<'_>, status: &Rc<RefCell<DeviceStatus>>) {
+    let mut s = status.borrow_mut();
+    let model = agent.active_model();
+    s.running = model.map(|m| m.installed.sha256);
+    s.version = model.map(|m| m.installed.version.as_str().to_owned()).unwrap_or_default();
+    s.counter = agent.state().counter;
+}
+
+/// Maybe arms a power cut somewhere in the next 400 flash operations of this boot.
+fn schedule_cut(
+    opts: &DeviceOptions,
+    part: &Rc<RefCell<Part>>,
+    status: &Rc<RefCell<DeviceStatus>>,
+    dice: &mut u64,
+) -> Option<u64> {
+    let f = opts.faults;
+    if status.borrow().cuts >= f.max_cuts || roll(dice) >= f.cut_probability {
+        return None;
+    }
+    let mut p = part.borrow_mut();
+    let at = p.stats().mutating() + 1 + (next(dice) % 400);
+    let mode = [CutMode::Before, CutMode::TearPrefix, CutMode::TearBits][(next(dice) % 3) as usize];
+    p.seed(next(dice));
+    p.cut_at(at, mode);
+    status.borrow_mut().cuts += 1;
+    Some(at)
+}
+
+fn next(dice: &mut u64) -> u64 {
+    *dice ^= *dice << 13;
+    *dice ^= *dice >> 7;
+    *dice ^= *dice << 17;
+    *dice
+}
+
+fn roll(dice: &mut u64) -> f64 {
+    (next(dice) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+enum Ended {
+    PowerCut,
+    Disconnected,
+}
+
+/// One MQTT connection's life.
+async fn session(
+    opts: &DeviceOptions,
+    agent: &mut SimAgent<'_>,
+    status: &Rc<RefCell<DeviceStatus>>,
+    dice: &mut u64,
+) -> Ended {
+    let mut mqtt = MqttOptions::new(opts.id.clone(), opts.host.clone(), opts.port);
+    mqtt.set_keep_alive(Duration::from_secs(30));
+    mqtt.set_max_packet_size(64 * 1024, 64 * 1024);
+    let offline = Hello::OFFLINE.to_vec().unwrap_or_default();
+    mqtt.set_last_will(LastWill::new(
+        Topic::new(&opts.id, Kind::Hello).map(|t| t.to_string()).unwrap_or_default(),
+        offline,
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let (client, mut events) = AsyncClient::new(mqtt, 64);
+    let mut net = Net { client: client.clone(), id: opts.id.clone() };
+    let clock = SimClock(tokio::time::Instant::now());
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let drop_after = opts.faults.disconnect_every.map(|d| d.mul_f64(0.5 + roll(dice)));
+    let drop_at = tokio::time::sleep(drop_after.unwrap_or(Duration::from_secs(u64::from(u32::MAX))));
+    tokio::pin!(drop_at);
+    loop {
+        let step = tokio::select! {
+            event = events.poll() => match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    status.borrow_mut().connects += 1;
+                    for kind in SUBSCRIPTIONS {
+                        if let Ok(topic) = Topic::new(&opts.id, kind) {
+                            let _ = client.try_subscribe(topic.to_string(), QoS::AtLeastOnce);
+                        }
+                    }
+                    agent.hello(&mut net, &clock)
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if !opts.faults.message_delay.is_zero() {
+                        tokio::time::sleep(opts.faults.message_delay).await;
+                    }
+                    match Topic::parse(&p.topic) {
+                        Ok(t) if t.device() == opts.id => agent.handle(t.kind(), &p.payload, &mut net, &clock),
+                        _ => Ok(()),
+                    }
+                }
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    tracing::debug!(device = %opts.id, "mqtt: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    Ok(())
+                }
+            },
+            _ = tick.tick() => agent.poll(&mut net, &clock),
+            () = &mut drop_at => {
+                let _ = client.try_disconnect();
+                return Ended::Disconnected;
+            }
+        };
+        observe(agent, status);
+        if step.is_err() {
+            // The flash lost power (a scheduled cut) or failed: the device reboots.
+            return Ended::PowerCut;
+        }
+    }
+}
+
+/// The agent's MQTT side: publishes on the device's own topics, QoS 1.
+struct Net {
+    client: AsyncClient,
+    id: String,
+}
+
+impl Transport for Net {
+    type Error = ();
+
+    fn publish(&mut self, kind: Kind, payload: &[u8]) -> Result<(), ()> {
+        let topic = Topic::new(&self.id, kind).map_err(|_| ())?.to_string();
+        self.client.try_publish(topic, QoS::AtLeastOnce, false, payload.to_vec()).map_err(|_| ())
+    }
+}
+
+struct SimClock(tokio::time::Instant);
+
+impl Clock for SimClock {
+    fn now_ms(&self) -> u64 {
+        self.0.elapsed().as_millis() as u64
+    }
+
+    fn unix_time(&self) -> Option<u64> {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs())
+    }
+}
+
+/// Latency timer for the validator.
+pub struct UsClock;
+
+impl mota_runtime::validation::Clock for UsClock {
+    fn now_us(&self) -> u64 {
+        std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_micros() as u64)
+    }
+}
+
+/// Both slots, read straight from the part (memory-mapped flash on a real device).
+pub struct MappedSlots(Rc<RefCell<Part>>);
+
+impl SlotMemory for MappedSlots {
+    fn with_slots<R>(&mut self, f: impl FnOnce([&[u8]; 2]) -> R) -> R {
+        let part = self.0.borrow();
+        let bytes = part.contents();
+        let (a, b) = (STATE_LEN as usize, (STATE_LEN + SLOT_LEN) as usize);
+        f([&bytes[a..a + SLOT_LEN as usize], &bytes[b..b + SLOT_LEN as usize]])
+    }
+}
