@@ -65,7 +65,9 @@ struct Args {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rumqttd=error"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
     let args = Args::parse();
     let mut roots = Vec::new();
     for path in &args.root {
