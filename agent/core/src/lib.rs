@@ -12,6 +12,7 @@
 mod agent;
 mod config;
 mod platform;
+mod record;
 pub mod slot;
 pub mod state;
 pub mod store;

@@ -7,17 +7,17 @@
 //! point of an update is the store that switches `active` and raises `counter` together
 //! with the pending `committed` report.
 //!
-//! Encoding: CBOR maps with integer keys (minicbor, as the wire messages), so fields can
-//! be added without breaking records written by an older agent.
+//! Encoding (`record.rs`): a fixed little-endian layout behind a format byte, written
+//! and read by hand. (The first version used minicbor's derive; its generated decoders
+//! cost about 10 KiB of flash and 5 KiB of stack on a Cortex-M4 for one private record.)
 
-use minicbor::{Decode, Encode};
 use mota_proto::message::{ErrorCode, Event, Status};
 use mota_proto::{Delta, Digest, Image, Validation};
 
 /// Largest encoded record (two installed models, a job and a report use ~700 bytes).
 pub const MAX_STATE_LEN: usize = 1024;
 /// Format of the record this build writes.
-pub const STATE_FORMAT: u8 = 1;
+pub const STATE_FORMAT: u8 = 2;
 
 /// Text of at most `N` bytes kept inline (model names and versions, no allocation).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -52,167 +52,106 @@ impl<const N: usize> core::fmt::Debug for Text<N> {
     }
 }
 
-impl<C, const N: usize> Encode<C> for Text<N> {
-    fn encode<W: minicbor::encode::Write>(
-        &self,
-        e: &mut minicbor::Encoder<W>,
-        _: &mut C,
-    ) -> Result<(), minicbor::encode::Error<W::Error>> {
-        e.str(self.as_str())?;
-        Ok(())
-    }
-}
-
-impl<'b, C, const N: usize> Decode<'b, C> for Text<N> {
-    fn decode(d: &mut minicbor::Decoder<'b>, _: &mut C) -> Result<Self, minicbor::decode::Error> {
-        Self::new(d.str()?).ok_or_else(|| minicbor::decode::Error::message("text too long"))
-    }
-}
-
 /// A model sitting verified in a slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
-#[cbor(map)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Installed {
     /// SHA-256 of the image (checked when written and again at every boot).
-    #[n(0)]
     pub sha256: Digest,
     /// Image bytes.
-    #[n(1)]
     pub size: u32,
     /// Security counter it was released with.
-    #[n(2)]
     pub counter: u32,
     /// Model name.
-    #[n(3)]
     pub name: Text<64>,
     /// Version string.
-    #[n(4)]
     pub version: Text<32>,
     /// Tensor arena it needs.
-    #[n(5)]
     pub arena_bytes: u32,
     /// The signed manifest it came with (`None` for the factory model).
-    #[n(6)]
     pub manifest: Option<Digest>,
     /// The validation set stored after it in the same slot, if any.
-    #[n(7)]
     pub set: Option<SetRef>,
     /// Its accuracy on that set when it was committed.
-    #[n(8)]
     pub accuracy_permille: Option<u16>,
 }
 
 /// A validation set stored in a slot after the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
-#[cbor(map)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SetRef {
     /// SHA-256 of the set.
-    #[n(0)]
     pub sha256: Digest,
     /// Bytes.
-    #[n(1)]
     pub size: u32,
 }
 
 /// Where an update attempt stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
-#[cbor(index_only)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// Receiving the image (full, or rebuilding it from a patch).
-    #[n(0)]
     Image,
     /// Receiving (or copying) the validation set.
-    #[n(1)]
     Set,
     /// Image and set verified; the validator runs.
-    #[n(2)]
     Validate,
 }
 
 /// An accepted offer on its way to a decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
-#[cbor(map)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Job {
     /// SHA-256 of the signed manifest (the identity of the offer).
-    #[n(0)]
     pub manifest: Digest,
     /// The rollout it belongs to.
-    #[n(1)]
     pub rollout: u64,
     /// Its security counter.
-    #[n(2)]
     pub counter: u32,
     /// Model name.
-    #[n(3)]
     pub name: Text<64>,
     /// Version string.
-    #[n(4)]
     pub version: Text<32>,
     /// The image to end up with.
-    #[n(5)]
     pub image: Image,
     /// The patch, when the image is rebuilt from the active one.
-    #[n(6)]
     pub delta: Option<Delta>,
     /// The acceptance rule and its set.
-    #[n(7)]
     pub validation: Option<Validation>,
     /// Tensor arena it needs.
-    #[n(8)]
     pub arena_bytes: u32,
     /// What is being done.
-    #[n(9)]
     pub phase: Phase,
     /// Bytes of the current artifact to resume the download at.
-    #[n(10)]
     pub progress: u32,
     /// Bytes of the current artifact's destination already written.
-    #[n(11)]
     pub written: u32,
     /// The patch decoder's state at `progress` (deltas only).
-    #[cbor(n(12), with = "minicbor::bytes")]
     pub checkpoint: Option<[u8; mota_delta::Checkpoint::LEN]>,
     /// Boots that started validating this job.
-    #[n(13)]
     pub trials: u8,
     /// Times the slot was erased again after a torn write was found.
-    #[n(14)]
     pub restarts: u8,
 }
 
 /// A terminal report (kept until the next offer is accepted).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
-#[cbor(map)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Report {
     /// Rollout.
-    #[n(0)]
     pub rollout: u64,
     /// Report number (idempotency key with `rollout`).
-    #[n(1)]
     pub seq: u32,
     /// Outcome.
-    #[n(2)]
     pub event: Event,
     /// The offer's manifest digest.
-    #[n(3)]
     pub manifest: Option<Digest>,
     /// New model's accuracy.
-    #[n(4)]
     pub accuracy_permille: Option<u16>,
     /// Running model's accuracy on the same set.
-    #[n(5)]
     pub previous_accuracy_permille: Option<u16>,
     /// New model's latency.
-    #[n(6)]
     pub latency_us: Option<u32>,
     /// Running model's latency.
-    #[n(7)]
     pub previous_latency_us: Option<u32>,
     /// Arena the new model used.
-    #[n(8)]
     pub arena_used: Option<u32>,
     /// Why it failed.
-    #[n(9)]
     pub error: Option<ErrorCode>,
 }
 
@@ -253,41 +192,30 @@ impl Report {
 }
 
 /// The record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
-#[cbor(map)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct State {
     /// [`STATE_FORMAT`].
-    #[n(0)]
     pub format: u8,
     /// The slot the device runs from (0 or 1).
-    #[n(1)]
     pub active: u8,
     /// The device's security counter: the highest counter ever committed. Never lowered,
     /// not even by a rollback.
-    #[n(2)]
     pub counter: u32,
     /// The model in the active slot.
-    #[n(3)]
     pub current: Option<Installed>,
     /// The model still intact in the other slot (what a rollback returns to).
-    #[n(4)]
     pub previous: Option<Installed>,
     /// The update in progress.
-    #[n(5)]
     pub job: Option<Job>,
     /// The last terminal report: sent again after every boot and reconnect, retired when
     /// the next offer is accepted.
-    #[n(6)]
     pub report: Option<Report>,
     /// The next report number (device-wide, so `(rollout, seq)` never repeats).
-    #[n(7)]
     pub seq: u32,
     /// The last command executed.
-    #[n(8)]
     pub last_cmd: u64,
     /// The manifest of the last attempt that ended without a commit (rejected or
     /// cancelled): a retained offer re-delivered after a reboot is not tried again.
-    #[n(9)]
     pub last_failed: Option<Digest>,
 }
 
@@ -392,12 +320,12 @@ mod tests {
     fn the_largest_record_round_trips_within_its_bound() -> TestResult {
         let state = full()?;
         let mut buf = [0u8; MAX_STATE_LEN];
-        let mut w = minicbor::encode::write::Cursor::new(&mut buf[..]);
-        minicbor::encode(state, &mut w)?;
-        let len = w.position();
+        let len = crate::record::encode(&state, &mut buf).ok_or("does not fit")?;
         assert!(len < MAX_STATE_LEN, "{len}");
-        let back: State = minicbor::decode(&buf[..len])?;
-        assert_eq!(back, state);
+        assert_eq!(crate::record::decode(&buf[..len]), Some(state));
+        for cut in 0..len {
+            assert_eq!(crate::record::decode(&buf[..cut]), None, "a record cut at {cut} decodes");
+        }
         Ok(())
     }
 

@@ -16,7 +16,7 @@ use embedded_storage::nor_flash::{ErrorType, MultiwriteNorFlash, NorFlash, ReadN
 use sequential_storage::cache::{Cache, Uncached};
 use sequential_storage::map::{MapConfig, MapStorage, SerializationError, Value};
 
-use crate::state::{MAX_STATE_LEN, STATE_FORMAT, State};
+use crate::state::{MAX_STATE_LEN, State};
 
 /// No cache: one record, read once per boot.
 type NoCache = Cache<Uncached, Uncached, Uncached, u8>;
@@ -96,16 +96,11 @@ struct Record(State);
 
 impl Value<'_> for Record {
     fn serialize_into(&self, buffer: &mut [u8]) -> Result<usize, SerializationError> {
-        let mut cursor = minicbor::encode::write::Cursor::new(buffer);
-        minicbor::encode(self.0, &mut cursor).map_err(|_| SerializationError::BufferTooSmall)?;
-        Ok(cursor.position())
+        crate::record::encode(&self.0, buffer).ok_or(SerializationError::BufferTooSmall)
     }
 
     fn deserialize_from(buffer: &[u8]) -> Result<(Self, usize), SerializationError> {
-        let state: State = minicbor::decode(buffer).map_err(|_| SerializationError::InvalidFormat)?;
-        if state.format != STATE_FORMAT {
-            return Err(SerializationError::InvalidFormat);
-        }
+        let state = crate::record::decode(buffer).ok_or(SerializationError::InvalidFormat)?;
         Ok((Self(state), buffer.len()))
     }
 }

@@ -272,25 +272,29 @@ pub fn run_update<V: Validator>(
     net: &mut Loopback,
     clock: &Ticks,
 ) -> Result<(), mota_agent::AgentError> {
-    let mut deepest = [0usize; 3];
-    let painted = crate::paint_stack(40 * 1024);
+    // Three measured regions (instruction counts): the offer (verify, accept, erase), the
+    // transfer (patch, writes, digests, the set), validation and commit.
+    crate::bench_start();
     agent.hello(net, clock)?;
-    deepest[0] = crate::stack_used(painted);
-    let painted = crate::paint_stack(40 * 1024);
     agent.handle(Kind::Offer, OFFER, net, clock)?;
-    deepest[1] = crate::stack_used(painted);
+    crate::bench_end();
+    crate::bench_start();
+    let mut transferring = true;
     let mut chunk = [0u8; 1024 + 128];
     let mut message = [0u8; 512];
     for _ in 0..10_000 {
         let Some((kind, len)) = net.pop(&mut message) else {
             if net.outcome.is_some() {
-                hprintln!("stack: hello {} offer {} chunk/poll {}", deepest[0], deepest[1], deepest[2]);
+                crate::bench_end();
                 return Ok(());
             }
+            if transferring && agent.state().job.is_some_and(|j| j.phase == mota_agent::state::Phase::Validate) {
+                transferring = false;
+                crate::bench_end();
+                crate::bench_start();
+            }
             clock.0.set(clock.0.get() + 1000);
-            let painted = crate::paint_stack(40 * 1024);
             agent.poll(net, clock)?;
-            deepest[2] = deepest[2].max(crate::stack_used(painted));
             continue;
         };
         let payload = message.get(..len).unwrap_or_default();
@@ -303,9 +307,7 @@ pub fn run_update<V: Validator>(
                 let Ok(n) = Chunk::data(get.artifact, get.offset, &data[start..end]).encode_into(&mut chunk) else {
                     continue;
                 };
-                let painted = crate::paint_stack(40 * 1024);
                 agent.handle(Kind::Chunk, &chunk[..n], net, clock)?;
-                deepest[2] = deepest[2].max(crate::stack_used(painted));
             }
             Kind::Status => {
                 if let Ok(s) = Status::parse(payload) {

@@ -14,7 +14,7 @@ use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
 use mota_agent::{Agent, RuntimeValidator};
 use mota_firmware::demo::{self, CONFIG, Loopback, MappedSlots, RamFlash, Ticks};
-use mota_firmware::{bench_end, bench_start, paint_stack, stack_used};
+use mota_firmware::{paint_stack, stack_used};
 use mota_proto::message::Event;
 use panic_semihosting as _;
 
@@ -33,9 +33,7 @@ fn main() -> ! {
     let clock = Ticks(Default::default());
     let mut net = Loopback::new();
     let painted = paint_stack(44 * 1024);
-    bench_start();
     let result = demo::run_update(agent, &mut net, &clock);
-    bench_end();
     let stack = stack_used(painted);
     let active = agent.active_model();
     let committed = matches!(net.outcome, Some((Event::Committed, _)))
