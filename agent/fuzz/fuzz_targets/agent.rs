@@ -1,0 +1,166 @@
+//! The agent as the network and the power supply see it: a fuzzer-chosen sequence of
+//! events against a device on simulated flash holding the factory model: the genuine
+//! signed delta offer (the firmware demo's), chunks cut from the genuine artifacts at
+//! fuzzer-chosen offsets and lengths (optionally corrupted), raw messages of any kind,
+//! commands, timer ticks, power cuts at a chosen flash operation (before or tearing it)
+//! and reboots. The agent must never panic, and after every boot the model it would run
+//! must hash to its record and be the factory model or the offered one.
+#![no_main]
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use libfuzzer_sys::fuzz_target;
+use mota_agent::{Agent, Clock, Config, Factory, Located, Measurement, Transport, Validator};
+use mota_proto::message::{Action, Chunk, Cmd, ErrorCode};
+use mota_proto::topic::Kind;
+use mota_proto::{Digest, Limits, Wire};
+use mota_simflash::{CutMode, Geometry, Region, SimFlash};
+
+static FACTORY: &[u8] = include_bytes!("../../runtime/fixtures/models/digits_cnn_v1.tflite");
+static TARGET: &[u8] = include_bytes!("../../runtime/fixtures/models/digits_cnn_v2.tflite");
+static OFFER: &[u8] = include_bytes!("../../firmware/data/offer.cbor");
+static PATCH: &[u8] = include_bytes!("../../firmware/data/patch.mdlt");
+static SET: &[u8] = include_bytes!("../../firmware/data/set.vset");
+
+type Part = SimFlash<4, 4096, true>;
+const STATE: u32 = 3 * 4096;
+const SLOT: u32 = 32 * 1024;
+
+/// Accepts every model: the validator is the firmware's business, the agent is fuzzed.
+struct Accept;
+
+impl Validator for Accept {
+    fn validate(&mut self, _: Located, _: u32, _: Option<Located>) -> Result<Measurement, ErrorCode> {
+        Ok(Measurement { accuracy_permille: Some(990), latency_us: Some(1), arena_used: Some(1) })
+    }
+}
+
+struct Sink;
+
+impl Transport for Sink {
+    type Error = ();
+    fn publish(&mut self, _: Kind, _: &[u8]) -> Result<(), ()> {
+        Ok(())
+    }
+}
+
+struct Ticks(u64);
+
+impl Clock for Ticks {
+    fn now_ms(&self) -> u64 {
+        self.0
+    }
+    fn unix_time(&self) -> Option<u64> {
+        None
+    }
+}
+
+fn config() -> Config<'static> {
+    Config {
+        device_class: "stm32f4-kws",
+        agent_version: "fuzz",
+        roots: &[mota_proto::testkit::ROOT],
+        limits: Limits {
+            max_image_bytes: SLOT,
+            max_patch_bytes: 64 * 1024,
+            max_arena_bytes: 16 * 1024,
+            max_validation_bytes: 16 * 1024,
+        },
+        erased: 0xFF,
+        chunk_bytes: 1024,
+        retry_ms: 1000,
+        max_trials: 2,
+        factory: Some(Factory {
+            size: FACTORY.len() as u32,
+            name: "digits_cnn",
+            version: "1.0.0",
+            counter: 1,
+            arena_bytes: 4096,
+        }),
+    }
+}
+
+fn boot<'c>(config: &'c Config<'c>, part: &Rc<RefCell<Part>>) -> Agent<'c, Region<Part>, Region<Part>, Accept> {
+    let slots = [Region::new(part, STATE, SLOT), Region::new(part, STATE + SLOT, SLOT)];
+    let agent = Agent::boot(config, slots, Region::new(part, 0, STATE), Accept).expect("a powered boot must succeed");
+    // The model it would run is verified and is one of the two.
+    if let Some(m) = agent.active_model() {
+        let start = (STATE + u32::from(m.image.slot) * SLOT) as usize;
+        let digest = Digest::of(&part.borrow().contents()[start..start + m.installed.size as usize]);
+        assert_eq!(digest, m.installed.sha256, "boot would run a model that does not match its record");
+        assert!(digest == Digest::of(FACTORY) || digest == Digest::of(TARGET), "boot would run an unknown model");
+    }
+    agent
+}
+
+fuzz_target!(|data: &[u8]| {
+    let config = config();
+    let mut part = SimFlash::new(Geometry::uniform(3 + 16, 4096, 4, 0xFF).expect("geometry"));
+    use embedded_storage::nor_flash::NorFlash;
+    let mut image = FACTORY.to_vec();
+    image.resize(image.len().next_multiple_of(4), 0xFF);
+    part.write(STATE, &image).expect("factory");
+    let part = Rc::new(RefCell::new(part));
+    let mut agent = boot(&config, &part);
+    let mut clock = Ticks(0);
+    let mut input = data;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let (head, rest) = input.split_at_checked(n)?;
+        input = rest;
+        Some(head)
+    };
+    let mut buf = vec![0u8; 2048];
+    for _ in 0..64 {
+        let Some(&[op]) = take(1) else { break };
+        let result = match op % 8 {
+            0 => agent.handle(Kind::Offer, OFFER, &mut Sink, &clock),
+            1 => {
+                let Some(&[which, off_hi, off_lo, len_hi, len_lo, mask]) = take(6) else { break };
+                let artifact = [PATCH, SET, TARGET][usize::from(which % 3)];
+                let offset = (usize::from(off_hi) << 8 | usize::from(off_lo)) % (artifact.len() + 8);
+                let len = (usize::from(len_hi) << 8 | usize::from(len_lo)) % 1100;
+                let mut bytes = artifact.get(offset..(offset + len).min(artifact.len())).unwrap_or_default().to_vec();
+                if let Some(b) = bytes.get_mut(usize::from(mask) % 64) {
+                    *b ^= mask;
+                }
+                match Chunk::data(Digest::of(artifact), offset as u32, &bytes).encode_into(&mut buf) {
+                    Ok(n) => agent.handle(Kind::Chunk, &buf[..n], &mut Sink, &clock),
+                    Err(_) => Ok(()),
+                }
+            }
+            2 => {
+                let Some(&[kind, len]) = take(2) else { break };
+                let Some(payload) = take(usize::from(len)) else { break };
+                agent.handle(Kind::ALL[usize::from(kind) % 6], payload, &mut Sink, &clock)
+            }
+            3 => {
+                let Some(&[id, action]) = take(2) else { break };
+                let action = if action % 2 == 0 { Action::Rollback } else { Action::Cancel };
+                let cmd = Cmd { id: u64::from(id), action, rollout_id: 7 };
+                match cmd.encode_into(&mut buf) {
+                    Ok(n) => agent.handle(Kind::Cmd, &buf[..n], &mut Sink, &clock),
+                    Err(_) => Ok(()),
+                }
+            }
+            4 | 5 => {
+                clock.0 += 1000;
+                agent.poll(&mut Sink, &clock)
+            }
+            6 => {
+                let Some(&[at, mode]) = take(2) else { break };
+                let mut p = part.borrow_mut();
+                let op = p.stats().mutating() + 1 + u64::from(at);
+                p.cut_at(op, [CutMode::Before, CutMode::TearPrefix, CutMode::TearBits][usize::from(mode % 3)]);
+                Ok(())
+            }
+            _ => Err(mota_agent::AgentError::Flash), // a reboot
+        };
+        if result.is_err() {
+            drop(agent);
+            part.borrow_mut().restore_power();
+            agent = boot(&config, &part);
+            let _ = agent.hello(&mut Sink, &clock);
+        }
+    }
+});
