@@ -77,7 +77,10 @@ pub struct Agent<'c, F, S: NorFlash, V> {
     store: Store<S>,
     validator: V,
     state: State,
-    decoder: Option<Decoder>,
+    /// The patch decoder (kept in place: it is most of the agent's RAM), armed while
+    /// `decoding`.
+    decoder: Decoder,
+    decoding: bool,
     writer: Writer,
     /// Next artifact offset to ask for (RAM; the persisted one is `job.progress`).
     received: u32,
@@ -106,7 +109,8 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             store,
             validator,
             state: State::empty(0),
-            decoder: None,
+            decoder: Decoder::new([0; 32], 0, 0),
+            decoding: false,
             writer: Writer::new(0, 0, config.erased),
             received: 0,
             request: None,
@@ -425,16 +429,16 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         self.writer = Writer::new(dest.saturating_add(job.written), limit, self.config.erased);
         self.received = job.progress;
         self.request = None;
-        self.decoder = match (job.phase, job.delta, job.checkpoint) {
+        let base = self.state.current.map_or(0, |c| c.size);
+        self.decoding = match (job.phase, job.delta, job.checkpoint) {
             (Phase::Image, Some(d), None) => {
-                let base = self.state.current.map_or(0, |c| c.size);
-                Some(Decoder::new(d.base_sha256.0, base, job.image.size))
+                self.decoder.restart(d.base_sha256.0, base, job.image.size);
+                true
             }
             (Phase::Image, Some(_), Some(ck)) => {
-                let base = self.state.current.map_or(0, |c| c.size);
-                Decoder::resume(Checkpoint::from_bytes(&ck), base, job.image.size).ok()
+                self.decoder.restart_at(Checkpoint::from_bytes(&ck), base, job.image.size).is_ok()
             }
-            _ => None,
+            _ => false,
         };
     }
 
@@ -450,7 +454,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             return self.persist();
         }
         self.start_artifact(job);
-        if job.phase == Phase::Image && job.delta.is_some() && self.decoder.is_none() {
+        if job.phase == Phase::Image && job.delta.is_some() && !self.decoding {
             return self.finish(job, Err(ErrorCode::PATCH_CORRUPT), None);
         }
         Ok(())
@@ -515,11 +519,11 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
     fn consume(&mut self, job: &Job, data: &[u8]) -> Result<(), Consumed> {
         let [a, b] = &mut self.slots;
         let (active, inactive) = if self.state.active == 0 { (a, b) } else { (b, a) };
-        let Some(decoder) = self.decoder.as_mut().filter(|_| job.phase == Phase::Image) else {
+        if !(self.decoding && job.phase == Phase::Image) {
             return self.writer.write(inactive, data).map_err(Consumed::from);
-        };
+        }
         let mut sink = slot::Sink { flash: inactive, writer: &mut self.writer, error: None };
-        match decoder.push(data, &mut slot::Base(active), &mut sink) {
+        match self.decoder.push(data, &mut slot::Base(active), &mut sink) {
             Ok(_) => Ok(()),
             Err(DeltaError::Sink) => Err(sink.error.map_or(Consumed::Flash, Consumed::from)),
             Err(DeltaError::WrongBase | DeltaError::BaseTooSmall) => Err(Consumed::Reject(ErrorCode::BASE_MISMATCH)),
@@ -531,7 +535,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
     /// Persists progress once a resumable point moved by at least 4 KiB (every patch
     /// block is one), and reports it.
     fn persist_progress<T: Transport>(&mut self, mut job: Job, net: &mut T) -> Result<(), AgentError> {
-        let (progress, written, checkpoint) = match (&self.decoder, job.phase) {
+        let (progress, written, checkpoint) = match (self.decoding.then_some(&self.decoder), job.phase) {
             // A checkpoint is resumable only once its output is all programmed (a block
             // that ends inside a write unit leaves bytes held back in the writer).
             (Some(d), Phase::Image) => match d.checkpoint() {
@@ -588,10 +592,10 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         }
         let check = match job.phase {
             Phase::Image => {
-                if self.decoder.as_ref().is_some_and(|d| d.finish().is_err()) {
+                if self.decoding && self.decoder.finish().is_err() {
                     return self.finish(job, Err(ErrorCode::PATCH_CORRUPT), None);
                 }
-                self.decoder = None;
+                self.decoding = false;
                 (0, job.image.size, job.image.sha256, ErrorCode::IMAGE_DIGEST_MISMATCH)
             }
             _ => {
@@ -728,7 +732,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             }
         }
         self.state.report = Some(report);
-        self.decoder = None;
+        self.decoding = false;
         self.request = None;
         self.persist()?;
         self.report_due = true;
@@ -787,7 +791,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             _ => Report::new(cmd.rollout_id, seq, Event::Rejected, None, Some(ErrorCode::ROLLBACK_UNAVAILABLE)),
         };
         state.report = Some(report);
-        self.decoder = None;
+        self.decoding = false;
         self.request = None;
         self.persist()?;
         self.report_due = true;

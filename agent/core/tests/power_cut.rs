@@ -237,11 +237,16 @@ fn cut_run<const W: usize, const E: usize>(
 }
 
 /// Sweeps one layout; returns the number of cut runs.
-fn sweep_layout<const W: usize, const E: usize>(layout: Layout, full: bool, m: &Models) -> Result<u64, BoxError> {
+fn sweep_layout<const W: usize, const E: usize>(
+    layout: Layout,
+    full: bool,
+    m: &Models,
+    all: &[Scenario],
+) -> Result<u64, BoxError> {
     let allowed: Vec<Digest> = [&m.v1, &m.v2].iter().map(|b| Digest::of(b)).collect();
     let mut runs = 0;
-    for s in scenarios(m)? {
-        let p = prepare::<W, E>(&layout, &s, m, &allowed).map_err(|e| {
+    for s in all {
+        let p = prepare::<W, E>(&layout, s, m, &allowed).map_err(|e| {
             format!(
                 "{} / {} sectors W={W} erased={:#x}: uncut: {e}",
                 s.name,
@@ -255,7 +260,7 @@ fn sweep_layout<const W: usize, const E: usize>(layout: Layout, full: bool, m: &
             let modes: &[CutMode] =
                 if full { &MODES } else { std::slice::from_ref(&MODES[(op / stride) as usize % 3]) };
             for &mode in modes {
-                cut_run(&p, &s, m, &allowed, op, mode).map_err(|e| {
+                cut_run(&p, s, m, &allowed, op, mode).map_err(|e| {
                     format!(
                         "{} / {:?} W={W} erased={:#x}: cut {mode:?} at op {op} of {}: {e}",
                         s.name,
@@ -271,12 +276,12 @@ fn sweep_layout<const W: usize, const E: usize>(layout: Layout, full: bool, m: &
     Ok(runs)
 }
 
-fn sweep_write_size<const W: usize>(full: bool, m: &Models) -> Result<u64, BoxError> {
+fn sweep_write_size<const W: usize>(full: bool, m: &Models, all: &[Scenario]) -> Result<u64, BoxError> {
     let mut runs = 0;
     for erased in [0xFF, 0x00] {
-        runs += sweep_layout::<W, 4096>(Layout::uniform(W, erased), full, m)?;
-        runs += sweep_layout::<W, 16384>(Layout::stm32f4(W, erased), full, m)?;
-        runs += sweep_layout::<W, 4096>(Layout::paged(W, erased), full, m)?;
+        runs += sweep_layout::<W, 4096>(Layout::uniform(W, erased), full, m, all)?;
+        runs += sweep_layout::<W, 16384>(Layout::stm32f4(W, erased), full, m, all)?;
+        runs += sweep_layout::<W, 4096>(Layout::paged(W, erased), full, m, all)?;
     }
     Ok(runs)
 }
@@ -285,11 +290,12 @@ fn sweep_write_size<const W: usize>(full: bool, m: &Models) -> Result<u64, BoxEr
 fn every_cut_of_every_scenario_recovers() -> TestResult {
     let full = std::env::var_os("MOTA_FULL_SWEEP").is_some();
     let m = models()?;
+    let all = scenarios(&m)?;
     let start = Instant::now();
-    let runs = sweep_write_size::<1>(full, &m)?
-        + sweep_write_size::<4>(full, &m)?
-        + sweep_write_size::<8>(full, &m)?
-        + sweep_write_size::<16>(full, &m)?;
+    let runs = sweep_write_size::<1>(full, &m, &all)?
+        + sweep_write_size::<4>(full, &m, &all)?
+        + sweep_write_size::<8>(full, &m, &all)?
+        + sweep_write_size::<16>(full, &m, &all)?;
     println!(
         "power-cut sweep ({}): {runs} cut runs passed, 5 scenarios x 3 geometries x 4 write sizes x 2 erased values, {:.1} s",
         if full { "full" } else { "sampled" },

@@ -6,13 +6,14 @@
 //! whole state is a [`Checkpoint`] of 28 bytes: persist it, and after a power cut
 //! [`Decoder::resume`] continues from there with the patch bytes that follow it.
 //!
-//! RAM: the decoder struct (block buffer, adaptive model, small I/O buffers) is 5,256
-//! bytes on a Cortex-M4, plus about 820 bytes of stack; nothing else is allocated. Every length, offset and size is checked: a corrupt,
+//! RAM: the decoder struct (block buffer, adaptive model with its 512-byte word history,
+//! small I/O buffers) is 6,404 bytes on a Cortex-M4, plus about 1,080 bytes of stack;
+//! nothing else is allocated. Every length, offset and size is checked: a corrupt,
 //! truncated or oversized patch gives an error, never a panic or an out-of-range access.
 
 use core::fmt;
 
-use crate::format::{self, BLOCK_HEADER, HEADER, Header, MAX_BLOCK, MODE_CODED, MODE_STORED, Model};
+use crate::format::{self, BLOCK_HEADER, HEADER, Header, MAX_BLOCK, MODE_CODED, MODE_COPY, MODE_STORED, Model};
 use crate::rc::{self, Corrupt};
 
 /// Random-access reads of the base (the active flash slot).
@@ -165,16 +166,36 @@ impl Decoder {
 
     /// Continues from `checkpoint`; push the patch bytes from `checkpoint.patch_offset` on.
     pub fn resume(checkpoint: Checkpoint, base_size: u32, max_target: u32) -> Result<Self, DeltaError> {
+        let mut d = Self::new([0; 32], base_size, max_target);
+        d.restart_at(checkpoint, base_size, max_target)?;
+        Ok(d)
+    }
+
+    /// [`Decoder::new`] in place: firmware keeps one decoder in static memory and re-arms
+    /// it for each download, with no second decoder-sized value on its stack.
+    pub fn restart(&mut self, base_sha256: [u8; 32], base_size: u32, max_target: u32) {
+        self.header = [0; HEADER];
+        self.ck = None;
+        self.expected_base = base_sha256;
+        self.base_size = base_size;
+        self.max_target = max_target;
+        self.fill = 0;
+        self.consumed = 0;
+        self.model.reset();
+    }
+
+    /// [`Decoder::resume`] in place.
+    pub fn restart_at(&mut self, checkpoint: Checkpoint, base_size: u32, max_target: u32) -> Result<(), DeltaError> {
         if checkpoint.block_size == 0
             || checkpoint.block_size as usize > MAX_BLOCK
             || checkpoint.target_size > max_target
         {
             return Err(DeltaError::Header(format::HeaderError::Inconsistent));
         }
-        let mut d = Self::new([0; 32], base_size, max_target);
-        d.consumed = checkpoint.patch_offset;
-        d.ck = Some(checkpoint);
-        Ok(d)
+        self.restart([0; 32], base_size, max_target);
+        self.consumed = checkpoint.patch_offset;
+        self.ck = Some(checkpoint);
+        Ok(())
     }
 
     /// The state at the last block boundary (`None` before the header is in).
@@ -229,7 +250,7 @@ impl Decoder {
     }
 
     fn payload_len(&self) -> usize {
-        usize::from(u16::from_le_bytes([self.buf[1], self.buf[2]]))
+        format::parse_block_header([self.buf[0], self.buf[1]]).1
     }
 
     fn start(&mut self) -> Result<(), DeltaError> {
@@ -268,12 +289,29 @@ impl Decoder {
         let len = self.payload_len();
         let corrupt = DeltaError::Corrupt(ck.block);
         let payload = self.buf.get(BLOCK_HEADER..BLOCK_HEADER + len).ok_or(corrupt)?;
-        match self.buf[0] {
+        match format::parse_block_header([self.buf[0], self.buf[1]]).0 {
             MODE_STORED => {
                 if len != out_len {
                     return Err(corrupt);
                 }
                 sink.write(payload).map_err(|_| DeltaError::Sink)?;
+            }
+            MODE_COPY => {
+                let end = u64::from(ck.base_pos) + out_len as u64;
+                if len != 0 || end > u64::from(self.base_size) {
+                    return Err(corrupt);
+                }
+                let mut chunk = [0u8; OUT_CHUNK];
+                let mut at = ck.base_pos;
+                let mut left = out_len;
+                while left > 0 {
+                    let n = left.min(OUT_CHUNK);
+                    base.read(at, &mut chunk[..n]).map_err(|_| DeltaError::Base)?;
+                    sink.write(&chunk[..n]).map_err(|_| DeltaError::Sink)?;
+                    at += n as u32;
+                    left -= n;
+                }
+                ck.base_pos = at;
             }
             MODE_CODED => {
                 self.model.reset();
@@ -323,35 +361,46 @@ fn decode_block(
     let mut out = [0u8; OUT_CHUNK];
     let mut old = [0u8; OUT_CHUNK];
     let mut produced = 0usize;
-    let mut prev_kind = 0usize;
+    let mut prev_kind = format::KIND_ADD;
     let mut prev_zero = 1usize;
+    let mut words = rc::WordContext::default();
     while produced < out_len {
-        let kind = d.bit(&mut m.kind[prev_kind])? as usize;
-        let len = d.gamma(&mut m.len[kind])? as usize;
+        let kctx = prev_kind.min(format::KINDS - 1);
+        let kind = if d.bit(&mut m.kind[kctx])? == 0 {
+            format::KIND_ADD
+        } else if d.bit(&mut m.kind2[kctx])? == 0 {
+            format::KIND_EXTRA
+        } else if d.bit(&mut m.kind3[kctx])? == 0 {
+            format::KIND_ADD32
+        } else {
+            format::KIND_SCALED
+        };
+        let count = d.gamma(m.len.get_mut(kind).ok_or(BlockError::Corrupt)?)? as usize;
+        // Word kinds count words.
+        let len = if kind >= format::KIND_ADD32 { count.checked_mul(4).ok_or(BlockError::Corrupt)? } else { count };
         if len > out_len - produced {
             return Err(BlockError::Corrupt);
         }
-        if kind == 0 {
-            let seek = format::unzigzag(d.gamma(&mut m.seek)? - 1);
-            let pos = i64::from(base_pos) + seek;
-            if pos < 0 || pos + len as i64 > i64::from(base_size) {
+        if kind == format::KIND_SCALED {
+            if count > m.history_len {
                 return Err(BlockError::Corrupt);
             }
-            base_pos = pos as u32;
-            let mut left = len;
-            while left > 0 {
-                let n = left.min(OUT_CHUNK);
-                base.read(base_pos, &mut old[..n]).map_err(|_| BlockError::Base)?;
-                for (o, &b) in out[..n].iter_mut().zip(&old[..n]) {
-                    let diff = d.signed(&mut m.diff, (prev_zero ^ 1) | (usize::from((b as i8) < 0) << 1))?;
-                    prev_zero = usize::from(diff == 0);
-                    *o = b.wrapping_add(diff);
+            let factor = d.direct(32)?;
+            let mut words = rc::WordContext::default();
+            let mut k = 0usize;
+            while k < count {
+                let n = (count - k).min(OUT_CHUNK / 4);
+                let history = m.history.get(k..k + n).ok_or(BlockError::Corrupt)?;
+                for (o, &h) in out.chunks_exact_mut(4).zip(history) {
+                    let v = format::scaled(h, factor).wrapping_add(d.word(&mut m.scaled, &mut words)?);
+                    o.copy_from_slice(&v.to_le_bytes());
                 }
-                sink.write(&out[..n]).map_err(|_| BlockError::Sink)?;
-                base_pos += n as u32;
-                left -= n;
+                sink.write(&out[..4 * n]).map_err(|_| BlockError::Sink)?;
+                k += n;
             }
-        } else {
+            // As if it had read the base words in its place.
+            base_pos = base_pos.checked_add(len as u32).ok_or(BlockError::Corrupt)?;
+        } else if kind == format::KIND_EXTRA {
             let mut left = len;
             while left > 0 {
                 let n = left.min(OUT_CHUNK);
@@ -360,6 +409,48 @@ fn decode_block(
                 }
                 sink.write(&out[..n]).map_err(|_| BlockError::Sink)?;
                 left -= n;
+            }
+        } else {
+            let seek = format::unzigzag(d.gamma(&mut m.seek)? - 1);
+            let pos = i64::from(base_pos) + seek;
+            if pos < 0 || pos + len as i64 > i64::from(base_size) {
+                return Err(BlockError::Corrupt);
+            }
+            base_pos = pos as u32;
+            let multiplier = if kind == format::KIND_ADD32 && d.bit(&mut m.multiplied)? == 1 {
+                Some(format::ONE + format::unzigzag(d.gamma(&mut m.multiplier)? - 1))
+            } else {
+                None
+            };
+            let mut history = 0usize;
+            let mut left = len;
+            while left > 0 {
+                // A multiple of 4 (OUT_CHUNK is), so words never straddle chunks.
+                let n = left.min(OUT_CHUNK);
+                base.read(base_pos, &mut old[..n]).map_err(|_| BlockError::Base)?;
+                if kind == format::KIND_ADD {
+                    for (o, &b) in out[..n].iter_mut().zip(&old[..n]) {
+                        let diff = d.signed(&mut m.diff, (prev_zero ^ 1) | (usize::from((b as i8) < 0) << 1))?;
+                        prev_zero = usize::from(diff == 0);
+                        *o = b.wrapping_add(diff);
+                    }
+                } else {
+                    for (o, b) in out[..n].chunks_exact_mut(4).zip(old[..n].chunks_exact(4)) {
+                        let w = u32::from_le_bytes(b.try_into().map_err(|_| BlockError::Corrupt)?);
+                        let v = format::multiply(w, multiplier).wrapping_add(d.word(&mut m.word, &mut words)?);
+                        o.copy_from_slice(&v.to_le_bytes());
+                        if let Some(h) = m.history.get_mut(history) {
+                            *h = v;
+                            history += 1;
+                        }
+                    }
+                }
+                sink.write(&out[..n]).map_err(|_| BlockError::Sink)?;
+                base_pos += n as u32;
+                left -= n;
+            }
+            if kind == format::KIND_ADD32 {
+                m.history_len = history;
             }
         }
         produced += len;

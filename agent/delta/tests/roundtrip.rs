@@ -67,15 +67,34 @@ fn sha(bytes: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(bytes).into()
 }
 
+fn bench_pair(name: &str) -> (Vec<u8>, Vec<u8>) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/pairs").join(name);
+    (std::fs::read(dir.join("old.tflite")).unwrap(), std::fs::read(dir.join("new.tflite")).unwrap())
+}
+
 #[test]
 fn resuming_at_every_block_boundary_equals_an_uninterrupted_run() {
-    let (old, new) = (fixture("kws_dscnn"), fixture("resnet_tiny"));
+    check_resume(&fixture("kws_dscnn"), &fixture("resnet_tiny"));
+}
+
+/// A fine-tune (word differences, scaled predictions, a block size other than 4 KiB) and a
+/// last-layer fine-tune (copied blocks).
+#[test]
+fn resuming_fine_tunes_at_every_block_boundary() {
+    for name in ["kws_dscnn/finetune", "kws_dscnn/finetune_last"] {
+        let (old, new) = bench_pair(name);
+        check_resume(&old, &new);
+    }
+}
+
+fn check_resume(old: &[u8], new: &[u8]) {
+    let (old, new) = (old.to_vec(), new.to_vec());
     for patch in [make(&old, &new), full(&new)] {
         // Decode in odd-sized chunks, recording the checkpoint after each block.
         let mut d = Decoder::new(sha(&old), old.len() as u32, u32::MAX);
         let mut out = Collect(Vec::new());
         let mut checkpoints: Vec<(Checkpoint, usize)> = Vec::new();
-        for chunk in patch.chunks(77) {
+        for chunk in patch.chunks(5) {
             d.push(chunk, &mut Mem(&old), &mut out).unwrap();
             if let Some(ck) = d.checkpoint()
                 && checkpoints.last().is_none_or(|(c, _)| c.block != ck.block)
@@ -113,7 +132,7 @@ fn a_wrong_base_is_refused_before_any_output() {
 fn truncated_and_corrupted_patches_are_errors() {
     let (old, new) = (fixture("digits_cnn_v1"), fixture("digits_cnn_v2"));
     let patch = make(&old, &new);
-    for len in [0, 10, 87, 88, 90, patch.len() / 2, patch.len() - 1] {
+    for len in [0, 10, 79, 80, 82, patch.len() / 2, patch.len() - 1] {
         assert!(apply(&old, &patch[..len]).is_err(), "truncated to {len}");
     }
     let mut longer = patch.clone();
@@ -163,7 +182,7 @@ proptest! {
     }
 }
 
-/// The committed patch pins format v1: it must keep decoding to the fine-tuned model, and
+/// The committed patch pins format v2: it must keep decoding to the fine-tuned model, and
 /// the encoder must keep producing it byte for byte (regenerate with `mota delta make` on
 /// a deliberate format change, and say so in the commit).
 #[test]
@@ -193,4 +212,38 @@ fn benchmark_pairs_round_trip() {
         }
     }
     assert!(count >= 20, "only {count} pairs found");
+}
+
+#[test]
+fn a_decoder_restarted_in_place_decodes_like_a_new_one() {
+    let (a, b, c) = (fixture("digits_cnn_v1"), fixture("digits_cnn_v2"), fixture("digits_cnn_v3_bad"));
+    let mut d = Decoder::new(sha(&a), a.len() as u32, u32::MAX);
+    let mut out = Collect(Vec::new());
+    d.push(&make(&a, &b), &mut Mem(&a), &mut out).unwrap();
+    assert_eq!(out.0, b);
+    // The same decoder, used (and dirtied) once, re-armed for another pair.
+    let patch = make(&b, &c);
+    d.restart(sha(&b), b.len() as u32, u32::MAX);
+    let mut again = Collect(Vec::new());
+    d.push(&patch, &mut Mem(&b), &mut again).unwrap();
+    d.finish().unwrap();
+    assert_eq!(again.0, c);
+    // And re-armed at a checkpoint: the rest equals the rest.
+    let mut probe = Decoder::new(sha(&b), b.len() as u32, u32::MAX);
+    let mut first = Collect(Vec::new());
+    let mut at = None;
+    for piece in patch.chunks(7) {
+        probe.push(piece, &mut Mem(&b), &mut first).unwrap();
+        if let Some(ck) = probe.checkpoint().filter(|ck| ck.block == 1) {
+            at = Some((ck, first.0.len()));
+            break;
+        }
+    }
+    let (ck, written) = at.expect("a second block");
+    d.restart_at(ck, b.len() as u32, u32::MAX).unwrap();
+    let mut rest = Collect(c[..written].to_vec());
+    d.push(&patch[ck.patch_offset as usize..], &mut Mem(&b), &mut rest).unwrap();
+    assert_eq!(rest.0, c);
+    let bad = Checkpoint { block_size: 0, ..ck };
+    assert!(d.restart_at(bad, b.len() as u32, u32::MAX).is_err());
 }

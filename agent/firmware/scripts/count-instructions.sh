@@ -12,9 +12,9 @@ end=$(addr bench_end)
 fifo=$(mktemp -u)
 mkfifo "$fifo"
 trap 'rm -f "$fifo"' EXIT
-awk -v s="$start" -v e="$end" '/^Trace/ { split($4, f, "/"); pc = f[2];
-    if (pc == s) { on = 1; n = 0; next }
-    if (pc == e && on) { on = 0; k++; printf "region %d: %d instructions\n", k, n; next }
+awk -v s="$start" -v e="$end" '/^Trace/ { split($4, f, "/"); pc = f[2] "";
+    if (pc == s "") { on = 1; n = 0; next }
+    if (pc == e "" && on) { on = 0; k++; printf "region %d: %d instructions\n", k, n; next }
     if (on) n++ }' "$fifo" &
 timeout 300 qemu-system-arm -cpu cortex-m4 -machine "$machine" -nographic \
     -semihosting-config enable=on,target=native -singlestep -d exec,nochain -D "$fifo" -kernel "$elf" >/dev/null
