@@ -77,10 +77,11 @@ pub struct Agent<'c, F, S: NorFlash, V> {
     store: Store<S>,
     validator: V,
     state: State,
-    /// The patch decoder (kept in place: it is most of the agent's RAM), armed while
-    /// `decoding`.
-    decoder: Decoder,
-    decoding: bool,
+    /// The tensor arena: lent to the patch decoder as its block buffer while a patch
+    /// downloads (the arena is idle then), to the validator while a model runs.
+    arena: Option<&'c mut [u8]>,
+    /// The patch decoder, holding the arena, while a patch is being applied.
+    decoder: Option<Decoder<&'c mut [u8]>>,
     writer: Writer,
     /// Next artifact offset to ask for (RAM; the persisted one is `job.progress`).
     received: u32,
@@ -94,8 +95,19 @@ pub struct Agent<'c, F, S: NorFlash, V> {
 
 impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
     /// Starts the agent after a reset: loads (or creates) the state, checks the active
-    /// model's digest, and picks up whatever was interrupted.
-    pub fn boot(config: &'c Config<'c>, slots: [F; 2], state_region: S, validator: V) -> Result<Self, AgentError> {
+    /// model's digest, and picks up whatever was interrupted. `arena` is the tensor arena
+    /// (at least `config.limits.max_arena_bytes` and [`mota_delta::BLOCK_BUFFER`] bytes);
+    /// the agent lends it to the validator, and to the patch decoder while it downloads.
+    pub fn boot(
+        config: &'c Config<'c>,
+        slots: [F; 2],
+        state_region: S,
+        validator: V,
+        arena: &'c mut [u8],
+    ) -> Result<Self, AgentError> {
+        if arena.len() < mota_delta::BLOCK_BUFFER || arena.len() < config.limits.max_arena_bytes as usize {
+            return Err(AgentError::Config("arena smaller than the patch block buffer or max_arena_bytes"));
+        }
         if F::WRITE_SIZE > MAX_UNIT || !F::WRITE_SIZE.is_power_of_two() {
             return Err(AgentError::Config("slot write size must be a power of two up to 32"));
         }
@@ -109,8 +121,8 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             store,
             validator,
             state: State::empty(0),
-            decoder: Decoder::new([0; 32], 0, 0),
-            decoding: false,
+            arena: Some(arena),
+            decoder: None,
             writer: Writer::new(0, 0, config.erased),
             received: 0,
             request: None,
@@ -429,17 +441,28 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         self.writer = Writer::new(dest.saturating_add(job.written), limit, self.config.erased);
         self.received = job.progress;
         self.request = None;
+        self.release_decoder();
         let base = self.state.current.map_or(0, |c| c.size);
-        self.decoding = match (job.phase, job.delta, job.checkpoint) {
-            (Phase::Image, Some(d), None) => {
-                self.decoder.restart(d.base_sha256.0, base, job.image.size);
-                true
-            }
-            (Phase::Image, Some(_), Some(ck)) => {
-                self.decoder.restart_at(Checkpoint::from_bytes(&ck), base, job.image.size).is_ok()
-            }
-            _ => false,
+        let (Phase::Image, Some(delta)) = (job.phase, job.delta) else { return };
+        let Some(arena) = self.arena.take() else { return };
+        let mut decoder = match Decoder::with_buffer(delta.base_sha256.0, base, job.image.size, arena) {
+            Some(d) => d,
+            None => return, // unreachable: the arena's length is checked at boot
         };
+        if let Some(ck) = job.checkpoint
+            && decoder.restart_at(Checkpoint::from_bytes(&ck), base, job.image.size).is_err()
+        {
+            self.arena = Some(decoder.into_buffer());
+            return;
+        }
+        self.decoder = Some(decoder);
+    }
+
+    /// Takes the arena back from the patch decoder.
+    fn release_decoder(&mut self) {
+        if let Some(decoder) = self.decoder.take() {
+            self.arena = Some(decoder.into_buffer());
+        }
     }
 
     fn resume(&mut self, mut job: Job) -> Result<(), AgentError> {
@@ -454,7 +477,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             return self.persist();
         }
         self.start_artifact(job);
-        if job.phase == Phase::Image && job.delta.is_some() && !self.decoding {
+        if job.phase == Phase::Image && job.delta.is_some() && self.decoder.is_none() {
             return self.finish(job, Err(ErrorCode::PATCH_CORRUPT), None);
         }
         Ok(())
@@ -519,11 +542,11 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
     fn consume(&mut self, job: &Job, data: &[u8]) -> Result<(), Consumed> {
         let [a, b] = &mut self.slots;
         let (active, inactive) = if self.state.active == 0 { (a, b) } else { (b, a) };
-        if !(self.decoding && job.phase == Phase::Image) {
+        let Some(decoder) = self.decoder.as_mut().filter(|_| job.phase == Phase::Image) else {
             return self.writer.write(inactive, data).map_err(Consumed::from);
-        }
+        };
         let mut sink = slot::Sink { flash: inactive, writer: &mut self.writer, error: None };
-        match self.decoder.push(data, &mut slot::Base(active), &mut sink) {
+        match decoder.push(data, &mut slot::Base(active), &mut sink) {
             Ok(_) => Ok(()),
             Err(DeltaError::Sink) => Err(sink.error.map_or(Consumed::Flash, Consumed::from)),
             Err(DeltaError::WrongBase | DeltaError::BaseTooSmall) => Err(Consumed::Reject(ErrorCode::BASE_MISMATCH)),
@@ -535,7 +558,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
     /// Persists progress once a resumable point moved by at least 4 KiB (every patch
     /// block is one), and reports it.
     fn persist_progress<T: Transport>(&mut self, mut job: Job, net: &mut T) -> Result<(), AgentError> {
-        let (progress, written, checkpoint) = match (self.decoding.then_some(&self.decoder), job.phase) {
+        let (progress, written, checkpoint) = match (&self.decoder, job.phase) {
             // A checkpoint is resumable only once its output is all programmed (a block
             // that ends inside a write unit leaves bytes held back in the writer).
             (Some(d), Phase::Image) => match d.checkpoint() {
@@ -592,10 +615,10 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         }
         let check = match job.phase {
             Phase::Image => {
-                if self.decoding && self.decoder.finish().is_err() {
+                if self.decoder.as_ref().is_some_and(|d| d.finish().is_err()) {
                     return self.finish(job, Err(ErrorCode::PATCH_CORRUPT), None);
                 }
-                self.decoding = false;
+                self.release_decoder();
                 (0, job.image.size, job.image.sha256, ErrorCode::IMAGE_DIGEST_MISMATCH)
             }
             _ => {
@@ -665,7 +688,9 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             offset: slot::set_offset(job.image.size).unwrap_or(0),
             len: v.set_size,
         });
-        let measured = match self.validator.validate(model, job.arena_bytes, set) {
+        self.release_decoder();
+        let Some(arena) = self.arena.as_deref_mut() else { return Err(AgentError::Config("arena lost")) };
+        let measured = match self.validator.validate(model, job.arena_bytes, set, arena) {
             Ok(m) => m,
             Err(code) => return self.finish(job, Err(code), None),
         };
@@ -673,7 +698,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         let previous = match (self.state.current, set) {
             (Some(c), Some(_)) => self
                 .validator
-                .validate(Located { slot: self.state.active, offset: 0, len: c.size }, c.arena_bytes, set)
+                .validate(Located { slot: self.state.active, offset: 0, len: c.size }, c.arena_bytes, set, arena)
                 .ok(),
             _ => None,
         };
@@ -732,7 +757,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             }
         }
         self.state.report = Some(report);
-        self.decoding = false;
+        self.release_decoder();
         self.request = None;
         self.persist()?;
         self.report_due = true;
@@ -791,7 +816,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             _ => Report::new(cmd.rollout_id, seq, Event::Rejected, None, Some(ErrorCode::ROLLBACK_UNAVAILABLE)),
         };
         state.report = Some(report);
-        self.decoding = false;
+        self.release_decoder();
         self.request = None;
         self.persist()?;
         self.report_due = true;

@@ -50,7 +50,14 @@ pub struct Measurement {
 /// own inference engine implements this instead.
 pub trait Validator {
     /// Runs `set` (or, without one, one inference on a zero input) through `model`, whose
-    /// plan needs `arena_bytes`. `Err` carries the reason to report (3xx codes:
-    /// [`ErrorCode::MODEL_INVALID`], [`ErrorCode::VALIDATION_SET_INVALID`]).
-    fn validate(&mut self, model: Located, arena_bytes: u32, set: Option<Located>) -> Result<Measurement, ErrorCode>;
+    /// plan needs `arena_bytes`, in `arena` (the tensor arena the firmware gave the agent).
+    /// `Err` carries the reason to report (3xx codes: [`ErrorCode::MODEL_INVALID`],
+    /// [`ErrorCode::VALIDATION_SET_INVALID`]).
+    fn validate(
+        &mut self,
+        model: Located,
+        arena_bytes: u32,
+        set: Option<Located>,
+        arena: &mut [u8],
+    ) -> Result<Measurement, ErrorCode>;
 }

@@ -20,18 +20,21 @@ impl SlotMemory for [&[u8]; 2] {
 }
 
 /// mota-runtime as the validator.
-pub struct RuntimeValidator<'a, M, C> {
+pub struct RuntimeValidator<M, C> {
     /// The slots.
     pub memory: M,
-    /// The tensor arena (the largest model the device accepts must fit).
-    pub arena: &'a mut [u8],
     /// Microsecond timer for latency.
     pub clock: C,
 }
 
-impl<M: SlotMemory, C: validation::Clock> Validator for RuntimeValidator<'_, M, C> {
-    fn validate(&mut self, model: Located, arena_bytes: u32, set: Option<Located>) -> Result<Measurement, ErrorCode> {
-        let arena = &mut *self.arena;
+impl<M: SlotMemory, C: validation::Clock> Validator for RuntimeValidator<M, C> {
+    fn validate(
+        &mut self,
+        model: Located,
+        arena_bytes: u32,
+        set: Option<Located>,
+        arena: &mut [u8],
+    ) -> Result<Measurement, ErrorCode> {
         if arena_bytes as usize > arena.len() {
             return Err(ErrorCode::ARENA_TOO_LARGE);
         }

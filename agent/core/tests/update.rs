@@ -234,3 +234,18 @@ fn a_reboot_mid_download_resumes_where_it_was() -> TestResult {
     assert!(asked_after < (new.len() + set.len()).div_ceil(1024) as u64, "resumed, not restarted: {asked_after}");
     Ok(())
 }
+
+#[test]
+fn an_arena_too_small_for_the_patch_block_buffer_is_a_configuration_error() -> TestResult {
+    let old = v1()?;
+    let device = D::new(Layout::uniform(4, 0xFF), &old)?;
+    let config = mota_agent::Config {
+        limits: mota_proto::Limits { max_arena_bytes: 1024, ..config(&old)?.limits },
+        ..config(&old)?
+    };
+    let mut small = vec![0u8; mota_delta::BLOCK_BUFFER - 1];
+    assert!(matches!(device.boot(&config, &mut small), Err(mota_agent::AgentError::Config(_))));
+    let mut enough = vec![0u8; mota_delta::BLOCK_BUFFER];
+    assert!(device.boot(&config, &mut enough).is_ok());
+    Ok(())
+}

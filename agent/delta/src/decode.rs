@@ -8,7 +8,9 @@
 //!
 //! RAM: the decoder struct (block buffer, adaptive model with its 512-byte word history,
 //! small I/O buffers) is 6,404 bytes on a Cortex-M4, plus about 1,080 bytes of stack;
-//! nothing else is allocated. Every length, offset and size is checked: a corrupt,
+//! nothing else is allocated. The 4 KiB block buffer can be lent instead
+//! ([`Decoder::with_buffer`]): memory that is idle while a model downloads, such as the
+//! tensor arena, then carries it. Every length, offset and size is checked: a corrupt,
 //! truncated or oversized patch gives an error, never a panic or an out-of-range access.
 
 use core::fmt;
@@ -131,14 +133,21 @@ pub enum Status {
     Done,
 }
 
+/// Bytes of the block buffer a decoder needs (a block and its header).
+pub const BLOCK_BUFFER: usize = BLOCK_HEADER + MAX_BLOCK;
+
 /// The streaming decoder.
-pub struct Decoder {
+///
+/// `B` holds the block being received: by default an array inside the decoder; with
+/// [`Decoder::with_buffer`], memory the caller lends (an agent lends its tensor arena,
+/// idle while a model downloads) and takes back with [`Decoder::into_buffer`].
+pub struct Decoder<B = [u8; BLOCK_BUFFER]> {
     header: [u8; HEADER],
     ck: Option<Checkpoint>,
     expected_base: [u8; 32],
     base_size: u32,
     max_target: u32,
-    buf: [u8; BLOCK_HEADER + MAX_BLOCK],
+    buf: B,
     fill: usize,
     consumed: u32,
     model: Model,
@@ -169,6 +178,29 @@ impl Decoder {
         let mut d = Self::new([0; 32], base_size, max_target);
         d.restart_at(checkpoint, base_size, max_target)?;
         Ok(d)
+    }
+}
+
+impl<B: AsRef<[u8]> + AsMut<[u8]>> Decoder<B> {
+    /// [`Decoder::new`] with a block buffer lent by the caller; `None` when it is shorter
+    /// than [`BLOCK_BUFFER`].
+    pub fn with_buffer(base_sha256: [u8; 32], base_size: u32, max_target: u32, buf: B) -> Option<Self> {
+        (buf.as_ref().len() >= BLOCK_BUFFER).then_some(Self {
+            header: [0; HEADER],
+            ck: None,
+            expected_base: base_sha256,
+            base_size,
+            max_target,
+            buf,
+            fill: 0,
+            consumed: 0,
+            model: Model::new(),
+        })
+    }
+
+    /// Gives the lent buffer back.
+    pub fn into_buffer(self) -> B {
+        self.buf
     }
 
     /// [`Decoder::new`] in place: firmware keeps one decoder in static memory and re-arms
@@ -231,7 +263,10 @@ impl Decoder {
             }
             let need = if self.fill < BLOCK_HEADER { BLOCK_HEADER } else { BLOCK_HEADER + self.payload_len() };
             let take = (need - self.fill).min(data.len());
-            self.buf[self.fill..self.fill + take].copy_from_slice(&data[..take]);
+            let Some(room) = self.buf.as_mut().get_mut(self.fill..self.fill + take) else {
+                return Err(DeltaError::Corrupt(ck.block));
+            };
+            room.copy_from_slice(&data[..take]);
             self.fill += take;
             data = &data[take..];
             if self.fill == BLOCK_HEADER && self.payload_len() > MAX_BLOCK {
@@ -250,7 +285,14 @@ impl Decoder {
     }
 
     fn payload_len(&self) -> usize {
-        format::parse_block_header([self.buf[0], self.buf[1]]).1
+        format::parse_block_header(self.block_header()).1
+    }
+
+    fn block_header(&self) -> [u8; 2] {
+        match self.buf.as_ref() {
+            [a, b, ..] => [*a, *b],
+            _ => [0, 0],
+        }
     }
 
     fn start(&mut self) -> Result<(), DeltaError> {
@@ -288,8 +330,9 @@ impl Decoder {
         let out_len = (u64::from(ck.target_size).saturating_sub(start)).min(u64::from(ck.block_size)) as usize;
         let len = self.payload_len();
         let corrupt = DeltaError::Corrupt(ck.block);
-        let payload = self.buf.get(BLOCK_HEADER..BLOCK_HEADER + len).ok_or(corrupt)?;
-        match format::parse_block_header([self.buf[0], self.buf[1]]).0 {
+        let mode = format::parse_block_header(self.block_header()).0;
+        let payload = self.buf.as_ref().get(BLOCK_HEADER..BLOCK_HEADER + len).ok_or(corrupt)?;
+        match mode {
             MODE_STORED => {
                 if len != out_len {
                     return Err(corrupt);

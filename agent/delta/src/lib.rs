@@ -17,4 +17,4 @@ pub mod encode;
 pub mod format;
 pub mod rc;
 
-pub use decode::{Base, Checkpoint, Decoder, DeltaError, IoError, Sink, Status};
+pub use decode::{BLOCK_BUFFER, Base, Checkpoint, Decoder, DeltaError, IoError, Sink, Status};

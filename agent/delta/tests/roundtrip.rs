@@ -247,3 +247,19 @@ fn a_decoder_restarted_in_place_decodes_like_a_new_one() {
     let bad = Checkpoint { block_size: 0, ..ck };
     assert!(d.restart_at(bad, b.len() as u32, u32::MAX).is_err());
 }
+
+#[test]
+fn a_lent_buffer_decodes_like_the_inline_one_and_comes_back() {
+    let (a, b) = (fixture("digits_cnn_v1"), fixture("digits_cnn_v2"));
+    let patch = make(&a, &b);
+    let mut arena = vec![0xEEu8; mota_delta::BLOCK_BUFFER + 100];
+    assert!(Decoder::with_buffer(sha(&a), a.len() as u32, u32::MAX, &mut arena[..100]).is_none(), "too short");
+    let mut d = Decoder::with_buffer(sha(&a), a.len() as u32, u32::MAX, &mut arena[..]).expect("long enough");
+    let mut out = Collect(Vec::new());
+    for piece in patch.chunks(333) {
+        d.push(piece, &mut Mem(&a), &mut out).unwrap();
+    }
+    d.finish().unwrap();
+    assert_eq!(out.0, b);
+    assert_eq!(d.into_buffer().len(), mota_delta::BLOCK_BUFFER + 100);
+}

@@ -31,7 +31,7 @@ const SLOT: u32 = 32 * 1024;
 struct Accept;
 
 impl Validator for Accept {
-    fn validate(&mut self, _: Located, _: u32, _: Option<Located>) -> Result<Measurement, ErrorCode> {
+    fn validate(&mut self, _: Located, _: u32, _: Option<Located>, _: &mut [u8]) -> Result<Measurement, ErrorCode> {
         Ok(Measurement { accuracy_permille: Some(990), latency_us: Some(1), arena_used: Some(1) })
     }
 }
@@ -81,9 +81,14 @@ fn config() -> Config<'static> {
     }
 }
 
-fn boot<'c>(config: &'c Config<'c>, part: &Rc<RefCell<Part>>) -> Agent<'c, Region<Part>, Region<Part>, Accept> {
+fn boot<'c>(
+    config: &'c Config<'c>,
+    part: &Rc<RefCell<Part>>,
+    arena: &'c mut [u8],
+) -> Agent<'c, Region<Part>, Region<Part>, Accept> {
     let slots = [Region::new(part, STATE, SLOT), Region::new(part, STATE + SLOT, SLOT)];
-    let agent = Agent::boot(config, slots, Region::new(part, 0, STATE), Accept).expect("a powered boot must succeed");
+    let agent =
+        Agent::boot(config, slots, Region::new(part, 0, STATE), Accept, arena).expect("a powered boot must succeed");
     // The model it would run is verified and is one of the two.
     if let Some(m) = agent.active_model() {
         let start = (STATE + u32::from(m.image.slot) * SLOT) as usize;
@@ -102,65 +107,87 @@ fuzz_target!(|data: &[u8]| {
     image.resize(image.len().next_multiple_of(4), 0xFF);
     part.write(STATE, &image).expect("factory");
     let part = Rc::new(RefCell::new(part));
-    let mut agent = boot(&config, &part);
+    let mut arena = vec![0u8; 16 * 1024];
     let mut clock = Ticks(0);
     let mut input = data;
-    let mut take = |n: usize| -> Option<&[u8]> {
-        let (head, rest) = input.split_at_checked(n)?;
-        input = rest;
-        Some(head)
-    };
-    let mut buf = vec![0u8; 2048];
-    for _ in 0..64 {
-        let Some(&[op]) = take(1) else { break };
-        let result = match op % 8 {
-            0 => agent.handle(Kind::Offer, OFFER, &mut Sink, &clock),
-            1 => {
-                let Some(&[which, off_hi, off_lo, len_hi, len_lo, mask]) = take(6) else { break };
-                let artifact = [PATCH, SET, TARGET][usize::from(which % 3)];
-                let offset = (usize::from(off_hi) << 8 | usize::from(off_lo)) % (artifact.len() + 8);
-                let len = (usize::from(len_hi) << 8 | usize::from(len_lo)) % 1100;
-                let mut bytes = artifact.get(offset..(offset + len).min(artifact.len())).unwrap_or_default().to_vec();
-                if let Some(b) = bytes.get_mut(usize::from(mask) % 64) {
-                    *b ^= mask;
-                }
-                match Chunk::data(Digest::of(artifact), offset as u32, &bytes).encode_into(&mut buf) {
-                    Ok(n) => agent.handle(Kind::Chunk, &buf[..n], &mut Sink, &clock),
-                    Err(_) => Ok(()),
-                }
-            }
-            2 => {
-                let Some(&[kind, len]) = take(2) else { break };
-                let Some(payload) = take(usize::from(len)) else { break };
-                agent.handle(Kind::ALL[usize::from(kind) % 6], payload, &mut Sink, &clock)
-            }
-            3 => {
-                let Some(&[id, action]) = take(2) else { break };
-                let action = if action % 2 == 0 { Action::Rollback } else { Action::Cancel };
-                let cmd = Cmd { id: u64::from(id), action, rollout_id: 7 };
-                match cmd.encode_into(&mut buf) {
-                    Ok(n) => agent.handle(Kind::Cmd, &buf[..n], &mut Sink, &clock),
-                    Err(_) => Ok(()),
-                }
-            }
-            4 | 5 => {
-                clock.0 += 1000;
-                agent.poll(&mut Sink, &clock)
-            }
-            6 => {
-                let Some(&[at, mode]) = take(2) else { break };
-                let mut p = part.borrow_mut();
-                let op = p.stats().mutating() + 1 + u64::from(at);
-                p.cut_at(op, [CutMode::Before, CutMode::TearPrefix, CutMode::TearBits][usize::from(mode % 3)]);
-                Ok(())
-            }
-            _ => Err(mota_agent::AgentError::Flash), // a reboot
-        };
-        if result.is_err() {
-            drop(agent);
-            part.borrow_mut().restore_power();
-            agent = boot(&config, &part);
-            let _ = agent.hello(&mut Sink, &clock);
+    let mut events = 0;
+    // One iteration per boot: the agent borrows the arena until the power goes.
+    while events < 64 {
+        let mut agent = boot(&config, &part, &mut arena);
+        let _ = agent.hello(&mut Sink, &clock);
+        let mut rebooted = false;
+        while events < 64 && !rebooted {
+            events += 1;
+            let Some((&op, rest)) = input.split_first() else { return };
+            input = rest;
+            let result = event(op, &mut input, &mut agent, &part, &mut clock);
+            let Some(result) = result else { return };
+            rebooted = result.is_err();
         }
+        if !rebooted {
+            return;
+        }
+        part.borrow_mut().restore_power();
     }
 });
+
+type FuzzAgent<'c> = Agent<'c, Region<Part>, Region<Part>, Accept>;
+
+/// Runs event `op`, taking its operands from `input`; `None` when the input ran out.
+fn event(
+    op: u8,
+    input: &mut &[u8],
+    agent: &mut FuzzAgent<'_>,
+    part: &Rc<RefCell<Part>>,
+    clock: &mut Ticks,
+) -> Option<Result<(), mota_agent::AgentError>> {
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let (head, rest) = input.split_at_checked(n)?;
+        *input = rest;
+        Some(head)
+    };
+    let mut buf = [0u8; 2048];
+    Some(match op % 8 {
+        0 => agent.handle(Kind::Offer, OFFER, &mut Sink, clock),
+        1 => {
+            let &[which, off_hi, off_lo, len_hi, len_lo, mask] = take(6)? else { return None };
+            let artifact = [PATCH, SET, TARGET][usize::from(which % 3)];
+            let offset = (usize::from(off_hi) << 8 | usize::from(off_lo)) % (artifact.len() + 8);
+            let len = (usize::from(len_hi) << 8 | usize::from(len_lo)) % 1100;
+            let mut bytes = artifact.get(offset..(offset + len).min(artifact.len())).unwrap_or_default().to_vec();
+            if let Some(b) = bytes.get_mut(usize::from(mask) % 64) {
+                *b ^= mask;
+            }
+            match Chunk::data(Digest::of(artifact), offset as u32, &bytes).encode_into(&mut buf) {
+                Ok(n) => agent.handle(Kind::Chunk, &buf[..n], &mut Sink, clock),
+                Err(_) => Ok(()),
+            }
+        }
+        2 => {
+            let &[kind, len] = take(2)? else { return None };
+            let payload = take(usize::from(len))?;
+            agent.handle(Kind::ALL[usize::from(kind) % 6], payload, &mut Sink, clock)
+        }
+        3 => {
+            let &[id, action] = take(2)? else { return None };
+            let action = if action % 2 == 0 { Action::Rollback } else { Action::Cancel };
+            let cmd = Cmd { id: u64::from(id), action, rollout_id: 7 };
+            match cmd.encode_into(&mut buf) {
+                Ok(n) => agent.handle(Kind::Cmd, &buf[..n], &mut Sink, clock),
+                Err(_) => Ok(()),
+            }
+        }
+        4 | 5 => {
+            clock.0 += 1000;
+            agent.poll(&mut Sink, clock)
+        }
+        6 => {
+            let &[at, mode] = take(2)? else { return None };
+            let mut p = part.borrow_mut();
+            let op = p.stats().mutating() + 1 + u64::from(at);
+            p.cut_at(op, [CutMode::Before, CutMode::TearPrefix, CutMode::TearBits][usize::from(mode % 3)]);
+            Ok(())
+        }
+        _ => Err(mota_agent::AgentError::Flash), // a reboot
+    })
+}

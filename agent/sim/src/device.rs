@@ -18,7 +18,7 @@ use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 /// The simulated part: 4-byte program units, 4 KiB sectors, erased 0xFF, multiwrite.
 pub type Part = SimFlash<4, 4096, true>;
 type Slot = Region<Part>;
-type SimAgent<'c> = Agent<'c, Slot, Slot, RuntimeValidator<'c, MappedSlots, UsClock>>;
+type SimAgent<'c> = Agent<'c, Slot, Slot, RuntimeValidator<MappedSlots, UsClock>>;
 
 /// State region: 4 sectors.
 pub const STATE_LEN: u32 = 4 * 4096;
@@ -184,7 +184,7 @@ fn boot<'c>(config: &'c Config<'c>, part: &Rc<RefCell<Part>>, arena: &'c mut [u8
     let slots = [Region::new(part, STATE_LEN, SLOT_LEN), Region::new(part, STATE_LEN + SLOT_LEN, SLOT_LEN)];
     let state = Region::new(part, 0, STATE_LEN);
     let memory = MappedSlots(Rc::clone(part));
-    Agent::boot(config, slots, state, RuntimeValidator { memory, arena, clock: UsClock })
+    Agent::boot(config, slots, state, RuntimeValidator { memory, clock: UsClock }, arena)
 }
 
 fn observe(agent: &SimAgent<'_>, status: &Rc<RefCell<DeviceStatus>>) {

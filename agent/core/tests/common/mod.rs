@@ -179,7 +179,7 @@ pub struct Device<const W: usize, const E: usize> {
 
 pub type Slot<const W: usize, const E: usize> = Region<SimFlash<W, E, true>>;
 pub type TestAgent<'c, const W: usize, const E: usize> =
-    Agent<'c, Slot<W, E>, Slot<W, E>, RuntimeValidator<'c, SimSlots<W, E>, UsClock>>;
+    Agent<'c, Slot<W, E>, Slot<W, E>, RuntimeValidator<SimSlots<W, E>, UsClock>>;
 
 impl<const W: usize, const E: usize> Device<W, E> {
     /// A device with `factory` in slot 0.
@@ -201,7 +201,7 @@ impl<const W: usize, const E: usize> Device<W, E> {
         let slots = [Region::new(&self.part, l.slots[0], l.slot_len), Region::new(&self.part, l.slots[1], l.slot_len)];
         let state = Region::new(&self.part, l.state, l.state_len);
         let memory = SimSlots { part: Rc::clone(&self.part), slots: l.slots, len: l.slot_len };
-        Agent::boot(config, slots, state, RuntimeValidator { memory, arena, clock: UsClock })
+        Agent::boot(config, slots, state, RuntimeValidator { memory, clock: UsClock }, arena)
     }
 
     /// Bytes of slot `i`.

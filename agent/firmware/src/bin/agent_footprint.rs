@@ -18,7 +18,7 @@ use panic_semihosting as _;
 struct External;
 
 impl Validator for External {
-    fn validate(&mut self, _: Located, _: u32, _: Option<Located>) -> Result<Measurement, ErrorCode> {
+    fn validate(&mut self, _: Located, _: u32, _: Option<Located>, _: &mut [u8]) -> Result<Measurement, ErrorCode> {
         Ok(Measurement { accuracy_permille: Some(1000), latency_us: None, arena_used: None })
     }
 }
@@ -26,9 +26,10 @@ impl Validator for External {
 #[entry]
 fn main() -> ! {
     let (a, b, state) = demo::regions();
+    let arena = cortex_m::singleton!(: [u8; 16 * 1024] = [0; 16 * 1024]).unwrap_or_else(|| loop {});
     let agent: &'static mut Agent<'static, RamFlash, RamFlash, External> = cortex_m::singleton!(
         : Agent<'static, RamFlash, RamFlash, External> =
-            Agent::boot(&CONFIG, [a, b], state, External).expect("first boot")
+            Agent::boot(&CONFIG, [a, b], state, External, arena).expect("first boot")
     )
     .expect("main runs once");
     let clock = Ticks(Default::default());

@@ -20,7 +20,7 @@ use panic_semihosting as _;
 struct External;
 
 impl Validator for External {
-    fn validate(&mut self, _: Located, _: u32, _: Option<Located>) -> Result<Measurement, ErrorCode> {
+    fn validate(&mut self, _: Located, _: u32, _: Option<Located>, _: &mut [u8]) -> Result<Measurement, ErrorCode> {
         Ok(Measurement { accuracy_permille: Some(1000), latency_us: None, arena_used: None })
     }
 }
@@ -39,8 +39,9 @@ impl Transport for Null {
 #[entry]
 fn main() -> ! {
     let (a, b, state) = demo::regions();
+    let arena = cortex_m::singleton!(: [u8; 16 * 1024] = [0; 16 * 1024]).unwrap_or_else(|| loop {});
     let agent: &'static mut Agent<'static, RamFlash, RamFlash, External> = cortex_m::singleton!(
-        : Agent<'static, RamFlash, RamFlash, External> = match Agent::boot(&CONFIG, [a, b], state, External) {
+        : Agent<'static, RamFlash, RamFlash, External> = match Agent::boot(&CONFIG, [a, b], state, External, arena) {
             Ok(agent) => agent,
             Err(_) => { debug::exit(debug::EXIT_FAILURE); loop {} }
         }

@@ -18,16 +18,16 @@ use mota_firmware::{paint_stack, stack_used};
 use mota_proto::message::Event;
 use panic_semihosting as _;
 
-type Validator = RuntimeValidator<'static, MappedSlots, Ticks>;
+type Validator = RuntimeValidator<MappedSlots, Ticks>;
 
 #[entry]
 fn main() -> ! {
     let arena = cortex_m::singleton!(: [u8; 16 * 1024] = [0; 16 * 1024]).expect("main runs once");
     let (a, b, state) = demo::regions();
-    let validator = RuntimeValidator { memory: MappedSlots, arena, clock: Ticks(Default::default()) };
+    let validator = RuntimeValidator { memory: MappedSlots, clock: Ticks(Default::default()) };
     let agent: &'static mut Agent<'static, RamFlash, RamFlash, Validator> = cortex_m::singleton!(
         : Agent<'static, RamFlash, RamFlash, Validator> =
-            Agent::boot(&CONFIG, [a, b], state, validator).expect("first boot")
+            Agent::boot(&CONFIG, [a, b], state, validator, arena).expect("first boot")
     )
     .expect("main runs once");
     let clock = Ticks(Default::default());
@@ -41,7 +41,7 @@ fn main() -> ! {
         && active.is_some_and(|m| m.image.slot == 1 && m.installed.version.as_str() == "2.0.0");
 
     hprintln!(
-        "agent struct {} bytes (with the patch decoder and state buffer), update stack {} bytes",
+        "agent struct {} bytes (the patch decoder's block buffer is the arena), update stack {} bytes",
         core::mem::size_of::<Agent<'static, RamFlash, RamFlash, Validator>>(),
         stack
     );
