@@ -77,11 +77,11 @@ pub struct Agent<'c, F, S: NorFlash, V> {
     store: Store<S>,
     validator: V,
     state: State,
-    /// The tensor arena: lent to the patch decoder as its block buffer while a patch
-    /// downloads (the arena is idle then), to the validator while a model runs.
-    arena: Option<&'c mut [u8]>,
-    /// The patch decoder, holding the arena, while a patch is being applied.
-    decoder: Option<Decoder<&'c mut [u8]>>,
+    /// The patch decoder. It holds the tensor arena as its block buffer (the arena is
+    /// idle while a patch downloads) and lends it to the validator while a model runs.
+    decoder: Decoder<&'c mut [u8]>,
+    /// A patch is being applied.
+    decoding: bool,
     writer: Writer,
     /// Next artifact offset to ask for (RAM; the persisted one is `job.progress`).
     received: u32,
@@ -105,9 +105,11 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         validator: V,
         arena: &'c mut [u8],
     ) -> Result<Self, AgentError> {
-        if arena.len() < mota_delta::BLOCK_BUFFER || arena.len() < config.limits.max_arena_bytes as usize {
-            return Err(AgentError::Config("arena smaller than the patch block buffer or max_arena_bytes"));
+        if arena.len() < config.limits.max_arena_bytes as usize {
+            return Err(AgentError::Config("arena smaller than max_arena_bytes"));
         }
+        let decoder = Decoder::with_buffer([0; 32], 0, 0, arena)
+            .ok_or(AgentError::Config("arena smaller than the patch block buffer"))?;
         if F::WRITE_SIZE > MAX_UNIT || !F::WRITE_SIZE.is_power_of_two() {
             return Err(AgentError::Config("slot write size must be a power of two up to 32"));
         }
@@ -121,8 +123,8 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             store,
             validator,
             state: State::empty(0),
-            arena: Some(arena),
-            decoder: None,
+            decoder,
+            decoding: false,
             writer: Writer::new(0, 0, config.erased),
             received: 0,
             request: None,
@@ -441,28 +443,17 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         self.writer = Writer::new(dest.saturating_add(job.written), limit, self.config.erased);
         self.received = job.progress;
         self.request = None;
-        self.release_decoder();
         let base = self.state.current.map_or(0, |c| c.size);
-        let (Phase::Image, Some(delta)) = (job.phase, job.delta) else { return };
-        let Some(arena) = self.arena.take() else { return };
-        let mut decoder = match Decoder::with_buffer(delta.base_sha256.0, base, job.image.size, arena) {
-            Some(d) => d,
-            None => return, // unreachable: the arena's length is checked at boot
+        self.decoding = match (job.phase, job.delta, job.checkpoint) {
+            (Phase::Image, Some(d), None) => {
+                self.decoder.restart(d.base_sha256.0, base, job.image.size);
+                true
+            }
+            (Phase::Image, Some(_), Some(ck)) => {
+                self.decoder.restart_at(Checkpoint::from_bytes(&ck), base, job.image.size).is_ok()
+            }
+            _ => false,
         };
-        if let Some(ck) = job.checkpoint
-            && decoder.restart_at(Checkpoint::from_bytes(&ck), base, job.image.size).is_err()
-        {
-            self.arena = Some(decoder.into_buffer());
-            return;
-        }
-        self.decoder = Some(decoder);
-    }
-
-    /// Takes the arena back from the patch decoder.
-    fn release_decoder(&mut self) {
-        if let Some(decoder) = self.decoder.take() {
-            self.arena = Some(decoder.into_buffer());
-        }
     }
 
     fn resume(&mut self, mut job: Job) -> Result<(), AgentError> {
@@ -477,7 +468,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             return self.persist();
         }
         self.start_artifact(job);
-        if job.phase == Phase::Image && job.delta.is_some() && self.decoder.is_none() {
+        if job.phase == Phase::Image && job.delta.is_some() && !self.decoding {
             return self.finish(job, Err(ErrorCode::PATCH_CORRUPT), None);
         }
         Ok(())
@@ -542,11 +533,11 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
     fn consume(&mut self, job: &Job, data: &[u8]) -> Result<(), Consumed> {
         let [a, b] = &mut self.slots;
         let (active, inactive) = if self.state.active == 0 { (a, b) } else { (b, a) };
-        let Some(decoder) = self.decoder.as_mut().filter(|_| job.phase == Phase::Image) else {
+        if !(self.decoding && job.phase == Phase::Image) {
             return self.writer.write(inactive, data).map_err(Consumed::from);
-        };
+        }
         let mut sink = slot::Sink { flash: inactive, writer: &mut self.writer, error: None };
-        match decoder.push(data, &mut slot::Base(active), &mut sink) {
+        match self.decoder.push(data, &mut slot::Base(active), &mut sink) {
             Ok(_) => Ok(()),
             Err(DeltaError::Sink) => Err(sink.error.map_or(Consumed::Flash, Consumed::from)),
             Err(DeltaError::WrongBase | DeltaError::BaseTooSmall) => Err(Consumed::Reject(ErrorCode::BASE_MISMATCH)),
@@ -558,7 +549,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
     /// Persists progress once a resumable point moved by at least 4 KiB (every patch
     /// block is one), and reports it.
     fn persist_progress<T: Transport>(&mut self, mut job: Job, net: &mut T) -> Result<(), AgentError> {
-        let (progress, written, checkpoint) = match (&self.decoder, job.phase) {
+        let (progress, written, checkpoint) = match (self.decoding.then_some(&self.decoder), job.phase) {
             // A checkpoint is resumable only once its output is all programmed (a block
             // that ends inside a write unit leaves bytes held back in the writer).
             (Some(d), Phase::Image) => match d.checkpoint() {
@@ -615,10 +606,10 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         }
         let check = match job.phase {
             Phase::Image => {
-                if self.decoder.as_ref().is_some_and(|d| d.finish().is_err()) {
+                if self.decoding && self.decoder.finish().is_err() {
                     return self.finish(job, Err(ErrorCode::PATCH_CORRUPT), None);
                 }
-                self.release_decoder();
+                self.decoding = false;
                 (0, job.image.size, job.image.sha256, ErrorCode::IMAGE_DIGEST_MISMATCH)
             }
             _ => {
@@ -688,8 +679,8 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             offset: slot::set_offset(job.image.size).unwrap_or(0),
             len: v.set_size,
         });
-        self.release_decoder();
-        let Some(arena) = self.arena.as_deref_mut() else { return Err(AgentError::Config("arena lost")) };
+        self.decoding = false;
+        let arena = self.decoder.lend_buffer();
         let measured = match self.validator.validate(model, job.arena_bytes, set, arena) {
             Ok(m) => m,
             Err(code) => return self.finish(job, Err(code), None),
@@ -757,7 +748,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             }
         }
         self.state.report = Some(report);
-        self.release_decoder();
+        self.decoding = false;
         self.request = None;
         self.persist()?;
         self.report_due = true;
@@ -816,7 +807,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             _ => Report::new(cmd.rollout_id, seq, Event::Rejected, None, Some(ErrorCode::ROLLBACK_UNAVAILABLE)),
         };
         state.report = Some(report);
-        self.release_decoder();
+        self.decoding = false;
         self.request = None;
         self.persist()?;
         self.report_due = true;

@@ -203,6 +203,13 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Decoder<B> {
         self.buf
     }
 
+    /// The block buffer, for other work between two patches (an agent runs its validator
+    /// in it). The decoder forgets its patch: push again only after a restart.
+    pub fn lend_buffer(&mut self) -> &mut [u8] {
+        self.restart([0; 32], 0, 0);
+        self.buf.as_mut()
+    }
+
     /// [`Decoder::new`] in place: firmware keeps one decoder in static memory and re-arms
     /// it for each download, with no second decoder-sized value on its stack.
     pub fn restart(&mut self, base_sha256: [u8; 32], base_size: u32, max_target: u32) {

@@ -261,5 +261,12 @@ fn a_lent_buffer_decodes_like_the_inline_one_and_comes_back() {
     }
     d.finish().unwrap();
     assert_eq!(out.0, b);
+    // Lent out between patches: the decoder forgets its patch, then works again.
+    d.lend_buffer().fill(0xA5);
+    assert!(d.push(&patch[..200], &mut Mem(&a), &mut out).is_err(), "no patch armed");
+    d.restart(sha(&a), a.len() as u32, u32::MAX);
+    let mut again = Collect(Vec::new());
+    d.push(&patch, &mut Mem(&a), &mut again).unwrap();
+    assert_eq!(again.0, b);
     assert_eq!(d.into_buffer().len(), mota_delta::BLOCK_BUFFER + 100);
 }
