@@ -234,3 +234,63 @@ fn a_fleet_with_power_cuts_and_drops_commits_the_new_model() -> TestResult {
     println!("{} devices committed, {cuts} power cuts injected", fleet.len());
     Ok(())
 }
+
+/// Runs `opts` with the backend stand-in until every device runs `target` (or 60 s).
+fn run_until(
+    opts: FleetOptions,
+    r: &Rc<Release>,
+    host: &str,
+    port: u16,
+    with_backend: bool,
+) -> Result<Vec<DeviceStatus>, BoxError> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let local = tokio::task::LocalSet::new();
+    let terminal = Rc::new(RefCell::new(HashMap::new()));
+    let statuses = local.block_on(&runtime, async {
+        if with_backend {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            tokio::task::spawn_local(backend(host.to_owned(), port, Rc::clone(r), Rc::clone(&terminal), tx));
+            let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
+        }
+        let fleet = run_fleet(opts).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while tokio::time::Instant::now() < deadline
+            && !fleet.iter().all(|(_, s)| s.borrow().boots > 0 && s.borrow().running == Some(r.target))
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        fleet.iter().map(|(_, s)| s.borrow().clone()).collect()
+    });
+    Ok(statuses)
+}
+
+#[test]
+fn a_device_keeps_its_flash_across_process_restarts() -> TestResult {
+    let old = std::fs::read(format!("{FIXTURES}digits_cnn_v1.tflite"))?;
+    let new = std::fs::read(format!("{FIXTURES}digits_cnn_v2.tflite"))?;
+    let r = Rc::new(release(&old, &new)?);
+    let (host, port) = broker_address()?;
+    let dir = tempfile::tempdir()?;
+    let opts = FleetOptions {
+        count: 2,
+        prefix: format!("t{}-disk-", std::process::id()),
+        host: host.clone(),
+        port,
+        class: CLASS.into(),
+        roots: vec![r.root],
+        factory: Arc::from(old.as_slice()),
+        factory_counter: 1,
+        data_dir: Some(dir.path().to_path_buf()),
+        faults: Faults::default(),
+        seed: 3,
+        stagger: Duration::ZERO,
+    };
+    let first = run_until(opts.clone(), &r, &host, port, true)?;
+    assert!(first.iter().all(|s| s.running == Some(r.target)), "{first:?}");
+    // A new process on the same files, with no backend: the devices boot into v2.
+    let again = run_until(opts, &r, &host, port, false)?;
+    for s in &again {
+        assert_eq!((s.running, s.version.as_str(), s.counter, s.boots), (Some(r.target), "2.0.0", 2, 1), "{s:?}");
+    }
+    Ok(())
+}
