@@ -583,13 +583,16 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         if job.restarts > 3 {
             return self.finish(job, Err(ErrorCode::FLASH_ERROR), None);
         }
-        self.erase_inactive()?;
         job.phase = Phase::Image;
         job.progress = 0;
         job.written = 0;
         job.checkpoint = None;
+        // Progress goes back to zero before the erase: a cut between the two then finds
+        // progress 0 over old bytes (torn, so erased again), never progress P over an
+        // erased slot, which would only be caught by the final digest.
         self.state.job = Some(job);
         self.persist()?;
+        self.erase_inactive()?;
         self.start_artifact(job);
         self.send_request(&job, net, clock.now_ms());
         Ok(())
