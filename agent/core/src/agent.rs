@@ -21,6 +21,12 @@ use crate::slot::{self, MAX_UNIT, WriteError, Writer};
 use crate::state::{Installed, Job, Phase, Report, SetRef, State, Text};
 use crate::store::{Store, StoreError};
 
+/// Torn writes in a row (each one a power cut during a write, found on resume) before an
+/// update is given up as `flash_error`. A part that does not erase is caught at once by
+/// the blank check after each erase; this bound only ends a device that loses power
+/// during every download.
+const MAX_RESTARTS: u8 = 16;
+
 /// Messages a device subscribes to (on its own topics).
 pub const SUBSCRIPTIONS: [Kind; 3] = [Kind::Offer, Kind::Chunk, Kind::Cmd];
 
@@ -413,16 +419,21 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             accepted.detail = Some("expiry not checked: no trusted time");
         }
         publish(net, Kind::Status, &accepted);
-        self.erase_inactive()?;
+        if !self.erase_inactive()? {
+            return self.finish(job, Err(ErrorCode::FLASH_ERROR), None);
+        }
         self.start_artifact(job);
         self.send_request(&job, net, clock.now_ms());
         Ok(())
     }
 
-    fn erase_inactive(&mut self) -> Result<(), AgentError> {
+    /// Erases the inactive slot and checks that it reads erased: `false` when the part
+    /// did not erase (a failing part; a power cut instead ends in `Err`).
+    fn erase_inactive(&mut self) -> Result<bool, AgentError> {
         let slot = &mut self.slots[usize::from(self.state.inactive())];
         let end = u32::try_from(slot.capacity()).map_err(|_| AgentError::Flash)?;
-        slot.erase(0, end).map_err(|_| AgentError::Flash)
+        slot.erase(0, end).map_err(|_| AgentError::Flash)?;
+        slot::is_erased(slot, end, self.config.erased).map_err(|_| AgentError::Flash)
     }
 
     // ---- transfer --------------------------------------------------------------------
@@ -580,7 +591,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
     /// A torn write was found after a power cut: erase the slot and download again.
     fn restart<T: Transport>(&mut self, mut job: Job, net: &mut T, clock: &impl Clock) -> Result<(), AgentError> {
         job.restarts = job.restarts.saturating_add(1);
-        if job.restarts > 3 {
+        if job.restarts > MAX_RESTARTS {
             return self.finish(job, Err(ErrorCode::FLASH_ERROR), None);
         }
         job.phase = Phase::Image;
@@ -592,7 +603,9 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         // erased slot, which would only be caught by the final digest.
         self.state.job = Some(job);
         self.persist()?;
-        self.erase_inactive()?;
+        if !self.erase_inactive()? {
+            return self.finish(job, Err(ErrorCode::FLASH_ERROR), None);
+        }
         self.start_artifact(job);
         self.send_request(&job, net, clock.now_ms());
         Ok(())

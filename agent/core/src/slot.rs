@@ -160,6 +160,23 @@ pub fn sha256<F: ReadNorFlash>(flash: &mut F, offset: u32, len: u32) -> Result<D
     Ok(Digest(hasher.finalize().into()))
 }
 
+/// Whether the first `len` bytes of `flash` all read `erased`.
+#[inline(never)]
+pub fn is_erased<F: ReadNorFlash>(flash: &mut F, len: u32, erased: u8) -> Result<bool, WriteError> {
+    let mut buf = [0u8; PIECE];
+    let mut at = 0u32;
+    while at < len {
+        let n = ((len - at) as usize).min(PIECE);
+        let piece = buf.get_mut(..n).ok_or(WriteError::Overflow)?;
+        flash.read(at, piece).map_err(|_| WriteError::Flash)?;
+        if piece.iter().any(|&b| b != erased) {
+            return Ok(false);
+        }
+        at += n as u32;
+    }
+    Ok(true)
+}
+
 /// Copies `len` bytes from `src` at `from` through `writer` into `dst`.
 #[inline(never)]
 pub fn copy<F: NorFlash>(src: &mut F, from: u32, len: u32, dst: &mut F, writer: &mut Writer) -> Result<(), WriteError> {
@@ -265,6 +282,16 @@ mod tests {
                 assert!(f.stats().writes - writes < 3000 / 8, "units already written are skipped");
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn a_blank_check_sees_one_programmed_byte() -> TestResult {
+        let mut f = part()?;
+        assert!(is_erased(&mut f, 8192, 0xFF)?);
+        f.write(4096 + 8, &[0xFE; 8])?;
+        assert!(is_erased(&mut f, 4096, 0xFF)?);
+        assert!(!is_erased(&mut f, 8192, 0xFF)?);
         Ok(())
     }
 

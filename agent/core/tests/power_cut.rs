@@ -303,3 +303,84 @@ fn every_cut_of_every_scenario_recovers() -> TestResult {
     );
     Ok(())
 }
+
+/// Up to five cuts in one attempt (also inside the recovery boots and the cut-short
+/// recoveries), at random operations and modes; the outcome must still be the uncut one.
+fn multi_cut_run<const W: usize, const E: usize>(
+    p: &Prepared<W, E>,
+    s: &Scenario,
+    m: &Models,
+    allowed: &[Digest],
+    seed: u64,
+) -> Result<u32, BoxError> {
+    let mut dice = seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1;
+    let mut next = move || {
+        dice ^= dice << 13;
+        dice ^= dice >> 7;
+        dice ^= dice << 17;
+        dice
+    };
+    let mut part = SimFlash::<W, E, true>::new(p.layout.geometry.clone());
+    part.restore(&p.snapshot)?;
+    part.seed(next());
+    let device = Device { part: std::rc::Rc::new(std::cell::RefCell::new(part)), layout: p.layout.clone() };
+    let config = device_config(&p.layout, m)?;
+    let mut backend = Backend { offer: p.backend_offer.clone(), artifacts: p.artifacts.clone(), ..Default::default() };
+    publish(&mut backend, &s.step)?;
+    let mut cuts = 0;
+    for _ in 0..1 + next() % 5 {
+        {
+            let mut part = device.part.borrow_mut();
+            let at = part.stats().mutating() + 1 + next() % p.ops.max(1);
+            part.cut_at(at, MODES[(next() % 3) as usize]);
+        }
+        let result = boot_and_drive(&device, &config, &mut backend, allowed)?;
+        let was_cut = device.part.borrow().is_cut();
+        device.part.borrow_mut().restore_power();
+        if !was_cut {
+            result?;
+            break; // finished before the cut came
+        }
+        cuts += 1;
+    }
+    boot_and_drive(&device, &config, &mut backend, allowed)??;
+    check_end(&device, &config, &backend, &s.expect, allowed)?;
+    Ok(cuts)
+}
+
+fn multi_cut_layout<const W: usize, const E: usize>(
+    layout: Layout,
+    seeds: u64,
+    m: &Models,
+    all: &[Scenario],
+) -> Result<(u64, u64), BoxError> {
+    let allowed: Vec<Digest> = [&m.v1, &m.v2].iter().map(|b| Digest::of(b)).collect();
+    let (mut runs, mut cuts) = (0, 0);
+    for s in all {
+        let p = prepare::<W, E>(&layout, s, m, &allowed)?;
+        for seed in 0..seeds {
+            cuts += u64::from(multi_cut_run(&p, s, m, &allowed, seed).map_err(|e| {
+                format!("{} W={W} erased={:#x}: multi-cut seed {seed}: {e}", s.name, layout.geometry.erased)
+            })?);
+            runs += 1;
+        }
+    }
+    Ok((runs, cuts))
+}
+
+#[test]
+fn several_cuts_in_one_update_still_recover() -> TestResult {
+    let seeds = if std::env::var_os("MOTA_FULL_SWEEP").is_some() { 1000 } else { 25 };
+    let m = models()?;
+    let all = scenarios(&m)?;
+    let start = Instant::now();
+    let a = multi_cut_layout::<4, 4096>(Layout::uniform(4, 0xFF), seeds, &m, &all)?;
+    let b = multi_cut_layout::<16, 16384>(Layout::stm32f4(16, 0x00), seeds, &m, &all)?;
+    println!(
+        "multi-cut: {} runs with {} cuts (1 to 5 per run, seeds 0..{seeds}), all recovered, {:.1} s",
+        a.0 + b.0,
+        a.1 + b.1,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
