@@ -93,6 +93,7 @@ type Terminal = HashMap<String, HashSet<(u64, u32, Event)>>;
 /// The backend stand-in: offers to every device that says hello, serves chunks, and
 /// records statuses (terminal ones by idempotency key).
 async fn backend(
+    prefix: String,
     host: String,
     port: u16,
     r: Rc<Release>,
@@ -101,7 +102,8 @@ async fn backend(
 ) {
     let mut ready = Some(ready);
     let mut subacks = 0;
-    let mut opts = MqttOptions::new("backend-stand-in", host, port);
+    // Own client id and own devices: tests may share one broker (CI's Mosquitto).
+    let mut opts = MqttOptions::new(format!("backend-{prefix}"), host, port);
     opts.set_max_packet_size(64 * 1024, 64 * 1024);
     let (client, mut events) = AsyncClient::new(opts, 1024);
     let mut offered = HashSet::new();
@@ -129,6 +131,9 @@ async fn backend(
         };
         let Ok(topic) = Topic::parse(&p.topic) else { continue };
         let device = topic.device().to_owned();
+        if !device.starts_with(&prefix) {
+            continue;
+        }
         match topic.kind() {
             Kind::Hello if Hello::parse(&p.payload).is_ok_and(|h| h.online) && offered.insert(device.clone()) => {
                 let to = format!("mota/v1/dev/{device}/offer");
@@ -170,7 +175,7 @@ fn a_fleet_with_power_cuts_and_drops_commits_the_new_model() -> TestResult {
     let new = std::fs::read(format!("{FIXTURES}digits_cnn_v2.tflite"))?;
     let r = Rc::new(release(&old, &new)?);
     let (host, port) = broker_address()?;
-    let prefix = format!("t{}-", std::process::id());
+    let prefix = format!("t{}-fleet-", std::process::id());
     let base = FleetOptions {
         count: 12,
         prefix: format!("{prefix}calm-"),
@@ -200,7 +205,7 @@ fn a_fleet_with_power_cuts_and_drops_commits_the_new_model() -> TestResult {
     let terminal = Rc::new(RefCell::new(HashMap::new()));
     let fleet: Vec<(String, Rc<RefCell<DeviceStatus>>)> = local.block_on(&runtime, async {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::task::spawn_local(backend(host.clone(), port, Rc::clone(&r), Rc::clone(&terminal), tx));
+        tokio::task::spawn_local(backend(prefix.clone(), host.clone(), port, Rc::clone(&r), Rc::clone(&terminal), tx));
         let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
         let mut fleet = run_fleet(base).await;
         fleet.extend(run_fleet(rough).await);
@@ -249,7 +254,14 @@ fn run_until(
     let statuses = local.block_on(&runtime, async {
         if with_backend {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            tokio::task::spawn_local(backend(host.to_owned(), port, Rc::clone(r), Rc::clone(&terminal), tx));
+            tokio::task::spawn_local(backend(
+                opts.prefix.clone(),
+                host.to_owned(),
+                port,
+                Rc::clone(r),
+                Rc::clone(&terminal),
+                tx,
+            ));
             let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
         }
         let fleet = run_fleet(opts).await;
