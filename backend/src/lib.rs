@@ -1,6 +1,14 @@
 //! The backend: model registry, signing, blob storage, rollout engine and ops API.
 //!
-//! Not built yet (issues 6 and 7): an axum server on SQLite or PostgreSQL (sqlx), a
-//! local or S3 blob store, and the MQTT side (rumqttc, with an in-process rumqttd by
-//! default). It signs manifests with `mota_proto::sign` and speaks the topics of
-//! `mota_proto::topic`.
+//! Built so far (issue 6, in progress): the configuration, the database (SQLite by
+//! default, PostgreSQL by URL, one schema in `migrations/`), and the server skeleton
+//! (`run`: health and readiness, request ids, body limits, graceful shutdown). Still to
+//! come: the blob store, the registry, signing, the `/v1` API and its tokens (issue 6),
+//! and the MQTT side (issue 7).
+
+pub mod config;
+pub mod db;
+pub mod server;
+
+pub use config::Config;
+pub use server::run;

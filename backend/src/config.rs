@@ -1,0 +1,58 @@
+//! What the server needs to start, from flags and `MOTA_*` environment variables.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+/// The server's configuration. Every field is a flag and an environment variable.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct Config {
+    /// Directory for the embedded defaults: the SQLite file, blobs, development keys.
+    #[arg(long, env = "MOTA_DATA_DIR", default_value = "./mota-data")]
+    pub data_dir: PathBuf,
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "MOTA_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Database URL: `sqlite://PATH` or `postgres://...`; default: SQLite in the data dir.
+    #[arg(long, env = "MOTA_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Largest request body accepted, in bytes (model uploads included).
+    #[arg(long, env = "MOTA_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Log format.
+    #[arg(long, env = "MOTA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Config {
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("mota.db").display()),
+        }
+    }
+
+    /// A configuration for tests and embedding: data in `data_dir`, any free port.
+    pub fn embedded(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: None,
+            max_body_bytes: 64 * 1024 * 1024,
+            log_format: LogFormat::Text,
+        }
+    }
+}

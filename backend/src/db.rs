@@ -1,0 +1,86 @@
+//! The database: one pool over SQLite or PostgreSQL (sqlx's `Any` driver, so every query
+//! is written once), migrated from `migrations/<engine>` at start-up.
+
+use sqlx::AnyPool;
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::Migrator;
+
+static SQLITE: Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES: Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// Why the database is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The URL names an engine we do not run on.
+    #[error("unsupported database URL (use sqlite:// or postgres://): {0}")]
+    Engine(String),
+    /// Connecting failed.
+    #[error("connecting to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// A migration failed.
+    #[error("migrating the database: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("database: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+/// Which engine a pool talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// The embedded default.
+    Sqlite,
+    /// Production.
+    Postgres,
+}
+
+impl Engine {
+    /// The engine of `url`.
+    pub fn of(url: &str) -> Result<Self, DbError> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Self::Postgres)
+        } else {
+            Err(DbError::Engine(url.split(':').next().unwrap_or_default().to_owned()))
+        }
+    }
+}
+
+/// The pool and its engine.
+#[derive(Debug, Clone)]
+pub struct Db {
+    /// Connections.
+    pub pool: AnyPool,
+    /// The engine behind them.
+    pub engine: Engine,
+}
+
+impl Db {
+    /// Connects to `url` (creating a SQLite file if needed).
+    pub async fn connect(url: &str) -> Result<Self, DbError> {
+        let engine = Engine::of(url)?;
+        install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(if engine == Engine::Sqlite { 4 } else { 16 })
+            .connect(url)
+            .await
+            .map_err(DbError::Connect)?;
+        Ok(Self { pool, engine })
+    }
+
+    /// Applies the engine's migrations that are not applied yet.
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        let migrator = match self.engine {
+            Engine::Sqlite => &SQLITE,
+            Engine::Postgres => &POSTGRES,
+        };
+        migrator.run(&self.pool).await.map_err(DbError::Migrate)
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,81 @@
+//! `mota-backend`: the server (default) and its maintenance commands.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use mota_backend::config::LogFormat;
+use mota_backend::{Config, db::Db, run};
+
+#[derive(Parser)]
+#[command(version, about = "mota backend: model registry, signing, storage and the ops API")]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+    /// Print the configuration in effect (JSON) and exit.
+    #[arg(long)]
+    print_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if cli.print_config {
+        println!("{}", serde_json::to_string_pretty(&cli.config)?);
+        return Ok(());
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    match cli.config.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Migrate => {
+                std::fs::create_dir_all(&cli.config.data_dir)
+                    .with_context(|| format!("creating {}", cli.config.data_dir.display()))?;
+                let db = Db::connect(&cli.config.database_url()).await?;
+                db.migrate().await?;
+                println!("migrations applied ({:?})", db.engine);
+                Ok(())
+            }
+            Command::Serve => {
+                let listener = tokio::net::TcpListener::bind(cli.config.listen)
+                    .await
+                    .with_context(|| format!("listening on {}", cli.config.listen))?;
+                tracing::info!("serving on http://{}", listener.local_addr()?);
+                run(cli.config, listener, shutdown_signal()).await?;
+                Ok(())
+            }
+        }
+    })
+}
+
+/// Ctrl-C or SIGTERM (Kubernetes' stop signal).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}
