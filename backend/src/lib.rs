@@ -6,10 +6,12 @@
 //! shutdown). Still to come: the S3 blob store, the registry, signing, the `/v1` API and
 //! its tokens (issue 6), and the MQTT side (issue 7).
 
+pub mod auth;
 pub mod blobs;
 pub mod config;
 pub mod db;
 pub mod server;
+pub mod tokens;
 
 pub use config::Config;
 pub use server::run;

@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use mota_backend::config::LogFormat;
+use mota_backend::tokens::{self, Role};
 use mota_backend::{Config, db::Db, run};
 
 #[derive(Parser)]
@@ -23,6 +24,22 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token; it is printed once, alone on the last line, and stored only hashed.
+    Create {
+        /// What it may do.
+        #[arg(long, value_enum)]
+        role: Role,
+        /// A name to recognise it by.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
 }
 
 fn main() -> Result<()> {
@@ -41,11 +58,16 @@ fn main() -> Result<()> {
     runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Migrate => {
-                std::fs::create_dir_all(&cli.config.data_dir)
-                    .with_context(|| format!("creating {}", cli.config.data_dir.display()))?;
-                let db = Db::connect(&cli.config.database_url()).await?;
-                db.migrate().await?;
+                let db = open(&cli.config).await?;
                 println!("migrations applied ({:?})", db.engine);
+                Ok(())
+            }
+            Command::Token(TokenCommand::Create { role, name }) => {
+                let db = open(&cli.config).await?;
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+                let token = tokens::create(&db, &name, role, now).await?;
+                eprintln!("token {name:?} ({role:?}); it is not stored, keep it:");
+                println!("{token}");
                 Ok(())
             }
             Command::Serve => {
@@ -58,6 +80,14 @@ fn main() -> Result<()> {
             }
         }
     })
+}
+
+/// The database, migrated.
+async fn open(config: &Config) -> Result<Db> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let db = Db::connect(&config.database_url()).await?;
+    db.migrate().await?;
+    Ok(db)
 }
 
 /// Ctrl-C or SIGTERM (Kubernetes' stop signal).

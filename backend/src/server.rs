@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::auth::Caller;
 use crate::config::Config;
 use crate::db::{Db, DbError};
 
@@ -54,11 +55,17 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/v1/whoami", get(whoami))
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// The caller's role (a way to check a token).
+async fn whoami(caller: Caller) -> Json<serde_json::Value> {
+    Json(json!({ "role": caller.role }))
 }
 
 /// The process is up.

@@ -3,6 +3,7 @@
 //! holds a URL (CI starts one).
 
 use mota_backend::db::{Db, Engine};
+use mota_backend::tokens::{self, Role};
 use mota_backend::{Config, run};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -27,23 +28,9 @@ const TABLES: [&str; 14] = [
 #[tokio::test]
 async fn the_server_starts_on_embedded_defaults_and_is_ready() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let config = Config::embedded(dir.path().join("data"));
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(run(config, listener, async {
-        let _ = stopped.await;
-    }));
+    let (base, stop, server) = start(&dir.path().join("data")).await?;
     let client = reqwest::Client::new();
-    let mut health = None;
-    for _ in 0..100 {
-        if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
-            health = Some(r);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let health = health.ok_or("the server never answered")?;
+    let health = client.get(format!("{base}/healthz")).send().await?;
     assert_eq!(health.status(), 200);
     assert!(health.headers().contains_key("x-request-id"), "every response carries a request id");
     let ready = client.get(format!("{base}/readyz")).send().await?;
@@ -116,4 +103,76 @@ async fn the_schema_migrates_once_on_postgres_when_configured() -> TestResult {
 fn an_unknown_database_engine_is_refused() {
     assert!(Engine::of("mysql://x").is_err());
     assert_eq!(Engine::of("postgresql://x").ok(), Some(Engine::Postgres));
+}
+
+/// Starts the server in `dir`; returns its base URL and the stop handle.
+async fn start(
+    dir: &std::path::Path,
+) -> Result<
+    (String, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), mota_backend::server::ServerError>>),
+    Box<dyn std::error::Error>,
+> {
+    let config = Config::embedded(dir.to_path_buf());
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(run(config, listener, async {
+        let _ = stopped.await;
+    }));
+    for _ in 0..100 {
+        if reqwest::get(format!("{base}/healthz")).await.is_ok() {
+            return Ok((base, stop, server));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Err("the server never answered".into())
+}
+
+#[tokio::test]
+async fn tokens_authenticate_and_carry_their_role() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (base, stop, server) = start(dir.path()).await?;
+    let db = Db::connect(&Config::embedded(dir.path().to_path_buf()).database_url()).await?;
+    let viewer = tokens::create(&db, "ci", Role::Viewer, 1).await?;
+    assert!(viewer.starts_with(tokens::PREFIX));
+    let client = reqwest::Client::new();
+    let whoami = |token: Option<&str>| {
+        let mut r = client.get(format!("{base}/v1/whoami"));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    let anonymous = whoami(None).await?;
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(anonymous.json::<serde_json::Value>().await?["error"]["code"], "unauthorized");
+    assert_eq!(whoami(Some("mota_0000")).await?.status(), 401, "unknown token");
+    assert_eq!(whoami(Some(&viewer[1..])).await?.status(), 401, "mangled token");
+    let ok = whoami(Some(&viewer)).await?;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.json::<serde_json::Value>().await?["role"], "viewer");
+    // Only the hash is stored.
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens WHERE token_hash = $1")
+        .bind(&viewer)
+        .fetch_one(&db.pool)
+        .await?;
+    assert_eq!(stored, 0);
+    let _ = stop.send(());
+    server.await??;
+    Ok(())
+}
+
+#[test]
+fn token_create_prints_the_token_alone_on_its_last_line() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mota-backend"))
+        .args(["--data-dir"])
+        .arg(dir.path())
+        .args(["token", "create", "--role", "admin"])
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout)?;
+    let last = stdout.lines().last().ok_or("no output")?;
+    assert!(last.starts_with(tokens::PREFIX) && last.len() == tokens::PREFIX.len() + 64, "{last}");
+    Ok(())
 }

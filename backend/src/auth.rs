@@ -1,0 +1,85 @@
+//! Bearer-token authentication for the API, and the error body every endpoint shares.
+
+use axum::Json;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::server::AppState;
+use crate::tokens::{self, Role};
+
+/// An API error: a status and `{"error": {"code", "message"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// For humans.
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": { "code": self.code, "message": self.message } }))).into_response()
+    }
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    /// What its token may do.
+    pub role: Role,
+}
+
+impl Caller {
+    /// `Ok` when the caller's role is at least `role`, else 403.
+    pub fn require(self, role: Role) -> Result<Self, ApiError> {
+        if self.role >= role {
+            Ok(self)
+        } else {
+            Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("needs the {role:?} role")))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| unauthorized("missing bearer token"))?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| unauthorized("expected `Authorization: Bearer <token>`"))?;
+        match tokens::role_of(&state.db, token.trim()).await {
+            Ok(Some(role)) => Ok(Self { role }),
+            Ok(None) => Err(unauthorized("unknown or revoked token")),
+            Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_role_grants_itself_and_everything_below() {
+        let operator = Caller { role: Role::Operator };
+        assert!(operator.require(Role::Viewer).is_ok());
+        assert!(operator.require(Role::Operator).is_ok());
+        let refused = operator.require(Role::Admin).err().map(|e| (e.status, e.code));
+        assert_eq!(refused, Some((StatusCode::FORBIDDEN, "forbidden")));
+    }
+}
