@@ -21,6 +21,13 @@ pub struct Config {
     /// Largest request body accepted, in bytes (model uploads included).
     #[arg(long, env = "MOTA_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// The release key (PKCS#8 PEM, from `mota keys release-new`); without it, a
+    /// development key is generated into the data dir.
+    #[arg(long, env = "MOTA_RELEASE_KEY", requires = "release_cert")]
+    pub release_key: Option<PathBuf>,
+    /// The release key's certificate (from `mota keys release-new`).
+    #[arg(long, env = "MOTA_RELEASE_CERT", requires = "release_key")]
+    pub release_cert: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "MOTA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -52,6 +59,8 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: None,
             max_body_bytes: 64 * 1024 * 1024,
+            release_key: None,
+            release_cert: None,
             log_format: LogFormat::Text,
         }
     }

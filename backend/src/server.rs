@@ -12,9 +12,13 @@ use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::auth::Caller;
+use std::sync::Arc;
+
+use crate::auth::{ApiError, Caller};
 use crate::config::Config;
 use crate::db::{Db, DbError};
+use crate::signing::Signer;
+use crate::tokens::Role;
 
 /// Why the server stopped.
 #[derive(Debug, thiserror::Error)]
@@ -25,16 +29,21 @@ pub enum ServerError {
     /// The database is unusable.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// No release key.
+    #[error(transparent)]
+    Signing(#[from] crate::signing::SigningError),
     /// Serving failed.
     #[error("serving HTTP: {0}")]
     Serve(#[source] std::io::Error),
 }
 
 /// Shared by every handler.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AppState {
     /// The database.
     pub db: Db,
+    /// The release key.
+    pub signer: Arc<Signer>,
 }
 
 /// Opens the database (migrating it) and serves the API on `listener` until `shutdown`.
@@ -46,7 +55,11 @@ pub async fn run(
     std::fs::create_dir_all(&config.data_dir).map_err(|e| ServerError::DataDir(config.data_dir.clone(), e))?;
     let db = Db::connect(&config.database_url()).await?;
     db.migrate().await?;
-    let app = router(AppState { db }, config.max_body_bytes);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let signer =
+        crate::signing::load(config.release_key.as_deref(), config.release_cert.as_deref(), &config.data_dir, &db, now)
+            .await?;
+    let app = router(AppState { db, signer: Arc::new(signer) }, config.max_body_bytes);
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(ServerError::Serve)
 }
 
@@ -56,6 +69,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/whoami", get(whoami))
+        .route("/v1/keys", get(keys))
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TraceLayer::new_for_http())
@@ -66,6 +80,20 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
 /// The caller's role (a way to check a token).
 async fn whoami(caller: Caller) -> Json<serde_json::Value> {
     Json(json!({ "role": caller.role }))
+}
+
+/// The public part of the release key in use (viewers and up).
+async fn keys(caller: Caller, State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let s = &state.signer;
+    Ok(Json(json!({
+        "release": {
+            "key_id": s.release.key_id().to_string(),
+            "not_after": s.not_after,
+            "development": s.development,
+            "certificate_pem": mota_proto::keys::certificate_pem(s.release.certificate()).unwrap_or_default(),
+        }
+    })))
 }
 
 /// The process is up.

@@ -112,7 +112,13 @@ async fn start(
     (String, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), mota_backend::server::ServerError>>),
     Box<dyn std::error::Error>,
 > {
-    let config = Config::embedded(dir.to_path_buf());
+    start_with(Config::embedded(dir.to_path_buf())).await
+}
+
+type Started =
+    (String, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), mota_backend::server::ServerError>>);
+
+async fn start_with(config: Config) -> Result<Started, Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let base = format!("http://{}", listener.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -120,6 +126,9 @@ async fn start(
         let _ = stopped.await;
     }));
     for _ in 0..100 {
+        if server.is_finished() {
+            return Err(format!("the server stopped: {:?}", server.await?).into());
+        }
         if reqwest::get(format!("{base}/healthz")).await.is_ok() {
             return Ok((base, stop, server));
         }
@@ -174,5 +183,66 @@ fn token_create_prints_the_token_alone_on_its_last_line() -> TestResult {
     let stdout = String::from_utf8(out.stdout)?;
     let last = stdout.lines().last().ok_or("no output")?;
     assert!(last.starts_with(tokens::PREFIX) && last.len() == tokens::PREFIX.len() + 64, "{last}");
+    Ok(())
+}
+
+async fn keys_seen(base: &str, token: &str) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    let r = reqwest::Client::new().get(format!("{base}/v1/keys")).bearer_auth(token).send().await?;
+    assert_eq!(r.status(), 200);
+    Ok(r.json::<serde_json::Value>().await?["release"].clone())
+}
+
+#[tokio::test]
+async fn a_development_key_is_made_on_first_start_and_kept() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (base, stop, server) = start(dir.path()).await?;
+    let db = Db::connect(&Config::embedded(dir.path().to_path_buf()).database_url()).await?;
+    let token = tokens::create(&db, "t", Role::Viewer, 1).await?;
+    let first = keys_seen(&base, &token).await?;
+    assert_eq!(first["development"], true);
+    for f in ["dev-root.key.pem", "dev-root.pub.pem", "release.key.pem", "release.cert.pem"] {
+        assert!(dir.path().join("keys").join(f).exists(), "{f}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("keys/release.key.pem"))?.permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "private keys are readable by their owner only");
+    }
+    let _ = stop.send(());
+    server.await??;
+    let (base, stop, server) = start(dir.path()).await?;
+    assert_eq!(keys_seen(&base, &token).await?["key_id"], first["key_id"], "kept across restarts");
+    let _ = stop.send(());
+    server.await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_release_key_from_files_is_used_and_a_mismatched_pair_refused() -> TestResult {
+    use mota_proto::keys::{certificate_pem, generate, private_key_pem};
+    let dir = tempfile::tempdir()?;
+    let root = generate()?;
+    let release = generate()?;
+    let cert = mota_proto::sign::certify(&root, &release.verifying_key(), u64::MAX / 2)?;
+    let (key_file, cert_file, other_file) =
+        (dir.path().join("r.key.pem"), dir.path().join("r.cert.pem"), dir.path().join("o.key.pem"));
+    std::fs::write(&key_file, private_key_pem(&release)?)?;
+    std::fs::write(&cert_file, certificate_pem(&cert)?)?;
+    std::fs::write(&other_file, private_key_pem(&generate()?)?)?;
+    let mut config = Config::embedded(dir.path().join("data"));
+    config.release_key = Some(key_file);
+    config.release_cert = Some(cert_file.clone());
+    let (base, stop, server) = start_with(config.clone()).await?;
+    let db = Db::connect(&config.database_url()).await?;
+    let token = tokens::create(&db, "t", Role::Viewer, 1).await?;
+    let seen = keys_seen(&base, &token).await?;
+    assert_eq!(seen["development"], false);
+    assert_eq!(seen["key_id"], mota_proto::KeyId::of(release.verifying_key().as_bytes()).to_string());
+    assert!(!dir.path().join("data/keys").exists(), "no development key is made");
+    let _ = stop.send(());
+    server.await??;
+    config.release_key = Some(other_file);
+    assert!(start_with(config).await.is_err(), "a key that does not match its certificate is refused");
     Ok(())
 }

@@ -4,15 +4,13 @@
 //!
 //! Private keys are written as PKCS#8 PEM with mode 0600 and never printed.
 
-use std::fs::OpenOptions;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use ed25519_dalek::VerifyingKey;
-use mota_proto::keys::{KeyFile, certificate_pem, generate, private_key_pem, public_key_pem};
+use mota_proto::keys::{KeyFile, certificate_pem, generate, private_key_pem, public_key_pem, write_secret_file};
 use mota_proto::sign::certify;
 use mota_proto::{CertBody, KeyCertificate, KeyId, Wire, verify_certificate};
 use serde::Serialize;
@@ -224,16 +222,7 @@ fn refuse_overwrite(paths: &[&Path], force: bool) -> Result<()> {
 }
 
 fn write_secret(path: &Path, text: &str) -> Result<()> {
-    let mut options = OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
-    // `mode` applies only when the file is created; --force may reuse an existing one.
-    #[cfg(unix)]
-    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .with_context(|| format!("restricting {}", path.display()))?;
-    file.write_all(text.as_bytes()).with_context(|| format!("writing {}", path.display()))
+    write_secret_file(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 fn write_public(path: &Path, text: &str) -> Result<()> {

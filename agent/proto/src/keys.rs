@@ -68,6 +68,21 @@ pub fn private_key_pem(key: &SigningKey) -> Result<String, KeyFileError> {
         .map_err(|_| KeyFileError::Invalid("private key"))
 }
 
+/// Writes secret text (a private key's PEM) readable by its owner only (mode 0600 on
+/// Unix, also when the file already existed).
+pub fn write_secret_file(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    // `mode` applies only when the file is created; an existing one is restricted here.
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    file.write_all(text.as_bytes())
+}
+
 /// SubjectPublicKeyInfo PEM of a public key.
 pub fn public_key_pem(key: &VerifyingKey) -> Result<String, KeyFileError> {
     key.to_public_key_pem(LineEnding::LF).map_err(|_| KeyFileError::Invalid("public key"))
