@@ -7,14 +7,16 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
+use serde::Serialize;
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
 
 use std::sync::Arc;
 
-use crate::auth::{ApiError, Caller};
+use crate::auth::{ApiError, Caller, ErrorBody};
 use crate::config::Config;
 use crate::db::{Db, DbError};
 use crate::signing::Signer;
@@ -68,6 +70,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/v1/openapi.json", get(openapi))
         .route("/v1/whoami", get(whoami))
         .route("/v1/keys", get(keys))
         .with_state(state)
@@ -77,36 +80,106 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
+/// The API's OpenAPI document.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "meta", responses((status = 200, description = "OpenAPI 3.1 document")))]
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
 /// The caller's role (a way to check a token).
-async fn whoami(caller: Caller) -> Json<serde_json::Value> {
-    Json(json!({ "role": caller.role }))
+#[utoipa::path(get, path = "/v1/whoami", tag = "meta", security(("bearer" = [])),
+    responses((status = 200, body = Whoami), (status = 401, body = ErrorBody)))]
+async fn whoami(caller: Caller) -> Json<Whoami> {
+    Json(Whoami { role: caller.role })
 }
 
 /// The public part of the release key in use (viewers and up).
-async fn keys(caller: Caller, State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", security(("bearer" = [])),
+    responses((status = 200, body = Keys), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn keys(caller: Caller, State(state): State<AppState>) -> Result<Json<Keys>, ApiError> {
     caller.require(Role::Viewer)?;
     let s = &state.signer;
-    Ok(Json(json!({
-        "release": {
-            "key_id": s.release.key_id().to_string(),
-            "not_after": s.not_after,
-            "development": s.development,
-            "certificate_pem": mota_proto::keys::certificate_pem(s.release.certificate()).unwrap_or_default(),
-        }
-    })))
+    Ok(Json(Keys {
+        release: ReleaseKeyView {
+            key_id: s.release.key_id().to_string(),
+            not_after: s.not_after,
+            development: s.development,
+            certificate_pem: mota_proto::keys::certificate_pem(s.release.certificate()).unwrap_or_default(),
+        },
+    }))
 }
 
 /// The process is up.
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(get, path = "/healthz", tag = "meta", responses((status = 200, body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok".into(), database: None })
 }
 
 /// The process can serve: the database answers.
-async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+#[utoipa::path(get, path = "/readyz", tag = "meta", responses((status = 200, body = Health), (status = 503, body = Health)))]
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     match state.db.ping().await {
-        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
-        Err(e) => {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "database": e.to_string() })))
-        }
+        Ok(()) => (StatusCode::OK, Json(Health { status: "ready".into(), database: None })),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health { status: "unavailable".into(), database: Some(e.to_string()) }),
+        ),
     }
+}
+
+/// The OpenAPI document of everything above.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "mota", description = "mota backend API: models, rollouts, devices"),
+    paths(healthz, readyz, openapi, whoami, keys),
+    components(schemas(Health, Whoami, Keys, ReleaseKeyView, ErrorBody, Role)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+/// The `bearer` security scheme (API tokens).
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// Liveness and readiness.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, `ready` or `unavailable`.
+    pub status: String,
+    /// Why the database is unavailable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+}
+
+/// Who the caller is.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Whoami {
+    /// The token's role.
+    pub role: Role,
+}
+
+/// Signing keys in use.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Keys {
+    /// The release key.
+    pub release: ReleaseKeyView,
+}
+
+/// The public part of a release key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReleaseKeyView {
+    /// Key id (hex of the first 8 bytes of the public key's SHA-256).
+    pub key_id: String,
+    /// End of the certificate's validity, Unix seconds.
+    pub not_after: u64,
+    /// Whether it is the generated development key.
+    pub development: bool,
+    /// The certificate (PEM) devices receive in every envelope.
+    pub certificate_pem: String,
 }

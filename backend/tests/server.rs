@@ -246,3 +246,22 @@ async fn a_release_key_from_files_is_used_and_a_mismatched_pair_refused() -> Tes
     assert!(start_with(config).await.is_err(), "a key that does not match its certificate is refused");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (base, stop, server) = start(dir.path()).await?;
+    let doc: serde_json::Value = reqwest::get(format!("{base}/v1/openapi.json")).await?.json().await?;
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{}", doc["openapi"]);
+    let paths = doc["paths"].as_object().ok_or("no paths")?;
+    for route in ["/healthz", "/readyz", "/v1/openapi.json", "/v1/whoami", "/v1/keys"] {
+        assert!(paths.contains_key(route), "{route} undocumented");
+        // And it is served: no documented route is a 404.
+        assert_ne!(reqwest::get(format!("{base}{route}")).await?.status(), 404, "{route}");
+    }
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    let _ = stop.send(());
+    server.await??;
+    Ok(())
+}
