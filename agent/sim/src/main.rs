@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use mota_proto::keys::KeyFile;
-use mota_sim::{Faults, FleetOptions, broker, run_fleet};
+use mota_sim::{DeviceOptions, Faults, FleetOptions, broker, run_fleet};
 
 /// The built-in factory model (the digits CNN from mota-runtime's fixtures).
 static DEFAULT_MODEL: &[u8] = include_bytes!("../../runtime/fixtures/models/digits_cnn_v1.tflite");
@@ -94,21 +94,25 @@ fn main() -> Result<()> {
     let opts = FleetOptions {
         count: args.count,
         prefix: args.prefix,
-        host: host.to_owned(),
-        port,
-        class: args.class,
-        roots,
-        factory,
-        factory_counter: args.counter,
         data_dir: args.data_dir,
-        faults: Faults {
-            cut_probability: args.cut_probability,
-            max_cuts: args.max_cuts,
-            disconnect_every: args.disconnect_every.map(Duration::from_secs_f64),
-            message_delay: Duration::from_millis(args.delay_ms),
-        },
-        seed: args.seed,
         stagger: Duration::from_millis(5),
+        device: DeviceOptions {
+            id: String::new(),
+            host: host.to_owned(),
+            port,
+            class: args.class,
+            roots,
+            factory,
+            factory_counter: args.counter,
+            flash_file: None,
+            faults: Faults {
+                cut_probability: args.cut_probability,
+                max_cuts: args.max_cuts,
+                disconnect_every: args.disconnect_every.map(Duration::from_secs_f64),
+                message_delay: Duration::from_millis(args.delay_ms),
+            },
+            seed: args.seed,
+        },
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let local = tokio::task::LocalSet::new();

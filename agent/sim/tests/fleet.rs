@@ -16,7 +16,7 @@ use mota_proto::message::{Chunk, Event, Get, Hello, Status};
 use mota_proto::sign::{ReleaseKey, certify};
 use mota_proto::topic::{Kind, Topic};
 use mota_proto::{Delta, Digest, Image, Manifest, Validation, Wire};
-use mota_sim::{DeviceStatus, Faults, FleetOptions, broker, run_fleet};
+use mota_sim::{DeviceOptions, DeviceStatus, Faults, FleetOptions, broker, run_fleet};
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -159,6 +159,28 @@ async fn backend(
     }
 }
 
+/// `count` fault-free devices on the factory model `old`, trusting `r`'s root.
+fn fleet(count: usize, prefix: String, (host, port): (&str, u16), r: &Release, old: &[u8]) -> FleetOptions {
+    FleetOptions {
+        count,
+        prefix,
+        data_dir: None,
+        stagger: Duration::ZERO,
+        device: DeviceOptions {
+            id: String::new(),
+            host: host.to_owned(),
+            port,
+            class: CLASS.into(),
+            roots: vec![r.root],
+            factory: Arc::from(old),
+            factory_counter: 1,
+            flash_file: None,
+            faults: Faults::default(),
+            seed: 7,
+        },
+    }
+}
+
 fn broker_address() -> Result<(String, u16), BoxError> {
     if let Ok(addr) = std::env::var("MOTA_TEST_BROKER") {
         let (host, port) = addr.rsplit_once(':').ok_or("MOTA_TEST_BROKER must be HOST:PORT")?;
@@ -176,29 +198,13 @@ fn a_fleet_with_power_cuts_and_drops_commits_the_new_model() -> TestResult {
     let r = Rc::new(release(&old, &new)?);
     let (host, port) = broker_address()?;
     let prefix = format!("t{}-fleet-", std::process::id());
-    let base = FleetOptions {
-        count: 12,
-        prefix: format!("{prefix}calm-"),
-        host: host.clone(),
-        port,
-        class: CLASS.into(),
-        roots: vec![r.root],
-        factory: Arc::from(old.as_slice()),
-        factory_counter: 1,
-        data_dir: None,
-        faults: Faults::default(),
-        seed: 7,
-        stagger: Duration::ZERO,
-    };
-    let rough = FleetOptions {
-        prefix: format!("{prefix}rough-"),
-        faults: Faults {
-            cut_probability: 0.9,
-            max_cuts: 3,
-            disconnect_every: Some(Duration::from_millis(1500)),
-            message_delay: Duration::from_millis(2),
-        },
-        ..base.clone()
+    let base = fleet(12, format!("{prefix}calm-"), (&host, port), &r, &old);
+    let mut rough = fleet(12, format!("{prefix}rough-"), (&host, port), &r, &old);
+    rough.device.faults = Faults {
+        cut_probability: 0.9,
+        max_cuts: 3,
+        disconnect_every: Some(Duration::from_millis(1500)),
+        message_delay: Duration::from_millis(2),
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let local = tokio::task::LocalSet::new();
@@ -283,20 +289,8 @@ fn a_device_keeps_its_flash_across_process_restarts() -> TestResult {
     let r = Rc::new(release(&old, &new)?);
     let (host, port) = broker_address()?;
     let dir = tempfile::tempdir()?;
-    let opts = FleetOptions {
-        count: 2,
-        prefix: format!("t{}-disk-", std::process::id()),
-        host: host.clone(),
-        port,
-        class: CLASS.into(),
-        roots: vec![r.root],
-        factory: Arc::from(old.as_slice()),
-        factory_counter: 1,
-        data_dir: Some(dir.path().to_path_buf()),
-        faults: Faults::default(),
-        seed: 3,
-        stagger: Duration::ZERO,
-    };
+    let mut opts = fleet(2, format!("t{}-disk-", std::process::id()), (&host, port), &r, &old);
+    opts.data_dir = Some(dir.path().to_path_buf());
     let first = run_until(opts.clone(), &r, &host, port, true)?;
     assert!(first.iter().all(|s| s.running == Some(r.target)), "{first:?}");
     // A new process on the same files, with no backend: the devices boot into v2.
