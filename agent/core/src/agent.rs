@@ -89,6 +89,9 @@ pub struct Agent<'c, F, S: NorFlash, V> {
     /// A patch is being applied.
     decoding: bool,
     writer: Writer,
+    /// The inactive slot was erased and blank-checked in this boot: writes into it need
+    /// not read back first (only a slot left by an earlier boot may hold torn units).
+    slot_erased: bool,
     /// Next artifact offset to ask for (RAM; the persisted one is `job.progress`).
     received: u32,
     request: Option<Request>,
@@ -131,7 +134,8 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             state: State::empty(0),
             decoder,
             decoding: false,
-            writer: Writer::new(0, 0, config.erased),
+            writer: Writer::new(0, 0, config.erased, false),
+            slot_erased: false,
             received: 0,
             request: None,
             refused: None,
@@ -300,7 +304,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
     fn on_offer<T: Transport>(&mut self, payload: &[u8], net: &mut T, clock: &impl Clock) -> Result<(), AgentError> {
         // An empty retained message clears the offer.
         let Ok(envelope) = Envelope::parse(payload) else {
-            return self.refuse(payload, None, ErrorCode::ENVELOPE_MALFORMED, net);
+            return self.refuse(payload, None, ErrorCode::ENVELOPE_MALFORMED, true, net);
         };
         let digest = Digest::of(envelope.manifest);
         // The offer in progress, one installed now or before, or one that failed. (Same
@@ -326,16 +330,14 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         };
         let offer = match verify(payload, self.config.roots, &policy) {
             Ok(offer) => offer,
-            Err(e) => return self.refuse(payload, Some(digest), ErrorCode::from(&e), net),
+            Err(e) => return self.refuse(payload, Some(digest), ErrorCode::from(&e), true, net),
         };
         if self.state.job.is_some() || self.report_due {
             // Not remembered: once the device is free, the offer is judged again.
-            self.refuse(payload, Some(digest), ErrorCode::BUSY, net)?;
-            self.refused = None;
-            return Ok(());
+            return self.refuse(payload, Some(digest), ErrorCode::BUSY, false, net);
         }
         if let Err(code) = self.check_fits(&offer) {
-            return self.refuse(payload, Some(digest), code, net);
+            return self.refuse(payload, Some(digest), code, true, net);
         }
         self.accept(&offer, net, clock)
     }
@@ -366,18 +368,22 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
 
     /// Reports a refused offer without touching flash: the record is unchanged, so a
     /// retained offer re-delivered after a reboot is judged (and reported) the same way,
-    /// under the same key (rollout 0, seq 0, the manifest digest).
+    /// under the same key (rollout 0, seq 0, the manifest digest). `remember`: ignore these
+    /// exact bytes from now on (until a reboot).
     fn refuse<T: Transport>(
         &mut self,
         payload: &[u8],
         digest: Option<Digest>,
         code: ErrorCode,
+        remember: bool,
         net: &mut T,
     ) -> Result<(), AgentError> {
         if payload.is_empty() {
             return Ok(());
         }
-        self.refused = Some(Digest::of(payload));
+        if remember {
+            self.refused = Some(Digest::of(payload));
+        }
         let report = Report::new(0, 0, Event::Rejected, digest, Some(code));
         publish(net, Kind::Status, &report.status());
         Ok(())
@@ -433,7 +439,8 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         let slot = &mut self.slots[usize::from(self.state.inactive())];
         let end = u32::try_from(slot.capacity()).map_err(|_| AgentError::Flash)?;
         slot.erase(0, end).map_err(|_| AgentError::Flash)?;
-        slot::is_erased(slot, end, self.config.erased).map_err(|_| AgentError::Flash)
+        self.slot_erased = slot::is_erased(slot, end, self.config.erased).map_err(|_| AgentError::Flash)?;
+        Ok(self.slot_erased)
     }
 
     // ---- transfer --------------------------------------------------------------------
@@ -451,7 +458,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
     fn start_artifact(&mut self, job: Job) {
         let (_, size, dest) = Self::artifact(&job);
         let limit = if job.phase == Phase::Image { job.image.size } else { dest.saturating_add(size) };
-        self.writer = Writer::new(dest.saturating_add(job.written), limit, self.config.erased);
+        self.writer = Writer::new(dest.saturating_add(job.written), limit, self.config.erased, self.slot_erased);
         self.received = job.progress;
         self.request = None;
         let base = self.state.current.map_or(0, |c| c.size);
@@ -674,7 +681,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         let [a, b] = &mut self.slots;
         let (active, inactive) = if self.state.active == 0 { (a, b) } else { (b, a) };
         let dest = slot::set_offset(job.image.size).unwrap_or(0);
-        let mut writer = Writer::new(dest, dest.saturating_add(len), self.config.erased);
+        let mut writer = Writer::new(dest, dest.saturating_add(len), self.config.erased, self.slot_erased);
         match slot::copy(active, from, len, inactive, &mut writer) {
             Ok(()) => {}
             Err(WriteError::Torn) => return self.restart(job, net, clock),
@@ -766,6 +773,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         self.state.report = Some(report);
         self.decoding = false;
         self.request = None;
+        self.slot_erased = false;
         self.persist()?;
         self.report_due = true;
         Ok(())
@@ -825,6 +833,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         state.report = Some(report);
         self.decoding = false;
         self.request = None;
+        self.slot_erased = false;
         self.persist()?;
         self.report_due = true;
         self.deliver_report(net);

@@ -52,12 +52,17 @@ pub struct Writer {
     unit: [u8; MAX_UNIT],
     fill: usize,
     erased: u8,
+    /// The area is known to read erased (blank-checked in this boot, nothing written past
+    /// `pos` since): program without reading back first.
+    known_erased: bool,
 }
 
 impl Writer {
-    /// Writes from `pos` (unit-aligned) up to `limit`.
-    pub fn new(pos: u32, limit: u32, erased: u8) -> Self {
-        Self { pos, limit, unit: [erased; MAX_UNIT], fill: 0, erased }
+    /// Writes from `pos` (unit-aligned) up to `limit`. `known_erased`: the area from `pos`
+    /// on was blank-checked in this boot; otherwise (after a reboot) every unit is read
+    /// before it is programmed.
+    pub fn new(pos: u32, limit: u32, erased: u8, known_erased: bool) -> Self {
+        Self { pos, limit, unit: [erased; MAX_UNIT], fill: 0, erased, known_erased }
     }
 
     /// Offset of the next byte (including bytes held back for a partial unit).
@@ -118,6 +123,11 @@ impl Writer {
     /// Programs whole units at `pos`, skipping those already holding `bytes`.
     #[inline(never)]
     fn program<F: NorFlash>(&mut self, flash: &mut F, bytes: &[u8]) -> Result<(), WriteError> {
+        if self.known_erased {
+            flash.write(self.pos, bytes).map_err(|_| WriteError::Flash)?;
+            self.pos += bytes.len() as u32;
+            return Ok(());
+        }
         let w = F::WRITE_SIZE;
         let mut have = [0u8; PIECE];
         let have = have.get_mut(..bytes.len()).ok_or(WriteError::Overflow)?;
@@ -248,7 +258,7 @@ mod tests {
     fn odd_pieces_land_in_order_and_the_tail_is_padded() -> TestResult {
         let mut f = part()?;
         let want = data(1001);
-        let mut w = Writer::new(0, 8192, 0xFF);
+        let mut w = Writer::new(0, 8192, 0xFF, false);
         for piece in want.chunks(13) {
             w.write(&mut f, piece)?;
         }
@@ -267,11 +277,11 @@ mod tests {
         for mode in [CutMode::Before, CutMode::TearPrefix, CutMode::TearBits] {
             let mut f = part()?;
             f.cut_at(5, mode);
-            let mut w = Writer::new(0, 8192, 0xFF);
+            let mut w = Writer::new(0, 8192, 0xFF, false);
             assert!(want.chunks(256).try_for_each(|p| w.write(&mut f, p)).is_err());
             f.restore_power();
             // Resume from a persisted offset of 512: the same bytes again.
-            let mut w = Writer::new(512, 8192, 0xFF);
+            let mut w = Writer::new(512, 8192, 0xFF, false);
             let writes = f.stats().writes;
             let result = want[512..].chunks(100).try_for_each(|p| w.write(&mut f, p)).and_then(|()| w.flush(&mut f));
             match result {
@@ -282,6 +292,21 @@ mod tests {
                 assert!(f.stats().writes - writes < 3000 / 8, "units already written are skipped");
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn a_known_erased_area_is_programmed_without_reading_it_back() -> TestResult {
+        let want = data(3000);
+        let mut checked = part()?;
+        let mut w = Writer::new(0, 8192, 0xFF, false);
+        w.write(&mut checked, &want)?;
+        let mut fresh = part()?;
+        let mut w = Writer::new(0, 8192, 0xFF, true);
+        w.write(&mut fresh, &want)?;
+        assert_eq!(fresh.contents(), checked.contents());
+        assert_eq!(fresh.stats().reads, 0);
+        assert!(checked.stats().reads > 0);
         Ok(())
     }
 
@@ -298,7 +323,7 @@ mod tests {
     #[test]
     fn the_area_is_a_hard_limit() -> TestResult {
         let mut f = part()?;
-        let mut w = Writer::new(0, 100, 0xFF);
+        let mut w = Writer::new(0, 100, 0xFF, false);
         w.write(&mut f, &data(100))?;
         assert_eq!(w.write(&mut f, &[1]), Err(WriteError::Overflow));
         assert_eq!(sha256(&mut f, 8000, 500), Err(WriteError::Overflow));
