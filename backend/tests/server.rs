@@ -265,3 +265,18 @@ async fn the_openapi_document_describes_every_route() -> TestResult {
     server.await??;
     Ok(())
 }
+
+#[test]
+fn the_two_schemas_differ_only_in_engine_types() -> TestResult {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations");
+    let sqlite = std::fs::read_to_string(format!("{dir}/sqlite/0001_schema.sql"))?;
+    let postgres = std::fs::read_to_string(format!("{dir}/postgres/0001_schema.sql"))?;
+    let translated = sqlite
+        .replace("-- The backend's schema (SQLite).", "-- The backend's schema (PostgreSQL).")
+        .replace("../postgres/0001_schema.sql", "../sqlite/0001_schema.sql")
+        .replace("INTEGER PRIMARY KEY,", "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,")
+        .replace(" BLOB ", " BYTEA ")
+        .replace("BLOB    NOT NULL", "BYTEA   NOT NULL");
+    assert!(translated == postgres, "migrations/postgres drifted from migrations/sqlite");
+    Ok(())
+}
