@@ -17,6 +17,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use std::sync::Arc;
 
 use crate::auth::{ApiError, Caller, ErrorBody};
+use crate::blobs::{BlobError, BlobStore, Blobs};
 use crate::config::Config;
 use crate::db::{Db, DbError};
 use crate::signing::Signer;
@@ -34,6 +35,9 @@ pub enum ServerError {
     /// No release key.
     #[error(transparent)]
     Signing(#[from] crate::signing::SigningError),
+    /// The blob store is unusable.
+    #[error(transparent)]
+    Blobs(#[from] BlobError),
     /// Serving failed.
     #[error("serving HTTP: {0}")]
     Serve(#[source] std::io::Error),
@@ -46,6 +50,8 @@ pub struct AppState {
     pub db: Db,
     /// The release key.
     pub signer: Arc<Signer>,
+    /// Models, patches and validation sets.
+    pub blobs: Blobs,
 }
 
 /// Opens the database (migrating it) and serves the API on `listener` until `shutdown`.
@@ -61,7 +67,9 @@ pub async fn run(
     let signer =
         crate::signing::load(config.release_key.as_deref(), config.release_cert.as_deref(), &config.data_dir, &db, now)
             .await?;
-    let app = router(AppState { db, signer: Arc::new(signer) }, config.max_body_bytes);
+    let blobs = Blobs::open(&config)?;
+    blobs.ping().await?;
+    let app = router(AppState { db, signer: Arc::new(signer), blobs }, config.max_body_bytes);
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(ServerError::Serve)
 }
 

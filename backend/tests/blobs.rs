@@ -1,6 +1,6 @@
 //! The local blob store: verified on write, invisible until complete, ranged reads.
 
-use mota_backend::blobs::{BlobError, LocalBlobs, hex};
+use mota_backend::blobs::{BlobError, BlobStore, LocalBlobs, hex};
 use sha2::{Digest, Sha256};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;

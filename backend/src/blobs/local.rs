@@ -1,0 +1,135 @@
+//! Blobs in a local directory, the embedded default.
+//!
+//! A blob is written to a temporary file while it is hashed, checked against the digest
+//! the caller expects (if any), flushed, and only then renamed under its digest: a crash
+//! or a bad upload leaves no visible blob, and a blob, once visible, is exactly the bytes
+//! of its name.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use super::{BlobError, BlobStore, Sha256Digest, hex};
+
+/// Blobs under `root/ab/cdef…` (hex digest split after two characters); uploads in
+/// progress under `root/tmp`.
+#[derive(Debug, Clone)]
+pub struct LocalBlobs {
+    root: PathBuf,
+}
+
+impl LocalBlobs {
+    /// A store under `root` (created when needed).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn path(&self, digest: &Sha256Digest) -> PathBuf {
+        let hex = hex(digest);
+        self.root.join(&hex[..2]).join(&hex[2..])
+    }
+
+    /// Removes what interrupted uploads left in `root/tmp` (at start-up, before serving).
+    pub async fn clean_temporaries(&self) -> Result<usize, BlobError> {
+        let mut removed = 0;
+        let mut dir = match tokio::fs::read_dir(self.root.join("tmp")).await {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        while let Some(entry) = dir.next_entry().await? {
+            tokio::fs::remove_file(entry.path()).await?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
+
+impl BlobStore for LocalBlobs {
+    async fn put(
+        &self,
+        mut body: impl AsyncRead + Send + Unpin,
+        expected: Option<Sha256Digest>,
+        max: u64,
+    ) -> Result<(Sha256Digest, u64), BlobError> {
+        let tmp_dir = self.root.join("tmp");
+        tokio::fs::create_dir_all(&tmp_dir).await?;
+        let tmp = tmp_dir.join(format!("{}-{}", std::process::id(), unique()));
+        let result = write_temp(&mut body, &tmp, expected, max).await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        let (digest, size) = result?;
+        let path = self.path(&digest);
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        tokio::fs::rename(&tmp, &path).await?;
+        Ok((digest, size))
+    }
+
+    async fn size(&self, digest: &Sha256Digest) -> Result<u64, BlobError> {
+        match tokio::fs::metadata(self.path(digest)).await {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BlobError::NotFound(hex(digest))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn read_range(&self, digest: &Sha256Digest, offset: u64, len: u64) -> Result<Vec<u8>, BlobError> {
+        let size = self.size(digest).await?;
+        if offset > size {
+            return Err(BlobError::Range { offset, size });
+        }
+        let mut file = tokio::fs::File::open(self.path(digest)).await?;
+        file.seek(std::io::SeekFrom::Start(offset)).await?;
+        let mut out = vec![0u8; len.min(size - offset) as usize];
+        file.read_exact(&mut out).await?;
+        Ok(out)
+    }
+
+    async fn ping(&self) -> Result<(), BlobError> {
+        tokio::fs::create_dir_all(&self.root).await?;
+        tokio::fs::metadata(&self.root).await?;
+        Ok(())
+    }
+}
+
+async fn write_temp(
+    body: &mut (impl AsyncRead + Unpin),
+    tmp: &Path,
+    expected: Option<Sha256Digest>,
+    max: u64,
+) -> Result<(Sha256Digest, u64), BlobError> {
+    let mut file = tokio::fs::File::create(tmp).await?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = body.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        if size > max {
+            return Err(BlobError::TooLarge(max));
+        }
+        hasher.update(&buf[..n]);
+        file.write_all(&buf[..n]).await?;
+    }
+    file.sync_all().await?;
+    let digest: Sha256Digest = hasher.finalize().into();
+    if let Some(expected) = expected
+        && expected != digest
+    {
+        return Err(BlobError::DigestMismatch { expected: hex(&expected), actual: hex(&digest) });
+    }
+    Ok((digest, size))
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
