@@ -21,8 +21,64 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with its status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self { status, code, message: message.into() }
+    }
+}
+
+impl ApiError {
+    /// 400: the request is malformed.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 404: no such resource.
+    pub fn not_found(what: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("no {what}"))
+    }
+
+    /// 409: the request conflicts with what exists.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    /// 422: well-formed, but not something devices could use.
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
+    /// 500: our fault; logged with its cause, which the caller does not see.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(%cause, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error (logged)")
+    }
+}
+
+impl From<crate::db::DbError> for ApiError {
+    fn from(e: crate::db::DbError) -> Self {
+        Self::internal(e)
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::internal(e)
+    }
+}
+
+impl From<crate::blobs::BlobError> for ApiError {
+    fn from(e: crate::blobs::BlobError) -> Self {
+        use crate::blobs::BlobError;
+        match e {
+            BlobError::NotFound(what) => Self::not_found(format!("blob {what}")),
+            BlobError::TooLarge(max) => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("larger than {max} bytes"))
+            }
+            BlobError::DigestMismatch { .. } => Self::bad_request("digest_mismatch", e.to_string()),
+            BlobError::Range { .. } => Self::new(StatusCode::RANGE_NOT_SATISFIABLE, "range", e.to_string()),
+            other => Self::internal(other),
+        }
     }
 }
 
@@ -50,15 +106,17 @@ impl IntoResponse for ApiError {
 }
 
 /// The authenticated caller.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Caller {
     /// What its token may do.
     pub role: Role,
+    /// Who, for the audit log: `token:<name>`.
+    pub actor: String,
 }
 
 impl Caller {
     /// `Ok` when the caller's role is at least `role`, else 403.
-    pub fn require(self, role: Role) -> Result<Self, ApiError> {
+    pub fn require(&self, role: Role) -> Result<&Self, ApiError> {
         if self.role >= role {
             Ok(self)
         } else {
@@ -78,8 +136,8 @@ impl FromRequestParts<AppState> for Caller {
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| unauthorized("expected `Authorization: Bearer <token>`"))?;
-        match tokens::role_of(&state.db, token.trim()).await {
-            Ok(Some(role)) => Ok(Self { role }),
+        match tokens::lookup(&state.db, token.trim()).await {
+            Ok(Some(holder)) => Ok(Self { role: holder.role, actor: format!("token:{}", holder.name) }),
             Ok(None) => Err(unauthorized("unknown or revoked token")),
             Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())),
         }
@@ -92,7 +150,7 @@ mod tests {
 
     #[test]
     fn a_role_grants_itself_and_everything_below() {
-        let operator = Caller { role: Role::Operator };
+        let operator = Caller { role: Role::Operator, actor: "token:ci".into() };
         assert!(operator.require(Role::Viewer).is_ok());
         assert!(operator.require(Role::Operator).is_ok());
         let refused = operator.require(Role::Admin).err().map(|e| (e.status, e.code));

@@ -21,6 +21,12 @@ pub struct Config {
     /// Largest request body accepted, in bytes (model uploads included).
     #[arg(long, env = "MOTA_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Largest model image (and validation set) accepted, in bytes: a device's slot.
+    #[arg(long, env = "MOTA_MAX_MODEL_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_model_bytes: u64,
+    /// A new version gets deltas from this many most recent earlier versions.
+    #[arg(long, env = "MOTA_DELTA_BASES", default_value_t = 3)]
+    pub delta_bases: u32,
     /// The release key (PKCS#8 PEM, from `mota keys release-new`); without it, a
     /// development key is generated into the data dir.
     #[arg(long, env = "MOTA_RELEASE_KEY", requires = "release_cert")]
@@ -59,6 +65,8 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: None,
             max_body_bytes: 64 * 1024 * 1024,
+            max_model_bytes: 16 * 1024 * 1024,
+            delta_bases: 3,
             release_key: None,
             release_cert: None,
             log_format: LogFormat::Text,

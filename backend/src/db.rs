@@ -84,3 +84,8 @@ impl Db {
         Ok(())
     }
 }
+
+/// Now, in Unix milliseconds (the schema's time unit).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

@@ -7,10 +7,14 @@
 //! shutdown). Still to come: the S3 blob store, the registry, manifest signing per version,
 //! the `/v1` resources and OpenAPI (issue 6), and the MQTT side (issue 7).
 
+pub mod api;
 pub mod auth;
 pub mod blobs;
 pub mod config;
 pub mod db;
+pub mod events;
+pub mod metrics;
+pub mod registry;
 pub mod server;
 pub mod signing;
 pub mod tokens;

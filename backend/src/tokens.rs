@@ -65,17 +65,26 @@ pub async fn create(db: &Db, name: &str, role: Role, now_ms: i64) -> Result<Stri
     Ok(token)
 }
 
-/// The role of a live token, `None` for an unknown or revoked one.
-pub async fn role_of(db: &Db, token: &str) -> Result<Option<Role>, DbError> {
+/// Who holds a live token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// What the token may do.
+    pub role: Role,
+    /// The name it was created with (audit events name it).
+    pub name: String,
+}
+
+/// The holder of a live token, `None` for an unknown or revoked one.
+pub async fn lookup(db: &Db, token: &str) -> Result<Option<Holder>, DbError> {
     if !token.starts_with(PREFIX) {
         return Ok(None);
     }
-    let role: Option<String> =
-        sqlx::query_scalar("SELECT role FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL")
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT role, name FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL")
             .bind(hash(token))
             .fetch_optional(&db.pool)
             .await?;
-    Ok(role.as_deref().and_then(Role::parse))
+    Ok(row.and_then(|(role, name)| Some(Holder { role: Role::parse(&role)?, name })))
 }
 
 fn hash(token: &str) -> String {

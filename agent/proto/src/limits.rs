@@ -33,7 +33,7 @@ pub const PERMILLE: u16 = 1000;
 /// Identifiers (device ids, classes, model names): non-empty, at most `max` bytes of
 /// `[A-Za-z0-9._-]`. The set keeps them safe as MQTT topic levels, file names and URL
 /// path segments.
-pub(crate) fn check_ident(field: &'static str, value: &str, max: usize) -> Result<(), DecodeError> {
+pub fn check_ident(field: &'static str, value: &str, max: usize) -> Result<(), DecodeError> {
     check_len(field, value, max)?;
     if value.is_empty() || !value.bytes().all(is_ident_byte) {
         return Err(DecodeError::InvalidValue { field });
@@ -42,7 +42,7 @@ pub(crate) fn check_ident(field: &'static str, value: &str, max: usize) -> Resul
 }
 
 /// Version strings: like identifiers, plus `+` for semver build metadata.
-pub(crate) fn check_version(field: &'static str, value: &str) -> Result<(), DecodeError> {
+pub fn check_version(field: &'static str, value: &str) -> Result<(), DecodeError> {
     check_len(field, value, MAX_VERSION_LEN)?;
     if value.is_empty() || !value.bytes().all(|b| is_ident_byte(b) || b == b'+') {
         return Err(DecodeError::InvalidValue { field });

@@ -1,0 +1,286 @@
+//! Devices: listed and filtered (class, tag, running model), pre-registered, tagged.
+//! Devices register themselves over MQTT (issue 7); pre-registration lets ops tag a
+//! fleet before it first connects, as hawkBit's target creation does.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use sqlx::{AssertSqlSafe, Row};
+use utoipa::{IntoParams, ToSchema};
+
+use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::page::{DEFAULT_LIMIT, MAX_LIMIT, page, split};
+use crate::auth::{ApiError, Caller, ErrorBody};
+use crate::db::now_ms;
+use crate::events;
+use crate::server::AppState;
+use crate::tokens::Role;
+
+/// A device.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceView {
+    /// Device id.
+    pub id: String,
+    /// Device class.
+    pub device_class: String,
+    /// Agent version it reported.
+    pub agent_version: Option<String>,
+    /// Connected to the broker (last will seen or not).
+    pub online: bool,
+    /// The model it runs.
+    pub running_model: Option<String>,
+    /// Its version.
+    pub running_version: Option<String>,
+    /// Its image.
+    pub running_sha256: Option<String>,
+    /// Its anti-rollback counter.
+    pub security_counter: i64,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Unix milliseconds.
+    pub first_seen: i64,
+    /// Unix milliseconds.
+    pub last_seen: i64,
+}
+
+page!(DevicePage, DeviceView);
+
+/// Filters and page.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeviceQuery {
+    /// Only this device class.
+    pub class: Option<String>,
+    /// Only devices with this tag.
+    pub tag: Option<String>,
+    /// Only devices running this model.
+    pub model: Option<String>,
+    /// Items per page (1 to 500, default 50).
+    pub limit: Option<u32>,
+    /// The `next` cursor of the previous page.
+    pub after: Option<String>,
+}
+
+/// A device to pre-register.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDevice {
+    /// Device id (`[A-Za-z0-9._-]`, at most 64 bytes): its MQTT topic level.
+    pub id: String,
+    /// Device class.
+    pub device_class: String,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+const COLUMNS: &str = "d.id, d.device_class, d.agent_version, d.online, d.running_model, d.running_version, \
+                       d.running_sha256, d.security_counter, d.first_seen, d.last_seen";
+
+fn view(r: &sqlx::any::AnyRow) -> Result<DeviceView, sqlx::Error> {
+    Ok(DeviceView {
+        id: r.try_get(0)?,
+        device_class: r.try_get(1)?,
+        agent_version: r.try_get(2)?,
+        online: r.try_get::<i32, _>(3)? != 0,
+        running_model: r.try_get(4)?,
+        running_version: r.try_get(5)?,
+        running_sha256: r.try_get(6)?,
+        security_counter: r.try_get(7)?,
+        tags: Vec::new(),
+        first_seen: r.try_get(8)?,
+        last_seen: r.try_get(9)?,
+    })
+}
+
+fn check_ident(field: &'static str, value: &str, max: usize) -> Result<(), ApiError> {
+    mota_proto::limits::check_ident(field, value, max).map_err(|e| ApiError::bad_request("invalid", e.to_string()))
+}
+
+/// Devices by id, filtered.
+#[utoipa::path(get, path = "/v1/devices", tag = "devices", params(DeviceQuery), security(("bearer" = [])),
+    responses((status = 200, body = DevicePage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn list_devices(
+    caller: Caller,
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<DeviceQuery>,
+) -> Result<Json<DevicePage>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let limit = match q.limit {
+        None => DEFAULT_LIMIT,
+        Some(n @ 1..=MAX_LIMIT) => n,
+        Some(n) => return Err(ApiError::bad_request("bad_query", format!("limit must be 1 to {MAX_LIMIT}, not {n}"))),
+    };
+    // Conditions are added only for the filters given: PostgreSQL cannot type an
+    // `$1 IS NULL` placeholder, and each shape of the query gets its own index plan.
+    let mut sql = format!("SELECT {COLUMNS} FROM devices d WHERE d.id > $1");
+    let mut binds = vec![q.after.clone().unwrap_or_default()];
+    let mut add = |condition: &str, value: &Option<String>| {
+        if let Some(v) = value {
+            binds.push(v.clone());
+            sql.push_str(&condition.replace('?', &format!("${}", binds.len())));
+        }
+    };
+    add(" AND d.device_class = ?", &q.class);
+    add(" AND d.running_model = ?", &q.model);
+    add(" AND EXISTS (SELECT 1 FROM device_tags t WHERE t.device_id = d.id AND t.tag = ?)", &q.tag);
+    sql.push_str(&format!(" ORDER BY d.id LIMIT ${}", binds.len() + 1));
+    let mut query = sqlx::query(AssertSqlSafe(sql.clone()));
+    for b in &binds {
+        query = query.bind(b);
+    }
+    let rows = query.bind(i64::from(limit) + 1).fetch_all(&state.db.pool).await?;
+    let items = rows.iter().map(view).collect::<Result<Vec<_>, _>>()?;
+    let (mut items, next) = split(items, limit, |d| d.id.clone());
+    attach_tags(&state, &mut items).await?;
+    Ok(Json(DevicePage { items, next }))
+}
+
+async fn attach_tags(state: &AppState, devices: &mut [DeviceView]) -> Result<(), ApiError> {
+    if devices.is_empty() {
+        return Ok(());
+    }
+    let placeholders: Vec<String> = (1..=devices.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT device_id, tag FROM device_tags WHERE device_id IN ({}) ORDER BY device_id, tag",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(AssertSqlSafe(sql.clone()));
+    for d in devices.iter() {
+        query = query.bind(d.id.clone());
+    }
+    let mut tags: HashMap<String, Vec<String>> = HashMap::new();
+    for r in query.fetch_all(&state.db.pool).await? {
+        tags.entry(r.try_get(0)?).or_default().push(r.try_get(1)?);
+    }
+    for d in devices {
+        d.tags = tags.remove(&d.id).unwrap_or_default();
+    }
+    Ok(())
+}
+
+/// One device.
+#[utoipa::path(get, path = "/v1/devices/{id}", tag = "devices", params(("id" = String, Path)),
+    security(("bearer" = [])),
+    responses((status = 200, body = DeviceView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_device(
+    caller: Caller,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<DeviceView>, ApiError> {
+    caller.require(Role::Viewer)?;
+    Ok(Json(load(&state, &id).await?))
+}
+
+async fn load(state: &AppState, id: &str) -> Result<DeviceView, ApiError> {
+    let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM devices d WHERE d.id = $1")))
+        .bind(id)
+        .fetch_optional(&state.db.pool)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("device {id}")))?;
+    let mut device = [view(&row)?];
+    attach_tags(state, &mut device).await?;
+    let [device] = device;
+    Ok(device)
+}
+
+/// Pre-registers a device.
+#[utoipa::path(post, path = "/v1/devices", tag = "devices", request_body = NewDevice, security(("bearer" = [])),
+    responses((status = 201, body = DeviceView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 415, body = ErrorBody)))]
+pub async fn create_device(
+    caller: Caller,
+    State(state): State<AppState>,
+    ApiJson(new): ApiJson<NewDevice>,
+) -> Result<(StatusCode, Json<DeviceView>), ApiError> {
+    caller.require(Role::Operator)?;
+    check_ident("id", &new.id, mota_proto::limits::MAX_DEVICE_ID_LEN)?;
+    check_ident("device_class", &new.device_class, mota_proto::limits::MAX_CLASS_LEN)?;
+    for tag in &new.tags {
+        check_ident("tag", tag, MAX_TAG_LEN)?;
+    }
+    let now = now_ms();
+    let mut tx = state.db.pool.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO devices (id, device_class, first_seen, last_seen) VALUES ($1, $2, $3, $3) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&new.id)
+    .bind(&new.device_class)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Err(ApiError::conflict("exists", format!("device {} exists", new.id)));
+    }
+    for tag in &new.tags {
+        sqlx::query("INSERT INTO device_tags (device_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(&new.id)
+            .bind(tag)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let detail = serde_json::json!({ "device_class": new.device_class, "tags": new.tags });
+    events::record(&mut tx, &caller.actor, "device.created", &format!("device:{}", new.id), &detail).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(load(&state, &new.id).await?)))
+}
+
+/// Longest tag.
+const MAX_TAG_LEN: usize = 64;
+
+/// Tags a device (idempotent).
+#[utoipa::path(put, path = "/v1/devices/{id}/tags/{tag}", tag = "devices",
+    params(("id" = String, Path), ("tag" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = DeviceView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn add_tag(
+    caller: Caller,
+    State(state): State<AppState>,
+    ApiPath((id, tag)): ApiPath<(String, String)>,
+) -> Result<Json<DeviceView>, ApiError> {
+    caller.require(Role::Operator)?;
+    check_ident("tag", &tag, MAX_TAG_LEN)?;
+    change_tag(&state, &caller, &id, &tag, true).await?;
+    Ok(Json(load(&state, &id).await?))
+}
+
+/// Removes a tag (idempotent).
+#[utoipa::path(delete, path = "/v1/devices/{id}/tags/{tag}", tag = "devices",
+    params(("id" = String, Path), ("tag" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = DeviceView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn remove_tag(
+    caller: Caller,
+    State(state): State<AppState>,
+    ApiPath((id, tag)): ApiPath<(String, String)>,
+) -> Result<Json<DeviceView>, ApiError> {
+    caller.require(Role::Operator)?;
+    change_tag(&state, &caller, &id, &tag, false).await?;
+    Ok(Json(load(&state, &id).await?))
+}
+
+async fn change_tag(state: &AppState, caller: &Caller, id: &str, tag: &str, add: bool) -> Result<(), ApiError> {
+    let mut tx = state.db.pool.begin().await?;
+    let exists: Option<String> =
+        sqlx::query_scalar("SELECT id FROM devices WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
+    if exists.is_none() {
+        return Err(ApiError::not_found(format!("device {id}")));
+    }
+    let sql = if add {
+        "INSERT INTO device_tags (device_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+    } else {
+        "DELETE FROM device_tags WHERE device_id = $1 AND tag = $2"
+    };
+    let changed = sqlx::query(sql).bind(id).bind(tag).execute(&mut *tx).await?.rows_affected();
+    if changed == 1 {
+        let kind = if add { "device.tagged" } else { "device.untagged" };
+        events::record(&mut tx, &caller.actor, kind, &format!("device:{id}"), &serde_json::json!({ "tag": tag }))
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
