@@ -1,0 +1,190 @@
+//! Test helpers shared by the backend's integration tests: a server state on SQLite in a
+//! temporary data dir, or on a fresh PostgreSQL database when `MOTA_TEST_POSTGRES` holds
+//! a URL (CI starts one); tokens of each role; in-memory requests through the router;
+//! the fixture models and validation sets.
+#![allow(dead_code)] // Each test binary uses its own part of the helpers.
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use mota_backend::Config;
+use mota_backend::server::{AppState, open, router};
+use mota_backend::tokens::{self, Role};
+use tower::ServiceExt;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type TestResult = Result<(), BoxError>;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../agent/runtime/fixtures/models/");
+
+/// A fixture model's bytes.
+pub fn model(name: &str) -> Result<Vec<u8>, BoxError> {
+    Ok(std::fs::read(format!("{FIXTURES}{name}.tflite"))?)
+}
+
+/// A validation set of the first `records` digits inputs and labels (fits the digits models).
+pub fn digits_set(records: usize) -> Result<Vec<u8>, BoxError> {
+    let read = |suffix: &str| -> Result<mota_runtime::npy::Npy, BoxError> {
+        let bytes = std::fs::read(format!("{FIXTURES}digits_cnn_v1.{suffix}.npy"))?;
+        mota_runtime::npy::Npy::parse(&bytes).map_err(|e| format!("{e:?}").into())
+    };
+    let (x, y) = (read("inputs")?, read("labels")?);
+    let per = x.data.len() / x.rows();
+    let records = records.min(x.rows());
+    let labels: Vec<u16> = y.data.chunks_exact(4).take(records).map(|c| c[0] as u16).collect();
+    let set = mota_runtime::validation::build(
+        mota_runtime::DType::Int8,
+        &x.shape[1..],
+        &x.data[..per * records],
+        Some((&labels, 10)),
+        None,
+    )
+    .map_err(|e| format!("{e:?}"))?;
+    Ok(set)
+}
+
+/// A configuration on a fresh database: SQLite in `data_dir`, or a new database on the
+/// PostgreSQL server `MOTA_TEST_POSTGRES` names.
+pub async fn config(data_dir: std::path::PathBuf) -> Result<Config, BoxError> {
+    let mut config = Config::embedded(data_dir);
+    if let Ok(url) = std::env::var("MOTA_TEST_POSTGRES") {
+        config.database_url = Some(fresh_postgres(&url).await?);
+    }
+    Ok(config)
+}
+
+async fn fresh_postgres(url: &str) -> Result<String, BoxError> {
+    use sqlx::Connection;
+    let mut name = [0u8; 8];
+    getrandom::fill(&mut name).map_err(|e| e.to_string())?;
+    let name = format!("mota_test_{}", mota_backend::blobs::hex(&name));
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
+    let (base, _) = url.rsplit_once('/').ok_or("MOTA_TEST_POSTGRES has no database part")?;
+    Ok(format!("{base}/{name}"))
+}
+
+/// A server's state and router, in memory, with a token per role.
+pub struct Api {
+    pub state: AppState,
+    pub router: Router,
+    pub admin: String,
+    pub operator: String,
+    pub viewer: String,
+    pub dir: tempfile::TempDir,
+}
+
+/// A response: status, headers and body.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The body as JSON (`Null` if it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The error code of an error body.
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+impl Api {
+    /// A fresh server on `config(temp dir)`, adjusted by `tune`.
+    pub async fn with(tune: impl FnOnce(&mut Config)) -> Result<Self, BoxError> {
+        let dir = tempfile::tempdir()?;
+        let mut config = config(dir.path().join("data")).await?;
+        tune(&mut config);
+        std::fs::create_dir_all(&config.data_dir)?;
+        let state = open(&config).await?;
+        let router = router(state.clone(), config.max_body_bytes);
+        let token = async |role| tokens::create(&state.db, &format!("{role:?}"), role, 0).await;
+        let (admin, operator, viewer) = (token(Role::Admin).await?, token(Role::Operator).await?, token(Role::Viewer).await?);
+        Ok(Self { state, router, admin, operator, viewer, dir })
+    }
+
+    /// A fresh server on embedded defaults.
+    pub async fn new() -> Result<Self, BoxError> {
+        Self::with(|_| {}).await
+    }
+
+    /// Sends a request through the router.
+    pub async fn send(&self, request: Request<Body>) -> Result<Reply, BoxError> {
+        let response = self.router.clone().oneshot(request).await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await?.to_vec();
+        Ok(Reply { status, headers, body })
+    }
+
+    /// `GET uri` with `token`.
+    pub async fn get(&self, uri: &str, token: &str) -> Result<Reply, BoxError> {
+        self.send(Request::get(uri).header(header::AUTHORIZATION, format!("Bearer {token}")).body(Body::empty())?)
+            .await
+    }
+
+    /// `method uri` with `token` and a JSON body.
+    pub async fn json(&self, method: &str, uri: &str, token: &str, body: serde_json::Value) -> Result<Reply, BoxError> {
+        self.send(
+            Request::builder()
+                .method(method)
+                .uri(uri)
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))?,
+        )
+        .await
+    }
+
+    /// `POST uri` with `token` and raw bytes.
+    pub async fn post_bytes(&self, uri: &str, token: &str, bytes: Vec<u8>) -> Result<Reply, BoxError> {
+        self.send(
+            Request::post(uri)
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .body(Body::from(bytes))?,
+        )
+        .await
+    }
+
+    /// Uploads `image` as `model` `version` for class `mcu`.
+    pub async fn upload(&self, model: &str, version: &str, image: Vec<u8>, extra: &str) -> Result<Reply, BoxError> {
+        let uri = format!("/v1/models/{model}/versions?version={version}&device_class=mcu{extra}");
+        self.post_bytes(&uri, &self.operator, image).await
+    }
+
+    /// Rows in `table`.
+    pub async fn count(&self, table: &str) -> Result<i64, BoxError> {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&self.state.db.pool).await?)
+    }
+
+    /// Files in the local blob store (uploads in progress included).
+    pub fn blob_files(&self) -> usize {
+        fn walk(dir: &std::path::Path) -> usize {
+            std::fs::read_dir(dir).map_or(0, |entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 })
+                    .sum()
+            })
+        }
+        walk(&self.dir.path().join("data/blobs"))
+    }
+
+    /// What must not change when a request is refused.
+    pub async fn footprint(&self) -> Result<[i64; 6], BoxError> {
+        Ok([
+            self.count("models").await?,
+            self.count("model_versions").await?,
+            self.count("artifacts").await?,
+            self.count("validation_sets").await?,
+            self.count("delta_jobs").await?,
+            self.blob_files() as i64,
+        ])
+    }
+}
