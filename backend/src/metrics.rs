@@ -74,9 +74,10 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
     let start = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16();
-    metrics.latency.get_or_create(&RouteLabels { method: method.clone(), route: route.clone() }).observe(
-        start.elapsed().as_secs_f64(),
-    );
+    metrics
+        .latency
+        .get_or_create(&RouteLabels { method: method.clone(), route: route.clone() })
+        .observe(start.elapsed().as_secs_f64());
     metrics.requests.get_or_create(&RequestLabels { method, route, status }).inc();
     response
 }

@@ -86,6 +86,12 @@ pub async fn open(config: &Config) -> Result<AppState, ServerError> {
             .await?;
     let blobs = Blobs::open(config)?;
     blobs.ping().await?;
+    if let Blobs::Local(local) = &blobs {
+        let removed = local.clean_temporaries().await?;
+        if removed > 0 {
+            tracing::info!(removed, "removed the temporary files of interrupted uploads");
+        }
+    }
     let registry = Registry {
         db: db.clone(),
         blobs: blobs.clone(),

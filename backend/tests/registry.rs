@@ -68,7 +68,12 @@ async fn deltas_are_computed_in_the_background_and_manifests_carry_them() -> Tes
 
     let base = mota_backend::blobs::hex(&mota_proto::Digest::of(&v1).0);
     let signed = api
-        .json("POST", "/v1/models/digits/versions/1.1.0/manifests", &api.operator, serde_json::json!({ "base_sha256": base }))
+        .json(
+            "POST",
+            "/v1/models/digits/versions/1.1.0/manifests",
+            &api.operator,
+            serde_json::json!({ "base_sha256": base }),
+        )
         .await?;
     assert_eq!(signed.status, StatusCode::CREATED, "{}", signed.json());
     let signed = signed.json();
@@ -76,7 +81,12 @@ async fn deltas_are_computed_in_the_background_and_manifests_carry_them() -> Tes
     let root_pem = std::fs::read_to_string(api.dir.path().join("data/keys/dev-root.pub.pem"))?;
     let Ok(KeyFile::Public(root)) = KeyFile::from_pem(&root_pem) else { return Err("dev root".into()) };
     let envelope = hex_decode(signed["envelope_hex"].as_str().unwrap_or_default());
-    let limits = Limits { max_image_bytes: 1 << 20, max_patch_bytes: 1 << 20, max_arena_bytes: 1 << 20, max_validation_bytes: 1 << 20 };
+    let limits = Limits {
+        max_image_bytes: 1 << 20,
+        max_patch_bytes: 1 << 20,
+        max_arena_bytes: 1 << 20,
+        max_validation_bytes: 1 << 20,
+    };
     let policy = DevicePolicy { device_class: "mcu", security_counter: 1, now: None, limits };
     let offer = mota_proto::verify(&envelope, &[root.to_bytes()], &policy).map_err(|e| format!("{e:?}"))?;
     assert_eq!((offer.manifest.version, offer.manifest.security_counter), ("1.1.0", 2));
@@ -89,7 +99,8 @@ async fn deltas_are_computed_in_the_background_and_manifests_carry_them() -> Tes
     let at_two = DevicePolicy { security_counter: 2, ..policy };
     assert!(mota_proto::verify(&envelope, &[root.to_bytes()], &at_two).is_err());
     // Without a base (or an unknown one), the full image.
-    let full = api.json("POST", "/v1/models/digits/versions/1.1.0/manifests", &api.operator, serde_json::json!({})).await?;
+    let full =
+        api.json("POST", "/v1/models/digits/versions/1.1.0/manifests", &api.operator, serde_json::json!({})).await?;
     assert!(full.json()["delta"].is_null());
     let unknown = serde_json::json!({ "base_sha256": "ab".repeat(32) });
     let other = api.json("POST", "/v1/models/digits/versions/1.1.0/manifests", &api.operator, unknown).await?;
@@ -121,11 +132,17 @@ async fn a_validation_set_is_evaluated_and_its_rule_checked() -> TestResult {
     // A bad model cannot promise what it does not score: refused, nothing stored.
     let before = api.footprint().await?;
     let r = api
-        .upload("digits", "1.1.0", model("digits_cnn_v3_bad")?, &format!("&validation_set={set_sha}&min_accuracy_permille=900"))
+        .upload(
+            "digits",
+            "1.1.0",
+            model("digits_cnn_v3_bad")?,
+            &format!("&validation_set={set_sha}&min_accuracy_permille=900"),
+        )
         .await?;
     assert_eq!((r.status, r.code()), (StatusCode::UNPROCESSABLE_ENTITY, "rule".into()), "{}", r.json());
     assert_eq!(api.footprint().await?, before);
-    let r = api.upload("digits", "1.1.0", model("digits_cnn_v2")?, &format!("&validation_set={}", "0".repeat(64))).await?;
+    let r =
+        api.upload("digits", "1.1.0", model("digits_cnn_v2")?, &format!("&validation_set={}", "0".repeat(64))).await?;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(api.footprint().await?, before);
     Ok(())
@@ -199,7 +216,9 @@ async fn bad_uploads_get_their_4xx_and_leave_nothing() -> TestResult {
         assert_eq!((r.status, r.code()), (status, code.to_owned()), "{what}: {}", r.json());
         assert_eq!(api.footprint().await?, before, "{what} left something behind");
     }
-    let r = api.post_bytes("/v1/models/digits/versions?version=3.0.0&device_class=other", &api.operator, good.clone()).await?;
+    let r = api
+        .post_bytes("/v1/models/digits/versions?version=3.0.0&device_class=other", &api.operator, good.clone())
+        .await?;
     assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "class_mismatch".to_owned()));
     let r = api.post_bytes("/v1/models/fresh/versions?version=1.0.0", &api.operator, good.clone()).await?;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "a new model needs its class");
@@ -258,7 +277,10 @@ async fn versions_page_newest_first_and_uploads_are_audited() -> TestResult {
     let events = api.get("/v1/events?kind=version.created&limit=500", &api.viewer).await?.json();
     let items = events["items"].as_array().cloned().unwrap_or_default();
     assert_eq!(items.len(), 5);
-    assert_eq!((items[0]["subject"].as_str(), items[0]["actor"].as_str()), (Some("model:digits/1.0.4"), Some("token:Operator")));
+    assert_eq!(
+        (items[0]["subject"].as_str(), items[0]["actor"].as_str()),
+        (Some("model:digits/1.0.4"), Some("token:Operator"))
+    );
     let bad = api.get("/v1/models/digits/versions?limit=0", &api.viewer).await?;
     assert_eq!((bad.status, bad.code()), (StatusCode::BAD_REQUEST, "bad_query".to_owned()));
     Ok(())

@@ -8,7 +8,7 @@ use mota_backend::{Config, run};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-const TABLES: [&str; 14] = [
+const TABLES: [&str; 16] = [
     "api_tokens",
     "signing_keys",
     "artifacts",
@@ -23,6 +23,8 @@ const TABLES: [&str; 14] = [
     "attempts",
     "device_reports",
     "events",
+    "validation_sets",
+    "delta_jobs",
 ];
 
 #[tokio::test]
@@ -278,5 +280,78 @@ fn the_two_schemas_differ_only_in_engine_types() -> TestResult {
         .replace(" BLOB ", " BYTEA ")
         .replace("BLOB    NOT NULL", "BYTEA   NOT NULL");
     assert!(translated == postgres, "migrations/postgres drifted from migrations/sqlite");
+    Ok(())
+}
+
+/// The real binary on `dir`, listening on a free port; its base URL.
+async fn spawn_binary(dir: &std::path::Path) -> Result<(String, std::process::Child), Box<dyn std::error::Error>> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_mota-backend"))
+        .args(["--data-dir", &dir.display().to_string(), "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if reqwest::get(format!("{base}/readyz")).await.is_ok_and(|r| r.status() == 200) {
+            return Ok((base, child));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Err("the binary never became ready".into())
+}
+
+#[tokio::test]
+async fn a_server_killed_mid_upload_shows_nothing_half_written() -> TestResult {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mota-backend"))
+        .args(["--data-dir", &data.display().to_string(), "token", "create", "--role", "operator"])
+        .output()?;
+    let token = String::from_utf8(output.stdout)?.lines().last().unwrap_or_default().to_owned();
+    let image =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../agent/runtime/fixtures/models/digits_cnn_v1.tflite"))?;
+    let (base, mut child) = spawn_binary(&data).await?;
+    // Half the body, then the process dies (SIGKILL: no shutdown, no cleanup).
+    let mut stream = tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await?;
+    let head = format!(
+        "POST /v1/models/digits/versions?version=1.0.0&device_class=mcu HTTP/1.1\r\nHost: x\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        image.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(&image[..image.len() / 2]).await?;
+    stream.flush().await?;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    child.kill()?;
+    child.wait()?;
+    // An upload a crash cut inside the blob store leaves only a temporary file.
+    std::fs::create_dir_all(data.join("blobs/tmp"))?;
+    std::fs::write(data.join("blobs/tmp/12345-0"), &image[..1000])?;
+
+    let (base, mut child) = spawn_binary(&data).await?;
+    let client = reqwest::Client::new();
+    let get = |path: &str| client.get(format!("{base}{path}")).bearer_auth(&token).send();
+    let models: serde_json::Value = get("/v1/models").await?.json().await?;
+    let versions = get("/v1/models/digits/versions").await?.status();
+    let sha = mota_backend::blobs::hex(&mota_proto::Digest::of(&image).0);
+    let artifact = get(&format!("/v1/artifacts/{sha}")).await?.status();
+    let leftovers = std::fs::read_dir(data.join("blobs/tmp"))?.count();
+    // And the same upload, whole, now succeeds.
+    let retry = client
+        .post(format!("{base}/v1/models/digits/versions?version=1.0.0&device_class=mcu"))
+        .bearer_auth(&token)
+        .header("content-type", "application/octet-stream")
+        .body(image.clone())
+        .send()
+        .await?
+        .status();
+    child.kill()?;
+    child.wait()?;
+    assert_eq!(models["items"], serde_json::json!([]));
+    assert_eq!((versions.as_u16(), artifact.as_u16()), (404, 404));
+    assert_eq!(leftovers, 0, "temporary files of interrupted uploads are removed at start");
+    assert_eq!(retry.as_u16(), 201);
     Ok(())
 }

@@ -310,12 +310,15 @@ pub async fn upload_version(
         .unwrap_or_default()
         .to_ascii_lowercase();
     let (query, image, set_upload) = if content_type.starts_with("multipart/form-data") {
-        read_form(Multipart::from_request(request, &state).await.map_err(|e| {
-            ApiError::new(e.status(), "bad_multipart", e.body_text())
-        })?)
+        read_form(
+            Multipart::from_request(request, &state)
+                .await
+                .map_err(|e| ApiError::new(e.status(), "bad_multipart", e.body_text()))?,
+        )
         .await?
     } else if content_type.starts_with("application/octet-stream") {
-        let image = Bytes::from_request(request, &state).await.map_err(|e| ApiError::new(e.status(), "body", e.body_text()))?;
+        let image =
+            Bytes::from_request(request, &state).await.map_err(|e| ApiError::new(e.status(), "body", e.body_text()))?;
         (query, image, None)
     } else {
         return Err(ApiError::new(
@@ -354,7 +357,9 @@ type Form = (UploadQuery, Bytes, Option<(String, Bytes)>);
 async fn read_form(mut form: Multipart) -> Result<Form, ApiError> {
     let bad = |m: String| ApiError::bad_request("bad_multipart", m);
     let (mut query, mut image, mut set) = (UploadQuery::default(), None, None);
-    while let Some(field) = form.next_field().await.map_err(|e| ApiError::new(e.status(), "bad_multipart", e.body_text()))? {
+    while let Some(field) =
+        form.next_field().await.map_err(|e| ApiError::new(e.status(), "bad_multipart", e.body_text()))?
+    {
         let name = field.name().unwrap_or_default().to_owned();
         let file_name = field.file_name().map(str::to_owned);
         let bytes = field.bytes().await.map_err(|e| ApiError::new(e.status(), "bad_multipart", e.body_text()))?;

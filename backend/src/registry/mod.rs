@@ -194,8 +194,14 @@ impl Registry {
         .rows_affected();
         if inserted == 1 {
             let detail = serde_json::json!({ "name": name, "records": facts.records, "size": size });
-            events::record(&mut tx, actor, "validation_set.created", &format!("validation-set:{}", hex(&digest)), &detail)
-                .await?;
+            events::record(
+                &mut tx,
+                actor,
+                "validation_set.created",
+                &format!("validation-set:{}", hex(&digest)),
+                &detail,
+            )
+            .await?;
         }
         tx.commit().await?;
         self.set(&digest).await?.ok_or_else(|| RegistryError::NotFound("validation set".into()))
@@ -245,11 +251,12 @@ impl Registry {
             (None, None) => return Err(RegistryError::Invalid("device_class is required for a new model".into())),
         };
         if let Some((model_id, _)) = existing {
-            let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM model_versions WHERE model_id = $1 AND version = $2")
-                .bind(model_id)
-                .bind(&new.version)
-                .fetch_optional(&self.db.pool)
-                .await?;
+            let taken: Option<i64> =
+                sqlx::query_scalar("SELECT id FROM model_versions WHERE model_id = $1 AND version = $2")
+                    .bind(model_id)
+                    .bind(&new.version)
+                    .fetch_optional(&self.db.pool)
+                    .await?;
             if taken.is_some() {
                 return Err(RegistryError::Duplicate { model: new.model, version: new.version });
             }

@@ -103,7 +103,8 @@ impl Api {
         let state = open(&config).await?;
         let router = router(state.clone(), config.max_body_bytes);
         let token = async |role| tokens::create(&state.db, &format!("{role:?}"), role, 0).await;
-        let (admin, operator, viewer) = (token(Role::Admin).await?, token(Role::Operator).await?, token(Role::Viewer).await?);
+        let (admin, operator, viewer) =
+            (token(Role::Admin).await?, token(Role::Operator).await?, token(Role::Viewer).await?);
         Ok(Self { state, router, admin, operator, viewer, dir })
     }
 
@@ -123,8 +124,7 @@ impl Api {
 
     /// `GET uri` with `token`.
     pub async fn get(&self, uri: &str, token: &str) -> Result<Reply, BoxError> {
-        self.send(Request::get(uri).header(header::AUTHORIZATION, format!("Bearer {token}")).body(Body::empty())?)
-            .await
+        self.send(Request::get(uri).header(header::AUTHORIZATION, format!("Bearer {token}")).body(Body::empty())?).await
     }
 
     /// `method uri` with `token` and a JSON body.
@@ -167,10 +167,7 @@ impl Api {
     pub fn blob_files(&self) -> usize {
         fn walk(dir: &std::path::Path) -> usize {
             std::fs::read_dir(dir).map_or(0, |entries| {
-                entries
-                    .filter_map(Result::ok)
-                    .map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 })
-                    .sum()
+                entries.filter_map(Result::ok).map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 }).sum()
             })
         }
         walk(&self.dir.path().join("data/blobs"))

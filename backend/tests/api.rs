@@ -1,0 +1,117 @@
+//! Devices, the audit log, metrics and the error body, through the router in memory (on
+//! PostgreSQL too when `MOTA_TEST_POSTGRES` is set).
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use common::{Api, TestResult};
+use serde_json::json;
+
+#[tokio::test]
+async fn devices_are_registered_filtered_tagged_and_paged() -> TestResult {
+    let api = Api::new().await?;
+    for i in 0..7 {
+        let class = if i % 2 == 0 { "m4" } else { "m7" };
+        let tags = if i < 3 { vec!["canary"] } else { vec![] };
+        let r = api
+            .json(
+                "POST",
+                "/v1/devices",
+                &api.operator,
+                json!({ "id": format!("dev-{i}"), "device_class": class, "tags": tags }),
+            )
+            .await?;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    }
+    let dup = api.json("POST", "/v1/devices", &api.operator, json!({ "id": "dev-0", "device_class": "m4" })).await?;
+    assert_eq!((dup.status, dup.code()), (StatusCode::CONFLICT, "exists".to_owned()));
+    let bad = api.json("POST", "/v1/devices", &api.operator, json!({ "id": "a/b", "device_class": "m4" })).await?;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "an id must be a safe topic level");
+
+    let ids = |page: &serde_json::Value| -> Vec<String> {
+        page["items"].as_array().into_iter().flatten().filter_map(|d| d["id"].as_str().map(str::to_owned)).collect()
+    };
+    let m4 = api.get("/v1/devices?class=m4", &api.viewer).await?.json();
+    assert_eq!(ids(&m4), ["dev-0", "dev-2", "dev-4", "dev-6"]);
+    let canary_m4 = api.get("/v1/devices?class=m4&tag=canary", &api.viewer).await?.json();
+    assert_eq!(ids(&canary_m4), ["dev-0", "dev-2"]);
+    assert_eq!(canary_m4["items"][0]["tags"], json!(["canary"]));
+
+    let tagged = api.json("PUT", "/v1/devices/dev-5/tags/lab", &api.operator, json!(null)).await?;
+    assert_eq!(tagged.json()["tags"], json!(["lab"]));
+    let again = api.json("PUT", "/v1/devices/dev-5/tags/lab", &api.operator, json!(null)).await?;
+    assert_eq!(again.status, StatusCode::OK, "tagging is idempotent");
+    assert_eq!(ids(&api.get("/v1/devices?tag=lab", &api.viewer).await?.json()), ["dev-5"]);
+    let untagged = api.json("DELETE", "/v1/devices/dev-5/tags/lab", &api.operator, json!(null)).await?;
+    assert_eq!(untagged.json()["tags"], json!([]));
+    let missing = api.json("PUT", "/v1/devices/nope/tags/lab", &api.operator, json!(null)).await?;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let viewer = api.json("PUT", "/v1/devices/dev-5/tags/lab", &api.viewer, json!(null)).await?;
+    assert_eq!(viewer.status, StatusCode::FORBIDDEN);
+
+    let mut all = Vec::new();
+    let mut uri = "/v1/devices?limit=3".to_owned();
+    loop {
+        let page = api.get(&uri, &api.viewer).await?.json();
+        assert!(page["items"].as_array().map_or(0, Vec::len) <= 3);
+        all.extend(ids(&page));
+        match page["next"].as_str() {
+            Some(next) => uri = format!("/v1/devices?limit=3&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(all.len(), 7, "{all:?}");
+
+    let events = api.get("/v1/events?subject=device:dev-5", &api.viewer).await?.json();
+    let kinds: Vec<&str> =
+        events["items"].as_array().into_iter().flatten().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(kinds, ["device.untagged", "device.tagged", "device.created"], "newest first, one per change");
+    Ok(())
+}
+
+#[tokio::test]
+async fn malformed_requests_get_the_error_body() -> TestResult {
+    let api = Api::new().await?;
+    let not_json = api
+        .send(
+            Request::post("/v1/devices")
+                .header(header::AUTHORIZATION, format!("Bearer {}", api.operator))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from("{\"id\": "))?,
+        )
+        .await?;
+    assert_eq!((not_json.status, not_json.code()), (StatusCode::BAD_REQUEST, "bad_json".to_owned()));
+    let no_type = api
+        .send(
+            Request::post("/v1/devices")
+                .header(header::AUTHORIZATION, format!("Bearer {}", api.operator))
+                .body(Body::from("{}"))?,
+        )
+        .await?;
+    assert_eq!(no_type.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let unknown_field =
+        api.json("POST", "/v1/devices", &api.operator, json!({ "id": "d", "device_class": "c", "x": 1 })).await?;
+    assert_eq!(unknown_field.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let bad_query = api.get("/v1/devices?limit=many", &api.viewer).await?;
+    assert_eq!((bad_query.status, bad_query.code()), (StatusCode::BAD_REQUEST, "bad_query".to_owned()));
+    let no_token = api.send(Request::get("/v1/devices").body(Body::empty())?).await?;
+    assert_eq!((no_token.status, no_token.code()), (StatusCode::UNAUTHORIZED, "unauthorized".to_owned()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route() -> TestResult {
+    let api = Api::new().await?;
+    for _ in 0..3 {
+        api.get("/v1/devices/some-device", &api.viewer).await?;
+    }
+    let text = String::from_utf8(api.send(Request::get("/metrics").body(Body::empty())?).await?.body)?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("mota_http_requests_total") && l.contains("/v1/devices/{id}") && l.contains("404"))
+        .ok_or_else(|| format!("no request counter in:\n{text}"))?;
+    assert!(line.ends_with(" 3"), "{line}");
+    assert!(text.contains("mota_http_request_duration_seconds_bucket"));
+    Ok(())
+}
