@@ -1,4 +1,11 @@
-//! What the server needs to start, from flags and `MOTA_*` environment variables.
+//! What the server needs to start: flags, `MOTA_*` environment variables, and an optional
+//! TOML file (`--config FILE` or `MOTA_CONFIG`), in that order of precedence, over the
+//! built-in defaults.
+//!
+//! The file's keys are the flags' names with `_` for `-` (`data_dir = "/var/lib/mota"`).
+//! They become the flags' defaults before parsing, so clap still does every check and
+//! `--print-config` shows what is in effect; an unknown key is an error, not a silent
+//! typo. A Kubernetes ConfigMap mounts such a file; Secrets arrive as variables.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,6 +16,9 @@ use serde::Serialize;
 /// The server's configuration. Every field is a flag and an environment variable.
 #[derive(Debug, Clone, Args, Serialize)]
 pub struct Config {
+    /// A TOML file of defaults for the settings below (flags and variables win over it).
+    #[arg(long, env = "MOTA_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Directory for the embedded defaults: the SQLite file, blobs, development keys.
     #[arg(long, env = "MOTA_DATA_DIR", default_value = "./mota-data")]
     pub data_dir: PathBuf,
@@ -61,6 +71,7 @@ impl Config {
     /// A configuration for tests and embedding: data in `data_dir`, any free port.
     pub fn embedded(data_dir: PathBuf) -> Self {
         Self {
+            config: None,
             data_dir,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: None,
@@ -72,4 +83,47 @@ impl Config {
             log_format: LogFormat::Text,
         }
     }
+}
+
+/// A configuration file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration file {path}: {message}")]
+pub struct ConfigFileError {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// `cmd` with the defaults of its flags taken from the configuration file that `args`
+/// (`--config FILE`, `--config=FILE`) or `MOTA_CONFIG` names, if any.
+pub fn with_file_defaults(mut cmd: clap::Command, args: &[String]) -> Result<clap::Command, ConfigFileError> {
+    let named = args.iter().enumerate().find_map(|(i, a)| match a.strip_prefix("--config") {
+        Some("") => args.get(i + 1).cloned(),
+        Some(rest) => rest.strip_prefix('=').map(str::to_owned),
+        None => None,
+    });
+    let Some(path) = named.or_else(|| std::env::var("MOTA_CONFIG").ok()).map(PathBuf::from) else {
+        return Ok(cmd);
+    };
+    let fail = |message: String| ConfigFileError { path: path.clone(), message };
+    let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| fail(e.message().to_owned()))?;
+    for (key, value) in table {
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                return Err(fail(format!("{key}: expected a string, number or boolean, not {}", other.type_str())));
+            }
+        };
+        let known =
+            key != "config" && cmd.get_arguments().any(|a| a.get_id() == key.as_str() && a.get_long().is_some());
+        if !known {
+            return Err(fail(format!("unknown setting {key:?}")));
+        }
+        cmd = cmd.mut_arg(key, |a| a.default_value(value));
+    }
+    Ok(cmd)
 }

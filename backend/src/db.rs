@@ -20,6 +20,9 @@ pub enum DbError {
     /// A migration failed.
     #[error("migrating the database: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The migration lock could not be taken.
+    #[error("locking the database for migration: {0}")]
+    Lock(String),
     /// A query failed.
     #[error("database: {0}")]
     Query(#[from] sqlx::Error),
@@ -54,6 +57,8 @@ pub struct Db {
     pub pool: AnyPool,
     /// The engine behind them.
     pub engine: Engine,
+    /// The SQLite file, if the database is one.
+    sqlite_file: Option<std::path::PathBuf>,
 }
 
 impl Db {
@@ -66,14 +71,34 @@ impl Db {
             .connect(url)
             .await
             .map_err(DbError::Connect)?;
-        Ok(Self { pool, engine })
+        let sqlite_file = (engine == Engine::Sqlite)
+            .then(|| url.trim_start_matches("sqlite:").trim_start_matches("//").split('?').next().unwrap_or_default())
+            .filter(|path| !path.is_empty() && !path.starts_with(":memory:"))
+            .map(std::path::PathBuf::from);
+        Ok(Self { pool, engine, sqlite_file })
     }
 
-    /// Applies the engine's migrations that are not applied yet.
+    /// Applies the engine's migrations that are not applied yet. Replicas starting
+    /// together migrate once: sqlx holds an advisory lock on PostgreSQL, but takes none
+    /// on SQLite, so there an exclusive lock on `<file>.migrate-lock` serializes
+    /// processes sharing the file.
     pub async fn migrate(&self) -> Result<(), DbError> {
         let migrator = match self.engine {
             Engine::Sqlite => &SQLITE,
             Engine::Postgres => &POSTGRES,
+        };
+        let _lock = match &self.sqlite_file {
+            Some(file) => {
+                let mut path = file.clone().into_os_string();
+                path.push(".migrate-lock");
+                let lock = tokio::task::spawn_blocking(move || {
+                    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+                    f.lock()?;
+                    Ok::<_, std::io::Error>(f)
+                });
+                Some(lock.await.map_err(|e| DbError::Lock(e.to_string()))?.map_err(|e| DbError::Lock(e.to_string()))?)
+            }
+            None => None,
         };
         migrator.run(&self.pool).await.map_err(DbError::Migrate)
     }

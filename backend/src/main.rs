@@ -1,7 +1,7 @@
 //! `mota-backend`: the server (default) and its maintenance commands.
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use mota_backend::config::LogFormat;
 use mota_backend::tokens::{self, Role};
 use mota_backend::{Config, db::Db, run};
@@ -43,7 +43,9 @@ enum TokenCommand {
 }
 
 fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let args: Vec<String> = std::env::args().collect();
+    let command = mota_backend::config::with_file_defaults(Cli::command(), &args)?;
+    let cli = Cli::from_arg_matches(&command.get_matches_from(&args))?;
     if cli.print_config {
         println!("{}", serde_json::to_string_pretty(&cli.config)?);
         return Ok(());

@@ -2,6 +2,8 @@
 //! port 0; and the schema on SQLite always and on PostgreSQL when `MOTA_TEST_POSTGRES`
 //! holds a URL (CI starts one).
 
+mod common;
+
 use mota_backend::db::{Db, Engine};
 use mota_backend::tokens::{self, Role};
 use mota_backend::{Config, run};
@@ -353,5 +355,69 @@ async fn a_server_killed_mid_upload_shows_nothing_half_written() -> TestResult {
     assert_eq!((versions.as_u16(), artifact.as_u16()), (404, 404));
     assert_eq!(leftovers, 0, "temporary files of interrupted uploads are removed at start");
     assert_eq!(retry.as_u16(), 201);
+    Ok(())
+}
+
+#[test]
+fn settings_come_from_flags_then_variables_then_the_file() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("mota.toml");
+    std::fs::write(
+        &file,
+        "data_dir = \"/from/file\"\nlisten = \"127.0.0.1:9000\"\ndelta_bases = 5\nmax_model_bytes = 1000\n",
+    )?;
+    let print = |extra: &[&str], env: &[(&str, &str)]| -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mota-backend"));
+        cmd.arg("--config").arg(&file).args(extra).arg("--print-config").env_remove("MOTA_DELTA_BASES");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output()?;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    let c = print(&[], &[])?;
+    assert_eq!(
+        (c["data_dir"].as_str(), c["listen"].as_str(), c["delta_bases"].as_u64()),
+        (Some("/from/file"), Some("127.0.0.1:9000"), Some(5))
+    );
+    let c = print(&["--delta-bases", "2"], &[("MOTA_DELTA_BASES", "7"), ("MOTA_MAX_MODEL_BYTES", "2000")])?;
+    assert_eq!(
+        (c["delta_bases"].as_u64(), c["max_model_bytes"].as_u64()),
+        (Some(2), Some(2000)),
+        "flag > variable > file"
+    );
+
+    std::fs::write(&file, "data_dri = \"/typo\"\n")?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mota-backend"))
+        .arg("--config")
+        .arg(&file)
+        .arg("--print-config")
+        .output()?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown setting \"data_dri\""));
+    Ok(())
+}
+
+#[tokio::test]
+async fn replicas_starting_together_migrate_once() -> Result<(), common::BoxError> {
+    // SQLite always; a fresh PostgreSQL database when MOTA_TEST_POSTGRES is set (there
+    // sqlx holds an advisory lock while it migrates).
+    let dir = tempfile::tempdir()?;
+    let url = common::config(dir.path().to_path_buf()).await?.database_url();
+    let replicas = (0..4).map(|_| {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let db = Db::connect(&url).await?;
+            db.migrate().await?;
+            Ok::<_, mota_backend::db::DbError>(db)
+        })
+    });
+    let mut dbs = Vec::new();
+    for r in replicas.collect::<Vec<_>>() {
+        dbs.push(r.await??);
+    }
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(&dbs[0].pool).await?;
+    assert_eq!(applied, 2, "each migration applied once");
     Ok(())
 }
