@@ -92,7 +92,13 @@ async fn malformed_requests_get_the_error_body() -> TestResult {
     assert_eq!(no_type.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let unknown_field =
         api.json("POST", "/v1/devices", &api.operator, json!({ "id": "d", "device_class": "c", "x": 1 })).await?;
-    assert_eq!(unknown_field.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!((unknown_field.status, unknown_field.code()), (StatusCode::BAD_REQUEST, "bad_json".to_owned()));
+    let array = api.json("POST", "/v1/devices", &api.operator, json!([])).await?;
+    assert_eq!(
+        (array.status, array.code()),
+        (StatusCode::BAD_REQUEST, "bad_json".to_owned()),
+        "an object, not an array"
+    );
     let bad_query = api.get("/v1/devices?limit=many", &api.viewer).await?;
     assert_eq!((bad_query.status, bad_query.code()), (StatusCode::BAD_REQUEST, "bad_query".to_owned()));
     let no_token = api.send(Request::get("/v1/devices").body(Body::empty())?).await?;

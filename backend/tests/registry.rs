@@ -162,14 +162,12 @@ async fn a_multipart_upload_carries_the_model_and_its_set() -> TestResult {
         body.extend_from_slice(bytes);
         body.extend_from_slice(b"\r\n");
     };
-    part("version", None, b"2.0.0");
-    part("device_class", None, b"mcu");
     part("model", Some("digits.tflite"), &model("digits_cnn_v1")?);
     part("validation_set_file", Some("digits-32.vset"), &digits_set(32)?);
     body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     let r = api
         .send(
-            Request::post("/v1/models/digits/versions")
+            Request::post("/v1/models/digits/versions?version=2.0.0&device_class=mcu")
                 .header(header::AUTHORIZATION, format!("Bearer {}", api.operator))
                 .header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={boundary}"))
                 .body(Body::from(body))?,
@@ -210,6 +208,7 @@ async fn bad_uploads_get_their_4xx_and_leave_nothing() -> TestResult {
         ("oversize", vec![0u8; 200_001], "1.1.0", StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
         ("duplicate", good.clone(), "1.0.0", StatusCode::CONFLICT, "duplicate_version"),
         ("bad version", good.clone(), "1.0.0%2Fx", StatusCode::BAD_REQUEST, "invalid"),
+        ("no version", good.clone(), "", StatusCode::BAD_REQUEST, "invalid"),
     ];
     for (what, bytes, version, status, code) in cases {
         let r = api.upload("digits", version, bytes, "").await?;

@@ -12,7 +12,7 @@ use sqlx::{AssertSqlSafe, Row};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{ApiJson, ApiPath, ApiQuery};
-use super::page::{DEFAULT_LIMIT, MAX_LIMIT, page, split};
+use super::page::{DEFAULT_LIMIT, page, split};
 use crate::auth::{ApiError, Caller, ErrorBody};
 use crate::db::now_ms;
 use crate::events;
@@ -59,22 +59,31 @@ pub struct DeviceQuery {
     /// Only devices running this model.
     pub model: Option<String>,
     /// Items per page (1 to 500, default 50).
+    #[serde(default, deserialize_with = "super::page::limit")]
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// The `next` cursor of the previous page.
     pub after: Option<String>,
 }
+
+/// A tag: `[A-Za-z0-9._-]`, 1 to 64 bytes.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+pub struct Tag(pub String);
 
 /// A device to pre-register.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDevice {
     /// Device id (`[A-Za-z0-9._-]`, at most 64 bytes): its MQTT topic level.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub id: String,
     /// Device class.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,32}$")]
     pub device_class: String,
     /// Tags.
     #[serde(default)]
-    pub tags: Vec<String>,
+    pub tags: Vec<Tag>,
 }
 
 const COLUMNS: &str = "d.id, d.device_class, d.agent_version, d.online, d.running_model, d.running_version, \
@@ -109,11 +118,7 @@ pub async fn list_devices(
     ApiQuery(q): ApiQuery<DeviceQuery>,
 ) -> Result<Json<DevicePage>, ApiError> {
     caller.require(Role::Viewer)?;
-    let limit = match q.limit {
-        None => DEFAULT_LIMIT,
-        Some(n @ 1..=MAX_LIMIT) => n,
-        Some(n) => return Err(ApiError::bad_request("bad_query", format!("limit must be 1 to {MAX_LIMIT}, not {n}"))),
-    };
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     // Conditions are added only for the filters given: PostgreSQL cannot type an
     // `$1 IS NULL` placeholder, and each shape of the query gets its own index plan.
     let mut sql = format!("SELECT {COLUMNS} FROM devices d WHERE d.id > $1");
@@ -163,7 +168,7 @@ async fn attach_tags(state: &AppState, devices: &mut [DeviceView]) -> Result<(),
 }
 
 /// One device.
-#[utoipa::path(get, path = "/v1/devices/{id}", tag = "devices", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/devices/{id}", tag = "devices", params(("id" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$")),
     security(("bearer" = [])),
     responses((status = 200, body = DeviceView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_device(
@@ -199,7 +204,7 @@ pub async fn create_device(
     caller.require(Role::Operator)?;
     check_ident("id", &new.id, mota_proto::limits::MAX_DEVICE_ID_LEN)?;
     check_ident("device_class", &new.device_class, mota_proto::limits::MAX_CLASS_LEN)?;
-    for tag in &new.tags {
+    for Tag(tag) in &new.tags {
         check_ident("tag", tag, MAX_TAG_LEN)?;
     }
     let now = now_ms();
@@ -216,14 +221,15 @@ pub async fn create_device(
     if inserted == 0 {
         return Err(ApiError::conflict("exists", format!("device {} exists", new.id)));
     }
-    for tag in &new.tags {
+    for Tag(tag) in &new.tags {
         sqlx::query("INSERT INTO device_tags (device_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(&new.id)
             .bind(tag)
             .execute(&mut *tx)
             .await?;
     }
-    let detail = serde_json::json!({ "device_class": new.device_class, "tags": new.tags });
+    let tags: Vec<&str> = new.tags.iter().map(|t| t.0.as_str()).collect();
+    let detail = serde_json::json!({ "device_class": new.device_class, "tags": tags });
     events::record(&mut tx, &caller.actor, "device.created", &format!("device:{}", new.id), &detail).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(load(&state, &new.id).await?)))
@@ -234,7 +240,7 @@ const MAX_TAG_LEN: usize = 64;
 
 /// Tags a device (idempotent).
 #[utoipa::path(put, path = "/v1/devices/{id}/tags/{tag}", tag = "devices",
-    params(("id" = String, Path), ("tag" = String, Path)), security(("bearer" = [])),
+    params(("id" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$"), ("tag" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$")), security(("bearer" = [])),
     responses((status = 200, body = DeviceView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn add_tag(
@@ -250,7 +256,7 @@ pub async fn add_tag(
 
 /// Removes a tag (idempotent).
 #[utoipa::path(delete, path = "/v1/devices/{id}/tags/{tag}", tag = "devices",
-    params(("id" = String, Path), ("tag" = String, Path)), security(("bearer" = [])),
+    params(("id" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$"), ("tag" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$")), security(("bearer" = [])),
     responses((status = 200, body = DeviceView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub async fn remove_tag(

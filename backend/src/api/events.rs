@@ -7,7 +7,7 @@ use sqlx::{AssertSqlSafe, Row};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::ApiQuery;
-use super::page::{DEFAULT_LIMIT, MAX_LIMIT, page, split};
+use super::page::{DEFAULT_LIMIT, page, split};
 use crate::auth::{ApiError, Caller, ErrorBody};
 use crate::server::AppState;
 use crate::tokens::Role;
@@ -40,8 +40,11 @@ pub struct EventQuery {
     /// Only events of this kind.
     pub kind: Option<String>,
     /// Items per page (1 to 500, default 50).
+    #[serde(default, deserialize_with = "super::page::limit")]
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// The `next` cursor of the previous page.
+    #[param(minimum = 0)]
     pub after: Option<i64>,
 }
 
@@ -54,11 +57,7 @@ pub async fn list_events(
     ApiQuery(q): ApiQuery<EventQuery>,
 ) -> Result<Json<EventPage>, ApiError> {
     caller.require(Role::Viewer)?;
-    let limit = match q.limit {
-        None => DEFAULT_LIMIT,
-        Some(n @ 1..=MAX_LIMIT) => n,
-        Some(n) => return Err(ApiError::bad_request("bad_query", format!("limit must be 1 to {MAX_LIMIT}, not {n}"))),
-    };
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     let mut sql = "SELECT id, at, actor, kind, subject, detail FROM events WHERE id < $1".to_owned();
     let mut binds = Vec::new();
     for (column, value) in [("subject", &q.subject), ("kind", &q.kind)] {

@@ -8,7 +8,7 @@ use sqlx::{AssertSqlSafe, Row};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{ApiJson, ApiPath, ApiQuery};
-use super::page::{PageQuery, page, split};
+use super::page::{CounterPage, DEFAULT_LIMIT, PageQuery, page, split};
 use crate::auth::{ApiError, Caller, ErrorBody};
 use crate::blobs::parse_digest;
 use crate::registry::manifests::{ManifestRequest, SignedManifest};
@@ -113,7 +113,7 @@ pub async fn list_models(
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<ModelPage>, ApiError> {
     caller.require(Role::Viewer)?;
-    let limit = page.limit()?;
+    let limit = page.limit.unwrap_or(DEFAULT_LIMIT);
     let rows = sqlx::query(
         "SELECT m.name, m.device_class, m.security_counter, \
          (SELECT COUNT(*) FROM model_versions v WHERE v.model_id = m.id), m.created_at \
@@ -139,7 +139,7 @@ fn model_view(r: &sqlx::any::AnyRow) -> Result<ModelView, sqlx::Error> {
 }
 
 /// One model.
-#[utoipa::path(get, path = "/v1/models/{model}", tag = "models", params(("model" = String, Path)),
+#[utoipa::path(get, path = "/v1/models/{model}", tag = "models", params(("model" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$")),
     security(("bearer" = [])),
     responses((status = 200, body = ModelView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_model(
@@ -161,17 +161,17 @@ pub async fn get_model(
 
 /// A model's versions, newest (highest counter) first.
 #[utoipa::path(get, path = "/v1/models/{model}/versions", tag = "models",
-    params(("model" = String, Path), PageQuery), security(("bearer" = [])),
+    params(("model" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$"), CounterPage), security(("bearer" = [])),
     responses((status = 200, body = VersionPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub async fn list_versions(
     caller: Caller,
     State(state): State<AppState>,
     ApiPath(model): ApiPath<String>,
-    ApiQuery(page): ApiQuery<PageQuery>,
+    ApiQuery(page): ApiQuery<CounterPage>,
 ) -> Result<Json<VersionPage>, ApiError> {
     caller.require(Role::Viewer)?;
-    let limit = page.limit()?;
+    let limit = page.limit.unwrap_or(DEFAULT_LIMIT);
     let exists: Option<i64> =
         sqlx::query_scalar("SELECT id FROM models WHERE name = $1").bind(&model).fetch_optional(&state.db.pool).await?;
     if exists.is_none() {
@@ -183,7 +183,7 @@ pub async fn list_versions(
          WHERE m.name = $1 AND v.security_counter < $2 ORDER BY v.security_counter DESC LIMIT $3"
     )))
     .bind(&model)
-    .bind(page.after_i64()?.unwrap_or(i64::MAX))
+    .bind(page.after.unwrap_or(i64::MAX))
     .bind(i64::from(limit) + 1)
     .fetch_all(&state.db.pool)
     .await?;
@@ -194,7 +194,7 @@ pub async fn list_versions(
 
 /// One version, with its delta jobs.
 #[utoipa::path(get, path = "/v1/models/{model}/versions/{version}", tag = "models",
-    params(("model" = String, Path), ("version" = String, Path)), security(("bearer" = [])),
+    params(("model" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$"), ("version" = String, Path, pattern = "^[A-Za-z0-9._+-]{1,32}$")), security(("bearer" = [])),
     responses((status = 200, body = VersionView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_version(
     caller: Caller,
@@ -245,23 +245,29 @@ async fn load_version(state: &AppState, model: &str, version: &str) -> Result<Ve
 }
 
 /// Upload parameters (query string with a raw body; form fields with multipart).
-#[derive(Debug, Default, Deserialize, IntoParams)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct UploadQuery {
     /// Version string (`1.4.0`), unique per model.
-    pub version: Option<String>,
+    #[param(pattern = "^[A-Za-z0-9._+-]{1,32}$")]
+    pub version: String,
     /// Device class; required for a model's first version.
+    #[param(pattern = "^[A-Za-z0-9._-]{1,32}$")]
     pub device_class: Option<String>,
     /// SHA-256 of a validation set uploaded before.
+    #[param(pattern = "^[0-9a-fA-F]{64}$")]
     pub validation_set: Option<String>,
     /// Minimum on-device accuracy, permille (default: the accuracy the backend measures).
+    #[param(minimum = 0, maximum = 1000)]
     pub min_accuracy_permille: Option<u16>,
     /// Largest accepted drop below the running model, permille (default 1000: off).
+    #[param(minimum = 0, maximum = 1000)]
     pub max_drop_permille: Option<u16>,
 }
 
-/// The multipart form of an upload (describes the form in the OpenAPI document; the
-/// handler reads the fields as they stream in).
+/// The multipart form of an upload: the files only, the parameters stay in the query
+/// (describes the form in the OpenAPI document; the handler reads the parts as they
+/// stream in).
 #[derive(Debug, ToSchema)]
 pub struct UploadForm {
     /// The `.tflite` file.
@@ -270,23 +276,13 @@ pub struct UploadForm {
     /// A validation set file (optional; its file name labels it).
     #[schema(format = Binary, content_media_type = "application/octet-stream")]
     pub validation_set_file: Option<Vec<u8>>,
-    /// Version string.
-    pub version: String,
-    /// Device class.
-    pub device_class: Option<String>,
-    /// SHA-256 of a validation set uploaded before.
-    pub validation_set: Option<String>,
-    /// Minimum accuracy, permille.
-    pub min_accuracy_permille: Option<u16>,
-    /// Largest drop, permille.
-    pub max_drop_permille: Option<u16>,
 }
 
 /// Registers a version. The model is checked with the devices' runtime (every operator
 /// supported, arena planned) and evaluated on the validation set before anything is
 /// stored; deltas from recent versions follow in the background.
 #[utoipa::path(post, path = "/v1/models/{model}/versions", tag = "models",
-    params(("model" = String, Path), UploadQuery), security(("bearer" = [])),
+    params(("model" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$"), UploadQuery), security(("bearer" = [])),
     request_body(content(
         (Vec<u8> = "application/octet-stream"),
         (UploadForm = "multipart/form-data"))),
@@ -310,12 +306,11 @@ pub async fn upload_version(
         .unwrap_or_default()
         .to_ascii_lowercase();
     let (query, image, set_upload) = if content_type.starts_with("multipart/form-data") {
-        read_form(
-            Multipart::from_request(request, &state)
-                .await
-                .map_err(|e| ApiError::new(e.status(), "bad_multipart", e.body_text()))?,
-        )
-        .await?
+        let form = Multipart::from_request(request, &state)
+            .await
+            .map_err(|e| ApiError::new(e.status(), "bad_multipart", e.body_text()))?;
+        let (image, set) = read_form(form).await?;
+        (query, image, set)
     } else if content_type.starts_with("application/octet-stream") {
         let image =
             Bytes::from_request(request, &state).await.map_err(|e| ApiError::new(e.status(), "body", e.body_text()))?;
@@ -327,7 +322,7 @@ pub async fn upload_version(
             "send the .tflite as application/octet-stream, or a multipart/form-data form",
         ));
     };
-    let version = query.version.clone().ok_or_else(|| ApiError::bad_request("bad_query", "version is required"))?;
+    let version = query.version.clone();
     let set = match (set_upload, &query.validation_set) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request("bad_query", "give a validation set file or a digest, not both"));
@@ -352,37 +347,29 @@ pub async fn upload_version(
     Ok((StatusCode::CREATED, Json(load_version(&state, &model, &version).await?)))
 }
 
-type Form = (UploadQuery, Bytes, Option<(String, Bytes)>);
-
-async fn read_form(mut form: Multipart) -> Result<Form, ApiError> {
+/// The model file and, if present, the validation set file with its name.
+async fn read_form(mut form: Multipart) -> Result<(Bytes, Option<(String, Bytes)>), ApiError> {
     let bad = |m: String| ApiError::bad_request("bad_multipart", m);
-    let (mut query, mut image, mut set) = (UploadQuery::default(), None, None);
+    let (mut image, mut set) = (None, None);
     while let Some(field) =
         form.next_field().await.map_err(|e| ApiError::new(e.status(), "bad_multipart", e.body_text()))?
     {
         let name = field.name().unwrap_or_default().to_owned();
         let file_name = field.file_name().map(str::to_owned);
         let bytes = field.bytes().await.map_err(|e| ApiError::new(e.status(), "bad_multipart", e.body_text()))?;
-        let text = || String::from_utf8(bytes.to_vec()).map_err(|_| bad(format!("{name} is not UTF-8")));
-        let number = |t: String| t.trim().parse::<u16>().map_err(|_| bad(format!("{name} is not a number")));
         match name.as_str() {
-            "model" => image = Some(bytes.clone()),
-            "validation_set_file" => set = Some((file_name.unwrap_or_else(|| "validation set".into()), bytes.clone())),
-            "version" => query.version = Some(text()?),
-            "device_class" => query.device_class = Some(text()?),
-            "validation_set" => query.validation_set = Some(text()?),
-            "min_accuracy_permille" => query.min_accuracy_permille = Some(number(text()?)?),
-            "max_drop_permille" => query.max_drop_permille = Some(number(text()?)?),
-            other => return Err(bad(format!("unknown form field {other:?}"))),
+            "model" => image = Some(bytes),
+            "validation_set_file" => set = Some((file_name.unwrap_or_else(|| "validation set".into()), bytes)),
+            other => return Err(bad(format!("unknown form part {other:?}; parameters go in the query"))),
         }
     }
     let image = image.ok_or_else(|| bad("the form has no `model` file".into()))?;
-    Ok((query, image, set))
+    Ok((image, set))
 }
 
 /// Signs a manifest for the version (optionally as a patch from `base_sha256`).
 #[utoipa::path(post, path = "/v1/models/{model}/versions/{version}/manifests", tag = "models",
-    params(("model" = String, Path), ("version" = String, Path)), security(("bearer" = [])),
+    params(("model" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$"), ("version" = String, Path, pattern = "^[A-Za-z0-9._+-]{1,32}$")), security(("bearer" = [])),
     request_body = ManifestRequest,
     responses((status = 201, body = SignedManifest), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 415, body = ErrorBody)))]

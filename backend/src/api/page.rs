@@ -5,8 +5,6 @@
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::auth::ApiError;
-
 /// Default page size.
 pub const DEFAULT_LIMIT: u32 = 50;
 /// Largest page size.
@@ -17,28 +15,24 @@ pub const MAX_LIMIT: u32 = 500;
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Items per page (1 to 500, default 50).
+    #[serde(default, deserialize_with = "limit")]
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// The `next` cursor of the previous page.
     pub after: Option<String>,
 }
 
-impl PageQuery {
-    /// The page size, checked.
-    pub fn limit(&self) -> Result<u32, ApiError> {
-        match self.limit {
-            None => Ok(DEFAULT_LIMIT),
-            Some(n @ 1..=MAX_LIMIT) => Ok(n),
-            Some(n) => Err(ApiError::bad_request("bad_query", format!("limit must be 1 to {MAX_LIMIT}, not {n}"))),
-        }
-    }
-
-    /// The cursor as an integer key.
-    pub fn after_i64(&self) -> Result<Option<i64>, ApiError> {
-        self.after
-            .as_deref()
-            .map(|a| a.parse().map_err(|_| ApiError::bad_request("bad_query", format!("bad cursor {a:?}"))))
-            .transpose()
-    }
+/// Page parameters of lists ordered by an integer key (newest first).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CounterPage {
+    /// Items per page (1 to 500, default 50).
+    #[serde(default, deserialize_with = "limit")]
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
+    /// The `next` cursor of the previous page.
+    #[param(minimum = 0)]
+    pub after: Option<i64>,
 }
 
 /// `items` cut to `limit`, and the cursor of the next page if there is one: queries fetch
@@ -72,13 +66,31 @@ pub(crate) use page;
 mod tests {
     use super::*;
 
+    fn serde_urlencoded_like(q: &str) -> Result<PageQuery, String> {
+        let uri: axum::http::Uri = format!("/x?{q}").parse().map_err(|e| format!("{e}"))?;
+        axum::extract::Query::<PageQuery>::try_from_uri(&uri).map(|q| q.0).map_err(|e| e.body_text())
+    }
+
     #[test]
     fn a_full_page_names_its_last_key_and_a_short_one_ends() {
         let (items, next) = split(vec![1, 2, 3], 2, |i| i.to_string());
         assert_eq!((items, next), (vec![1, 2], Some("2".to_owned())));
         let (items, next) = split(vec![1, 2], 2, |i| i.to_string());
         assert_eq!((items, next), (vec![1, 2], None));
-        let bad = PageQuery { limit: Some(0), after: Some("x".into()) };
-        assert!(bad.limit().is_err() && bad.after_i64().is_err());
+        let query = |q: &str| serde_urlencoded_like(q);
+        assert!(query("limit=0").is_err() && query("limit=501").is_err() && query("limit=x").is_err());
+        assert_eq!(query("limit=500").ok().and_then(|p| p.limit), Some(500));
+    }
+}
+
+/// Deserializes a page size, refusing 0 and anything over [`MAX_LIMIT`] (a 400 from the
+/// query extractor, like any other malformed parameter).
+pub fn limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let n = Option::<u32>::deserialize(d)?;
+    match n {
+        Some(n) if !(1..=MAX_LIMIT).contains(&n) => {
+            Err(serde::de::Error::custom(format!("limit must be 1 to {MAX_LIMIT}, not {n}")))
+        }
+        n => Ok(n),
     }
 }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::extract::{ApiPath, ApiQuery};
-use super::page::{PageQuery, page, split};
+use super::page::{DEFAULT_LIMIT, PageQuery, page, split};
 use crate::auth::{ApiError, Caller, ErrorBody};
 use crate::blobs::parse_digest;
 use crate::registry::{SetView, set_view};
@@ -22,6 +22,7 @@ page!(SetPage, SetView);
 #[into_params(parameter_in = Query)]
 pub struct SetQuery {
     /// A label for people (1 to 128 printable characters).
+    #[param(min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$")]
     pub name: String,
 }
 
@@ -55,7 +56,7 @@ pub async fn list_sets(
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<SetPage>, ApiError> {
     caller.require(Role::Viewer)?;
-    let limit = page.limit()?;
+    let limit = page.limit.unwrap_or(DEFAULT_LIMIT);
     let rows = sqlx::query(
         "SELECT s.sha256, a.size, s.name, s.records, s.input_type, s.input_shape, s.expectation, s.classes, s.created_at \
          FROM validation_sets s JOIN artifacts a ON a.sha256 = s.sha256 WHERE s.sha256 > $1 ORDER BY s.sha256 LIMIT $2",
@@ -71,7 +72,7 @@ pub async fn list_sets(
 
 /// One validation set.
 #[utoipa::path(get, path = "/v1/validation-sets/{sha256}", tag = "validation-sets",
-    params(("sha256" = String, Path)), security(("bearer" = [])),
+    params(("sha256" = String, Path, pattern = "^[0-9a-fA-F]{64}$")), security(("bearer" = [])),
     responses((status = 200, body = SetView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub async fn get_set(

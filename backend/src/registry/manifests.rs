@@ -26,12 +26,15 @@ pub struct ManifestRequest {
     /// SHA-256 (hex) of the image the devices run now: the manifest then carries a patch
     /// from it when one is computed.
     #[serde(default)]
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     pub base_sha256: Option<String>,
     /// The rollout the offer belongs to (0 or absent: none).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::api::extract::opt_integral")]
+    #[schema(minimum = 0, maximum = 9007199254740991_i64)]
     pub rollout_id: Option<u64>,
-    /// Unix seconds after which devices must not act on the offer.
-    #[serde(default)]
+    /// Unix seconds after which devices must not act on the offer (in the future).
+    #[serde(default, deserialize_with = "crate::api::extract::opt_integral")]
+    #[schema(minimum = 0, maximum = 9007199254740991_i64)]
     pub expires_at: Option<u64>,
 }
 
@@ -152,7 +155,7 @@ impl Registry {
         let rollout_id = req.rollout_id.unwrap_or(0);
         if rollout_id != 0 {
             let known: Option<i64> = sqlx::query_scalar("SELECT id FROM rollouts WHERE id = $1")
-                .bind(narrow::<i64>("rollout id", rollout_id as i64)?)
+                .bind(i64::try_from(rollout_id).map_err(|_| RegistryError::Invalid("rollout id out of range".into()))?)
                 .fetch_optional(&self.db.pool)
                 .await?;
             if known.is_none() {

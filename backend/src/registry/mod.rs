@@ -166,7 +166,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 impl Registry {
     /// Checks and stores a validation set (idempotent: the same bytes give the same set).
     pub async fn add_set(&self, name: &str, bytes: Bytes, actor: &str) -> Result<SetView, RegistryError> {
-        if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+        if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
             return Err(RegistryError::Invalid("name: 1 to 128 printable characters".into()));
         }
         self.check_size("validation set", bytes.len())?;
