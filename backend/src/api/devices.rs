@@ -257,14 +257,15 @@ pub async fn add_tag(
 /// Removes a tag (idempotent).
 #[utoipa::path(delete, path = "/v1/devices/{id}/tags/{tag}", tag = "devices",
     params(("id" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$"), ("tag" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$")), security(("bearer" = [])),
-    responses((status = 200, body = DeviceView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = DeviceView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn remove_tag(
     caller: Caller,
     State(state): State<AppState>,
     ApiPath((id, tag)): ApiPath<(String, String)>,
 ) -> Result<Json<DeviceView>, ApiError> {
     caller.require(Role::Operator)?;
+    check_ident("tag", &tag, MAX_TAG_LEN)?;
     change_tag(&state, &caller, &id, &tag, false).await?;
     Ok(Json(load(&state, &id).await?))
 }

@@ -31,7 +31,6 @@ pub struct CounterPage {
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// The `next` cursor of the previous page.
-    #[param(minimum = 0)]
     pub after: Option<i64>,
 }
 

@@ -30,11 +30,11 @@ pub struct ManifestRequest {
     pub base_sha256: Option<String>,
     /// The rollout the offer belongs to (0 or absent: none).
     #[serde(default, deserialize_with = "crate::api::extract::opt_integral")]
-    #[schema(minimum = 0, maximum = 9007199254740991_i64)]
+    #[schema(minimum = 0, maximum = 9007199254740991_i64)] // 2^53 - 1: exact in every JSON parser
     pub rollout_id: Option<u64>,
     /// Unix seconds after which devices must not act on the offer (in the future).
     #[serde(default, deserialize_with = "crate::api::extract::opt_integral")]
-    #[schema(minimum = 0, maximum = 9007199254740991_i64)]
+    #[schema(minimum = 0, maximum = 9007199254740991_i64)] // 2^53 - 1: exact in every JSON parser
     pub expires_at: Option<u64>,
 }
 
@@ -103,6 +103,9 @@ pub struct RuleView {
     pub max_drop_permille: u16,
 }
 
+/// The largest integer every JSON parser reads exactly (2^53 - 1).
+const MAX_SAFE: u64 = (1 << 53) - 1;
+
 fn digest(hex: &str) -> Result<[u8; 32], RegistryError> {
     parse_digest(hex).ok_or_else(|| RegistryError::Invalid(format!("not a SHA-256 in hex: {hex:?}")))
 }
@@ -122,6 +125,9 @@ impl Registry {
         actor: &str,
     ) -> Result<SignedManifest, RegistryError> {
         let now_s = (now_ms() / 1000) as u64;
+        if [req.rollout_id, req.expires_at].into_iter().flatten().any(|v| v > MAX_SAFE) {
+            return Err(RegistryError::Invalid(format!("rollout_id and expires_at are at most {MAX_SAFE}")));
+        }
         if req.expires_at.is_some_and(|t| t <= now_s) {
             return Err(RegistryError::Invalid("expires_at is in the past".into()));
         }
@@ -155,7 +161,7 @@ impl Registry {
         let rollout_id = req.rollout_id.unwrap_or(0);
         if rollout_id != 0 {
             let known: Option<i64> = sqlx::query_scalar("SELECT id FROM rollouts WHERE id = $1")
-                .bind(i64::try_from(rollout_id).map_err(|_| RegistryError::Invalid("rollout id out of range".into()))?)
+                .bind(rollout_id as i64)
                 .fetch_optional(&self.db.pool)
                 .await?;
             if known.is_none() {
