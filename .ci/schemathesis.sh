@@ -24,7 +24,7 @@ curl -sf -o /dev/null -X POST -H "Authorization: Bearer $token" -H 'content-type
   --data-binary @"$here/agent/firmware/data/set.vset" "$base/v1/validation-sets?name=demo"
 cd "$here"
 "$venv/bin/st" --config-file "$here/.ci/schemathesis.toml" run "$base/v1/openapi.json" \
-  -H "Authorization: Bearer $token" --max-time "$seconds" --workers 2 --seed 1
+  -H "Authorization: Bearer $token" --max-time "$seconds" --workers 1 --seed 1
 if grep -E "panicked|internal error" "$data/server.log"; then
   echo "the server logged an internal error" >&2
   exit 1
