@@ -1,11 +1,11 @@
-//! The backend: model registry, signing, blob storage, rollout engine and ops API.
+//! The backend: model registry, signing, blob storage and the ops API; the rollout
+//! engine over MQTT is issue 7.
 //!
-//! Built so far (issue 6, in progress): the configuration, the database (SQLite by
-//! default, PostgreSQL by URL, one schema in `migrations/`), the local blob store, the release
-//! key (files, or a development key generated into the data dir), API tokens, and the
-//! server skeleton (`run`: health and readiness, request ids, body limits, graceful
-//! shutdown). Still to come: the S3 blob store, the registry, manifest signing per version,
-//! the `/v1` resources and OpenAPI (issue 6), and the MQTT side (issue 7).
+//! One code path for both deployments: sqlx's `Any` driver over SQLite or PostgreSQL,
+//! and [`blobs::Blobs`] over a local directory or an S3 bucket. `main` parses the
+//! configuration and calls [`run`]; tests build the same state with [`server::open`] and
+//! drive [`server::router`] in memory. ARCHITECTURE.md describes each module's
+//! invariants; backend/README.md is the operator guide.
 
 pub mod api;
 pub mod auth;
