@@ -69,6 +69,11 @@ fn median_s(id: &str, n: usize) -> Option<f64> {
     })
 }
 
+/// Iterations run in all (warm-up included), to divide whole-run counts by (strace -c).
+fn iterations(id: &str) -> u64 {
+    SAMPLES.with(|s| s.borrow().get(id).map_or(0, |all| all.iter().map(|(i, _)| i).sum()))
+}
+
 struct Server {
     router: Router,
     operator: String,
@@ -102,16 +107,28 @@ impl Server {
         (status, axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap().to_vec())
     }
 
-    /// Registers `image` as version `version` of model `large`, then signs its manifest.
-    fn upload_and_sign(&self, image: &bytes::Bytes, version: &str) {
+    /// Registers `image` as version `version` of model `large`.
+    fn upload(&self, image: &bytes::Bytes, version: &str) {
         self.runtime.block_on(async {
             let uri = format!("/v1/models/large/versions?version={version}&device_class=mcu");
             let (status, body) = self.post(&uri, "application/octet-stream", Body::from(image.clone())).await;
             assert_eq!(status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
+        });
+    }
+
+    /// Signs a manifest of `version` of model `large`.
+    fn sign(&self, version: &str, request: &str) {
+        self.runtime.block_on(async {
             let uri = format!("/v1/models/large/versions/{version}/manifests");
-            let (status, body) = self.post(&uri, "application/json", Body::from("{}")).await;
+            let (status, body) = self.post(&uri, "application/json", Body::from(request.to_owned())).await;
             assert_eq!(status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
         });
+    }
+
+    /// Registers `image` as version `version` of model `large`, then signs its manifest.
+    fn upload_and_sign(&self, image: &bytes::Bytes, version: &str) {
+        self.upload(image, version);
+        self.sign(version, "{}");
     }
 }
 
@@ -148,6 +165,26 @@ fn upload(c: &mut Criterion) {
             timed("upload/api", iters, || {
                 next += 1;
                 server.upload_and_sign(&shared, &format!("1.0.{next}"));
+            })
+        })
+    });
+    // The two requests apart: a version alone, and a manifest alone for a version that
+    // exists (a new expiry each time, so each is a new offer row, as a first signing is).
+    group.bench_function("POST version", |b| {
+        b.iter_custom(|iters| {
+            timed("upload/version", iters, || {
+                next += 1;
+                server.upload(&shared, &format!("1.0.{next}"));
+            })
+        })
+    });
+    let version = format!("1.0.{next}");
+    let mut expiry = 4_000_000_000u64;
+    group.bench_function("POST manifest", |b| {
+        b.iter_custom(|iters| {
+            timed("upload/manifest", iters, || {
+                expiry += 1;
+                server.sign(&version, &format!(r#"{{"expires_at": {expiry}}}"#));
             })
         })
     });
@@ -246,16 +283,27 @@ fn summary(pairs: &[(String, Vec<u8>, Vec<u8>)], model_bytes: usize) {
     let mb_s = |s: f64| model_bytes as f64 / s / 1e6;
     println!("\n== summary (median per sample) ==");
     if let (Some(api), Some(floor)) = (median_s("upload/api", 20), median_s("upload/anchor", 20)) {
-        println!("upload of {model_bytes} B: POST version + POST manifest {:.2} ms ({:.1} MB/s)", api * 1e3, mb_s(api));
+        println!(
+            "upload of {model_bytes} B: POST version + POST manifest {:.2} ms ({:.1} MB/s), {} iterations in all",
+            api * 1e3,
+            mb_s(api),
+            iterations("upload/api")
+        );
         println!(
             "  anchor sha256 + LocalBlobs put {:.2} ms ({:.1} MB/s); ratio {:.2}x",
             floor * 1e3,
             mb_s(floor),
             api / floor
         );
-        for (id, what) in [("parts/sha256", "sha256"), ("parts/inspect", "mota-runtime check"), ("parts/put", "put")] {
+        for (id, what) in [
+            ("upload/version", "POST version alone"),
+            ("upload/manifest", "POST manifest alone"),
+            ("parts/sha256", "sha256"),
+            ("parts/inspect", "mota-runtime check"),
+            ("parts/put", "put"),
+        ] {
             if let Some(s) = median_s(id, 20) {
-                println!("  part {what}: {:.3} ms ({:.1} MB/s)", s * 1e3, mb_s(s));
+                println!("  {what}: {:.3} ms ({:.1} MB/s), {} iterations in all", s * 1e3, mb_s(s), iterations(id));
             }
         }
     }

@@ -284,3 +284,60 @@ async fn versions_page_newest_first_and_uploads_are_audited() -> TestResult {
     assert_eq!((bad.status, bad.code()), (StatusCode::BAD_REQUEST, "bad_query".to_owned()));
     Ok(())
 }
+
+#[tokio::test]
+async fn manifest_requests_are_checked() -> TestResult {
+    let api = Api::new().await?;
+    api.upload("digits", "1.0.0", model("digits_cnn_v1")?, "").await?;
+    let uri = "/v1/models/digits/versions/1.0.0/manifests";
+    let cases = [
+        (serde_json::json!({ "expires_at": 1000 }), StatusCode::BAD_REQUEST, "past expiry"),
+        (serde_json::json!({ "expires_at": 1u64 << 60 }), StatusCode::BAD_REQUEST, "beyond 2^53"),
+        (serde_json::json!({ "rollout_id": 42 }), StatusCode::NOT_FOUND, "unknown rollout"),
+        (serde_json::json!({ "base_sha256": "xyz" }), StatusCode::BAD_REQUEST, "not a digest"),
+        (serde_json::json!({ "colour": "red" }), StatusCode::BAD_REQUEST, "unknown field"),
+    ];
+    for (body, status, what) in cases {
+        let r = api.json("POST", uri, &api.operator, body).await?;
+        assert_eq!(r.status, status, "{what}: {}", r.json());
+    }
+    let r =
+        api.json("POST", "/v1/models/digits/versions/9.9.9/manifests", &api.operator, serde_json::json!({})).await?;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = api.json("POST", uri, &api.viewer, serde_json::json!({})).await?;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "signing needs an operator");
+    assert_eq!(api.count("offers").await?, 0, "nothing signed by a refused request");
+    let future = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs()) + 3600;
+    let a = api.json("POST", uri, &api.operator, serde_json::json!({ "expires_at": future })).await?;
+    let b = api.json("POST", uri, &api.operator, serde_json::json!({ "expires_at": future as f64 })).await?;
+    assert_eq!(a.status, StatusCode::CREATED);
+    assert_eq!(a.json()["envelope_hex"], b.json()["envelope_hex"], "deterministic: one offer per request");
+    assert_eq!(api.count("offers").await?, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn until_its_delta_is_computed_a_manifest_carries_the_full_image() -> TestResult {
+    let api = Api::new().await?;
+    let (kws, finetuned) =
+        (std::fs::read(pair("kws_dscnn/finetune/old.tflite"))?, std::fs::read(pair("kws_dscnn/finetune/new.tflite"))?);
+    api.upload("kws", "1.0.0", kws.clone(), "").await?;
+    api.upload("kws", "1.1.0", finetuned.clone(), "").await?;
+    let base = serde_json::json!({ "base_sha256": mota_backend::blobs::hex(&mota_proto::Digest::of(&kws).0) });
+    let uri = "/v1/models/kws/versions/1.1.0/manifests";
+    let early = api.json("POST", uri, &api.operator, base.clone()).await?.json();
+    assert_eq!((early["delta"].is_null(), early["delta_state"].as_str()), (true, Some("pending")));
+    assert_eq!(api.state.registry.run_delta_jobs().await?, 1);
+    assert_eq!(api.state.registry.run_delta_jobs().await?, 0, "a job runs once");
+    let late = api.json("POST", uri, &api.operator, base).await?.json();
+    let patch = late["delta"]["patch"]["size"].as_u64().unwrap_or(u64::MAX);
+    assert!(patch * 3 < finetuned.len() as u64, "a fine-tune patch of {patch} B for {} B", finetuned.len());
+    assert_ne!(early["manifest_sha256"], late["manifest_sha256"]);
+    let events = api.get("/v1/events?kind=delta.done", &api.viewer).await?.json();
+    assert_eq!(events["items"][0]["actor"], "backend");
+    Ok(())
+}
+
+fn pair(path: &str) -> String {
+    format!("{}/../agent/delta/bench/pairs/{path}", env!("CARGO_MANIFEST_DIR"))
+}

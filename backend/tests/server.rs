@@ -421,3 +421,47 @@ async fn replicas_starting_together_migrate_once() -> Result<(), common::BoxErro
     assert_eq!(applied, 2, "each migration applied once");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_running_server_computes_deltas_in_the_background() -> Result<(), common::BoxError> {
+    let dir = tempfile::tempdir()?;
+    let config = common::config(dir.path().join("data")).await?;
+    let url = config.database_url();
+    let (base, stop, server) = start_with(config).await.map_err(|e| e.to_string())?;
+    let data = dir.path().join("data").display().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mota-backend"))
+        .args(["--data-dir", &data, "--database-url", &url, "token", "create", "--role", "operator"])
+        .output()?;
+    let token = String::from_utf8(out.stdout)?.lines().last().unwrap_or_default().to_owned();
+    let client = reqwest::Client::new();
+    for (version, file) in [("1.0.0", "digits_cnn_v1"), ("1.1.0", "digits_cnn_v2")] {
+        let image = common::model(file)?;
+        let r = client
+            .post(format!("{base}/v1/models/digits/versions?version={version}&device_class=mcu"))
+            .bearer_auth(&token)
+            .header("content-type", "application/octet-stream")
+            .body(image)
+            .send()
+            .await?;
+        assert_eq!(r.status(), 201);
+    }
+    let mut state = String::new();
+    for _ in 0..100 {
+        let v: serde_json::Value = client
+            .get(format!("{base}/v1/models/digits/versions/1.1.0"))
+            .bearer_auth(&token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        state = v["deltas"][0]["state"].as_str().unwrap_or_default().to_owned();
+        if state != "pending" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = stop.send(());
+    server.await?.map_err(|e| e.to_string())?;
+    assert_eq!(state, "done", "woken by the upload, the worker computed the delta");
+    Ok(())
+}
