@@ -335,7 +335,25 @@ fn summary(pairs: &[(String, Vec<u8>, Vec<u8>)], model_bytes: usize) {
     );
 }
 
+fn trace() {
+    let image = bytes::Bytes::from(large_model());
+    let server = Server::new();
+    for i in 0..40 {
+        let t0 = Instant::now();
+        server.upload(&image, &format!("2.0.{i}"));
+        let t1 = Instant::now();
+        if std::env::var("TRACE_MODE").as_deref() == Ok("sign") {
+            server.sign(&format!("2.0.{i}"), "{}");
+        }
+        let t2 = Instant::now();
+        println!("{i} version {:.2} ms sign {:.2} ms", (t1 - t0).as_secs_f64() * 1e3, (t2 - t1).as_secs_f64() * 1e3);
+    }
+}
+
 fn main() {
+    if std::env::var("TRACE").is_ok() {
+        return trace();
+    }
     let mut c = Criterion::default().configure_from_args();
     let model_bytes = large_model().len();
     upload(&mut c);

@@ -10,7 +10,9 @@ use crate::blobs::hex;
 use crate::db::{Db, DbError};
 
 /// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize, clap::ValueEnum, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Read.
@@ -22,7 +24,8 @@ pub enum Role {
 }
 
 impl Role {
-    fn as_str(self) -> &'static str {
+    /// Its name in the database and the API.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Viewer => "viewer",
             Self::Operator => "operator",
@@ -30,7 +33,8 @@ impl Role {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    /// The role named `s`.
+    pub fn parse(s: &str) -> Option<Self> {
         [Self::Viewer, Self::Operator, Self::Admin].into_iter().find(|r| r.as_str() == s)
     }
 }
@@ -51,18 +55,32 @@ pub enum TokenError {
 
 /// Creates a token with `role`; returns the secret (shown once, never stored).
 pub async fn create(db: &Db, name: &str, role: Role, now_ms: i64) -> Result<String, TokenError> {
+    let mut conn = db.pool.acquire().await.map_err(DbError::from)?;
+    Ok(insert(&mut conn, name, role, now_ms).await?.1)
+}
+
+/// Inserts a new token on `conn` (inside the caller's transaction); returns its id and
+/// the secret.
+pub async fn insert(
+    conn: &mut sqlx::AnyConnection,
+    name: &str,
+    role: Role,
+    now_ms: i64,
+) -> Result<(i64, String), TokenError> {
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| TokenError::Random(e.to_string()))?;
     let token = format!("{PREFIX}{}", hex(&secret));
-    sqlx::query("INSERT INTO api_tokens (name, role, token_hash, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(name)
-        .bind(role.as_str())
-        .bind(hash(&token))
-        .bind(now_ms)
-        .execute(&db.pool)
-        .await
-        .map_err(DbError::from)?;
-    Ok(token)
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO api_tokens (name, role, token_hash, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(name)
+    .bind(role.as_str())
+    .bind(hash(&token))
+    .bind(now_ms)
+    .fetch_one(conn)
+    .await
+    .map_err(DbError::from)?;
+    Ok((id, token))
 }
 
 /// Who holds a live token.

@@ -121,3 +121,24 @@ async fn metrics_count_requests_by_route() -> TestResult {
     assert!(text.contains("mota_http_request_duration_seconds_bucket"));
     Ok(())
 }
+
+#[tokio::test]
+async fn admins_create_and_revoke_tokens() -> TestResult {
+    let api = Api::new().await?;
+    let r = api.json("POST", "/v1/tokens", &api.operator, json!({ "name": "ci", "role": "viewer" })).await?;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "only admins manage tokens");
+    let r = api.json("POST", "/v1/tokens", &api.admin, json!({ "name": "ci", "role": "viewer" })).await?;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    let (id, secret) =
+        (r.json()["id"].as_i64().unwrap_or(-1), r.json()["secret"].as_str().unwrap_or_default().to_owned());
+    assert_eq!(api.get("/v1/whoami", &secret).await?.json()["role"], "viewer");
+    let listed = api.get("/v1/tokens", &api.admin).await?.json();
+    assert!(listed.as_array().is_some_and(|l| l.iter().all(|t| t.get("secret").is_none())), "secrets are never listed");
+    let revoked = api.json("DELETE", &format!("/v1/tokens/{id}"), &api.admin, json!(null)).await?;
+    assert!(revoked.json()["revoked_at"].is_i64());
+    assert_eq!(api.get("/v1/whoami", &secret).await?.status, StatusCode::UNAUTHORIZED, "revoked at once");
+    let bad_role = api.json("POST", "/v1/tokens", &api.admin, json!({ "name": "x", "role": "root" })).await?;
+    assert_eq!(bad_role.status, StatusCode::BAD_REQUEST);
+    assert_eq!(api.json("DELETE", "/v1/tokens/999", &api.admin, json!(null)).await?.status, StatusCode::NOT_FOUND);
+    Ok(())
+}

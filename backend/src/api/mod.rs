@@ -13,6 +13,7 @@ pub mod meta;
 pub mod models;
 pub mod page;
 pub mod sets;
+pub mod tokens;
 
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -44,6 +45,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/devices/{id}", get(devices::get_device))
         .route("/v1/devices/{id}/tags/{tag}", put(devices::add_tag).delete(devices::remove_tag))
         .route("/v1/events", get(events::list_events))
+        .route("/v1/tokens", get(tokens::list_tokens).post(tokens::create_token))
+        .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke_token))
         .fallback(|| async { ApiError::not_found("such route") })
 }
 
@@ -91,6 +94,7 @@ impl From<RegistryError> for ApiError {
         artifacts::get_artifact,
         devices::list_devices, devices::get_device, devices::create_device, devices::add_tag, devices::remove_tag,
         events::list_events,
+        tokens::list_tokens, tokens::create_token, tokens::revoke_token,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth)
