@@ -47,6 +47,40 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "MOTA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// S3 bucket for blobs; when set, blobs are stored there instead of `DATA_DIR/blobs`
+    /// (uploads are still spooled in `DATA_DIR/blobs-tmp`).
+    #[arg(long, env = "MOTA_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// S3 endpoint URL, for S3-compatible stores (MinIO, s3s, ...); default: AWS.
+    #[arg(long, env = "MOTA_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region.
+    #[arg(long, env = "MOTA_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// Path-style S3 addressing (`ENDPOINT/BUCKET/KEY`) instead of virtual-hosted
+    /// (`BUCKET.ENDPOINT/KEY`); most S3-compatible stores need it.
+    #[arg(long, env = "MOTA_S3_PATH_STYLE")]
+    pub s3_path_style: bool,
+    /// Prefix of every blob's S3 key (e.g. `mota/`); the rest is the hex SHA-256.
+    #[arg(long, env = "MOTA_S3_PREFIX", default_value = "")]
+    pub s3_prefix: String,
+    /// S3 access key id; without it, the AWS default chain: `AWS_*` environment, profile,
+    /// web identity (IRSA), container or instance (IMDS) credentials.
+    #[arg(long, env = "MOTA_S3_ACCESS_KEY_ID", requires = "s3_secret_access_key")]
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret access key, with `--s3-access-key-id`.
+    #[arg(long, env = "MOTA_S3_SECRET_ACCESS_KEY", requires = "s3_access_key_id", hide_env_values = true)]
+    #[serde(serialize_with = "redacted")]
+    pub s3_secret_access_key: Option<String>,
+}
+
+/// A secret in `--print-config`: whether it is set, not what it is.
+fn redacted<S: serde::Serializer>(secret: &Option<String>, serializer: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(_) => serializer.serialize_str("(redacted)"),
+        None => serializer.serialize_none(),
+    }
 }
 
 /// How logs are written.
@@ -81,6 +115,13 @@ impl Config {
             release_key: None,
             release_cert: None,
             log_format: LogFormat::Text,
+            s3_bucket: None,
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            s3_path_style: false,
+            s3_prefix: String::new(),
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
         }
     }
 }

@@ -84,7 +84,7 @@ pub async fn open(config: &Config) -> Result<AppState, ServerError> {
     let signer =
         crate::signing::load(config.release_key.as_deref(), config.release_cert.as_deref(), &config.data_dir, &db, now)
             .await?;
-    let blobs = Blobs::open(config)?;
+    let blobs = Blobs::open(config).await?;
     blobs.ping().await?;
     if let Blobs::Local(local) = &blobs {
         let removed = local.clean_temporaries().await?;

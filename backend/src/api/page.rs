@@ -61,6 +61,18 @@ macro_rules! page {
 }
 pub(crate) use page;
 
+/// Deserializes a page size, refusing 0 and anything over [`MAX_LIMIT`] (a 400 from the
+/// query extractor, like any other malformed parameter).
+pub fn limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let n = Option::<u32>::deserialize(d)?;
+    match n {
+        Some(n) if !(1..=MAX_LIMIT).contains(&n) => {
+            Err(serde::de::Error::custom(format!("limit must be 1 to {MAX_LIMIT}, not {n}")))
+        }
+        n => Ok(n),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,17 +91,5 @@ mod tests {
         let query = |q: &str| serde_urlencoded_like(q);
         assert!(query("limit=0").is_err() && query("limit=501").is_err() && query("limit=x").is_err());
         assert_eq!(query("limit=500").ok().and_then(|p| p.limit), Some(500));
-    }
-}
-
-/// Deserializes a page size, refusing 0 and anything over [`MAX_LIMIT`] (a 400 from the
-/// query extractor, like any other malformed parameter).
-pub fn limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    let n = Option::<u32>::deserialize(d)?;
-    match n {
-        Some(n) if !(1..=MAX_LIMIT).contains(&n) => {
-            Err(serde::de::Error::custom(format!("limit must be 1 to {MAX_LIMIT}, not {n}")))
-        }
-        n => Ok(n),
     }
 }

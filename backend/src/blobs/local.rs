@@ -5,12 +5,11 @@
 //! or a bad upload leaves no visible blob, and a blob, once visible, is exactly the bytes
 //! of its name.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 
-use super::{BlobError, BlobStore, Sha256Digest, hex};
+use super::{BlobError, BlobStore, Sha256Digest, hex, temp_path, write_temp};
 
 /// Blobs under `root/ab/cdef…` (hex digest split after two characters); uploads in
 /// progress under `root/tmp`.
@@ -55,7 +54,7 @@ impl BlobStore for LocalBlobs {
     ) -> Result<(Sha256Digest, u64), BlobError> {
         let tmp_dir = self.root.join("tmp");
         tokio::fs::create_dir_all(&tmp_dir).await?;
-        let tmp = tmp_dir.join(format!("{}-{}", std::process::id(), unique()));
+        let tmp = temp_path(&tmp_dir);
         let result = write_temp(&mut body, &tmp, expected, max).await;
         if result.is_err() {
             let _ = tokio::fs::remove_file(&tmp).await;
@@ -94,42 +93,4 @@ impl BlobStore for LocalBlobs {
         tokio::fs::metadata(&self.root).await?;
         Ok(())
     }
-}
-
-async fn write_temp(
-    body: &mut (impl AsyncRead + Unpin),
-    tmp: &Path,
-    expected: Option<Sha256Digest>,
-    max: u64,
-) -> Result<(Sha256Digest, u64), BlobError> {
-    let mut file = tokio::fs::File::create(tmp).await?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = body.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        if size > max {
-            return Err(BlobError::TooLarge(max));
-        }
-        hasher.update(&buf[..n]);
-        file.write_all(&buf[..n]).await?;
-    }
-    file.sync_all().await?;
-    let digest: Sha256Digest = hasher.finalize().into();
-    if let Some(expected) = expected
-        && expected != digest
-    {
-        return Err(BlobError::DigestMismatch { expected: hex(&expected), actual: hex(&digest) });
-    }
-    Ok((digest, size))
-}
-
-fn unique() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed)
 }

@@ -7,14 +7,18 @@
 //! which dispatches to the configured store, so every code path above runs on both.
 
 mod local;
+mod s3;
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 
-use tokio::io::AsyncRead;
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::config::Config;
 
 pub use local::LocalBlobs;
+pub use s3::S3Blobs;
 
 /// A SHA-256, the name of a blob.
 pub type Sha256Digest = [u8; 32];
@@ -47,6 +51,9 @@ pub enum BlobError {
     /// The storage failed.
     #[error("blob storage: {0}")]
     Io(#[from] std::io::Error),
+    /// The S3 store failed or refused (the message names the request and the object).
+    #[error("S3: {0}")]
+    S3(String),
 }
 
 /// What every blob store does.
@@ -80,12 +87,18 @@ pub trait BlobStore {
 pub enum Blobs {
     /// A local directory.
     Local(LocalBlobs),
+    /// An S3-compatible bucket.
+    S3(S3Blobs),
 }
 
 impl Blobs {
-    /// The store `config` names: the local directory `DATA_DIR/blobs` by default.
-    pub fn open(config: &Config) -> Result<Self, BlobError> {
-        let blobs = Self::Local(LocalBlobs::new(config.data_dir.join("blobs")));
+    /// The store `config` names: the S3 bucket when one is set (uploads spooled in
+    /// `DATA_DIR/blobs-tmp`), otherwise the local directory `DATA_DIR/blobs`.
+    pub async fn open(config: &Config) -> Result<Self, BlobError> {
+        let blobs = match &config.s3_bucket {
+            Some(bucket) => Self::S3(S3Blobs::connect(config, bucket, config.data_dir.join("blobs-tmp")).await),
+            None => Self::Local(LocalBlobs::new(config.data_dir.join("blobs"))),
+        };
         Ok(blobs)
     }
 }
@@ -99,24 +112,28 @@ impl BlobStore for Blobs {
     ) -> Result<(Sha256Digest, u64), BlobError> {
         match self {
             Self::Local(s) => s.put(body, expected, max).await,
+            Self::S3(s) => s.put(body, expected, max).await,
         }
     }
 
     async fn size(&self, digest: &Sha256Digest) -> Result<u64, BlobError> {
         match self {
             Self::Local(s) => s.size(digest).await,
+            Self::S3(s) => s.size(digest).await,
         }
     }
 
     async fn read_range(&self, digest: &Sha256Digest, offset: u64, len: u64) -> Result<Vec<u8>, BlobError> {
         match self {
             Self::Local(s) => s.read_range(digest, offset, len).await,
+            Self::S3(s) => s.read_range(digest, offset, len).await,
         }
     }
 
     async fn ping(&self) -> Result<(), BlobError> {
         match self {
             Self::Local(s) => s.ping().await,
+            Self::S3(s) => s.ping().await,
         }
     }
 }
@@ -136,4 +153,46 @@ pub fn parse_digest(hex: &str) -> Option<Sha256Digest> {
         *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(out)
+}
+
+/// A new name for a temporary file in `dir`, unique across processes and uploads.
+fn temp_path(dir: &Path) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    dir.join(format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)))
+}
+
+/// Writes `body` to the new file `tmp` while hashing it, refusing more than `max` bytes
+/// and a digest other than `expected`; returns the digest and size. The caller removes
+/// `tmp` on error.
+async fn write_temp(
+    body: &mut (impl AsyncRead + Unpin),
+    tmp: &Path,
+    expected: Option<Sha256Digest>,
+    max: u64,
+) -> Result<(Sha256Digest, u64), BlobError> {
+    let mut file = tokio::fs::File::create(tmp).await?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = body.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        if size > max {
+            return Err(BlobError::TooLarge(max));
+        }
+        hasher.update(&buf[..n]);
+        file.write_all(&buf[..n]).await?;
+    }
+    file.sync_all().await?;
+    let digest: Sha256Digest = hasher.finalize().into();
+    if let Some(expected) = expected
+        && expected != digest
+    {
+        return Err(BlobError::DigestMismatch { expected: hex(&expected), actual: hex(&digest) });
+    }
+    Ok((digest, size))
 }

@@ -1,9 +1,13 @@
-//! Test helpers shared by the backend's integration tests: a server state on SQLite in a
-//! temporary data dir, or on a fresh PostgreSQL database when `MOTA_TEST_POSTGRES` holds
-//! a URL (CI starts one); tokens of each role; in-memory requests through the router;
-//! the fixture models and validation sets.
+//! Test helpers shared by the backend's integration tests: a server state on SQLite and a
+//! local blob directory in a temporary data dir, or on the services CI starts beside
+//! `cargo test` when they are named: a fresh PostgreSQL database when `MOTA_TEST_POSTGRES`
+//! holds a server URL, a fresh bucket when `MOTA_TEST_S3_ENDPOINT` (with
+//! `MOTA_TEST_S3_ACCESS_KEY`, `MOTA_TEST_S3_SECRET_KEY`) names an S3 server (`.ci/s3.sh`);
+//! tokens of each role; in-memory requests through the router; the fixture models and
+//! validation sets.
 #![allow(dead_code)] // Each test binary uses its own part of the helpers.
 
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
@@ -43,12 +47,17 @@ pub fn digits_set(records: usize) -> Result<Vec<u8>, BoxError> {
     Ok(set)
 }
 
-/// A configuration on a fresh database: SQLite in `data_dir`, or a new database on the
-/// PostgreSQL server `MOTA_TEST_POSTGRES` names.
+/// A configuration on a fresh database and blob store: SQLite and blobs in `data_dir`, or
+/// a new database on the PostgreSQL server `MOTA_TEST_POSTGRES` names, and a new bucket
+/// on the S3 server `MOTA_TEST_S3_ENDPOINT` names.
 pub async fn config(data_dir: std::path::PathBuf) -> Result<Config, BoxError> {
     let mut config = Config::embedded(data_dir);
     if let Ok(url) = std::env::var("MOTA_TEST_POSTGRES") {
         config.database_url = Some(fresh_postgres(&url).await?);
+    }
+    if let Some(s3) = s3_from_env() {
+        let bucket = s3.create_bucket("api").await?;
+        s3.configure(&mut config, &bucket);
     }
     Ok(config)
 }
@@ -72,6 +81,8 @@ pub struct Api {
     pub operator: String,
     pub viewer: String,
     pub dir: tempfile::TempDir,
+    /// The test bucket, when blobs are on S3.
+    pub bucket: Option<String>,
 }
 
 /// A response: status, headers and body.
@@ -105,7 +116,8 @@ impl Api {
         let token = async |role| tokens::create(&state.db, &format!("{role:?}"), role, 0).await;
         let (admin, operator, viewer) =
             (token(Role::Admin).await?, token(Role::Operator).await?, token(Role::Viewer).await?);
-        Ok(Self { state, router, admin, operator, viewer, dir })
+        let bucket = config.s3_bucket.clone();
+        Ok(Self { state, router, admin, operator, viewer, dir, bucket })
     }
 
     /// A fresh server on embedded defaults.
@@ -163,6 +175,16 @@ impl Api {
         Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&self.state.db.pool).await?)
     }
 
+    /// Blobs stored: objects in the test bucket on S3, else files in the local store
+    /// (uploads in progress included).
+    pub async fn blob_count(&self) -> Result<usize, BoxError> {
+        if let (Some(s3), Some(bucket)) = (s3_from_env(), &self.bucket) {
+            let listed = s3.client().list_objects_v2().bucket(bucket).send().await?;
+            return Ok(listed.contents().len());
+        }
+        Ok(self.blob_files())
+    }
+
     /// Files in the local blob store (uploads in progress included).
     pub fn blob_files(&self) -> usize {
         fn walk(dir: &std::path::Path) -> usize {
@@ -181,7 +203,62 @@ impl Api {
             self.count("artifacts").await?,
             self.count("validation_sets").await?,
             self.count("delta_jobs").await?,
-            self.blob_files() as i64,
+            self.blob_count().await? as i64,
         ])
+    }
+}
+
+/// An S3-compatible server for tests (CI starts s3s-fs with `.ci/s3.sh`).
+pub struct TestS3 {
+    /// Its URL, `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// Access key id it accepts.
+    pub access_key: String,
+    /// Secret access key it accepts.
+    pub secret_key: String,
+}
+
+/// The S3 server named by `MOTA_TEST_S3_ENDPOINT`, `MOTA_TEST_S3_ACCESS_KEY` and
+/// `MOTA_TEST_S3_SECRET_KEY`, if the endpoint is set.
+pub fn s3_from_env() -> Option<TestS3> {
+    let endpoint = std::env::var("MOTA_TEST_S3_ENDPOINT").ok().filter(|e| !e.is_empty())?;
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    Some(TestS3 { endpoint, access_key: var("MOTA_TEST_S3_ACCESS_KEY"), secret_key: var("MOTA_TEST_S3_SECRET_KEY") })
+}
+
+impl TestS3 {
+    /// Points `config`'s blob store at `bucket` on this server (path-style, us-east-1,
+    /// static credentials).
+    pub fn configure(&self, config: &mut Config, bucket: &str) {
+        config.s3_bucket = Some(bucket.to_owned());
+        config.s3_endpoint = Some(self.endpoint.clone());
+        config.s3_region = "us-east-1".into();
+        config.s3_path_style = true;
+        config.s3_access_key_id = Some(self.access_key.clone());
+        config.s3_secret_access_key = Some(self.secret_key.clone());
+    }
+
+    /// Creates a bucket no other test uses and returns its name (`mota-{tag}-…`; `tag`
+    /// in lowercase letters, digits and dashes).
+    pub async fn create_bucket(&self, tag: &str) -> Result<String, BoxError> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let bucket = format!("mota-{tag}-{}-{nanos}-{n}", std::process::id());
+        self.client().create_bucket().bucket(&bucket).send().await?;
+        Ok(bucket)
+    }
+
+    /// A client of this server, to look behind the blob store.
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(&self.endpoint)
+            .force_path_style(true)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new(&self.access_key, &self.secret_key, None, None, "test"))
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
     }
 }
