@@ -14,7 +14,8 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 /// The server's configuration. Every field is a flag and an environment variable.
-#[derive(Debug, Clone, Args, Serialize)]
+/// `Debug` prints what `--print-config` prints: secrets redacted.
+#[derive(Clone, Args, Serialize)]
 pub struct Config {
     /// A TOML file of defaults for the settings below (flags and variables win over it).
     #[arg(long, env = "MOTA_CONFIG")]
@@ -73,6 +74,12 @@ pub struct Config {
     #[arg(long, env = "MOTA_S3_SECRET_ACCESS_KEY", requires = "s3_access_key_id", hide_env_values = true)]
     #[serde(serialize_with = "redacted")]
     pub s3_secret_access_key: Option<String>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&serde_json::to_string(self).map_err(|_| std::fmt::Error)?)
+    }
 }
 
 /// A secret in `--print-config`: whether it is set, not what it is.
@@ -167,4 +174,18 @@ pub fn with_file_defaults(mut cmd: clap::Command, args: &[String]) -> Result<cla
         cmd = cmd.mut_arg(key, |a| a.default_value(value));
     }
     Ok(cmd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let mut config = Config::embedded(PathBuf::from("/d"));
+        config.s3_access_key_id = Some("AKIDVISIBLE".into());
+        config.s3_secret_access_key = Some("very-secret".into());
+        let shown = format!("{config:?}");
+        assert!(shown.contains("AKIDVISIBLE") && shown.contains("(redacted)") && !shown.contains("very-secret"));
+    }
 }
