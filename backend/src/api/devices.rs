@@ -271,12 +271,14 @@ pub async fn remove_tag(
 }
 
 async fn change_tag(state: &AppState, caller: &Caller, id: &str, tag: &str, add: bool) -> Result<(), ApiError> {
-    let mut tx = state.db.pool.begin().await?;
+    // Checked before the transaction: on SQLite a transaction that reads before it writes
+    // can fail at once with SQLITE_BUSY under concurrent writers instead of waiting.
     let exists: Option<String> =
-        sqlx::query_scalar("SELECT id FROM devices WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
+        sqlx::query_scalar("SELECT id FROM devices WHERE id = $1").bind(id).fetch_optional(&state.db.pool).await?;
     if exists.is_none() {
         return Err(ApiError::not_found(format!("device {id}")));
     }
+    let mut tx = state.db.pool.begin().await?;
     let sql = if add {
         "INSERT INTO device_tags (device_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING"
     } else {
