@@ -341,3 +341,24 @@ async fn until_its_delta_is_computed_a_manifest_carries_the_full_image() -> Test
 fn pair(path: &str) -> String {
     format!("{}/../agent/delta/bench/pairs/{path}", env!("CARGO_MANIFEST_DIR"))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_uploads_of_a_model_get_distinct_counters() -> TestResult {
+    let api = std::sync::Arc::new(Api::new().await?);
+    let image = model("digits_cnn_v1")?;
+    let uploads: Vec<_> = (0..8)
+        .map(|i| {
+            let (api, image) = (api.clone(), image.clone());
+            tokio::spawn(async move { api.upload("digits", &format!("1.0.{i}"), image, "").await })
+        })
+        .collect();
+    let mut counters = Vec::new();
+    for u in uploads {
+        let r = u.await??;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+        counters.push(r.json()["security_counter"].as_i64().unwrap_or(0));
+    }
+    counters.sort_unstable();
+    assert_eq!(counters, (1..=8).collect::<Vec<i64>>());
+    Ok(())
+}
