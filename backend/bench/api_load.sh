@@ -54,6 +54,7 @@ backend="$CARGO_TARGET_DIR/release/mota-backend"
 
 # --- PostgreSQL and the server, removed on exit --------------------------------------
 work=$(mktemp -d /tmp/mota-load.XXXXXX)
+chmod 711 "$work" # PostgreSQL (the postgres user) keeps its cluster inside
 pgdir="$work/pg"
 server_pid=""
 pg_started=""
@@ -180,4 +181,5 @@ for path in "${endpoints[@]}"; do
   ratios=$(awk -v a="$p50" -v b="$p99" -v x="$anchor_p50" -v y="$anchor_p99" 'BEGIN { printf "%.1f | %.1f", a / x, b / y }')
   printf '| `%s` | %s | %s | %s | %s | %s |\n' "$label" "$p50" "$p99" "$rps" "$ratios" "$errors"
 done
-grep -ciE ' (ERROR|WARN) ' "$work/server.log" | xargs -I{} echo "server log: {} warning/error lines" >&2
+warnings=$(grep -ciE ' (ERROR|WARN) ' "$work/server.log" || true)
+say "server log: $warnings warning/error lines"
