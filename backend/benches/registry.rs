@@ -7,9 +7,8 @@
 //!   in one transaction) then `POST .../versions/V/manifests {}`. Anchor, timed in the same
 //!   iteration just before: the storage floor, SHA-256 of the bytes plus `LocalBlobs::put`
 //!   of them (which hashes again while it writes, fsyncs and renames) on the same file
-//!   system. Three data dirs: the disk (the default), the disk with the SQLite file created
-//!   in WAL mode first (a what-if), and tmpfs (no fsync reaches a disk: the backend's own
-//!   work). `upload-parts` times the requests apart on tmpfs, `LocalBlobs::put` next to the
+//!   system. Two data dirs: the disk (the default) and tmpfs (no fsync reaches a disk: the
+//!   backend's own work). `upload-parts` times the requests apart on tmpfs, `LocalBlobs::put` next to the
 //!   same steps as one blocking call, SHA-256 and the mota-runtime check. Neither the
 //!   delta worker nor a validation set is involved.
 //! - `delta`: per pair of `agent/delta/bench/pairs/*/*/`, what the delta worker runs for
@@ -88,9 +87,6 @@ fn iterations(id: &str) -> u64 {
 enum Storage {
     /// The temporary directory on the machine's disk, as the embedded default is used.
     Disk,
-    /// The same, with the SQLite file created in WAL mode before the server opens it (a
-    /// what-if: the server keeps the journal mode it finds).
-    DiskWal,
     /// `/dev/shm`: no fsync reaches a disk, so what is left is the backend's own work.
     Tmpfs,
 }
@@ -99,14 +95,13 @@ impl Storage {
     fn name(self) -> &'static str {
         match self {
             Self::Disk => "disk",
-            Self::DiskWal => "disk, SQLite WAL",
             Self::Tmpfs => "tmpfs",
         }
     }
 
     fn tempdir(self) -> Option<tempfile::TempDir> {
         match self {
-            Self::Disk | Self::DiskWal => Some(tempfile::tempdir().unwrap()),
+            Self::Disk => Some(tempfile::tempdir().unwrap()),
             Self::Tmpfs => tempfile::Builder::new().tempdir_in("/dev/shm").ok(),
         }
     }
@@ -129,15 +124,6 @@ impl Server {
         let config = Config::embedded(dir.path().join("data"));
         std::fs::create_dir_all(&config.data_dir).unwrap();
         let (router, operator) = runtime.block_on(async {
-            if let Storage::DiskWal = storage {
-                use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
-                use sqlx::{ConnectOptions, Connection};
-                let options = SqliteConnectOptions::new()
-                    .filename(config.data_dir.join("mota.db"))
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal);
-                options.connect().await.unwrap().close().await.unwrap();
-            }
             let state = open(&config).await.unwrap();
             let operator = tokens::create(&state.db, "bench", Role::Operator, 0).await.unwrap();
             (router(state, config.max_body_bytes), operator)
@@ -189,7 +175,7 @@ fn large_model() -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (made by bench/make_large_model.py)", path.display()))
 }
 
-const STORAGES: [Storage; 3] = [Storage::Disk, Storage::DiskWal, Storage::Tmpfs];
+const STORAGES: [Storage; 2] = [Storage::Disk, Storage::Tmpfs];
 
 fn upload(c: &mut Criterion) {
     let image = bytes::Bytes::from(large_model());

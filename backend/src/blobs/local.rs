@@ -65,6 +65,11 @@ impl BlobStore for LocalBlobs {
             tokio::fs::create_dir_all(dir).await?;
         }
         tokio::fs::rename(&tmp, &path).await?;
+        // The rename is durable only once its directory is: the database row that names
+        // the blob commits next, and must never outlive the blob in a crash.
+        if let Some(dir) = path.parent() {
+            tokio::fs::File::open(dir).await?.sync_all().await?;
+        }
         Ok((digest, size))
     }
 
