@@ -12,7 +12,7 @@ venv="$HOME/.cache/mota/st-venv"
 data=$(mktemp -d /tmp/mota-st.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 token=$("$bin" --data-dir "$data" token create --role admin 2>/dev/null | tail -1)
-"$bin" --data-dir "$data" --listen "127.0.0.1:$port" >"$data/server.log" 2>&1 &
+"$bin" --data-dir "$data" --listen "127.0.0.1:$port" --no-mqtt >"$data/server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; rm -rf "$data"' EXIT
 base="http://127.0.0.1:$port"

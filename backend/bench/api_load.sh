@@ -85,7 +85,7 @@ psql_() { psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pgport" -U postgres -d
 data="$work/data"
 port=$(free_port)
 say "starting mota-backend on 127.0.0.1:$port (PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}') on port $pgport)"
-"$backend" --data-dir "$data" --listen "127.0.0.1:$port" --database-url "$url" >"$work/server.log" 2>&1 &
+"$backend" --data-dir "$data" --listen "127.0.0.1:$port" --database-url "$url" --no-mqtt >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 100); do
   curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break

@@ -74,6 +74,32 @@ pub struct Config {
     #[arg(long, env = "MOTA_S3_SECRET_ACCESS_KEY", requires = "s3_access_key_id", hide_env_values = true)]
     #[serde(serialize_with = "redacted")]
     pub s3_secret_access_key: Option<String>,
+
+    /// Run the HTTP API alone: no MQTT client and no embedded broker (devices cannot
+    /// register or receive rollouts).
+    #[arg(long, env = "MOTA_NO_MQTT")]
+    pub no_mqtt: bool,
+    /// External MQTT broker, `mqtt://HOST[:PORT]` (port 1883 by default); without it, a
+    /// broker is started in-process on `--mqtt-listen`. TLS (`mqtts://`) is not supported
+    /// yet: terminate it in front of the broker or keep the broker on a private network.
+    #[arg(long, env = "MOTA_MQTT_URL")]
+    pub mqtt_url: Option<String>,
+    /// Address the embedded broker listens on (when `--mqtt-url` is not set); devices
+    /// connect here.
+    #[arg(long, env = "MOTA_MQTT_LISTEN", default_value = "127.0.0.1:1883")]
+    pub mqtt_listen: SocketAddr,
+    /// MQTT username, for the external broker.
+    #[arg(long, env = "MOTA_MQTT_USERNAME", requires = "mqtt_password")]
+    pub mqtt_username: Option<String>,
+    /// MQTT password, with `--mqtt-username`.
+    #[arg(long, env = "MOTA_MQTT_PASSWORD", requires = "mqtt_username", hide_env_values = true)]
+    #[serde(serialize_with = "redacted")]
+    pub mqtt_password: Option<String>,
+    /// MQTT client id of this replica: stable across restarts (its persistent session
+    /// keeps the messages that arrive while it is away) and unique per replica (a
+    /// StatefulSet's pod name, for instance).
+    #[arg(long, env = "MOTA_MQTT_CLIENT_ID", default_value = "mota-backend")]
+    pub mqtt_client_id: String,
 }
 
 impl std::fmt::Debug for Config {
@@ -129,6 +155,13 @@ impl Config {
             s3_prefix: String::new(),
             s3_access_key_id: None,
             s3_secret_access_key: None,
+            // Tests opt in to MQTT (`no_mqtt = false` and a free `mqtt_listen`).
+            no_mqtt: true,
+            mqtt_url: None,
+            mqtt_listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            mqtt_username: None,
+            mqtt_password: None,
+            mqtt_client_id: "mota-backend".into(),
         }
     }
 }
@@ -185,7 +218,10 @@ mod tests {
         let mut config = Config::embedded(PathBuf::from("/d"));
         config.s3_access_key_id = Some("AKIDVISIBLE".into());
         config.s3_secret_access_key = Some("very-secret".into());
+        config.mqtt_username = Some("backend".into());
+        config.mqtt_password = Some("mqtt-secret".into());
         let shown = format!("{config:?}");
         assert!(shown.contains("AKIDVISIBLE") && shown.contains("(redacted)") && !shown.contains("very-secret"));
+        assert!(shown.contains("\"backend\"") && !shown.contains("mqtt-secret"));
     }
 }

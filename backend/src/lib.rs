@@ -1,5 +1,5 @@
-//! The backend: model registry, signing, blob storage and the ops API; the rollout
-//! engine over MQTT is issue 7.
+//! The backend: model registry, signing, blob storage, the ops API, and the MQTT side
+//! (device registry from `hello`; the rollout engine over MQTT is the rest of issue 7).
 //!
 //! One code path for both deployments: sqlx's `Any` driver over SQLite or PostgreSQL,
 //! and [`blobs::Blobs`] over a local directory or an S3 bucket. `main` parses the
@@ -14,6 +14,7 @@ pub mod config;
 pub mod db;
 pub mod events;
 pub mod metrics;
+pub mod mqtt;
 pub mod registry;
 pub mod server;
 pub mod signing;

@@ -1,5 +1,6 @@
 //! The HTTP server: state, middleware, and the life cycle (`run` returns once `shutdown`
-//! resolves and in-flight requests are done; the delta worker stops with it).
+//! resolves and in-flight requests are done; the delta worker and the MQTT client stop
+//! with it).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -34,6 +35,9 @@ pub enum ServerError {
     /// The blob store is unusable.
     #[error(transparent)]
     Blobs(#[from] BlobError),
+    /// The MQTT side could not start.
+    #[error(transparent)]
+    Mqtt(#[from] crate::mqtt::MqttError),
     /// Serving failed.
     #[error("serving HTTP: {0}")]
     Serve(#[source] std::io::Error),
@@ -61,7 +65,8 @@ impl FromRef<AppState> for Arc<Metrics> {
 }
 
 /// Opens the database (migrating it), the blob store and the release key; serves the API
-/// on `listener` and runs the delta worker until `shutdown`.
+/// on `listener` and runs the delta worker and, unless `--no-mqtt`, the MQTT client (and
+/// the embedded broker, without `--mqtt-url`) until `shutdown`.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -69,10 +74,14 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| ServerError::DataDir(config.data_dir.clone(), e))?;
     let state = open(&config).await?;
+    let mqtt = if config.no_mqtt { None } else { Some(crate::mqtt::start(&config, state.db.clone()).await?) };
     let worker = tokio::spawn(deltas::worker(state.registry.clone()));
     let app = router(state, config.max_body_bytes);
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(ServerError::Serve);
     worker.abort();
+    if let Some(mqtt) = mqtt {
+        mqtt.stop().await;
+    }
     served
 }
 

@@ -289,7 +289,8 @@ fn the_two_schemas_differ_only_in_engine_types() -> TestResult {
 async fn spawn_binary(dir: &std::path::Path) -> Result<(String, std::process::Child), Box<dyn std::error::Error>> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_mota-backend"))
-        .args(["--data-dir", &dir.display().to_string(), "--listen", &format!("127.0.0.1:{port}")])
+        // The API alone: parallel tests would all want the embedded broker's port.
+        .args(["--data-dir", &dir.display().to_string(), "--listen", &format!("127.0.0.1:{port}"), "--no-mqtt"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()?;

@@ -1,0 +1,228 @@
+//! The backend's side of MQTT: one client per replica, on the external broker named by
+//! `--mqtt-url` or on the embedded one.
+//!
+//! Device→backend topics are consumed through `$share/mota/...` subscriptions, so the
+//! replicas split the load and each message is handled once. The session is persistent
+//! (`clean_session = false`, a stable client id) and messages are acknowledged only
+//! after they are handled: what arrives while a replica restarts, or while its database
+//! write fails, is delivered again rather than lost. Anything malformed a device sends
+//! is logged and dropped; the loop never ends because of what is on the wire.
+
+pub mod broker;
+pub mod registry;
+
+use std::time::Duration;
+
+use mota_proto::message::Payload;
+use mota_proto::topic::{Kind, Topic};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::db::Db;
+
+/// Why the MQTT side could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    /// `--mqtt-url` is not `mqtt://HOST[:PORT]`.
+    #[error("MQTT URL {0:?}: expected mqtt://HOST[:PORT] (mqtts:// is not supported yet)")]
+    Url(String),
+    /// The embedded broker did not start.
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
+}
+
+/// The running client; [`Mqtt::stop`] disconnects it.
+#[derive(Debug)]
+pub struct Mqtt {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Mqtt {
+    /// Disconnects cleanly (waiting at most a second) and ends the client task.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(2), self.task).await.is_err() {
+            abort.abort();
+        }
+    }
+}
+
+/// Longest pause between two connection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Starts the embedded broker unless `--mqtt-url` names one, then the client task.
+pub async fn start(config: &Config, db: Db) -> Result<Mqtt, MqttError> {
+    let (host, port) = match &config.mqtt_url {
+        Some(url) => parse_url(url)?,
+        None => {
+            broker::start(config.mqtt_listen).await?;
+            let ip = config.mqtt_listen.ip();
+            let host = if ip.is_unspecified() { "127.0.0.1".to_owned() } else { ip.to_string() };
+            (host, config.mqtt_listen.port())
+        }
+    };
+    let mut options = MqttOptions::new(config.mqtt_client_id.clone(), host.clone(), port);
+    options
+        .set_clean_session(false)
+        .set_manual_acks(true)
+        .set_keep_alive(Duration::from_secs(30))
+        .set_max_packet_size(broker::MAX_PACKET, broker::MAX_PACKET)
+        .set_request_channel_capacity(1024);
+    if let (Some(user), Some(password)) = (&config.mqtt_username, &config.mqtt_password) {
+        options.set_credentials(user.clone(), password.clone());
+    }
+    let (client, events) = AsyncClient::new(options, 1024);
+    let (stop, stopped) = oneshot::channel();
+    tracing::info!(%host, port, client_id = %config.mqtt_client_id, "MQTT client starting");
+    let task = tokio::spawn(run(client, events, db, stopped));
+    Ok(Mqtt { stop, task })
+}
+
+/// `mqtt://HOST[:PORT]` (or `tcp://`) as host and port.
+fn parse_url(url: &str) -> Result<(String, u16), MqttError> {
+    let bad = || MqttError::Url(url.to_owned());
+    let rest = url.strip_prefix("mqtt://").or_else(|| url.strip_prefix("tcp://")).ok_or_else(bad)?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() || rest.contains(['/', '@', '?']) {
+        return Err(bad());
+    }
+    // `[v6]:port`, `host:port`, or a bare host.
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => (host, port.parse().map_err(|_| bad())?),
+        _ => (rest, 1883),
+    };
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok((host.to_owned(), port))
+}
+
+/// The client loop: (re)connects with backoff, subscribes on every connection (the
+/// broker may have lost the session), and handles each message before acknowledging it.
+async fn run(client: AsyncClient, mut events: EventLoop, db: Db, mut stopped: oneshot::Receiver<()>) {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let event = tokio::select! {
+            event = events.poll() => event,
+            _ = &mut stopped => break,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                backoff = FIRST_BACKOFF;
+                tracing::info!(session_present = ack.session_present, "MQTT connected");
+                let filters = Kind::ALL.into_iter().filter_map(Kind::shared_filter);
+                let subscriptions = filters.map(|f| rumqttc::SubscribeFilter::new(f.to_owned(), QoS::AtLeastOnce));
+                if let Err(e) = client.try_subscribe_many(subscriptions) {
+                    tracing::error!("MQTT subscribe: {e}");
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                if handle(&db, &publish).await.is_ok()
+                    && let Err(e) = client.try_ack(&publish)
+                {
+                    tracing::warn!("MQTT ack: {e}");
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                tracing::debug!(codes = ?ack.return_codes, "MQTT subscribed");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(retry_in = ?backoff, "MQTT connection: {e}");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    _ = &mut stopped => break,
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+    // Stopping: a DISCONNECT, so the broker keeps the session for the next start.
+    if client.try_disconnect().is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Ok(event) = events.poll().await {
+                if matches!(event, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    tracing::info!("MQTT client stopped");
+}
+
+/// A message the database could not take: leave it unacknowledged, the broker delivers
+/// it again after the next reconnect. (Until then it holds a slot of the broker's
+/// in-flight window; a long database outage fills the window and pauses delivery to this
+/// replica. TODO(issue 7, status reports): reconnect deliberately to get redelivery.)
+struct Retry;
+
+/// Handles one message. Malformed topics and payloads are dropped (`Ok`).
+async fn handle(db: &Db, publish: &Publish) -> Result<(), Retry> {
+    let topic = match Topic::parse(&publish.topic) {
+        Ok(topic) if topic.kind().from_device() => topic,
+        Ok(_) | Err(_) => {
+            tracing::warn!(topic = %publish.topic.escape_debug(), "MQTT: dropped a message on an invalid topic");
+            return Ok(());
+        }
+    };
+    let device = topic.device();
+    let payload = match Payload::parse(topic.kind(), &publish.payload) {
+        Ok(payload) => payload,
+        Err(e) => {
+            tracing::warn!(device, kind = topic.kind().as_str(), "MQTT: dropped a malformed payload: {e}");
+            return Ok(());
+        }
+    };
+    match payload {
+        Payload::Hello(hello) => {
+            // A few quick retries ride out a busy SQLite file or a PostgreSQL fail-over
+            // while staying well inside the keep-alive.
+            let mut pause = Duration::from_millis(100);
+            loop {
+                match registry::hello(db, device, &hello).await {
+                    Ok(seen) => {
+                        tracing::debug!(device, ?seen, "hello");
+                        return Ok(());
+                    }
+                    Err(e) if pause > Duration::from_secs(1) => {
+                        tracing::error!(device, "recording a hello: {e}; left unacknowledged");
+                        return Err(Retry);
+                    }
+                    Err(e) => tracing::warn!(device, retry_in = ?pause, "recording a hello: {e}"),
+                }
+                tokio::time::sleep(pause).await;
+                pause *= 4;
+            }
+        }
+        // Chunk requests and status reports belong to the rollout engine (issue 7, later parts).
+        other => {
+            tracing::debug!(device, kind = topic.kind().as_str(), "not handled yet: {other:?}");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls() {
+        let ok = |url: &str| parse_url(url).ok();
+        assert_eq!(ok("mqtt://broker:1884"), Some(("broker".into(), 1884)));
+        assert_eq!(ok("mqtt://broker"), Some(("broker".into(), 1883)));
+        assert_eq!(ok("tcp://10.0.0.1:1883/"), Some(("10.0.0.1".into(), 1883)));
+        assert_eq!(ok("mqtt://[::1]:1885"), Some(("::1".into(), 1885)));
+        assert_eq!(ok("mqtt://[::1]"), Some(("::1".into(), 1883)));
+        for bad in ["broker:1883", "mqtts://broker", "mqtt://", "mqtt://:1883", "mqtt://b:x", "mqtt://u:p@b"] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
+}

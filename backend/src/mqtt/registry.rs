@@ -1,0 +1,171 @@
+//! The device registry as devices describe themselves: each `hello` overwrites what the
+//! backend knows of a device, because the device is the authority on what it runs; the
+//! last will only flips it offline. The first hello of a device is audited once, however
+//! many replicas race on it: the row that an `INSERT ... ON CONFLICT DO NOTHING` (or the
+//! update that fills a pre-registered row) takes decides who records the event.
+//!
+//! Ordering across replicas is not guaranteed by shared subscriptions: a will may be
+//! handled after the hello of the reconnect that followed it. The next hello (devices
+//! send one on every connect) sets it right.
+
+use mota_proto::message::{DeviceInfo, Hello};
+use sqlx::AnyConnection;
+
+use crate::db::{Db, now_ms};
+use crate::events;
+
+/// What a hello says about a device, as the `devices` columns hold it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRow {
+    /// Device id (the topic level).
+    pub id: String,
+    /// Device class.
+    pub device_class: String,
+    /// Agent version.
+    pub agent_version: String,
+    /// SHA-256 of the running image, lowercase hex.
+    pub running_sha256: Option<String>,
+    /// Running model name.
+    pub running_model: Option<String>,
+    /// Running model version.
+    pub running_version: Option<String>,
+    /// Anti-rollback counter.
+    pub security_counter: i64,
+    /// Bytes of one model slot.
+    pub slot_bytes: i64,
+    /// Tensor arena bytes.
+    pub arena_bytes: i64,
+}
+
+impl DeviceRow {
+    /// The row for `info` from device `id`.
+    pub fn from_info(id: &str, info: &DeviceInfo<'_>) -> Self {
+        Self {
+            id: id.to_owned(),
+            device_class: info.device_class.to_owned(),
+            agent_version: info.agent_version.to_owned(),
+            running_sha256: info.running.map(|r| r.sha256.to_string()),
+            running_model: info.running.map(|r| r.model.to_owned()),
+            running_version: info.running.map(|r| r.version.to_owned()),
+            security_counter: i64::from(info.security_counter),
+            slot_bytes: i64::from(info.slot_bytes),
+            arena_bytes: i64::from(info.arena_bytes),
+        }
+    }
+}
+
+/// What a hello did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// First hello of the device: row created (or a pre-registered row filled), audited.
+    Registered,
+    /// A known device said hello again.
+    Updated,
+    /// The last will of a known device: marked offline.
+    Offline,
+    /// The last will of a device never seen: nothing to do.
+    UnknownOffline,
+}
+
+/// Applies a (well-formed) hello from device `id`.
+pub async fn hello(db: &Db, id: &str, hello: &Hello<'_>) -> Result<Seen, sqlx::Error> {
+    let now = now_ms();
+    let Some(info) = hello.info.filter(|_| hello.online) else {
+        let marked = sqlx::query("UPDATE devices SET online = 0, last_seen = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .execute(&db.pool)
+            .await?
+            .rows_affected();
+        return Ok(if marked == 0 { Seen::UnknownOffline } else { Seen::Offline });
+    };
+    let row = DeviceRow::from_info(id, &info);
+    let mut tx = db.pool.begin().await?;
+    let created = sqlx::query(
+        "INSERT INTO devices (id, device_class, agent_version, online, running_sha256, running_model, \
+         running_version, security_counter, slot_bytes, arena_bytes, first_seen, last_seen) \
+         VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9, $10, $10) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&row.id)
+    .bind(&row.device_class)
+    .bind(&row.agent_version)
+    .bind(&row.running_sha256)
+    .bind(&row.running_model)
+    .bind(&row.running_version)
+    .bind(row.security_counter)
+    .bind(row.slot_bytes)
+    .bind(row.arena_bytes)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    // A pre-registered row has no agent version until its device first says hello.
+    let first = created || update(&mut tx, &row, now, " AND agent_version IS NULL").await?;
+    if first {
+        let detail = serde_json::json!({
+            "device_class": row.device_class,
+            "agent_version": row.agent_version,
+            "running_model": row.running_model,
+            "running_version": row.running_version,
+            "pre_registered": !created,
+        });
+        events::record(&mut tx, "backend", "device.registered", &format!("device:{id}"), &detail).await?;
+    } else {
+        update(&mut tx, &row, now, "").await?;
+    }
+    tx.commit().await?;
+    Ok(if first { Seen::Registered } else { Seen::Updated })
+}
+
+/// Overwrites the row with `row` where `condition` holds; whether it did.
+async fn update(conn: &mut AnyConnection, row: &DeviceRow, now: i64, condition: &str) -> Result<bool, sqlx::Error> {
+    let sql = format!(
+        "UPDATE devices SET device_class = $2, agent_version = $3, online = 1, running_sha256 = $4, \
+         running_model = $5, running_version = $6, security_counter = $7, slot_bytes = $8, arena_bytes = $9, \
+         last_seen = $10 WHERE id = $1{condition}"
+    );
+    let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&row.id)
+        .bind(&row.device_class)
+        .bind(&row.agent_version)
+        .bind(&row.running_sha256)
+        .bind(&row.running_model)
+        .bind(&row.running_version)
+        .bind(row.security_counter)
+        .bind(row.slot_bytes)
+        .bind(row.arena_bytes)
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use mota_proto::Digest;
+    use mota_proto::message::RunningModel;
+
+    use super::*;
+
+    #[test]
+    fn hello_maps_onto_the_row() {
+        let info = DeviceInfo {
+            device_class: "mcu",
+            agent_version: "0.1.0",
+            running: Some(RunningModel { model: "digits", version: "1.2.0", sha256: Digest([0xab; 32]) }),
+            security_counter: u32::MAX,
+            slot_bytes: 512 * 1024,
+            arena_bytes: 40_000,
+            codecs: 1,
+            max_chunk: 4096,
+        };
+        let row = DeviceRow::from_info("dev-1", &info);
+        assert_eq!(row.running_sha256.as_deref(), Some("ab".repeat(32).as_str()));
+        assert_eq!((row.running_model.as_deref(), row.running_version.as_deref()), (Some("digits"), Some("1.2.0")));
+        assert_eq!((row.security_counter, row.slot_bytes, row.arena_bytes), (i64::from(u32::MAX), 524_288, 40_000));
+        let bare = DeviceRow::from_info("dev-2", &DeviceInfo { running: None, ..info });
+        assert_eq!((bare.running_sha256, bare.running_model, bare.running_version), (None, None, None));
+        assert_eq!((bare.device_class.as_str(), bare.agent_version.as_str()), ("mcu", "0.1.0"));
+    }
+}

@@ -1,0 +1,233 @@
+//! The MQTT side against a real broker: simulated devices (mota-sim: the real agent on
+//! simulated flash) say hello and are registered; dropping one fires its last will and
+//! marks it offline; garbage on the wire is dropped without stopping the loop. The
+//! broker is the backend's embedded one on a free port, or the one at `MOTA_TEST_BROKER`
+//! (HOST:PORT; CI points it at Mosquitto).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Api, BoxError, TestResult};
+use mota_backend::Config;
+use mota_proto::Wire;
+use mota_proto::message::{DeviceInfo, Hello, RunningModel};
+use mota_proto::{Digest, topic::Kind, topic::Topic};
+use mota_sim::{DeviceOptions, DeviceStatus, Faults, run_device};
+use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS};
+use serde_json::Value;
+
+const CLASS: &str = "sim-mcu";
+
+/// How the backend reaches the broker: the embedded one on a free port, or `MOTA_TEST_BROKER`.
+fn broker(config: &mut Config) -> Result<(String, u16), BoxError> {
+    config.no_mqtt = false;
+    config.mqtt_client_id = format!("mota-backend-test-{}", std::process::id());
+    if let Ok(addr) = std::env::var("MOTA_TEST_BROKER") {
+        let (host, port) = addr.rsplit_once(':').ok_or("MOTA_TEST_BROKER must be HOST:PORT")?;
+        config.mqtt_url = Some(format!("mqtt://{addr}"));
+        return Ok((host.to_owned(), port.parse()?));
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    config.mqtt_listen = format!("127.0.0.1:{port}").parse()?;
+    Ok(("127.0.0.1".to_owned(), port))
+}
+
+/// A plain MQTT client for the test's own publishes, its event loop polled in the background.
+fn publisher(id: &str, host: &str, port: u16) -> AsyncClient {
+    let (client, mut events) = AsyncClient::new(MqttOptions::new(id, host, port), 64);
+    tokio::task::spawn_local(async move {
+        loop {
+            if events.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    client
+}
+
+fn hello(class: &str) -> Result<Vec<u8>, BoxError> {
+    let info = DeviceInfo {
+        device_class: class,
+        agent_version: "9.9.9",
+        running: Some(RunningModel { model: "digits", version: "1.0.0", sha256: Digest([7; 32]) }),
+        security_counter: 3,
+        slot_bytes: 256 * 1024,
+        arena_bytes: 32 * 1024,
+        codecs: 1,
+        max_chunk: 4096,
+    };
+    Ok(Hello::online(info).to_vec()?)
+}
+
+/// Polls `GET /v1/devices/{id}` until `ok` holds (10 s at most); the last view.
+async fn wait_for(api: &Api, id: &str, ok: impl Fn(&Value) -> bool) -> Result<Value, BoxError> {
+    let mut last = Value::Null;
+    for _ in 0..200 {
+        let reply = api.get(&format!("/v1/devices/{id}"), &api.viewer).await?;
+        last = reply.json();
+        if reply.status == 200 && ok(&last) {
+            return Ok(last);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!("device {id} never got there; last seen as {last}").into())
+}
+
+fn device(id: &str, host: &str, port: u16, factory: &Arc<[u8]>) -> DeviceOptions {
+    DeviceOptions {
+        id: id.to_owned(),
+        host: host.to_owned(),
+        port,
+        class: CLASS.into(),
+        roots: vec![[9; 32]],
+        factory: Arc::clone(factory),
+        factory_counter: 1,
+        flash_file: None,
+        faults: Faults::default(),
+        seed: 7,
+    }
+}
+
+/// A device of the test's own: connects with the offline will, says hello, and drops the
+/// connection without DISCONNECT when its task is aborted.
+fn will_device(id: &str, host: &str, port: u16) -> Result<tokio::task::JoinHandle<()>, BoxError> {
+    let topic = Topic::new(id, Kind::Hello)?.to_string();
+    let mut options = MqttOptions::new(id, host, port);
+    options.set_last_will(LastWill::new(topic.as_str(), Hello::OFFLINE.to_vec()?, QoS::AtLeastOnce, false));
+    let (client, mut events) = AsyncClient::new(options, 8);
+    let payload = hello("mcu")?;
+    Ok(tokio::task::spawn_local(async move {
+        loop {
+            match events.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                    let _ = client.try_publish(topic.as_str(), QoS::AtLeastOnce, false, payload.clone());
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }))
+}
+
+fn spawn_device(opts: DeviceOptions) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_local(async move {
+        let status = std::rc::Rc::new(std::cell::RefCell::new(DeviceStatus::default()));
+        if let Err(e) = run_device(opts, status).await {
+            eprintln!("device stopped: {e}");
+        }
+    })
+}
+
+#[tokio::test]
+async fn devices_register_over_mqtt_go_offline_by_their_will_and_garbage_is_dropped() -> TestResult {
+    tokio::task::LocalSet::new().run_until(scenario()).await
+}
+
+async fn scenario() -> TestResult {
+    let mut chosen = None;
+    let api = Api::with(|c| chosen = Some((broker(c), c.clone()))).await?;
+    let (address, config) = chosen.ok_or("no configuration")?;
+    let (host, port) = address?;
+    let mqtt = mota_backend::mqtt::start(&config, api.state.db.clone()).await?;
+    // Own device ids: tests may share one broker (CI's Mosquitto).
+    let prefix = format!("t{}-", std::process::id());
+    let client = publisher(&format!("{prefix}tester"), &host, port);
+
+    // The backend subscribes after connecting: say hello until it is heard.
+    let probe = format!("{prefix}probe");
+    let probe_topic = Topic::new(&probe, Kind::Hello)?.to_string();
+    for _ in 0..100 {
+        client.publish(probe_topic.as_str(), QoS::AtLeastOnce, false, hello("probe")?).await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if api.get(&format!("/v1/devices/{probe}"), &api.viewer).await?.status == 200 {
+            break;
+        }
+    }
+    let probed = wait_for(&api, &probe, |d| d["online"] == true).await?;
+    assert_eq!((probed["device_class"].as_str(), probed["agent_version"].as_str()), (Some("probe"), Some("9.9.9")));
+    assert_eq!(probed["running_sha256"].as_str(), Some("07".repeat(32).as_str()));
+
+    // Three simulated devices on the factory model.
+    let factory: Arc<[u8]> = Arc::from(common::model("digits_cnn_v1")?);
+    let ids: Vec<String> = (0..3).map(|i| format!("{prefix}dev-{i}")).collect();
+    let devices: Vec<_> = ids.iter().map(|id| spawn_device(device(id, &host, port, &factory))).collect();
+    let sha = Digest::of(&factory).to_string();
+    for id in &ids {
+        let d = wait_for(&api, id, |d| d["online"] == true).await?;
+        assert_eq!(d["device_class"].as_str(), Some(CLASS));
+        assert_eq!((d["running_model"].as_str(), d["running_version"].as_str()), (Some("factory"), Some("factory")));
+        assert_eq!(d["running_sha256"].as_str(), Some(sha.as_str()));
+        assert_eq!(d["security_counter"].as_i64(), Some(1));
+    }
+    let listed = api.get(&format!("/v1/devices?class={CLASS}&limit=500"), &api.viewer).await?.json();
+    let listed: Vec<&str> =
+        listed["items"].as_array().ok_or("no items")?.iter().filter_map(|d| d["id"].as_str()).collect();
+    assert!(ids.iter().all(|id| listed.contains(&id.as_str())), "{listed:?}");
+
+    // A device drops off without DISCONNECT: the broker publishes its will. (A device of
+    // our own, not a simulated one: these reconnect once right after their first connect,
+    // and rumqttd fires the first connection's will late, taking the second one's with it.)
+    let lone = format!("{prefix}lone");
+    let connection = will_device(&lone, &host, port)?;
+    wait_for(&api, &lone, |d| d["online"] == true).await?;
+    connection.abort();
+    let gone = wait_for(&api, &lone, |d| d["online"] == false).await?;
+    assert!(gone["last_seen"].as_i64() >= gone["first_seen"].as_i64());
+    assert_eq!(gone["device_class"].as_str(), Some("mcu"), "the will keeps what the device said");
+    for id in &ids {
+        assert_eq!(wait_for(&api, id, |_| true).await?["online"], true);
+    }
+    // It comes back: online again, registered still once.
+    let connection = will_device(&lone, &host, port)?;
+    wait_for(&api, &lone, |d| d["online"] == true).await?;
+    connection.abort();
+
+    // Garbage: a payload that is not a hello, hellos on topics with invalid device ids,
+    // a will for a device never seen; then a valid hello, which must still be handled.
+    let garbage = format!("{prefix}garbage");
+    let on = |device: &str| format!("mota/v1/dev/{device}/hello");
+    client.publish(on(&garbage), QoS::AtLeastOnce, false, b"\xff\x00not cbor".to_vec()).await?;
+    client.publish(on("bad id!"), QoS::AtLeastOnce, false, hello("mcu")?).await?;
+    client.publish(on(&"d".repeat(65)), QoS::AtLeastOnce, false, hello("mcu")?).await?;
+    client.publish(on(&format!("{prefix}ghost")), QoS::AtLeastOnce, false, Hello::OFFLINE.to_vec()?).await?;
+    let after = format!("{prefix}after");
+    client.publish(on(&after), QoS::AtLeastOnce, false, hello("mcu")?).await?;
+    wait_for(&api, &after, |d| d["online"] == true).await?;
+    for id in [garbage, format!("{prefix}ghost"), "d".repeat(65)] {
+        assert_eq!(api.get(&format!("/v1/devices/{id}"), &api.viewer).await?.status, 404, "{id}");
+    }
+
+    // One `device.registered` per device, by the backend, however often it said hello.
+    for id in ids.iter().chain([&probe, &after, &lone]) {
+        let events = api.get(&format!("/v1/events?kind=device.registered&subject=device:{id}"), &api.viewer).await?;
+        let events = events.json();
+        let items = events["items"].as_array().ok_or("no events")?;
+        assert_eq!(items.len(), 1, "{id}: {events}");
+        assert_eq!(items[0]["actor"].as_str(), Some("backend"));
+    }
+
+    for d in devices {
+        d.abort();
+    }
+    mqtt.stop().await;
+    // On a shared broker, leave no persistent session behind.
+    if config.mqtt_url.is_some() {
+        let mut options = MqttOptions::new(config.mqtt_client_id.clone(), host, port);
+        options.set_clean_session(true);
+        let (cleaner, mut events) = AsyncClient::new(options, 8);
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Ok(event) = events.poll().await {
+                if let rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)) = event {
+                    let _ = cleaner.try_disconnect();
+                }
+                if let rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect) = event {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    Ok(())
+}
