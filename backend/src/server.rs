@@ -74,7 +74,11 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| ServerError::DataDir(config.data_dir.clone(), e))?;
     let state = open(&config).await?;
-    let mqtt = if config.no_mqtt { None } else { Some(crate::mqtt::start(&config, state.db.clone()).await?) };
+    let mqtt = if config.no_mqtt {
+        None
+    } else {
+        Some(crate::mqtt::start(&config, state.db.clone(), state.blobs.clone()).await?)
+    };
     let worker = tokio::spawn(deltas::worker(state.registry.clone()));
     let app = router(state, config.max_body_bytes);
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(ServerError::Serve);

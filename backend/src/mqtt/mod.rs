@@ -1,7 +1,7 @@
 //! The backend's side of MQTT: one client per replica, on the external broker named by
 //! `--mqtt-url` or on the embedded one.
 //!
-//! Device→backend topics are consumed through `$share/mota/...` subscriptions, so the
+//! Device→backend topics are consumed through `$share/mota-{kind}/...` subscriptions, so the
 //! replicas split the load and each message is handled once. The session is persistent
 //! (`clean_session = false`, a stable client id) and messages are acknowledged only
 //! after they are handled: what arrives while a replica restarts, or while its database
@@ -9,6 +9,7 @@
 //! is logged and dropped; the loop never ends because of what is on the wire.
 
 pub mod broker;
+pub mod offers;
 pub mod registry;
 
 use std::time::Duration;
@@ -19,6 +20,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::blobs::Blobs;
 use crate::config::Config;
 use crate::db::Db;
 
@@ -36,11 +38,17 @@ pub enum MqttError {
 /// The running client; [`Mqtt::stop`] disconnects it.
 #[derive(Debug)]
 pub struct Mqtt {
+    client: AsyncClient,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
 
 impl Mqtt {
+    /// A handle to publish with (offers, commands); clones share the connection.
+    pub fn client(&self) -> AsyncClient {
+        self.client.clone()
+    }
+
     /// Disconnects cleanly (waiting at most a second) and ends the client task.
     pub async fn stop(self) {
         let _ = self.stop.send(());
@@ -56,7 +64,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
 /// Starts the embedded broker unless `--mqtt-url` names one, then the client task.
-pub async fn start(config: &Config, db: Db) -> Result<Mqtt, MqttError> {
+pub async fn start(config: &Config, db: Db, blobs: Blobs) -> Result<Mqtt, MqttError> {
     let (host, port) = match &config.mqtt_url {
         Some(url) => parse_url(url)?,
         None => {
@@ -79,8 +87,8 @@ pub async fn start(config: &Config, db: Db) -> Result<Mqtt, MqttError> {
     let (client, events) = AsyncClient::new(options, 1024);
     let (stop, stopped) = oneshot::channel();
     tracing::info!(%host, port, client_id = %config.mqtt_client_id, "MQTT client starting");
-    let task = tokio::spawn(run(client, events, db, stopped));
-    Ok(Mqtt { stop, task })
+    let task = tokio::spawn(run(client.clone(), events, db, blobs, stopped));
+    Ok(Mqtt { client, stop, task })
 }
 
 /// `mqtt://HOST[:PORT]` (or `tcp://`) as host and port.
@@ -105,7 +113,7 @@ fn parse_url(url: &str) -> Result<(String, u16), MqttError> {
 
 /// The client loop: (re)connects with backoff, subscribes on every connection (the
 /// broker may have lost the session), and handles each message before acknowledging it.
-async fn run(client: AsyncClient, mut events: EventLoop, db: Db, mut stopped: oneshot::Receiver<()>) {
+async fn run(client: AsyncClient, mut events: EventLoop, db: Db, blobs: Blobs, mut stopped: oneshot::Receiver<()>) {
     let mut backoff = FIRST_BACKOFF;
     loop {
         let event = tokio::select! {
@@ -116,14 +124,14 @@ async fn run(client: AsyncClient, mut events: EventLoop, db: Db, mut stopped: on
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff = FIRST_BACKOFF;
                 tracing::info!(session_present = ack.session_present, "MQTT connected");
-                let filters = Kind::ALL.into_iter().filter_map(Kind::shared_filter);
-                let subscriptions = filters.map(|f| rumqttc::SubscribeFilter::new(f.to_owned(), QoS::AtLeastOnce));
+                let filters = Kind::ALL.into_iter().filter_map(shared_filter);
+                let subscriptions = filters.map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
                 if let Err(e) = client.try_subscribe_many(subscriptions) {
                     tracing::error!("MQTT subscribe: {e}");
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                if handle(&db, &publish).await.is_ok()
+                if handle(&client, &db, &blobs, &publish).await.is_ok()
                     && let Err(e) = client.try_ack(&publish)
                 {
                     tracing::warn!("MQTT ack: {e}");
@@ -157,6 +165,17 @@ async fn run(client: AsyncClient, mut events: EventLoop, db: Db, mut stopped: on
     tracing::info!("MQTT client stopped");
 }
 
+/// The shared subscription for a device→backend kind, one share group per kind
+/// (`$share/mota-status/mota/v1/dev/+/status`): rumqttd 0.20 keys share groups by name
+/// alone and keeps one read cursor per group, so filters sharing a group name skip each
+/// other's messages (with `Kind::shared_filter`'s single group, status reports were
+/// never delivered once chunk requests flowed).
+fn shared_filter(kind: Kind) -> Option<String> {
+    kind.shared_filter()?;
+    let kind = kind.as_str();
+    Some(format!("$share/{}-{kind}/{}+/{kind}", mota_proto::topic::SHARE_GROUP, mota_proto::topic::PREFIX))
+}
+
 /// A message the database could not take: leave it unacknowledged, the broker delivers
 /// it again after the next reconnect. (Until then it holds a slot of the broker's
 /// in-flight window; a long database outage fills the window and pauses delivery to this
@@ -164,7 +183,7 @@ async fn run(client: AsyncClient, mut events: EventLoop, db: Db, mut stopped: on
 struct Retry;
 
 /// Handles one message. Malformed topics and payloads are dropped (`Ok`).
-async fn handle(db: &Db, publish: &Publish) -> Result<(), Retry> {
+async fn handle(client: &AsyncClient, db: &Db, blobs: &Blobs, publish: &Publish) -> Result<(), Retry> {
     let topic = match Topic::parse(&publish.topic) {
         Ok(topic) if topic.kind().from_device() => topic,
         Ok(_) | Err(_) => {
@@ -201,9 +220,24 @@ async fn handle(db: &Db, publish: &Publish) -> Result<(), Retry> {
                 pause *= 4;
             }
         }
-        // Chunk requests and status reports belong to the rollout engine (issue 7, later parts).
+        Payload::Get(get) => {
+            if let Err(e) = offers::serve_chunk(client, db, blobs, device, &get).await {
+                tracing::warn!(device, "answering a chunk request: {e}");
+            }
+            Ok(())
+        }
+        Payload::Status(status) => match offers::ingest_status(db, device, &status, &publish.payload).await {
+            Ok(new) => {
+                tracing::debug!(device, event = ?status.event, seq = status.seq, new, "status");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(device, "recording a status report: {e}; left unacknowledged");
+                Err(Retry)
+            }
+        },
         other => {
-            tracing::debug!(device, kind = topic.kind().as_str(), "not handled yet: {other:?}");
+            tracing::debug!(device, kind = topic.kind().as_str(), "not handled: {other:?}");
             Ok(())
         }
     }
@@ -212,6 +246,13 @@ async fn handle(db: &Db, publish: &Publish) -> Result<(), Retry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_share_group_per_kind() {
+        assert_eq!(shared_filter(Kind::Status).as_deref(), Some("$share/mota-status/mota/v1/dev/+/status"));
+        assert_eq!(shared_filter(Kind::Get).as_deref(), Some("$share/mota-get/mota/v1/dev/+/get"));
+        assert_eq!(shared_filter(Kind::Offer), None);
+    }
 
     #[test]
     fn broker_urls() {
