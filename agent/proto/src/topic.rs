@@ -12,7 +12,7 @@ use crate::limits::{MAX_DEVICE_ID_LEN, check_ident};
 
 /// Every topic starts with this.
 pub const PREFIX: &str = "mota/v1/dev/";
-/// Shared-subscription group the backend replicas join.
+/// Prefix of the backend's share groups: `mota-<kind>`, one per device→backend kind.
 pub const SHARE_GROUP: &str = "mota";
 /// Longest topic: prefix, device id, `/`, longest kind.
 pub const MAX_TOPIC_LEN: usize = PREFIX.len() + MAX_DEVICE_ID_LEN + 1 + 6;
@@ -56,12 +56,15 @@ impl Kind {
     }
 
     /// The backend's shared-subscription filter for a device→backend kind, e.g.
-    /// `$share/mota/mota/v1/dev/+/status`; `None` for backend→device kinds.
+    /// `$share/mota-status/mota/v1/dev/+/status`; `None` for backend→device kinds. One
+    /// share group per kind (`mota-<kind>`): rumqttd 0.20 keys share groups by name alone
+    /// with one read cursor per group, so filters sharing a group skip each other's
+    /// messages there (status reports were lost); other brokers accept either.
     pub const fn shared_filter(self) -> Option<&'static str> {
         match self {
-            Kind::Hello => Some("$share/mota/mota/v1/dev/+/hello"),
-            Kind::Get => Some("$share/mota/mota/v1/dev/+/get"),
-            Kind::Status => Some("$share/mota/mota/v1/dev/+/status"),
+            Kind::Hello => Some("$share/mota-hello/mota/v1/dev/+/hello"),
+            Kind::Get => Some("$share/mota-get/mota/v1/dev/+/get"),
+            Kind::Status => Some("$share/mota-status/mota/v1/dev/+/status"),
             Kind::Offer | Kind::Chunk | Kind::Cmd => None,
         }
     }
@@ -174,7 +177,7 @@ mod tests {
             assert_eq!(Topic::parse(name), Ok(topic));
             assert_eq!(kind.shared_filter().is_some(), kind.from_device());
             if let Some(filter) = kind.shared_filter() {
-                assert_eq!(filter, format!("$share/{SHARE_GROUP}/{PREFIX}+/{}", kind.as_str()));
+                assert_eq!(filter, format!("$share/{SHARE_GROUP}-{k}/{PREFIX}+/{k}", k = kind.as_str()));
             }
         }
         Ok(())

@@ -124,8 +124,8 @@ async fn run(client: AsyncClient, mut events: EventLoop, db: Db, blobs: Blobs, m
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff = FIRST_BACKOFF;
                 tracing::info!(session_present = ack.session_present, "MQTT connected");
-                let filters = Kind::ALL.into_iter().filter_map(shared_filter);
-                let subscriptions = filters.map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
+                let filters = Kind::ALL.into_iter().filter_map(Kind::shared_filter);
+                let subscriptions = filters.map(|f| rumqttc::SubscribeFilter::new(f.to_owned(), QoS::AtLeastOnce));
                 if let Err(e) = client.try_subscribe_many(subscriptions) {
                     tracing::error!("MQTT subscribe: {e}");
                 }
@@ -163,17 +163,6 @@ async fn run(client: AsyncClient, mut events: EventLoop, db: Db, blobs: Blobs, m
         .await;
     }
     tracing::info!("MQTT client stopped");
-}
-
-/// The shared subscription for a device→backend kind, one share group per kind
-/// (`$share/mota-status/mota/v1/dev/+/status`): rumqttd 0.20 keys share groups by name
-/// alone and keeps one read cursor per group, so filters sharing a group name skip each
-/// other's messages (with `Kind::shared_filter`'s single group, status reports were
-/// never delivered once chunk requests flowed).
-fn shared_filter(kind: Kind) -> Option<String> {
-    kind.shared_filter()?;
-    let kind = kind.as_str();
-    Some(format!("$share/{}-{kind}/{}+/{kind}", mota_proto::topic::SHARE_GROUP, mota_proto::topic::PREFIX))
 }
 
 /// A message the database could not take: leave it unacknowledged, the broker delivers
@@ -246,13 +235,6 @@ async fn handle(client: &AsyncClient, db: &Db, blobs: &Blobs, publish: &Publish)
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn one_share_group_per_kind() {
-        assert_eq!(shared_filter(Kind::Status).as_deref(), Some("$share/mota-status/mota/v1/dev/+/status"));
-        assert_eq!(shared_filter(Kind::Get).as_deref(), Some("$share/mota-get/mota/v1/dev/+/get"));
-        assert_eq!(shared_filter(Kind::Offer), None);
-    }
 
     #[test]
     fn broker_urls() {
