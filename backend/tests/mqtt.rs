@@ -9,30 +9,14 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Api, BoxError, TestResult};
-use mota_backend::Config;
+use common::{Api, BoxError, TestResult, wait_for_device};
 use mota_proto::Wire;
 use mota_proto::message::{DeviceInfo, Hello, RunningModel};
 use mota_proto::{Digest, topic::Kind, topic::Topic};
 use mota_sim::{DeviceOptions, DeviceStatus, Faults, run_device};
 use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS};
-use serde_json::Value;
 
 const CLASS: &str = "sim-mcu";
-
-/// How the backend reaches the broker: the embedded one on a free port, or `MOTA_TEST_BROKER`.
-fn broker(config: &mut Config) -> Result<(String, u16), BoxError> {
-    config.no_mqtt = false;
-    config.mqtt_client_id = format!("mota-backend-test-{}", std::process::id());
-    if let Ok(addr) = std::env::var("MOTA_TEST_BROKER") {
-        let (host, port) = addr.rsplit_once(':').ok_or("MOTA_TEST_BROKER must be HOST:PORT")?;
-        config.mqtt_url = Some(format!("mqtt://{addr}"));
-        return Ok((host.to_owned(), port.parse()?));
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    config.mqtt_listen = format!("127.0.0.1:{port}").parse()?;
-    Ok(("127.0.0.1".to_owned(), port))
-}
 
 /// A plain MQTT client for the test's own publishes, its event loop polled in the background.
 fn publisher(id: &str, host: &str, port: u16) -> AsyncClient {
@@ -59,20 +43,6 @@ fn hello(class: &str) -> Result<Vec<u8>, BoxError> {
         max_chunk: 4096,
     };
     Ok(Hello::online(info).to_vec()?)
-}
-
-/// Polls `GET /v1/devices/{id}` until `ok` holds (10 s at most); the last view.
-async fn wait_for(api: &Api, id: &str, ok: impl Fn(&Value) -> bool) -> Result<Value, BoxError> {
-    let mut last = Value::Null;
-    for _ in 0..200 {
-        let reply = api.get(&format!("/v1/devices/{id}"), &api.viewer).await?;
-        last = reply.json();
-        if reply.status == 200 && ok(&last) {
-            return Ok(last);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(format!("device {id} never got there; last seen as {last}").into())
 }
 
 fn device(id: &str, host: &str, port: u16, factory: &Arc<[u8]>) -> DeviceOptions {
@@ -127,7 +97,7 @@ async fn devices_register_over_mqtt_go_offline_by_their_will_and_garbage_is_drop
 
 async fn scenario() -> TestResult {
     let mut chosen = None;
-    let api = Api::with(|c| chosen = Some((broker(c), c.clone()))).await?;
+    let api = Api::with(|c| chosen = Some((common::broker(c, "test"), c.clone()))).await?;
     let (address, config) = chosen.ok_or("no configuration")?;
     let (host, port) = address?;
     let mqtt = mota_backend::mqtt::start(&config, api.state.db.clone(), api.state.blobs.clone()).await?;
@@ -145,7 +115,7 @@ async fn scenario() -> TestResult {
             break;
         }
     }
-    let probed = wait_for(&api, &probe, |d| d["online"] == true).await?;
+    let probed = wait_for_device(&api, &probe, 10, |d| d["online"] == true).await?;
     assert_eq!((probed["device_class"].as_str(), probed["agent_version"].as_str()), (Some("probe"), Some("9.9.9")));
     assert_eq!(probed["running_sha256"].as_str(), Some("07".repeat(32).as_str()));
 
@@ -155,7 +125,7 @@ async fn scenario() -> TestResult {
     let devices: Vec<_> = ids.iter().map(|id| spawn_device(device(id, &host, port, &factory))).collect();
     let sha = Digest::of(&factory).to_string();
     for id in &ids {
-        let d = wait_for(&api, id, |d| d["online"] == true).await?;
+        let d = wait_for_device(&api, id, 10, |d| d["online"] == true).await?;
         assert_eq!(d["device_class"].as_str(), Some(CLASS));
         assert_eq!((d["running_model"].as_str(), d["running_version"].as_str()), (Some("factory"), Some("factory")));
         assert_eq!(d["running_sha256"].as_str(), Some(sha.as_str()));
@@ -171,17 +141,17 @@ async fn scenario() -> TestResult {
     // and rumqttd fires the first connection's will late, taking the second one's with it.)
     let lone = format!("{prefix}lone");
     let connection = will_device(&lone, &host, port)?;
-    wait_for(&api, &lone, |d| d["online"] == true).await?;
+    wait_for_device(&api, &lone, 10, |d| d["online"] == true).await?;
     connection.abort();
-    let gone = wait_for(&api, &lone, |d| d["online"] == false).await?;
+    let gone = wait_for_device(&api, &lone, 10, |d| d["online"] == false).await?;
     assert!(gone["last_seen"].as_i64() >= gone["first_seen"].as_i64());
     assert_eq!(gone["device_class"].as_str(), Some("mcu"), "the will keeps what the device said");
     for id in &ids {
-        assert_eq!(wait_for(&api, id, |_| true).await?["online"], true);
+        assert_eq!(wait_for_device(&api, id, 10, |_| true).await?["online"], true);
     }
     // It comes back: online again, registered still once.
     let connection = will_device(&lone, &host, port)?;
-    wait_for(&api, &lone, |d| d["online"] == true).await?;
+    wait_for_device(&api, &lone, 10, |d| d["online"] == true).await?;
     connection.abort();
 
     // Garbage: a payload that is not a hello, hellos on topics with invalid device ids,
@@ -194,7 +164,7 @@ async fn scenario() -> TestResult {
     client.publish(on(&format!("{prefix}ghost")), QoS::AtLeastOnce, false, Hello::OFFLINE.to_vec()?).await?;
     let after = format!("{prefix}after");
     client.publish(on(&after), QoS::AtLeastOnce, false, hello("mcu")?).await?;
-    wait_for(&api, &after, |d| d["online"] == true).await?;
+    wait_for_device(&api, &after, 10, |d| d["online"] == true).await?;
     for id in [garbage, format!("{prefix}ghost"), "d".repeat(65)] {
         assert_eq!(api.get(&format!("/v1/devices/{id}"), &api.viewer).await?.status, 404, "{id}");
     }
@@ -212,22 +182,6 @@ async fn scenario() -> TestResult {
         d.abort();
     }
     mqtt.stop().await;
-    // On a shared broker, leave no persistent session behind.
-    if config.mqtt_url.is_some() {
-        let mut options = MqttOptions::new(config.mqtt_client_id.clone(), host, port);
-        options.set_clean_session(true);
-        let (cleaner, mut events) = AsyncClient::new(options, 8);
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Ok(event) = events.poll().await {
-                if let rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)) = event {
-                    let _ = cleaner.try_disconnect();
-                }
-                if let rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect) = event {
-                    break;
-                }
-            }
-        })
-        .await;
-    }
+    common::clear_session(&config, &host, port).await;
     Ok(())
 }

@@ -13,30 +13,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
-use common::{Api, BoxError, TestResult, digits_set, model};
-use mota_backend::Config;
+use common::{Api, BoxError, TestResult, dev_root, digits_set, model, wait_for_device};
 use mota_backend::registry::manifests::ManifestRequest;
 use mota_proto::message::{Chunk, Get, Refusal};
 use mota_proto::topic::{Kind, Topic};
 use mota_proto::{Digest, Wire};
 use mota_sim::{DeviceOptions, DeviceStatus, Faults, run_device};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
-use serde_json::Value;
-
-/// How the backend reaches the broker: the embedded one on a free port, or `MOTA_TEST_BROKER`.
-fn broker(config: &mut Config) -> Result<(String, u16), BoxError> {
-    config.no_mqtt = false;
-    config.mqtt_client_id = format!("mota-backend-offer-{}", std::process::id());
-    if let Ok(addr) = std::env::var("MOTA_TEST_BROKER") {
-        let (host, port) = addr.rsplit_once(':').ok_or("MOTA_TEST_BROKER must be HOST:PORT")?;
-        config.mqtt_url = Some(format!("mqtt://{addr}"));
-        return Ok((host.to_owned(), port.parse()?));
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    config.mqtt_listen = format!("127.0.0.1:{port}").parse()?;
-    Ok(("127.0.0.1".to_owned(), port))
-}
 
 /// Chunks seen on the watched chunk topics: (device, artifact, refusal, data length).
 type Seen = Rc<RefCell<Vec<(String, Digest, Option<Refusal>, usize)>>>;
@@ -65,29 +48,6 @@ fn watcher(id: &str, host: &str, port: u16, seen: Seen) -> AsyncClient {
     client
 }
 
-/// The backend's development root, as devices trust it (the key of its SPKI PEM).
-fn dev_root(data_dir: &std::path::Path) -> Result<[u8; 32], BoxError> {
-    let pem = std::fs::read_to_string(data_dir.join("keys/dev-root.pub.pem"))?;
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let der = base64::engine::general_purpose::STANDARD.decode(body.trim())?;
-    let key = der.get(der.len().saturating_sub(32)..).ok_or("short key")?;
-    Ok(key.try_into()?)
-}
-
-/// Polls `GET /v1/devices/{id}` until `ok` holds (`secs` at most); the last view.
-async fn wait_for(api: &Api, id: &str, secs: u64, ok: impl Fn(&Value) -> bool) -> Result<Value, BoxError> {
-    let mut last = Value::Null;
-    for _ in 0..secs * 20 {
-        let reply = api.get(&format!("/v1/devices/{id}"), &api.viewer).await?;
-        last = reply.json();
-        if reply.status == 200 && ok(&last) {
-            return Ok(last);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(format!("device {id} never got there; last seen as {last}").into())
-}
-
 async fn attempt_state(api: &Api, device: &str) -> Result<Option<String>, BoxError> {
     Ok(sqlx::query_scalar("SELECT state FROM attempts WHERE device_id = $1")
         .bind(device)
@@ -109,7 +69,7 @@ async fn a_device_on_v1_is_offered_v2_downloads_the_patch_validates_and_commits(
 
 async fn scenario() -> TestResult {
     let mut chosen = None;
-    let api = Api::with(|c| chosen = Some((broker(c), c.clone()))).await?;
+    let api = Api::with(|c| chosen = Some((common::broker(c, "offer"), c.clone()))).await?;
     let (address, config) = chosen.ok_or("no configuration")?;
     let (host, port) = address?;
     let mqtt = mota_backend::mqtt::start(&config, api.state.db.clone(), api.state.blobs.clone()).await?;
@@ -151,7 +111,7 @@ async fn scenario() -> TestResult {
             }
         }
     });
-    wait_for(&api, &device, 20, |d| d["online"] == true).await?;
+    wait_for_device(&api, &device, 20, |d| d["online"] == true).await?;
 
     // A rollout for the attempt to belong to, and the manifest against 1.0.0.
     let version_id: i64 = sqlx::query_scalar("SELECT id FROM model_versions WHERE version = '1.1.0'")
@@ -181,7 +141,7 @@ async fn scenario() -> TestResult {
     assert_eq!(attempt_state(&api, &device).await?.as_deref(), Some("offered"));
 
     // The device downloads, validates and commits; the backend follows.
-    let d = match wait_for(&api, &device, 60, |d| d["running_version"] == "1.1.0").await {
+    let d = match wait_for_device(&api, &device, 60, |d| d["running_version"] == "1.1.0").await {
         Ok(d) => d,
         Err(e) => {
             let events: Vec<(i64, i64)> = sqlx::query_as("SELECT seq, event FROM device_reports ORDER BY seq")
@@ -283,23 +243,6 @@ async fn scenario() -> TestResult {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     mqtt.stop().await;
-    // On a shared broker, leave no persistent session behind: an offline session in the
-    // share groups would still get its turn of other tests' messages.
-    if config.mqtt_url.is_some() {
-        let mut options = MqttOptions::new(config.mqtt_client_id.clone(), host, port);
-        options.set_clean_session(true);
-        let (cleaner, mut events) = AsyncClient::new(options, 8);
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Ok(event) = events.poll().await {
-                if let rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)) = event {
-                    let _ = cleaner.try_disconnect();
-                }
-                if let rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect) = event {
-                    break;
-                }
-            }
-        })
-        .await;
-    }
+    common::clear_session(&config, &host, port).await;
     Ok(())
 }

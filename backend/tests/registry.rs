@@ -7,7 +7,6 @@ mod common;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use common::{Api, TestResult, digits_set, model};
-use mota_proto::keys::KeyFile;
 use mota_proto::{DevicePolicy, Limits};
 
 #[tokio::test]
@@ -78,8 +77,7 @@ async fn deltas_are_computed_in_the_background_and_manifests_carry_them() -> Tes
     assert_eq!(signed.status, StatusCode::CREATED, "{}", signed.json());
     let signed = signed.json();
     // Verified exactly as a device of the class verifies it, under the dev root.
-    let root_pem = std::fs::read_to_string(api.dir.path().join("data/keys/dev-root.pub.pem"))?;
-    let Ok(KeyFile::Public(root)) = KeyFile::from_pem(&root_pem) else { return Err("dev root".into()) };
+    let root = common::dev_root(&api.dir.path().join("data"))?;
     let envelope = hex_decode(signed["envelope_hex"].as_str().unwrap_or_default());
     let limits = Limits {
         max_image_bytes: 1 << 20,
@@ -88,7 +86,7 @@ async fn deltas_are_computed_in_the_background_and_manifests_carry_them() -> Tes
         max_validation_bytes: 1 << 20,
     };
     let policy = DevicePolicy { device_class: "mcu", security_counter: 1, now: None, limits };
-    let offer = mota_proto::verify(&envelope, &[root.to_bytes()], &policy).map_err(|e| format!("{e:?}"))?;
+    let offer = mota_proto::verify(&envelope, &[root], &policy).map_err(|e| format!("{e:?}"))?;
     assert_eq!((offer.manifest.version, offer.manifest.security_counter), ("1.1.0", 2));
     let d = offer.manifest.delta.ok_or("the manifest carries the patch")?;
     // The patch served rebuilds the new image from the old one.
@@ -97,7 +95,7 @@ async fn deltas_are_computed_in_the_background_and_manifests_carry_them() -> Tes
     assert_eq!(mota_delta::encode::apply(&v1, &patch.body).map_err(|e| format!("{e:?}"))?, v2);
     // A device already at counter 2 refuses it: the counter is the version's.
     let at_two = DevicePolicy { security_counter: 2, ..policy };
-    assert!(mota_proto::verify(&envelope, &[root.to_bytes()], &at_two).is_err());
+    assert!(mota_proto::verify(&envelope, &[root], &at_two).is_err());
     // Without a base (or an unknown one), the full image.
     let full =
         api.json("POST", "/v1/models/digits/versions/1.1.0/manifests", &api.operator, serde_json::json!({})).await?;

@@ -262,3 +262,71 @@ impl TestS3 {
         aws_sdk_s3::Client::from_conf(conf)
     }
 }
+
+/// Points `config` at a broker for MQTT tests: the embedded one on a free port, or the one
+/// at `MOTA_TEST_BROKER` (HOST:PORT); a client id unique to the test binary (`tag`).
+/// Returns the broker's host and port.
+pub fn broker(config: &mut Config, tag: &str) -> Result<(String, u16), BoxError> {
+    config.no_mqtt = false;
+    config.mqtt_client_id = format!("mota-backend-{tag}-{}", std::process::id());
+    if let Ok(addr) = std::env::var("MOTA_TEST_BROKER") {
+        let (host, port) = addr.rsplit_once(':').ok_or("MOTA_TEST_BROKER must be HOST:PORT")?;
+        config.mqtt_url = Some(format!("mqtt://{addr}"));
+        return Ok((host.to_owned(), port.parse()?));
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    config.mqtt_listen = format!("127.0.0.1:{port}").parse()?;
+    Ok(("127.0.0.1".to_owned(), port))
+}
+
+/// On a shared broker (`MOTA_TEST_BROKER`), removes the backend's persistent session: an
+/// offline session in the share groups would still get its turn of other tests' messages.
+pub async fn clear_session(config: &Config, host: &str, port: u16) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet};
+    if config.mqtt_url.is_none() {
+        return;
+    }
+    let mut options = MqttOptions::new(config.mqtt_client_id.clone(), host, port);
+    options.set_clean_session(true);
+    let (cleaner, mut events) = AsyncClient::new(options, 8);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while let Ok(event) = events.poll().await {
+            if let Event::Incoming(Packet::ConnAck(_)) = event {
+                let _ = cleaner.try_disconnect();
+            }
+            if let Event::Outgoing(Outgoing::Disconnect) = event {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Polls `GET /v1/devices/{id}` until `ok` holds (`secs` at most); the last view.
+pub async fn wait_for_device(
+    api: &Api,
+    id: &str,
+    secs: u64,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> Result<serde_json::Value, BoxError> {
+    let mut last = serde_json::Value::Null;
+    for _ in 0..secs * 20 {
+        let reply = api.get(&format!("/v1/devices/{id}"), &api.viewer).await?;
+        last = reply.json();
+        if reply.status == StatusCode::OK && ok(&last) {
+            return Ok(last);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Err(format!("device {id} never got there; last seen as {last}").into())
+}
+
+/// The public key of the development root the backend generated in `data_dir`: what
+/// devices of a development fleet trust.
+pub fn dev_root(data_dir: &std::path::Path) -> Result<[u8; 32], BoxError> {
+    let pem = std::fs::read_to_string(data_dir.join("keys/dev-root.pub.pem"))?;
+    match mota_proto::keys::KeyFile::from_pem(&pem) {
+        Ok(mota_proto::keys::KeyFile::Public(root)) => Ok(root.to_bytes()),
+        _ => Err("dev-root.pub.pem is not a public key".into()),
+    }
+}
