@@ -15,6 +15,7 @@ pub mod manifests;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use sha2::Digest as _;
 use sqlx::Row;
 use tokio::sync::Notify;
 
@@ -176,23 +177,8 @@ impl Registry {
         };
         let (digest, size) = self.blobs.put(&bytes[..], None, self.max_model_bytes).await?;
         let mut tx = self.db.pool.begin().await?;
-        insert_artifact(&mut tx, &digest, "validation_set", size).await?;
-        let inserted = sqlx::query(
-            "INSERT INTO validation_sets (sha256, name, records, input_type, input_shape, expectation, classes, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (sha256) DO NOTHING",
-        )
-        .bind(hex(&digest))
-        .bind(name)
-        .bind(i64::from(facts.records))
-        .bind(facts.input_type)
-        .bind(serde_json::to_string(&facts.input_shape).unwrap_or_default())
-        .bind(facts.expectation)
-        .bind(i64::from(facts.classes))
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 1 {
+        let inserted = insert_set(&mut tx, &digest, size, name, &facts).await?;
+        if inserted {
             let detail = serde_json::json!({ "name": name, "records": facts.records, "size": size });
             events::record(
                 &mut tx,
@@ -281,29 +267,14 @@ impl Registry {
         }
         // Checked: store the blobs, then the rows in one transaction.
         let (image_digest, image_size) = self.blobs.put(&new.image[..], None, self.max_model_bytes).await?;
-        if let Some((bytes, _, _)) = &set {
+        if let Some((bytes, _, Some(_))) = &set {
             self.blobs.put(&bytes[..], None, self.max_model_bytes).await?;
         }
         let mut tx = self.db.pool.begin().await?;
         insert_artifact(&mut tx, &image_digest, "model", image_size).await?;
         let set_digest = match &set {
-            Some((bytes, digest, Some(name))) => {
-                insert_artifact(&mut tx, digest, "validation_set", bytes.len() as u64).await?;
-                let facts = inspect::set(bytes)?;
-                sqlx::query(
-                    "INSERT INTO validation_sets (sha256, name, records, input_type, input_shape, expectation, classes, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (sha256) DO NOTHING",
-                )
-                .bind(hex(digest))
-                .bind(name)
-                .bind(i64::from(facts.records))
-                .bind(facts.input_type)
-                .bind(serde_json::to_string(&facts.input_shape).unwrap_or_default())
-                .bind(facts.expectation)
-                .bind(i64::from(facts.classes))
-                .bind(now_ms())
-                .execute(&mut *tx)
-                .await?;
+            Some((bytes, digest, Some((name, facts)))) => {
+                insert_set(&mut tx, digest, bytes.len() as u64, name, facts).await?;
                 Some(hex(digest))
             }
             Some((_, digest, None)) => Some(hex(digest)),
@@ -392,11 +363,9 @@ impl Registry {
         Ok(version_id)
     }
 
-    /// The set's bytes, digest, and the name to register it under when it is new.
-    async fn resolve_set(
-        &self,
-        source: Option<SetSource>,
-    ) -> Result<Option<(Bytes, Sha256Digest, Option<String>)>, RegistryError> {
+    /// The set's bytes, digest, and, when it comes with the upload, the name to register
+    /// it under and what inspecting it found.
+    async fn resolve_set(&self, source: Option<SetSource>) -> Result<Option<ResolvedSet>, RegistryError> {
         match source {
             None => Ok(None),
             Some(SetSource::Known(digest)) => {
@@ -410,15 +379,43 @@ impl Registry {
             Some(SetSource::Upload { name, bytes }) => {
                 self.check_size("validation set", bytes.len())?;
                 let checked = bytes.clone();
-                blocking(move || inspect::set(&checked)).await??;
+                let facts = blocking(move || inspect::set(&checked)).await??;
                 let digest = sha2::Sha256::digest(&bytes).into();
-                Ok(Some((bytes, digest, Some(name))))
+                Ok(Some((bytes, digest, Some((name, facts)))))
             }
         }
     }
 }
 
-use sha2::Digest as _;
+/// A version's validation set: bytes, digest, and name and facts when it is new.
+type ResolvedSet = (Bytes, Sha256Digest, Option<(String, inspect::SetFacts)>);
+
+/// Records a checked set and its artifact (both idempotent); whether the set is new.
+async fn insert_set(
+    conn: &mut sqlx::AnyConnection,
+    digest: &Sha256Digest,
+    size: u64,
+    name: &str,
+    facts: &inspect::SetFacts,
+) -> Result<bool, sqlx::Error> {
+    insert_artifact(conn, digest, "validation_set", size).await?;
+    let inserted = sqlx::query(
+        "INSERT INTO validation_sets (sha256, name, records, input_type, input_shape, expectation, classes, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (sha256) DO NOTHING",
+    )
+    .bind(hex(digest))
+    .bind(name)
+    .bind(i64::from(facts.records))
+    .bind(facts.input_type)
+    .bind(serde_json::to_string(&facts.input_shape).unwrap_or_default())
+    .bind(facts.expectation)
+    .bind(i64::from(facts.classes))
+    .bind(now_ms())
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
 
 async fn insert_artifact(
     conn: &mut sqlx::AnyConnection,
