@@ -1,5 +1,5 @@
 //! The backend: model registry, signing, blob storage, the ops API, and the MQTT side
-//! (device registry from `hello`; the rollout engine over MQTT is the rest of issue 7).
+//! (device registry, offers, chunks and status reports; the rollout engine is the rest of issue 7).
 //!
 //! One code path for both deployments: sqlx's `Any` driver over SQLite or PostgreSQL,
 //! and [`blobs::Blobs`] over a local directory or an S3 bucket. `main` parses the
