@@ -1,5 +1,5 @@
-//! The backend: model registry, signing, blob storage, the ops API, and the MQTT side
-//! (device registry, offers, chunks and status reports; the rollout engine is the rest of issue 7).
+//! The backend: model registry, signing, blob storage, the ops API, the MQTT side
+//! (device registry, offers, chunks and status reports) and the rollout engine.
 //!
 //! One code path for both deployments: sqlx's `Any` driver over SQLite or PostgreSQL,
 //! and [`blobs::Blobs`] over a local directory or an S3 bucket. `main` parses the
@@ -16,6 +16,7 @@ pub mod events;
 pub mod metrics;
 pub mod mqtt;
 pub mod registry;
+pub mod rollout;
 pub mod server;
 pub mod signing;
 pub mod tokens;

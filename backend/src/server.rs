@@ -56,6 +56,8 @@ pub struct AppState {
     pub registry: Registry,
     /// Request and registry metrics.
     pub metrics: Arc<Metrics>,
+    /// Wakes the rollout engine (a report moved an attempt, an operator acted).
+    pub engine_wake: Arc<Notify>,
 }
 
 impl FromRef<AppState> for Arc<Metrics> {
@@ -74,15 +76,20 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| ServerError::DataDir(config.data_dir.clone(), e))?;
     let state = open(&config).await?;
-    let mqtt = if config.no_mqtt {
-        None
+    let (mqtt, engine) = if config.no_mqtt {
+        (None, None)
     } else {
-        Some(crate::mqtt::start(&config, state.db.clone(), state.blobs.clone()).await?)
+        let mqtt = crate::mqtt::start(&config, &state).await?;
+        let engine = crate::rollout::engine::Engine::new(&state, mqtt.client());
+        (Some(mqtt), Some(tokio::spawn(engine.run())))
     };
     let worker = tokio::spawn(deltas::worker(state.registry.clone()));
     let app = router(state, config.max_body_bytes);
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(ServerError::Serve);
     worker.abort();
+    if let Some(engine) = engine {
+        engine.abort();
+    }
     if let Some(mqtt) = mqtt {
         mqtt.stop().await;
     }
@@ -112,7 +119,14 @@ pub async fn open(config: &Config) -> Result<AppState, ServerError> {
         delta_bases: config.delta_bases,
         wake: Arc::new(Notify::new()),
     };
-    Ok(AppState { db, signer: Arc::new(signer), blobs, registry, metrics: Arc::new(Metrics::default()) })
+    Ok(AppState {
+        db,
+        signer: Arc::new(signer),
+        blobs,
+        registry,
+        metrics: Arc::new(Metrics::default()),
+        engine_wake: Arc::new(Notify::new()),
+    })
 }
 
 /// The routes and middleware.

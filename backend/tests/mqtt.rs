@@ -100,7 +100,7 @@ async fn scenario() -> TestResult {
     let api = Api::with(|c| chosen = Some((common::broker(c, "test"), c.clone()))).await?;
     let (address, config) = chosen.ok_or("no configuration")?;
     let (host, port) = address?;
-    let mqtt = mota_backend::mqtt::start(&config, api.state.db.clone(), api.state.blobs.clone()).await?;
+    let mqtt = mota_backend::mqtt::start(&config, &api.state).await?;
     // Own device ids: tests may share one broker (CI's Mosquitto).
     let prefix = format!("t{}-", std::process::id());
     let client = publisher(&format!("{prefix}tester"), &host, port);

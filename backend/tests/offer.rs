@@ -1,7 +1,8 @@
 //! An update end to end over MQTT: a simulated device (mota-sim: the real agent on
-//! simulated flash) runs digits 1.0.0; the backend signs 1.1.0 against it (a delta, with
-//! a validation set), publishes the offer, serves the chunks the device asks for and
-//! records its reports, until the device commits. Chunks are served only for artifacts
+//! simulated flash) runs digits 1.0.0; a rollout of 1.1.0 to it makes the engine sign a
+//! manifest against 1.0.0 (a delta, with a validation set) and publish the offer; the
+//! backend serves the chunks the device asks for and records its reports, until the
+//! device commits. Chunks are served only for artifacts
 //! offered to the asking device, and a re-sent report counts once. The broker is the
 //! backend's embedded one on a free port, or the one at `MOTA_TEST_BROKER` (HOST:PORT).
 
@@ -14,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Api, BoxError, TestResult, dev_root, digits_set, model, wait_for_device};
-use mota_backend::registry::manifests::ManifestRequest;
 use mota_proto::message::{Chunk, Get, Refusal};
 use mota_proto::topic::{Kind, Topic};
 use mota_proto::{Digest, Wire};
@@ -72,7 +72,7 @@ async fn scenario() -> TestResult {
     let api = Api::with(|c| chosen = Some((common::broker(c, "offer"), c.clone()))).await?;
     let (address, config) = chosen.ok_or("no configuration")?;
     let (host, port) = address?;
-    let mqtt = mota_backend::mqtt::start(&config, api.state.db.clone(), api.state.blobs.clone()).await?;
+    let backend = common::Backend::start(&config, &api).await?;
     let prefix = format!("o{}-", std::process::id());
     let seen: Seen = Rc::default();
     let client = watcher(&format!("{prefix}watcher"), &host, port, Rc::clone(&seen));
@@ -113,32 +113,13 @@ async fn scenario() -> TestResult {
     });
     wait_for_device(&api, &device, 20, |d| d["online"] == true).await?;
 
-    // A rollout for the attempt to belong to, and the manifest against 1.0.0.
-    let version_id: i64 = sqlx::query_scalar("SELECT id FROM model_versions WHERE version = '1.1.0'")
-        .fetch_one(&api.state.db.pool)
-        .await?;
-    let rollout_id: i64 = sqlx::query_scalar(
-        "INSERT INTO rollouts (version_id, selector, plan, gates, state, created_by, created_at, updated_at) \
-         VALUES ($1, '{}', '{}', '{}', 'running', 'test', 0, 0) RETURNING id",
-    )
-    .bind(version_id)
-    .fetch_one(&api.state.db.pool)
-    .await?;
-    let base = Digest::of(&v1).to_string();
-    let request = ManifestRequest {
-        base_sha256: Some(base.clone()),
-        rollout_id: Some(u64::try_from(rollout_id)?),
-        expires_at: None,
-    };
-    let signed = api.state.registry.sign(&api.state.signer, "digits", "1.1.0", &request, "test").await?;
-    let patch = signed.delta.as_ref().ok_or("no delta in the manifest")?.patch.sha256.clone();
-    let envelope: Vec<u8> = sqlx::query_scalar("SELECT envelope FROM offers WHERE manifest_sha256 = $1")
-        .bind(&signed.manifest_sha256)
-        .fetch_one(&api.state.db.pool)
-        .await?;
-    let client_backend = mqtt.client();
-    mota_backend::mqtt::offers::publish_offer(&client_backend, &api.state.db, &device, &envelope).await?;
-    assert_eq!(attempt_state(&api, &device).await?.as_deref(), Some("offered"));
+    // A rollout of 1.1.0 to this one device: the engine signs the manifest against 1.0.0
+    // (a delta, with the validation set) and publishes the offer.
+    let body = serde_json::json!({ "model": "digits", "version": "1.1.0", "selector": { "ids": [device] },
+                                   "plan": { "cohorts": [{ "percent": 100 }] } });
+    let r = api.json("POST", "/v1/rollouts", &api.operator, body).await?;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let patch: String = sqlx::query_scalar("SELECT patch_sha256 FROM deltas").fetch_one(&api.state.db.pool).await?;
 
     // The device downloads, validates and commits; the backend follows.
     let d = match wait_for_device(&api, &device, 60, |d| d["running_version"] == "1.1.0").await {
@@ -216,6 +197,10 @@ async fn scenario() -> TestResult {
     // Offered to a second (test-driven) device: served (a full chunk of the set); an
     // offset past the end is refused.
     let peer = format!("{prefix}peer");
+    let envelope: Vec<u8> = sqlx::query_scalar("SELECT envelope FROM offers WHERE rollout_id IS NOT NULL")
+        .fetch_one(&api.state.db.pool)
+        .await?;
+    let client_backend = backend.mqtt.client();
     mota_backend::mqtt::offers::publish_offer(&client_backend, &api.state.db, &peer, &envelope).await?;
     let peer_get = Topic::new(&peer, Kind::Get)?.to_string();
     let past = Get { offset: 1 << 30, ..get };
@@ -242,7 +227,7 @@ async fn scenario() -> TestResult {
         client.publish(Topic::new(id, Kind::Offer)?.to_string(), QoS::AtLeastOnce, true, Vec::new()).await?;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    mqtt.stop().await;
+    backend.stop().await;
     common::clear_session(&config, &host, port).await;
     Ok(())
 }

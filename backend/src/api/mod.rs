@@ -12,6 +12,7 @@ pub mod extract;
 pub mod meta;
 pub mod models;
 pub mod page;
+pub mod rollouts;
 pub mod sets;
 pub mod tokens;
 
@@ -44,6 +45,15 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/devices", get(devices::list_devices).post(devices::create_device))
         .route("/v1/devices/{id}", get(devices::get_device))
         .route("/v1/devices/{id}/tags/{tag}", put(devices::add_tag).delete(devices::remove_tag))
+        .route("/v1/devices/{id}/updates", get(rollouts::device_updates))
+        .route("/v1/rollouts", get(rollouts::list_rollouts).post(rollouts::create_rollout))
+        .route("/v1/rollouts/{id}", get(rollouts::get_rollout))
+        .route("/v1/rollouts/{id}/devices", get(rollouts::rollout_devices))
+        .route("/v1/rollouts/{id}/pause", post(rollouts::pause_rollout))
+        .route("/v1/rollouts/{id}/resume", post(rollouts::resume_rollout))
+        .route("/v1/rollouts/{id}/approve", post(rollouts::approve_rollout))
+        .route("/v1/rollouts/{id}/abort", post(rollouts::abort_rollout))
+        .route("/v1/rollouts/{id}/rollback", post(rollouts::rollback_rollout))
         .route("/v1/events", get(events::list_events))
         .route("/v1/tokens", get(tokens::list_tokens).post(tokens::create_token))
         .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke_token))
@@ -85,7 +95,7 @@ impl From<RegistryError> for ApiError {
 /// The OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "mota", description = "mota backend API: model registry, signing, devices, audit log"),
+    info(title = "mota", description = "mota backend API: model registry, signing, devices, rollouts, audit log"),
     paths(
         meta::healthz, meta::readyz, meta::openapi, meta::whoami, meta::keys,
         models::list_models, models::get_model, models::list_versions, models::get_version,
@@ -93,6 +103,9 @@ impl From<RegistryError> for ApiError {
         sets::upload_set, sets::list_sets, sets::get_set,
         artifacts::get_artifact,
         devices::list_devices, devices::get_device, devices::create_device, devices::add_tag, devices::remove_tag,
+        rollouts::create_rollout, rollouts::list_rollouts, rollouts::get_rollout, rollouts::rollout_devices,
+        rollouts::pause_rollout, rollouts::resume_rollout, rollouts::approve_rollout, rollouts::abort_rollout,
+        rollouts::rollback_rollout, rollouts::device_updates,
         events::list_events,
         tokens::list_tokens, tokens::create_token, tokens::revoke_token,
     ),

@@ -12,17 +12,19 @@ pub mod broker;
 pub mod offers;
 pub mod registry;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use mota_proto::message::Payload;
 use mota_proto::topic::{Kind, Topic};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::blobs::Blobs;
 use crate::config::Config;
 use crate::db::Db;
+use crate::server::AppState;
 
 /// Why the MQTT side could not start.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +66,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
 /// Starts the embedded broker unless `--mqtt-url` names one, then the client task.
-pub async fn start(config: &Config, db: Db, blobs: Blobs) -> Result<Mqtt, MqttError> {
+pub async fn start(config: &Config, state: &AppState) -> Result<Mqtt, MqttError> {
     let (host, port) = match &config.mqtt_url {
         Some(url) => parse_url(url)?,
         None => {
@@ -87,7 +89,8 @@ pub async fn start(config: &Config, db: Db, blobs: Blobs) -> Result<Mqtt, MqttEr
     let (client, events) = AsyncClient::new(options, 1024);
     let (stop, stopped) = oneshot::channel();
     tracing::info!(%host, port, client_id = %config.mqtt_client_id, "MQTT client starting");
-    let task = tokio::spawn(run(client.clone(), events, db, blobs, stopped));
+    let handler = Handler { db: state.db.clone(), blobs: state.blobs.clone(), wake: state.engine_wake.clone() };
+    let task = tokio::spawn(run(client.clone(), events, handler, stopped));
     Ok(Mqtt { client, stop, task })
 }
 
@@ -113,7 +116,7 @@ fn parse_url(url: &str) -> Result<(String, u16), MqttError> {
 
 /// The client loop: (re)connects with backoff, subscribes on every connection (the
 /// broker may have lost the session), and handles each message before acknowledging it.
-async fn run(client: AsyncClient, mut events: EventLoop, db: Db, blobs: Blobs, mut stopped: oneshot::Receiver<()>) {
+async fn run(client: AsyncClient, mut events: EventLoop, handler: Handler, mut stopped: oneshot::Receiver<()>) {
     let mut backoff = FIRST_BACKOFF;
     loop {
         let event = tokio::select! {
@@ -131,7 +134,7 @@ async fn run(client: AsyncClient, mut events: EventLoop, db: Db, blobs: Blobs, m
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                if handle(&client, &db, &blobs, &publish).await.is_ok()
+                if handler.handle(&client, &publish).await.is_ok()
                     && let Err(e) = client.try_ack(&publish)
                 {
                     tracing::warn!("MQTT ack: {e}");
@@ -171,63 +174,77 @@ async fn run(client: AsyncClient, mut events: EventLoop, db: Db, blobs: Blobs, m
 /// replica. TODO(issue 7, status reports): reconnect deliberately to get redelivery.)
 struct Retry;
 
-/// Handles one message. Malformed topics and payloads are dropped (`Ok`).
-async fn handle(client: &AsyncClient, db: &Db, blobs: &Blobs, publish: &Publish) -> Result<(), Retry> {
-    let topic = match Topic::parse(&publish.topic) {
-        Ok(topic) if topic.kind().from_device() => topic,
-        Ok(_) | Err(_) => {
-            tracing::warn!(topic = %publish.topic.escape_debug(), "MQTT: dropped a message on an invalid topic");
-            return Ok(());
-        }
-    };
-    let device = topic.device();
-    let payload = match Payload::parse(topic.kind(), &publish.payload) {
-        Ok(payload) => payload,
-        Err(e) => {
-            tracing::warn!(device, kind = topic.kind().as_str(), "MQTT: dropped a malformed payload: {e}");
-            return Ok(());
-        }
-    };
-    match payload {
-        Payload::Hello(hello) => {
-            // A few quick retries ride out a busy SQLite file or a PostgreSQL fail-over
-            // while staying well inside the keep-alive.
-            let mut pause = Duration::from_millis(100);
-            loop {
-                match registry::hello(db, device, &hello).await {
-                    Ok(seen) => {
-                        tracing::debug!(device, ?seen, "hello");
-                        return Ok(());
+/// What handling a device's message needs.
+struct Handler {
+    db: Db,
+    blobs: Blobs,
+    /// The rollout engine, told when a report moved an attempt.
+    wake: Arc<Notify>,
+}
+
+impl Handler {
+    /// Handles one message. Malformed topics and payloads are dropped (`Ok`).
+    async fn handle(&self, client: &AsyncClient, publish: &Publish) -> Result<(), Retry> {
+        let (db, blobs) = (&self.db, &self.blobs);
+        let topic = match Topic::parse(&publish.topic) {
+            Ok(topic) if topic.kind().from_device() => topic,
+            Ok(_) | Err(_) => {
+                tracing::warn!(topic = %publish.topic.escape_debug(), "MQTT: dropped a message on an invalid topic");
+                return Ok(());
+            }
+        };
+        let device = topic.device();
+        let payload = match Payload::parse(topic.kind(), &publish.payload) {
+            Ok(payload) => payload,
+            Err(e) => {
+                tracing::warn!(device, kind = topic.kind().as_str(), "MQTT: dropped a malformed payload: {e}");
+                return Ok(());
+            }
+        };
+        match payload {
+            Payload::Hello(hello) => {
+                // A few quick retries ride out a busy SQLite file or a PostgreSQL fail-over
+                // while staying well inside the keep-alive.
+                let mut pause = Duration::from_millis(100);
+                loop {
+                    match registry::hello(db, device, &hello).await {
+                        Ok(seen) => {
+                            tracing::debug!(device, ?seen, "hello");
+                            return Ok(());
+                        }
+                        Err(e) if pause > Duration::from_secs(1) => {
+                            tracing::error!(device, "recording a hello: {e}; left unacknowledged");
+                            return Err(Retry);
+                        }
+                        Err(e) => tracing::warn!(device, retry_in = ?pause, "recording a hello: {e}"),
                     }
-                    Err(e) if pause > Duration::from_secs(1) => {
-                        tracing::error!(device, "recording a hello: {e}; left unacknowledged");
-                        return Err(Retry);
-                    }
-                    Err(e) => tracing::warn!(device, retry_in = ?pause, "recording a hello: {e}"),
+                    tokio::time::sleep(pause).await;
+                    pause *= 4;
                 }
-                tokio::time::sleep(pause).await;
-                pause *= 4;
             }
-        }
-        Payload::Get(get) => {
-            if let Err(e) = offers::serve_chunk(client, db, blobs, device, &get).await {
-                tracing::warn!(device, "answering a chunk request: {e}");
-            }
-            Ok(())
-        }
-        Payload::Status(status) => match offers::ingest_status(db, device, &status, &publish.payload).await {
-            Ok(new) => {
-                tracing::debug!(device, event = ?status.event, seq = status.seq, new, "status");
+            Payload::Get(get) => {
+                if let Err(e) = offers::serve_chunk(client, db, blobs, device, &get).await {
+                    tracing::warn!(device, "answering a chunk request: {e}");
+                }
                 Ok(())
             }
-            Err(e) => {
-                tracing::error!(device, "recording a status report: {e}; left unacknowledged");
-                Err(Retry)
+            Payload::Status(status) => match offers::ingest_status(db, device, &status, &publish.payload).await {
+                Ok(moved) => {
+                    tracing::debug!(device, event = ?status.event, seq = status.seq, moved, "status");
+                    if moved {
+                        self.wake.notify_one();
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::error!(device, "recording a status report: {e}; left unacknowledged");
+                    Err(Retry)
+                }
+            },
+            other => {
+                tracing::debug!(device, kind = topic.kind().as_str(), "not handled: {other:?}");
+                Ok(())
             }
-        },
-        other => {
-            tracing::debug!(device, kind = topic.kind().as_str(), "not handled: {other:?}");
-            Ok(())
         }
     }
 }

@@ -14,6 +14,8 @@ use axum::http::{Request, StatusCode, header};
 use mota_backend::Config;
 use mota_backend::server::{AppState, open, router};
 use mota_backend::tokens::{self, Role};
+use std::future::Future;
+
 use tower::ServiceExt;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -329,4 +331,74 @@ pub fn dev_root(data_dir: &std::path::Path) -> Result<[u8; 32], BoxError> {
         Ok(mota_proto::keys::KeyFile::Public(root)) => Ok(root.to_bytes()),
         _ => Err("dev-root.pub.pem is not a public key".into()),
     }
+}
+
+/// The backend's MQTT side and rollout engine on an [`Api`]'s state, as `run` starts them.
+pub struct Backend {
+    pub mqtt: mota_backend::mqtt::Mqtt,
+    pub engine: tokio::task::JoinHandle<()>,
+}
+
+impl Backend {
+    /// Starts both with `config` (from [`broker`]).
+    pub async fn start(config: &Config, api: &Api) -> Result<Self, BoxError> {
+        let mqtt = mota_backend::mqtt::start(config, &api.state).await?;
+        let engine = mota_backend::rollout::engine::Engine::new(&api.state, mqtt.client());
+        Ok(Self { mqtt, engine: tokio::spawn(engine.run()) })
+    }
+
+    /// Stops the engine, then disconnects.
+    pub async fn stop(self) {
+        self.engine.abort();
+        self.mqtt.stop().await;
+    }
+}
+
+/// A simulated fleet (mota-sim: the real agent on simulated flash) of `count` devices
+/// `{prefix}00000…` on the broker at `host:port`, each running `factory` (security counter
+/// 1) and trusting the development root in `data_dir`. Runs on the current `LocalSet`.
+pub async fn fleet(
+    data_dir: &std::path::Path,
+    (host, port): (&str, u16),
+    prefix: &str,
+    count: usize,
+    factory: &[u8],
+    faults: mota_sim::Faults,
+) -> Result<Vec<(String, std::rc::Rc<std::cell::RefCell<mota_sim::DeviceStatus>>)>, BoxError> {
+    let device = mota_sim::DeviceOptions {
+        id: String::new(),
+        host: host.to_owned(),
+        port,
+        class: "mcu".into(),
+        roots: vec![dev_root(data_dir)?],
+        factory: std::sync::Arc::from(factory),
+        factory_counter: 1,
+        flash_file: None,
+        faults,
+        seed: 11,
+    };
+    let options = mota_sim::FleetOptions {
+        count,
+        prefix: prefix.to_owned(),
+        data_dir: None,
+        stagger: std::time::Duration::from_millis(5),
+        device,
+    };
+    Ok(mota_sim::run_fleet(options).await)
+}
+
+/// Polls `check` every 100 ms until it returns `Some` (`secs` at most); `what` names
+/// what was awaited in the error, with the last value `describe` gives.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> Result<T, BoxError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>, BoxError>>,
+{
+    for _ in 0..secs * 10 {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Err(format!("timed out after {secs} s waiting for {what}").into())
 }

@@ -1,0 +1,281 @@
+//! Rollouts end to end: the backend (API, engine, MQTT side) and a fleet of 50 simulated
+//! devices (mota-sim: the real agent, verifier, patcher and runtime on simulated flash)
+//! on a real broker — the embedded one, or the one at `MOTA_TEST_BROKER`; on SQLite, or
+//! the PostgreSQL at `MOTA_TEST_POSTGRES`.
+//!
+//! (a) a fine-tuned model walks three cohorts to every device, mostly as patches, each
+//! cohort started once and only after the one before passed; (c) a cloud rollback
+//! returns every device to its previous model; (b) a degraded model is rejected by the
+//! canaries' on-device validation, the rollout stops itself, and no device outside the
+//! canary cohort was ever offered it.
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::{Api, Backend, BoxError, Reply, TestResult, digits_set, eventually, fleet, model};
+use mota_proto::Digest;
+use serde_json::{Value, json};
+
+const DEVICES: usize = 50;
+
+/// A server with MQTT on, the digits validation set and `versions` uploaded with it
+/// (`(version, fixture, extra query)`), deltas computed.
+async fn setup(tag: &str, versions: &[(&str, &str, &str)]) -> Result<(Api, Backend, (String, u16)), BoxError> {
+    let mut chosen = None;
+    let api = Api::with(|c| chosen = Some((common::broker(c, tag), c.clone()))).await?;
+    let (address, config) = chosen.ok_or("no configuration")?;
+    let address = address?;
+    let backend = Backend::start(&config, &api).await?;
+    let r = api.post_bytes("/v1/validation-sets?name=digits-64", &api.operator, digits_set(64)?).await?;
+    let set = r.json()["sha256"].as_str().ok_or("no set digest")?.to_owned();
+    for (version, fixture, extra) in versions {
+        let r = api.upload("digits", version, model(fixture)?, &format!("&validation_set={set}{extra}")).await?;
+        assert_eq!(r.status, 201, "{version}: {}", String::from_utf8_lossy(&r.body));
+    }
+    api.state.registry.run_delta_jobs().await?;
+    Ok((api, backend, address))
+}
+
+async fn registered(api: &Api, prefix: &str, count: usize) -> Result<(), BoxError> {
+    eventually(60, "the fleet to register", || async {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE id LIKE $1 AND online = 1")
+            .bind(format!("{prefix}%"))
+            .fetch_one(&api.state.db.pool)
+            .await?;
+        Ok((n as usize == count).then_some(()))
+    })
+    .await
+}
+
+async fn rollout(api: &Api, id: i64) -> Result<Value, BoxError> {
+    Ok(api.get(&format!("/v1/rollouts/{id}"), &api.viewer).await?.json())
+}
+
+async fn wait_state(api: &Api, id: i64, secs: u64, wanted: &str) -> Result<Value, BoxError> {
+    let mut last = Value::Null;
+    for _ in 0..secs * 10 {
+        last = rollout(api, id).await?;
+        if last["state"] == wanted {
+            return Ok(last);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Err(format!("rollout {id} never became {wanted}; last {last:#}").into())
+}
+
+async fn attempts(api: &Api, id: i64) -> Result<Vec<(String, i32, String, Option<i32>)>, BoxError> {
+    Ok(sqlx::query_as(
+        "SELECT a.device_id, c.position, a.state, a.delta FROM attempts a JOIN cohorts c ON c.id = a.cohort_id \
+         WHERE a.rollout_id = $1 ORDER BY a.device_id",
+    )
+    .bind(id)
+    .fetch_all(&api.state.db.pool)
+    .await?)
+}
+
+async fn events(api: &Api, id: i64) -> Result<Vec<(i64, String, String)>, BoxError> {
+    Ok(sqlx::query_as("SELECT id, kind, detail FROM events WHERE subject = $1 ORDER BY id")
+        .bind(format!("rollout:{id}"))
+        .fetch_all(&api.state.db.pool)
+        .await?)
+}
+
+fn created(r: &Reply) -> Result<i64, BoxError> {
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    r.json()["id"].as_i64().ok_or_else(|| "no rollout id".into())
+}
+
+#[tokio::test]
+async fn a_good_model_walks_three_cohorts_as_patches_and_a_cloud_rollback_returns_the_fleet() -> TestResult {
+    tokio::task::LocalSet::new().run_until(good_then_rollback()).await
+}
+
+async fn good_then_rollback() -> TestResult {
+    let (api, backend, (host, port)) =
+        setup("rollout-good", &[("1.0.0", "digits_cnn_v1", ""), ("1.1.0", "digits_cnn_v2", "")]).await?;
+    let prefix = format!("g{}-", std::process::id());
+    let (v1, v2) = (model("digits_cnn_v1")?, model("digits_cnn_v2")?);
+    let devices = fleet(&api.dir.path().join("data"), (&host, port), &prefix, DEVICES, &v1, Default::default()).await?;
+    registered(&api, &prefix, DEVICES).await?;
+    let canary: Vec<String> = devices.iter().take(2).map(|(id, _)| id.clone()).collect();
+    let body = json!({
+        "model": "digits", "version": "1.1.0",
+        "selector": { "ids": devices.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>() },
+        "plan": { "cohorts": [{ "percent": 10 }, { "percent": 50 }, { "percent": 100 }], "canary": canary },
+        "gates": { "min_reports": 2, "max_failure_permille": 0, "stuck_timeout_s": 120,
+                   "min_accuracy_permille": 800, "max_accuracy_drop_permille": 20, "max_latency_increase_permille": 500 },
+    });
+
+    // The dry run: cohort sizes and how many would get a patch; nothing written.
+    let mut dry = body.clone();
+    dry["dry_run"] = true.into();
+    let preview = api.json("POST", "/v1/rollouts", &api.operator, dry).await?;
+    assert_eq!(preview.status, 200, "{}", String::from_utf8_lossy(&preview.body));
+    let p = preview.json();
+    assert_eq!(p["population"], DEVICES);
+    let sizes: Vec<i64> =
+        p["cohorts"].as_array().ok_or("no cohorts")?.iter().filter_map(|c| c["size"].as_i64()).collect();
+    assert_eq!(sizes, [5, 20, 25]);
+    assert_eq!((p["delta"].as_i64(), p["full"].as_i64()), (Some(DEVICES as i64), Some(0)));
+    assert_eq!(api.count("rollouts").await?, 0);
+
+    let id = created(&api.json("POST", "/v1/rollouts", &api.operator, body).await?)?;
+    let done = wait_state(&api, id, 240, "completed").await?;
+    let cohorts = done["cohorts"].as_array().ok_or("no cohorts")?;
+    assert!(cohorts.iter().all(|c| c["state"] == "passed"), "{done:#}");
+    assert_eq!(cohorts[0]["tally"]["committed"], 5);
+    let gates = cohorts[0]["gates"].as_array().ok_or("no gates")?;
+    assert!(gates.iter().all(|g| g["holds"] == true), "{gates:?}");
+
+    // Every device took 1.1.0, as a patch; the canaries were in the first cohort.
+    let rows = attempts(&api, id).await?;
+    assert_eq!(rows.len(), DEVICES);
+    assert!(rows.iter().all(|(_, _, state, _)| state == "committed"), "{rows:?}");
+    let patched = rows.iter().filter(|r| r.3 == Some(1)).count();
+    assert!(patched * 10 >= DEVICES * 9, "{patched} of {DEVICES} got a patch");
+    assert!(rows.iter().filter(|r| canary.contains(&r.0)).all(|r| r.1 == 0));
+    for (id, status) in &devices {
+        assert_eq!(status.borrow().running, Some(Digest::of(&v2)), "{id}");
+    }
+    let running_v2: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE id LIKE $1 AND running_version = '1.1.0'")
+            .bind(format!("{prefix}%"))
+            .fetch_one(&api.state.db.pool)
+            .await?;
+    assert_eq!(running_v2, DEVICES as i64);
+
+    // Each cohort started once, after the one before passed; one completion.
+    let log = events(&api, id).await?;
+    let kinds: Vec<&str> = log.iter().map(|(_, k, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "rollout.created",
+            "cohort.started",
+            "cohort.passed",
+            "cohort.started",
+            "cohort.passed",
+            "cohort.started",
+            "cohort.passed",
+            "rollout.completed"
+        ],
+    );
+
+    // The device's history shows the update.
+    let history = api.get(&format!("/v1/devices/{}/updates", devices[7].0), &api.viewer).await?.json();
+    assert_eq!(history["items"][0]["state"], "committed");
+    assert_eq!(history["items"][0]["delta"], true);
+
+    // (c) Cloud rollback: every device returns to 1.0.0.
+    let r = api.json("POST", &format!("/v1/rollouts/{id}/rollback"), &api.operator, json!(null)).await?;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    eventually(120, "every device to roll back", || async {
+        let rows = attempts(&api, id).await?;
+        Ok(rows.iter().all(|r| r.2 == "rolled_back").then_some(()))
+    })
+    .await
+    .map_err(|e| format!("{e}; {:?}", devices.iter().map(|(_, s)| s.borrow().version.clone()).collect::<Vec<_>>()))?;
+    for (id, status) in &devices {
+        assert_eq!(status.borrow().running, Some(Digest::of(&v1)), "{id}");
+    }
+    let back: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE id LIKE $1 AND running_sha256 = $2")
+        .bind(format!("{prefix}%"))
+        .bind(Digest::of(&v1).to_string())
+        .fetch_one(&api.state.db.pool)
+        .await?;
+    assert_eq!(back, DEVICES as i64);
+    assert_eq!(rollout(&api, id).await?["state"], "rolled_back");
+
+    clear(&api, &backend, &devices.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>()).await?;
+    backend.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_degraded_model_is_stopped_by_the_canaries_and_never_offered_beyond() -> TestResult {
+    tokio::task::LocalSet::new().run_until(degraded()).await
+}
+
+async fn degraded() -> TestResult {
+    let (api, backend, (host, port)) = setup(
+        "rollout-bad",
+        &[("1.0.0", "digits_cnn_v1", ""), ("1.2.0", "digits_cnn_v3_bad", "&max_drop_permille=20")],
+    )
+    .await?;
+    let prefix = format!("b{}-", std::process::id());
+    let v1 = model("digits_cnn_v1")?;
+    let devices = fleet(&api.dir.path().join("data"), (&host, port), &prefix, DEVICES, &v1, Default::default()).await?;
+    registered(&api, &prefix, DEVICES).await?;
+    let canary: Vec<String> = devices.iter().take(3).map(|(id, _)| id.clone()).collect();
+    let body = json!({
+        "model": "digits", "version": "1.2.0",
+        "selector": { "ids": devices.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>() },
+        "plan": { "cohorts": [{ "count": 3 }, { "percent": 100 }], "canary": canary },
+        "gates": { "min_reports": 2, "max_failure_permille": 100, "stuck_timeout_s": 120 },
+    });
+    let id = created(&api.json("POST", "/v1/rollouts", &api.operator, body).await?)?;
+    let paused = wait_state(&api, id, 120, "paused").await?;
+    assert_eq!(paused["cohorts"][0]["state"], "failed", "{paused:#}");
+    assert_eq!(paused["cohorts"][1]["state"], "pending");
+    assert!(paused["reason"].as_str().is_some_and(|r| r.contains("failure_rate")), "{paused:#}");
+
+    // The canaries measured the drop themselves and kept 1.0.0.
+    let canaries: Vec<(String, String, Option<i32>, Option<i32>)> = sqlx::query_as(
+        "SELECT device_id, state, error_code, accuracy_permille FROM attempts WHERE rollout_id = $1 AND state <> 'pending' \
+         ORDER BY device_id",
+    )
+    .bind(id)
+    .fetch_all(&api.state.db.pool)
+    .await?;
+    let accuracy_drop = i32::from(mota_proto::message::ErrorCode::ACCURACY_DROP.0);
+    assert!(
+        canaries.iter().filter(|c| c.1 == "rejected").all(|c| c.2 == Some(accuracy_drop) && c.3.is_some()),
+        "{canaries:?}"
+    );
+    assert!(canaries.iter().filter(|c| c.1 == "rejected").count() >= 2, "{canaries:?}");
+    for (id, status) in &devices {
+        assert_eq!(status.borrow().running, Some(Digest::of(&v1)), "{id}");
+    }
+
+    // Only the canary cohort was ever offered the degraded model, even after a while.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let offered: HashSet<String> = sqlx::query_scalar("SELECT device_id FROM device_offers WHERE rollout_id = $1")
+        .bind(id)
+        .fetch_all(&api.state.db.pool)
+        .await?
+        .into_iter()
+        .collect();
+    assert_eq!(offered, canary.iter().cloned().collect::<HashSet<_>>());
+    let kinds: Vec<String> = events(&api, id).await?.into_iter().map(|(_, k, _)| k).collect();
+    assert_eq!(kinds, ["rollout.created", "cohort.started", "cohort.failed", "rollout.paused"]);
+
+    // The operator aborts; nothing more is offered and the cohort's attempts end.
+    let r = api.json("POST", &format!("/v1/rollouts/{id}/abort"), &api.operator, json!(null)).await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["state"], "aborted");
+    let again = api.json("POST", &format!("/v1/rollouts/{id}/resume"), &api.operator, json!(null)).await?;
+    assert_eq!(again.status, 409);
+    let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM attempts WHERE rollout_id = $1 AND state = 'pending'")
+        .bind(id)
+        .fetch_one(&api.state.db.pool)
+        .await?;
+    assert_eq!(pending, 0);
+
+    clear(&api, &backend, &devices.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>()).await?;
+    backend.stop().await;
+    Ok(())
+}
+
+/// On a shared broker, removes the retained offers and commands the test left behind.
+async fn clear(_api: &Api, backend: &Backend, devices: &[String]) -> TestResult {
+    use mota_proto::topic::{Kind, Topic};
+    let client = backend.mqtt.client();
+    for id in devices {
+        for kind in [Kind::Offer, Kind::Cmd] {
+            client.publish(Topic::new(id, kind)?.to_string(), rumqttc::QoS::AtLeastOnce, true, Vec::new()).await?;
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    Ok(())
+}
