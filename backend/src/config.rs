@@ -100,6 +100,11 @@ pub struct Config {
     /// StatefulSet's pod name, for instance).
     #[arg(long, env = "MOTA_MQTT_CLIENT_ID", default_value = "mota-backend")]
     pub mqtt_client_id: String,
+    /// Prefix of the share groups the replicas of one deployment split device messages
+    /// in (`$share/{group}-status/...`): the same on every replica, different for two
+    /// deployments on one broker.
+    #[arg(long, env = "MOTA_MQTT_SHARE_GROUP", default_value = mota_proto::topic::SHARE_GROUP)]
+    pub mqtt_share_group: String,
 }
 
 impl std::fmt::Debug for Config {
@@ -162,6 +167,7 @@ impl Config {
             mqtt_username: None,
             mqtt_password: None,
             mqtt_client_id: "mota-backend".into(),
+            mqtt_share_group: mota_proto::topic::SHARE_GROUP.into(),
         }
     }
 }

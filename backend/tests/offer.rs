@@ -228,6 +228,5 @@ async fn scenario() -> TestResult {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     backend.stop().await;
-    common::clear_session(&config, &host, port).await;
     Ok(())
 }

@@ -92,6 +92,7 @@ async fn a_good_model_walks_three_cohorts_as_patches_and_a_cloud_rollback_return
 }
 
 async fn good_then_rollback() -> TestResult {
+    let _turn = common::broker_turn().await;
     let (api, backend, (host, port)) =
         setup("rollout-good", &[("1.0.0", "digits_cnn_v1", ""), ("1.1.0", "digits_cnn_v2", "")]).await?;
     let prefix = format!("g{}-", std::process::id());
@@ -198,6 +199,7 @@ async fn a_degraded_model_is_stopped_by_the_canaries_and_never_offered_beyond() 
 }
 
 async fn degraded() -> TestResult {
+    let _turn = common::broker_turn().await;
     let (api, backend, (host, port)) = setup(
         "rollout-bad",
         &[("1.0.0", "digits_cnn_v1", ""), ("1.2.0", "digits_cnn_v3_bad", "&max_drop_permille=20")],

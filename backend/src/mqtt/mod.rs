@@ -90,7 +90,7 @@ pub async fn start(config: &Config, state: &AppState) -> Result<Mqtt, MqttError>
     let (stop, stopped) = oneshot::channel();
     tracing::info!(%host, port, client_id = %config.mqtt_client_id, "MQTT client starting");
     let handler = Handler { db: state.db.clone(), blobs: state.blobs.clone(), wake: state.engine_wake.clone() };
-    let task = tokio::spawn(run(client.clone(), events, handler, stopped));
+    let task = tokio::spawn(run(client.clone(), events, handler, config.mqtt_share_group.clone(), stopped));
     Ok(Mqtt { client, stop, task })
 }
 
@@ -116,7 +116,13 @@ fn parse_url(url: &str) -> Result<(String, u16), MqttError> {
 
 /// The client loop: (re)connects with backoff, subscribes on every connection (the
 /// broker may have lost the session), and handles each message before acknowledging it.
-async fn run(client: AsyncClient, mut events: EventLoop, handler: Handler, mut stopped: oneshot::Receiver<()>) {
+async fn run(
+    client: AsyncClient,
+    mut events: EventLoop,
+    handler: Handler,
+    group: String,
+    mut stopped: oneshot::Receiver<()>,
+) {
     let mut backoff = FIRST_BACKOFF;
     loop {
         let event = tokio::select! {
@@ -127,8 +133,8 @@ async fn run(client: AsyncClient, mut events: EventLoop, handler: Handler, mut s
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff = FIRST_BACKOFF;
                 tracing::info!(session_present = ack.session_present, "MQTT connected");
-                let filters = Kind::ALL.into_iter().filter_map(Kind::shared_filter);
-                let subscriptions = filters.map(|f| rumqttc::SubscribeFilter::new(f.to_owned(), QoS::AtLeastOnce));
+                let subscriptions =
+                    share_filters(&group).into_iter().map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
                 if let Err(e) = client.try_subscribe_many(subscriptions) {
                     tracing::error!("MQTT subscribe: {e}");
                 }
@@ -166,6 +172,13 @@ async fn run(client: AsyncClient, mut events: EventLoop, handler: Handler, mut s
         .await;
     }
     tracing::info!("MQTT client stopped");
+}
+
+/// The subscriptions of a replica in share group `group`: one group per device→backend
+/// kind (see [`Kind::shared_filter`], the default group's filters, for why).
+fn share_filters(group: &str) -> Vec<String> {
+    let from_device = Kind::ALL.into_iter().filter(|k| k.from_device());
+    from_device.map(|k| format!("$share/{group}-{0}/{1}+/{0}", k.as_str(), mota_proto::topic::PREFIX)).collect()
 }
 
 /// A message the database could not take: leave it unacknowledged, the broker delivers
@@ -252,6 +265,13 @@ impl Handler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_group_subscribes_to_the_contracts_filters() {
+        let contract: Vec<String> = Kind::ALL.into_iter().filter_map(Kind::shared_filter).map(str::to_owned).collect();
+        assert_eq!(share_filters(mota_proto::topic::SHARE_GROUP), contract);
+        assert_eq!(share_filters("staging")[0], "$share/staging-hello/mota/v1/dev/+/hello");
+    }
 
     #[test]
     fn broker_urls() {

@@ -271,6 +271,9 @@ impl TestS3 {
 pub fn broker(config: &mut Config, tag: &str) -> Result<(String, u16), BoxError> {
     config.no_mqtt = false;
     config.mqtt_client_id = format!("mota-backend-{tag}-{}", std::process::id());
+    // Tests share an external broker: each its own share groups, or they take each
+    // other's messages.
+    config.mqtt_share_group = format!("mota-{tag}-{}", std::process::id());
     if let Ok(addr) = std::env::var("MOTA_TEST_BROKER") {
         let (host, port) = addr.rsplit_once(':').ok_or("MOTA_TEST_BROKER must be HOST:PORT")?;
         config.mqtt_url = Some(format!("mqtt://{addr}"));
@@ -279,6 +282,18 @@ pub fn broker(config: &mut Config, tag: &str) -> Result<(String, u16), BoxError>
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     config.mqtt_listen = format!("127.0.0.1:{port}").parse()?;
     Ok(("127.0.0.1".to_owned(), port))
+}
+
+/// On a shared broker (`MOTA_TEST_BROKER`), tests of one binary take turns: every
+/// backend hears every device there (its own share groups get a copy of each message)
+/// and answers chunk requests of devices it never offered anything with refusals, which
+/// would fail the other test's downloads. Hold the guard for the whole test.
+pub async fn broker_turn() -> Option<tokio::sync::MutexGuard<'static, ()>> {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    match std::env::var_os("MOTA_TEST_BROKER") {
+        Some(_) => Some(TURN.lock().await),
+        None => None,
+    }
 }
 
 /// On a shared broker (`MOTA_TEST_BROKER`), removes the backend's persistent session: an
@@ -337,6 +352,7 @@ pub fn dev_root(data_dir: &std::path::Path) -> Result<[u8; 32], BoxError> {
 pub struct Backend {
     pub mqtt: mota_backend::mqtt::Mqtt,
     pub engine: tokio::task::JoinHandle<()>,
+    config: Config,
 }
 
 impl Backend {
@@ -344,13 +360,17 @@ impl Backend {
     pub async fn start(config: &Config, api: &Api) -> Result<Self, BoxError> {
         let mqtt = mota_backend::mqtt::start(config, &api.state).await?;
         let engine = mota_backend::rollout::engine::Engine::new(&api.state, mqtt.client());
-        Ok(Self { mqtt, engine: tokio::spawn(engine.run()) })
+        Ok(Self { mqtt, engine: tokio::spawn(engine.run()), config: config.clone() })
     }
 
-    /// Stops the engine, then disconnects.
+    /// Stops the engine, disconnects, and on a shared broker removes the session.
     pub async fn stop(self) {
         self.engine.abort();
         self.mqtt.stop().await;
+        let url = self.config.mqtt_url.as_deref().and_then(|u| u.strip_prefix("mqtt://"));
+        if let Some((host, Ok(port))) = url.and_then(|u| u.rsplit_once(':')).map(|(h, p)| (h, p.parse())) {
+            clear_session(&self.config, host, port).await;
+        }
     }
 }
 
