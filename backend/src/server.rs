@@ -80,7 +80,7 @@ pub async fn run(
         (None, None)
     } else {
         let mqtt = crate::mqtt::start(&config, &state).await?;
-        let engine = crate::rollout::engine::Engine::new(&state, mqtt.client());
+        let engine = crate::rollout::engine::Engine::new(&state, &mqtt);
         (Some(mqtt), Some(tokio::spawn(engine.run())))
     };
     let worker = tokio::spawn(deltas::worker(state.registry.clone()));

@@ -13,78 +13,12 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::{Api, Backend, BoxError, Reply, TestResult, digits_set, eventually, fleet, model};
+use common::rollouts::{attempts, created, events, registered, rollout, setup, wait_state};
+use common::{Api, Backend, TestResult, eventually, fleet, model};
 use mota_proto::Digest;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const DEVICES: usize = 50;
-
-/// A server with MQTT on, the digits validation set and `versions` uploaded with it
-/// (`(version, fixture, extra query)`), deltas computed.
-async fn setup(tag: &str, versions: &[(&str, &str, &str)]) -> Result<(Api, Backend, (String, u16)), BoxError> {
-    let mut chosen = None;
-    let api = Api::with(|c| chosen = Some((common::broker(c, tag), c.clone()))).await?;
-    let (address, config) = chosen.ok_or("no configuration")?;
-    let address = address?;
-    let backend = Backend::start(&config, &api).await?;
-    let r = api.post_bytes("/v1/validation-sets?name=digits-64", &api.operator, digits_set(64)?).await?;
-    let set = r.json()["sha256"].as_str().ok_or("no set digest")?.to_owned();
-    for (version, fixture, extra) in versions {
-        let r = api.upload("digits", version, model(fixture)?, &format!("&validation_set={set}{extra}")).await?;
-        assert_eq!(r.status, 201, "{version}: {}", String::from_utf8_lossy(&r.body));
-    }
-    api.state.registry.run_delta_jobs().await?;
-    Ok((api, backend, address))
-}
-
-async fn registered(api: &Api, prefix: &str, count: usize) -> Result<(), BoxError> {
-    eventually(60, "the fleet to register", || async {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE id LIKE $1 AND online = 1")
-            .bind(format!("{prefix}%"))
-            .fetch_one(&api.state.db.pool)
-            .await?;
-        Ok((n as usize == count).then_some(()))
-    })
-    .await
-}
-
-async fn rollout(api: &Api, id: i64) -> Result<Value, BoxError> {
-    Ok(api.get(&format!("/v1/rollouts/{id}"), &api.viewer).await?.json())
-}
-
-async fn wait_state(api: &Api, id: i64, secs: u64, wanted: &str) -> Result<Value, BoxError> {
-    let mut last = Value::Null;
-    for _ in 0..secs * 10 {
-        last = rollout(api, id).await?;
-        if last["state"] == wanted {
-            return Ok(last);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    Err(format!("rollout {id} never became {wanted}; last {last:#}").into())
-}
-
-async fn attempts(api: &Api, id: i64) -> Result<Vec<(String, i32, String, Option<i32>)>, BoxError> {
-    Ok(sqlx::query_as(
-        "SELECT a.device_id, c.position, a.state, a.delta FROM attempts a JOIN cohorts c ON c.id = a.cohort_id \
-         WHERE a.rollout_id = $1 ORDER BY a.device_id",
-    )
-    .bind(id)
-    .fetch_all(&api.state.db.pool)
-    .await?)
-}
-
-async fn events(api: &Api, id: i64) -> Result<Vec<(i64, String, String)>, BoxError> {
-    Ok(sqlx::query_as("SELECT id, kind, detail FROM events WHERE subject = $1 ORDER BY id")
-        .bind(format!("rollout:{id}"))
-        .fetch_all(&api.state.db.pool)
-        .await?)
-}
-
-fn created(r: &Reply) -> Result<i64, BoxError> {
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    r.json()["id"].as_i64().ok_or_else(|| "no rollout id".into())
-}
 
 #[tokio::test]
 async fn a_good_model_walks_three_cohorts_as_patches_and_a_cloud_rollback_returns_the_fleet() -> TestResult {
@@ -93,7 +27,7 @@ async fn a_good_model_walks_three_cohorts_as_patches_and_a_cloud_rollback_return
 
 async fn good_then_rollback() -> TestResult {
     let _turn = common::broker_turn().await;
-    let (api, backend, (host, port)) =
+    let (api, backend, (host, port), _) =
         setup("rollout-good", &[("1.0.0", "digits_cnn_v1", ""), ("1.1.0", "digits_cnn_v2", "")]).await?;
     let prefix = format!("g{}-", std::process::id());
     let (v1, v2) = (model("digits_cnn_v1")?, model("digits_cnn_v2")?);
@@ -200,7 +134,7 @@ async fn a_degraded_model_is_stopped_by_the_canaries_and_never_offered_beyond() 
 
 async fn degraded() -> TestResult {
     let _turn = common::broker_turn().await;
-    let (api, backend, (host, port)) = setup(
+    let (api, backend, (host, port), _) = setup(
         "rollout-bad",
         &[("1.0.0", "digits_cnn_v1", ""), ("1.2.0", "digits_cnn_v3_bad", "&max_drop_permille=20")],
     )

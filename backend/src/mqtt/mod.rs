@@ -13,6 +13,7 @@ pub mod offers;
 pub mod registry;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mota_proto::message::Payload;
@@ -41,6 +42,7 @@ pub enum MqttError {
 #[derive(Debug)]
 pub struct Mqtt {
     client: AsyncClient,
+    fresh_sessions: Arc<AtomicU64>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
@@ -49,6 +51,13 @@ impl Mqtt {
     /// A handle to publish with (offers, commands); clones share the connection.
     pub fn client(&self) -> AsyncClient {
         self.client.clone()
+    }
+
+    /// How many times the broker has answered a connection without the session (a new
+    /// or restarted broker, an expired session): retained offers and commands may be
+    /// gone, so the rollout engine publishes them again when this changes.
+    pub fn fresh_sessions(&self) -> Arc<AtomicU64> {
+        self.fresh_sessions.clone()
     }
 
     /// Disconnects cleanly (waiting at most a second) and ends the client task.
@@ -89,9 +98,15 @@ pub async fn start(config: &Config, state: &AppState) -> Result<Mqtt, MqttError>
     let (client, events) = AsyncClient::new(options, 1024);
     let (stop, stopped) = oneshot::channel();
     tracing::info!(%host, port, client_id = %config.mqtt_client_id, "MQTT client starting");
-    let handler = Handler { db: state.db.clone(), blobs: state.blobs.clone(), wake: state.engine_wake.clone() };
+    let fresh_sessions = Arc::new(AtomicU64::new(0));
+    let handler = Handler {
+        db: state.db.clone(),
+        blobs: state.blobs.clone(),
+        wake: state.engine_wake.clone(),
+        fresh_sessions: fresh_sessions.clone(),
+    };
     let task = tokio::spawn(run(client.clone(), events, handler, config.mqtt_share_group.clone(), stopped));
-    Ok(Mqtt { client, stop, task })
+    Ok(Mqtt { client, fresh_sessions, stop, task })
 }
 
 /// `mqtt://HOST[:PORT]` (or `tcp://`) as host and port.
@@ -133,6 +148,10 @@ async fn run(
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff = FIRST_BACKOFF;
                 tracing::info!(session_present = ack.session_present, "MQTT connected");
+                if !ack.session_present {
+                    handler.fresh_sessions.fetch_add(1, Ordering::SeqCst);
+                    handler.wake.notify_one();
+                }
                 let subscriptions =
                     share_filters(&group).into_iter().map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
                 if let Err(e) = client.try_subscribe_many(subscriptions) {
@@ -191,8 +210,10 @@ struct Retry;
 struct Handler {
     db: Db,
     blobs: Blobs,
-    /// The rollout engine, told when a report moved an attempt.
+    /// The rollout engine, told when a report moved an attempt or the session is new.
     wake: Arc<Notify>,
+    /// See [`Mqtt::fresh_sessions`].
+    fresh_sessions: Arc<AtomicU64>,
 }
 
 impl Handler {

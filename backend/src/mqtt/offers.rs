@@ -151,6 +151,15 @@ pub async fn ingest_status(db: &Db, device: &str, status: &Status<'_>, raw: &[u8
     .execute(&mut *tx)
     .await?
     .rows_affected();
+    // A device that reports is online, whatever its last will said: replicas sharing the
+    // hello topic may handle a reconnecting device's hello before its old connection's will.
+    if stored == 1 {
+        sqlx::query("UPDATE devices SET online = 1, last_seen = $1 WHERE id = $2")
+            .bind(now)
+            .bind(device)
+            .execute(&mut *tx)
+            .await?;
+    }
     let current: Option<(String, Option<String>)> = if stored == 0 || rollout == 0 {
         None
     } else {

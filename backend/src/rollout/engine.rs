@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mota_proto::Wire;
@@ -53,6 +54,10 @@ pub struct Engine {
     pub client: AsyncClient,
     /// Notified when a report moved an attempt.
     pub wake: Arc<Notify>,
+    /// The MQTT side's count of sessions the broker did not have.
+    fresh_sessions: Arc<AtomicU64>,
+    /// The count the engine last re-published for.
+    republished: Arc<AtomicU64>,
 }
 
 /// Why a step failed (logged; the next tick tries again).
@@ -87,14 +92,16 @@ struct Rollout {
 }
 
 impl Engine {
-    /// The engine of the replica serving `state`, publishing with `client`.
-    pub fn new(state: &crate::server::AppState, client: AsyncClient) -> Self {
+    /// The engine of the replica serving `state`, publishing through `mqtt`.
+    pub fn new(state: &crate::server::AppState, mqtt: &crate::mqtt::Mqtt) -> Self {
         Self {
             db: state.db.clone(),
             registry: state.registry.clone(),
             signer: state.signer.clone(),
-            client,
+            client: mqtt.client(),
             wake: state.engine_wake.clone(),
+            fresh_sessions: mqtt.fresh_sessions(),
+            republished: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -113,6 +120,11 @@ impl Engine {
 
     /// One pass: queued commands, then every unfinished rollout.
     pub async fn tick(&self) -> Result<(), EngineError> {
+        let sessions = self.fresh_sessions.load(Ordering::SeqCst);
+        if sessions != self.republished.load(Ordering::SeqCst) {
+            self.republish().await?;
+            self.republished.store(sessions, Ordering::SeqCst);
+        }
         self.send_commands().await?;
         let ids: Vec<i64> =
             sqlx::query_scalar("SELECT id FROM rollouts WHERE state IN ('running', 'paused') ORDER BY id")
@@ -372,6 +384,37 @@ impl Engine {
             events::record(&mut tx, ACTOR, kind, &format!("rollout:{}", r.id), &detail).await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Publishes again what a broker that lost its state no longer retains: the offers of
+    /// unfinished attempts and the commands of the last day that no later rollout of the
+    /// device superseded (a device runs each command id once, and takes an offer it
+    /// already works on as a no-op).
+    async fn republish(&self) -> Result<(), EngineError> {
+        let offers: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT a.device_id, o.envelope FROM attempts a JOIN rollouts r ON r.id = a.rollout_id \
+             JOIN offers o ON o.manifest_sha256 = a.manifest_sha256 WHERE r.state IN ('running', 'paused') \
+             AND a.state IN ('offered', 'accepted', 'downloading', 'verified', 'validated', 'timed_out')",
+        )
+        .fetch_all(&self.db.pool)
+        .await?;
+        for (device, envelope) in &offers {
+            if let Ok(topic) = Topic::new(device, Kind::Offer) {
+                self.client.publish(topic.to_string(), QoS::AtLeastOnce, true, envelope.clone()).await?;
+            }
+        }
+        let day_ago = now_ms() - 86_400_000;
+        // Not a command a later rollout of the device superseded (a cancel clears the offer).
+        let resent = sqlx::query(
+            "UPDATE commands SET sent_at = NULL WHERE sent_at IS NOT NULL AND created_at > $1 AND NOT EXISTS \
+             (SELECT 1 FROM attempts a WHERE a.device_id = commands.device_id AND a.rollout_id > commands.rollout_id)",
+        )
+        .bind(day_ago)
+        .execute(&self.db.pool)
+        .await?
+        .rows_affected();
+        tracing::info!(offers = offers.len(), commands = resent, "the broker had no session: re-publishing");
         Ok(())
     }
 

@@ -7,6 +7,8 @@
 //! validation sets.
 #![allow(dead_code)] // Each test binary uses its own part of the helpers.
 
+pub mod rollouts;
+
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use axum::Router;
 use axum::body::Body;
@@ -358,8 +360,13 @@ pub struct Backend {
 impl Backend {
     /// Starts both with `config` (from [`broker`]).
     pub async fn start(config: &Config, api: &Api) -> Result<Self, BoxError> {
-        let mqtt = mota_backend::mqtt::start(config, &api.state).await?;
-        let engine = mota_backend::rollout::engine::Engine::new(&api.state, mqtt.client());
+        Self::start_on(config, &api.state).await
+    }
+
+    /// Starts both on `state` (a second replica's, for instance).
+    pub async fn start_on(config: &Config, state: &AppState) -> Result<Self, BoxError> {
+        let mqtt = mota_backend::mqtt::start(config, state).await?;
+        let engine = mota_backend::rollout::engine::Engine::new(state, &mqtt);
         Ok(Self { mqtt, engine: tokio::spawn(engine.run()), config: config.clone() })
     }
 

@@ -1,0 +1,243 @@
+//! Rollouts through what fleets and deployments go through: the backend (and with it the
+//! embedded broker) killed mid-rollout while devices lose power mid-download; two
+//! replicas on one database; a device silent past the stuck timeout that reports late,
+//! and reports delivered twice. Same services as `rollout.rs`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::rollouts::{attempts, created, events, registered, setup, wait_state};
+use common::{Backend, BoxError, TestResult, eventually, fleet, model};
+use mota_proto::Digest;
+use serde_json::{Value, json};
+
+/// Kinds of the rollout's events, counted.
+fn count(log: &[(i64, String, String)], kind: &str) -> usize {
+    log.iter().filter(|(_, k, _)| k == kind).count()
+}
+
+/// A fresh replica of the backend whose data dir is `dir`, configured through the
+/// environment from `config` (database, blobs, broker), killed on drop.
+struct Replica(std::process::Child);
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn command(config: &mota_backend::Config) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mota-backend"));
+    cmd.env("MOTA_DATA_DIR", &config.data_dir)
+        .env("MOTA_DATABASE_URL", config.database_url())
+        .env("MOTA_MQTT_CLIENT_ID", &config.mqtt_client_id)
+        .env("MOTA_MQTT_SHARE_GROUP", &config.mqtt_share_group)
+        .env("MOTA_MQTT_LISTEN", config.mqtt_listen.to_string());
+    if let Some(url) = &config.mqtt_url {
+        cmd.env("MOTA_MQTT_URL", url);
+    }
+    if let (Some(bucket), Some(endpoint)) = (&config.s3_bucket, &config.s3_endpoint) {
+        cmd.env("MOTA_S3_BUCKET", bucket)
+            .env("MOTA_S3_ENDPOINT", endpoint)
+            .env("MOTA_S3_PATH_STYLE", "true")
+            .env("MOTA_S3_ACCESS_KEY_ID", config.s3_access_key_id.clone().unwrap_or_default())
+            .env("MOTA_S3_SECRET_ACCESS_KEY", config.s3_secret_access_key.clone().unwrap_or_default());
+    }
+    cmd
+}
+
+async fn spawn(config: &mota_backend::Config, port: u16) -> Result<Replica, BoxError> {
+    let child = command(config)
+        .env("MOTA_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let replica = Replica(child);
+    eventually(30, "the backend to be ready", || async {
+        let ready = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await;
+        Ok(ready.is_ok_and(|r| r.status() == 200).then_some(()))
+    })
+    .await?;
+    Ok(replica)
+}
+
+#[tokio::test]
+async fn a_backend_killed_mid_rollout_resumes_from_the_database_while_devices_lose_power() -> TestResult {
+    tokio::task::LocalSet::new().run_until(killed_mid_rollout()).await
+}
+
+async fn killed_mid_rollout() -> TestResult {
+    let _turn = common::broker_turn().await;
+    // The in-process backend only prepares the database; the binary runs the rollout.
+    let (api, backend, (host, port), config) =
+        setup("faults-kill", &[("1.0.0", "digits_cnn_v1", ""), ("1.1.0", "digits_cnn_v2", "")]).await?;
+    backend.stop().await;
+    let http = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let replica = spawn(&config, http).await?;
+    let prefix = format!("k{}-", std::process::id());
+    let (v1, v2) = (model("digits_cnn_v1")?, model("digits_cnn_v2")?);
+    let faults = mota_sim::Faults { cut_probability: 0.5, max_cuts: 2, ..Default::default() };
+    let devices = fleet(&config.data_dir, (&host, port), &prefix, 20, &v1, faults).await?;
+    registered(&api, &prefix, 20).await?;
+    let body = json!({
+        "model": "digits", "version": "1.1.0",
+        "selector": { "ids": devices.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>() },
+        "plan": { "cohorts": [{ "count": 4 }, { "count": 8 }, { "percent": 100 }] },
+        "gates": { "min_reports": 4, "max_failure_permille": 0, "stuck_timeout_s": 120 },
+    });
+    let id = created(&api.json("POST", "/v1/rollouts", &api.operator, body).await?)?;
+
+    // Killed (SIGKILL) as soon as the first cohort passed: the second is being offered.
+    eventually(120, "the first cohort to pass", || async {
+        let r = common::rollouts::rollout(&api, id).await?;
+        Ok((r["cohorts"][0]["state"] == "passed").then_some(()))
+    })
+    .await?;
+    drop(replica);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _replica = spawn(&config, http).await?;
+
+    let done = wait_state(&api, id, 240, "completed").await?;
+    assert!(done["cohorts"].as_array().is_some_and(|c| c.iter().all(|c| c["state"] == "passed")), "{done:#}");
+    let rows = attempts(&api, id).await?;
+    assert!(rows.iter().all(|r| r.2 == "committed"), "{rows:?}");
+    for (id, status) in &devices {
+        assert_eq!(status.borrow().running, Some(Digest::of(&v2)), "{id}");
+    }
+    let cuts: u32 = devices.iter().map(|(_, s)| s.borrow().cuts).sum();
+    assert!(cuts > 0, "no device lost power");
+    let log = events(&api, id).await?;
+    assert_eq!(
+        (count(&log, "cohort.started"), count(&log, "cohort.passed"), count(&log, "rollout.completed")),
+        (3, 3, 1)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_replicas_on_one_database_advance_each_cohort_once_and_count_each_report_once() -> TestResult {
+    tokio::task::LocalSet::new().run_until(two_replicas()).await
+}
+
+async fn two_replicas() -> TestResult {
+    let _turn = common::broker_turn().await;
+    let (api, first, (host, port), config) =
+        setup("faults-two", &[("1.0.0", "digits_cnn_v1", ""), ("1.1.0", "digits_cnn_v2", "")]).await?;
+    // The second replica: same database, blobs and share groups; its own client id, on
+    // the first one's broker.
+    let mut other = config.clone();
+    other.mqtt_client_id.push_str("-b");
+    other.mqtt_url = Some(format!("mqtt://{host}:{port}"));
+    let state = mota_backend::server::open(&other).await?;
+    let second = Backend::start_on(&other, &state).await?;
+
+    let prefix = format!("r{}-", std::process::id());
+    let v1 = model("digits_cnn_v1")?;
+    let devices = fleet(&config.data_dir, (&host, port), &prefix, 30, &v1, Default::default()).await?;
+    registered(&api, &prefix, 30).await?;
+    let body = json!({
+        "model": "digits", "version": "1.1.0",
+        "selector": { "ids": devices.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>() },
+        "plan": { "cohorts": [{ "percent": 10 }, { "percent": 40 }, { "percent": 100 }] },
+        "gates": { "min_reports": 3, "max_failure_permille": 0, "stuck_timeout_s": 120 },
+    });
+    let id = created(&api.json("POST", "/v1/rollouts", &api.operator, body).await?)?;
+    wait_state(&api, id, 240, "completed").await?;
+    let log = events(&api, id).await?;
+    assert_eq!(
+        (count(&log, "cohort.started"), count(&log, "cohort.passed"), count(&log, "rollout.completed")),
+        (3, 3, 1)
+    );
+
+    // Every report again, as a broker redelivery would: stored and counted once.
+    let reports: Vec<(String, Vec<u8>)> =
+        sqlx::query_as("SELECT device_id, payload FROM device_reports WHERE rollout_id = $1 ORDER BY device_id, seq")
+            .bind(id)
+            .fetch_all(&api.state.db.pool)
+            .await?;
+    let client = first.mqtt.client();
+    for (device, payload) in &reports {
+        let topic = mota_proto::topic::Topic::new(device, mota_proto::topic::Kind::Status)?.to_string();
+        client.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.clone()).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM device_reports WHERE rollout_id = $1")
+        .bind(id)
+        .fetch_one(&api.state.db.pool)
+        .await?;
+    assert_eq!(stored as usize, reports.len());
+    let view = common::rollouts::rollout(&api, id).await?;
+    let committed: i64 =
+        view["cohorts"].as_array().ok_or("no cohorts")?.iter().filter_map(|c| c["tally"]["committed"].as_i64()).sum();
+    assert_eq!(committed, 30);
+    assert_eq!(count(&events(&api, id).await?, "cohort.passed"), 3);
+
+    second.stop().await;
+    first.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_device_silent_past_the_timeout_fails_its_cohort_then_reports_late_and_counts() -> TestResult {
+    tokio::task::LocalSet::new().run_until(late_device()).await
+}
+
+async fn late_device() -> TestResult {
+    let _turn = common::broker_turn().await;
+    let (api, backend, (host, port), config) =
+        setup("faults-late", &[("1.0.0", "digits_cnn_v1", ""), ("1.1.0", "digits_cnn_v2", "")]).await?;
+    let prefix = format!("l{}-", std::process::id());
+    let v1 = model("digits_cnn_v1")?;
+    let online = fleet(&config.data_dir, (&host, port), &prefix, 3, &v1, Default::default()).await?;
+    registered(&api, &prefix, 3).await?;
+    // A fourth device known to the backend but switched off.
+    let late = format!("{prefix}late");
+    let r = api.json("POST", "/v1/devices", &api.operator, json!({ "id": late, "device_class": "mcu" })).await?;
+    assert_eq!(r.status, 201);
+    let mut ids: Vec<String> = online.iter().map(|(id, _)| id.clone()).collect();
+    ids.push(late.clone());
+    let body = json!({
+        "model": "digits", "version": "1.1.0", "selector": { "ids": ids },
+        "plan": { "cohorts": [{ "percent": 100 }] },
+        "gates": { "min_reports": 3, "max_failure_permille": 0, "stuck_timeout_s": 2 },
+    });
+    let id = created(&api.json("POST", "/v1/rollouts", &api.operator, body).await?)?;
+    let paused = wait_state(&api, id, 60, "paused").await?;
+    assert_eq!(paused["cohorts"][0]["tally"]["timed_out"], 1, "{paused:#}");
+    assert_eq!(paused["cohorts"][0]["tally"]["committed"], 3, "{paused:#}");
+
+    // The device comes up, finds its retained offer (the full image: the backend never
+    // knew what it ran), and commits: the late report replaces the timeout.
+    let device = mota_sim::DeviceOptions {
+        id: late.clone(),
+        host: host.clone(),
+        port,
+        class: "mcu".into(),
+        roots: vec![common::dev_root(&config.data_dir)?],
+        factory: std::sync::Arc::from(v1.as_slice()),
+        factory_counter: 1,
+        flash_file: None,
+        faults: Default::default(),
+        seed: 3,
+    };
+    let status = std::rc::Rc::new(std::cell::RefCell::new(mota_sim::DeviceStatus::default()));
+    let task = tokio::task::spawn_local(mota_sim::run_device(device, status.clone()));
+    let states = eventually(60, "the late device to commit", || async {
+        let rows = attempts(&api, id).await?;
+        Ok(rows.iter().all(|r| r.2 == "committed").then_some(rows))
+    })
+    .await?;
+    assert_eq!(states.iter().find(|r| r.0 == late).map(|r| r.3), Some(Some(0)), "a full image");
+    let view: Value = common::rollouts::rollout(&api, id).await?;
+    assert_eq!(view["cohorts"][0]["tally"]["committed"], 4);
+    assert_eq!(view["state"], "paused", "a failed cohort waits for the operator");
+    let r = api.json("POST", &format!("/v1/rollouts/{id}/resume"), &api.operator, json!(null)).await?;
+    assert_eq!(r.status, 200);
+    let done = wait_state(&api, id, 30, "completed").await?;
+    assert!(done["cohorts"][0]["reason"].as_str().is_some_and(|r| r.starts_with("accepted by")), "{done:#}");
+    task.abort();
+    backend.stop().await;
+    Ok(())
+}
