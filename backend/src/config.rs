@@ -105,6 +105,17 @@ pub struct Config {
     /// deployments on one broker.
     #[arg(long, env = "MOTA_MQTT_SHARE_GROUP", default_value = mota_proto::topic::SHARE_GROUP)]
     pub mqtt_share_group: String,
+    /// Memory for artifacts the chunk service keeps whole (the patches and validation
+    /// sets a cohort downloads), bytes; artifacts over a quarter of it are read by range.
+    #[arg(long, env = "MOTA_CHUNK_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub chunk_cache_bytes: u64,
+    /// Chunk requests per second one device may make (0: no limit); more are answered
+    /// `rate_limited` and the device asks again later.
+    #[arg(long, env = "MOTA_CHUNK_RATE", default_value_t = 100.0)]
+    pub chunk_rate: f64,
+    /// Chunk requests one device may make at once.
+    #[arg(long, env = "MOTA_CHUNK_BURST", default_value_t = 200.0)]
+    pub chunk_burst: f64,
 }
 
 impl std::fmt::Debug for Config {
@@ -168,6 +179,9 @@ impl Config {
             mqtt_password: None,
             mqtt_client_id: "mota-backend".into(),
             mqtt_share_group: mota_proto::topic::SHARE_GROUP.into(),
+            chunk_cache_bytes: 64 * 1024 * 1024,
+            chunk_rate: 100.0,
+            chunk_burst: 200.0,
         }
     }
 }

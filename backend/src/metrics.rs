@@ -31,6 +31,18 @@ struct RouteLabels {
     route: String,
 }
 
+/// Labels of a chunk refusal.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+}
+
+/// Labels of a status report.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReportLabels {
+    outcome: &'static str,
+}
+
 /// The server's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -38,6 +50,12 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram>,
     /// Model versions registered by this instance.
     pub uploads: Counter,
+    /// Chunk bytes served to devices.
+    pub chunk_bytes: Counter,
+    /// Chunks served from the in-memory artifact cache.
+    pub chunk_cache_hits: Counter,
+    refusals: Family<RefusalLabels, Counter>,
+    reports: Family<ReportLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -51,11 +69,33 @@ impl Default for Metrics {
         registry.register("http_requests", "HTTP requests by route and status", requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency by route", latency.clone());
         registry.register("model_uploads", "Model versions registered", uploads.clone());
-        Self { registry, requests, latency, uploads }
+        let (chunk_bytes, chunk_cache_hits) = (Counter::default(), Counter::default());
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        let reports = Family::<ReportLabels, Counter>::default();
+        registry.register("chunk_bytes", "Chunk bytes served to devices", chunk_bytes.clone());
+        registry.register("chunk_cache_hits", "Chunks served from the artifact cache", chunk_cache_hits.clone());
+        registry.register("chunk_refusals", "Chunk requests refused, by reason", refusals.clone());
+        registry.register(
+            "status_reports",
+            "Device status reports: moved an attempt, unchanged (duplicate or known), failed to store",
+            reports.clone(),
+        );
+        Self { registry, requests, latency, uploads, chunk_bytes, chunk_cache_hits, refusals, reports }
     }
 }
 
 impl Metrics {
+    /// Counts a refused chunk request.
+    pub fn refused(&self, reason: &'static str) {
+        self.refusals.get_or_create(&RefusalLabels { reason }).inc();
+    }
+
+    /// Counts a status report: it `moved` an attempt, left it `unchanged` (a duplicate,
+    /// progress already known), or `failed` to be stored.
+    pub fn report(&self, outcome: &'static str) {
+        self.reports.get_or_create(&ReportLabels { outcome }).inc();
+    }
+
     /// The text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -156,7 +156,13 @@ async fn degraded() -> TestResult {
     assert_eq!(paused["cohorts"][1]["state"], "pending");
     assert!(paused["reason"].as_str().is_some_and(|r| r.contains("failure_rate")), "{paused:#}");
 
-    // The canaries measured the drop themselves and kept 1.0.0.
+    // The canaries measured the drop themselves and kept 1.0.0 (those still validating when
+    // the first rejection stopped the rollout finish on their own).
+    eventually(60, "every canary to finish", || async {
+        let rows = attempts(&api, id).await?;
+        Ok(rows.iter().filter(|r| r.1 == 0).all(|r| r.2 == "rejected").then_some(()))
+    })
+    .await?;
     let canaries: Vec<(String, String, Option<i32>, Option<i32>)> = sqlx::query_as(
         "SELECT device_id, state, error_code, accuracy_permille FROM attempts WHERE rollout_id = $1 AND state <> 'pending' \
          ORDER BY device_id",
@@ -169,7 +175,7 @@ async fn degraded() -> TestResult {
         canaries.iter().filter(|c| c.1 == "rejected").all(|c| c.2 == Some(accuracy_drop) && c.3.is_some()),
         "{canaries:?}"
     );
-    assert!(canaries.iter().filter(|c| c.1 == "rejected").count() >= 2, "{canaries:?}");
+    assert_eq!(canaries.len(), 3, "{canaries:?}");
     for (id, status) in &devices {
         assert_eq!(status.borrow().running, Some(Digest::of(&v1)), "{id}");
     }

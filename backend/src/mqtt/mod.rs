@@ -9,6 +9,7 @@
 //! is logged and dropped; the loop never ends because of what is on the wire.
 
 pub mod broker;
+pub mod chunks;
 pub mod offers;
 pub mod registry;
 
@@ -22,7 +23,6 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::blobs::Blobs;
 use crate::config::Config;
 use crate::db::Db;
 use crate::server::AppState;
@@ -86,8 +86,12 @@ pub async fn start(config: &Config, state: &AppState) -> Result<Mqtt, MqttError>
         }
     };
     let mut options = MqttOptions::new(config.mqtt_client_id.clone(), host.clone(), port);
+    // A persistent session only on an external broker: the embedded one lives and dies
+    // with this process, so its sessions outlive nothing, and rumqttd 0.20 panics
+    // ("group must exists") saving a persistent session's shared-subscription state
+    // when such a client disconnects.
     options
-        .set_clean_session(false)
+        .set_clean_session(config.mqtt_url.is_none())
         .set_manual_acks(true)
         .set_keep_alive(Duration::from_secs(30))
         .set_max_packet_size(broker::MAX_PACKET, broker::MAX_PACKET)
@@ -99,9 +103,12 @@ pub async fn start(config: &Config, state: &AppState) -> Result<Mqtt, MqttError>
     let (stop, stopped) = oneshot::channel();
     tracing::info!(%host, port, client_id = %config.mqtt_client_id, "MQTT client starting");
     let fresh_sessions = Arc::new(AtomicU64::new(0));
+    let limits =
+        chunks::Limits { cache_bytes: config.chunk_cache_bytes, rate: config.chunk_rate, burst: config.chunk_burst };
     let handler = Handler {
         db: state.db.clone(),
-        blobs: state.blobs.clone(),
+        chunks: chunks::ChunkService::new(state.db.clone(), state.blobs.clone(), state.metrics.clone(), limits),
+        metrics: state.metrics.clone(),
         wake: state.engine_wake.clone(),
         fresh_sessions: fresh_sessions.clone(),
     };
@@ -209,7 +216,8 @@ struct Retry;
 /// What handling a device's message needs.
 struct Handler {
     db: Db,
-    blobs: Blobs,
+    chunks: chunks::ChunkService,
+    metrics: Arc<crate::metrics::Metrics>,
     /// The rollout engine, told when a report moved an attempt or the session is new.
     wake: Arc<Notify>,
     /// See [`Mqtt::fresh_sessions`].
@@ -219,7 +227,7 @@ struct Handler {
 impl Handler {
     /// Handles one message. Malformed topics and payloads are dropped (`Ok`).
     async fn handle(&self, client: &AsyncClient, publish: &Publish) -> Result<(), Retry> {
-        let (db, blobs) = (&self.db, &self.blobs);
+        let db = &self.db;
         let topic = match Topic::parse(&publish.topic) {
             Ok(topic) if topic.kind().from_device() => topic,
             Ok(_) | Err(_) => {
@@ -257,7 +265,7 @@ impl Handler {
                 }
             }
             Payload::Get(get) => {
-                if let Err(e) = offers::serve_chunk(client, db, blobs, device, &get).await {
+                if let Err(e) = self.chunks.serve(client, device, &get).await {
                     tracing::warn!(device, "answering a chunk request: {e}");
                 }
                 Ok(())
@@ -265,12 +273,14 @@ impl Handler {
             Payload::Status(status) => match offers::ingest_status(db, device, &status, &publish.payload).await {
                 Ok(moved) => {
                     tracing::debug!(device, event = ?status.event, seq = status.seq, moved, "status");
+                    self.metrics.report(if moved { "moved" } else { "unchanged" });
                     if moved {
                         self.wake.notify_one();
                     }
                     Ok(())
                 }
                 Err(e) => {
+                    self.metrics.report("failed");
                     tracing::error!(device, "recording a status report: {e}; left unacknowledged");
                     Err(Retry)
                 }

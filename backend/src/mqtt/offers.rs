@@ -1,21 +1,16 @@
-//! The update path over MQTT: offers out, chunks on request, status reports in.
+//! The update path over MQTT: offers out, status reports in (chunks: [`super::chunks`]).
 //!
 //! An offer is recorded per device before it is published, with the artifacts its
-//! manifest names, because that record is what the chunk service checks: a device is
-//! served only the image, patch or validation set of a manifest it was offered, so a
-//! device id cannot be used to pull arbitrary blobs. Status reports are stored
+//! manifest names, because that record is what the chunk service checks. Status reports are stored
 //! idempotently by (device, rollout, seq), the key a device persists, so a report re-sent
 //! after a reconnect is counted once; only a newly stored report moves the attempt.
-//!
-//! TODO(issue 7): a chunk cache and a per-device rate limit (`Refusal::RATE_LIMITED`).
 
-use mota_proto::limits::MAX_CHUNK_LEN;
-use mota_proto::message::{Chunk, Get, Refusal, Status};
+use mota_proto::message::Status;
 use mota_proto::topic::{Kind, Topic};
 use mota_proto::{Envelope, Manifest, Wire};
 use rumqttc::{AsyncClient, QoS};
 
-use crate::blobs::{BlobError, BlobStore, Blobs, hex};
+use crate::blobs::hex;
 use crate::db::{Db, now_ms};
 use crate::rollout::states;
 
@@ -65,55 +60,6 @@ pub async fn publish_offer(client: &AsyncClient, db: &Db, device: &str, envelope
     .await?;
     client.publish(topic, QoS::AtLeastOnce, true, envelope.to_vec()).await?;
     Ok(manifest_sha256)
-}
-
-/// Answers a `get` from `device` on its chunk topic: the bytes, or a refusal.
-pub async fn serve_chunk(
-    client: &AsyncClient,
-    db: &Db,
-    blobs: &Blobs,
-    device: &str,
-    get: &Get,
-) -> Result<(), OfferError> {
-    let topic = Topic::new(device, Kind::Chunk)?.to_string();
-    let data = read_chunk(db, blobs, device, get).await;
-    let chunk = match &data {
-        Ok(bytes) => Chunk::data(get.artifact, get.offset, bytes),
-        Err(refusal) => Chunk::refused(get.artifact, get.offset, *refusal),
-    };
-    client.publish(topic, QoS::AtLeastOnce, false, chunk.to_vec()?).await?;
-    Ok(())
-}
-
-/// The bytes a `get` may have, or why not.
-async fn read_chunk(db: &Db, blobs: &Blobs, device: &str, get: &Get) -> Result<Vec<u8>, Refusal> {
-    let artifact = hex(&get.artifact.0);
-    let offered: Option<String> = sqlx::query_scalar(
-        "SELECT manifest_sha256 FROM device_offers WHERE device_id = $1 \
-         AND (image_sha256 = $2 OR patch_sha256 = $2 OR set_sha256 = $2) LIMIT 1",
-    )
-    .bind(device)
-    .bind(&artifact)
-    .fetch_optional(&db.pool)
-    .await
-    .map_err(|e| {
-        tracing::warn!(device, "chunk: looking up the offers: {e}");
-        Refusal::UNAVAILABLE
-    })?;
-    if offered.is_none() {
-        tracing::info!(device, artifact, "chunk refused: not offered to this device");
-        return Err(Refusal::NOT_OFFERED);
-    }
-    let len = u64::from(get.length).min(MAX_CHUNK_LEN as u64);
-    match blobs.read_range(&get.artifact.0, u64::from(get.offset), len).await {
-        Ok(bytes) if bytes.is_empty() => Err(Refusal::OUT_OF_RANGE),
-        Ok(bytes) => Ok(bytes),
-        Err(BlobError::Range { .. }) => Err(Refusal::OUT_OF_RANGE),
-        Err(e) => {
-            tracing::warn!(device, artifact, "chunk: reading the blob: {e}");
-            Err(Refusal::UNAVAILABLE)
-        }
-    }
 }
 
 /// Stores a status report from `device` (`raw`: its payload) once; a newly stored report
