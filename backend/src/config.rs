@@ -79,11 +79,22 @@ pub struct Config {
     /// register or receive rollouts).
     #[arg(long, env = "MOTA_NO_MQTT")]
     pub no_mqtt: bool,
-    /// External MQTT broker, `mqtt://HOST[:PORT]` (port 1883 by default); without it, a
-    /// broker is started in-process on `--mqtt-listen`. TLS (`mqtts://`) is not supported
-    /// yet: terminate it in front of the broker or keep the broker on a private network.
+    /// External MQTT broker, `mqtt://HOST[:PORT]` (port 1883 by default) or, over TLS,
+    /// `mqtts://HOST[:PORT]` (8883, with `--mqtt-ca-file`); without it, a broker is
+    /// started in-process on `--mqtt-listen`.
     #[arg(long, env = "MOTA_MQTT_URL")]
     pub mqtt_url: Option<String>,
+    /// PEM file of the CA certificates that sign the broker's certificate (`mqtts://`);
+    /// for a broker with a public certificate, the system bundle
+    /// (`/etc/ssl/certs/ca-certificates.crt` on Debian).
+    #[arg(long, env = "MOTA_MQTT_CA_FILE")]
+    pub mqtt_ca_file: Option<PathBuf>,
+    /// PEM client certificate for brokers that authenticate clients by certificate.
+    #[arg(long, env = "MOTA_MQTT_CLIENT_CERT", requires = "mqtt_client_key")]
+    pub mqtt_client_cert: Option<PathBuf>,
+    /// PEM private key of `--mqtt-client-cert`.
+    #[arg(long, env = "MOTA_MQTT_CLIENT_KEY", requires = "mqtt_client_cert")]
+    pub mqtt_client_key: Option<PathBuf>,
     /// Address the embedded broker listens on (when `--mqtt-url` is not set); devices
     /// connect here.
     #[arg(long, env = "MOTA_MQTT_LISTEN", default_value = "127.0.0.1:1883")]
@@ -174,6 +185,9 @@ impl Config {
             // Tests opt in to MQTT (`no_mqtt = false` and a free `mqtt_listen`).
             no_mqtt: true,
             mqtt_url: None,
+            mqtt_ca_file: None,
+            mqtt_client_cert: None,
+            mqtt_client_key: None,
             mqtt_listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
             mqtt_username: None,
             mqtt_password: None,

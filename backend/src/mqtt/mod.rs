@@ -30,9 +30,15 @@ use crate::server::AppState;
 /// Why the MQTT side could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
-    /// `--mqtt-url` is not `mqtt://HOST[:PORT]`.
-    #[error("MQTT URL {0:?}: expected mqtt://HOST[:PORT] (mqtts:// is not supported yet)")]
+    /// `--mqtt-url` is not `mqtt://HOST[:PORT]` or `mqtts://HOST[:PORT]`.
+    #[error("MQTT URL {0:?}: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")]
     Url(String),
+    /// `mqtts://` without `--mqtt-ca-file`.
+    #[error("mqtts:// needs --mqtt-ca-file: the CA certificates that sign the broker's certificate")]
+    NoCa,
+    /// A TLS file cannot be read.
+    #[error("reading {0}: {1}")]
+    TlsFile(std::path::PathBuf, #[source] std::io::Error),
     /// The embedded broker did not start.
     #[error(transparent)]
     Broker(#[from] broker::BrokerError),
@@ -76,13 +82,13 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
 /// Starts the embedded broker unless `--mqtt-url` names one, then the client task.
 pub async fn start(config: &Config, state: &AppState) -> Result<Mqtt, MqttError> {
-    let (host, port) = match &config.mqtt_url {
+    let (host, port, tls) = match &config.mqtt_url {
         Some(url) => parse_url(url)?,
         None => {
             broker::start(config.mqtt_listen).await?;
             let ip = config.mqtt_listen.ip();
             let host = if ip.is_unspecified() { "127.0.0.1".to_owned() } else { ip.to_string() };
-            (host, config.mqtt_listen.port())
+            (host, config.mqtt_listen.port(), false)
         }
     };
     let mut options = MqttOptions::new(config.mqtt_client_id.clone(), host.clone(), port);
@@ -96,6 +102,9 @@ pub async fn start(config: &Config, state: &AppState) -> Result<Mqtt, MqttError>
         .set_keep_alive(Duration::from_secs(30))
         .set_max_packet_size(broker::MAX_PACKET, broker::MAX_PACKET)
         .set_request_channel_capacity(1024);
+    if tls {
+        options.set_transport(rumqttc::Transport::tls_with_config(tls_config(config)?));
+    }
     if let (Some(user), Some(password)) = (&config.mqtt_username, &config.mqtt_password) {
         options.set_credentials(user.clone(), password.clone());
     }
@@ -116,10 +125,28 @@ pub async fn start(config: &Config, state: &AppState) -> Result<Mqtt, MqttError>
     Ok(Mqtt { client, fresh_sessions, stop, task })
 }
 
-/// `mqtt://HOST[:PORT]` (or `tcp://`) as host and port.
-fn parse_url(url: &str) -> Result<(String, u16), MqttError> {
+/// The TLS settings of an `mqtts://` connection: the CA bundle, and the client
+/// certificate when one is configured.
+fn tls_config(config: &Config) -> Result<rumqttc::TlsConfiguration, MqttError> {
+    let read = |path: &std::path::PathBuf| std::fs::read(path).map_err(|e| MqttError::TlsFile(path.clone(), e));
+    let ca = read(config.mqtt_ca_file.as_ref().ok_or(MqttError::NoCa)?)?;
+    let client_auth = match (&config.mqtt_client_cert, &config.mqtt_client_key) {
+        (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+        _ => None,
+    };
+    Ok(rumqttc::TlsConfiguration::Simple { ca, alpn: None, client_auth })
+}
+
+/// `mqtt://HOST[:PORT]` (or `tcp://`), or `mqtts://HOST[:PORT]` (or `ssl://`), as host,
+/// port and whether TLS is on.
+fn parse_url(url: &str) -> Result<(String, u16, bool), MqttError> {
     let bad = || MqttError::Url(url.to_owned());
-    let rest = url.strip_prefix("mqtt://").or_else(|| url.strip_prefix("tcp://")).ok_or_else(bad)?;
+    let (rest, tls) = match url.split_once("://") {
+        Some(("mqtt" | "tcp", rest)) => (rest, false),
+        Some(("mqtts" | "ssl", rest)) => (rest, true),
+        _ => return Err(bad()),
+    };
+    let default_port = if tls { 8883 } else { 1883 };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.is_empty() || rest.contains(['/', '@', '?']) {
         return Err(bad());
@@ -127,13 +154,13 @@ fn parse_url(url: &str) -> Result<(String, u16), MqttError> {
     // `[v6]:port`, `host:port`, or a bare host.
     let (host, port) = match rest.rsplit_once(':') {
         Some((host, port)) if !port.contains(']') => (host, port.parse().map_err(|_| bad())?),
-        _ => (rest, 1883),
+        _ => (rest, default_port),
     };
     let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     if host.is_empty() {
         return Err(bad());
     }
-    Ok((host.to_owned(), port))
+    Ok((host.to_owned(), port, tls))
 }
 
 /// The client loop: (re)connects with backoff, subscribes on every connection (the
@@ -307,13 +334,24 @@ mod tests {
     #[test]
     fn broker_urls() {
         let ok = |url: &str| parse_url(url).ok();
-        assert_eq!(ok("mqtt://broker:1884"), Some(("broker".into(), 1884)));
-        assert_eq!(ok("mqtt://broker"), Some(("broker".into(), 1883)));
-        assert_eq!(ok("tcp://10.0.0.1:1883/"), Some(("10.0.0.1".into(), 1883)));
-        assert_eq!(ok("mqtt://[::1]:1885"), Some(("::1".into(), 1885)));
-        assert_eq!(ok("mqtt://[::1]"), Some(("::1".into(), 1883)));
-        for bad in ["broker:1883", "mqtts://broker", "mqtt://", "mqtt://:1883", "mqtt://b:x", "mqtt://u:p@b"] {
+        assert_eq!(ok("mqtt://broker:1884"), Some(("broker".into(), 1884, false)));
+        assert_eq!(ok("mqtt://broker"), Some(("broker".into(), 1883, false)));
+        assert_eq!(ok("tcp://10.0.0.1:1883/"), Some(("10.0.0.1".into(), 1883, false)));
+        assert_eq!(ok("mqtt://[::1]:1885"), Some(("::1".into(), 1885, false)));
+        assert_eq!(ok("mqtt://[::1]"), Some(("::1".into(), 1883, false)));
+        assert_eq!(ok("mqtts://broker"), Some(("broker".into(), 8883, true)));
+        assert_eq!(ok("ssl://broker:9883"), Some(("broker".into(), 9883, true)));
+        for bad in ["broker:1883", "http://broker", "mqtt://", "mqtt://:1883", "mqtt://b:x", "mqtt://u:p@b"] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn tls_needs_a_readable_ca() {
+        let mut config = Config::embedded(std::env::temp_dir());
+        config.mqtt_url = Some("mqtts://broker".into());
+        assert!(matches!(tls_config(&config), Err(MqttError::NoCa)));
+        config.mqtt_ca_file = Some("/nonexistent/ca.pem".into());
+        assert!(matches!(tls_config(&config), Err(MqttError::TlsFile(..))));
     }
 }
