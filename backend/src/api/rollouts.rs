@@ -89,12 +89,14 @@ pub async fn get_rollout(
 #[into_params(parameter_in = Query)]
 pub struct AttemptQuery {
     /// Only attempts in this state.
+    #[param(pattern = "^(pending|offered|accepted|downloading|verified|validated|committed|rejected|timed_out|skipped|cancelled|rolling_back|rolled_back|rollback_failed)$")]
     pub state: Option<String>,
     /// Items per page (1 to 500, default 50).
     #[serde(default, deserialize_with = "super::page::limit")]
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
-    /// The `next` cursor of the previous page.
+    /// The `next` cursor of the previous page (`ROLLOUT/DEVICE`).
+    #[param(pattern = "^[0-9]{1,18}/[A-Za-z0-9._-]{0,64}$")]
     pub after: Option<String>,
 }
 
@@ -197,3 +199,17 @@ action!(
     "/v1/rollouts/{id}/rollback",
     "Ends the rollout and sends every device that took the version back to its previous model."
 );
+
+#[cfg(test)]
+mod tests {
+    use utoipa::OpenApi;
+
+    #[test]
+    fn the_documented_states_are_the_state_machines() {
+        let doc = serde_json::to_value(super::super::ApiDoc::openapi()).unwrap_or_default();
+        let params = &doc["paths"]["/v1/rollouts/{id}/devices"]["get"]["parameters"];
+        let state = params.as_array().and_then(|p| p.iter().find(|p| p["name"] == "state")).cloned();
+        let pattern = state.map(|s| s["schema"]["pattern"].clone()).unwrap_or_default();
+        assert_eq!(pattern, format!("^({})$", crate::rollout::states::ALL.join("|")));
+    }
+}
