@@ -234,10 +234,11 @@ fn share_filters(group: &str) -> Vec<String> {
     from_device.map(|k| format!("$share/{group}-{0}/{1}+/{0}", k.as_str(), mota_proto::topic::PREFIX)).collect()
 }
 
-/// A message the database could not take: leave it unacknowledged, the broker delivers
-/// it again after the next reconnect. (Until then it holds a slot of the broker's
-/// in-flight window; a long database outage fills the window and pauses delivery to this
-/// replica. TODO(issue 7, status reports): reconnect deliberately to get redelivery.)
+/// A message the database could not take: leave it unacknowledged; on an external broker
+/// (persistent session) it is delivered again after the next reconnect. Until then it
+/// holds a slot of the broker's in-flight window, so a long database outage pauses
+/// delivery to this replica (its `/readyz` fails meanwhile) rather than losing messages;
+/// devices re-send their terminal report after every reconnect in any case.
 struct Retry;
 
 /// What handling a device's message needs.
