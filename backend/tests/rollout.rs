@@ -221,3 +221,130 @@ async fn clear(_api: &Api, backend: &Backend, devices: &[String]) -> TestResult 
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     Ok(())
 }
+
+#[tokio::test]
+async fn with_approval_each_cohort_waits_for_an_operator_and_soaks() -> TestResult {
+    tokio::task::LocalSet::new().run_until(approval()).await
+}
+
+async fn approval() -> TestResult {
+    let _turn = common::broker_turn().await;
+    let (api, backend, (host, port), _) =
+        setup("rollout-approval", &[("1.0.0", "digits_cnn_v1", ""), ("1.1.0", "digits_cnn_v2", "")]).await?;
+    let prefix = format!("a{}-", std::process::id());
+    let v1 = model("digits_cnn_v1")?;
+    let devices = fleet(&api.dir.path().join("data"), (&host, port), &prefix, 6, &v1, Default::default()).await?;
+    registered(&api, &prefix, 6).await?;
+    let body = json!({
+        "model": "digits", "version": "1.1.0",
+        "selector": { "ids": devices.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>() },
+        "plan": { "cohorts": [{ "count": 2 }, { "count": 2 }, { "percent": 100 }], "approval": true },
+        "gates": { "min_reports": 2, "soak_s": 1 },
+    });
+    let id = created(&api.json("POST", "/v1/rollouts", &api.operator, body).await?)?;
+    let act = |action: &'static str| {
+        let api = &api;
+        async move { api.json("POST", &format!("/v1/rollouts/{id}/{action}"), &api.operator, json!(null)).await }
+    };
+    let awaiting = |passed: usize| {
+        let api = &api;
+        async move {
+            eventually(60, "a cohort to pass and wait for approval", || async {
+                let r = rollout(api, id).await?;
+                let done = r["cohorts"].as_array().map_or(0, |c| c.iter().filter(|c| c["state"] == "passed").count());
+                Ok((done == passed && r["awaiting_approval"] == true).then_some(r))
+            })
+            .await
+        }
+    };
+
+    let r = awaiting(1).await?;
+    let c0 = &r["cohorts"][0];
+    let soaked = c0["finished_at"].as_i64().unwrap_or(0) - c0["started_at"].as_i64().unwrap_or(i64::MAX);
+    assert!(soaked >= 1000, "passed {soaked} ms after it started, before its 1 s soak");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let still = rollout(&api, id).await?;
+    assert_eq!(still["cohorts"][1]["state"], "pending", "no approval, no second cohort");
+    let offered: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM device_offers WHERE rollout_id = $1")
+        .bind(id)
+        .fetch_one(&api.state.db.pool)
+        .await?;
+    assert_eq!(offered, 2);
+    assert_eq!(api.json("POST", &format!("/v1/rollouts/{id}/approve"), &api.viewer, json!(null)).await?.status, 403);
+
+    assert_eq!(act("approve").await?.status, 200);
+    awaiting(2).await?;
+    // Paused, approval is recorded but nothing starts; resumed, the third cohort runs.
+    assert_eq!(act("pause").await?.json()["state"], "paused");
+    assert_eq!(act("pause").await?.status, 409);
+    assert_eq!(act("approve").await?.status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(rollout(&api, id).await?["cohorts"][2]["state"], "pending");
+    assert_eq!(act("resume").await?.json()["state"], "running");
+    wait_state(&api, id, 60, "completed").await?;
+    assert_eq!(act("approve").await?.status, 409, "nothing left to approve");
+    let kinds: Vec<String> = events(&api, id).await?.into_iter().map(|(_, k, _)| k).collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "rollout.approved").count(), 2);
+    assert_eq!(kinds.iter().filter(|k| *k == "cohort.passed").count(), 3);
+
+    clear(&api, &backend, &devices.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>()).await?;
+    backend.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn rollout_requests_are_checked_and_refusals_write_nothing() -> TestResult {
+    let api = Api::new().await?;
+    assert_eq!(api.upload("digits", "1.0.0", model("digits_cnn_v1")?, "").await?.status, 201);
+    for id in ["d1", "d2", "d3"] {
+        let r = api.json("POST", "/v1/devices", &api.operator, json!({ "id": id, "device_class": "mcu" })).await?;
+        assert_eq!(r.status, 201);
+    }
+    let post = |body: serde_json::Value, token: String| {
+        let api = &api;
+        async move { api.json("POST", "/v1/rollouts", &token, body).await }
+    };
+    let rollout = |plan: serde_json::Value, extra: serde_json::Value| {
+        let mut body = json!({ "model": "digits", "version": "1.0.0", "plan": plan });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        body
+    };
+    let hundred = json!({ "cohorts": [{ "percent": 100 }] });
+    let cases = [
+        (rollout(json!({ "cohorts": [{ "percent": 50 }, { "percent": 20 }] }), json!({})), 422, "invalid_rollout"),
+        (rollout(json!({ "cohorts": [] }), json!({})), 422, "invalid_rollout"),
+        (rollout(json!({ "cohorts": [{ "percent": 100 }, { "count": 1 }] }), json!({})), 422, "invalid_rollout"),
+        (rollout(json!({ "cohorts": [{ "percent": 100 }], "canary": ["nobody"] }), json!({})), 422, "invalid_rollout"),
+        (rollout(hundred.clone(), json!({ "selector": { "tags": ["none-has-it"] } })), 422, "invalid_rollout"),
+        (rollout(hundred.clone(), json!({ "selector": { "class": "other" } })), 422, "invalid_rollout"),
+        (rollout(hundred.clone(), json!({ "gates": { "max_failure_permille": 1001 } })), 422, "invalid_rollout"),
+        (rollout(hundred.clone(), json!({ "gates": { "stuck_timeout_s": 0 } })), 422, "invalid_rollout"),
+        (rollout(hundred.clone(), json!({ "version": "9.9.9" })), 404, "not_found"),
+        (rollout(hundred.clone(), json!({ "surprise": 1 })), 400, ""),
+        (rollout(json!({ "cohorts": [{ "percent": 100, "count": 2 }] }), json!({})), 400, ""),
+    ];
+    for (body, status, code) in cases {
+        let r = post(body.clone(), api.operator.clone()).await?;
+        assert_eq!(r.status, status, "{body}: {}", String::from_utf8_lossy(&r.body));
+        if !code.is_empty() {
+            assert_eq!(r.code(), code, "{body}");
+        }
+    }
+    assert_eq!(post(rollout(hundred.clone(), json!({})), api.viewer.clone()).await?.status, 403);
+    assert_eq!([api.count("rollouts").await?, api.count("attempts").await?, api.count("cohorts").await?], [0, 0, 0]);
+
+    // Created once; the same devices cannot be in a second unfinished rollout.
+    let first = post(rollout(hundred.clone(), json!({})), api.operator.clone()).await?;
+    assert_eq!(first.status, 201);
+    assert_eq!(first.json()["cohorts"][0]["size"], 3);
+    let second = post(rollout(hundred.clone(), json!({})), api.operator.clone()).await?;
+    assert_eq!((second.status.as_u16(), second.code().as_str()), (409, "rollout_state"));
+    assert_eq!(api.get("/v1/rollouts/999", &api.viewer).await?.status, 404);
+    let page = api.get("/v1/rollouts?limit=1", &api.viewer).await?.json();
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1));
+    let devices = api.get(&format!("/v1/rollouts/{}/devices?state=pending", first.json()["id"]), &api.viewer).await?;
+    assert_eq!(devices.json()["items"].as_array().map(Vec::len), Some(3));
+    Ok(())
+}

@@ -89,7 +89,9 @@ pub async fn get_rollout(
 #[into_params(parameter_in = Query)]
 pub struct AttemptQuery {
     /// Only attempts in this state.
-    #[param(pattern = "^(pending|offered|accepted|downloading|verified|validated|committed|rejected|timed_out|skipped|cancelled|rolling_back|rolled_back|rollback_failed)$")]
+    #[param(
+        pattern = "^(pending|offered|accepted|downloading|verified|validated|committed|rejected|timed_out|skipped|cancelled|rolling_back|rolled_back|rollback_failed)$"
+    )]
     pub state: Option<String>,
     /// Items per page (1 to 500, default 50).
     #[serde(default, deserialize_with = "super::page::limit")]
