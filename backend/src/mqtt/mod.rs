@@ -12,6 +12,7 @@ pub mod broker;
 pub mod chunks;
 pub mod offers;
 pub mod registry;
+pub mod reports;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,6 +52,7 @@ pub struct Mqtt {
     fresh_sessions: Arc<AtomicU64>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
+    writer: JoinHandle<()>,
 }
 
 impl Mqtt {
@@ -68,6 +70,7 @@ impl Mqtt {
 
     /// Disconnects cleanly (waiting at most a second) and ends the client task.
     pub async fn stop(self) {
+        self.writer.abort();
         let _ = self.stop.send(());
         let abort = self.task.abort_handle();
         if tokio::time::timeout(Duration::from_secs(2), self.task).await.is_err() {
@@ -114,15 +117,18 @@ pub async fn start(config: &Config, state: &AppState) -> Result<Mqtt, MqttError>
     let fresh_sessions = Arc::new(AtomicU64::new(0));
     let limits =
         chunks::Limits { cache_bytes: config.chunk_cache_bytes, rate: config.chunk_rate, burst: config.chunk_burst };
+    let (reports, queue) = tokio::sync::mpsc::channel(reports::QUEUE);
+    let writer =
+        tokio::spawn(reports::writer(state.db.clone(), state.metrics.clone(), state.engine_wake.clone(), queue));
     let handler = Handler {
         db: state.db.clone(),
         chunks: chunks::ChunkService::new(state.db.clone(), state.blobs.clone(), state.metrics.clone(), limits),
-        metrics: state.metrics.clone(),
+        reports,
         wake: state.engine_wake.clone(),
         fresh_sessions: fresh_sessions.clone(),
     };
     let task = tokio::spawn(run(client.clone(), events, handler, config.mqtt_share_group.clone(), stopped));
-    Ok(Mqtt { client, fresh_sessions, stop, task })
+    Ok(Mqtt { client, fresh_sessions, stop, task, writer })
 }
 
 /// The TLS settings of an `mqtts://` connection: the CA bundle, and the client
@@ -172,6 +178,10 @@ async fn run(
     group: String,
     mut stopped: oneshot::Receiver<()>,
 ) {
+    // Acknowledgements go out in the order messages came in (MQTT 3.1.1 §4.6; rumqttd
+    // drops out-of-order ones), each once its message is handled.
+    let (acks, pending) = tokio::sync::mpsc::unbounded_channel();
+    let acker = tokio::spawn(acknowledge(client.clone(), pending));
     let mut backoff = FIRST_BACKOFF;
     loop {
         let event = tokio::select! {
@@ -193,11 +203,8 @@ async fn run(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                if handler.handle(&client, &publish).await.is_ok()
-                    && let Err(e) = client.try_ack(&publish)
-                {
-                    tracing::warn!("MQTT ack: {e}");
-                }
+                let ack = handler.handle(&client, &publish).await;
+                let _ = acks.send((publish, ack));
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
                 tracing::debug!(codes = ?ack.return_codes, "MQTT subscribed");
@@ -213,6 +220,7 @@ async fn run(
             }
         }
     }
+    acker.abort();
     // Stopping: a DISCONNECT, so the broker keeps the session for the next start.
     if client.try_disconnect().is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -234,33 +242,57 @@ fn share_filters(group: &str) -> Vec<String> {
     from_device.map(|k| format!("$share/{group}-{0}/{1}+/{0}", k.as_str(), mota_proto::topic::PREFIX)).collect()
 }
 
-/// A message the database could not take: leave it unacknowledged; on an external broker
-/// (persistent session) it is delivered again after the next reconnect. Until then it
-/// holds a slot of the broker's in-flight window, so a long database outage pauses
-/// delivery to this replica (its `/readyz` fails meanwhile) rather than losing messages;
-/// devices re-send their terminal report after every reconnect in any case.
-struct Retry;
+/// When a message is acknowledged.
+///
+/// `Never`: a message the database could not take is left unacknowledged; on an external
+/// broker (persistent session) it is delivered again after the next reconnect. Until
+/// then it holds a slot of the broker's in-flight window, so a long database outage
+/// pauses delivery to this replica (its `/readyz` fails meanwhile) rather than losing
+/// messages; devices re-send their terminal report after every reconnect in any case.
+enum Ack {
+    /// Handled (or dropped as malformed): acknowledge.
+    Now,
+    /// A status report: acknowledge once the writer says it is stored.
+    Stored(oneshot::Receiver<bool>),
+    /// Not handled: leave it to be delivered again.
+    Never,
+}
+
+/// Sends the acknowledgements in arrival order, each when its message is handled.
+async fn acknowledge(client: AsyncClient, mut pending: tokio::sync::mpsc::UnboundedReceiver<(Publish, Ack)>) {
+    while let Some((publish, ack)) = pending.recv().await {
+        let handled = match ack {
+            Ack::Now => true,
+            Ack::Stored(stored) => stored.await.unwrap_or(false),
+            Ack::Never => false,
+        };
+        if handled && let Err(e) = client.ack(&publish).await {
+            tracing::warn!("MQTT ack: {e}");
+        }
+    }
+}
 
 /// What handling a device's message needs.
 struct Handler {
     db: Db,
     chunks: chunks::ChunkService,
-    metrics: Arc<crate::metrics::Metrics>,
-    /// The rollout engine, told when a report moved an attempt or the session is new.
+    /// The report writer's queue.
+    reports: tokio::sync::mpsc::Sender<reports::Queued>,
+    /// The rollout engine, told when the session is new.
     wake: Arc<Notify>,
     /// See [`Mqtt::fresh_sessions`].
     fresh_sessions: Arc<AtomicU64>,
 }
 
 impl Handler {
-    /// Handles one message. Malformed topics and payloads are dropped (`Ok`).
-    async fn handle(&self, client: &AsyncClient, publish: &Publish) -> Result<(), Retry> {
+    /// Handles one message. Malformed topics and payloads are dropped (acknowledged).
+    async fn handle(&self, client: &AsyncClient, publish: &Publish) -> Ack {
         let db = &self.db;
         let topic = match Topic::parse(&publish.topic) {
             Ok(topic) if topic.kind().from_device() => topic,
             Ok(_) | Err(_) => {
                 tracing::warn!(topic = %publish.topic.escape_debug(), "MQTT: dropped a message on an invalid topic");
-                return Ok(());
+                return Ack::Now;
             }
         };
         let device = topic.device();
@@ -268,7 +300,7 @@ impl Handler {
             Ok(payload) => payload,
             Err(e) => {
                 tracing::warn!(device, kind = topic.kind().as_str(), "MQTT: dropped a malformed payload: {e}");
-                return Ok(());
+                return Ack::Now;
             }
         };
         match payload {
@@ -280,11 +312,11 @@ impl Handler {
                     match registry::hello(db, device, &hello).await {
                         Ok(seen) => {
                             tracing::debug!(device, ?seen, "hello");
-                            return Ok(());
+                            return Ack::Now;
                         }
                         Err(e) if pause > Duration::from_secs(1) => {
                             tracing::error!(device, "recording a hello: {e}; left unacknowledged");
-                            return Err(Retry);
+                            return Ack::Never;
                         }
                         Err(e) => tracing::warn!(device, retry_in = ?pause, "recording a hello: {e}"),
                     }
@@ -296,26 +328,20 @@ impl Handler {
                 if let Err(e) = self.chunks.serve(client, device, &get).await {
                     tracing::warn!(device, "answering a chunk request: {e}");
                 }
-                Ok(())
+                Ack::Now
             }
-            Payload::Status(status) => match offers::ingest_status(db, device, &status, &publish.payload).await {
-                Ok(moved) => {
-                    tracing::debug!(device, event = ?status.event, seq = status.seq, moved, "status");
-                    self.metrics.report(if moved { "moved" } else { "unchanged" });
-                    if moved {
-                        self.wake.notify_one();
-                    }
-                    Ok(())
+            Payload::Status(status) => {
+                tracing::debug!(device, event = ?status.event, seq = status.seq, "status");
+                // The writer stores it with others; it is acknowledged then.
+                let (done, stored) = oneshot::channel();
+                match self.reports.send((device.to_owned(), publish.clone(), done)).await {
+                    Ok(()) => Ack::Stored(stored),
+                    Err(_) => Ack::Never,
                 }
-                Err(e) => {
-                    self.metrics.report("failed");
-                    tracing::error!(device, "recording a status report: {e}; left unacknowledged");
-                    Err(Retry)
-                }
-            },
+            }
             other => {
                 tracing::debug!(device, kind = topic.kind().as_str(), "not handled: {other:?}");
-                Ok(())
+                Ack::Now
             }
         }
     }
