@@ -170,7 +170,15 @@ fn parse_url(url: &str) -> Result<(String, u16, bool), MqttError> {
 }
 
 /// The client loop: (re)connects with backoff, subscribes on every connection (the
-/// broker may have lost the session), and handles each message before acknowledging it.
+/// broker may have lost the session), and hands each message to the handler task.
+///
+/// This task only polls: anything that publishes (chunks, acknowledgements, the engine's
+/// offers) waits for room in the client's request queue, which only this task empties,
+/// so handling a message here would deadlock under load (a benchmark found it: a burst
+/// of chunk requests filled the queue and the loop waited on itself until the broker
+/// dropped the connection). Handling and acknowledging run in tasks of their own; what
+/// they are handed is bounded by the broker's in-flight window (nothing is acknowledged
+/// before it is handled).
 async fn run(
     client: AsyncClient,
     mut events: EventLoop,
@@ -182,6 +190,9 @@ async fn run(
     // drops out-of-order ones), each once its message is handled.
     let (acks, pending) = tokio::sync::mpsc::unbounded_channel();
     let acker = tokio::spawn(acknowledge(client.clone(), pending));
+    let (fresh_sessions, wake) = (handler.fresh_sessions.clone(), handler.wake.clone());
+    let (work, inbox) = tokio::sync::mpsc::unbounded_channel();
+    let worker = tokio::spawn(handler.run(client.clone(), inbox));
     let mut backoff = FIRST_BACKOFF;
     loop {
         let event = tokio::select! {
@@ -193,18 +204,24 @@ async fn run(
                 backoff = FIRST_BACKOFF;
                 tracing::info!(session_present = ack.session_present, "MQTT connected");
                 if !ack.session_present {
-                    handler.fresh_sessions.fetch_add(1, Ordering::SeqCst);
-                    handler.wake.notify_one();
+                    fresh_sessions.fetch_add(1, Ordering::SeqCst);
+                    wake.notify_one();
                 }
-                let subscriptions =
-                    share_filters(&group).into_iter().map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
-                if let Err(e) = client.try_subscribe_many(subscriptions) {
-                    tracing::error!("MQTT subscribe: {e}");
-                }
+                let subscriptions: Vec<_> = share_filters(&group)
+                    .into_iter()
+                    .map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce))
+                    .collect();
+                let subscriber = client.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = subscriber.subscribe_many(subscriptions).await {
+                        tracing::error!("MQTT subscribe: {e}");
+                    }
+                });
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let ack = handler.handle(&client, &publish).await;
-                let _ = acks.send((publish, ack));
+                let (done, handled) = oneshot::channel();
+                let _ = acks.send((publish.clone(), handled));
+                let _ = work.send((publish, done));
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
                 tracing::debug!(codes = ?ack.return_codes, "MQTT subscribed");
@@ -220,6 +237,7 @@ async fn run(
             }
         }
     }
+    worker.abort();
     acker.abort();
     // Stopping: a DISCONNECT, so the broker keeps the session for the next start.
     if client.try_disconnect().is_ok() {
@@ -242,31 +260,20 @@ fn share_filters(group: &str) -> Vec<String> {
     from_device.map(|k| format!("$share/{group}-{0}/{1}+/{0}", k.as_str(), mota_proto::topic::PREFIX)).collect()
 }
 
-/// When a message is acknowledged.
-///
-/// `Never`: a message the database could not take is left unacknowledged; on an external
-/// broker (persistent session) it is delivered again after the next reconnect. Until
-/// then it holds a slot of the broker's in-flight window, so a long database outage
-/// pauses delivery to this replica (its `/readyz` fails meanwhile) rather than losing
-/// messages; devices re-send their terminal report after every reconnect in any case.
-enum Ack {
-    /// Handled (or dropped as malformed): acknowledge.
-    Now,
-    /// A status report: acknowledge once the writer says it is stored.
-    Stored(oneshot::Receiver<bool>),
-    /// Not handled: leave it to be delivered again.
-    Never,
-}
-
-/// Sends the acknowledgements in arrival order, each when its message is handled.
-async fn acknowledge(client: AsyncClient, mut pending: tokio::sync::mpsc::UnboundedReceiver<(Publish, Ack)>) {
-    while let Some((publish, ack)) = pending.recv().await {
-        let handled = match ack {
-            Ack::Now => true,
-            Ack::Stored(stored) => stored.await.unwrap_or(false),
-            Ack::Never => false,
-        };
-        if handled && let Err(e) = client.ack(&publish).await {
+/// Sends the acknowledgements in arrival order, each once its handler says the message
+/// was handled. A message the database could not take (`false`) is left unacknowledged:
+/// on an external broker (persistent session) it is delivered again after the next
+/// reconnect. Until then it holds a slot of the broker's in-flight window, so a long
+/// database outage pauses delivery to this replica (its `/readyz` fails meanwhile) rather
+/// than losing messages; devices re-send their terminal report after every reconnect.
+async fn acknowledge(
+    client: AsyncClient,
+    mut pending: tokio::sync::mpsc::UnboundedReceiver<(Publish, oneshot::Receiver<bool>)>,
+) {
+    while let Some((publish, handled)) = pending.recv().await {
+        if handled.await.unwrap_or(false)
+            && let Err(e) = client.ack(&publish).await
+        {
             tracing::warn!("MQTT ack: {e}");
         }
     }
@@ -285,14 +292,41 @@ struct Handler {
 }
 
 impl Handler {
-    /// Handles one message. Malformed topics and payloads are dropped (acknowledged).
-    async fn handle(&self, client: &AsyncClient, publish: &Publish) -> Ack {
+    /// Handles messages in arrival order until the loop ends.
+    async fn run(
+        self,
+        client: AsyncClient,
+        mut inbox: tokio::sync::mpsc::UnboundedReceiver<(Publish, oneshot::Sender<bool>)>,
+    ) {
+        while let Some((publish, done)) = inbox.recv().await {
+            self.handle(&client, publish, done).await;
+        }
+    }
+
+    /// Handles one message and says whether it was (malformed topics and payloads are
+    /// dropped: handled); a status report goes to the writer, which says it.
+    async fn handle(&self, client: &AsyncClient, publish: Publish, done: oneshot::Sender<bool>) {
+        if let Some(handled) = self.handled(client, &publish).await {
+            let _ = done.send(handled);
+            return;
+        }
+        let device = match Topic::parse(&publish.topic) {
+            Ok(topic) => topic.device().to_owned(),
+            Err(_) => return,
+        };
+        if self.reports.send((device, publish, done)).await.is_err() {
+            tracing::error!("the report writer has stopped");
+        }
+    }
+
+    /// Handles what is not a status report: `Some(handled)`; `None` for a status report.
+    async fn handled(&self, client: &AsyncClient, publish: &Publish) -> Option<bool> {
         let db = &self.db;
         let topic = match Topic::parse(&publish.topic) {
             Ok(topic) if topic.kind().from_device() => topic,
             Ok(_) | Err(_) => {
                 tracing::warn!(topic = %publish.topic.escape_debug(), "MQTT: dropped a message on an invalid topic");
-                return Ack::Now;
+                return Some(true);
             }
         };
         let device = topic.device();
@@ -300,7 +334,7 @@ impl Handler {
             Ok(payload) => payload,
             Err(e) => {
                 tracing::warn!(device, kind = topic.kind().as_str(), "MQTT: dropped a malformed payload: {e}");
-                return Ack::Now;
+                return Some(true);
             }
         };
         match payload {
@@ -312,11 +346,11 @@ impl Handler {
                     match registry::hello(db, device, &hello).await {
                         Ok(seen) => {
                             tracing::debug!(device, ?seen, "hello");
-                            return Ack::Now;
+                            return Some(true);
                         }
                         Err(e) if pause > Duration::from_secs(1) => {
                             tracing::error!(device, "recording a hello: {e}; left unacknowledged");
-                            return Ack::Never;
+                            return Some(false);
                         }
                         Err(e) => tracing::warn!(device, retry_in = ?pause, "recording a hello: {e}"),
                     }
@@ -328,20 +362,15 @@ impl Handler {
                 if let Err(e) = self.chunks.serve(client, device, &get).await {
                     tracing::warn!(device, "answering a chunk request: {e}");
                 }
-                Ack::Now
+                Some(true)
             }
             Payload::Status(status) => {
                 tracing::debug!(device, event = ?status.event, seq = status.seq, "status");
-                // The writer stores it with others; it is acknowledged then.
-                let (done, stored) = oneshot::channel();
-                match self.reports.send((device.to_owned(), publish.clone(), done)).await {
-                    Ok(()) => Ack::Stored(stored),
-                    Err(_) => Ack::Never,
-                }
+                None
             }
             other => {
                 tracing::debug!(device, kind = topic.kind().as_str(), "not handled: {other:?}");
-                Ack::Now
+                Some(true)
             }
         }
     }
