@@ -90,10 +90,10 @@ impl Metrics {
         self.refusals.get_or_create(&RefusalLabels { reason }).inc();
     }
 
-    /// Counts a status report: it `moved` an attempt, left it `unchanged` (a duplicate,
-    /// progress already known), or `failed` to be stored.
-    pub fn report(&self, outcome: &'static str) {
-        self.reports.get_or_create(&ReportLabels { outcome }).inc();
+    /// Counts `n` status reports by outcome: `moved` an attempt, left it `unchanged` (a
+    /// duplicate, progress already known), or `failed` to be stored.
+    pub fn reports(&self, outcome: &'static str, n: u64) {
+        self.reports.get_or_create(&ReportLabels { outcome }).inc_by(n);
     }
 
     /// The text exposition.

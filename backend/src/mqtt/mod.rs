@@ -1,12 +1,13 @@
 //! The backend's side of MQTT: one client per replica, on the external broker named by
 //! `--mqtt-url` or on the embedded one.
 //!
-//! Device→backend topics are consumed through `$share/mota-{kind}/...` subscriptions, so the
-//! replicas split the load and each message is handled once. The session is persistent
-//! (`clean_session = false`, a stable client id) and messages are acknowledged only
-//! after they are handled: what arrives while a replica restarts, or while its database
-//! write fails, is delivered again rather than lost. Anything malformed a device sends
-//! is logged and dropped; the loop never ends because of what is on the wire.
+//! Device→backend topics are consumed through `$share/{group}-{kind}/...` subscriptions,
+//! so the replicas of a deployment split the load and each message is handled once.
+//! Messages are acknowledged only after they are handled, and on an external broker the
+//! session is persistent (`clean_session = false`, a stable client id): what arrives
+//! while a replica restarts, or while its database write fails, is delivered again rather
+//! than lost. Anything malformed a device sends is logged and dropped; the loop never
+//! ends because of what is on the wire.
 
 pub mod broker;
 pub mod chunks;
@@ -124,10 +125,13 @@ pub async fn start(config: &Config, state: &AppState) -> Result<Mqtt, MqttError>
         db: state.db.clone(),
         chunks: chunks::ChunkService::new(state.db.clone(), state.blobs.clone(), state.metrics.clone(), limits),
         reports,
-        wake: state.engine_wake.clone(),
-        fresh_sessions: fresh_sessions.clone(),
     };
-    let task = tokio::spawn(run(client.clone(), events, handler, config.mqtt_share_group.clone(), stopped));
+    let session = Session {
+        group: config.mqtt_share_group.clone(),
+        fresh_sessions: fresh_sessions.clone(),
+        wake: state.engine_wake.clone(),
+    };
+    let task = tokio::spawn(run(client.clone(), events, handler, session, stopped));
     Ok(Mqtt { client, fresh_sessions, stop, task, writer })
 }
 
@@ -183,14 +187,13 @@ async fn run(
     client: AsyncClient,
     mut events: EventLoop,
     handler: Handler,
-    group: String,
+    session: Session,
     mut stopped: oneshot::Receiver<()>,
 ) {
     // Acknowledgements go out in the order messages came in (MQTT 3.1.1 §4.6; rumqttd
     // drops out-of-order ones), each once its message is handled.
     let (acks, pending) = tokio::sync::mpsc::unbounded_channel();
     let acker = tokio::spawn(acknowledge(client.clone(), pending));
-    let (fresh_sessions, wake) = (handler.fresh_sessions.clone(), handler.wake.clone());
     let (work, inbox) = tokio::sync::mpsc::unbounded_channel();
     let worker = tokio::spawn(handler.run(client.clone(), inbox));
     let mut backoff = FIRST_BACKOFF;
@@ -204,10 +207,10 @@ async fn run(
                 backoff = FIRST_BACKOFF;
                 tracing::info!(session_present = ack.session_present, "MQTT connected");
                 if !ack.session_present {
-                    fresh_sessions.fetch_add(1, Ordering::SeqCst);
-                    wake.notify_one();
+                    session.fresh_sessions.fetch_add(1, Ordering::SeqCst);
+                    session.wake.notify_one();
                 }
-                let subscriptions: Vec<_> = share_filters(&group)
+                let subscriptions: Vec<_> = share_filters(&session.group)
                     .into_iter()
                     .map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce))
                     .collect();
@@ -266,6 +269,8 @@ fn share_filters(group: &str) -> Vec<String> {
 /// reconnect. Until then it holds a slot of the broker's in-flight window, so a long
 /// database outage pauses delivery to this replica (its `/readyz` fails meanwhile) rather
 /// than losing messages; devices re-send their terminal report after every reconnect.
+/// (rumqttd takes the next acknowledgement for the skipped one and logs an error: it
+/// keeps no out-of-order acknowledgements.)
 async fn acknowledge(
     client: AsyncClient,
     mut pending: tokio::sync::mpsc::UnboundedReceiver<(Publish, oneshot::Receiver<bool>)>,
@@ -279,16 +284,22 @@ async fn acknowledge(
     }
 }
 
+/// What the polling loop needs of its connection.
+struct Session {
+    /// The share-group prefix to subscribe with.
+    group: String,
+    /// See [`Mqtt::fresh_sessions`].
+    fresh_sessions: Arc<AtomicU64>,
+    /// The rollout engine, told when the broker had no session.
+    wake: Arc<Notify>,
+}
+
 /// What handling a device's message needs.
 struct Handler {
     db: Db,
     chunks: chunks::ChunkService,
     /// The report writer's queue.
     reports: tokio::sync::mpsc::Sender<reports::Queued>,
-    /// The rollout engine, told when the session is new.
-    wake: Arc<Notify>,
-    /// See [`Mqtt::fresh_sessions`].
-    fresh_sessions: Arc<AtomicU64>,
 }
 
 impl Handler {

@@ -58,17 +58,13 @@ pub(crate) async fn writer(db: Db, metrics: Arc<Metrics>, wake: Arc<Notify>, mut
         };
         match stored {
             Some(moved) => {
-                for _ in 0..moved {
-                    metrics.report("moved");
-                }
-                for _ in moved..reports.len() {
-                    metrics.report("unchanged");
-                }
+                metrics.reports("moved", moved as u64);
+                metrics.reports("unchanged", (reports.len() - moved) as u64);
                 if moved > 0 {
                     wake.notify_one();
                 }
             }
-            None => (0..reports.len()).for_each(|_| metrics.report("failed")),
+            None => metrics.reports("failed", reports.len() as u64),
         }
         for (_, _, done) in batch.drain(..) {
             let _ = done.send(stored.is_some());
