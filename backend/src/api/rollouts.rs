@@ -132,7 +132,11 @@ pub async fn rollout_devices(
     ApiQuery(q): ApiQuery<AttemptQuery>,
 ) -> Result<Json<AttemptPage>, ApiError> {
     caller.require(Role::Viewer)?;
-    view::load(&state.db, id).await?;
+    let known: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM rollouts WHERE id = $1").bind(id).fetch_optional(&state.db.pool).await?;
+    if known.is_none() {
+        return Err(ApiError::not_found(format!("rollout {id}")));
+    }
     Ok(Json(attempt_page(&state, false, &id.to_string(), &q).await?))
 }
 

@@ -23,7 +23,7 @@ use sqlx::Row;
 use tokio::sync::Notify;
 
 use super::gates::{Verdict, judge};
-use super::view::{parse, tallies};
+use super::view::{Of, parse, tallies};
 use super::{Gates, OnFailure, Plan, RolloutError, actions, rollout_state as rs, states};
 use crate::db::{Db, now_ms};
 use crate::events;
@@ -115,7 +115,7 @@ impl Engine {
                 tracing::warn!("rollout engine: {e}");
             }
             // Reports arriving meanwhile are judged together in the next step: a step
-            // re-tallies the whole rollout, so one step per report would cost more than
+            // re-tallies the active cohort, so one step per report would cost more than
             // storing the reports (a benchmark found the engine taking most of the CPU).
             tokio::time::sleep(MIN_GAP).await;
             tokio::select! {
@@ -307,7 +307,7 @@ impl Engine {
 
     /// Judges the active cohort; returns whether it passed (so the next may start).
     async fn judge(&self, r: &Rollout, cohort: i64, position: i32, ready_at: Option<i64>) -> Result<bool, EngineError> {
-        let tally = tallies(&self.db, r.id).await?.remove(&cohort).unwrap_or_default();
+        let tally = tallies(&self.db, Of::Cohort(cohort)).await?.remove(&cohort).unwrap_or_default();
         let (verdict, views) = judge(&r.gates, &tally);
         let now = now_ms();
         let subject = format!("rollout:{}", r.id);

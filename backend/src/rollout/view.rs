@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 use utoipa::ToSchema;
 
 use super::gates::{GateView, Tally, judge};
@@ -64,14 +64,28 @@ pub struct CohortView {
     pub gates: Vec<GateView>,
 }
 
+/// Whose attempts to tally.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Of {
+    /// Every cohort of a rollout (the view).
+    Rollout(i64),
+    /// One cohort (the engine judges the active one; the `attempts_cohort` index serves it).
+    Cohort(i64),
+}
+
 /// Per cohort id: what its devices did.
-pub(crate) async fn tallies(db: &Db, rollout: i64) -> Result<HashMap<i64, Tally>, sqlx::Error> {
+pub(crate) async fn tallies(db: &Db, of: Of) -> Result<HashMap<i64, Tally>, sqlx::Error> {
+    let (column, id) = match of {
+        Of::Rollout(id) => ("rollout_id", id),
+        Of::Cohort(id) => ("cohort_id", id),
+    };
     let mut out: HashMap<i64, Tally> = HashMap::new();
-    let rows =
-        sqlx::query("SELECT cohort_id, state, COUNT(*) FROM attempts WHERE rollout_id = $1 GROUP BY cohort_id, state")
-            .bind(rollout)
-            .fetch_all(&db.pool)
-            .await?;
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT cohort_id, state, COUNT(*) FROM attempts WHERE {column} = $1 GROUP BY cohort_id, state"
+    )))
+    .bind(id)
+    .fetch_all(&db.pool)
+    .await?;
     for r in rows {
         let t = out.entry(r.try_get(0)?).or_default();
         let n = r.try_get::<i64, _>(2)? as u64;
@@ -88,14 +102,14 @@ pub(crate) async fn tallies(db: &Db, rollout: i64) -> Result<HashMap<i64, Tally>
         }
     }
     // Means over the devices that measured the new model (committed or not).
-    let rows = sqlx::query(
+    let rows = sqlx::query(AssertSqlSafe(format!(
         "SELECT cohort_id, COUNT(accuracy_permille), CAST(AVG(accuracy_permille) AS DOUBLE PRECISION), \
          CAST(AVG(prev_accuracy_permille - accuracy_permille) AS DOUBLE PRECISION), \
          CAST(AVG(CASE WHEN prev_latency_us IS NOT NULL THEN latency_us END) AS DOUBLE PRECISION), \
          CAST(AVG(CASE WHEN latency_us IS NOT NULL THEN prev_latency_us END) AS DOUBLE PRECISION) \
-         FROM attempts WHERE rollout_id = $1 AND accuracy_permille IS NOT NULL GROUP BY cohort_id",
-    )
-    .bind(rollout)
+         FROM attempts WHERE {column} = $1 AND accuracy_permille IS NOT NULL GROUP BY cohort_id"
+    )))
+    .bind(id)
     .fetch_all(&db.pool)
     .await?;
     for r in rows {
@@ -135,7 +149,7 @@ pub async fn list(db: &Db, before: Option<i64>, limit: u32) -> Result<Vec<Rollou
 
 /// One rollout.
 pub async fn load(db: &Db, id: i64) -> Result<RolloutView, RolloutError> {
-    let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let r = sqlx::query(AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM rollouts r JOIN model_versions v ON v.id = r.version_id \
          JOIN models m ON m.id = v.model_id WHERE r.id = $1"
     )))
@@ -147,7 +161,7 @@ pub async fn load(db: &Db, id: i64) -> Result<RolloutView, RolloutError> {
     let plan: Plan = parse("plan", &r.try_get::<String, _>(6)?)?;
     let state: String = r.try_get(3)?;
     let approved: i32 = r.try_get(11)?;
-    let tallies = tallies(db, id).await?;
+    let tallies = tallies(db, Of::Rollout(id)).await?;
     let rows = sqlx::query(
         "SELECT id, position, state, size, started_at, finished_at, reason FROM cohorts WHERE rollout_id = $1 \
          ORDER BY position",
@@ -254,7 +268,7 @@ pub(crate) async fn attempts(
          ORDER BY a.rollout_id DESC, a.device_id LIMIT $4"
     );
     let mut query =
-        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(key).bind(after_rollout).bind(after_device).bind(i64::from(limit));
+        sqlx::query(AssertSqlSafe(sql)).bind(key).bind(after_rollout).bind(after_device).bind(i64::from(limit));
     if let Some(state) = state {
         query = query.bind(state);
     }
