@@ -11,14 +11,13 @@ mod common;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Api, BoxError, TestResult, dev_root, digits_set, model, wait_for_device};
+use common::{Api, BoxError, TestResult, digits_set, model, wait_for_device};
 use mota_proto::message::{Chunk, Get, Refusal};
 use mota_proto::topic::{Kind, Topic};
 use mota_proto::{Digest, Wire};
-use mota_sim::{DeviceOptions, DeviceStatus, Faults, run_device};
+use mota_sim::Faults;
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 
 /// Chunks seen on the watched chunk topics: (device, artifact, refusal, data length).
@@ -90,27 +89,8 @@ async fn scenario() -> TestResult {
 
     // One device on 1.0.0, trusting the backend's development root.
     let device = format!("{prefix}dev-0");
-    let opts = DeviceOptions {
-        id: device.clone(),
-        host: host.clone(),
-        port,
-        class: "mcu".into(),
-        roots: vec![dev_root(&config.data_dir)?],
-        factory: Arc::from(v1.as_slice()),
-        factory_counter: 1,
-        flash_file: None,
-        faults: Faults::default(),
-        seed: 7,
-    };
-    let status = Rc::new(RefCell::new(DeviceStatus::default()));
-    let run = tokio::task::spawn_local({
-        let status = Rc::clone(&status);
-        async move {
-            if let Err(e) = run_device(opts, status).await {
-                eprintln!("device stopped: {e}");
-            }
-        }
-    });
+    let (status, run) =
+        common::run_device(common::device(&config.data_dir, (&host, port), &device, &v1, Faults::default())?);
     wait_for_device(&api, &device, 20, |d| d["online"] == true).await?;
 
     // A rollout of 1.1.0 to this one device: the engine signs the manifest against 1.0.0

@@ -122,7 +122,7 @@ async fn good_then_rollback() -> TestResult {
     assert_eq!(back, DEVICES as i64);
     assert_eq!(rollout(&api, id).await?["state"], "rolled_back");
 
-    clear(&api, &backend, &devices.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>()).await?;
+    clear(&backend, &devices.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>()).await?;
     backend.stop().await;
     Ok(())
 }
@@ -204,13 +204,13 @@ async fn degraded() -> TestResult {
         .await?;
     assert_eq!(pending, 0);
 
-    clear(&api, &backend, &devices.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>()).await?;
+    clear(&backend, &devices.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>()).await?;
     backend.stop().await;
     Ok(())
 }
 
 /// On a shared broker, removes the retained offers and commands the test left behind.
-async fn clear(_api: &Api, backend: &Backend, devices: &[String]) -> TestResult {
+async fn clear(backend: &Backend, devices: &[String]) -> TestResult {
     use mota_proto::topic::{Kind, Topic};
     let client = backend.mqtt.client();
     for id in devices {
@@ -287,7 +287,7 @@ async fn approval() -> TestResult {
     assert_eq!(kinds.iter().filter(|k| *k == "rollout.approved").count(), 2);
     assert_eq!(kinds.iter().filter(|k| *k == "cohort.passed").count(), 3);
 
-    clear(&api, &backend, &devices.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>()).await?;
+    clear(&backend, &devices.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>()).await?;
     backend.stop().await;
     Ok(())
 }

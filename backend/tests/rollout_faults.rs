@@ -210,20 +210,8 @@ async fn late_device() -> TestResult {
 
     // The device comes up, finds its retained offer (the full image: the backend never
     // knew what it ran), and commits: the late report replaces the timeout.
-    let device = mota_sim::DeviceOptions {
-        id: late.clone(),
-        host: host.clone(),
-        port,
-        class: "mcu".into(),
-        roots: vec![common::dev_root(&config.data_dir)?],
-        factory: std::sync::Arc::from(v1.as_slice()),
-        factory_counter: 1,
-        flash_file: None,
-        faults: Default::default(),
-        seed: 3,
-    };
-    let status = std::rc::Rc::new(std::cell::RefCell::new(mota_sim::DeviceStatus::default()));
-    let task = tokio::task::spawn_local(mota_sim::run_device(device, status.clone()));
+    let (_, task) =
+        common::run_device(common::device(&config.data_dir, (&host, port), &late, &v1, Default::default())?);
     let states = eventually(60, "the late device to commit", || async {
         let rows = attempts(&api, id).await?;
         Ok(rows.iter().all(|r| r.2 == "committed").then_some(rows))

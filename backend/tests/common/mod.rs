@@ -381,19 +381,18 @@ impl Backend {
     }
 }
 
-/// A simulated fleet (mota-sim: the real agent on simulated flash) of `count` devices
-/// `{prefix}00000…` on the broker at `host:port`, each running `factory` (security counter
-/// 1) and trusting the development root in `data_dir`. Runs on the current `LocalSet`.
-pub async fn fleet(
+/// A simulated device (mota-sim: the real agent on simulated flash, in memory) `id` on
+/// the broker at `host:port`, running `factory` (security counter 1) and trusting the
+/// development root in `data_dir`.
+pub fn device(
     data_dir: &std::path::Path,
     (host, port): (&str, u16),
-    prefix: &str,
-    count: usize,
+    id: &str,
     factory: &[u8],
     faults: mota_sim::Faults,
-) -> Result<Vec<(String, std::rc::Rc<std::cell::RefCell<mota_sim::DeviceStatus>>)>, BoxError> {
-    let device = mota_sim::DeviceOptions {
-        id: String::new(),
+) -> Result<mota_sim::DeviceOptions, BoxError> {
+    Ok(mota_sim::DeviceOptions {
+        id: id.to_owned(),
         host: host.to_owned(),
         port,
         class: "mcu".into(),
@@ -403,13 +402,38 @@ pub async fn fleet(
         flash_file: None,
         faults,
         seed: 11,
-    };
+    })
+}
+
+/// Runs one device on the current `LocalSet`; its status cell and its task.
+pub fn run_device(
+    options: mota_sim::DeviceOptions,
+) -> (std::rc::Rc<std::cell::RefCell<mota_sim::DeviceStatus>>, tokio::task::JoinHandle<()>) {
+    let status = std::rc::Rc::new(std::cell::RefCell::new(mota_sim::DeviceStatus::default()));
+    let cell = std::rc::Rc::clone(&status);
+    let task = tokio::task::spawn_local(async move {
+        if let Err(e) = mota_sim::run_device(options, cell).await {
+            eprintln!("device stopped: {e}");
+        }
+    });
+    (status, task)
+}
+
+/// A fleet of `count` such devices `{prefix}00000…`.
+pub async fn fleet(
+    data_dir: &std::path::Path,
+    address: (&str, u16),
+    prefix: &str,
+    count: usize,
+    factory: &[u8],
+    faults: mota_sim::Faults,
+) -> Result<Vec<(String, std::rc::Rc<std::cell::RefCell<mota_sim::DeviceStatus>>)>, BoxError> {
     let options = mota_sim::FleetOptions {
         count,
         prefix: prefix.to_owned(),
         data_dir: None,
         stagger: std::time::Duration::from_millis(5),
-        device,
+        device: device(data_dir, address, "", factory, faults)?,
     };
     Ok(mota_sim::run_fleet(options).await)
 }
