@@ -12,9 +12,9 @@
 //! - `chunks`: M `get`s (4 KiB, the simulated devices' chunk size) for the patch the
 //!   devices were offered, from a load client subscribed to the chunk topics that keeps
 //!   W (64) requests outstanding, as W devices pulling one chunk at a time would;
-//!   measured before `ingest` on the same backend (after the status burst the backend
-//!   answered no `get` for minutes: see BENCHMARKS.md); chunk data bytes received per
-//!   second. Anchors: (a) one way, M pre-encoded chunk messages of the
+//!   measured before `ingest` on the same backend (before the MQTT loop was split from
+//!   its handlers, a status burst left it answering no `get` for minutes: BENCHMARKS.md);
+//!   chunk data bytes received per second. Anchors: (a) one way, M pre-encoded chunk messages of the
 //!   same size published at once broker → subscriber; (b) round trip, the same M `get`s
 //!   with the same window answered by a plain rumqttc echo client that publishes a
 //!   pre-encoded chunk per request (the broker carries both legs, the "backend" costs
@@ -26,8 +26,8 @@
 //!   27 KB patch (see [`model_pair`]) and a 2 KB validation set each. Total time,
 //!   per-cohort and per-device phases (from the reports' arrival times), CPU per process
 //!   and thread, peak RSS. If the rollout has not ended after `MOTA_BENCH_TIMEOUT_S`, the
-//!   tables show how far it got (BENCHMARKS.md records such a run: the backend's MQTT
-//!   loop stopped in the second cohort).
+//!   tables show how far it got (BENCHMARKS.md records such a run: 10,000 devices on two
+//!   cores, where the devices' one thread is saturated).
 //!
 //! The brokers: Mosquitto (a private instance this bench starts, `max_connections -1`,
 //! `max_queued_messages 0`) and the embedded rumqttd (as `mota-backend` starts it) for

@@ -3,6 +3,9 @@
 //! the client side is the same either way.
 //!
 //! rumqttd has no stop: the broker lives on its own threads until the process exits.
+//! mota-sim starts its own rumqttd the same way for fleets run on their own: the two
+//! crates may not depend on each other (ARCHITECTURE.md, dependency rules), and a crate
+//! for thirty lines of broker settings would cost more than it saves.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

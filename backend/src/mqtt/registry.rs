@@ -81,25 +81,12 @@ pub async fn hello(db: &Db, id: &str, hello: &Hello<'_>) -> Result<Seen, sqlx::E
     };
     let row = DeviceRow::from_info(id, &info);
     let mut tx = db.pool.begin().await?;
-    let created = sqlx::query(
+    let insert = sqlx::query(
         "INSERT INTO devices (id, device_class, agent_version, online, running_sha256, running_model, \
          running_version, security_counter, slot_bytes, arena_bytes, first_seen, last_seen) \
          VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9, $10, $10) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(&row.id)
-    .bind(&row.device_class)
-    .bind(&row.agent_version)
-    .bind(&row.running_sha256)
-    .bind(&row.running_model)
-    .bind(&row.running_version)
-    .bind(row.security_counter)
-    .bind(row.slot_bytes)
-    .bind(row.arena_bytes)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
+    );
+    let created = bind_row(insert, &row, now).execute(&mut *tx).await?.rows_affected() == 1;
     // A pre-registered row has no agent version until its device first says hello.
     let first = created || update(&mut tx, &row, now, " AND agent_version IS NULL").await?;
     if first {
@@ -118,14 +105,13 @@ pub async fn hello(db: &Db, id: &str, hello: &Hello<'_>) -> Result<Seen, sqlx::E
     Ok(if first { Seen::Registered } else { Seen::Updated })
 }
 
-/// Overwrites the row with `row` where `condition` holds; whether it did.
-async fn update(conn: &mut AnyConnection, row: &DeviceRow, now: i64, condition: &str) -> Result<bool, sqlx::Error> {
-    let sql = format!(
-        "UPDATE devices SET device_class = $2, agent_version = $3, online = 1, running_sha256 = $4, \
-         running_model = $5, running_version = $6, security_counter = $7, slot_bytes = $8, arena_bytes = $9, \
-         last_seen = $10 WHERE id = $1{condition}"
-    );
-    let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+/// Binds `$1`..`$10` of the insert and the update: the row's columns, then `now`.
+fn bind_row<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    row: &'q DeviceRow,
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    query
         .bind(&row.id)
         .bind(&row.device_class)
         .bind(&row.agent_version)
@@ -136,8 +122,16 @@ async fn update(conn: &mut AnyConnection, row: &DeviceRow, now: i64, condition: 
         .bind(row.slot_bytes)
         .bind(row.arena_bytes)
         .bind(now)
-        .execute(conn)
-        .await?;
+}
+
+/// Overwrites the row with `row` where `condition` holds; whether it did.
+async fn update(conn: &mut AnyConnection, row: &DeviceRow, now: i64, condition: &str) -> Result<bool, sqlx::Error> {
+    let sql = format!(
+        "UPDATE devices SET device_class = $2, agent_version = $3, online = 1, running_sha256 = $4, \
+         running_model = $5, running_version = $6, security_counter = $7, slot_bytes = $8, arena_bytes = $9, \
+         last_seen = $10 WHERE id = $1{condition}"
+    );
+    let done = bind_row(sqlx::query(sqlx::AssertSqlSafe(sql)), row, now).execute(conn).await?;
     Ok(done.rows_affected() == 1)
 }
 
