@@ -71,43 +71,48 @@ impl Db {
             .connect(url)
             .await
             .map_err(DbError::Connect)?;
-        if engine == Engine::Sqlite {
-            // Write-ahead log: readers run while a write commits, and a commit costs one
-            // fsync of the log instead of four (rollback journal, its directory, again,
-            // the database): 21 % off an upload on disk (BENCHMARKS.md). The mode is
-            // stored in the file; in-memory databases keep theirs.
-            sqlx::query("PRAGMA journal_mode = WAL").fetch_optional(&pool).await.map_err(DbError::Connect)?;
-        }
         let sqlite_file = (engine == Engine::Sqlite)
             .then(|| url.trim_start_matches("sqlite:").trim_start_matches("//").split('?').next().unwrap_or_default())
             .filter(|path| !path.is_empty() && !path.starts_with(":memory:"))
             .map(std::path::PathBuf::from);
-        Ok(Self { pool, engine, sqlite_file })
+        let db = Self { pool, engine, sqlite_file };
+        if engine == Engine::Sqlite {
+            // Write-ahead log: readers run while a write commits, and a commit costs one
+            // fsync of the log instead of four (rollback journal, its directory, again,
+            // the database): 21 % off an upload on disk (BENCHMARKS.md). The mode is
+            // stored in the file; in-memory databases keep theirs. Switching needs an
+            // exclusive lock for which SQLite may answer "locked" at once instead of
+            // waiting, so processes opening one file switch it one at a time.
+            let _lock = db.file_lock().await?;
+            sqlx::query("PRAGMA journal_mode = WAL").fetch_optional(&db.pool).await.map_err(DbError::Connect)?;
+        }
+        Ok(db)
     }
 
     /// Applies the engine's migrations that are not applied yet. Replicas starting
     /// together migrate once: sqlx holds an advisory lock on PostgreSQL, but takes none
-    /// on SQLite, so there an exclusive lock on `<file>.migrate-lock` serializes
-    /// processes sharing the file.
+    /// on SQLite, so there the file lock serializes processes sharing the file.
     pub async fn migrate(&self) -> Result<(), DbError> {
         let migrator = match self.engine {
             Engine::Sqlite => &SQLITE,
             Engine::Postgres => &POSTGRES,
         };
-        let _lock = match &self.sqlite_file {
-            Some(file) => {
-                let mut path = file.clone().into_os_string();
-                path.push(".migrate-lock");
-                let lock = tokio::task::spawn_blocking(move || {
-                    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
-                    f.lock()?;
-                    Ok::<_, std::io::Error>(f)
-                });
-                Some(lock.await.map_err(|e| DbError::Lock(e.to_string()))?.map_err(|e| DbError::Lock(e.to_string()))?)
-            }
-            None => None,
-        };
+        let _lock = self.file_lock().await?;
         migrator.run(&self.pool).await.map_err(DbError::Migrate)
+    }
+
+    /// An exclusive lock on `<file>.migrate-lock` for a SQLite file (none otherwise),
+    /// held until the returned file is dropped.
+    async fn file_lock(&self) -> Result<Option<std::fs::File>, DbError> {
+        let Some(file) = &self.sqlite_file else { return Ok(None) };
+        let mut path = file.clone().into_os_string();
+        path.push(".migrate-lock");
+        let lock = tokio::task::spawn_blocking(move || {
+            let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+            f.lock()?;
+            Ok::<_, std::io::Error>(f)
+        });
+        Ok(Some(lock.await.map_err(|e| DbError::Lock(e.to_string()))?.map_err(|e| DbError::Lock(e.to_string()))?))
     }
 
     /// Whether the database answers.
