@@ -1,5 +1,6 @@
 //! `mota delta`: make and apply patches with the same code the backend and the devices
-//! use, to see what an update would cost before rolling it out.
+//! use, to see what an update would cost before rolling it out; and list the patches the
+//! backend made.
 
 use std::path::{Path, PathBuf};
 
@@ -28,14 +29,24 @@ pub enum DeltaCommand {
         #[arg(short, long)]
         out: PathBuf,
     },
+    /// The patches the backend made to a version, from each recent earlier one.
+    List {
+        /// Model name.
+        model: String,
+        /// Version.
+        version: String,
+    },
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
-pub fn run(cmd: DeltaCommand) -> Result<()> {
+pub async fn run(cmd: DeltaCommand, ctx: &crate::Ctx) -> Result<()> {
     match cmd {
+        DeltaCommand::List { model, version } => {
+            crate::registry::list_deltas(&ctx.client()?, &model, &version, ctx.json).await?;
+        }
         DeltaCommand::Make { base, new, out } => {
             let (old, target) = (read(&base)?, read(&new)?);
             let patch = mota_delta::encode::best(&old, &target);

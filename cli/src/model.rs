@@ -12,15 +12,26 @@ use mota_runtime::validation::{self, ClassCount, Clock, ValidationSet};
 use mota_runtime::{DType, Interpreter, Model, TensorInfo};
 use serde::Serialize;
 
+use crate::Ctx;
+
 #[derive(Subcommand)]
 pub enum ModelCommand {
+    /// Upload a version to the backend, which checks it with the device runtime and
+    /// evaluates it on its validation set before storing it.
+    Push(crate::registry::PushArgs),
+    /// Models in the backend's registry.
+    List,
+    /// A model and its versions, or one version (digests, rule, deltas).
+    Show {
+        /// Model name.
+        model: String,
+        /// A version of it.
+        version: Option<String>,
+    },
     /// Operators, tensors, arena size, and whether devices can run it (and why not).
     Inspect {
         /// The .tflite file.
         file: PathBuf,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
     },
     /// One inference per row of IN; outputs written as the model's output type.
     Run {
@@ -39,9 +50,6 @@ pub enum ModelCommand {
         file: PathBuf,
         /// The validation set.
         set: PathBuf,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
     },
     /// Mean and p99 time per inference over the rows of IN, start-up excluded.
     Bench {
@@ -79,23 +87,51 @@ pub enum ValsetCommand {
         #[arg(short, long)]
         out: PathBuf,
     },
+    /// Upload a set to the backend (versions then name it by digest with `--valset-sha256`).
+    Push {
+        /// The set file.
+        file: PathBuf,
+    },
+    /// Validation sets in the backend.
+    List,
 }
 
-pub fn run(cmd: ModelCommand) -> Result<()> {
+pub async fn run(cmd: ModelCommand, ctx: &Ctx) -> Result<()> {
     match cmd {
-        ModelCommand::Inspect { file, json } => inspect(&file, json),
+        ModelCommand::Push(args) => crate::registry::push(&ctx.client()?, args, ctx.json).await,
+        ModelCommand::List => crate::registry::list_models(&ctx.client()?, ctx.json).await,
+        ModelCommand::Show { model, version } => {
+            crate::registry::show(&ctx.client()?, &model, version.as_deref(), ctx.json).await
+        }
+        ModelCommand::Inspect { file } => inspect(&file, ctx.json),
         ModelCommand::Run { file, inputs, out } => run_model(&file, &inputs, &out),
-        ModelCommand::Eval { file, set, json } => eval(&file, &set, json),
+        ModelCommand::Eval { file, set } => eval(&file, &set, ctx.json),
         ModelCommand::Bench { file, inputs, passes } => bench(&file, &inputs, passes),
     }
 }
 
-pub fn run_valset(cmd: ValsetCommand) -> Result<()> {
-    let ValsetCommand::Make { model, inputs, labels, outputs, tolerance, out } = cmd;
-    let bytes = read(&model)?;
-    let model = parse(&model, &bytes)?;
+pub async fn run_valset(cmd: ValsetCommand, ctx: &Ctx) -> Result<()> {
+    match cmd {
+        ValsetCommand::Make { model, inputs, labels, outputs, tolerance, out } => {
+            make_valset(&model, &inputs, labels, outputs, tolerance, &out)
+        }
+        ValsetCommand::Push { file } => crate::registry::push_set(&ctx.client()?, &file, ctx.json).await,
+        ValsetCommand::List => crate::registry::list_sets(&ctx.client()?, ctx.json).await,
+    }
+}
+
+fn make_valset(
+    model: &Path,
+    inputs: &Path,
+    labels: Option<PathBuf>,
+    outputs: Option<PathBuf>,
+    tolerance: u8,
+    out: &Path,
+) -> Result<()> {
+    let bytes = read(model)?;
+    let model = parse(model, &bytes)?;
     let input = model.input(0)?;
-    let x = read_npy(&inputs)?;
+    let x = read_npy(inputs)?;
     let data = match (x.descr.as_str(), input.dtype) {
         ("<f4", DType::Int8) => {
             // The runtime's QUANTIZE kernel: the same rounding as the device's float wrapper.
@@ -118,7 +154,7 @@ pub fn run_valset(cmd: ValsetCommand) -> Result<()> {
         expected.as_ref().map(|o| (o.data.as_slice(), tolerance)),
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    std::fs::write(&out, &set).with_context(|| format!("writing {}", out.display()))?;
+    std::fs::write(out, &set).with_context(|| format!("writing {}", out.display()))?;
     let parsed = ValidationSet::parse(&set).map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("wrote {} ({} records, {} bytes)", out.display(), parsed.len(), set.len());
     Ok(())

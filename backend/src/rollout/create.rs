@@ -155,7 +155,8 @@ pub(crate) fn sizes(cohorts: &[CohortSpec], population: u64, canaries: u64) -> R
         }
         if target <= reached {
             return Err(RolloutError::Invalid(format!(
-                "cohort {i} would be empty: {reached} of {population} selected devices are already in earlier cohorts"
+                "cohort {} would be empty: {reached} of {population} selected devices are already in earlier cohorts",
+                i + 1
             )));
         }
         out.push(target - reached);

@@ -328,7 +328,8 @@ impl Engine {
                     let detail =
                         serde_json::json!({ "cohort": position, "reason": why, "tally": tally, "gates": views });
                     events::record(&mut tx, ACTOR, "cohort.failed", &subject, &detail).await?;
-                    let reason = format!("cohort {position} failed its gates: {why}");
+                    // People count cohorts from 1 (positions in the API are 0-based).
+                    let reason = format!("cohort {} failed its gates: {why}", position + 1);
                     let (to, kind) = match r.gates.on_failure {
                         OnFailure::Pause => (rs::PAUSED, "rollout.paused"),
                         OnFailure::Abort => (rs::ABORTED, "rollout.aborted"),

@@ -1,0 +1,413 @@
+//! `mota demo`: the whole product on one machine, offline, in one command.
+//!
+//! It runs the real parts, not a recording: the backend in this process on its embedded
+//! defaults (a temporary SQLite file, local blobs, the in-process broker), a fleet of
+//! mota-sim devices (the real agent, delta decoder and runtime on simulated flash, each
+//! with its own MQTT connection) on a thread of their own, and this CLI's own commands
+//! against the API. The models are the runtime's digits fixtures, built into the binary
+//! so the demo needs no checkout. What it prints at the end is read back from the
+//! backend, so a regression anywhere shows up as a demo that says so and exits non-zero.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use mota_backend::config::Config;
+use serde_json::{Value, json};
+
+use crate::client::Client;
+use crate::output::{self, bytes, permille, text};
+use crate::registry::{Upload, upload};
+use crate::rollout::WatchArgs;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../agent/runtime/fixtures/models/");
+const V1: &[u8] =
+    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../agent/runtime/fixtures/models/digits_cnn_v1.tflite"));
+const V2: &[u8] =
+    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../agent/runtime/fixtures/models/digits_cnn_v2.tflite"));
+const V3_BAD: &[u8] =
+    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../agent/runtime/fixtures/models/digits_cnn_v3_bad.tflite"));
+const INPUTS: &[u8] =
+    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../agent/runtime/fixtures/models/digits_cnn_v1.inputs.npy"));
+const LABELS: &[u8] =
+    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../agent/runtime/fixtures/models/digits_cnn_v1.labels.npy"));
+
+/// The device class of the demo fleet.
+const CLASS: &str = "cortex-m4";
+/// Records in the validation set devices run before committing.
+const SET_RECORDS: usize = 64;
+
+/// `mota demo`.
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Simulated devices in the fleet.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(3..=2000))]
+    devices: u16,
+    /// Leave the backend, the fleet and the dashboard running afterwards (Ctrl-C stops).
+    #[arg(long)]
+    keep: bool,
+    /// Where the API and dashboard listen.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Keep the backend's data here instead of a temporary directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+/// The running demo: what `--keep` leaves up, and what is stopped at the end.
+struct Stack {
+    client: Client,
+    url: String,
+    token: String,
+    stop_server: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<(), mota_backend::server::ServerError>>,
+    stop_fleet: tokio::sync::oneshot::Sender<()>,
+    fleet: std::thread::JoinHandle<()>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+pub async fn run(args: DemoArgs) -> Result<()> {
+    let started = Instant::now();
+    let devices = usize::from(args.devices);
+    println!("mota demo: a backend, {devices} simulated devices and two rollouts, all on this machine.\n");
+    let stack = start(&args).await?;
+    let client = &stack.client;
+
+    step(1, "the fleet runs digits 1.0.0");
+    let set = validation_set()?;
+    let v1 = push(
+        client,
+        "1.0.0",
+        V1,
+        Upload { query: vec![("device_class", CLASS.to_owned())], set: Some(("digits-64.mvs".to_owned(), set)) },
+    )
+    .await?;
+    let set_sha = v1["validation_set_sha256"].as_str().context("1.0.0 has no validation set")?.to_owned();
+    wait_for_fleet(client, devices).await?;
+
+    step(2, "a fine-tuned 1.1.0 rolls out in three cohorts, mostly as patches");
+    let rule = |extra: &[(&'static str, String)]| {
+        let mut q = vec![("validation_set", set_sha.clone()), ("max_drop_permille", "20".to_owned())];
+        q.extend_from_slice(extra);
+        Upload { query: q, set: None }
+    };
+    let v2 = push(client, "1.1.0", V2, rule(&[])).await?;
+    let patch = wait_for_delta(client, "1.1.0").await?;
+    println!(
+        "  the backend made a patch from 1.0.0: {} for a {} model\n",
+        bytes(&patch["patch_size"]),
+        bytes(&v2["image_size"])
+    );
+    let good = rollout(client, "1.1.0", devices, &[]).await?;
+    let watched = crate::rollout::watch(client, &WatchArgs::of(good), false).await;
+    watched.with_context(|| format!("rollout {good} of the good model did not complete"))?;
+
+    step(3, "a degraded 1.2.0: the canaries measure it on their validation sets and refuse it");
+    push(client, "1.2.0", V3_BAD, rule(&[])).await?;
+    wait_for_delta(client, "1.2.0").await?;
+    let canaries: Vec<String> = (0..2).map(|i| mota_sim::device_id("demo-", i)).collect();
+    let bad = rollout(client, "1.2.0", devices, &canaries).await?;
+    match crate::rollout::watch(client, &WatchArgs::of(bad), false).await {
+        Err(e) if e.downcast_ref::<crate::exit::Stopped>().is_some_and(|s| s.state == "paused") => {}
+        Err(e) => return Err(e.context(format!("rollout {bad} of the degraded model"))),
+        Ok(()) => bail!("rollout {bad} of the degraded model completed: the canaries should have refused it"),
+    }
+    let beyond = offered_beyond_first_cohort(client, bad).await?;
+    if beyond > 0 {
+        bail!("{beyond} devices outside the canary cohort were offered the degraded model");
+    }
+    println!("  rollout {bad} paused itself; no device outside its first cohort was offered 1.2.0\n");
+
+    step(4, "summary");
+    summary(client, good, bad, &v2).await?;
+    println!("\nfinished in {:.0} s", started.elapsed().as_secs_f64());
+
+    if args.keep {
+        println!("\nstill running (Ctrl-C stops):");
+        println!("  dashboard  {}/ui/#token={}", stack.url, stack.token);
+        println!("  CLI        export MOTA_SERVER={} MOTA_TOKEN={}", stack.url, stack.token);
+        println!("             mota rollout show {bad}    mota rollout abort {bad}    mota device list");
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    } else {
+        println!(
+            "\nnext: `mota demo --keep` leaves it running with the dashboard; README.md has the quickstart for real use"
+        );
+    }
+    stop(stack).await
+}
+
+fn step(n: u32, what: &str) {
+    println!("[{n}/4] {what}");
+}
+
+async fn start(args: &DemoArgs) -> Result<Stack> {
+    let (temp, dir) = match &args.data_dir {
+        Some(dir) => (None, dir.clone()),
+        None => {
+            let temp =
+                tempfile::Builder::new().prefix("mota-demo-").tempdir().context("creating a temporary directory")?;
+            let dir = temp.path().to_path_buf();
+            (Some(temp), dir)
+        }
+    };
+    let mut config = Config::embedded(dir.clone());
+    let mqtt_port = mota_sim::broker::free_port().context("finding a free port for the broker")?;
+    config.no_mqtt = false;
+    config.mqtt_listen = SocketAddr::from(([127, 0, 0, 1], mqtt_port));
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(mota_backend::server::run(config.clone(), listener, async {
+        let _ = stopped.await;
+    }));
+    let unauthenticated = Client::new(&url, None)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while unauthenticated.get("/readyz", &[]).await.is_err() {
+        if server.is_finished() || Instant::now() > deadline {
+            let outcome = server.await;
+            bail!("the backend did not start: {outcome:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let db = mota_backend::db::Db::connect(&config.database_url()).await?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let token = mota_backend::tokens::create(&db, "demo", mota_backend::tokens::Role::Operator, now).await?;
+    db.pool.close().await;
+    let root = dev_root(&dir)?;
+    let (stop_fleet, fleet_stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = mota_sim::FleetOptions {
+        count: usize::from(args.devices),
+        prefix: "demo-".into(),
+        data_dir: None,
+        stagger: Duration::from_millis(2),
+        device: mota_sim::DeviceOptions {
+            id: String::new(),
+            host: "127.0.0.1".into(),
+            port: mqtt_port,
+            class: CLASS.into(),
+            roots: vec![root],
+            factory: std::sync::Arc::from(V1),
+            factory_counter: 1,
+            flash_file: None,
+            faults: mota_sim::Faults::default(),
+            seed: 1,
+        },
+    };
+    // The devices share one thread (their tasks are not `Send`), like a fleet simulator.
+    let fleet = std::thread::Builder::new().name("fleet".into()).spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&runtime, async move {
+            let _devices = mota_sim::run_fleet(options).await;
+            let _ = fleet_stopped.await;
+        });
+    })?;
+    Ok(Stack {
+        client: Client::new(&url, Some(token.clone()))?,
+        url,
+        token,
+        stop_server,
+        server,
+        stop_fleet,
+        fleet,
+        _temp: temp,
+    })
+}
+
+async fn stop(stack: Stack) -> Result<()> {
+    let _ = stack.stop_fleet.send(());
+    let _ = stack.stop_server.send(());
+    stack.server.await.context("the backend's task")??;
+    tokio::task::spawn_blocking(move || stack.fleet.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the fleet thread panicked"))?;
+    Ok(())
+}
+
+/// The development root the backend generated: what the demo fleet's firmware trusts.
+fn dev_root(dir: &std::path::Path) -> Result<[u8; 32]> {
+    let path = dir.join("keys/dev-root.pub.pem");
+    let pem = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    match mota_proto::keys::KeyFile::from_pem(&pem) {
+        Ok(mota_proto::keys::KeyFile::Public(root)) => Ok(root.to_bytes()),
+        _ => bail!("{} is not a public key", path.display()),
+    }
+}
+
+/// The first records of the digits inputs and labels, as `mota valset make` builds a set.
+fn validation_set() -> Result<Vec<u8>> {
+    let parse = |bytes: &[u8], what: &str| {
+        mota_runtime::npy::Npy::parse(bytes).map_err(|e| anyhow::anyhow!("{FIXTURES}digits_cnn_v1.{what}.npy: {e:?}"))
+    };
+    let (x, y) = (parse(INPUTS, "inputs")?, parse(LABELS, "labels")?);
+    let records = SET_RECORDS.min(x.rows());
+    let per = x.data.len() / x.rows().max(1);
+    let labels: Vec<u16> = y.data.chunks_exact(4).take(records).map(|c| u16::from(c[0])).collect();
+    mota_runtime::validation::build(
+        mota_runtime::DType::Int8,
+        &x.shape[1..],
+        &x.data[..per * records],
+        Some((&labels, 10)),
+        None,
+    )
+    .map_err(|e| anyhow::anyhow!("building the validation set: {e:?}"))
+}
+
+async fn push(client: &Client, version: &str, image: &[u8], mut upload_with: Upload) -> Result<Value> {
+    upload_with.query.insert(0, ("version", version.to_owned()));
+    let v = upload(client, "digits", image.to_vec(), upload_with)
+        .await
+        .with_context(|| format!("pushing digits {version}"))?;
+    println!(
+        "  pushed digits {version}: {}, accuracy {} measured by the backend on the validation set",
+        bytes(&v["image_size"]),
+        permille(&v["accuracy_permille"])
+    );
+    Ok(v)
+}
+
+async fn wait_for_fleet(client: &Client, devices: usize) -> Result<()> {
+    let bar = ProgressBar::new(devices as u64);
+    if let Ok(style) = ProgressStyle::with_template("  devices connected [{bar:30}] {pos}/{len}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let known = client.all("/v1/devices", &[("class", CLASS.to_owned())], usize::MAX).await?;
+        // Registered from its own hello (pre-registered devices have no agent version).
+        let ready = known.iter().filter(|d| d["online"] == true && d["agent_version"].is_string()).count();
+        bar.set_position(ready as u64);
+        if ready >= devices {
+            bar.finish_and_clear();
+            println!("  {devices} devices connected, each running 1.0.0 flashed at the factory\n");
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {ready} of {devices} devices registered in 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn wait_for_delta(client: &Client, version: &str) -> Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = crate::registry::fetch_version(client, "digits", version).await?;
+        if let Some(d) = v["deltas"].as_array().and_then(|ds| ds.iter().find(|d| d["state"] != "pending")) {
+            if d["state"] != "done" {
+                bail!("the patch to {version} ended {}", d["state"]);
+            }
+            return Ok(d.clone());
+        }
+        if Instant::now() > deadline {
+            bail!("no patch to {version} after 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Starts a rollout of `version` to the whole fleet in three cohorts (about 5 %, 30 %,
+/// then everyone), each judged on failures and on the accuracy devices measure.
+async fn rollout(client: &Client, version: &str, devices: usize, canaries: &[String]) -> Result<i64> {
+    let first = devices.div_ceil(20).max(canaries.len()).max(1);
+    let second = (devices * 3 / 10).max(first + 1) - first;
+    let body = json!({
+        "model": "digits", "version": version,
+        "selector": { "class": CLASS },
+        "plan": { "cohorts": [{ "count": first }, { "count": second }, { "percent": 100 }], "canary": canaries },
+        "gates": { "min_reports": first.min(2), "max_failure_permille": 100, "max_accuracy_drop_permille": 20,
+                   "stuck_timeout_s": 120, "on_failure": "pause" },
+    });
+    let mut dry_run = body.clone();
+    dry_run["dry_run"] = json!(true);
+    let preview =
+        client.json(reqwest::Method::POST, "/v1/rollouts", &dry_run).await.context("previewing the rollout")?;
+    let r = client.json(reqwest::Method::POST, "/v1/rollouts", &body).await.context("starting the rollout")?;
+    let id = r["id"].as_i64().context("no rollout id")?;
+    println!(
+        "  rollout {id}: {version} to {} devices in cohorts of {first}, {second} and the rest{}; {} will get a patch, {} the full image",
+        preview["population"],
+        if canaries.is_empty() { String::new() } else { format!(", canaries {} first", canaries.join(" and ")) },
+        preview["delta"],
+        preview["full"]
+    );
+    Ok(id)
+}
+
+async fn offered_beyond_first_cohort(client: &Client, id: i64) -> Result<usize> {
+    let attempts = client.all(&format!("/v1/rollouts/{id}/devices"), &[], usize::MAX).await?;
+    Ok(attempts.iter().filter(|a| a["cohort"].as_i64() != Some(0) && !a["offered_at"].is_null()).count())
+}
+
+async fn summary(client: &Client, good: i64, bad: i64, v2: &Value) -> Result<()> {
+    let devices = client.all("/v1/devices", &[("class", CLASS.to_owned())], usize::MAX).await?;
+    let mut per_version: BTreeMap<String, usize> = BTreeMap::new();
+    for d in &devices {
+        *per_version.entry(text(&d["running_version"])).or_default() += 1;
+    }
+    let attempts = client.all(&format!("/v1/rollouts/{good}/devices"), &[], usize::MAX).await?;
+    let patched = attempts.iter().filter(|a| a["delta"] == true).count();
+    let full = attempts.iter().filter(|a| a["delta"] == false).count();
+    let patch_size = wait_for_delta(client, "1.1.0").await?["patch_size"].as_u64().unwrap_or(0);
+    let image = v2["image_size"].as_u64().unwrap_or(0);
+    let (sent, full_cost) = (patched as u64 * patch_size + full as u64 * image, (patched + full) as u64 * image);
+    let served = chunk_bytes(client).await?;
+    let mean = |rollout: &Value, key: &str| -> Option<f64> {
+        let cohorts = rollout["cohorts"].as_array()?;
+        let (sum, n) = cohorts.iter().fold((0.0, 0u64), |(s, n), c| {
+            let m = c["tally"]["measured"].as_u64().unwrap_or(0);
+            (s + c["tally"][key].as_f64().unwrap_or(0.0) * m as f64, n + m)
+        });
+        (n > 0).then(|| sum / n as f64)
+    };
+    let (good_view, bad_view) = (crate::rollout::get(client, good).await?, crate::rollout::get(client, bad).await?);
+    let rows: Vec<(&str, String)> = vec![
+        (
+            "devices per model",
+            per_version.iter().map(|(v, n)| format!("digits {v}: {n}")).collect::<Vec<_>>().join(", "),
+        ),
+        (
+            "sent for 1.1.0",
+            format!(
+                "{patched} devices got a patch, {full} the full image: {} instead of {} as full images ({:.0} % less)",
+                indicatif::HumanBytes(sent),
+                indicatif::HumanBytes(full_cost),
+                if full_cost > 0 { 100.0 * (1.0 - sent as f64 / full_cost as f64) } else { 0.0 }
+            ),
+        ),
+        (
+            "served over MQTT",
+            format!(
+                "{} in chunks in all (both rollouts' models and patches, and the validation sets)",
+                indicatif::HumanBytes(served)
+            ),
+        ),
+        (
+            "accuracy on devices",
+            format!(
+                "1.1.0 {} (backend measured {}); 1.2.0 {} on the canaries, {:.0}‰ below what they ran",
+                permille(&mean(&good_view, "mean_accuracy_permille").map_or(Value::Null, Value::from)),
+                permille(&v2["accuracy_permille"]),
+                permille(&mean(&bad_view, "mean_accuracy_permille").map_or(Value::Null, Value::from)),
+                mean(&bad_view, "mean_accuracy_drop_permille").unwrap_or(f64::NAN),
+            ),
+        ),
+        ("rollouts", format!("{good} completed; {bad} {}", crate::rollout::state_line(&bad_view))),
+    ];
+    output::fields(&rows);
+    Ok(())
+}
+
+/// Chunk bytes the backend served, from its Prometheus counter.
+async fn chunk_bytes(client: &Client) -> Result<u64> {
+    let text = client.request(reqwest::Method::GET, "/metrics").send().await?.text().await?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("mota_chunk_bytes_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64))
+}
