@@ -1,5 +1,6 @@
 //! The backend: model registry, signing, blob storage, the ops API, the MQTT side
-//! (device registry, offers, chunks and status reports) and the rollout engine.
+//! (device registry, offers, chunks and status reports), the rollout engine and the web
+//! dashboard over the API.
 //!
 //! One code path for both deployments: sqlx's `Any` driver over SQLite or PostgreSQL,
 //! and [`blobs::Blobs`] over a local directory or an S3 bucket. `main` parses the
@@ -11,6 +12,7 @@ pub mod api;
 pub mod auth;
 pub mod blobs;
 pub mod config;
+pub mod dashboard;
 pub mod db;
 pub mod events;
 pub mod metrics;

@@ -129,11 +129,13 @@ pub async fn open(config: &Config) -> Result<AppState, ServerError> {
     })
 }
 
-/// The routes and middleware.
+/// The routes and middleware: the API, the metrics and the dashboard's files (public;
+/// the data they show comes from the API, with the caller's token).
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let metrics = state.metrics.clone();
     crate::api::routes()
         .route("/metrics", get(metrics::serve))
+        .merge(crate::dashboard::routes())
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -57,11 +57,25 @@ pub struct DemoArgs {
     data_dir: Option<PathBuf>,
 }
 
-/// The running demo: what `--keep` leaves up, and what is stopped at the end.
-struct Stack {
+/// What [`Stack::start`] runs.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Simulated devices (`demo-00000`, ...); none is fine.
+    pub devices: usize,
+    /// Where the API listens (port 0: any free port).
+    pub listen: SocketAddr,
+    /// The backend's data directory (default: a temporary one, removed by [`Stack::stop`]).
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A backend on its embedded defaults and a fleet of simulated devices, in this process:
+/// what `mota demo` shows and what the CLI's tests run every command against.
+pub struct Stack {
     client: Client,
     url: String,
     token: String,
+    database_url: String,
+    data_dir: PathBuf,
     stop_server: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<Result<(), mota_backend::server::ServerError>>,
     stop_fleet: tokio::sync::oneshot::Sender<()>,
@@ -69,11 +83,12 @@ struct Stack {
     _temp: Option<tempfile::TempDir>,
 }
 
-pub async fn run(args: DemoArgs) -> Result<()> {
+pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     let started = Instant::now();
     let devices = usize::from(args.devices);
     println!("mota demo: a backend, {devices} simulated devices and two rollouts, all on this machine.\n");
-    let stack = start(&args).await?;
+    let options = StackOptions { devices, listen: args.listen, data_dir: args.data_dir.clone() };
+    let stack = Stack::start(&options).await?;
     let client = &stack.client;
 
     step(1, "the fleet runs digits 1.0.0");
@@ -136,96 +151,133 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             "\nnext: `mota demo --keep` leaves it running with the dashboard; README.md has the quickstart for real use"
         );
     }
-    stop(stack).await
+    stack.stop().await
 }
 
 fn step(n: u32, what: &str) {
     println!("[{n}/4] {what}");
 }
 
-async fn start(args: &DemoArgs) -> Result<Stack> {
-    let (temp, dir) = match &args.data_dir {
-        Some(dir) => (None, dir.clone()),
-        None => {
-            let temp =
-                tempfile::Builder::new().prefix("mota-demo-").tempdir().context("creating a temporary directory")?;
-            let dir = temp.path().to_path_buf();
-            (Some(temp), dir)
+impl Stack {
+    /// Starts the backend (SQLite, local blobs, the in-process broker on a free port),
+    /// waits until it is ready, creates an operator token, and starts the fleet.
+    pub async fn start(args: &StackOptions) -> Result<Self> {
+        let (temp, dir) = match &args.data_dir {
+            Some(dir) => (None, dir.clone()),
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("mota-demo-")
+                    .tempdir()
+                    .context("creating a temporary directory")?;
+                let dir = temp.path().to_path_buf();
+                (Some(temp), dir)
+            }
+        };
+        let mut config = Config::embedded(dir.clone());
+        let mqtt_port = mota_sim::broker::free_port().context("finding a free port for the broker")?;
+        config.no_mqtt = false;
+        config.mqtt_listen = SocketAddr::from(([127, 0, 0, 1], mqtt_port));
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(mota_backend::server::run(config.clone(), listener, async {
+            let _ = stopped.await;
+        }));
+        let unauthenticated = Client::new(&url, None)?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while unauthenticated.get("/readyz", &[]).await.is_err() {
+            if server.is_finished() || Instant::now() > deadline {
+                let outcome = server.await;
+                bail!("the backend did not start: {outcome:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    };
-    let mut config = Config::embedded(dir.clone());
-    let mqtt_port = mota_sim::broker::free_port().context("finding a free port for the broker")?;
-    config.no_mqtt = false;
-    config.mqtt_listen = SocketAddr::from(([127, 0, 0, 1], mqtt_port));
-    let listener =
-        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(mota_backend::server::run(config.clone(), listener, async {
-        let _ = stopped.await;
-    }));
-    let unauthenticated = Client::new(&url, None)?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while unauthenticated.get("/readyz", &[]).await.is_err() {
-        if server.is_finished() || Instant::now() > deadline {
-            let outcome = server.await;
-            bail!("the backend did not start: {outcome:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let db = mota_backend::db::Db::connect(&config.database_url()).await?;
+        let token = mota_backend::tokens::create(&db, "demo", mota_backend::tokens::Role::Operator, now_ms()).await?;
+        db.pool.close().await;
+        let root = dev_root(&dir)?;
+        let (stop_fleet, fleet_stopped) = tokio::sync::oneshot::channel::<()>();
+        let options = mota_sim::FleetOptions {
+            count: args.devices,
+            prefix: "demo-".into(),
+            data_dir: None,
+            stagger: Duration::from_millis(2),
+            device: mota_sim::DeviceOptions {
+                id: String::new(),
+                host: "127.0.0.1".into(),
+                port: mqtt_port,
+                class: CLASS.into(),
+                roots: vec![root],
+                factory: std::sync::Arc::from(V1),
+                factory_counter: 1,
+                flash_file: None,
+                faults: mota_sim::Faults::default(),
+                seed: 1,
+            },
+        };
+        // The devices share one thread (their tasks are not `Send`), like a fleet simulator.
+        let fleet = std::thread::Builder::new().name("fleet".into()).spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&runtime, async move {
+                let _devices = mota_sim::run_fleet(options).await;
+                let _ = fleet_stopped.await;
+            });
+        })?;
+        Ok(Stack {
+            client: Client::new(&url, Some(token.clone()))?,
+            url,
+            token,
+            database_url: config.database_url(),
+            data_dir: dir,
+            stop_server,
+            server,
+            stop_fleet,
+            fleet,
+            _temp: temp,
+        })
     }
-    let db = mota_backend::db::Db::connect(&config.database_url()).await?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-    let token = mota_backend::tokens::create(&db, "demo", mota_backend::tokens::Role::Operator, now).await?;
-    db.pool.close().await;
-    let root = dev_root(&dir)?;
-    let (stop_fleet, fleet_stopped) = tokio::sync::oneshot::channel::<()>();
-    let options = mota_sim::FleetOptions {
-        count: usize::from(args.devices),
-        prefix: "demo-".into(),
-        data_dir: None,
-        stagger: Duration::from_millis(2),
-        device: mota_sim::DeviceOptions {
-            id: String::new(),
-            host: "127.0.0.1".into(),
-            port: mqtt_port,
-            class: CLASS.into(),
-            roots: vec![root],
-            factory: std::sync::Arc::from(V1),
-            factory_counter: 1,
-            flash_file: None,
-            faults: mota_sim::Faults::default(),
-            seed: 1,
-        },
-    };
-    // The devices share one thread (their tasks are not `Send`), like a fleet simulator.
-    let fleet = std::thread::Builder::new().name("fleet".into()).spawn(move || {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-        let local = tokio::task::LocalSet::new();
-        local.block_on(&runtime, async move {
-            let _devices = mota_sim::run_fleet(options).await;
-            let _ = fleet_stopped.await;
-        });
-    })?;
-    Ok(Stack {
-        client: Client::new(&url, Some(token.clone()))?,
-        url,
-        token,
-        stop_server,
-        server,
-        stop_fleet,
-        fleet,
-        _temp: temp,
-    })
+
+    /// The API's base URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// An operator token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The backend's data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// A new token with `role` (`viewer`, `operator`, `admin`).
+    pub async fn token_for(&self, role: &str) -> Result<String> {
+        let role = mota_backend::tokens::Role::parse(role).with_context(|| format!("no role {role:?}"))?;
+        let db = mota_backend::db::Db::connect(&self.database_url).await?;
+        let token = mota_backend::tokens::create(&db, role.as_str(), role, now_ms()).await?;
+        db.pool.close().await;
+        Ok(token)
+    }
+
+    /// Stops the fleet and the backend, and removes a temporary data directory.
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.stop_fleet.send(());
+        let _ = self.stop_server.send(());
+        self.server.await.context("the backend's task")??;
+        tokio::task::spawn_blocking(move || self.fleet.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("the fleet thread panicked"))?;
+        Ok(())
+    }
 }
 
-async fn stop(stack: Stack) -> Result<()> {
-    let _ = stack.stop_fleet.send(());
-    let _ = stack.stop_server.send(());
-    stack.server.await.context("the backend's task")??;
-    tokio::task::spawn_blocking(move || stack.fleet.join())
-        .await?
-        .map_err(|_| anyhow::anyhow!("the fleet thread panicked"))?;
-    Ok(())
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The development root the backend generated: what the demo fleet's firmware trusts.

@@ -21,8 +21,9 @@ pub fn table(headers: &[&str], rows: Vec<Vec<String>>, empty: &str) {
     for row in rows {
         table.add_row(row);
     }
+    // The preset pads every cell with a space on each side; the first is noise.
     for line in table.to_string().lines() {
-        println!("{}", line.trim_end());
+        println!("{}", line.strip_prefix(' ').unwrap_or(line).trim_end());
     }
 }
 

@@ -1,0 +1,5 @@
+//! Every remote command of `mota` against a real backend started on port 0: one test
+//! binary (each file under `tests/` would link the whole backend again).
+
+mod rollouts;
+mod support;
