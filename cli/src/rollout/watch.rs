@@ -58,6 +58,29 @@ pub fn cohort_line(c: &Value) -> String {
     )
 }
 
+/// A cohort in a bar's width: the tally and which gates broke (`watch` on a terminal).
+fn cohort_brief(c: &Value) -> String {
+    let gates = c["gates"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let broken: Vec<&str> = gates.iter().filter(|g| g["holds"] == false).filter_map(|g| g["gate"].as_str()).collect();
+    let verdict = if !broken.is_empty() {
+        format!("gates BROKEN: {}", broken.join(", "))
+    } else if !gates.is_empty() && gates.iter().all(|g| g["holds"] == true) {
+        "gates hold".to_owned()
+    } else {
+        "gates waiting".to_owned()
+    };
+    let accuracy = c["tally"]["mean_accuracy_permille"]
+        .as_f64()
+        .map(|a| format!(", accuracy {:.1} %", a / 10.0))
+        .unwrap_or_default();
+    format!(
+        "cohort {} {}: {}{accuracy}; {verdict}",
+        c["position"].as_i64().unwrap_or(0) + 1,
+        c["state"].as_str().unwrap_or("?"),
+        tally_line(&c["tally"])
+    )
+}
+
 fn finished(c: &Value) -> u64 {
     let t = &c["tally"];
     ["committed", "skipped", "rejected", "timed_out", "other"].iter().map(|k| t[k].as_u64().unwrap_or(0)).sum()
@@ -99,16 +122,16 @@ pub async fn watch(client: &Client, args: &WatchArgs, json: bool) -> Result<()> 
             for (bar, c) in bars.iter().zip(&cohorts) {
                 bar.set_length(c["size"].as_u64().unwrap_or(0));
                 bar.set_position(finished(c));
-                bar.set_message(cohort_line(c));
+                bar.set_message(cohort_brief(c));
             }
         } else {
             let state = format!("rollout {}: {}", args.id, state_line(&r));
-            if printed.first() != Some(&state) {
+            // printed[0] is the rollout's line, printed[i + 1] cohort i's.
+            printed.resize(cohorts.len() + 1, String::new());
+            if printed[0] != state {
                 eprintln!("{state}");
-                printed.resize(cohorts.len() + 1, String::new());
                 printed[0] = state;
             }
-            printed.resize(cohorts.len() + 1, String::new());
             for (i, c) in cohorts.iter().enumerate() {
                 let line = cohort_line(c);
                 if printed[i + 1] != line {
@@ -134,7 +157,8 @@ pub async fn watch(client: &Client, args: &WatchArgs, json: bool) -> Result<()> 
     };
     header.finish();
     for bar in &bars {
-        bar.finish();
+        // `finish` would fill the bar; a cohort that never ran stays empty.
+        bar.abandon();
     }
     if !json {
         eprintln!("rollout {} {}", args.id, state_line(&rollout));

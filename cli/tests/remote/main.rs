@@ -1,5 +1,6 @@
 //! Every remote command of `mota` against a real backend started on port 0: one test
 //! binary (each file under `tests/` would link the whole backend again).
 
+mod demo;
 mod rollouts;
 mod support;
