@@ -63,7 +63,17 @@ impl Connection {
 
     /// A client for the backend this connection names.
     pub fn client(&self) -> Result<Client> {
-        let file = self.read_config()?;
+        self.client_from(self.read_config()?)
+    }
+
+    /// A client for `mota login`, which may be about to create the config file: a
+    /// missing file is an empty one even when named with --config / MOTA_CONFIG.
+    pub fn client_for_login(&self) -> Result<Client> {
+        let exists = self.config_path().is_some_and(|path| path.exists());
+        self.client_from(if exists { self.read_config()? } else { ConfigFile::default() })
+    }
+
+    fn client_from(&self, file: ConfigFile) -> Result<Client> {
         let server = self.server.clone().or(file.server).unwrap_or_else(|| DEFAULT_SERVER.to_owned());
         let token = self.token.clone().or(file.token).filter(|t| !t.is_empty());
         Client::new(&server, token)

@@ -68,7 +68,7 @@ enum Command {
     Events(events::EventsArgs),
     /// Check a server and token, and save them for later commands.
     Login(login::LoginArgs),
-    /// Who the token is (name and role) on which server.
+    /// The role the token has on the server.
     Whoami,
     /// The whole product on this machine, offline: a backend, a simulated fleet, two
     /// rollouts (one good, one the devices reject).

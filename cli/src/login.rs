@@ -17,7 +17,7 @@ pub struct LoginArgs {
 
 /// Checks the connection given by flags, environment or file, and saves it to the file.
 pub async fn login(args: LoginArgs, ctx: &Ctx) -> Result<()> {
-    let client = ctx.client()?;
+    let client = ctx.connection.client_for_login()?;
     let Some(token) = client.token() else {
         anyhow::bail!("give the token to save with --token or MOTA_TOKEN");
     };

@@ -7,6 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::Ctx;
+use crate::client::ApiError;
 use crate::output::{self, text, time};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -42,7 +43,14 @@ pub async fn run(cmd: TokenCommand, ctx: &Ctx) -> Result<()> {
     let client = ctx.client()?;
     match cmd {
         TokenCommand::List => {
-            let tokens = client.all("/v1/tokens", &[], usize::MAX).await.context("listing tokens")?;
+            // A plain list, not a page: there are few tokens.
+            let tokens = match client.get("/v1/tokens", &[]).await.context("listing tokens")? {
+                Value::Array(tokens) => tokens,
+                _ => {
+                    let url = format!("{}/v1/tokens", client.base());
+                    return Err(ApiError::Protocol { url, detail: "not a list".into() }).context("listing tokens");
+                }
+            };
             if ctx.json {
                 output::json(&Value::Array(tokens));
                 return Ok(());

@@ -46,16 +46,21 @@ impl Env {
 
     /// Runs `mota ARGS` with `token` (none: no MOTA_TOKEN).
     pub async fn mota_as(&self, token: Option<&str>, args: &[&str]) -> Out {
+        let mut vars = vec![("MOTA_SERVER", self.stack.url())];
+        vars.extend(token.map(|t| ("MOTA_TOKEN", t)));
+        self.mota_with(&vars, args).await
+    }
+
+    /// Runs `mota ARGS` with only `vars` besides PATH and HOME (no MOTA_SERVER unless
+    /// given: for what the config file says).
+    pub async fn mota_with(&self, vars: &[(&str, &str)], args: &[&str]) -> Out {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mota"));
         command
             .args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.home.path())
-            .env("MOTA_SERVER", self.stack.url());
-        if let Some(token) = token {
-            command.env("MOTA_TOKEN", token);
-        }
+            .envs(vars.iter().copied());
         let out = command.output().await.unwrap_or_else(|e| panic!("running mota: {e}"));
         Out {
             code: out.status.code().unwrap_or(-1),
