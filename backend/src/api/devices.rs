@@ -208,7 +208,7 @@ pub async fn create_device(
         check_ident("tag", tag, MAX_TAG_LEN)?;
     }
     let now = now_ms();
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO devices (id, device_class, first_seen, last_seen) VALUES ($1, $2, $3, $3) ON CONFLICT (id) DO NOTHING",
     )
@@ -278,7 +278,7 @@ async fn change_tag(state: &AppState, caller: &Caller, id: &str, tag: &str, add:
     if exists.is_none() {
         return Err(ApiError::not_found(format!("device {id}")));
     }
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     let sql = if add {
         "INSERT INTO device_tags (device_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING"
     } else {

@@ -87,7 +87,7 @@ pub async fn create_token(
         return Err(ApiError::bad_request("invalid", "name: 1 to 64 printable characters"));
     }
     let now = now_ms();
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     let (id, secret) = tokens::insert(&mut tx, &new.name, new.role, now).await.map_err(ApiError::internal)?;
     let detail = serde_json::json!({ "name": new.name, "role": new.role });
     events::record(&mut tx, &caller.actor, "token.created", &format!("token:{id}"), &detail).await?;
@@ -106,7 +106,7 @@ pub async fn revoke_token(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<TokenView>, ApiError> {
     caller.require(Role::Admin)?;
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     let revoked = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
         .bind(now_ms())
         .bind(id)

@@ -80,7 +80,7 @@ pub async fn hello(db: &Db, id: &str, hello: &Hello<'_>) -> Result<Seen, sqlx::E
         return Ok(if marked == 0 { Seen::UnknownOffline } else { Seen::Offline });
     };
     let row = DeviceRow::from_info(id, &info);
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let insert = sqlx::query(
         "INSERT INTO devices (id, device_class, agent_version, online, running_sha256, running_model, \
          running_version, security_counter, slot_bytes, arena_bytes, first_seen, last_seen) \

@@ -107,7 +107,7 @@ pub async fn ingest(db: &Db, reports: &[(&str, &[u8])]) -> Result<usize, sqlx::E
         return Ok(0);
     }
     let now = now_ms();
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let mut fresh = insert(&mut tx, &parsed, now).await?;
     let devices: Vec<&str> = {
         let set: HashSet<&str> = parsed.iter().filter(|r| fresh.contains(&key(r))).map(|r| r.device).collect();

@@ -58,7 +58,7 @@ impl Registry {
                 Ok((Outcome::NotSmaller, _, size)) => ("not_smaller", serde_json::json!({ "image_size": size })),
                 Err(e) => ("failed", serde_json::json!({ "error": e.to_string() })),
             };
-            let mut tx = self.db.pool.begin().await?;
+            let mut tx = self.db.begin().await?;
             if let Ok((Outcome::Patch(patch), _, _)) = &result {
                 let (digest, size) = self.blobs.put(&patch[..], None, self.max_model_bytes).await?;
                 insert_artifact(&mut tx, &digest, "patch", size).await?;

@@ -196,7 +196,7 @@ impl Registry {
         let envelope = signer.release.sign(&manifest).map_err(invalid)?;
         let manifest_sha256 = hex(&Digest::of(&manifest_bytes).0);
         let key_id = signer.release.key_id().to_string();
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         let stored = sqlx::query(
             "INSERT INTO offers (manifest_sha256, rollout_id, version_id, base_sha256, envelope, key_id, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (manifest_sha256) DO NOTHING",

@@ -176,7 +176,7 @@ impl Registry {
             blocking(move || inspect::set(&bytes)).await??
         };
         let (digest, size) = self.blobs.put(&bytes[..], None, self.max_model_bytes).await?;
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         let inserted = insert_set(&mut tx, &digest, size, name, &facts).await?;
         if inserted {
             let detail = serde_json::json!({ "name": name, "records": facts.records, "size": size });
@@ -270,7 +270,7 @@ impl Registry {
         if let Some((bytes, _, Some(_))) = &set {
             self.blobs.put(&bytes[..], None, self.max_model_bytes).await?;
         }
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         insert_artifact(&mut tx, &image_digest, "model", image_size).await?;
         let set_digest = match &set {
             Some((bytes, digest, Some((name, facts)))) => {

@@ -46,7 +46,7 @@ fn conflict(id: i64, state: &str, action: Action) -> RolloutError {
 
 /// Applies `action` to rollout `id` on behalf of `actor`.
 pub async fn apply(db: &Db, id: i64, action: Action, actor: &str, reason: Option<&str>) -> Result<(), RolloutError> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let (state, old_reason): (String, Option<String>) =
         sqlx::query_as("SELECT state, reason FROM rollouts WHERE id = $1")
             .bind(id)

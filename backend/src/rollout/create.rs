@@ -274,7 +274,7 @@ async fn insert(
     actor: &str,
 ) -> Result<i64, RolloutError> {
     let now = now_ms();
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     // A device is in at most one unfinished rollout: two would race for its slot.
     let busy: Vec<(String, i64)> = sqlx::query_as(
         "SELECT a.device_id, a.rollout_id FROM attempts a JOIN rollouts r ON r.id = a.rollout_id \

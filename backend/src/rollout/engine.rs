@@ -207,7 +207,7 @@ impl Engine {
     async fn time_out(&self, r: &Rollout) -> Result<(), EngineError> {
         let now = now_ms();
         let cutoff = now - i64::try_from(r.gates.stuck_timeout_s.saturating_mul(1000)).unwrap_or(i64::MAX);
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         let timed = sqlx::query(
             "UPDATE attempts SET state = $1, updated_at = $2 WHERE rollout_id = $3 \
              AND state IN ('offered', 'accepted', 'downloading', 'verified', 'validated') AND offered_at < $4",
@@ -228,7 +228,7 @@ impl Engine {
     }
 
     async fn start_cohort(&self, r: &Rollout, cohort: i64, position: i32) -> Result<(), EngineError> {
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         let won =
             sqlx::query("UPDATE cohorts SET state = 'active', started_at = $1 WHERE id = $2 AND state = 'pending'")
                 .bind(now_ms())
@@ -314,7 +314,7 @@ impl Engine {
         match verdict {
             Verdict::Wait => Ok(false),
             Verdict::Fail(why) => {
-                let mut tx = self.db.pool.begin().await?;
+                let mut tx = self.db.begin().await?;
                 let won = sqlx::query(
                     "UPDATE cohorts SET state = 'failed', finished_at = $1, reason = $2 WHERE id = $3 AND state = 'active'",
                 )
@@ -365,7 +365,7 @@ impl Engine {
                 if now < ready.saturating_add(soak_ms) {
                     return Ok(false);
                 }
-                let mut tx = self.db.pool.begin().await?;
+                let mut tx = self.db.begin().await?;
                 let won = sqlx::query(
                     "UPDATE cohorts SET state = 'passed', finished_at = $1 WHERE id = $2 AND state = 'active'",
                 )
@@ -386,7 +386,7 @@ impl Engine {
 
     /// Moves a running rollout to `to` with its event, once.
     async fn transition(&self, r: &Rollout, to: &str, reason: &str, kind: &str) -> Result<(), EngineError> {
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         if actions::set_state(&mut tx, r.id, &[rs::RUNNING], to, Some(reason)).await? {
             let detail = serde_json::json!({ "reason": reason });
             events::record(&mut tx, ACTOR, kind, &format!("rollout:{}", r.id), &detail).await?;

@@ -58,26 +58,36 @@ pub fn cohort_line(c: &Value) -> String {
     )
 }
 
-/// A cohort in a bar's width: the tally and which gates broke (`watch` on a terminal).
+/// A cohort under its bar: the tally on the first line, each gate's value against its
+/// limit on the second (`watch` on a terminal; short enough for 100 columns).
 fn cohort_brief(c: &Value) -> String {
-    let gates = c["gates"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let broken: Vec<&str> = gates.iter().filter(|g| g["holds"] == false).filter_map(|g| g["gate"].as_str()).collect();
-    let verdict = if !broken.is_empty() {
-        format!("gates BROKEN: {}", broken.join(", "))
-    } else if !gates.is_empty() && gates.iter().all(|g| g["holds"] == true) {
-        "gates hold".to_owned()
-    } else {
-        "gates waiting".to_owned()
-    };
+    let gates: Vec<String> = c["gates"]
+        .as_array()
+        .map(|gs| {
+            gs.iter()
+                .map(|g| {
+                    let mark = match g["holds"].as_bool() {
+                        Some(true) => "ok",
+                        Some(false) => "BROKEN",
+                        None => "…",
+                    };
+                    let value = g["value"].as_f64().map_or("-".to_owned(), |v| format!("{v:.0}"));
+                    let limit = g["limit"].as_f64().map_or("-".to_owned(), |v| format!("{v:.0}"));
+                    format!("{} {value}/{limit} {mark}", g["gate"].as_str().unwrap_or("?"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let accuracy = c["tally"]["mean_accuracy_permille"]
         .as_f64()
         .map(|a| format!(", accuracy {:.1} %", a / 10.0))
         .unwrap_or_default();
     format!(
-        "cohort {} {}: {}{accuracy}; {verdict}",
+        "cohort {} {}: {}{accuracy}\n      gates: {}",
         c["position"].as_i64().unwrap_or(0) + 1,
         c["state"].as_str().unwrap_or("?"),
-        tally_line(&c["tally"])
+        tally_line(&c["tally"]),
+        gates.join(", ")
     )
 }
 
