@@ -185,3 +185,48 @@ async fn scenario() -> TestResult {
     common::clear_session(&config, &host, port).await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_replica_that_stops_leaves_the_share_groups_so_the_others_get_every_message() -> TestResult {
+    tokio::task::LocalSet::new().run_until(leaving()).await
+}
+
+/// Two replicas on one database; one stops on purpose (a rolling restart, a
+/// scale-down). Brokers keep feeding a disconnected persistent session its share of a
+/// shared subscription, so without leaving the groups first, about half of what devices
+/// send next would wait in the stopped replica's session. Only an external broker keeps
+/// sessions (CI runs this on Mosquitto); the embedded one drops them on disconnect.
+async fn leaving() -> TestResult {
+    let _turn = common::broker_turn().await;
+    let mut chosen = None;
+    let api = Api::with(|c| chosen = Some((common::broker(c, "leave"), c.clone()))).await?;
+    let (address, config) = chosen.ok_or("no configuration")?;
+    let (host, port) = address?;
+    let staying = mota_backend::mqtt::start(&config, &api.state).await?;
+    let mut other = config.clone();
+    other.mqtt_client_id = format!("{}-b", config.mqtt_client_id);
+    other.mqtt_listen = "127.0.0.1:0".parse()?; // the embedded broker runs once, with the first
+    let leaving = match &config.mqtt_url {
+        Some(_) => Some(mota_backend::mqtt::start(&other, &api.state).await?),
+        None => None,
+    };
+    // Both subscribe right after connecting on loopback; give them that moment.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    if let Some(replica) = leaving {
+        replica.stop().await;
+    }
+
+    let prefix = format!("l{}-", std::process::id());
+    let client = publisher(&format!("{prefix}tester"), &host, port);
+    let ids: Vec<String> = (0..20).map(|i| format!("{prefix}dev-{i}")).collect();
+    for id in &ids {
+        client.publish(Topic::new(id, Kind::Hello)?.to_string(), QoS::AtLeastOnce, false, hello(CLASS)?).await?;
+    }
+    for id in &ids {
+        wait_for_device(&api, id, 20, |d| d["online"] == true).await?;
+    }
+    staying.stop().await;
+    common::clear_session(&config, &host, port).await;
+    common::clear_session(&other, &host, port).await;
+    Ok(())
+}

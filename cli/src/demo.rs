@@ -104,12 +104,12 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     wait_for_fleet(client, devices).await?;
 
     step(2, "a fine-tuned 1.1.0 rolls out in three cohorts, mostly as patches");
-    let rule = |extra: &[(&'static str, String)]| {
-        let mut q = vec![("validation_set", set_sha.clone()), ("max_drop_permille", "20".to_owned())];
-        q.extend_from_slice(extra);
-        Upload { query: q, set: None }
+    // Later versions name the same set, and devices refuse a drop of more than 2 points.
+    let rule = || Upload {
+        query: vec![("validation_set", set_sha.clone()), ("max_drop_permille", "20".to_owned())],
+        set: None,
     };
-    let v2 = push(client, "1.1.0", V2, rule(&[])).await?;
+    let v2 = push(client, "1.1.0", V2, rule()).await?;
     let patch = wait_for_delta(client, "1.1.0").await?;
     println!(
         "  the backend made a patch from 1.0.0: {} for a {} model\n",
@@ -121,7 +121,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     watched.with_context(|| format!("rollout {good} of the good model did not complete"))?;
 
     step(3, "a degraded 1.2.0: the canaries measure it on their validation sets and refuse it");
-    push(client, "1.2.0", V3_BAD, rule(&[])).await?;
+    push(client, "1.2.0", V3_BAD, rule()).await?;
     wait_for_delta(client, "1.2.0").await?;
     let canaries: Vec<String> = (0..2).map(|i| mota_sim::device_id("demo-", i)).collect();
     let bad = rollout(client, "1.2.0", devices, &canaries).await?;

@@ -242,7 +242,26 @@ async fn run(
     }
     worker.abort();
     acker.abort();
-    // Stopping: a DISCONNECT, so the broker keeps the session for the next start.
+    // Stopping on purpose (a rolling restart, a scale-down): leave the share groups, so
+    // the broker hands this replica's share of device messages to the others instead of
+    // queueing it in this session until it comes back, which after a scale-down is never
+    // (brokers keep feeding a disconnected persistent session its share: mosquitto#2662,
+    // emqx#3243). A crash skips this; the session then holds its share until the replica
+    // returns under the same client id. Then a DISCONNECT, so the broker keeps the
+    // session (and anything in flight) for the next start, which subscribes again.
+    let filters = share_filters(&session.group);
+    let sent = filters.iter().filter(|f| client.try_unsubscribe(f.as_str()).is_ok()).count();
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut acked = 0;
+        while acked < sent {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::UnsubAck(_))) => acked += 1,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    })
+    .await;
     if client.try_disconnect().is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
             while let Ok(event) = events.poll().await {
