@@ -288,9 +288,13 @@ impl Engine {
             }
             let Some((envelope, manifest, delta)) = signed.get(&running) else { continue };
             publish_offer(&self.client, &self.db, &device, envelope).await?;
+            // The device may answer before this update runs (its first report moves the
+            // attempt past `pending`): what was offered is recorded whatever the state,
+            // only the state itself moves from `pending` alone.
             sqlx::query(
-                "UPDATE attempts SET state = $1, offered_at = COALESCE(offered_at, $2), manifest_sha256 = $3, \
-                 base_sha256 = $4, delta = $5, updated_at = $2 WHERE cohort_id = $6 AND device_id = $7 AND state = 'pending'",
+                "UPDATE attempts SET state = CASE WHEN state = 'pending' THEN $1 ELSE state END, \
+                 offered_at = COALESCE(offered_at, $2), manifest_sha256 = $3, base_sha256 = $4, delta = $5, \
+                 updated_at = $2 WHERE cohort_id = $6 AND device_id = $7",
             )
             .bind(states::OFFERED)
             .bind(now)
