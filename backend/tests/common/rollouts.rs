@@ -73,6 +73,13 @@ pub async fn setup(
     let (address, config) = chosen.ok_or("no configuration")?;
     let address = address?;
     let backend = Backend::start(&config, &api).await?;
+    upload(&api, versions).await?;
+    Ok((api, backend, address, config))
+}
+
+/// Uploads the digits validation set and `versions` with it (`(version, fixture, extra
+/// query)`) and computes the deltas.
+pub async fn upload(api: &Api, versions: &[(&str, &str, &str)]) -> Result<(), BoxError> {
     let r = api.post_bytes("/v1/validation-sets?name=digits-64", &api.operator, digits_set(64)?).await?;
     let set = r.json()["sha256"].as_str().ok_or("no set digest")?.to_owned();
     for (version, fixture, extra) in versions {
@@ -80,5 +87,5 @@ pub async fn setup(
         assert_eq!(r.status, 201, "{version}: {}", String::from_utf8_lossy(&r.body));
     }
     api.state.registry.run_delta_jobs().await?;
-    Ok((api, backend, address, config))
+    Ok(())
 }
