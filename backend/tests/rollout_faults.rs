@@ -229,3 +229,79 @@ async fn late_device() -> TestResult {
     backend.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_terminal_report_the_broker_dropped_is_asked_for_again() -> TestResult {
+    tokio::task::LocalSet::new().run_until(lost_report()).await
+}
+
+/// A broker that restarts drops what devices publish before a replica rejoins the shared
+/// subscription (Mosquitto 2.0.11, found by the scale-out test). Here the loss is made
+/// by hand: a device committed, and the backend forgets the report (its row gone, the
+/// attempt back at `verified`, quiet for a minute). The engine republishes the offer of
+/// an attempt quiet that long, and the agent answers an offer it already finished with
+/// its terminal report again: the attempt is committed again, from the same report.
+async fn lost_report() -> TestResult {
+    let _turn = common::broker_turn().await;
+    let (api, backend, (host, port), config) =
+        setup("faults-lost", &[("1.0.0", "digits_cnn_v1", ""), ("1.1.0", "digits_cnn_v2", "")]).await?;
+    let prefix = format!("r{}-", std::process::id());
+    let v1 = model("digits_cnn_v1")?;
+    let online = fleet(&config.data_dir, (&host, port), &prefix, 2, &v1, Default::default()).await?;
+    registered(&api, &prefix, 2).await?;
+    let ids: Vec<String> = online.iter().map(|(id, _)| id.clone()).collect();
+    // Two cohorts with approval: after the first, the rollout waits, still running.
+    let body = json!({
+        "model": "digits", "version": "1.1.0", "selector": { "ids": ids },
+        "plan": { "cohorts": [{ "count": 1 }, { "percent": 100 }], "approval": true },
+    });
+    let id = created(&api.json("POST", "/v1/rollouts", &api.operator, body).await?)?;
+    let first = eventually(60, "the first cohort to pass", || async {
+        let r = common::rollouts::rollout(&api, id).await?;
+        Ok((r["awaiting_approval"] == true).then_some(r))
+    })
+    .await?;
+    assert_eq!(first["cohorts"][0]["tally"]["committed"], 1);
+    let rows = attempts(&api, id).await?;
+    let device = rows.iter().find(|r| r.2 == "committed").map(|r| r.0.clone()).ok_or("no committed device")?;
+    let report: (i64, Vec<u8>) = sqlx::query_as(
+        "SELECT seq, payload FROM device_reports WHERE rollout_id = $1 AND device_id = $2 AND event = 4",
+    )
+    .bind(id)
+    .bind(&device)
+    .fetch_one(&api.state.db.pool)
+    .await?;
+
+    // The report is lost; the attempt looks unfinished and has been quiet for a minute.
+    sqlx::query("DELETE FROM device_reports WHERE rollout_id = $1 AND device_id = $2 AND event = 4")
+        .bind(id)
+        .bind(&device)
+        .execute(&api.state.db.pool)
+        .await?;
+    let minute_ago = mota_backend::db::now_ms() - 60_000;
+    sqlx::query("UPDATE attempts SET state = 'verified', updated_at = $1 WHERE rollout_id = $2 AND device_id = $3")
+        .bind(minute_ago)
+        .bind(id)
+        .bind(&device)
+        .execute(&api.state.db.pool)
+        .await?;
+
+    // A replica starting now asks its quiet devices at once.
+    let engine = mota_backend::rollout::engine::Engine::new(&api.state, &backend.mqtt);
+    engine.tick().await.map_err(|e| e.to_string())?;
+    let again: (i64, Vec<u8>) = eventually(30, "the device to report again", || async {
+        Ok(sqlx::query_as(
+            "SELECT seq, payload FROM device_reports WHERE rollout_id = $1 AND device_id = $2 AND event = 4",
+        )
+        .bind(id)
+        .bind(&device)
+        .fetch_optional(&api.state.db.pool)
+        .await?)
+    })
+    .await?;
+    assert_eq!(again, report, "the same report, under the same key");
+    let rows = attempts(&api, id).await?;
+    assert_eq!(rows.iter().find(|r| r.0 == device).map(|r| r.2.as_str()), Some("committed"));
+    backend.stop().await;
+    Ok(())
+}

@@ -11,12 +11,13 @@
 //!   (checked with 2.0.11), so meanwhile a third of the devices' messages wait in the
 //!   dead replica's session (up to 100,000, the limit `deploy/mosquitto/mosquitto.conf`
 //!   sets) and reach it when it is back; a replica that never came back would hold them;
-//! - the broker is stopped (SIGTERM: it saves sessions, queues and retained offers) and
-//!   started again on the same port after cohort 2 passed; cohort 3 is approved once
-//!   every replica is connected again. Not while devices are mid-update: Mosquitto 2.0.11
-//!   drops what is published to a shared subscription restored from persistence until one
-//!   of its members reconnects (at 1,000 devices, about 20 of the 150 in-flight devices'
-//!   `committed` reports were lost each time), see BENCHMARKS.md "Scale-out (issue 9)".
+//! - the broker is stopped (SIGTERM: it saves sessions, queues and retained offers) as
+//!   soon as cohort 3 is offered, and started again on the same port, while its devices
+//!   are mid-update. Mosquitto 2.0.11 drops what is published to a shared subscription
+//!   restored from persistence until one of its members reconnects (at 1,000 devices
+//!   about 20 of the 150 in-flight devices' `committed` reports were lost each time, see
+//!   BENCHMARKS.md "Scale-out (issue 9)"); the engine asks devices quiet for 30 s again
+//!   (their offer, re-published) and the agent answers with its terminal report again.
 //!
 //! Shows: the rollout completes; each cohort started once and passed once, no event is
 //! recorded twice; each device has one attempt, committed, and the tallies equal the
@@ -181,17 +182,27 @@ async fn scale_out() -> TestResult {
             .await?;
     mark(&format!("replica {VICTIM} started again"));
 
-    // Between cohorts 2 and 3: the broker stops (SIGTERM, it saves sessions, queues and
-    // retained offers) and starts again on the same port; once every replica is back on
-    // it, cohort 3 is approved. (A restart while devices are mid-update loses what they
-    // publish before the first replica is back: Mosquitto 2.0.11 drops messages for a
-    // shared subscription restored from persistence until a member reconnects, see
-    // BENCHMARKS.md "Scale-out (issue 9)".)
+    // Mid-update: cohort 3 is approved and, as soon as it is offered, the broker stops
+    // (SIGTERM: it saves sessions, queues and retained offers) and starts again on the
+    // same port. Mosquitto 2.0.11 drops what devices publish to a shared subscription
+    // restored from persistence until a replica rejoins it, so some of the devices'
+    // `committed` reports are lost; the engine's nudge (an unfinished attempt quiet for
+    // 30 s gets its offer again, and a device that finished answers with its report
+    // again) must bring them back.
     passed(1).await?;
     mark("cohort 2 passed");
-    assert_eq!(rollout(&api, id).await?["state"], "running", "the broker restart lands mid-rollout");
+    approve().await?;
+    eventually(60, "cohort 3 to start", || async {
+        Ok((rollout(&api, id).await?["cohorts"][2]["state"] == "active").then_some(()))
+    })
+    .await?;
     broker.stop()?;
-    mark("broker stopped (SIGTERM)");
+    let at_stop = rollout(&api, id).await?;
+    mark(&format!(
+        "cohort 3 active ({}/{} committed): broker stopped (SIGTERM)",
+        at_stop["cohorts"][2]["tally"]["committed"], at_stop["cohorts"][2]["size"]
+    ));
+    assert_eq!(at_stop["state"], "running", "the broker restart lands mid-rollout");
     tokio::time::sleep(Duration::from_secs(2)).await;
     broker.restart()?;
     mark("broker started again (same port, same persistence)");
@@ -200,7 +211,6 @@ async fn scale_out() -> TestResult {
     })
     .await?;
     mark("every replica reconnected");
-    approve().await?;
     passed(2).await?;
     mark("cohort 3 passed");
     approve().await?;
@@ -265,9 +275,21 @@ async fn scale_out() -> TestResult {
     let sizes: i64 = cohorts.iter().filter_map(|c| c["size"].as_i64()).sum();
     assert_eq!(sizes, devices as i64);
 
-    // Reports: every device's accepted (0), verified (2) and committed (4) are stored, each
-    // once (a redelivered report is the same (device, rollout, seq) key, so a second row or
-    // a second move of the attempt would show here and in the tallies above).
+    // Reports. Every device's terminal report (committed, 4) is stored exactly once: a
+    // redelivered report is the same (device, rollout, seq) key, so a second row or a
+    // second move of the attempt would show here and in the tallies above, and one the
+    // broker dropped was asked for again. Progress reports (accepted 0, verified 2) are
+    // stored at most once; the broker drops those its restart caught (no member of the
+    // shared subscription connected yet), which only cohort 3's devices, offered just
+    // before it, can have sent then; every other device has all of them.
+    let in_restart: std::collections::HashSet<String> = sqlx::query_scalar(
+        "SELECT a.device_id FROM attempts a JOIN cohorts c ON c.id = a.cohort_id WHERE a.rollout_id = $1 AND c.position = 2",
+    )
+    .bind(id)
+    .fetch_all(&api.state.db.pool)
+    .await?
+    .into_iter()
+    .collect();
     let stored: Vec<(String, i32, i64)> = sqlx::query_as(
         "SELECT device_id, event, COUNT(*) FROM device_reports WHERE rollout_id = $1 GROUP BY device_id, event",
     )
@@ -279,9 +301,15 @@ async fn scale_out() -> TestResult {
         per_device.entry(device.as_str()).or_default().insert(*event, *n);
     }
     assert_eq!(per_device.len(), devices, "reports from every device");
+    let mut dropped_progress = 0;
     for (device, events) in &per_device {
-        for (event, name) in [(0, "accepted"), (2, "verified"), (4, "committed")] {
-            assert_eq!(events.get(&event), Some(&1), "{device}: one {name} report stored; {events:?}");
+        assert_eq!(events.get(&4), Some(&1), "{device}: one committed report stored; {events:?}");
+        for (event, name) in [(0, "accepted"), (2, "verified")] {
+            match events.get(&event) {
+                Some(1) => {}
+                None if in_restart.contains(*device) => dropped_progress += 1,
+                other => panic!("{device}: {other:?} {name} reports stored; {events:?}"),
+            }
         }
     }
     let rows_stored: i64 = stored.iter().map(|r| r.2).sum();
@@ -296,7 +324,12 @@ async fn scale_out() -> TestResult {
     .fetch_all(&api.state.db.pool)
     .await?;
     for (device, missing) in &holes {
-        assert!(*missing <= 1, "{device}: {missing} report numbers missing (one is the agent's unreported set check)");
+        if !in_restart.contains(device) {
+            assert!(
+                *missing <= 1,
+                "{device}: {missing} report numbers missing (one is the agent's unreported set check)"
+            );
+        }
     }
     let holes: i64 = holes.iter().map(|h| h.1).sum();
     let mut handled = Vec::new();
@@ -333,7 +366,8 @@ async fn scale_out() -> TestResult {
     println!("  device connections: {connects} ({devices} at start, the rest reconnects after the broker restart)");
     println!(
         "  reports stored: {rows_stored} ({:.1} per device; report numbers not stored: {holes}, the agent's one \
-         unreported number per device)",
+         unreported number per device and what the broker dropped); progress reports of cohort 3 dropped by the \
+         broker's restart: {dropped_progress}; committed reports: one per device",
         rows_stored as f64 / devices as f64,
     );
     println!(

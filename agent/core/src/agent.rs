@@ -309,11 +309,18 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         let digest = Digest::of(envelope.manifest);
         // The offer in progress, one installed now or before, or one that failed. (Same
         // signed manifest: its signature verified before, whatever wraps it now.)
-        if self.state.job.is_some_and(|j| j.manifest == digest)
-            || self.state.current.and_then(|m| m.manifest) == Some(digest)
+        if self.state.job.is_some_and(|j| j.manifest == digest) {
+            return Ok(());
+        }
+        if self.state.current.and_then(|m| m.manifest) == Some(digest)
             || self.state.previous.and_then(|m| m.manifest) == Some(digest)
             || self.state.last_failed == Some(digest)
         {
+            // Offered again what this device already finished: the backend has not heard
+            // how it ended (a broker that restarted drops what no backend was connected
+            // to take), so the held terminal report goes out again; it is counted once,
+            // by its key.
+            self.deliver_report(net);
             return Ok(());
         }
         // The very same bytes refused before (by the whole envelope: a copy with a broken

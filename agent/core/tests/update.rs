@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use mota_proto::Digest;
 use mota_proto::message::{Action, ErrorCode, Event};
+use mota_proto::topic::Kind;
 
 type D = Device<4, 4096>;
 
@@ -187,10 +188,10 @@ fn cancel_abandons_the_download_and_an_offer_meanwhile_is_busy() -> TestResult {
     let clock = TestClock::default();
     let mut net = Net::default();
     let first = offer(&new, OfferSpec::default())?;
-    agent.handle(mota_proto::topic::Kind::Offer, &first.envelope, &mut net, &clock)?;
+    agent.handle(Kind::Offer, &first.envelope, &mut net, &clock)?;
     assert!(agent.state().job.is_some());
     let other = offer(&new, OfferSpec { rollout: 9, counter: 5, ..Default::default() })?;
-    agent.handle(mota_proto::topic::Kind::Offer, &other.envelope, &mut net, &clock)?;
+    agent.handle(Kind::Offer, &other.envelope, &mut net, &clock)?;
     let mut backend = Backend::default();
     backend.publish_offer(&first);
     backend.take(&mut net)?;
@@ -216,11 +217,11 @@ fn a_reboot_mid_download_resumes_where_it_was() -> TestResult {
         let mut arena = vec![0u8; ARENA];
         let mut agent = device.boot(&config, &mut arena)?;
         let mut net = Net::default();
-        agent.handle(mota_proto::topic::Kind::Offer, backend.offer.as_deref().ok_or("offer")?, &mut net, &clock)?;
+        agent.handle(Kind::Offer, backend.offer.as_deref().ok_or("offer")?, &mut net, &clock)?;
         // Six chunks arrive, then the device resets (no flash operation is interrupted).
         for _ in 0..6 {
             for r in backend.take(&mut net)? {
-                agent.handle(mota_proto::topic::Kind::Chunk, &r, &mut net, &clock)?;
+                agent.handle(Kind::Chunk, &r, &mut net, &clock)?;
             }
         }
         assert!(agent.state().job.is_some_and(|j| j.progress >= 4096));
@@ -247,5 +248,31 @@ fn an_arena_too_small_for_the_patch_block_buffer_is_a_configuration_error() -> T
     assert!(matches!(device.boot(&config, &mut small), Err(mota_agent::AgentError::Config(_))));
     let mut enough = vec![0u8; mota_delta::BLOCK_BUFFER];
     assert!(device.boot(&config, &mut enough).is_ok());
+    Ok(())
+}
+
+#[test]
+fn an_offer_delivered_again_after_the_end_brings_the_outcome_again() -> TestResult {
+    let (old, new, set) = (v1()?, v2()?, set("digits_cnn_v2", 100)?);
+    let device = D::new(Layout::uniform(4, 0xFF), &old)?;
+    let config = config(&old)?;
+    let mut arena = vec![0u8; ARENA];
+    let mut agent = device.boot(&config, &mut arena)?;
+    let mut backend = Backend::default();
+    let clock = TestClock::default();
+    backend.publish_offer(&offer(&new, OfferSpec { set: Some(&set), ..Default::default() })?);
+    drive(&mut agent, &mut backend, &clock)?;
+    let committed = backend.terminal()?;
+    assert_eq!(committed.len(), 1);
+
+    // The report was lost on the way; the backend publishes the retained offer again.
+    backend.statuses.clear();
+    let mut net = Net::default();
+    let again = backend.offer.clone().ok_or("no offer")?;
+    agent.handle(Kind::Offer, &again, &mut net, &clock)?;
+    backend.take(&mut net)?;
+    assert_eq!(backend.terminal()?, committed, "the same report, under the same key");
+    assert!(agent.is_idle(), "and nothing is started again");
+    assert_eq!(agent.active_model().map(|m| m.installed.sha256), Some(Digest::of(&new)));
     Ok(())
 }

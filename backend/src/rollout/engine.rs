@@ -43,6 +43,8 @@ const MIN_GAP: Duration = Duration::from_millis(200);
 
 /// Offers published per cohort per step (the rest on the next step).
 const OFFERS_PER_STEP: i64 = 2000;
+/// An unfinished attempt quiet this long gets its offer published again (see `nudge`).
+const QUIET: Duration = Duration::from_secs(30);
 
 /// One replica's engine.
 #[derive(Clone)]
@@ -61,6 +63,8 @@ pub struct Engine {
     fresh_sessions: Arc<AtomicU64>,
     /// The count the engine last re-published for.
     republished: Arc<AtomicU64>,
+    /// When quiet devices were last asked again (Unix ms).
+    nudged: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// Why a step failed (logged; the next tick tries again).
@@ -105,6 +109,8 @@ impl Engine {
             wake: state.engine_wake.clone(),
             fresh_sessions: mqtt.fresh_sessions(),
             republished: Arc::new(AtomicU64::new(0)),
+            // 0: a starting replica asks quiet devices at once (it may have missed their news).
+            nudged: Arc::new(std::sync::atomic::AtomicI64::new(0)),
         }
     }
 
@@ -131,6 +137,11 @@ impl Engine {
         if sessions != self.republished.load(Ordering::SeqCst) {
             self.republish().await?;
             self.republished.store(sessions, Ordering::SeqCst);
+        }
+        let now = now_ms();
+        if now - self.nudged.load(Ordering::SeqCst) >= QUIET.as_millis() as i64 {
+            self.nudged.store(now, Ordering::SeqCst);
+            self.nudge(now).await?;
         }
         self.send_commands().await?;
         let ids: Vec<i64> =
@@ -427,6 +438,34 @@ impl Engine {
         .await?
         .rows_affected();
         tracing::info!(offers = offers.len(), commands = resent, "the broker had no session: re-publishing");
+        Ok(())
+    }
+
+    /// Publishes again the offers of unfinished attempts that have said nothing for
+    /// [`QUIET`]. A device still working takes an offer it already works on as a no-op;
+    /// one that finished answers a repeated offer with its terminal report again. That
+    /// recovers a report the broker dropped, as Mosquitto does after a restart with the
+    /// messages of a shared subscription no replica has rejoined yet (found by the
+    /// scale-out test), and an offer a device missed.
+    async fn nudge(&self, now: i64) -> Result<(), EngineError> {
+        let offers: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT a.device_id, o.envelope FROM attempts a JOIN rollouts r ON r.id = a.rollout_id \
+             JOIN offers o ON o.manifest_sha256 = a.manifest_sha256 WHERE r.state IN ('running', 'paused') \
+             AND a.state IN ('offered', 'accepted', 'downloading', 'verified', 'validated', 'timed_out') \
+             AND a.updated_at < $1 ORDER BY a.updated_at LIMIT $2",
+        )
+        .bind(now - QUIET.as_millis() as i64)
+        .bind(OFFERS_PER_STEP)
+        .fetch_all(&self.db.pool)
+        .await?;
+        for (device, envelope) in &offers {
+            if let Ok(topic) = Topic::new(device, Kind::Offer) {
+                self.client.publish(topic.to_string(), QoS::AtLeastOnce, true, envelope.clone()).await?;
+            }
+        }
+        if !offers.is_empty() {
+            tracing::info!(offers = offers.len(), "asking quiet devices again");
+        }
         Ok(())
     }
 
