@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::cluster::Replica;
 use common::rollouts::{attempts, created, events, registered, setup, wait_state};
 use common::{Backend, BoxError, TestResult, eventually, fleet, model};
 use mota_proto::Digest;
@@ -17,50 +18,11 @@ fn count(log: &[(i64, String, String)], kind: &str) -> usize {
     log.iter().filter(|(_, k, _)| k == kind).count()
 }
 
-/// A fresh replica of the backend whose data dir is `dir`, configured through the
-/// environment from `config` (database, blobs, broker), killed on drop.
-struct Replica(std::process::Child);
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn command(config: &mota_backend::Config) -> std::process::Command {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mota-backend"));
-    cmd.env("MOTA_DATA_DIR", &config.data_dir)
-        .env("MOTA_DATABASE_URL", config.database_url())
-        .env("MOTA_MQTT_CLIENT_ID", &config.mqtt_client_id)
-        .env("MOTA_MQTT_SHARE_GROUP", &config.mqtt_share_group)
-        .env("MOTA_MQTT_LISTEN", config.mqtt_listen.to_string());
-    if let Some(url) = &config.mqtt_url {
-        cmd.env("MOTA_MQTT_URL", url);
-    }
-    if let (Some(bucket), Some(endpoint)) = (&config.s3_bucket, &config.s3_endpoint) {
-        cmd.env("MOTA_S3_BUCKET", bucket)
-            .env("MOTA_S3_ENDPOINT", endpoint)
-            .env("MOTA_S3_PATH_STYLE", "true")
-            .env("MOTA_S3_ACCESS_KEY_ID", config.s3_access_key_id.clone().unwrap_or_default())
-            .env("MOTA_S3_SECRET_ACCESS_KEY", config.s3_secret_access_key.clone().unwrap_or_default());
-    }
-    cmd
-}
-
+/// The real binary on `config` (database, blobs, broker), serving HTTP on `port`,
+/// logging into the data dir; SIGKILLed on drop.
 async fn spawn(config: &mota_backend::Config, port: u16) -> Result<Replica, BoxError> {
-    let child = command(config)
-        .env("MOTA_LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    let replica = Replica(child);
-    eventually(30, "the backend to be ready", || async {
-        let ready = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await;
-        Ok(ready.is_ok_and(|r| r.status() == 200).then_some(()))
-    })
-    .await?;
-    Ok(replica)
+    let log = config.data_dir.join("backend.log");
+    Replica::spawn(env!("CARGO_BIN_EXE_mota-backend"), config, &config.mqtt_client_id, port, &log).await
 }
 
 #[tokio::test]
@@ -95,7 +57,8 @@ async fn killed_mid_rollout() -> TestResult {
         Ok((r["cohorts"][0]["state"] == "passed").then_some(()))
     })
     .await?;
-    drop(replica);
+    let mut replica = replica;
+    replica.kill()?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _replica = spawn(&config, http).await?;
 
