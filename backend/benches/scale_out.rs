@@ -192,15 +192,7 @@ struct Run {
 async fn ingest(broker: &Mosquitto, replicas: usize, round: usize, reports_n: usize) -> Res<Run> {
     let devices = reports_n.div_ceil(REPORTS_PER_DEVICE);
     let group = format!("mota-bench-scale-{}-{replicas}-{round}", std::process::id());
-    let mut chosen = None;
-    let api = Api::with(|c| {
-        c.no_mqtt = false;
-        c.mqtt_url = Some(broker.url());
-        c.mqtt_share_group = group.clone();
-        chosen = Some(c.clone());
-    })
-    .await?;
-    let config = chosen.ok_or("no configuration")?;
+    let (api, config) = common::cluster::api_on(broker, &group).await?;
     common::rollouts::upload(&api, &[("1.0.0", "digits_cnn_v1", ""), ("1.1.0", "digits_cnn_v2", "")]).await?;
     let (v1, v2) = (common::model("digits_cnn_v1")?, common::model("digits_cnn_v2")?);
     let hello = device_hello(Digest::of(&v1))?;

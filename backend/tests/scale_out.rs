@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{Mosquitto, Replica, free_port};
 use common::rollouts::{attempts, created, events, registered, rollout, upload, wait_state};
-use common::{Api, BoxError, TestResult, eventually, model};
+use common::{BoxError, TestResult, eventually, model};
 use mota_proto::Digest;
 use serde_json::{Value, json};
 
@@ -98,15 +98,7 @@ async fn scale_out() -> TestResult {
     // The services: PostgreSQL and S3 from CI, a Mosquitto of our own.
     let mut broker = Mosquitto::start()?;
     let group = format!("mota-scale-{}", std::process::id());
-    let mut chosen = None;
-    let api = Api::with(|c| {
-        c.no_mqtt = false;
-        c.mqtt_url = Some(broker.url());
-        c.mqtt_share_group = group.clone();
-        chosen = Some(c.clone());
-    })
-    .await?;
-    let config = chosen.ok_or("no configuration")?;
+    let (api, config) = common::cluster::api_on(&broker, &group).await?;
     upload(&api, &[("1.0.0", "digits_cnn_v1", ""), ("1.1.0", "digits_cnn_v2", "")]).await?;
     let (v1, v2) = (model("digits_cnn_v1")?, model("digits_cnn_v2")?);
 

@@ -254,3 +254,17 @@ pub fn postgres_cpu() -> std::collections::HashMap<u32, f64> {
 pub fn postgres_since(before: &std::collections::HashMap<u32, f64>) -> f64 {
     postgres_cpu().iter().map(|(pid, t)| t - before.get(pid).copied().unwrap_or(0.0)).sum()
 }
+
+/// A server's state and router on a fresh database and bucket, configured for `broker` and
+/// share group `group` (what every replica of a test or bench shares); its configuration.
+pub async fn api_on(broker: &Mosquitto, group: &str) -> Result<(super::Api, mota_backend::Config), BoxError> {
+    let mut chosen = None;
+    let api = super::Api::with(|c| {
+        c.no_mqtt = false;
+        c.mqtt_url = Some(broker.url());
+        c.mqtt_share_group = group.to_owned();
+        chosen = Some(c.clone());
+    })
+    .await?;
+    Ok((api, chosen.ok_or("no configuration")?))
+}

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::support::{Env, TestResult, arg, eventually, fixture};
+use crate::support::{Env, TestResult, arg, eventually, fixture, make_digits_set};
 
 fn versions(v: &Value) -> Vec<String> {
     v["versions"]
@@ -21,20 +21,8 @@ async fn an_operator_pushes_sets_and_versions_and_reads_the_registry_back() -> T
     assert_eq!(env.json(&["model", "list"]).await, Value::Array(vec![]));
 
     // A validation set made locally, pushed on its own.
-    let set = env.home.path().join("digits.mvs");
+    let set = make_digits_set(&env).await;
     let v1 = fixture("digits_cnn_v1.tflite");
-    env.ok(&[
-        "valset",
-        "make",
-        &arg(&v1),
-        "--inputs",
-        &arg(&fixture("digits_cnn_v1.inputs.npy")),
-        "--labels",
-        &arg(&fixture("digits_cnn_v1.labels.npy")),
-        "-o",
-        &arg(&set),
-    ])
-    .await;
     let pushed = env.ok(&["valset", "push", &arg(&set)]).await;
     assert!(pushed.starts_with("pushed digits.mvs: "), "{pushed}");
     let sets = env.json(&["valset", "list"]).await;

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::support::{Env, TestResult, arg, eventually, fixture};
+use crate::support::{Env, TestResult, arg, eventually, fixture, make_digits_set};
 
 const DEVICES: usize = 8;
 
@@ -11,20 +11,8 @@ const DEVICES: usize = 8;
 /// each pushed version's patch from the one before computed.
 async fn fleet_with(more: &[(&str, &str)]) -> Result<Env, Box<dyn std::error::Error + Send + Sync>> {
     let env = Env::start(DEVICES).await?;
-    let set = env.home.path().join("digits.mvs");
+    let set = make_digits_set(&env).await;
     let v1 = fixture("digits_cnn_v1.tflite");
-    env.ok(&[
-        "valset",
-        "make",
-        &arg(&v1),
-        "--inputs",
-        &arg(&fixture("digits_cnn_v1.inputs.npy")),
-        "--labels",
-        &arg(&fixture("digits_cnn_v1.labels.npy")),
-        "-o",
-        &arg(&set),
-    ])
-    .await;
     let pushed = env
         .json(&[
             "model",

@@ -92,6 +92,24 @@ impl Env {
     }
 }
 
+/// Runs `mota valset make` on the digits fixtures into the test's home; the set's path.
+pub async fn make_digits_set(env: &Env) -> PathBuf {
+    let set = env.home.path().join("digits.mvs");
+    env.ok(&[
+        "valset",
+        "make",
+        &arg(&fixture("digits_cnn_v1.tflite")),
+        "--inputs",
+        &arg(&fixture("digits_cnn_v1.inputs.npy")),
+        "--labels",
+        &arg(&fixture("digits_cnn_v1.labels.npy")),
+        "-o",
+        &arg(&set),
+    ])
+    .await;
+    set
+}
+
 /// A runtime fixture file (`digits_cnn_v1.tflite`, ...).
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../agent/runtime/fixtures/models").join(name)
