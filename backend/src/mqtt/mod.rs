@@ -53,7 +53,7 @@ pub struct Mqtt {
     fresh_sessions: Arc<AtomicU64>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
-    writer: JoinHandle<()>,
+    writers: Arc<reports::Writers>,
 }
 
 impl Mqtt {
@@ -71,7 +71,7 @@ impl Mqtt {
 
     /// Disconnects cleanly (waiting at most a second) and ends the client task.
     pub async fn stop(self) {
-        self.writer.abort();
+        self.writers.abort();
         let _ = self.stop.send(());
         let abort = self.task.abort_handle();
         if tokio::time::timeout(Duration::from_secs(2), self.task).await.is_err() {
@@ -118,13 +118,11 @@ pub async fn start(config: &Config, state: &AppState) -> Result<Mqtt, MqttError>
     let fresh_sessions = Arc::new(AtomicU64::new(0));
     let limits =
         chunks::Limits { cache_bytes: config.chunk_cache_bytes, rate: config.chunk_rate, burst: config.chunk_burst };
-    let (reports, queue) = tokio::sync::mpsc::channel(reports::QUEUE);
-    let writer =
-        tokio::spawn(reports::writer(state.db.clone(), state.metrics.clone(), state.engine_wake.clone(), queue));
+    let writers = Arc::new(reports::Writers::start(&state.db, &state.metrics, &state.engine_wake));
     let handler = Handler {
         db: state.db.clone(),
         chunks: chunks::ChunkService::new(state.db.clone(), state.blobs.clone(), state.metrics.clone(), limits),
-        reports,
+        reports: writers.clone(),
     };
     let session = Session {
         group: config.mqtt_share_group.clone(),
@@ -132,7 +130,7 @@ pub async fn start(config: &Config, state: &AppState) -> Result<Mqtt, MqttError>
         wake: state.engine_wake.clone(),
     };
     let task = tokio::spawn(run(client.clone(), events, handler, session, stopped));
-    Ok(Mqtt { client, fresh_sessions, stop, task, writer })
+    Ok(Mqtt { client, fresh_sessions, stop, task, writers })
 }
 
 /// The TLS settings of an `mqtts://` connection: the CA bundle, and the client
@@ -317,8 +315,8 @@ struct Session {
 struct Handler {
     db: Db,
     chunks: chunks::ChunkService,
-    /// The report writer's queue.
-    reports: tokio::sync::mpsc::Sender<reports::Queued>,
+    /// The report writers.
+    reports: Arc<reports::Writers>,
 }
 
 impl Handler {

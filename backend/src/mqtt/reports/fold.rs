@@ -1,0 +1,174 @@
+//! A batch's new reports folded into one change per attempt.
+//!
+//! The database pays per statement, not per row: a statement per report that moved an
+//! attempt was most of the cost of ingest (BENCHMARKS.md, issue 7). So the writer reads
+//! the batch's attempts once, folds their reports here in arrival order through the same
+//! state machine a single report would go through, and writes each attempt once. The
+//! result is what applying the reports one at a time would have left: the last state
+//! reached, each measurement from the last report that carried it, the first manifest.
+
+use std::collections::{BTreeMap, HashMap};
+
+use mota_proto::message::{Event, Status};
+
+use crate::rollout::states;
+
+/// Which image a device runs after its attempt's reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Running {
+    /// The rollout's version (it committed).
+    Target,
+    /// The image it ran before the attempt (it rolled back).
+    Base,
+}
+
+/// What the batch does to one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Change {
+    /// The state read at the start of the batch; the write expects it still.
+    pub from: String,
+    /// The state the reports leave it in.
+    pub to: &'static str,
+    pub error_code: Option<i32>,
+    pub accuracy_permille: Option<i32>,
+    pub prev_accuracy_permille: Option<i32>,
+    pub latency_us: Option<i64>,
+    pub prev_latency_us: Option<i64>,
+    pub arena_used: Option<i64>,
+    pub bytes_done: Option<i64>,
+    /// The first manifest digest (hex) a report named; the attempt keeps one it has.
+    pub manifest: Option<String>,
+    /// Set when a report changed what the device runs; the last one wins.
+    pub running: Option<Running>,
+    /// How many reports moved the attempt.
+    pub moves: usize,
+}
+
+impl Change {
+    fn new(from: &str) -> Self {
+        Self {
+            from: from.to_owned(),
+            to: "",
+            error_code: None,
+            accuracy_permille: None,
+            prev_accuracy_permille: None,
+            latency_us: None,
+            prev_latency_us: None,
+            arena_used: None,
+            bytes_done: None,
+            manifest: None,
+            running: None,
+            moves: 0,
+        }
+    }
+
+    fn apply(&mut self, to: &'static str, s: &Status<'_>) {
+        fn last<T>(slot: &mut Option<T>, new: Option<T>) {
+            if new.is_some() {
+                *slot = new;
+            }
+        }
+        self.to = to;
+        last(&mut self.error_code, s.error.map(|e| i32::from(e.0)));
+        last(&mut self.accuracy_permille, s.accuracy_permille.map(i32::from));
+        last(&mut self.prev_accuracy_permille, s.previous_accuracy_permille.map(i32::from));
+        last(&mut self.latency_us, s.latency_us.map(i64::from));
+        last(&mut self.prev_latency_us, s.previous_latency_us.map(i64::from));
+        last(&mut self.arena_used, s.arena_used.map(i64::from));
+        last(&mut self.bytes_done, s.bytes_done.map(i64::from));
+        if self.manifest.is_none() {
+            self.manifest = s.manifest.map(|m| crate::blobs::hex(&m.0));
+        }
+        match s.event {
+            Event::Committed => self.running = Some(Running::Target),
+            Event::RolledBack => self.running = Some(Running::Base),
+            _ => {}
+        }
+        self.moves += 1;
+    }
+}
+
+/// Folds `reports` ((rollout, device), status), new and in arrival order, into the
+/// attempts whose current states are `states_now`; reports of attempts not there are
+/// ignored. Only attempts that moved are returned, ordered by key (the order rows are
+/// written in, so concurrent writers lock them in one order).
+pub(super) fn fold<'a>(
+    states_now: &HashMap<(i64, String), String>,
+    reports: impl IntoIterator<Item = ((i64, &'a str), &'a Status<'a>)>,
+) -> BTreeMap<(i64, String), Change> {
+    let mut changes: BTreeMap<(i64, String), Change> = BTreeMap::new();
+    for ((rollout, device), status) in reports {
+        let key = (rollout, device.to_owned());
+        let Some(now) = states_now.get(&key) else { continue };
+        let current = changes.get(&key).map_or(now.as_str(), |c| if c.moves > 0 { c.to } else { now.as_str() });
+        let Some(next) = states::after(current, status.event, status.error) else { continue };
+        changes.entry(key).or_insert_with(|| Change::new(now)).apply(next, status);
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use mota_proto::Digest;
+    use mota_proto::message::ErrorCode;
+
+    use super::*;
+
+    fn status(seq: u32, event: Event) -> Status<'static> {
+        Status { rollout_id: 7, seq, event, ..Status::default() }
+    }
+
+    fn one(state: &str, reports: &[Status<'static>]) -> Option<Change> {
+        let now = HashMap::from([((7, "d".to_owned()), state.to_owned())]);
+        let mut out = fold(&now, reports.iter().map(|s| ((7, "d"), s)));
+        out.remove(&(7, "d".to_owned()))
+    }
+
+    /// Folding a batch leaves what applying its reports one by one leaves.
+    #[test]
+    fn a_whole_update_in_one_batch_is_one_change() {
+        let mut validated = status(9, Event::Validated);
+        validated.accuracy_permille = Some(950);
+        validated.previous_accuracy_permille = Some(900);
+        validated.latency_us = Some(1200);
+        let mut accepted = status(1, Event::Accepted);
+        accepted.manifest = Some(Digest([1; 32]));
+        let mut downloading = status(2, Event::Downloading);
+        downloading.bytes_done = Some(4096);
+        downloading.manifest = Some(Digest([2; 32]));
+        let mut later = status(3, Event::Downloading);
+        later.bytes_done = Some(8192);
+        let mut verified = status(8, Event::Verified);
+        verified.bytes_done = Some(26_933);
+        let batch = [accepted, downloading, later, verified, validated, status(10, Event::Committed)];
+        let c = one("offered", &batch).expect("moved");
+        // The second `downloading` does not move the attempt, so it counts for nothing.
+        assert_eq!((c.from.as_str(), c.to, c.moves), ("offered", states::COMMITTED, 5));
+        assert_eq!(c.bytes_done, Some(26_933), "the last moving report's measurement");
+        assert_eq!(c.manifest, Some(crate::blobs::hex(&[1; 32])), "the first manifest");
+        assert_eq!((c.accuracy_permille, c.prev_accuracy_permille, c.latency_us), (Some(950), Some(900), Some(1200)));
+        assert_eq!(c.running, Some(Running::Target));
+    }
+
+    #[test]
+    fn reports_that_do_not_move_change_nothing() {
+        // Progress never goes back; a busy refusal changes nothing.
+        let mut busy = status(4, Event::Rejected);
+        busy.error = Some(ErrorCode::BUSY);
+        assert_eq!(one("verified", &[status(1, Event::Downloading), busy]), None);
+        // A report for an attempt the batch did not read is dropped.
+        let now = HashMap::new();
+        assert!(fold(&now, [((7, "d"), &status(1, Event::Accepted))]).is_empty());
+    }
+
+    #[test]
+    fn the_last_transition_that_touches_the_running_image_wins() {
+        let c = one("validated", &[status(5, Event::Committed), status(6, Event::RolledBack)]).expect("moved");
+        assert_eq!((c.to, c.running, c.moves), (states::ROLLED_BACK, Some(Running::Base), 2));
+        // A refusal after the engine timed the device out still counts.
+        let mut refused = status(2, Event::Rejected);
+        refused.error = Some(ErrorCode(3));
+        let c = one(states::TIMED_OUT, &[refused]).expect("moved");
+        assert_eq!((c.from.as_str(), c.to, c.error_code, c.running), (states::TIMED_OUT, states::REJECTED, Some(3), None));
+    }
+}
