@@ -169,6 +169,9 @@ mod tests {
         let mut refused = status(2, Event::Rejected);
         refused.error = Some(ErrorCode(3));
         let c = one(states::TIMED_OUT, &[refused]).expect("moved");
-        assert_eq!((c.from.as_str(), c.to, c.error_code, c.running), (states::TIMED_OUT, states::REJECTED, Some(3), None));
+        assert_eq!(
+            (c.from.as_str(), c.to, c.error_code, c.running),
+            (states::TIMED_OUT, states::REJECTED, Some(3), None)
+        );
     }
 }

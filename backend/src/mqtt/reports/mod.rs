@@ -33,7 +33,7 @@ mod fold;
 mod sql;
 
 /// Reports per transaction at most.
-const MAX_BATCH: usize = 256;
+const MAX_BATCH: usize = 1024;
 
 /// Reports waiting for a writer; beyond, the MQTT loop waits (back-pressure on the broker).
 const QUEUE: usize = 4096;
