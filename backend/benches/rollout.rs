@@ -20,8 +20,8 @@
 //!   pre-encoded chunk per request (the broker carries both legs, the "backend" costs
 //!   nothing).
 //! - `rollout`: a fleet of mota-sim devices (the real agent, patcher and mota-runtime
-//!   validation on simulated flash, one MQTT connection each, all on this process' main
-//!   thread) registers, then a rollout walks 1 % / 10 % / 100 % cohorts to every device
+//!   validation on simulated flash, one MQTT connection each, spread over
+//!   `MOTA_BENCH_FLEET_THREADS` threads of this process) registers, then a rollout walks 1 % / 10 % / 100 % cohorts to every device
 //!   (a cohort passes once every member has finished, at most 10 % of them failed): a
 //!   27 KB patch (see [`model_pair`]) and a 2 KB validation set each. Total time,
 //!   per-cohort and per-device phases (from the reports' arrival times), CPU per process
@@ -40,7 +40,10 @@
 //! `MOTA_BENCH_GETS` (20000), `MOTA_BENCH_WINDOW` (64), `MOTA_BENCH_BROKERS` (`mosquitto,rumqttd`),
 //! `MOTA_BENCH_PARTS` (`ingest,rollout`), `MOTA_BENCH_ENGINE` (1; 0 stops the rollout
 //! engine before the status reports of `ingest`, a what-if), `MOTA_BENCH_SET_RECORDS` (4),
-//! `MOTA_BENCH_TIMEOUT_S` (900, the rollout's), `MOTA_BENCH_STAGGER_US` (3000: the pause
+//! `MOTA_BENCH_TIMEOUT_S` (900, the rollout's), `MOTA_BENCH_FLEET_THREADS` (2: one thread
+//! saturated at 10,000 devices), `MOTA_BENCH_KEEP_ALIVE_S` (300, the devices' MQTT
+//! keep-alive: a simulated device waits for its thread, a real one has its own core),
+//! `MOTA_BENCH_STAGGER_US` (3000: the pause
 //! between two devices' starts; all 10,000 at once made their connections thrash: each
 //! device's boot and connect run on the one device thread, rumqttc's connection times
 //! out, it reconnects under the same client id, and Mosquitto closes the older one),
@@ -545,7 +548,7 @@ fn ticks(stat: &str) -> Option<f64> {
     Some((u + s) / 100.0)
 }
 
-/// CPU seconds of this process' threads: (main thread, the others by name).
+/// CPU seconds of this process' threads by name (`fleet-N`: the simulated devices).
 fn own_threads() -> BTreeMap<String, f64> {
     let me = std::process::id().to_string();
     let mut out = BTreeMap::new();
@@ -553,7 +556,7 @@ fn own_threads() -> BTreeMap<String, f64> {
         let tid = e.file_name().to_string_lossy().into_owned();
         let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
         let name = if tid == me {
-            "main (LocalSet: the simulated devices)".to_owned()
+            "main".to_owned()
         } else {
             std::fs::read_to_string(e.path().join("comm")).unwrap_or_default().trim().to_owned()
         };
@@ -927,9 +930,11 @@ async fn simulated_rollout(pair: &(Vec<u8>, Vec<u8>), set: &[u8]) -> Res<()> {
             flash_file: None,
             faults: Default::default(),
             seed: 11,
+            keep_alive: Duration::from_secs(env_or("MOTA_BENCH_KEEP_ALIVE_S", 300)),
         },
     };
-    let fleet = mota_sim::run_fleet(options).await;
+    let threads = env_or("MOTA_BENCH_FLEET_THREADS", 2usize);
+    let fleet = tokio::task::spawn_blocking(move || mota_sim::ThreadedFleet::spawn(options, threads)).await??;
     let (_, registered) = wait_count(
         &backend,
         "SELECT COUNT(*) FROM devices WHERE agent_version IS NOT NULL",
@@ -977,7 +982,8 @@ async fn simulated_rollout(pair: &(Vec<u8>, Vec<u8>), set: &[u8]) -> Res<()> {
     let delta_offers =
         backend.count(&format!("SELECT COUNT(*) FROM attempts WHERE rollout_id = {id} AND delta = 1")).await?;
     let reports = backend.count("SELECT COUNT(*) FROM device_reports").await?;
-    let running_new = fleet.iter().filter(|(_, s)| s.borrow().running == Some(Digest::of(&pair.1))).count();
+    let running_new =
+        fleet.statuses().await.iter().filter(|(_, s)| s.running == Some(Digest::of(&pair.1))).count();
     let created_at: i64 = sqlx::query_scalar("SELECT created_at FROM rollouts WHERE id = $1")
         .bind(id)
         .fetch_one(&backend.state.db.pool)
@@ -1234,7 +1240,7 @@ fn main() {
                 .to_owned()))
             .unwrap_or_default()
     );
-    // As the binary runs: a multi-threaded runtime; the devices on the main thread's LocalSet.
+    // As the binary runs: a multi-threaded runtime (the simulated fleet runs on threads of its own).
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let local = tokio::task::LocalSet::new();
     if let Err(e) = runtime.block_on(local.run_until(run())) {

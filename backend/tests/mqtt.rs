@@ -57,6 +57,7 @@ fn device(id: &str, host: &str, port: u16, factory: &Arc<[u8]>) -> DeviceOptions
         flash_file: None,
         faults: Faults::default(),
         seed: 7,
+        keep_alive: DeviceOptions::KEEP_ALIVE,
     }
 }
 

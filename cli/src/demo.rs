@@ -215,6 +215,7 @@ impl Stack {
                 flash_file: None,
                 faults: mota_sim::Faults::default(),
                 seed: 1,
+                keep_alive: mota_sim::DeviceOptions::KEEP_ALIVE,
             },
         };
         // The devices share one thread (their tasks are not `Send`), like a fleet simulator.

@@ -82,6 +82,16 @@ pub struct DeviceOptions {
     pub faults: Faults,
     /// Seed for the fault dice.
     pub seed: u64,
+    /// MQTT keep-alive. A real device has a core of its own; thousands of simulated ones
+    /// share a few, and one that waits its turn longer than 1.5 keep-alives is
+    /// disconnected by the broker for a silence the simulator caused. Large fleets on
+    /// small machines raise it.
+    pub keep_alive: Duration,
+}
+
+impl DeviceOptions {
+    /// The keep-alive devices use unless told otherwise.
+    pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
 }
 
 /// What a device has done, for observers (the fleet report, tests).
@@ -239,7 +249,7 @@ async fn session(
     dice: &mut u64,
 ) -> Ended {
     let mut mqtt = MqttOptions::new(opts.id.clone(), opts.host.clone(), opts.port);
-    mqtt.set_keep_alive(Duration::from_secs(30));
+    mqtt.set_keep_alive(opts.keep_alive);
     mqtt.set_max_packet_size(64 * 1024, 64 * 1024);
     let offline = Hello::OFFLINE.to_vec().unwrap_or_default();
     mqtt.set_last_will(LastWill::new(

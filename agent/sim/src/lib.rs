@@ -4,7 +4,8 @@
 //! A device is one `SimFlash` part (file-backed, so it keeps its flash across process
 //! restarts) split into the state region and two model slots, one MQTT connection, and
 //! the agent driven by an async loop. A fleet is N such devices in one process, on one
-//! thread (a `LocalSet`: the agent is single-threaded, as in firmware). Fault knobs
+//! thread (a `LocalSet`: the agent is single-threaded, as in firmware) or spread over a
+//! few (`ThreadedFleet`), each device on one of them. Fault knobs
 //! reproduce what fleets see: power cuts at a random flash operation (before or inside
 //! it), dropped connections, slow links.
 
@@ -13,4 +14,4 @@ pub mod device;
 pub mod fleet;
 
 pub use device::{DeviceOptions, DeviceStatus, Faults, SimError, run_device};
-pub use fleet::{FleetOptions, device_id, run_fleet};
+pub use fleet::{FleetOptions, ThreadedFleet, device_id, run_fleet};

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use mota_proto::keys::KeyFile;
-use mota_sim::{DeviceOptions, Faults, FleetOptions, broker, run_fleet};
+use mota_sim::{DeviceOptions, Faults, FleetOptions, ThreadedFleet, broker};
 
 /// The built-in factory model (the digits CNN from mota-runtime's fixtures).
 static DEFAULT_MODEL: &[u8] = include_bytes!("../../runtime/fixtures/models/digits_cnn_v1.tflite");
@@ -62,6 +62,15 @@ struct Args {
     /// Seed for the fault dice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Threads to spread the devices over (each device patches and validates on its own
+    /// thread, as firmware does on its core; one thread saturates near 1,000 devices
+    /// updating at once).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// MQTT keep-alive of each device, seconds (raise it for large fleets on few cores:
+    /// a device waiting for its thread longer than 1.5 keep-alives is disconnected).
+    #[arg(long, default_value_t = DeviceOptions::KEEP_ALIVE.as_secs())]
+    keep_alive: u64,
 }
 
 fn main() -> Result<()> {
@@ -112,23 +121,24 @@ fn main() -> Result<()> {
                 message_delay: Duration::from_millis(args.delay_ms),
             },
             seed: args.seed,
+            keep_alive: Duration::from_secs(args.keep_alive),
         },
     };
+    let fleet = ThreadedFleet::spawn(opts, args.threads).context("starting the fleet's threads")?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async move {
-        let fleet = run_fleet(opts).await;
-        println!("{} devices started", fleet.len());
+    runtime.block_on(async move {
+        let statuses = fleet.statuses().await;
+        println!("{} devices started", statuses.len());
         let mut every = tokio::time::interval(Duration::from_secs(10));
         loop {
             every.tick().await;
             let (mut online, mut by_version) = (0, std::collections::BTreeMap::<String, usize>::new());
-            for (_, s) in &fleet {
-                let s = s.borrow();
+            let statuses = fleet.statuses().await;
+            for (_, s) in &statuses {
                 online += usize::from(s.connects > 0);
                 *by_version.entry(s.version.clone()).or_default() += 1;
             }
-            println!("connected once: {online}/{}; running: {by_version:?}", fleet.len());
+            println!("connected once: {online}/{}; running: {by_version:?}", statuses.len());
         }
     })
 }

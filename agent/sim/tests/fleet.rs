@@ -177,6 +177,7 @@ fn fleet(count: usize, prefix: String, (host, port): (&str, u16), r: &Release, o
             flash_file: None,
             faults: Faults::default(),
             seed: 7,
+            keep_alive: DeviceOptions::KEEP_ALIVE,
         },
     }
 }

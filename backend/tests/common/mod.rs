@@ -403,6 +403,7 @@ pub fn device(
         flash_file: None,
         faults,
         seed: 11,
+        keep_alive: mota_sim::DeviceOptions::KEEP_ALIVE,
     })
 }
 

@@ -173,7 +173,7 @@ pub async fn ingest(db: &Db, reports: &[(&str, &[u8])]) -> Result<usize, IngestE
     }
     let now = now_ms();
     let mut tx = db.begin().await?;
-    let mut fresh = sql::insert(&mut tx, &parsed, now).await?;
+    let mut fresh = sql::insert(&mut tx, db.engine, &parsed, now).await?;
     // Only the first copy of a key in the batch is new.
     let new: Vec<&Report<'_>> = parsed.iter().filter(|r| fresh.remove(&key(r))).collect();
     if new.is_empty() {
@@ -183,7 +183,7 @@ pub async fn ingest(db: &Db, reports: &[(&str, &[u8])]) -> Result<usize, IngestE
     // A device that reports is online, whatever its last will said: replicas sharing the
     // hello topic may handle a reconnecting device's hello before its old connection's will.
     let devices: BTreeSet<&str> = new.iter().map(|r| r.device).collect();
-    sql::seen(&mut tx, &devices, now).await?;
+    sql::seen(&mut tx, db.engine, &devices, now).await?;
     let filed: Vec<&Report<'_>> = new.into_iter().filter(|r| r.rollout != 0).collect();
     if filed.is_empty() {
         tx.commit().await?;
@@ -197,10 +197,10 @@ pub async fn ingest(db: &Db, reports: &[(&str, &[u8])]) -> Result<usize, IngestE
     let mut targets = HashMap::new();
     let mut moved = 0;
     for _ in 0..MAX_ROUNDS {
-        let attempts = sql::attempts(&mut tx, &pending).await?;
+        let attempts = sql::attempts(&mut tx, db.engine, &pending).await?;
         let states_now = attempts.iter().map(|(k, (state, _))| (k.clone(), state.clone())).collect();
         let changes = fold::fold(&states_now, pending.iter().map(|r| ((r.rollout, r.device), &r.status)));
-        let written = sql::write_attempts(&mut tx, &changes, now).await?;
+        let written = sql::write_attempts(&mut tx, db.engine, &changes, now).await?;
         for (key, change) in &changes {
             if !written.contains(key) {
                 continue;
@@ -224,7 +224,7 @@ pub async fn ingest(db: &Db, reports: &[(&str, &[u8])]) -> Result<usize, IngestE
             changes.contains_key(&key) && !written.contains(&key)
         });
         if pending.is_empty() {
-            sql::set_running(&mut tx, &running, now).await?;
+            sql::set_running(&mut tx, db.engine, &running, now).await?;
             tx.commit().await?;
             return Ok(moved);
         }

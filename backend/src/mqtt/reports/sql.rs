@@ -1,47 +1,166 @@
-//! The writer's statements, each one per batch: rows of a batch travel as a `VALUES`
-//! list (a common table expression where a statement joins them), written once for
-//! SQLite and PostgreSQL.
+//! The writer's statements, one of each per batch, whatever its size.
+//!
+//! A batch's rows reach a statement as a table `v` (a common table expression). On
+//! PostgreSQL it is built by `unnest` from one array parameter per column, so a
+//! statement's text is the same for every batch: it is parsed once per connection and
+//! its plan kept, where a `VALUES` list of a thousand rows cost more to parse and plan
+//! than to run. SQLite has no arrays and gets the `VALUES` list. The statements around
+//! `v` are written once for both.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt::Write as _;
 
-use sqlx::{AnyConnection, AssertSqlSafe, Row};
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use sqlx::{Any, AnyConnection, AssertSqlSafe, Row};
 
 use super::Report;
 use super::fold::Change;
+use crate::db::Engine;
 
-/// `$first, $first+1, ...` (`n` of them).
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+/// One value of a batch's row.
+enum Cell {
+    Text(Option<String>),
+    Int(Option<i64>),
+    Bytes(Vec<u8>),
 }
 
-/// `n` rows of `width` placeholders, numbered from `first`: `($1, $2), ($3, $4)`.
-fn rows(first: usize, width: usize, n: usize) -> String {
-    (0..n).map(|i| format!("({})", placeholders(first + i * width, width))).collect::<Vec<_>>().join(", ")
+/// A batch's rows for a statement: its columns (name and PostgreSQL type) and cells.
+struct Rows {
+    columns: &'static [(&'static str, &'static str)],
+    cells: Vec<Cell>,
+}
+
+impl Rows {
+    fn new(columns: &'static [(&'static str, &'static str)]) -> Self {
+        Self { columns, cells: Vec::new() }
+    }
+
+    fn push(&mut self, row: impl IntoIterator<Item = Cell>) {
+        self.cells.extend(row);
+    }
+
+    /// `WITH v (columns) AS (...)`, its parameters numbered from `first`.
+    fn cte(&self, engine: Engine, first: usize) -> String {
+        let names = self.columns.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ");
+        let width = self.columns.len();
+        let mut body = String::new();
+        match engine {
+            Engine::Postgres => {
+                body.push_str("SELECT * FROM unnest(");
+                for (i, (_, ty)) in self.columns.iter().enumerate() {
+                    let sep = if i > 0 { ", " } else { "" };
+                    let _ = write!(body, "{sep}${}::{ty}[]", first + i);
+                }
+                body.push(')');
+            }
+            Engine::Sqlite => {
+                body.push_str("VALUES ");
+                for row in 0..self.cells.len() / width {
+                    body.push_str(if row > 0 { ", (" } else { "(" });
+                    for col in 0..width {
+                        let sep = if col > 0 { ", " } else { "" };
+                        let _ = write!(body, "{sep}${}", first + row * width + col);
+                    }
+                    body.push(')');
+                }
+            }
+        }
+        format!("WITH v ({names}) AS ({body}) ")
+    }
+
+    /// Binds the rows after whatever `q` has bound: an array literal per column on
+    /// PostgreSQL, every cell in row order on SQLite.
+    fn bind<'q>(self, engine: Engine, mut q: Query<'q, Any, AnyArguments>) -> Query<'q, Any, AnyArguments> {
+        match engine {
+            Engine::Postgres => {
+                let width = self.columns.len();
+                for col in 0..width {
+                    q = q.bind(array(self.cells.iter().skip(col).step_by(width)));
+                }
+            }
+            Engine::Sqlite => {
+                for cell in self.cells {
+                    q = match cell {
+                        Cell::Text(v) => q.bind(v),
+                        Cell::Int(v) => q.bind(v),
+                        Cell::Bytes(v) => q.bind(v),
+                    };
+                }
+            }
+        }
+        q
+    }
+}
+
+/// A PostgreSQL array literal of `cells`: `{"a","b\"c",NULL}`, `{1,NULL}`, `{"\\x0a0b"}`.
+fn array<'a>(cells: impl Iterator<Item = &'a Cell>) -> String {
+    let mut out = String::from("{");
+    for (i, cell) in cells.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match cell {
+            Cell::Text(None) | Cell::Int(None) => out.push_str("NULL"),
+            Cell::Text(Some(text)) => {
+                out.push('"');
+                for c in text.chars() {
+                    if matches!(c, '"' | '\\') {
+                        out.push('\\');
+                    }
+                    out.push(c);
+                }
+                out.push('"');
+            }
+            Cell::Int(Some(n)) => {
+                let _ = write!(out, "{n}");
+            }
+            Cell::Bytes(bytes) => {
+                out.push_str("\"\\\\x");
+                out.push_str(&crate::blobs::hex(bytes));
+                out.push('"');
+            }
+        }
+    }
+    out.push('}');
+    out
+}
+
+fn text(s: &str) -> Cell {
+    Cell::Text(Some(s.to_owned()))
 }
 
 /// Inserts the reports; returns the keys that were new.
 pub(super) async fn insert(
     tx: &mut AnyConnection,
+    engine: Engine,
     reports: &[Report<'_>],
     now: i64,
 ) -> Result<HashSet<(String, i64, i64)>, sqlx::Error> {
-    let sql = format!(
-        "INSERT INTO device_reports (device_id, rollout_id, seq, event, payload, received_at) VALUES {} \
-         ON CONFLICT (device_id, rollout_id, seq) DO NOTHING RETURNING device_id, rollout_id, seq",
-        (0..reports.len())
-            .map(|i| format!("(${}, ${}, ${}, ${}, ${}, $1)", 2 + 5 * i, 3 + 5 * i, 4 + 5 * i, 5 + 5 * i, 6 + 5 * i))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
+    let mut rows = Rows::new(&[
+        ("device_id", "text"),
+        ("rollout_id", "bigint"),
+        ("seq", "bigint"),
+        ("event", "integer"),
+        ("payload", "bytea"),
+    ]);
     for r in reports {
-        q = q
-            .bind(r.device)
-            .bind(r.rollout)
-            .bind(i64::from(r.status.seq))
-            .bind(r.status.event as i32)
-            .bind(r.raw.to_vec());
+        rows.push([
+            text(r.device),
+            Cell::Int(Some(r.rollout)),
+            Cell::Int(Some(i64::from(r.status.seq))),
+            Cell::Int(Some(r.status.event as i64)),
+            Cell::Bytes(r.raw.to_vec()),
+        ]);
     }
+    // `WHERE true`: SQLite's grammar needs it between a SELECT and ON CONFLICT.
+    let sql = format!(
+        "{}INSERT INTO device_reports (device_id, rollout_id, seq, event, payload, received_at) \
+         SELECT device_id, rollout_id, seq, event, payload, $1 FROM v WHERE true \
+         ON CONFLICT (device_id, rollout_id, seq) DO NOTHING RETURNING device_id, rollout_id, seq",
+        rows.cte(engine, 2)
+    );
+    let q = rows.bind(engine, sqlx::query(AssertSqlSafe(sql)).bind(now));
     let mut fresh = HashSet::new();
     for row in q.fetch_all(&mut *tx).await? {
         fresh.insert((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
@@ -54,15 +173,22 @@ pub(super) async fn insert(
 const SEEN_GRAIN_MS: i64 = 5_000;
 
 /// Marks `devices` online and seen `now` (to within [`SEEN_GRAIN_MS`]).
-pub(super) async fn seen(tx: &mut AnyConnection, devices: &BTreeSet<&str>, now: i64) -> Result<(), sqlx::Error> {
-    let sql = format!(
-        "UPDATE devices SET online = 1, last_seen = $1 WHERE id IN ({}) AND (online = 0 OR last_seen < $2)",
-        placeholders(3, devices.len())
-    );
-    let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now).bind(now - SEEN_GRAIN_MS);
+pub(super) async fn seen(
+    tx: &mut AnyConnection,
+    engine: Engine,
+    devices: &BTreeSet<&str>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let mut rows = Rows::new(&[("id", "text")]);
     for d in devices {
-        q = q.bind(*d);
+        rows.push([text(d)]);
     }
+    let sql = format!(
+        "{}UPDATE devices SET online = 1, last_seen = $1 WHERE id IN (SELECT id FROM v) \
+         AND (online = 0 OR last_seen < $2)",
+        rows.cte(engine, 3)
+    );
+    let q = rows.bind(engine, sqlx::query(AssertSqlSafe(sql)).bind(now).bind(now - SEEN_GRAIN_MS));
     q.execute(tx).await?;
     Ok(())
 }
@@ -70,23 +196,20 @@ pub(super) async fn seen(tx: &mut AnyConnection, devices: &BTreeSet<&str>, now: 
 /// The attempts `reports` are filed under: (rollout, device) to (state, base image).
 pub(super) async fn attempts(
     tx: &mut AnyConnection,
+    engine: Engine,
     reports: &[&Report<'_>],
 ) -> Result<HashMap<(i64, String), (String, Option<String>)>, sqlx::Error> {
-    let devices: BTreeSet<&str> = reports.iter().map(|r| r.device).collect();
-    let rollouts: BTreeSet<i64> = reports.iter().map(|r| r.rollout).collect();
+    let keys: BTreeSet<(i64, &str)> = reports.iter().map(|r| (r.rollout, r.device)).collect();
+    let mut rows = Rows::new(&[("rollout_id", "bigint"), ("device_id", "text")]);
+    for (rollout, device) in keys {
+        rows.push([Cell::Int(Some(rollout)), text(device)]);
+    }
     let sql = format!(
-        "SELECT rollout_id, device_id, state, base_sha256 FROM attempts WHERE device_id IN ({}) \
-         AND rollout_id IN ({})",
-        placeholders(1, devices.len()),
-        placeholders(1 + devices.len(), rollouts.len()),
+        "{}SELECT a.rollout_id, a.device_id, a.state, a.base_sha256 FROM attempts a \
+         JOIN v ON a.rollout_id = v.rollout_id AND a.device_id = v.device_id",
+        rows.cte(engine, 1)
     );
-    let mut q = sqlx::query(AssertSqlSafe(sql));
-    for d in &devices {
-        q = q.bind(*d);
-    }
-    for r in &rollouts {
-        q = q.bind(*r);
-    }
+    let q = rows.bind(engine, sqlx::query(AssertSqlSafe(sql)));
     let mut out = HashMap::new();
     for row in q.fetch_all(&mut *tx).await? {
         out.insert((row.try_get(0)?, row.try_get(1)?), (row.try_get(2)?, row.try_get(3)?));
@@ -99,17 +222,45 @@ pub(super) async fn attempts(
 /// reports are folded again; SQLite has one writer at a time).
 pub(super) async fn write_attempts(
     tx: &mut AnyConnection,
+    engine: Engine,
     changes: &BTreeMap<(i64, String), Change>,
     now: i64,
 ) -> Result<HashSet<(i64, String)>, sqlx::Error> {
     if changes.is_empty() {
         return Ok(HashSet::new());
     }
-    const WIDTH: usize = 12;
+    let mut rows = Rows::new(&[
+        ("rollout_id", "bigint"),
+        ("device_id", "text"),
+        ("from_state", "text"),
+        ("to_state", "text"),
+        ("error_code", "integer"),
+        ("accuracy", "integer"),
+        ("prev_accuracy", "integer"),
+        ("latency", "bigint"),
+        ("prev_latency", "bigint"),
+        ("arena", "bigint"),
+        ("bytes_done", "bigint"),
+        ("manifest", "text"),
+    ]);
+    for ((rollout, device), c) in changes {
+        rows.push([
+            Cell::Int(Some(*rollout)),
+            text(device),
+            text(&c.from),
+            text(c.to),
+            Cell::Int(c.error_code.map(i64::from)),
+            Cell::Int(c.accuracy_permille.map(i64::from)),
+            Cell::Int(c.prev_accuracy_permille.map(i64::from)),
+            Cell::Int(c.latency_us),
+            Cell::Int(c.prev_latency_us),
+            Cell::Int(c.arena_used),
+            Cell::Int(c.bytes_done),
+            Cell::Text(c.manifest.clone()),
+        ]);
+    }
     let sql = format!(
-        "WITH v (rollout_id, device_id, from_state, to_state, error_code, accuracy, prev_accuracy, latency, \
-         prev_latency, arena, bytes_done, manifest) AS (VALUES {}) \
-         UPDATE attempts SET state = v.to_state, error_code = COALESCE(v.error_code, attempts.error_code), \
+        "{}UPDATE attempts SET state = v.to_state, error_code = COALESCE(v.error_code, attempts.error_code), \
          accuracy_permille = COALESCE(v.accuracy, attempts.accuracy_permille), \
          prev_accuracy_permille = COALESCE(v.prev_accuracy, attempts.prev_accuracy_permille), \
          latency_us = COALESCE(v.latency, attempts.latency_us), \
@@ -120,24 +271,9 @@ pub(super) async fn write_attempts(
          offered_at = COALESCE(attempts.offered_at, $1), updated_at = $1 \
          FROM v WHERE attempts.rollout_id = v.rollout_id AND attempts.device_id = v.device_id \
          AND attempts.state = v.from_state RETURNING attempts.rollout_id, attempts.device_id",
-        rows(2, WIDTH, changes.len())
+        rows.cte(engine, 2)
     );
-    let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
-    for ((rollout, device), c) in changes {
-        q = q
-            .bind(*rollout)
-            .bind(device.as_str())
-            .bind(c.from.as_str())
-            .bind(c.to)
-            .bind(c.error_code)
-            .bind(c.accuracy_permille)
-            .bind(c.prev_accuracy_permille)
-            .bind(c.latency_us)
-            .bind(c.prev_latency_us)
-            .bind(c.arena_used)
-            .bind(c.bytes_done)
-            .bind(c.manifest.as_deref());
-    }
+    let q = rows.bind(engine, sqlx::query(AssertSqlSafe(sql)).bind(now));
     let mut written = HashSet::new();
     for row in q.fetch_all(&mut *tx).await? {
         written.insert((row.try_get(0)?, row.try_get(1)?));
@@ -159,15 +295,19 @@ pub(super) async fn target_image(tx: &mut AnyConnection, rollout: i64) -> Result
 /// the registry knows the image; a factory image it does not know leaves them empty).
 pub(super) async fn set_running(
     tx: &mut AnyConnection,
+    engine: Engine,
     running: &[(String, Option<String>)],
     now: i64,
 ) -> Result<(), sqlx::Error> {
     if running.is_empty() {
         return Ok(());
     }
+    let mut rows = Rows::new(&[("device_id", "text"), ("image", "text")]);
+    for (device, image) in running {
+        rows.push([text(device), Cell::Text(image.clone())]);
+    }
     let sql = format!(
-        "WITH v (device_id, image) AS (VALUES {}) \
-         UPDATE devices SET running_sha256 = v.image, \
+        "{}UPDATE devices SET running_sha256 = v.image, \
          running_model = (SELECT m.name FROM model_versions mv JOIN models m ON m.id = mv.model_id \
                           WHERE mv.image_sha256 = v.image ORDER BY mv.id LIMIT 1), \
          running_version = (SELECT mv.version FROM model_versions mv WHERE mv.image_sha256 = v.image \
@@ -177,12 +317,30 @@ pub(super) async fn set_running(
                           THEN (SELECT MAX(mv.security_counter) FROM model_versions mv WHERE mv.image_sha256 = v.image) \
                           ELSE devices.security_counter END, \
          last_seen = $1 FROM v WHERE devices.id = v.device_id",
-        rows(2, 2, running.len())
+        rows.cte(engine, 2)
     );
-    let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
-    for (device, image) in running {
-        q = q.bind(device.as_str()).bind(image.as_deref());
-    }
+    let q = rows.bind(engine, sqlx::query(AssertSqlSafe(sql)).bind(now));
     q.execute(tx).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn array_literals_quote_what_postgresql_would_misread() {
+        let cells =
+            [text("dev-1"), text(r#"a"b\c"#), Cell::Text(None), Cell::Int(Some(-3)), Cell::Bytes(vec![0x0a, 0xff])];
+        assert_eq!(array(cells.iter()), r#"{"dev-1","a\"b\\c",NULL,-3,"\\x0aff"}"#);
+    }
+
+    #[test]
+    fn the_table_is_arrays_on_postgresql_and_values_on_sqlite() {
+        let mut rows = Rows::new(&[("a", "bigint"), ("b", "text")]);
+        rows.push([Cell::Int(Some(1)), text("x")]);
+        rows.push([Cell::Int(None), text("y")]);
+        assert_eq!(rows.cte(Engine::Postgres, 2), "WITH v (a, b) AS (SELECT * FROM unnest($2::bigint[], $3::text[])) ");
+        assert_eq!(rows.cte(Engine::Sqlite, 2), "WITH v (a, b) AS (VALUES ($2, $3), ($4, $5)) ");
+    }
 }
