@@ -982,8 +982,7 @@ async fn simulated_rollout(pair: &(Vec<u8>, Vec<u8>), set: &[u8]) -> Res<()> {
     let delta_offers =
         backend.count(&format!("SELECT COUNT(*) FROM attempts WHERE rollout_id = {id} AND delta = 1")).await?;
     let reports = backend.count("SELECT COUNT(*) FROM device_reports").await?;
-    let running_new =
-        fleet.statuses().await.iter().filter(|(_, s)| s.running == Some(Digest::of(&pair.1))).count();
+    let running_new = fleet.statuses().await.iter().filter(|(_, s)| s.running == Some(Digest::of(&pair.1))).count();
     let created_at: i64 = sqlx::query_scalar("SELECT created_at FROM rollouts WHERE id = $1")
         .bind(id)
         .fetch_one(&backend.state.db.pool)

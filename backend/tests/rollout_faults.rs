@@ -204,10 +204,12 @@ async fn a_terminal_report_the_broker_dropped_is_asked_for_again() -> TestResult
 /// attempt back at `verified`, quiet for a minute). The engine republishes the offer of
 /// an attempt quiet that long, and the agent answers an offer it already finished with
 /// its terminal report again: the attempt is committed again, from the same report.
-async fn lost_report() -> TestResult {
-    let _turn = common::broker_turn().await;
+/// A rollout of two devices, one approval apart, whose first cohort passed: the API,
+/// the backend, the rollout, the committed device and its `committed` report (seq,
+/// payload).
+async fn one_committed(name: &str) -> Result<(common::Api, Backend, i64, String, (i64, Vec<u8>)), BoxError> {
     let (api, backend, (host, port), config) =
-        setup("faults-lost", &[("1.0.0", "digits_cnn_v1", ""), ("1.1.0", "digits_cnn_v2", "")]).await?;
+        setup(name, &[("1.0.0", "digits_cnn_v1", ""), ("1.1.0", "digits_cnn_v2", "")]).await?;
     let prefix = format!("r{}-", std::process::id());
     let v1 = model("digits_cnn_v1")?;
     let online = fleet(&config.data_dir, (&host, port), &prefix, 2, &v1, Default::default()).await?;
@@ -234,20 +236,32 @@ async fn lost_report() -> TestResult {
     .bind(&device)
     .fetch_one(&api.state.db.pool)
     .await?;
+    Ok((api, backend, id, device, report))
+}
 
-    // The report is lost; the attempt looks unfinished and has been quiet for a minute.
+/// Forgets that `device` committed: its report is gone and its attempt is back at
+/// `verified`, last updated `updated_at`.
+async fn forget_commit(api: &common::Api, id: i64, device: &str, updated_at: i64) -> TestResult {
     sqlx::query("DELETE FROM device_reports WHERE rollout_id = $1 AND device_id = $2 AND event = 4")
         .bind(id)
-        .bind(&device)
+        .bind(device)
         .execute(&api.state.db.pool)
         .await?;
-    let minute_ago = mota_backend::db::now_ms() - 60_000;
     sqlx::query("UPDATE attempts SET state = 'verified', updated_at = $1 WHERE rollout_id = $2 AND device_id = $3")
-        .bind(minute_ago)
+        .bind(updated_at)
         .bind(id)
-        .bind(&device)
+        .bind(device)
         .execute(&api.state.db.pool)
         .await?;
+    Ok(())
+}
+
+async fn lost_report() -> TestResult {
+    let _turn = common::broker_turn().await;
+    let (api, backend, id, device, report) = one_committed("faults-lost").await?;
+
+    // The report is lost; the attempt looks unfinished and has been quiet for a minute.
+    forget_commit(&api, id, &device, mota_backend::db::now_ms() - 60_000).await?;
 
     // A replica starting now asks its quiet devices at once.
     let engine = mota_backend::rollout::engine::Engine::new(&api.state, &backend.mqtt);
@@ -263,6 +277,43 @@ async fn lost_report() -> TestResult {
     })
     .await?;
     assert_eq!(again, report, "the same report, under the same key");
+    let rows = attempts(&api, id).await?;
+    assert_eq!(rows.iter().find(|r| r.0 == device).map(|r| r.2.as_str()), Some("committed"));
+    backend.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_report_is_folded_again_onto_what_another_replica_wrote_meanwhile() -> TestResult {
+    tokio::task::LocalSet::new().run_until(folded_again()).await
+}
+
+/// Replica B reads the attempt (`verified`), folds the device's `committed` report onto
+/// it and writes; replica A moved the attempt to `validated` in between and commits
+/// while B waits for the row. B's write expects `verified`, so it misses; B reads
+/// `validated`, folds again and writes `committed`. (On SQLite, B's transaction waits for
+/// A's to end and reads `validated` the first time.) Without the second read the
+/// device's commit would be stored but never counted.
+async fn folded_again() -> TestResult {
+    let _turn = common::broker_turn().await;
+    let (api, backend, id, device, (_, payload)) = one_committed("faults-fold").await?;
+    forget_commit(&api, id, &device, mota_backend::db::now_ms()).await?;
+
+    let db = api.state.db.clone();
+    let mut other = db.begin().await?;
+    sqlx::query("UPDATE attempts SET state = 'validated' WHERE rollout_id = $1 AND device_id = $2")
+        .bind(id)
+        .bind(&device)
+        .execute(&mut *other)
+        .await?;
+    let ingest = tokio::spawn({
+        let (db, device) = (db.clone(), device.clone());
+        async move { mota_backend::mqtt::reports::ingest(&db, &[(device.as_str(), &payload[..])]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    other.commit().await?;
+    let moved = ingest.await?.map_err(|e| e.to_string())?;
+    assert_eq!(moved, 1, "the committed report counted once");
     let rows = attempts(&api, id).await?;
     assert_eq!(rows.iter().find(|r| r.0 == device).map(|r| r.2.as_str()), Some("committed"));
     backend.stop().await;

@@ -140,7 +140,7 @@ impl BlobStore for Blobs {
 
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// The digest a lowercase or uppercase hex string names, if it is one.
