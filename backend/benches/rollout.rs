@@ -47,7 +47,9 @@
 //! between two devices' starts; all 10,000 at once made their connections thrash: each
 //! device's boot and connect run on the one device thread, rumqttc's connection times
 //! out, it reconnects under the same client id, and Mosquitto closes the older one),
-//! `MOSQUITTO` (the binary).
+//! `MOTA_BENCH_INFLIGHT` (100: Mosquitto's `max_inflight_messages`, as
+//! `deploy/mosquitto/mosquitto.conf` ships it; the broker's default is 20), `MOSQUITTO`
+//! (the binary).
 //!
 //! Run: `cargo bench -p mota-backend --bench rollout`. No timing is asserted.
 

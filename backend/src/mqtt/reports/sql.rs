@@ -1,11 +1,15 @@
 //! The writer's statements, one of each per batch, whatever its size.
 //!
-//! A batch's rows reach a statement as a table `v` (a common table expression). On
-//! PostgreSQL it is built by `unnest` from one array parameter per column, so a
-//! statement's text is the same for every batch: it is parsed once per connection and
-//! its plan kept, where a `VALUES` list of a thousand rows cost more to parse and plan
-//! than to run. SQLite has no arrays and gets the `VALUES` list. The statements around
-//! `v` are written once for both.
+//! A batch's rows reach a statement as a table `v` (a common table expression). For a
+//! large batch on PostgreSQL it is built by `unnest` from one array parameter per
+//! column, so the statement's text is the same for every large batch and is parsed once
+//! per connection, where a `VALUES` list of a thousand rows cost more to parse and plan
+//! than to run. A small batch (a rollout's reports trickle in one or two at a time)
+//! gets the `VALUES` list: PostgreSQL plans it with the real row count, where the
+//! array's plan, made for any length, cost more to plan each time than its custom plan
+//! saved, and a generic plan ran three times slower (BENCHMARKS.md, issue 7). SQLite has
+//! no arrays and always gets the `VALUES` list. The statements around `v` are written
+//! once for both.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -31,6 +35,9 @@ struct Rows {
     cells: Vec<Cell>,
 }
 
+/// Rows from which a PostgreSQL batch travels as arrays.
+const ARRAYS_FROM: usize = 64;
+
 impl Rows {
     fn new(columns: &'static [(&'static str, &'static str)]) -> Self {
         Self { columns, cells: Vec::new() }
@@ -40,13 +47,18 @@ impl Rows {
         self.cells.extend(row);
     }
 
+    /// Whether the rows travel as arrays.
+    fn arrays(&self, engine: Engine) -> bool {
+        engine == Engine::Postgres && self.cells.len() / self.columns.len() >= ARRAYS_FROM
+    }
+
     /// `WITH v (columns) AS (...)`, its parameters numbered from `first`.
     fn cte(&self, engine: Engine, first: usize) -> String {
         let names = self.columns.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ");
         let width = self.columns.len();
         let mut body = String::new();
-        match engine {
-            Engine::Postgres => {
+        match self.arrays(engine) {
+            true => {
                 body.push_str("SELECT * FROM unnest(");
                 for (i, (_, ty)) in self.columns.iter().enumerate() {
                     let sep = if i > 0 { ", " } else { "" };
@@ -54,7 +66,7 @@ impl Rows {
                 }
                 body.push(')');
             }
-            Engine::Sqlite => {
+            false => {
                 body.push_str("VALUES ");
                 for row in 0..self.cells.len() / width {
                     body.push_str(if row > 0 { ", (" } else { "(" });
@@ -69,17 +81,17 @@ impl Rows {
         format!("WITH v ({names}) AS ({body}) ")
     }
 
-    /// Binds the rows after whatever `q` has bound: an array literal per column on
-    /// PostgreSQL, every cell in row order on SQLite.
+    /// Binds the rows after whatever `q` has bound: an array literal per column, or
+    /// every cell in row order.
     fn bind<'q>(self, engine: Engine, mut q: Query<'q, Any, AnyArguments>) -> Query<'q, Any, AnyArguments> {
-        match engine {
-            Engine::Postgres => {
+        match self.arrays(engine) {
+            true => {
                 let width = self.columns.len();
                 for col in 0..width {
                     q = q.bind(array(self.cells.iter().skip(col).step_by(width)));
                 }
             }
-            Engine::Sqlite => {
+            false => {
                 for cell in self.cells {
                     q = match cell {
                         Cell::Text(v) => q.bind(v),
@@ -336,11 +348,17 @@ mod tests {
     }
 
     #[test]
-    fn the_table_is_arrays_on_postgresql_and_values_on_sqlite() {
+    fn a_large_batch_is_arrays_on_postgresql_and_values_elsewhere() {
         let mut rows = Rows::new(&[("a", "bigint"), ("b", "text")]);
         rows.push([Cell::Int(Some(1)), text("x")]);
         rows.push([Cell::Int(None), text("y")]);
+        let values = "WITH v (a, b) AS (VALUES ($2, $3), ($4, $5)) ";
+        assert_eq!(rows.cte(Engine::Postgres, 2), values, "two rows");
+        assert_eq!(rows.cte(Engine::Sqlite, 2), values);
+        for i in 2..ARRAYS_FROM {
+            rows.push([Cell::Int(Some(i as i64)), text("z")]);
+        }
         assert_eq!(rows.cte(Engine::Postgres, 2), "WITH v (a, b) AS (SELECT * FROM unnest($2::bigint[], $3::text[])) ");
-        assert_eq!(rows.cte(Engine::Sqlite, 2), "WITH v (a, b) AS (VALUES ($2, $3), ($4, $5)) ");
+        assert!(rows.cte(Engine::Sqlite, 2).starts_with("WITH v (a, b) AS (VALUES ($2, $3), "));
     }
 }
