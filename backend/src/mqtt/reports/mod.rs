@@ -14,6 +14,7 @@
 //! as MQTT requires and rumqttd enforces), so a report is never acknowledged before it
 //! is stored.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -210,9 +211,8 @@ pub async fn ingest(db: &Db, reports: &[(&str, &[u8])]) -> Result<usize, IngestE
                 None => continue,
                 Some(fold::Running::Base) => attempts.get(key).and_then(|(_, base)| base.clone()),
                 Some(fold::Running::Target) => {
-                    if !targets.contains_key(&key.0) {
-                        let image = sql::target_image(&mut tx, key.0).await?;
-                        targets.insert(key.0, image);
+                    if let Entry::Vacant(slot) = targets.entry(key.0) {
+                        slot.insert(sql::target_image(&mut tx, key.0).await?);
                     }
                     targets.get(&key.0).cloned().flatten()
                 }
