@@ -11,6 +11,7 @@
 //! no arrays and always gets the `VALUES` list. The statements around `v` are written
 //! once for both.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 
@@ -303,8 +304,22 @@ pub(super) async fn target_image(tx: &mut AnyConnection, rollout: i64) -> Result
     .await
 }
 
-/// Records which image each device runs now (with its model, version and counter when
-/// the registry knows the image; a factory image it does not know leaves them empty).
+/// What the registry knows of an image: the model and version of its first upload and the
+/// highest security counter it was uploaded with (`None` for a factory image it does
+/// not know).
+async fn image_info(tx: &mut AnyConnection, image: &str) -> Result<Option<(String, String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT m.name, v.version, CAST((SELECT MAX(w.security_counter) FROM model_versions w \
+         WHERE w.image_sha256 = $1) AS BIGINT) FROM model_versions v JOIN models m ON m.id = v.model_id \
+         WHERE v.image_sha256 = $1 ORDER BY v.id LIMIT 1",
+    )
+    .bind(image)
+    .fetch_optional(tx)
+    .await
+}
+
+/// Records which image each device runs now, with its model, version and counter when
+/// the registry knows the image (looked up once per image, not per device).
 pub(super) async fn set_running(
     tx: &mut AnyConnection,
     engine: Engine,
@@ -314,21 +329,34 @@ pub(super) async fn set_running(
     if running.is_empty() {
         return Ok(());
     }
-    let mut rows = Rows::new(&[("device_id", "text"), ("image", "text")]);
-    for (device, image) in running {
-        rows.push([text(device), Cell::Text(image.clone())]);
+    let mut known = HashMap::new();
+    for image in running.iter().filter_map(|(_, image)| image.as_deref()) {
+        if let Entry::Vacant(slot) = known.entry(image) {
+            slot.insert(image_info(&mut *tx, image).await?);
+        }
     }
+    let mut rows = Rows::new(&[
+        ("device_id", "text"),
+        ("image", "text"),
+        ("model", "text"),
+        ("version", "text"),
+        ("counter", "bigint"),
+    ]);
+    for (device, image) in running {
+        let info = image.as_deref().and_then(|i| known.get(i)).and_then(Option::as_ref);
+        rows.push([
+            text(device),
+            Cell::Text(image.clone()),
+            Cell::Text(info.map(|(model, _, _)| model.clone())),
+            Cell::Text(info.map(|(_, version, _)| version.clone())),
+            Cell::Int(info.map(|(_, _, counter)| *counter)),
+        ]);
+    }
+    // The counter only rises: a device rolled back to an older model keeps its counter.
     let sql = format!(
-        "{}UPDATE devices SET running_sha256 = v.image, \
-         running_model = (SELECT m.name FROM model_versions mv JOIN models m ON m.id = mv.model_id \
-                          WHERE mv.image_sha256 = v.image ORDER BY mv.id LIMIT 1), \
-         running_version = (SELECT mv.version FROM model_versions mv WHERE mv.image_sha256 = v.image \
-                            ORDER BY mv.id LIMIT 1), \
-         security_counter = CASE WHEN devices.security_counter < COALESCE((SELECT MAX(mv.security_counter) \
-                          FROM model_versions mv WHERE mv.image_sha256 = v.image), 0) \
-                          THEN (SELECT MAX(mv.security_counter) FROM model_versions mv WHERE mv.image_sha256 = v.image) \
-                          ELSE devices.security_counter END, \
-         last_seen = $1 FROM v WHERE devices.id = v.device_id",
+        "{}UPDATE devices SET running_sha256 = v.image, running_model = v.model, running_version = v.version, \
+         security_counter = CASE WHEN devices.security_counter < COALESCE(v.counter, 0) THEN v.counter \
+         ELSE devices.security_counter END, last_seen = $1 FROM v WHERE devices.id = v.device_id",
         rows.cte(engine, 2)
     );
     let q = rows.bind(engine, sqlx::query(AssertSqlSafe(sql)).bind(now));
