@@ -29,8 +29,9 @@
 //!   tables show how far it got (BENCHMARKS.md records such a run: 10,000 devices on two
 //!   cores, where the devices' one thread is saturated).
 //!
-//! The brokers: Mosquitto (a private instance this bench starts, `max_connections -1`,
-//! `max_queued_messages 0`) and the embedded rumqttd (as `mota-backend` starts it) for
+//! The brokers: Mosquitto (a private instance, the tests' `common::cluster::Mosquitto`:
+//! `max_connections -1`, `max_queued_messages 100000`, persistence in its own directory;
+//! plus `MOTA_BENCH_INFLIGHT`) and the embedded rumqttd (as `mota-backend` starts it) for
 //! `ingest`/`chunks`; Mosquitto only for `rollout` (10,000 device connections plus the
 //! in-process broker's 10,000 sockets would pass this machine's 20,000 descriptor limit).
 //! Database: PostgreSQL at `MOTA_BENCH_POSTGRES` (default
@@ -55,13 +56,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, header};
+use common::BoxError;
+use common::cluster::{Mosquitto, cpu_seconds, cpu_seconds_of, free_port, postgres_cpu, postgres_since};
 use mota_backend::Config;
 use mota_backend::server::{AppState, open, router};
 use mota_backend::tokens::{self, Role};
@@ -79,7 +84,6 @@ const CHUNK: u32 = 4096;
 /// Status reports per device in `ingest`.
 const REPORTS_PER_DEVICE: usize = 10;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Res<T> = Result<T, BoxError>;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -88,10 +92,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 fn env_list(name: &str, default: &str) -> Vec<String> {
     std::env::var(name).unwrap_or_else(|_| default.into()).split(',').map(|s| s.trim().to_owned()).collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -187,47 +187,15 @@ impl Broker {
     }
 }
 
-struct OwnMosquitto {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
+/// The bench's Mosquitto (`tests/common/cluster.rs`) with the in-flight window of
+/// `MOTA_BENCH_INFLIGHT`.
+fn own_mosquitto() -> Res<Mosquitto> {
+    let inflight: u32 = env_or("MOTA_BENCH_INFLIGHT", 100);
+    Mosquitto::start_with(&format!("max_inflight_messages {inflight}\n"))
 }
 
-impl OwnMosquitto {
-    fn start() -> Res<Self> {
-        let dir = tempfile::tempdir()?;
-        let port = free_port();
-        let conf = dir.path().join("mosquitto.conf");
-        let inflight: u32 = env_or("MOTA_BENCH_INFLIGHT", 100);
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\nmax_queued_messages 0\nmax_inflight_messages {inflight}\n\
-                 persistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n"
-            ),
-        )?;
-        let binary = std::env::var("MOSQUITTO").unwrap_or_else(|_| "mosquitto".into());
-        let log = std::fs::File::create(dir.path().join("mosquitto.log"))?;
-        let child = Command::new(binary).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(log).spawn()?;
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(Self { child, port, _dir: dir });
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Err("mosquitto did not start".into())
-    }
-
-    fn broker(&self) -> Broker {
-        Broker::Mosquitto { port: self.port, pid: self.child.id() }
-    }
-}
-
-impl Drop for OwnMosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn broker_of(m: &Mosquitto) -> Broker {
+    Broker::Mosquitto { port: m.port, pid: m.pid().unwrap_or(0) }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -543,50 +511,23 @@ fn chunk_data(payload: &[u8]) -> Option<u64> {
 // ---------------------------------------------------------------------------------------
 // CPU and memory, from /proc (clock ticks of 10 ms: USER_HZ is 100 on Linux/x86-64).
 
-fn ticks(stat: &str) -> Option<f64> {
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let (u, s): (f64, f64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
-    Some((u + s) / 100.0)
-}
-
 /// CPU seconds of this process' threads by name (`fleet-N`: the simulated devices).
 fn own_threads() -> BTreeMap<String, f64> {
-    let me = std::process::id().to_string();
+    let me = std::process::id();
     let mut out = BTreeMap::new();
     for e in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
-        let tid = e.file_name().to_string_lossy().into_owned();
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        let Ok(tid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
         let name = if tid == me {
             "main".to_owned()
         } else {
             std::fs::read_to_string(e.path().join("comm")).unwrap_or_default().trim().to_owned()
         };
-        *out.entry(name).or_insert(0.0) += ticks(&stat).unwrap_or(0.0);
+        *out.entry(name).or_insert(0.0) += cpu_seconds_of(me, tid);
     }
     out
-}
-
-fn process_cpu(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| ticks(&s)).unwrap_or(0.0)
 }
 
 /// CPU seconds of every `postgres` process alive now (its server and connections).
-fn postgres_cpu() -> HashMap<u32, f64> {
-    let mut out = HashMap::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        if std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "postgres") {
-            out.insert(pid, process_cpu(pid));
-        }
-    }
-    out
-}
-
-fn postgres_delta(before: &HashMap<u32, f64>) -> f64 {
-    postgres_cpu().iter().map(|(pid, t)| t - before.get(pid).copied().unwrap_or(0.0)).sum()
-}
-
 fn kib(pid: &str, field: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     s.lines()
@@ -606,7 +547,7 @@ struct Cpu {
 impl Cpu {
     fn now(broker: &Broker) -> Self {
         let broker_cpu = match broker {
-            Broker::Mosquitto { pid, .. } => process_cpu(*pid),
+            Broker::Mosquitto { pid, .. } => cpu_seconds(*pid),
             Broker::Embedded { .. } => 0.0,
         };
         Self { wall: Instant::now(), threads: own_threads(), broker: broker_cpu, postgres: postgres_cpu() }
@@ -625,7 +566,7 @@ impl Cpu {
         if let Broker::Mosquitto { .. } = broker {
             rows.push(("mosquitto".into(), now.broker - self.broker));
         }
-        rows.push(("postgres (server and connections)".into(), postgres_delta(&self.postgres)));
+        rows.push(("postgres (server and connections)".into(), postgres_since(&self.postgres)));
         rows.push(("wall".into(), self.wall.elapsed().as_secs_f64()));
         rows
     }
@@ -906,8 +847,8 @@ type DeviceRow = (i32, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Optio
 async fn simulated_rollout(pair: &(Vec<u8>, Vec<u8>), set: &[u8]) -> Res<()> {
     let count: usize = env_or("MOTA_BENCH_DEVICES", 10_000);
     let timeout: u64 = env_or("MOTA_BENCH_TIMEOUT_S", 900);
-    let mosquitto = OwnMosquitto::start()?;
-    let broker = mosquitto.broker();
+    let mosquitto = own_mosquitto()?;
+    let broker = broker_of(&mosquitto);
     let backend = Backend::start(&broker, "fleet").await?;
     ACK_WARNINGS.store(0, std::sync::atomic::Ordering::SeqCst);
     let artifacts = backend.upload(&pair.0, &pair.1, set).await?;
@@ -1009,7 +950,7 @@ async fn simulated_rollout(pair: &(Vec<u8>, Vec<u8>), set: &[u8]) -> Res<()> {
     .await?;
     let rss_peak = kib("self", "VmHWM");
     let ack_warnings = ACK_WARNINGS.swap(0, std::sync::atomic::Ordering::SeqCst);
-    let mosq_peak = kib(&mosquitto.child.id().to_string(), "VmHWM");
+    let mosq_peak = kib(&mosquitto.pid().unwrap_or(0).to_string(), "VmHWM");
 
     println!("\n## rollout: {count} simulated devices (mota-sim), Mosquitto 2.0.11, PostgreSQL\n");
     println!(
@@ -1114,11 +1055,11 @@ async fn run() -> Res<()> {
         for b in &brokers {
             let (own, broker) = match b.as_str() {
                 "mosquitto" => {
-                    let m = OwnMosquitto::start()?;
-                    let broker = m.broker();
+                    let m = own_mosquitto()?;
+                    let broker = broker_of(&m);
                     (Some(m), broker)
                 }
-                "rumqttd" => (None, Broker::Embedded { port: free_port() }),
+                "rumqttd" => (None, Broker::Embedded { port: free_port()? }),
                 other => return Err(format!("unknown broker {other}").into()),
             };
             eprintln!("ingest + chunks on {}", broker.name());

@@ -44,6 +44,11 @@ impl Mosquitto {
     /// Starts it (`MOSQUITTO` names the binary, else `mosquitto` on the path, else
     /// `/usr/sbin/mosquitto`).
     pub fn start() -> Result<Self, BoxError> {
+        Self::start_with("")
+    }
+
+    /// Starts it with `extra` configuration lines after the defaults (later lines win).
+    pub fn start_with(extra: &str) -> Result<Self, BoxError> {
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
         let conf = dir.path().join("mosquitto.conf");
@@ -53,7 +58,7 @@ impl Mosquitto {
                 "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\n\
                  max_queued_messages 100000\nmax_queued_bytes 0\n\
                  persistence true\npersistence_location {}/\n\
-                 log_dest file {}\nlog_type error\nlog_type warning\nlog_type notice\n",
+                 log_dest file {}\nlog_type error\nlog_type warning\nlog_type notice\n{extra}",
                 dir.path().display(),
                 dir.path().join("mosquitto.log").display()
             ),
