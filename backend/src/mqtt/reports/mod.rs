@@ -40,7 +40,7 @@ const MAX_BATCH: usize = 1024;
 const QUEUE: usize = 4096;
 
 /// Writers on PostgreSQL: enough to keep a batch in the database while the next one is
-/// gathered and the last one acknowledged (BENCHMARKS.md, issue 7, measured 1 to 8).
+/// gathered and the last one acknowledged (BENCHMARKS.md, issue 7; 2 and 8 measured slower).
 const POSTGRES_WRITERS: usize = 4;
 
 /// A report to store: the device, its message, and who to tell whether it was stored.
@@ -148,8 +148,9 @@ struct Report<'a> {
 /// the refusal counts there, once.
 ///
 /// A batch costs a fixed handful of statements, whatever its size: the insert, the
-/// devices seen, the attempts read (and, on PostgreSQL, locked), one write of the
-/// attempts that moved, and one of the devices whose model changed.
+/// devices seen, the attempts read, one write of the attempts that moved (read and
+/// written again for any another replica moved in between), and one write of the
+/// devices whose model changed.
 pub async fn ingest(db: &Db, reports: &[(&str, &[u8])]) -> Result<usize, IngestError> {
     let mut parsed = Vec::with_capacity(reports.len());
     for &(device, raw) in reports {
