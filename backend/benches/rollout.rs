@@ -67,12 +67,13 @@ use axum::body::Body;
 use axum::http::{Request, header};
 use common::BoxError;
 use common::cluster::{Mosquitto, cpu_seconds, cpu_seconds_of, free_port, postgres_cpu, postgres_since};
+use common::load::{device_hello, env_or, options, publisher, subscriber, update_reports};
 use mota_backend::Config;
 use mota_backend::server::{AppState, open, router};
 use mota_backend::tokens::{self, Role};
-use mota_proto::message::{Chunk, DeviceInfo, Event as Report, Get, Hello, RunningModel, Status};
+use mota_proto::message::{Chunk, Get, Hello};
 use mota_proto::{Digest, Wire};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{Event, Packet, QoS};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -85,10 +86,6 @@ const CHUNK: u32 = 4096;
 const REPORTS_PER_DEVICE: usize = 10;
 
 type Res<T> = Result<T, BoxError>;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 fn env_list(name: &str, default: &str) -> Vec<String> {
     std::env::var(name).unwrap_or_else(|_| default.into()).split(',').map(|s| s.trim().to_owned()).collect()
@@ -326,95 +323,6 @@ struct Artifacts {
 // ---------------------------------------------------------------------------------------
 // Load clients.
 
-fn options(id: &str, port: u16, capacity: usize) -> (AsyncClient, rumqttc::EventLoop) {
-    let mut o = MqttOptions::new(id, "127.0.0.1", port);
-    o.set_keep_alive(Duration::from_secs(60)).set_max_packet_size(64 * 1024, 64 * 1024).set_clean_session(true);
-    AsyncClient::new(o, capacity)
-}
-
-/// Publishes `messages` (QoS 1) once connected; resolves to (first publish, all acked).
-fn publisher(id: &str, port: u16, messages: Arc<Vec<(String, Vec<u8>)>>) -> JoinHandle<(Instant, Instant)> {
-    let (client, mut events) = options(id, port, 1024);
-    let n = messages.len();
-    let (connected, connack) = oneshot::channel();
-    let acks = tokio::spawn(async move {
-        let mut connected = Some(connected);
-        let mut acked = 0;
-        loop {
-            match events.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    if let Some(c) = connected.take() {
-                        let _ = c.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::PubAck(_))) => {
-                    acked += 1;
-                    if acked == n {
-                        return Instant::now();
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => panic!("load publisher: {e}"),
-            }
-        }
-    });
-    tokio::spawn(async move {
-        connack.await.unwrap();
-        let start = Instant::now();
-        for (topic, payload) in messages.iter() {
-            client.publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone()).await.unwrap();
-        }
-        let done = acks.await.unwrap();
-        let _ = client.try_disconnect();
-        (start, done)
-    })
-}
-
-/// A subscriber on `filter` (QoS 1): `ready` once subscribed; resolves at the `n`-th
-/// message to (its time, Σ `measure(payload)`, refusals).
-fn subscriber(
-    id: &str,
-    port: u16,
-    filter: &str,
-    n: usize,
-    measure: fn(&[u8]) -> Option<u64>,
-) -> (oneshot::Receiver<()>, JoinHandle<(Instant, u64, usize)>) {
-    let (client, mut events) = options(id, port, 64);
-    let filter = filter.to_owned();
-    let (ready, subscribed) = oneshot::channel();
-    let task = tokio::spawn(async move {
-        let mut ready = Some(ready);
-        let (mut got, mut bytes, mut refused) = (0usize, 0u64, 0usize);
-        loop {
-            match events.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    client.try_subscribe(filter.clone(), QoS::AtLeastOnce).unwrap()
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(r) = ready.take() {
-                        let _ = r.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    got += 1;
-                    match measure(&p.payload) {
-                        Some(b) => bytes += b,
-                        None => refused += 1,
-                    }
-                    if got == n {
-                        let at = Instant::now();
-                        let _ = client.try_disconnect();
-                        return (at, bytes, refused);
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => panic!("subscriber {filter}: {e}"),
-            }
-        }
-    });
-    (subscribed, task)
-}
-
 /// Answers every `get` on `motb/v1/dev/+/get` with `chunk` on the device's chunk topic.
 fn echo(port: u16, chunk: Arc<Vec<u8>>, capacity: usize) -> (oneshot::Receiver<()>, JoinHandle<()>) {
     let (client, mut events) = options("bench-echo", port, capacity + 64);
@@ -600,43 +508,6 @@ struct IngestResult {
     cpu_chunks: Vec<(String, f64)>,
 }
 
-fn device_hello(running: Digest) -> Vec<u8> {
-    Hello::online(DeviceInfo {
-        device_class: "mcu",
-        agent_version: "bench-1",
-        running: Some(RunningModel { model: "factory", version: "factory", sha256: running }),
-        security_counter: 1,
-        slot_bytes: 128 * 1024,
-        arena_bytes: 64 * 1024,
-        codecs: 1,
-        max_chunk: CHUNK,
-    })
-    .to_vec()
-    .unwrap()
-}
-
-/// What one device sends for one update, as the agent does: accepted, 7 × downloading,
-/// verified, committed (with the validation's measurements), with the fields it fills.
-fn reports(rollout: u64, manifest: Digest, image: u32) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let base = Status { rollout_id: rollout, manifest: Some(manifest), ..Default::default() };
-    out.push(Status { seq: 1, event: Report::Accepted, bytes_done: Some(0), ..base });
-    for k in 1..=7u32 {
-        out.push(Status { seq: 1 + k, event: Report::Downloading, bytes_done: Some(k * 8192), ..base });
-    }
-    out.push(Status { seq: 9, event: Report::Verified, bytes_done: Some(image), ..base });
-    let measured = Status {
-        accuracy_permille: Some(1000),
-        previous_accuracy_permille: Some(250),
-        latency_us: Some(1800),
-        previous_latency_us: Some(1750),
-        arena_used: Some(15_000),
-        ..base
-    };
-    out.push(Status { seq: 10, event: Report::Committed, ..measured });
-    out.into_iter().map(|s| s.to_vec().unwrap()).collect()
-}
-
 async fn wait_count(backend: &Backend, sql: &str, want: i64, timeout: Duration) -> Res<(Instant, i64)> {
     let start = Instant::now();
     loop {
@@ -679,7 +550,7 @@ async fn ingest_and_chunks(broker: Broker, pair: &(Vec<u8>, Vec<u8>), set: &[u8]
     let artifacts = backend.upload(&pair.0, &pair.1, set).await?;
     let base = Digest::of(&pair.0);
     let ids: Vec<String> = (0..devices).map(|i| format!("ing-{tag}-{i:05}")).collect();
-    let hello = device_hello(base);
+    let hello = device_hello(base, CHUNK)?;
     for id in &ids {
         let parsed = Hello::parse(&hello).unwrap();
         mota_backend::mqtt::registry::hello(&backend.state.db, id, &parsed).await?;
@@ -723,8 +594,8 @@ async fn ingest_and_chunks(broker: Broker, pair: &(Vec<u8>, Vec<u8>), set: &[u8]
     ready.await?;
     let one: Vec<(String, Vec<u8>)> =
         (0..n_gets).map(|i| (format!("motb/v1/dev/{}/chunk", ids[i % devices]), canned.clone())).collect();
-    let (start, _) = publisher("bench-load-c", port, Arc::new(one)).await?;
-    let (last, _, _) = sub.await?;
+    let (start, _) = publisher("bench-load-c", port, Arc::new(one)).await??;
+    let (last, _, _) = sub.await??;
     let one_way_s = (last - start).as_secs_f64();
     tokio::time::sleep(Duration::from_millis(500)).await;
     // (b) round trip through an echo client.
@@ -747,7 +618,7 @@ async fn ingest_and_chunks(broker: Broker, pair: &(Vec<u8>, Vec<u8>), set: &[u8]
     let chunk_bytes = u64::from(CHUNK) * n_gets as u64;
     tokio::time::sleep(Duration::from_millis(1000)).await;
 
-    let per_device = reports(id as u64, manifest, pair.1.len() as u32);
+    let per_device = update_reports(id as u64, manifest, pair.1.len() as u32)?;
     // Interleaved by device, as a fleet's reports arrive.
     let mut mota = Vec::with_capacity(devices * REPORTS_PER_DEVICE);
     let mut motb = Vec::with_capacity(devices * REPORTS_PER_DEVICE);
@@ -771,8 +642,8 @@ async fn ingest_and_chunks(broker: Broker, pair: &(Vec<u8>, Vec<u8>), set: &[u8]
     let (ready, sub) =
         subscriber("bench-anchor-status", port, "$share/bench-anchor/motb/v1/dev/+/status", reports_n, status_len);
     ready.await?;
-    let (start, _) = publisher("bench-load-a", port, Arc::new(motb)).await?;
-    let (last, _, _) = sub.await?;
+    let (start, _) = publisher("bench-load-a", port, Arc::new(motb)).await??;
+    let (last, _, _) = sub.await??;
     let anchor_s = (last - start).as_secs_f64();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -782,7 +653,7 @@ async fn ingest_and_chunks(broker: Broker, pair: &(Vec<u8>, Vec<u8>), set: &[u8]
     ACK_WARNINGS.store(0, std::sync::atomic::Ordering::SeqCst);
     let load = publisher("bench-load-b", port, Arc::new(mota));
     let end = wait_stored(&backend, reports_n as u64, Duration::from_secs(600)).await;
-    let (start, acked) = load.await?;
+    let (start, acked) = load.await??;
     let cpu_ingest = cpu.since(&broker);
     let stored = backend.count("SELECT COUNT(*) FROM device_reports").await?;
     let ack_warnings = ACK_WARNINGS.swap(0, std::sync::atomic::Ordering::SeqCst);

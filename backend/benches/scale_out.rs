@@ -28,13 +28,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Mosquitto, Replica, cpu_seconds, free_port, postgres_cpu, postgres_since};
+use common::load::{device_hello, env_or, publisher, subscriber, update_reports};
 use common::{Api, BoxError};
-use mota_proto::message::{DeviceInfo, Event as Report, Hello, RunningModel, Status};
+use mota_proto::message::Hello;
 use mota_proto::{Digest, Wire};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::json;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 type Res<T> = Result<T, BoxError>;
 
@@ -43,120 +41,6 @@ fn binary() -> String {
     std::env::var("MOTA_BENCH_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_mota-backend").to_owned())
 }
 const REPORTS_PER_DEVICE: usize = 10;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn options(id: &str, port: u16) -> (AsyncClient, rumqttc::EventLoop) {
-    let mut o = MqttOptions::new(id, "127.0.0.1", port);
-    o.set_keep_alive(Duration::from_secs(60)).set_max_packet_size(64 * 1024, 64 * 1024).set_clean_session(true);
-    AsyncClient::new(o, 1024)
-}
-
-/// Publishes `messages` (QoS 1) once connected; resolves to (first publish, all acked).
-fn publisher(id: &str, port: u16, messages: Arc<Vec<(String, Vec<u8>)>>) -> JoinHandle<Res<(Instant, Instant)>> {
-    let (client, mut events) = options(id, port);
-    let n = messages.len();
-    let (connected, connack) = oneshot::channel();
-    let acks = tokio::spawn(async move {
-        let mut connected = Some(connected);
-        let mut acked = 0;
-        loop {
-            match events.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    if let Some(c) = connected.take() {
-                        let _ = c.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::PubAck(_))) => {
-                    acked += 1;
-                    if acked == n {
-                        return Ok::<_, String>(Instant::now());
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => return Err(format!("load publisher: {e}")),
-            }
-        }
-    });
-    tokio::spawn(async move {
-        connack.await?;
-        let start = Instant::now();
-        for (topic, payload) in messages.iter() {
-            client.publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone()).await?;
-        }
-        let done = acks.await??;
-        let _ = client.try_disconnect();
-        Ok((start, done))
-    })
-}
-
-/// A `$share/` subscriber (QoS 1): `ready` once subscribed; resolves at the `n`-th message.
-fn subscriber(port: u16, filter: &str, n: usize) -> (oneshot::Receiver<()>, JoinHandle<Res<Instant>>) {
-    let (client, mut events) = options("bench-scale-anchor", port);
-    let filter = filter.to_owned();
-    let (ready, subscribed) = oneshot::channel();
-    let task = tokio::spawn(async move {
-        let mut ready = Some(ready);
-        let mut got = 0;
-        loop {
-            match events.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => client.try_subscribe(filter.clone(), QoS::AtLeastOnce)?,
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(r) = ready.take() {
-                        let _ = r.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(_))) => {
-                    got += 1;
-                    if got == n {
-                        let _ = client.try_disconnect();
-                        return Ok(Instant::now());
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => return Err(format!("anchor subscriber: {e}").into()),
-            }
-        }
-    });
-    (subscribed, task)
-}
-
-fn device_hello(running: Digest) -> Res<Vec<u8>> {
-    Ok(Hello::online(DeviceInfo {
-        device_class: "mcu",
-        agent_version: "bench-1",
-        running: Some(RunningModel { model: "factory", version: "factory", sha256: running }),
-        security_counter: 1,
-        slot_bytes: 128 * 1024,
-        arena_bytes: 64 * 1024,
-        codecs: 1,
-        max_chunk: 4096,
-    })
-    .to_vec()?)
-}
-
-/// What one device sends for one update, as the agent does (as in the `rollout` bench).
-fn reports(rollout: u64, manifest: Digest, image: u32) -> Res<Vec<Vec<u8>>> {
-    let mut out = Vec::new();
-    let base = Status { rollout_id: rollout, manifest: Some(manifest), ..Default::default() };
-    out.push(Status { seq: 1, event: Report::Accepted, bytes_done: Some(0), ..base });
-    for k in 1..=7u32 {
-        out.push(Status { seq: 1 + k, event: Report::Downloading, bytes_done: Some(k * 8192), ..base });
-    }
-    out.push(Status { seq: 9, event: Report::Verified, bytes_done: Some(image), ..base });
-    let measured = Status {
-        accuracy_permille: Some(990),
-        previous_accuracy_permille: Some(980),
-        latency_us: Some(1800),
-        previous_latency_us: Some(1750),
-        arena_used: Some(15_000),
-        ..base
-    };
-    out.push(Status { seq: 10, event: Report::Committed, ..measured });
-    Ok(out.into_iter().map(|s| s.to_vec()).collect::<Result<_, _>>()?)
-}
 
 async fn count(api: &Api, sql: &str) -> Res<i64> {
     Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(&api.state.db.pool).await?)
@@ -195,7 +79,7 @@ async fn ingest(broker: &Mosquitto, replicas: usize, round: usize, reports_n: us
     let (api, config) = common::cluster::api_on(broker, &group).await?;
     common::rollouts::upload(&api, &[("1.0.0", "digits_cnn_v1", ""), ("1.1.0", "digits_cnn_v2", "")]).await?;
     let (v1, v2) = (common::model("digits_cnn_v1")?, common::model("digits_cnn_v2")?);
-    let hello = device_hello(Digest::of(&v1))?;
+    let hello = device_hello(Digest::of(&v1), 4096)?;
     let ids: Vec<String> = (0..devices).map(|i| format!("ing-{replicas}-{round}-{i:05}")).collect();
     for id in &ids {
         let parsed = Hello::parse(&hello).map_err(|e| format!("{e:?}"))?;
@@ -230,7 +114,7 @@ async fn ingest(broker: &Mosquitto, replicas: usize, round: usize, reports_n: us
     let manifest: String =
         sqlx::query_scalar("SELECT manifest_sha256 FROM device_offers LIMIT 1").fetch_one(&api.state.db.pool).await?;
     let manifest: Digest = manifest.parse().map_err(|_| "manifest digest")?;
-    let per_device = reports(rollout as u64, manifest, v2.len() as u32)?;
+    let per_device = update_reports(rollout as u64, manifest, v2.len() as u32)?;
     let mut messages = Vec::with_capacity(reports_n);
     for payload in &per_device {
         for d in &ids {
@@ -286,7 +170,7 @@ async fn ingest(broker: &Mosquitto, replicas: usize, round: usize, reports_n: us
 
 async fn anchor(broker: &Mosquitto, reports_n: usize) -> Res<f64> {
     let devices = reports_n.div_ceil(REPORTS_PER_DEVICE);
-    let per_device = reports(1, Digest::of(b"anchor"), 30_000)?;
+    let per_device = update_reports(1, Digest::of(b"anchor"), 30_000)?;
     let mut messages = Vec::with_capacity(reports_n);
     for payload in &per_device {
         for i in 0..devices {
@@ -296,10 +180,11 @@ async fn anchor(broker: &Mosquitto, reports_n: usize) -> Res<f64> {
     }
     messages.truncate(reports_n);
     let n = messages.len();
-    let (ready, sub) = subscriber(broker.port, "$share/bench-scale-anchor/motb/v1/dev/+/status", n);
+    let (ready, sub) =
+        subscriber("bench-scale-anchor", broker.port, "$share/bench-scale-anchor/motb/v1/dev/+/status", n, |_| Some(0));
     ready.await?;
     let (start, _) = publisher("bench-scale-anchor-load", broker.port, Arc::new(messages)).await??;
-    let last = sub.await??;
+    let (last, _, _) = sub.await??;
     Ok(n as f64 / (last - start).as_secs_f64())
 }
 

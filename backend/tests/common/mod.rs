@@ -8,6 +8,7 @@
 #![allow(dead_code)] // Each test binary uses its own part of the helpers.
 
 pub mod cluster;
+pub mod load;
 pub mod rollouts;
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
