@@ -7,7 +7,7 @@
 //! result is what applying the reports one at a time would have left: the last state
 //! reached, each measurement from the last report that carried it, the first manifest.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use mota_proto::message::{Event, Status};
 
@@ -89,18 +89,18 @@ impl Change {
 }
 
 /// Folds `reports` ((rollout, device), status), new and in arrival order, into the
-/// attempts whose current states are `states_now`; reports of attempts not there are
-/// ignored. Only attempts that moved are returned, ordered by key (the order rows are
+/// attempts whose current states `state_now` gives; reports of attempts it does not know
+/// are ignored. Only attempts that moved are returned, ordered by key (the order rows are
 /// written in, so concurrent writers lock them in one order).
-pub(super) fn fold<'a>(
-    states_now: &HashMap<(i64, String), String>,
+pub(super) fn fold<'a, 's>(
+    state_now: impl Fn(&(i64, String)) -> Option<&'s str>,
     reports: impl IntoIterator<Item = ((i64, &'a str), &'a Status<'a>)>,
 ) -> BTreeMap<(i64, String), Change> {
     let mut changes: BTreeMap<(i64, String), Change> = BTreeMap::new();
     for ((rollout, device), status) in reports {
         let key = (rollout, device.to_owned());
-        let Some(now) = states_now.get(&key) else { continue };
-        let current = changes.get(&key).map_or(now.as_str(), |c| if c.moves > 0 { c.to } else { now.as_str() });
+        let Some(now) = state_now(&key) else { continue };
+        let current = changes.get(&key).map_or(now, |c| c.to);
         let Some(next) = states::after(current, status.event, status.error) else { continue };
         changes.entry(key).or_insert_with(|| Change::new(now)).apply(next, status);
     }
@@ -109,6 +109,8 @@ pub(super) fn fold<'a>(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use mota_proto::Digest;
     use mota_proto::message::ErrorCode;
 
@@ -120,7 +122,7 @@ mod tests {
 
     fn one(state: &str, reports: &[Status<'static>]) -> Option<Change> {
         let now = HashMap::from([((7, "d".to_owned()), state.to_owned())]);
-        let mut out = fold(&now, reports.iter().map(|s| ((7, "d"), s)));
+        let mut out = fold(|k| now.get(k).map(String::as_str), reports.iter().map(|s| ((7, "d"), s)));
         out.remove(&(7, "d".to_owned()))
     }
 
@@ -157,8 +159,7 @@ mod tests {
         busy.error = Some(ErrorCode::BUSY);
         assert_eq!(one("verified", &[status(1, Event::Downloading), busy]), None);
         // A report for an attempt the batch did not read is dropped.
-        let now = HashMap::new();
-        assert!(fold(&now, [((7, "d"), &status(1, Event::Accepted))]).is_empty());
+        assert!(fold(|_| None, [((7, "d"), &status(1, Event::Accepted))]).is_empty());
     }
 
     #[test]

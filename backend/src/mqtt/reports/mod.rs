@@ -200,8 +200,8 @@ pub async fn ingest(db: &Db, reports: &[(&str, &[u8])]) -> Result<usize, IngestE
     let mut moved = 0;
     for _ in 0..MAX_ROUNDS {
         let attempts = sql::attempts(&mut tx, db.engine, &pending).await?;
-        let states_now = attempts.iter().map(|(k, (state, _))| (k.clone(), state.clone())).collect();
-        let changes = fold::fold(&states_now, pending.iter().map(|r| ((r.rollout, r.device), &r.status)));
+        let state_now = |k: &(i64, String)| attempts.get(k).map(|(state, _)| state.as_str());
+        let changes = fold::fold(state_now, pending.iter().map(|r| ((r.rollout, r.device), &r.status)));
         let written = sql::write_attempts(&mut tx, db.engine, &changes, now).await?;
         for (key, change) in &changes {
             if !written.contains(key) {

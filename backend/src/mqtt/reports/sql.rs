@@ -58,25 +58,22 @@ impl Rows {
         let names = self.columns.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ");
         let width = self.columns.len();
         let mut body = String::new();
-        match self.arrays(engine) {
-            true => {
-                body.push_str("SELECT * FROM unnest(");
-                for (i, (_, ty)) in self.columns.iter().enumerate() {
-                    let sep = if i > 0 { ", " } else { "" };
-                    let _ = write!(body, "{sep}${}::{ty}[]", first + i);
+        if self.arrays(engine) {
+            body.push_str("SELECT * FROM unnest(");
+            for (i, (_, ty)) in self.columns.iter().enumerate() {
+                let sep = if i > 0 { ", " } else { "" };
+                let _ = write!(body, "{sep}${}::{ty}[]", first + i);
+            }
+            body.push(')');
+        } else {
+            body.push_str("VALUES ");
+            for row in 0..self.cells.len() / width {
+                body.push_str(if row > 0 { ", (" } else { "(" });
+                for col in 0..width {
+                    let sep = if col > 0 { ", " } else { "" };
+                    let _ = write!(body, "{sep}${}", first + row * width + col);
                 }
                 body.push(')');
-            }
-            false => {
-                body.push_str("VALUES ");
-                for row in 0..self.cells.len() / width {
-                    body.push_str(if row > 0 { ", (" } else { "(" });
-                    for col in 0..width {
-                        let sep = if col > 0 { ", " } else { "" };
-                        let _ = write!(body, "{sep}${}", first + row * width + col);
-                    }
-                    body.push(')');
-                }
             }
         }
         format!("WITH v ({names}) AS ({body}) ")
@@ -85,21 +82,18 @@ impl Rows {
     /// Binds the rows after whatever `q` has bound: an array literal per column, or
     /// every cell in row order.
     fn bind<'q>(self, engine: Engine, mut q: Query<'q, Any, AnyArguments>) -> Query<'q, Any, AnyArguments> {
-        match self.arrays(engine) {
-            true => {
-                let width = self.columns.len();
-                for col in 0..width {
-                    q = q.bind(array(self.cells.iter().skip(col).step_by(width)));
-                }
+        if self.arrays(engine) {
+            let width = self.columns.len();
+            for col in 0..width {
+                q = q.bind(array(self.cells.iter().skip(col).step_by(width)));
             }
-            false => {
-                for cell in self.cells {
-                    q = match cell {
-                        Cell::Text(v) => q.bind(v),
-                        Cell::Int(v) => q.bind(v),
-                        Cell::Bytes(v) => q.bind(v),
-                    };
-                }
+        } else {
+            for cell in self.cells {
+                q = match cell {
+                    Cell::Text(v) => q.bind(v),
+                    Cell::Int(v) => q.bind(v),
+                    Cell::Bytes(v) => q.bind(v),
+                };
             }
         }
         q
