@@ -334,27 +334,26 @@ impl Handler {
     /// Handles one message and says whether it was (malformed topics and payloads are
     /// dropped: handled); a status report goes to the writer, which says it.
     async fn handle(&self, client: &AsyncClient, publish: Publish, done: oneshot::Sender<bool>) {
-        if let Some(handled) = self.handled(client, &publish).await {
-            let _ = done.send(handled);
-            return;
-        }
-        let device = match Topic::parse(&publish.topic) {
-            Ok(topic) => topic.device().to_owned(),
-            Err(_) => return,
-        };
-        if self.reports.send((device, publish, done)).await.is_err() {
-            tracing::error!("the report writer has stopped");
+        match self.handled(client, &publish).await {
+            Outcome::Handled(handled) => {
+                let _ = done.send(handled);
+            }
+            Outcome::Report(device) => {
+                if self.reports.send((device, publish, done)).await.is_err() {
+                    tracing::error!("the report writer has stopped");
+                }
+            }
         }
     }
 
-    /// Handles what is not a status report: `Some(handled)`; `None` for a status report.
-    async fn handled(&self, client: &AsyncClient, publish: &Publish) -> Option<bool> {
+    /// Handles what is not a status report; a status report is left to the writers.
+    async fn handled(&self, client: &AsyncClient, publish: &Publish) -> Outcome {
         let db = &self.db;
         let topic = match Topic::parse(&publish.topic) {
             Ok(topic) if topic.kind().from_device() => topic,
             Ok(_) | Err(_) => {
                 tracing::warn!(topic = %publish.topic.escape_debug(), "MQTT: dropped a message on an invalid topic");
-                return Some(true);
+                return Outcome::Handled(true);
             }
         };
         let device = topic.device();
@@ -362,7 +361,7 @@ impl Handler {
             Ok(payload) => payload,
             Err(e) => {
                 tracing::warn!(device, kind = topic.kind().as_str(), "MQTT: dropped a malformed payload: {e}");
-                return Some(true);
+                return Outcome::Handled(true);
             }
         };
         match payload {
@@ -374,11 +373,11 @@ impl Handler {
                     match registry::hello(db, device, &hello).await {
                         Ok(seen) => {
                             tracing::debug!(device, ?seen, "hello");
-                            return Some(true);
+                            return Outcome::Handled(true);
                         }
                         Err(e) if pause > Duration::from_secs(1) => {
                             tracing::error!(device, "recording a hello: {e}; left unacknowledged");
-                            return Some(false);
+                            return Outcome::Handled(false);
                         }
                         Err(e) => tracing::warn!(device, retry_in = ?pause, "recording a hello: {e}"),
                     }
@@ -390,18 +389,26 @@ impl Handler {
                 if let Err(e) = self.chunks.serve(client, device, &get).await {
                     tracing::warn!(device, "answering a chunk request: {e}");
                 }
-                Some(true)
+                Outcome::Handled(true)
             }
             Payload::Status(status) => {
                 tracing::debug!(device, event = ?status.event, seq = status.seq, "status");
-                None
+                Outcome::Report(device.to_owned())
             }
             other => {
                 tracing::debug!(device, kind = topic.kind().as_str(), "not handled: {other:?}");
-                Some(true)
+                Outcome::Handled(true)
             }
         }
     }
+}
+
+/// What became of a device's message.
+enum Outcome {
+    /// Handled here: whether it may be acknowledged.
+    Handled(bool),
+    /// A status report from this device, for the writers (which say when it is stored).
+    Report(String),
 }
 
 #[cfg(test)]
