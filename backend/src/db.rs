@@ -59,6 +59,20 @@ pub struct Db {
     pub engine: Engine,
     /// The SQLite file, if the database is one.
     sqlite_file: Option<std::path::PathBuf>,
+    /// Where the control plane's time comes from.
+    clock: Clock,
+}
+
+/// Where the rollout control plane reads the time: one clock for every replica.
+#[derive(Debug, Clone)]
+pub enum Clock {
+    /// This process' clock (SQLite: one machine, so one clock).
+    System,
+    /// The database server's clock (PostgreSQL): replicas on machines whose clocks
+    /// disagree still judge timeouts, leases and soak times by the same one.
+    Database,
+    /// A clock a test sets (and jumps).
+    Manual(std::sync::Arc<std::sync::atomic::AtomicI64>),
 }
 
 impl Db {
@@ -75,7 +89,8 @@ impl Db {
             .then(|| url.trim_start_matches("sqlite:").trim_start_matches("//").split('?').next().unwrap_or_default())
             .filter(|path| !path.is_empty() && !path.starts_with(":memory:"))
             .map(std::path::PathBuf::from);
-        let db = Self { pool, engine, sqlite_file };
+        let clock = if engine == Engine::Postgres { Clock::Database } else { Clock::System };
+        let db = Self { pool, engine, sqlite_file, clock };
         if engine == Engine::Sqlite {
             // Write-ahead log: readers run while a write commits, and a commit costs one
             // fsync of the log instead of four (rollback journal, its directory, again,
@@ -124,6 +139,25 @@ impl Db {
         match self.engine {
             Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
             Engine::Postgres => self.pool.begin().await,
+        }
+    }
+
+    /// The same database read through `clock` (tests drive time by hand).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Now, in Unix milliseconds, by the control plane's clock.
+    pub async fn now(&self) -> Result<i64, sqlx::Error> {
+        match &self.clock {
+            Clock::System => Ok(now_ms()),
+            Clock::Database => {
+                sqlx::query_scalar("SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)")
+                    .fetch_one(&self.pool)
+                    .await
+            }
+            Clock::Manual(t) => Ok(t.load(std::sync::atomic::Ordering::SeqCst)),
         }
     }
 

@@ -181,7 +181,10 @@ async fn scenario() -> TestResult {
         .fetch_one(&api.state.db.pool)
         .await?;
     let client_backend = backend.mqtt.client();
-    mota_backend::mqtt::offers::publish_offer(&client_backend, &api.state.db, &peer, &envelope).await?;
+    let mut conn = api.state.db.pool.acquire().await?;
+    let now = api.state.db.now().await?;
+    mota_backend::mqtt::offers::publish_offer(&client_backend, &mut conn, &peer, &envelope, now).await?;
+    drop(conn);
     let peer_get = Topic::new(&peer, Kind::Get)?.to_string();
     let past = Get { offset: 1 << 30, ..get };
     let whole = Get { artifact: Digest::of(&set_bytes), offset: 0, length: mota_proto::limits::MAX_CHUNK_LEN as u32 };

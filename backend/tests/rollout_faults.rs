@@ -143,7 +143,7 @@ async fn two_replicas() -> TestResult {
 }
 
 #[tokio::test]
-async fn a_device_silent_past_the_timeout_fails_its_cohort_then_reports_late_and_counts() -> TestResult {
+async fn a_device_offline_past_the_offline_limit_fails_its_cohort_then_reports_late_and_counts() -> TestResult {
     tokio::task::LocalSet::new().run_until(late_device()).await
 }
 
@@ -164,9 +164,16 @@ async fn late_device() -> TestResult {
     let body = json!({
         "model": "digits", "version": "1.1.0", "selector": { "ids": ids },
         "plan": { "cohorts": [{ "percent": 100 }] },
-        "gates": { "min_reports": 3, "max_failure_permille": 0, "stuck_timeout_s": 2 },
+        "gates": { "min_reports": 3, "max_failure_permille": 0, "stuck_timeout_s": 2, "offline_limit_s": 2 },
     });
     let id = created(&api.json("POST", "/v1/rollouts", &api.operator, body).await?)?;
+    // Offline is waiting, not failing, until the offline limit.
+    let waiting = eventually(30, "the online devices to commit", || async {
+        let view: Value = common::rollouts::rollout(&api, id).await?;
+        Ok((view["cohorts"][0]["tally"]["committed"] == 3).then_some(view))
+    })
+    .await?;
+    assert!(waiting["cohorts"][0]["tally"]["offline"] == 1 || waiting["state"] == "paused", "{waiting:#}");
     let paused = wait_state(&api, id, 60, "paused").await?;
     assert_eq!(paused["cohorts"][0]["tally"]["timed_out"], 1, "{paused:#}");
     assert_eq!(paused["cohorts"][0]["tally"]["committed"], 3, "{paused:#}");

@@ -12,10 +12,11 @@ use utoipa::IntoParams;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::page::{CounterPage, DEFAULT_LIMIT, page, split};
 use crate::auth::{ApiError, Caller, ErrorBody};
+use crate::rollout::RolloutError;
 use crate::rollout::actions::{self, Action};
 use crate::rollout::create::{NewRollout, Preview, create};
+use crate::rollout::states::AttemptState;
 use crate::rollout::view::{self, AttemptView, RolloutView};
-use crate::rollout::{RolloutError, states};
 use crate::server::AppState;
 use crate::tokens::Role;
 
@@ -90,7 +91,7 @@ pub async fn get_rollout(
 pub struct AttemptQuery {
     /// Only attempts in this state.
     #[param(
-        pattern = "^(pending|offered|accepted|downloading|verified|validated|committed|rejected|timed_out|skipped|cancelled|rolling_back|rolled_back|rollback_failed)$"
+        pattern = "^(pending|offered|accepted|downloading|verified|validated|committed|rejected|timed_out|skipped|incompatible|cancelled|rolling_back|rolled_back|rollback_failed|superseded)$"
     )]
     pub state: Option<String>,
     /// Items per page (1 to 500, default 50).
@@ -110,8 +111,9 @@ fn cursor(after: Option<&str>) -> Result<Option<(i64, String)>, ApiError> {
 }
 
 async fn attempt_page(state: &AppState, by_device: bool, key: &str, q: &AttemptQuery) -> Result<AttemptPage, ApiError> {
-    if q.state.as_deref().is_some_and(|s| !states::ALL.contains(&s)) {
-        return Err(ApiError::bad_request("invalid", format!("state: one of {}", states::ALL.join(", "))));
+    if q.state.as_deref().is_some_and(|s| AttemptState::parse(s).is_none()) {
+        let all: Vec<&str> = AttemptState::ALL.iter().map(|s| s.as_str()).collect();
+        return Err(ApiError::bad_request("invalid", format!("state: one of {}", all.join(", "))));
     }
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     let items =
@@ -216,6 +218,7 @@ mod tests {
         let params = &doc["paths"]["/v1/rollouts/{id}/devices"]["get"]["parameters"];
         let state = params.as_array().and_then(|p| p.iter().find(|p| p["name"] == "state")).cloned();
         let pattern = state.map(|s| s["schema"]["pattern"].clone()).unwrap_or_default();
-        assert_eq!(pattern, format!("^({})$", crate::rollout::states::ALL.join("|")));
+        let all: Vec<&str> = crate::rollout::states::AttemptState::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(pattern, format!("^({})$", all.join("|")));
     }
 }

@@ -17,9 +17,9 @@ use mota_proto::Wire;
 use mota_proto::limits::MAX_CHUNK_LEN;
 use mota_proto::message::{Chunk, Get, Refusal};
 use mota_proto::topic::{Kind, Topic};
-use rumqttc::{AsyncClient, QoS};
 
 use super::offers::OfferError;
+use super::publish::Publisher;
 use crate::blobs::{BlobError, BlobStore, Blobs, hex};
 use crate::db::Db;
 use crate::metrics::Metrics;
@@ -120,7 +120,7 @@ impl ChunkService {
     }
 
     /// Answers a `get` from `device` on its chunk topic: the bytes, or a refusal.
-    pub async fn serve(&self, client: &AsyncClient, device: &str, get: &Get) -> Result<(), OfferError> {
+    pub async fn serve(&self, client: &dyn Publisher, device: &str, get: &Get) -> Result<(), OfferError> {
         let topic = Topic::new(device, Kind::Chunk)?.to_string();
         let data = self.read(device, get).await;
         let chunk = match &data {
@@ -133,7 +133,7 @@ impl ChunkService {
                 Chunk::refused(get.artifact, get.offset, *refusal)
             }
         };
-        client.publish(topic, QoS::AtLeastOnce, false, chunk.to_vec()?).await?;
+        client.publish(topic, chunk.to_vec()?, false).await?;
         Ok(())
     }
 

@@ -12,6 +12,7 @@
 pub mod broker;
 pub mod chunks;
 pub mod offers;
+pub mod publish;
 pub mod registry;
 pub mod reports;
 

@@ -4,10 +4,10 @@
 
 use mota_proto::topic::{Kind, Topic};
 use mota_proto::{Envelope, Manifest, Wire};
-use rumqttc::{AsyncClient, QoS};
+use sqlx::AnyConnection;
 
+use super::publish::{PublishError, Publisher};
 use crate::blobs::hex;
-use crate::db::{Db, now_ms};
 
 /// Why an offer was not published or a message not answered.
 #[derive(Debug, thiserror::Error)]
@@ -24,21 +24,27 @@ pub enum OfferError {
     /// The database failed.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
-    /// The MQTT client's request queue is closed.
-    #[error("MQTT publish: {0}")]
-    Publish(#[from] rumqttc::ClientError),
+    /// The message could not be queued.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
 }
 
 /// Records that `device` was offered `envelope` (the `device_offers` row the chunk
-/// service checks), then publishes it retained with QoS 1 on the device's offer topic.
-/// Returns the manifest's SHA-256 (hex). The rollout engine moves the attempt.
-pub async fn publish_offer(client: &AsyncClient, db: &Db, device: &str, envelope: &[u8]) -> Result<String, OfferError> {
+/// service checks) on `conn` (the caller's transaction, which claimed the attempt), then
+/// publishes it retained on the device's offer topic. Returns the manifest's SHA-256
+/// (hex). The rollout engine moves the attempt.
+pub async fn publish_offer(
+    client: &dyn Publisher,
+    conn: &mut AnyConnection,
+    device: &str,
+    envelope: &[u8],
+    now: i64,
+) -> Result<String, OfferError> {
     let topic = Topic::new(device, Kind::Offer)?.to_string();
     let parsed = Envelope::parse(envelope)?;
     let manifest = Manifest::parse(parsed.manifest)?;
     let manifest_sha256 = hex(&mota_proto::Digest::of(parsed.manifest).0);
     let rollout = i64::try_from(manifest.rollout_id).unwrap_or(i64::MAX);
-    let now = now_ms();
     sqlx::query(
         "INSERT INTO device_offers (device_id, manifest_sha256, rollout_id, image_sha256, patch_sha256, set_sha256, \
          offered_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
@@ -51,8 +57,8 @@ pub async fn publish_offer(client: &AsyncClient, db: &Db, device: &str, envelope
     .bind(manifest.delta.map(|d| hex(&d.patch_sha256.0)))
     .bind(manifest.validation.map(|v| hex(&v.set_sha256.0)))
     .bind(now)
-    .execute(&db.pool)
+    .execute(conn)
     .await?;
-    client.publish(topic, QoS::AtLeastOnce, true, envelope.to_vec()).await?;
+    client.publish(topic, envelope.to_vec(), true).await?;
     Ok(manifest_sha256)
 }

@@ -11,7 +11,7 @@
 use mota_proto::message::{DeviceInfo, Hello};
 use sqlx::AnyConnection;
 
-use crate::db::{Db, now_ms};
+use crate::db::Db;
 use crate::events;
 
 /// What a hello says about a device, as the `devices` columns hold it.
@@ -35,6 +35,10 @@ pub struct DeviceRow {
     pub slot_bytes: i64,
     /// Tensor arena bytes.
     pub arena_bytes: i64,
+    /// Delta codecs it decodes, a bit per codec.
+    pub codecs: i64,
+    /// Largest chunk it asks for.
+    pub max_chunk: i64,
 }
 
 impl DeviceRow {
@@ -50,6 +54,8 @@ impl DeviceRow {
             security_counter: i64::from(info.security_counter),
             slot_bytes: i64::from(info.slot_bytes),
             arena_bytes: i64::from(info.arena_bytes),
+            codecs: i64::from(info.codecs),
+            max_chunk: i64::from(info.max_chunk),
         }
     }
 }
@@ -69,7 +75,7 @@ pub enum Seen {
 
 /// Applies a (well-formed) hello from device `id`.
 pub async fn hello(db: &Db, id: &str, hello: &Hello<'_>) -> Result<Seen, sqlx::Error> {
-    let now = now_ms();
+    let now = db.now().await?;
     let Some(info) = hello.info.filter(|_| hello.online) else {
         let marked = sqlx::query("UPDATE devices SET online = 0, last_seen = $2 WHERE id = $1")
             .bind(id)
@@ -83,8 +89,8 @@ pub async fn hello(db: &Db, id: &str, hello: &Hello<'_>) -> Result<Seen, sqlx::E
     let mut tx = db.begin().await?;
     let insert = sqlx::query(
         "INSERT INTO devices (id, device_class, agent_version, online, running_sha256, running_model, \
-         running_version, security_counter, slot_bytes, arena_bytes, first_seen, last_seen) \
-         VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9, $10, $10) ON CONFLICT (id) DO NOTHING",
+         running_version, security_counter, slot_bytes, arena_bytes, first_seen, last_seen, codecs, max_chunk) \
+         VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12) ON CONFLICT (id) DO NOTHING",
     );
     let created = bind_row(insert, &row, now).execute(&mut *tx).await?.rows_affected() == 1;
     // A pre-registered row has no agent version until its device first says hello.
@@ -105,7 +111,8 @@ pub async fn hello(db: &Db, id: &str, hello: &Hello<'_>) -> Result<Seen, sqlx::E
     Ok(if first { Seen::Registered } else { Seen::Updated })
 }
 
-/// Binds `$1`..`$10` of the insert and the update: the row's columns, then `now`.
+/// Binds `$1`..`$12` of the insert and the update: the row's columns, `now`, then the
+/// capabilities.
 fn bind_row<'q>(
     query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
     row: &'q DeviceRow,
@@ -122,6 +129,8 @@ fn bind_row<'q>(
         .bind(row.slot_bytes)
         .bind(row.arena_bytes)
         .bind(now)
+        .bind(row.codecs)
+        .bind(row.max_chunk)
 }
 
 /// Overwrites the row with `row` where `condition` holds; whether it did.
@@ -129,7 +138,7 @@ async fn update(conn: &mut AnyConnection, row: &DeviceRow, now: i64, condition: 
     let sql = format!(
         "UPDATE devices SET device_class = $2, agent_version = $3, online = 1, running_sha256 = $4, \
          running_model = $5, running_version = $6, security_counter = $7, slot_bytes = $8, arena_bytes = $9, \
-         last_seen = $10 WHERE id = $1{condition}"
+         last_seen = $10, codecs = $11, max_chunk = $12 WHERE id = $1{condition}"
     );
     let done = bind_row(sqlx::query(sqlx::AssertSqlSafe(sql)), row, now).execute(conn).await?;
     Ok(done.rows_affected() == 1)

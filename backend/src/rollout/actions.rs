@@ -8,8 +8,9 @@
 
 use sqlx::AnyConnection;
 
-use super::{RolloutError, rollout_state as rs, states};
-use crate::db::{Db, now_ms};
+use super::RolloutError;
+use super::states::{AttemptState as A, CohortState, RolloutState as R, sql_list};
+use crate::db::Db;
 use crate::events;
 
 /// An operator's action.
@@ -46,6 +47,7 @@ fn conflict(id: i64, state: &str, action: Action) -> RolloutError {
 
 /// Applies `action` to rollout `id` on behalf of `actor`.
 pub async fn apply(db: &Db, id: i64, action: Action, actor: &str, reason: Option<&str>) -> Result<(), RolloutError> {
+    let now = db.now().await?;
     let mut tx = db.begin().await?;
     let (state, old_reason): (String, Option<String>) =
         sqlx::query_as("SELECT state, reason FROM rollouts WHERE id = $1")
@@ -53,39 +55,41 @@ pub async fn apply(db: &Db, id: i64, action: Action, actor: &str, reason: Option
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| RolloutError::NotFound(format!("rollout {id}")))?;
-    let now = now_ms();
     let reason =
         reason.map_or_else(|| format!("{} by {actor}", action.event().trim_start_matches("rollout.")), str::to_owned);
     let mut detail = serde_json::json!({ "reason": reason, "from": state });
     match action {
         Action::Pause => {
-            if !set_state(&mut tx, id, &[rs::RUNNING], rs::PAUSED, Some(&reason)).await? {
+            if !set_state(&mut tx, id, &[R::Running], R::Paused, Some(&reason), now).await? {
                 return Err(conflict(id, &state, action));
             }
         }
         Action::Resume => {
-            if !set_state(&mut tx, id, &[rs::PAUSED], rs::RUNNING, None).await? {
+            if !set_state(&mut tx, id, &[R::Paused], R::Running, None, now).await? {
                 return Err(conflict(id, &state, action));
             }
             // A cohort stopped by its gates is accepted by the operator who resumes.
             let accepted = sqlx::query(
-                "UPDATE cohorts SET state = 'passed', finished_at = $1, reason = $2 WHERE rollout_id = $3 AND state = 'failed'",
+                "UPDATE cohorts SET state = $1, finished_at = $2, reason = $3 WHERE rollout_id = $4 AND state = $5",
             )
+            .bind(CohortState::Passed.as_str())
             .bind(now)
             .bind(format!("accepted by {actor} ({})", old_reason.unwrap_or_default()))
             .bind(id)
+            .bind(CohortState::Failed.as_str())
             .execute(&mut *tx)
             .await?
             .rows_affected();
             detail["accepted_failed_cohort"] = (accepted > 0).into();
         }
         Action::Approve => {
-            if state != rs::RUNNING && state != rs::PAUSED {
+            if !R::parse(&state).is_some_and(|s| R::LIVE.contains(&s)) {
                 return Err(conflict(id, &state, action));
             }
             let next: Option<i32> =
-                sqlx::query_scalar("SELECT MIN(position) FROM cohorts WHERE rollout_id = $1 AND state = 'pending'")
+                sqlx::query_scalar("SELECT MIN(position) FROM cohorts WHERE rollout_id = $1 AND state = $2")
                     .bind(id)
+                    .bind(CohortState::Pending.as_str())
                     .fetch_one(&mut *tx)
                     .await?;
             let Some(next) = next else {
@@ -102,18 +106,18 @@ pub async fn apply(db: &Db, id: i64, action: Action, actor: &str, reason: Option
             detail["cohort"] = next.into();
         }
         Action::Abort | Action::Rollback => {
-            let from: &[&str] = if action == Action::Abort {
-                &[rs::RUNNING, rs::PAUSED]
+            let (from, to): (&[R], R) = if action == Action::Abort {
+                (R::LIVE, R::Aborted)
             } else {
-                &[rs::RUNNING, rs::PAUSED, rs::COMPLETED, rs::ABORTED]
+                (&[R::Running, R::Paused, R::Completed, R::Aborted], R::RolledBack)
             };
-            let to = if action == Action::Abort { rs::ABORTED } else { rs::ROLLED_BACK };
-            if !set_state(&mut tx, id, from, to, Some(&reason)).await? {
+            if !set_state(&mut tx, id, from, to, Some(&reason), now).await? {
                 return Err(conflict(id, &state, action));
             }
-            let (cancelled, rolled) = end(&mut tx, id, action == Action::Rollback).await?;
+            let (cancelled, (rolled, superseded)) = end(&mut tx, id, action == Action::Rollback, now).await?;
             detail["cancelled"] = cancelled.into();
             detail["rolling_back"] = rolled.into();
+            detail["superseded"] = superseded.into();
         }
     }
     events::record(&mut tx, actor, action.event(), &format!("rollout:{id}"), &detail).await?;
@@ -125,17 +129,19 @@ pub async fn apply(db: &Db, id: i64, action: Action, actor: &str, reason: Option
 pub(crate) async fn set_state(
     conn: &mut AnyConnection,
     id: i64,
-    from: &[&str],
-    to: &str,
+    from: &[R],
+    to: R,
     reason: Option<&str>,
+    now: i64,
 ) -> Result<bool, sqlx::Error> {
-    let list = from.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
-    let sql =
-        format!("UPDATE rollouts SET state = $1, reason = $2, updated_at = $3 WHERE id = $4 AND state IN ({list})");
+    let sql = format!(
+        "UPDATE rollouts SET state = $1, reason = $2, updated_at = $3 WHERE id = $4 AND state IN {}",
+        sql_list(from)
+    );
     let changed = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(to)
+        .bind(to.as_str())
         .bind(reason)
-        .bind(now_ms())
+        .bind(now)
         .bind(id)
         .execute(conn)
         .await?
@@ -143,51 +149,79 @@ pub(crate) async fn set_state(
     Ok(changed == 1)
 }
 
-/// Ends a rollout's attempts: never-offered ones are cancelled here; offered ones are
-/// cancelled and their devices told (a `cancel`, which also clears the retained offer);
-/// with `rollback`, devices that committed are sent a `rollback`. Returns how many of
-/// each.
-pub(crate) async fn end(conn: &mut AnyConnection, id: i64, rollback: bool) -> Result<(u64, u64), sqlx::Error> {
-    let now = now_ms();
-    let in_flight = "('offered', 'accepted', 'downloading', 'verified', 'validated', 'timed_out')";
+/// Ends a rollout's attempts: unfinished ones are cancelled, and the devices that may
+/// hold its offer told (a `cancel`, which also clears the retained offer); with
+/// `rollback`, devices that committed it are sent a `rollback`, except those that
+/// committed a later rollout since (or run something else now): sending them back would
+/// replace the newer model, so their attempt is `superseded` instead. Returns how many
+/// were cancelled, and how many are rolling back and superseded.
+pub(crate) async fn end(
+    conn: &mut AnyConnection,
+    id: i64,
+    rollback: bool,
+    now: i64,
+) -> Result<(u64, (u64, u64)), sqlx::Error> {
+    let told: Vec<A> = A::UNFINISHED.iter().copied().filter(|&s| s != A::Pending).collect();
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO commands (device_id, rollout_id, action, created_at) \
-         SELECT device_id, rollout_id, 'cancel', $1 FROM attempts WHERE rollout_id = $2 AND state IN {in_flight} \
-         ORDER BY device_id"
+         SELECT device_id, rollout_id, 'cancel', $1 FROM attempts WHERE rollout_id = $2 AND state IN {} \
+         ORDER BY device_id",
+        sql_list(&told)
     )))
     .bind(now)
     .bind(id)
     .execute(&mut *conn)
     .await?;
     let cancelled = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE attempts SET state = $1, updated_at = $2 WHERE rollout_id = $3 AND (state = 'pending' OR state IN {in_flight})"
+        "UPDATE attempts SET {}, updated_at = $1 WHERE rollout_id = $2 AND state IN {}",
+        A::Cancelled.set_sql(),
+        sql_list(A::UNFINISHED)
     )))
-    .bind(states::CANCELLED)
     .bind(now)
     .bind(id)
     .execute(&mut *conn)
     .await?
     .rows_affected();
-    let mut rolled = 0;
-    if rollback {
-        sqlx::query(
-            "INSERT INTO commands (device_id, rollout_id, action, created_at) \
-             SELECT device_id, rollout_id, 'rollback', $1 FROM attempts WHERE rollout_id = $2 AND state = $3 \
-             ORDER BY device_id",
-        )
-        .bind(now)
-        .bind(id)
-        .bind(states::COMMITTED)
-        .execute(&mut *conn)
-        .await?;
-        rolled = sqlx::query("UPDATE attempts SET state = $1, updated_at = $2 WHERE rollout_id = $3 AND state = $4")
-            .bind(states::ROLLING_BACK)
-            .bind(now)
-            .bind(id)
-            .bind(states::COMMITTED)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+    if !rollback {
+        return Ok((cancelled, (0, 0)));
     }
-    Ok((cancelled, rolled))
+    // Committed something later, or runs something other than this rollout's image.
+    let moved_on = format!(
+        "(EXISTS (SELECT 1 FROM attempts b WHERE b.device_id = attempts.device_id AND b.rollout_id > attempts.rollout_id \
+         AND b.state IN {later}) OR NOT EXISTS (SELECT 1 FROM devices d JOIN rollouts r ON r.id = attempts.rollout_id \
+         JOIN model_versions v ON v.id = r.version_id WHERE d.id = attempts.device_id \
+         AND d.running_sha256 = v.image_sha256))",
+        later = sql_list(&[A::Committed, A::RollingBack, A::RollbackFailed, A::Superseded])
+    );
+    let superseded = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE attempts SET {}, updated_at = $1 WHERE rollout_id = $2 AND state = '{}' AND {moved_on}",
+        A::Superseded.set_sql(),
+        A::Committed
+    )))
+    .bind(now)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO commands (device_id, rollout_id, action, created_at) \
+         SELECT device_id, rollout_id, 'rollback', $1 FROM attempts WHERE rollout_id = $2 AND state = '{}' \
+         ORDER BY device_id",
+        A::Committed
+    )))
+    .bind(now)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    let rolled = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE attempts SET {}, updated_at = $1 WHERE rollout_id = $2 AND state = '{}'",
+        A::RollingBack.set_sql(),
+        A::Committed
+    )))
+    .bind(now)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok((cancelled, (rolled, superseded)))
 }

@@ -12,11 +12,13 @@ use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::{AnyConnection, AssertSqlSafe, Row};
 use utoipa::ToSchema;
 
-use super::{CohortSpec, Gates, Plan, RolloutError, Selector, rollout_state, states};
-use crate::db::{Db, now_ms};
+use super::decide::{DeviceSnap, RolloutSnap, incompatible};
+use super::states::{AttemptState as A, RolloutState, sql_list};
+use super::{CohortSpec, Gates, Plan, RolloutError, Selector};
+use crate::db::Db;
 use crate::events;
 
 /// A rollout to create (or preview, with `dry_run`).
@@ -40,6 +42,11 @@ pub struct NewRollout {
     /// Only compute the cohorts; create nothing.
     #[serde(default)]
     pub dry_run: bool,
+    /// Take selected devices out of the live rollouts still updating them (their attempts
+    /// are cancelled and the devices told). Without it, such devices make the request
+    /// fail with a conflict naming the rollout.
+    #[serde(default)]
+    pub supersede: bool,
 }
 
 /// What a rollout would do.
@@ -55,6 +62,33 @@ pub struct Preview {
     pub delta: u64,
     /// Devices that would get the full image (no patch from what they run, or unknown).
     pub full: u64,
+    /// Devices offline now: they find their offer when they reconnect, and are "waiting:
+    /// offline" (not failures) until the gates' offline limit.
+    pub offline: u64,
+    /// Devices whose hello says they cannot take the version (slot, arena, chunk size):
+    /// they will be `incompatible`, never offered, never counted as failures.
+    pub incompatible: Vec<Incompatible>,
+    /// Devices still updating in another live rollout (creating refuses them unless
+    /// `supersede`).
+    pub busy: Vec<Busy>,
+}
+
+/// A device that cannot take the version, and why.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Incompatible {
+    /// Device id.
+    pub device: String,
+    /// What it lacks.
+    pub reason: String,
+}
+
+/// A device in another live rollout.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Busy {
+    /// Device id.
+    pub device: String,
+    /// The rollout updating it.
+    pub rollout: i64,
 }
 
 /// One cohort of a preview.
@@ -73,6 +107,9 @@ pub(crate) struct Target {
     pub version_id: i64,
     pub class: String,
     pub image_sha256: String,
+    /// Slot bytes the image and its validation set take (32-byte aligned set, as stored).
+    pub slot_bytes: i64,
+    pub arena_bytes: i64,
 }
 
 const MAX_COHORTS: usize = 20;
@@ -111,6 +148,9 @@ fn check(new: &NewRollout) -> Result<(), RolloutError> {
     }
     if g.stuck_timeout_s == 0 || g.stuck_timeout_s > 30 * 86400 || g.soak_s > 30 * 86400 {
         return invalid("stuck_timeout_s is 1 s to 30 days and soak_s at most 30 days".into());
+    }
+    if g.offline_limit_s == 0 || g.offline_limit_s > 30 * 86400 || g.max_retries > 10 {
+        return invalid("offline_limit_s is 1 s to 30 days and max_retries at most 10".into());
     }
     if g.max_latency_increase_permille.is_some_and(|v| v > 100_000) {
         return invalid("max_latency_increase_permille is at most 100000".into());
@@ -165,14 +205,17 @@ pub(crate) fn sizes(cohorts: &[CohortSpec], population: u64, canaries: u64) -> R
     Ok(out)
 }
 
-/// The selected devices, in offer order, with what each runs.
+/// The selected devices, in offer order, with what each declared.
 async fn members(
     db: &Db,
     new: &NewRollout,
     target: &Target,
     seed: &str,
-) -> Result<Vec<(String, Option<String>)>, RolloutError> {
-    let mut sql = String::from("SELECT d.id, d.running_sha256 FROM devices d WHERE d.device_class = $1");
+) -> Result<Vec<(String, DeviceSnap)>, RolloutError> {
+    let mut sql = String::from(
+        "SELECT d.id, d.running_sha256, d.online, d.last_seen, d.slot_bytes, d.arena_bytes, d.codecs, d.max_chunk \
+         FROM devices d WHERE d.device_class = $1",
+    );
     for i in 0..new.selector.tags.len() {
         sql.push_str(&format!(
             " AND EXISTS (SELECT 1 FROM device_tags t WHERE t.device_id = d.id AND t.tag = ${})",
@@ -185,11 +228,20 @@ async fn members(
     }
     let rows = query.fetch_all(&db.pool).await?;
     let ids: HashSet<&str> = new.selector.ids.iter().map(String::as_str).collect();
-    let mut found: HashMap<String, Option<String>> = HashMap::new();
+    let mut found: HashMap<String, DeviceSnap> = HashMap::new();
     for r in rows {
         let id: String = r.try_get(0)?;
         if ids.is_empty() || ids.contains(id.as_str()) {
-            found.insert(id, r.try_get(1)?);
+            let device = DeviceSnap {
+                running_sha256: r.try_get(1)?,
+                online: r.try_get::<i32, _>(2)? != 0,
+                last_seen: r.try_get(3)?,
+                slot_bytes: r.try_get(4)?,
+                arena_bytes: r.try_get(5)?,
+                codecs: r.try_get::<Option<i32>, _>(6)?.map(i64::from),
+                max_chunk: r.try_get(7)?,
+            };
+            found.insert(id, device);
         }
     }
     let mut out = Vec::with_capacity(found.len());
@@ -203,22 +255,31 @@ async fn members(
         }
     }
     let mut rest: Vec<_> = found.into_iter().map(|(id, running)| (rank(seed, &id), id, running)).collect();
-    rest.sort();
+    rest.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     out.extend(rest.into_iter().map(|(_, id, running)| (id, running)));
     Ok(out)
 }
 
 pub(crate) async fn target(db: &Db, model: &str, version: &str) -> Result<Target, RolloutError> {
     let row = sqlx::query(
-        "SELECT v.id, m.device_class, v.image_sha256 FROM model_versions v JOIN models m ON m.id = v.model_id \
-         WHERE m.name = $1 AND v.version = $2",
+        "SELECT v.id, m.device_class, v.image_sha256, img.size, s.size, v.arena_bytes FROM model_versions v \
+         JOIN models m ON m.id = v.model_id JOIN artifacts img ON img.sha256 = v.image_sha256 \
+         LEFT JOIN artifacts s ON s.sha256 = v.validation_sha256 WHERE m.name = $1 AND v.version = $2",
     )
     .bind(model)
     .bind(version)
     .fetch_optional(&db.pool)
     .await?
     .ok_or_else(|| RolloutError::NotFound(format!("version {version} of model {model}")))?;
-    Ok(Target { version_id: row.try_get(0)?, class: row.try_get(1)?, image_sha256: row.try_get(2)? })
+    let image: i64 = row.try_get(3)?;
+    let set: Option<i64> = row.try_get(4)?;
+    Ok(Target {
+        version_id: row.try_get(0)?,
+        class: row.try_get(1)?,
+        image_sha256: row.try_get(2)?,
+        slot_bytes: super::decide::slot_need(image, set),
+        arena_bytes: row.try_get(5)?,
+    })
 }
 
 /// What creating `new` would do, or the id of the rollout it created (`None` for a dry run).
@@ -240,10 +301,30 @@ pub async fn create(db: &Db, new: &NewRollout, actor: &str) -> Result<(Preview, 
         .await?
         .into_iter()
         .collect();
-    let running = |r: &Option<String>| r.as_deref() == Some(target.image_sha256.as_str());
-    let already_running = members.iter().filter(|(_, r)| running(r)).count() as u64;
-    let delta = members.iter().filter(|(_, r)| !running(r) && r.as_ref().is_some_and(|r| bases.contains(r))).count();
+    // The same judgement the engine makes before offering (decide::incompatible).
+    let needs = RolloutSnap {
+        id: 0,
+        state: RolloutState::Running,
+        model: new.model.clone(),
+        version: new.version.clone(),
+        plan: new.plan.clone(),
+        gates: new.gates.clone(),
+        approved_through: 0,
+        image_sha256: target.image_sha256.clone(),
+        slot_bytes: target.slot_bytes,
+        arena_bytes: target.arena_bytes,
+    };
+    let running = |d: &DeviceSnap| d.running_sha256.as_deref() == Some(target.image_sha256.as_str());
+    let incompatible: Vec<Incompatible> = members
+        .iter()
+        .filter(|(_, d)| !running(d))
+        .filter_map(|(id, d)| incompatible(&needs, d).map(|reason| Incompatible { device: id.clone(), reason }))
+        .collect();
+    let refused: HashSet<&str> = incompatible.iter().map(|i| i.device.as_str()).collect();
+    let offered = || members.iter().filter(|(id, d)| !running(d) && !refused.contains(id.as_str()));
+    let delta = offered().filter(|(_, d)| d.running_sha256.as_ref().is_some_and(|r| bases.contains(r))).count() as u64;
     let canaries = new.plan.canary.len() as u64;
+    let busy = busy(&mut *db.pool.acquire().await?, &members).await?;
     let preview = Preview {
         population: members.len() as u64,
         cohorts: sizes
@@ -251,9 +332,12 @@ pub async fn create(db: &Db, new: &NewRollout, actor: &str) -> Result<(Preview, 
             .enumerate()
             .map(|(i, &size)| CohortPreview { position: i as u32, size, canaries: if i == 0 { canaries } else { 0 } })
             .collect(),
-        already_running,
-        delta: delta as u64,
-        full: members.len() as u64 - already_running - delta as u64,
+        already_running: members.iter().filter(|(_, d)| running(d)).count() as u64,
+        delta,
+        full: offered().count() as u64 - delta,
+        offline: members.iter().filter(|(_, d)| !d.online).count() as u64,
+        incompatible,
+        busy,
     };
     if new.dry_run {
         return Ok((preview, None));
@@ -262,35 +346,51 @@ pub async fn create(db: &Db, new: &NewRollout, actor: &str) -> Result<(Preview, 
     Ok((preview, Some(id)))
 }
 
-/// Rows per multi-row INSERT (5 parameters each, well under both engines' limits).
-const BATCH: usize = 500;
+/// Rows per multi-row INSERT (6 parameters each, well under both engines' limits).
+const BATCH: usize = 400;
+
+/// Which of `members` are still in an unfinished attempt (of a live rollout: ending one
+/// finishes its attempts).
+async fn busy(conn: &mut AnyConnection, members: &[(String, DeviceSnap)]) -> Result<Vec<Busy>, sqlx::Error> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT device_id, rollout_id FROM attempts WHERE open_device IS NOT NULL ORDER BY device_id")
+            .fetch_all(conn)
+            .await?;
+    let wanted: HashSet<&str> = members.iter().map(|(id, _)| id.as_str()).collect();
+    Ok(rows
+        .into_iter()
+        .filter(|(d, _)| wanted.contains(d.as_str()))
+        .map(|(device, rollout)| Busy { device, rollout })
+        .collect())
+}
 
 async fn insert(
     db: &Db,
     new: &NewRollout,
     target: &Target,
-    members: &[(String, Option<String>)],
+    members: &[(String, DeviceSnap)],
     sizes: &[u64],
     actor: &str,
 ) -> Result<i64, RolloutError> {
-    let now = now_ms();
+    let now = db.now().await?;
     let mut tx = db.begin().await?;
-    // A device is in at most one unfinished rollout: two would race for its slot.
-    let busy: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT a.device_id, a.rollout_id FROM attempts a JOIN rollouts r ON r.id = a.rollout_id \
-         WHERE r.state IN ('running', 'paused') AND a.state IN ('pending', 'offered', 'accepted', 'downloading', \
-         'verified', 'validated')",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    let wanted: HashSet<&str> = members.iter().map(|(id, _)| id.as_str()).collect();
-    if let Some((device, rollout)) = busy.iter().find(|(d, _)| wanted.contains(d.as_str())) {
-        let n = busy.iter().filter(|(d, _)| wanted.contains(d.as_str())).count();
-        return Err(RolloutError::Conflict(format!(
-            "{n} selected devices are still updating in another rollout (e.g. {device} in rollout {rollout}); \
-             abort it or wait for it to finish"
-        )));
-    }
+    // A device is in at most one unfinished attempt: two rollouts would race for its slot.
+    // The unique index on `open_device` enforces it; this names the rollout in the way.
+    let busy = busy(&mut tx, members).await?;
+    let superseded = if let Some(first) = busy.first() {
+        if !new.supersede {
+            return Err(RolloutError::Conflict(format!(
+                "{} selected devices are still updating in another rollout (e.g. {} in rollout {}); \
+                 abort it, wait for it to finish, or create this one with supersede",
+                busy.len(),
+                first.device,
+                first.rollout
+            )));
+        }
+        supersede(&mut tx, &busy, now).await?
+    } else {
+        0
+    };
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO rollouts (version_id, selector, plan, gates, state, created_by, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING id",
@@ -299,7 +399,7 @@ async fn insert(
     .bind(json(&new.selector))
     .bind(json(&new.plan))
     .bind(json(&new.gates))
-    .bind(rollout_state::RUNNING)
+    .bind(RolloutState::Running.as_str())
     .bind(actor)
     .bind(now)
     .fetch_one(&mut *tx)
@@ -319,27 +419,66 @@ async fn insert(
         let end = start + size as usize;
         for batch in members[start..end].chunks(BATCH) {
             let values: Vec<String> = (0..batch.len())
-                .map(|i| format!("($1, $2, ${}, ${}, '{}', $3)", 4 + 2 * i, 5 + 2 * i, states::PENDING))
+                .map(|i| format!("($1, $2, ${}, ${}, '{}', $3, ${})", 4 + 3 * i, 5 + 3 * i, A::Pending, 6 + 3 * i))
                 .collect();
             let sql = format!(
-                "INSERT INTO attempts (rollout_id, cohort_id, device_id, base_sha256, state, updated_at) VALUES {}",
+                "INSERT INTO attempts (rollout_id, cohort_id, device_id, base_sha256, state, updated_at, open_device) \
+                 VALUES {}",
                 values.join(", ")
             );
             let mut q = sqlx::query(AssertSqlSafe(sql)).bind(id).bind(cohort).bind(now);
-            for (device, running) in batch {
-                q = q.bind(device).bind(running.clone());
+            for (device, d) in batch {
+                q = q.bind(device).bind(d.running_sha256.clone()).bind(device);
             }
-            q.execute(&mut *tx).await?;
+            if let Err(e) = q.execute(&mut *tx).await {
+                // Another rollout took one of these devices since `busy` read them.
+                return Err(match &e {
+                    sqlx::Error::Database(d) if d.is_unique_violation() => {
+                        RolloutError::Conflict("a selected device joined another rollout meanwhile; try again".into())
+                    }
+                    _ => e.into(),
+                });
+            }
         }
         start = end;
     }
     let detail = serde_json::json!({
         "model": new.model, "version": new.version, "devices": members.len(), "cohorts": sizes,
-        "selector": new.selector, "plan": new.plan, "gates": new.gates,
+        "selector": new.selector, "plan": new.plan, "gates": new.gates, "superseded": superseded,
     });
     events::record(&mut tx, actor, "rollout.created", &format!("rollout:{id}"), &detail).await?;
     tx.commit().await?;
     Ok(id)
+}
+
+/// Cancels the `busy` devices' attempts in their other rollouts (the devices that may
+/// hold an offer are sent a `cancel`, which also clears it); how many.
+async fn supersede(tx: &mut AnyConnection, busy: &[Busy], now: i64) -> Result<u64, sqlx::Error> {
+    let told: Vec<A> = A::UNFINISHED.iter().copied().filter(|&s| s != A::Pending).collect();
+    let command = format!(
+        "INSERT INTO commands (device_id, rollout_id, action, created_at) SELECT device_id, rollout_id, 'cancel', $1 \
+         FROM attempts WHERE rollout_id = $2 AND device_id = $3 AND state IN {}",
+        sql_list(&told)
+    );
+    let cancel = format!(
+        "UPDATE attempts SET {}, updated_at = $1 WHERE rollout_id = $2 AND device_id = $3 AND state IN {}",
+        A::Cancelled.set_sql(),
+        sql_list(A::UNFINISHED)
+    );
+    let mut cancelled = 0;
+    for b in busy {
+        sqlx::query(AssertSqlSafe(command.clone())).bind(now).bind(b.rollout).bind(&b.device).execute(&mut *tx).await?;
+        cancelled += sqlx::query(AssertSqlSafe(cancel.clone()))
+            .bind(now)
+            .bind(b.rollout)
+            .bind(&b.device)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let detail = serde_json::json!({ "device": b.device, "reason": "superseded by a new rollout" });
+        events::record(&mut *tx, "engine", "attempt.superseded", &format!("rollout:{}", b.rollout), &detail).await?;
+    }
+    Ok(cancelled)
 }
 
 /// A stored document as JSON (plain structs: serializing cannot fail).

@@ -1,39 +1,37 @@
 //! The rollout engine: each replica runs one, on a one-second tick and whenever a device
 //! report moves an attempt.
 //!
-//! A step reads a rollout's rows, decides, and writes the decision as a conditional
-//! update (`... WHERE state = 'active'`); only the replica whose update changed the row
-//! goes on to act (publish the next cohort's offers, record the event). Counting is
-//! never incremental: tallies are recomputed from the attempts, which reports move once
-//! each (stored by their idempotency key first), so a report delivered twice or handled
-//! by two replicas cannot be counted twice. What the engine publishes (offers, commands)
-//! is deterministic and idempotent on the device, so a replica that crashes between its
-//! commit and its publish is covered by the next step re-publishing.
+//! A step takes the rollout's lease (one replica steps a given rollout at a time; the
+//! lease only saves work, correctness never rests on it), loads a [`Snapshot`], asks
+//! [`decide`] what to do and hands the decisions to [`Apply`], again until nothing moves
+//! (a passed cohort lets the next start in the same step). Counting is never
+//! incremental: tallies are recomputed from the attempts, which reports move once each
+//! (stored by their idempotency key first), so a report delivered twice or handled by two
+//! replicas cannot be counted twice. What the engine publishes (offers, commands) is
+//! deterministic and idempotent on the device, so a replica that crashes between its
+//! commit and its publish is covered by the next step publishing again. Time comes from
+//! the database's clock ([`Db::now`]).
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use mota_proto::Wire;
 use mota_proto::message::{Action, Cmd};
 use mota_proto::topic::{Kind, Topic};
-use rumqttc::{AsyncClient, QoS};
 use sqlx::Row;
 use tokio::sync::Notify;
 
-use super::gates::{Verdict, judge};
+use super::RolloutError;
+pub use super::apply::ACTOR;
+use super::apply::{Apply, ApplyError};
+use super::decide::{AttemptSnap, CohortSnap, DeviceSnap, RolloutSnap, Snapshot, decide};
+use super::states::{AttemptState as A, CohortState, RolloutState, sql_list};
 use super::view::{Of, parse, tallies};
-use super::{Gates, OnFailure, Plan, RolloutError, actions, rollout_state as rs, states};
-use crate::db::{Db, now_ms};
-use crate::events;
-use crate::mqtt::offers::publish_offer;
+use crate::db::Db;
+use crate::mqtt::publish::{PublishError, Publisher};
 use crate::registry::Registry;
-use crate::registry::manifests::ManifestRequest;
 use crate::signing::Signer;
-
-/// The actor of the engine's own audit events.
-pub const ACTOR: &str = "engine";
 
 /// How often every rollout is looked at even without reports (stuck timeouts, soak).
 pub const TICK: Duration = Duration::from_secs(1);
@@ -41,10 +39,12 @@ pub const TICK: Duration = Duration::from_secs(1);
 /// Shortest time between two steps.
 const MIN_GAP: Duration = Duration::from_millis(200);
 
-/// Offers published per cohort per step (the rest on the next step).
-const OFFERS_PER_STEP: i64 = 2000;
+/// Attempts loaded per kind per step (the rest on the next step).
+const PER_STEP: i64 = 2000;
 /// An unfinished attempt quiet this long gets its offer published again (see `nudge`).
 const QUIET: Duration = Duration::from_secs(30);
+/// How long a replica holds a rollout's lease after its last step.
+const LEASE: Duration = Duration::from_secs(15);
 
 /// One replica's engine.
 #[derive(Clone)]
@@ -56,7 +56,7 @@ pub struct Engine {
     /// The release key.
     pub signer: Arc<Signer>,
     /// Publishes offers and commands.
-    pub client: AsyncClient,
+    pub publisher: Arc<dyn Publisher>,
     /// Notified when a report moved an attempt.
     pub wake: Arc<Notify>,
     /// The MQTT side's count of sessions the broker did not have.
@@ -64,53 +64,52 @@ pub struct Engine {
     /// The count the engine last re-published for.
     republished: Arc<AtomicU64>,
     /// When quiet devices were last asked again (Unix ms).
-    nudged: Arc<std::sync::atomic::AtomicI64>,
+    nudged: Arc<AtomicI64>,
+    /// This engine's name on the leases it holds.
+    owner: String,
 }
 
 /// Why a step failed (logged; the next tick tries again).
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// The database or signing failed.
+    /// A stored document does not parse.
     #[error(transparent)]
     Rollout(#[from] RolloutError),
     /// The database failed.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
-    /// Publishing failed.
-    #[error("publishing: {0}")]
-    Offer(#[from] crate::mqtt::offers::OfferError),
-    /// The MQTT client's queue is closed.
-    #[error("MQTT: {0}")]
-    Mqtt(#[from] rumqttc::ClientError),
+    /// Applying a decision failed.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// A message could not be queued.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
     /// A message could not be encoded.
     #[error("encoding: {0}")]
     Encode(#[from] mota_proto::EncodeError),
 }
 
-struct Rollout {
-    id: i64,
-    state: String,
-    gates: Gates,
-    plan: Plan,
-    approved_through: i32,
-    model: String,
-    version: String,
-    image_sha256: String,
-}
-
 impl Engine {
     /// The engine of the replica serving `state`, publishing through `mqtt`.
     pub fn new(state: &crate::server::AppState, mqtt: &crate::mqtt::Mqtt) -> Self {
+        let mut engine = Self::with_publisher(state, Arc::new(mqtt.client()));
+        engine.fresh_sessions = mqtt.fresh_sessions();
+        engine
+    }
+
+    /// An engine publishing through `publisher` (the tests' in-memory bus).
+    pub fn with_publisher(state: &crate::server::AppState, publisher: Arc<dyn Publisher>) -> Self {
         Self {
             db: state.db.clone(),
             registry: state.registry.clone(),
             signer: state.signer.clone(),
-            client: mqtt.client(),
+            publisher,
             wake: state.engine_wake.clone(),
-            fresh_sessions: mqtt.fresh_sessions(),
+            fresh_sessions: Arc::new(AtomicU64::new(0)),
             republished: Arc::new(AtomicU64::new(0)),
             // 0: a starting replica asks quiet devices at once (it may have missed their news).
-            nudged: Arc::new(std::sync::atomic::AtomicI64::new(0)),
+            nudged: Arc::new(AtomicI64::new(0)),
+            owner: lease_owner(),
         }
     }
 
@@ -131,23 +130,25 @@ impl Engine {
         }
     }
 
-    /// One pass: queued commands, then every unfinished rollout.
+    /// One pass: queued commands, then every live rollout.
     pub async fn tick(&self) -> Result<(), EngineError> {
         let sessions = self.fresh_sessions.load(Ordering::SeqCst);
         if sessions != self.republished.load(Ordering::SeqCst) {
             self.republish().await?;
             self.republished.store(sessions, Ordering::SeqCst);
         }
-        let now = now_ms();
+        let now = self.db.now().await?;
         if now - self.nudged.load(Ordering::SeqCst) >= QUIET.as_millis() as i64 {
             self.nudged.store(now, Ordering::SeqCst);
             self.nudge(now).await?;
         }
         self.send_commands().await?;
-        let ids: Vec<i64> =
-            sqlx::query_scalar("SELECT id FROM rollouts WHERE state IN ('running', 'paused') ORDER BY id")
-                .fetch_all(&self.db.pool)
-                .await?;
+        let ids: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT id FROM rollouts WHERE state IN {} ORDER BY id",
+            sql_list(RolloutState::LIVE)
+        )))
+        .fetch_all(&self.db.pool)
+        .await?;
         for id in ids {
             if let Err(e) = self.step(id).await {
                 tracing::warn!(rollout = id, "rollout step: {e}");
@@ -156,257 +157,200 @@ impl Engine {
         Ok(())
     }
 
-    async fn load(&self, id: i64) -> Result<Rollout, EngineError> {
-        let r = sqlx::query(
-            "SELECT r.state, r.gates, r.plan, r.approved_through, m.name, v.version, v.image_sha256 FROM rollouts r \
-             JOIN model_versions v ON v.id = r.version_id JOIN models m ON m.id = v.model_id WHERE r.id = $1",
+    /// Moves one rollout as far as its rows allow now, if this replica holds its lease.
+    pub async fn step(&self, id: i64) -> Result<(), EngineError> {
+        if !self.lease(id).await? {
+            return Ok(());
+        }
+        // Each pass settles at most one cohort; a passed cohort lets the next start at once.
+        for _ in 0..24 {
+            let Some(snapshot) = self.snapshot(id).await? else { return Ok(()) };
+            let decisions = decide(&snapshot);
+            if decisions.is_empty() {
+                break;
+            }
+            self.apply(&snapshot, &decisions).await?;
+            if !decisions.iter().any(super::decide::Decision::moves_on) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Executes `decisions` taken on `snapshot` (a step's second half; tests call it on
+    /// its own to interleave an operator between deciding and applying).
+    pub async fn apply(&self, snapshot: &Snapshot, decisions: &[super::decide::Decision]) -> Result<(), EngineError> {
+        let apply = Apply { db: &self.db, publisher: &*self.publisher, registry: &self.registry, signer: &self.signer };
+        Ok(apply.run(snapshot, decisions).await?)
+    }
+
+    /// Takes or renews the rollout's lease; false while another replica holds it.
+    async fn lease(&self, id: i64) -> Result<bool, EngineError> {
+        let now = self.db.now().await?;
+        let taken = sqlx::query(
+            "UPDATE rollouts SET lease_owner = $1, lease_until = $2 WHERE id = $3 \
+             AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4)",
+        )
+        .bind(&self.owner)
+        .bind(now + LEASE.as_millis() as i64)
+        .bind(id)
+        .bind(now)
+        .execute(&self.db.pool)
+        .await?
+        .rows_affected();
+        Ok(taken == 1)
+    }
+
+    /// What a step sees of rollout `id` now (`None`: no such rollout).
+    pub async fn snapshot(&self, id: i64) -> Result<Option<Snapshot>, EngineError> {
+        let now = self.db.now().await?;
+        let Some(r) = sqlx::query(
+            "SELECT r.state, r.gates, r.plan, r.approved_through, m.name, v.version, v.image_sha256, v.arena_bytes, \
+             img.size, s.size FROM rollouts r JOIN model_versions v ON v.id = r.version_id \
+             JOIN models m ON m.id = v.model_id JOIN artifacts img ON img.sha256 = v.image_sha256 \
+             LEFT JOIN artifacts s ON s.sha256 = v.validation_sha256 WHERE r.id = $1",
         )
         .bind(id)
-        .fetch_one(&self.db.pool)
-        .await?;
-        Ok(Rollout {
+        .fetch_optional(&self.db.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let state: String = r.try_get(0)?;
+        let image: i64 = r.try_get(8)?;
+        let set: Option<i64> = r.try_get(9)?;
+        let rollout = RolloutSnap {
             id,
-            state: r.try_get(0)?,
+            state: RolloutState::parse(&state)
+                .ok_or_else(|| RolloutError::Invalid(format!("stored rollout state {state:?}")))?,
             gates: parse("gates", &r.try_get::<String, _>(1)?)?,
             plan: parse("plan", &r.try_get::<String, _>(2)?)?,
             approved_through: r.try_get(3)?,
             model: r.try_get(4)?,
             version: r.try_get(5)?,
             image_sha256: r.try_get(6)?,
-        })
-    }
-
-    /// Moves one rollout as far as its rows allow now.
-    pub async fn step(&self, id: i64) -> Result<(), EngineError> {
-        let r = self.load(id).await?;
-        self.time_out(&r).await?;
-        if r.state != rs::RUNNING {
-            return Ok(());
+            arena_bytes: r.try_get(7)?,
+            slot_bytes: super::decide::slot_need(image, set),
+        };
+        let mut cohorts = Vec::new();
+        for row in
+            sqlx::query("SELECT id, position, state, ready_at FROM cohorts WHERE rollout_id = $1 ORDER BY position")
+                .bind(id)
+                .fetch_all(&self.db.pool)
+                .await?
+        {
+            let state: String = row.try_get(2)?;
+            cohorts.push(CohortSnap {
+                id: row.try_get(0)?,
+                position: row.try_get(1)?,
+                state: CohortState::parse(&state)
+                    .ok_or_else(|| RolloutError::Invalid(format!("stored cohort state {state:?}")))?,
+                ready_at: row.try_get(3)?,
+            });
         }
-        // Each pass settles at most one cohort; a passed cohort lets the next start at once.
-        for _ in 0..=r.plan.cohorts.len() {
-            let cohorts: Vec<(i64, i32, String, Option<i64>)> = sqlx::query_as(
-                "SELECT id, position, state, ready_at FROM cohorts WHERE rollout_id = $1 ORDER BY position",
-            )
+        let active = cohorts.iter().find(|c| c.state == CohortState::Active).map(|c| c.id);
+        let mut attempts = Vec::new();
+        if let Some(cohort) = active {
+            let sql = format!(
+                "{ATTEMPTS} WHERE a.cohort_id = $1 AND a.state = '{}' ORDER BY a.device_id LIMIT $2",
+                A::Pending
+            );
+            let rows =
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(cohort).bind(PER_STEP).fetch_all(&self.db.pool).await?;
+            for row in rows {
+                attempts.push(attempt(&row)?);
+            }
+        }
+        // Unfinished attempts silent long enough for a timeout, and timed-out ones that
+        // may be retried; `decide` applies the rules.
+        let g = &rollout.gates;
+        let shortest = g.stuck_timeout_s.min(g.offline_limit_s).saturating_mul(1000);
+        let cutoff = now.saturating_sub(i64::try_from(shortest).unwrap_or(i64::MAX));
+        let sql = format!(
+            "{ATTEMPTS} WHERE a.rollout_id = $1 AND ((a.state IN {} AND a.updated_at <= $2) \
+             OR (a.state = '{}' AND a.retries < $3 AND d.online = 1)) ORDER BY a.updated_at LIMIT $4",
+            sql_list(A::IN_FLIGHT),
+            A::TimedOut
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
+            .bind(cutoff)
+            .bind(i64::from(g.max_retries))
+            .bind(PER_STEP)
             .fetch_all(&self.db.pool)
             .await?;
-            let Some((cohort, position, state, ready_at)) = cohorts.into_iter().find(|c| c.2 != "passed") else {
-                self.transition(&r, rs::COMPLETED, "every cohort passed", "rollout.completed").await?;
-                return Ok(());
-            };
-            match state.as_str() {
-                "pending" => {
-                    if position > 0 && r.plan.approval && r.approved_through < position {
-                        return Ok(()); // awaiting approval
-                    }
-                    self.start_cohort(&r, cohort, position).await?;
-                }
-                "active" => {
-                    self.offer(&r, cohort).await?;
-                    if !self.judge(&r, cohort, position, ready_at).await? {
-                        return Ok(());
-                    }
-                }
-                _ => return Ok(()), // failed: the rollout is paused or ended
-            }
+        for row in rows {
+            attempts.push(attempt(&row)?);
         }
-        Ok(())
+        let tally = match active {
+            Some(cohort) => tallies(&self.db, Of::Cohort(cohort)).await?.remove(&cohort),
+            None => None,
+        };
+        Ok(Some(Snapshot { now, rollout, cohorts, attempts, tally }))
+    }
+}
+
+/// A name for this engine's leases: never shared by two replicas, or two engines of one
+/// process (tests run several).
+fn lease_owner() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut random = [0u8; 8];
+    let _ = getrandom::fill(&mut random); // the process id and counter still tell engines apart
+    format!("{}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst), crate::blobs::hex(&random))
+}
+
+/// The attempt columns a snapshot reads, with the device's and the last report's time.
+const ATTEMPTS: &str = "SELECT a.device_id, a.cohort_id, a.state, a.updated_at, a.retries, d.online, d.last_seen, \
+     d.running_sha256, d.slot_bytes, d.arena_bytes, d.codecs, d.max_chunk, \
+     (SELECT MAX(r.received_at) FROM device_reports r WHERE r.device_id = a.device_id AND r.rollout_id = a.rollout_id) \
+     FROM attempts a JOIN devices d ON d.id = a.device_id";
+
+fn attempt(row: &sqlx::any::AnyRow) -> Result<AttemptSnap, EngineError> {
+    let state: String = row.try_get(2)?;
+    let updated: i64 = row.try_get(3)?;
+    let reported: Option<i64> = row.try_get(12)?;
+    Ok(AttemptSnap {
+        device: row.try_get(0)?,
+        cohort: row.try_get::<Option<i64>, _>(1)?.unwrap_or_default(),
+        state: A::parse(&state).ok_or_else(|| RolloutError::Invalid(format!("stored attempt state {state:?}")))?,
+        heard_at: reported.map_or(updated, |r| r.max(updated)),
+        retries: u32::try_from(row.try_get::<i32, _>(4)?).unwrap_or_default(),
+        device_info: DeviceSnap {
+            online: row.try_get::<i32, _>(5)? != 0,
+            last_seen: row.try_get(6)?,
+            running_sha256: row.try_get(7)?,
+            slot_bytes: row.try_get(8)?,
+            arena_bytes: row.try_get(9)?,
+            codecs: row.try_get::<Option<i32>, _>(10)?.map(i64::from),
+            max_chunk: row.try_get(11)?,
+        },
+    })
+}
+
+impl Engine {
+    /// Unfinished attempts of live rollouts whose offers a device may still need, with
+    /// their envelopes; `quiet_before`: only those unchanged since then.
+    async fn live_offers(&self, quiet_before: Option<i64>) -> Result<Vec<(String, Vec<u8>)>, EngineError> {
+        let sql = format!(
+            "SELECT a.device_id, o.envelope FROM attempts a JOIN rollouts r ON r.id = a.rollout_id \
+             JOIN offers o ON o.manifest_sha256 = a.manifest_sha256 WHERE r.state IN {} AND a.state IN {} \
+             AND a.updated_at < $1 ORDER BY a.updated_at LIMIT $2",
+            sql_list(RolloutState::LIVE),
+            sql_list(&A::UNFINISHED[1..]),
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(quiet_before.unwrap_or(i64::MAX))
+            .bind(if quiet_before.is_some() { PER_STEP } else { i64::MAX })
+            .fetch_all(&self.db.pool)
+            .await?)
     }
 
-    /// Marks silent devices `timed_out`: silence past the deadline counts as failure.
-    async fn time_out(&self, r: &Rollout) -> Result<(), EngineError> {
-        let now = now_ms();
-        let cutoff = now - i64::try_from(r.gates.stuck_timeout_s.saturating_mul(1000)).unwrap_or(i64::MAX);
-        let mut tx = self.db.begin().await?;
-        let timed = sqlx::query(
-            "UPDATE attempts SET state = $1, updated_at = $2 WHERE rollout_id = $3 \
-             AND state IN ('offered', 'accepted', 'downloading', 'verified', 'validated') AND offered_at < $4",
-        )
-        .bind(states::TIMED_OUT)
-        .bind(now)
-        .bind(r.id)
-        .bind(cutoff)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if timed > 0 {
-            let detail = serde_json::json!({ "devices": timed, "stuck_timeout_s": r.gates.stuck_timeout_s });
-            events::record(&mut tx, ACTOR, "attempts.timed_out", &format!("rollout:{}", r.id), &detail).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn start_cohort(&self, r: &Rollout, cohort: i64, position: i32) -> Result<(), EngineError> {
-        let mut tx = self.db.begin().await?;
-        let won =
-            sqlx::query("UPDATE cohorts SET state = 'active', started_at = $1 WHERE id = $2 AND state = 'pending'")
-                .bind(now_ms())
-                .bind(cohort)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        if won == 1 {
-            let detail = serde_json::json!({ "cohort": position });
-            events::record(&mut tx, ACTOR, "cohort.started", &format!("rollout:{}", r.id), &detail).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Publishes the offers of the cohort's pending devices: a patch from what each device
-    /// runs when one is computed (and smaller), else the full image; a device already
-    /// running the version is skipped.
-    async fn offer(&self, r: &Rollout, cohort: i64) -> Result<(), EngineError> {
-        let pending: Vec<(String, Option<String>)> = sqlx::query_as(
-            "SELECT a.device_id, d.running_sha256 FROM attempts a JOIN devices d ON d.id = a.device_id \
-             WHERE a.cohort_id = $1 AND a.state = 'pending' ORDER BY a.device_id LIMIT $2",
-        )
-        .bind(cohort)
-        .bind(OFFERS_PER_STEP)
-        .fetch_all(&self.db.pool)
-        .await?;
-        let mut signed: HashMap<Option<String>, (Vec<u8>, String, bool)> = HashMap::new();
-        for (device, running) in pending {
-            let now = now_ms();
-            if running.as_deref() == Some(r.image_sha256.as_str()) {
-                sqlx::query("UPDATE attempts SET state = $1, updated_at = $2 WHERE cohort_id = $3 AND device_id = $4 AND state = 'pending'")
-                    .bind(states::SKIPPED)
-                    .bind(now)
-                    .bind(cohort)
-                    .bind(&device)
-                    .execute(&self.db.pool)
-                    .await?;
-                continue;
-            }
-            if !signed.contains_key(&running) {
-                let request = ManifestRequest {
-                    base_sha256: running.clone(),
-                    rollout_id: Some(u64::try_from(r.id).unwrap_or_default()),
-                    expires_at: None,
-                };
-                let m = self
-                    .registry
-                    .sign(&self.signer, &r.model, &r.version, &request, ACTOR)
-                    .await
-                    .map_err(RolloutError::from)?;
-                let envelope: Vec<u8> = sqlx::query_scalar("SELECT envelope FROM offers WHERE manifest_sha256 = $1")
-                    .bind(&m.manifest_sha256)
-                    .fetch_one(&self.db.pool)
-                    .await?;
-                signed.insert(running.clone(), (envelope, m.manifest_sha256, m.delta.is_some()));
-            }
-            let Some((envelope, manifest, delta)) = signed.get(&running) else { continue };
-            publish_offer(&self.client, &self.db, &device, envelope).await?;
-            // The device may answer before this update runs (its first report moves the
-            // attempt past `pending`): what was offered is recorded whatever the state,
-            // only the state itself moves from `pending` alone.
-            sqlx::query(
-                "UPDATE attempts SET state = CASE WHEN state = 'pending' THEN $1 ELSE state END, \
-                 offered_at = COALESCE(offered_at, $2), manifest_sha256 = $3, base_sha256 = $4, delta = $5, \
-                 updated_at = $2 WHERE cohort_id = $6 AND device_id = $7",
-            )
-            .bind(states::OFFERED)
-            .bind(now)
-            .bind(manifest)
-            .bind(running.clone())
-            .bind(i32::from(*delta))
-            .bind(cohort)
-            .bind(&device)
-            .execute(&self.db.pool)
-            .await?;
-        }
-        Ok(())
-    }
-
-    /// Judges the active cohort; returns whether it passed (so the next may start).
-    async fn judge(&self, r: &Rollout, cohort: i64, position: i32, ready_at: Option<i64>) -> Result<bool, EngineError> {
-        let tally = tallies(&self.db, Of::Cohort(cohort)).await?.remove(&cohort).unwrap_or_default();
-        let (verdict, views) = judge(&r.gates, &tally);
-        let now = now_ms();
-        let subject = format!("rollout:{}", r.id);
-        match verdict {
-            Verdict::Wait => Ok(false),
-            Verdict::Fail(why) => {
-                let mut tx = self.db.begin().await?;
-                let won = sqlx::query(
-                    "UPDATE cohorts SET state = 'failed', finished_at = $1, reason = $2 WHERE id = $3 AND state = 'active'",
-                )
-                .bind(now)
-                .bind(&why)
-                .bind(cohort)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if won == 1 {
-                    let detail =
-                        serde_json::json!({ "cohort": position, "reason": why, "tally": tally, "gates": views });
-                    events::record(&mut tx, ACTOR, "cohort.failed", &subject, &detail).await?;
-                    // People count cohorts from 1 (positions in the API are 0-based).
-                    let reason = format!("cohort {} failed its gates: {why}", position + 1);
-                    let (to, kind) = match r.gates.on_failure {
-                        OnFailure::Pause => (rs::PAUSED, "rollout.paused"),
-                        OnFailure::Abort => (rs::ABORTED, "rollout.aborted"),
-                        OnFailure::Rollback => (rs::ROLLED_BACK, "rollout.rolled_back"),
-                    };
-                    if actions::set_state(&mut tx, r.id, &[rs::RUNNING], to, Some(&reason)).await? {
-                        let mut detail = serde_json::json!({ "reason": reason });
-                        if to != rs::PAUSED {
-                            let (cancelled, rolling_back) = actions::end(&mut tx, r.id, to == rs::ROLLED_BACK).await?;
-                            detail["cancelled"] = cancelled.into();
-                            detail["rolling_back"] = rolling_back.into();
-                        }
-                        events::record(&mut tx, ACTOR, kind, &subject, &detail).await?;
-                    }
-                }
-                tx.commit().await?;
-                tracing::info!(rollout = r.id, cohort = position, "cohort failed: {why}");
-                Ok(false)
-            }
-            Verdict::Pass => {
-                let ready = match ready_at {
-                    Some(t) => t,
-                    None => {
-                        sqlx::query("UPDATE cohorts SET ready_at = $1 WHERE id = $2 AND ready_at IS NULL")
-                            .bind(now)
-                            .bind(cohort)
-                            .execute(&self.db.pool)
-                            .await?;
-                        now
-                    }
-                };
-                let soak_ms = i64::try_from(r.gates.soak_s.saturating_mul(1000)).unwrap_or(i64::MAX);
-                if now < ready.saturating_add(soak_ms) {
-                    return Ok(false);
-                }
-                let mut tx = self.db.begin().await?;
-                let won = sqlx::query(
-                    "UPDATE cohorts SET state = 'passed', finished_at = $1 WHERE id = $2 AND state = 'active'",
-                )
-                .bind(now)
-                .bind(cohort)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if won == 1 {
-                    let detail = serde_json::json!({ "cohort": position, "tally": tally, "gates": views });
-                    events::record(&mut tx, ACTOR, "cohort.passed", &subject, &detail).await?;
-                }
-                tx.commit().await?;
-                Ok(won == 1)
+    async fn publish_offers(&self, offers: &[(String, Vec<u8>)]) -> Result<(), EngineError> {
+        for (device, envelope) in offers {
+            if let Ok(topic) = Topic::new(device, Kind::Offer) {
+                self.publisher.publish(topic.to_string(), envelope.clone(), true).await?;
             }
         }
-    }
-
-    /// Moves a running rollout to `to` with its event, once.
-    async fn transition(&self, r: &Rollout, to: &str, reason: &str, kind: &str) -> Result<(), EngineError> {
-        let mut tx = self.db.begin().await?;
-        if actions::set_state(&mut tx, r.id, &[rs::RUNNING], to, Some(reason)).await? {
-            let detail = serde_json::json!({ "reason": reason });
-            events::record(&mut tx, ACTOR, kind, &format!("rollout:{}", r.id), &detail).await?;
-        }
-        tx.commit().await?;
         Ok(())
     }
 
@@ -415,19 +359,9 @@ impl Engine {
     /// device superseded (a device runs each command id once, and takes an offer it
     /// already works on as a no-op).
     async fn republish(&self) -> Result<(), EngineError> {
-        let offers: Vec<(String, Vec<u8>)> = sqlx::query_as(
-            "SELECT a.device_id, o.envelope FROM attempts a JOIN rollouts r ON r.id = a.rollout_id \
-             JOIN offers o ON o.manifest_sha256 = a.manifest_sha256 WHERE r.state IN ('running', 'paused') \
-             AND a.state IN ('offered', 'accepted', 'downloading', 'verified', 'validated', 'timed_out')",
-        )
-        .fetch_all(&self.db.pool)
-        .await?;
-        for (device, envelope) in &offers {
-            if let Ok(topic) = Topic::new(device, Kind::Offer) {
-                self.client.publish(topic.to_string(), QoS::AtLeastOnce, true, envelope.clone()).await?;
-            }
-        }
-        let day_ago = now_ms() - 86_400_000;
+        let offers = self.live_offers(None).await?;
+        self.publish_offers(&offers).await?;
+        let day_ago = self.db.now().await? - 86_400_000;
         // Not a command a later rollout of the device superseded (a cancel clears the offer).
         let resent = sqlx::query(
             "UPDATE commands SET sent_at = NULL WHERE sent_at IS NOT NULL AND created_at > $1 AND NOT EXISTS \
@@ -446,23 +380,11 @@ impl Engine {
     /// one that finished answers a repeated offer with its terminal report again. That
     /// recovers a report the broker dropped, as Mosquitto does after a restart with the
     /// messages of a shared subscription no replica has rejoined yet (found by the
-    /// scale-out test), and an offer a device missed.
+    /// scale-out test), and an offer a device missed. An attempt that finished (cancelled
+    /// by an abort or a superseding rollout) is never asked again.
     async fn nudge(&self, now: i64) -> Result<(), EngineError> {
-        let offers: Vec<(String, Vec<u8>)> = sqlx::query_as(
-            "SELECT a.device_id, o.envelope FROM attempts a JOIN rollouts r ON r.id = a.rollout_id \
-             JOIN offers o ON o.manifest_sha256 = a.manifest_sha256 WHERE r.state IN ('running', 'paused') \
-             AND a.state IN ('offered', 'accepted', 'downloading', 'verified', 'validated', 'timed_out') \
-             AND a.updated_at < $1 ORDER BY a.updated_at LIMIT $2",
-        )
-        .bind(now - QUIET.as_millis() as i64)
-        .bind(OFFERS_PER_STEP)
-        .fetch_all(&self.db.pool)
-        .await?;
-        for (device, envelope) in &offers {
-            if let Ok(topic) = Topic::new(device, Kind::Offer) {
-                self.client.publish(topic.to_string(), QoS::AtLeastOnce, true, envelope.clone()).await?;
-            }
-        }
+        let offers = self.live_offers(Some(now - QUIET.as_millis() as i64)).await?;
+        self.publish_offers(&offers).await?;
         if !offers.is_empty() {
             tracing::info!(offers = offers.len(), "asking quiet devices again");
         }
@@ -472,7 +394,7 @@ impl Engine {
     /// Publishes queued commands (retained: an offline device finds its latest command;
     /// ids only grow, so it runs each once). A `cancel` also clears the device's retained
     /// offer so a reconnecting device does not start it again.
-    async fn send_commands(&self) -> Result<(), EngineError> {
+    pub async fn send_commands(&self) -> Result<(), EngineError> {
         let queued: Vec<(i64, String, i64, String)> = sqlx::query_as(
             "SELECT id, device_id, rollout_id, action FROM commands WHERE sent_at IS NULL ORDER BY id LIMIT 1000",
         )
@@ -485,16 +407,16 @@ impl Engine {
                 continue;
             };
             if action == Action::Cancel {
-                self.client.publish(offer_topic.to_string(), QoS::AtLeastOnce, true, Vec::new()).await?;
+                self.publisher.publish(offer_topic.to_string(), Vec::new(), true).await?;
             }
             let cmd = Cmd {
                 id: u64::try_from(id).unwrap_or_default(),
                 action,
                 rollout_id: u64::try_from(rollout).unwrap_or_default(),
             };
-            self.client.publish(cmd_topic.to_string(), QoS::AtLeastOnce, true, cmd.to_vec()?).await?;
+            self.publisher.publish(cmd_topic.to_string(), cmd.to_vec()?, true).await?;
             sqlx::query("UPDATE commands SET sent_at = $1 WHERE id = $2")
-                .bind(now_ms())
+                .bind(self.db.now().await?)
                 .bind(id)
                 .execute(&self.db.pool)
                 .await?;

@@ -23,16 +23,21 @@ pub struct Tally {
     pub size: u64,
     /// Not offered yet.
     pub pending: u64,
-    /// Offered and not finished.
+    /// Offered and not finished, the device online.
     pub in_progress: u64,
+    /// Waiting: offline. Not offered yet or not finished, the device offline: not a
+    /// failure until the gates' offline limit, but the cohort waits for it.
+    pub offline: u64,
     /// Committed the new model.
     pub committed: u64,
     /// Already ran it.
     pub skipped: u64,
     /// Refused or failed the update.
     pub rejected: u64,
-    /// Silent past the stuck timeout.
+    /// Silent past the stuck timeout (or offline past the offline limit).
     pub timed_out: u64,
+    /// Cannot take the artifact (declared in its hello): never offered, not a failure.
+    pub incompatible: u64,
     /// Cancelled or rolled back (after an abort or a rollback).
     pub other: u64,
     /// Reports that carried an on-device accuracy.
@@ -54,6 +59,16 @@ impl Tally {
     /// Devices that failed.
     pub fn failed(&self) -> u64 {
         self.rejected + self.timed_out
+    }
+
+    /// Devices the cohort still waits for.
+    pub fn waiting(&self) -> u64 {
+        self.pending + self.in_progress + self.offline
+    }
+
+    /// Members that can take the version (not incompatible, not cancelled or rolled back).
+    pub fn eligible(&self) -> u64 {
+        self.size.saturating_sub(self.incompatible + self.other)
     }
 }
 
@@ -83,8 +98,9 @@ pub enum Verdict {
 
 /// Judges `t` against `g`; also returns each gate's value for the API.
 pub fn judge(g: &Gates, t: &Tally) -> (Verdict, Vec<GateView>) {
-    let need = u64::from(g.min_reports).min(t.size).max(1);
-    let judged = t.finished() >= need;
+    // Incompatible devices are neither a success nor a failure: they lower the bar.
+    let need = u64::from(g.min_reports).min(t.eligible());
+    let judged = t.finished() >= need.max(1);
     let mut views = Vec::new();
     let mut broken = None;
     let mut gate = |gate: &'static str, limit: f64, value: Option<f64>, holds: Option<bool>| {
@@ -97,7 +113,7 @@ pub fn judge(g: &Gates, t: &Tally) -> (Verdict, Vec<GateView>) {
     let max = f64::from(g.max_failure_permille);
     let rate = (t.finished() > 0).then(|| t.failed() as f64 * 1000.0 / t.finished() as f64);
     // Certain to fail: more failures than the limit allows over the whole cohort.
-    let certain = t.failed() as f64 * 1000.0 > max * t.size as f64;
+    let certain = t.failed() as f64 * 1000.0 > max * t.eligible() as f64;
     gate("failure_rate", max, rate, (judged || certain).then(|| rate.is_none_or(|r| r <= max) && !certain));
 
     let quality = judged && t.measured > 0;
@@ -116,7 +132,7 @@ pub fn judge(g: &Gates, t: &Tally) -> (Verdict, Vec<GateView>) {
 
     // Last, so a cohort whose devices all failed is reported by its failure rate.
     let done = t.committed + t.skipped;
-    gate("min_reports", need as f64, Some(done as f64), (t.pending + t.in_progress == 0).then_some(done >= need));
+    gate("min_reports", need as f64, Some(done as f64), (t.waiting() == 0).then_some(done >= need));
 
     let verdict = match broken {
         Some(why) => Verdict::Fail(why),
@@ -147,6 +163,17 @@ mod tests {
         assert_eq!(judge(&g, &tally(10, 9, 0, 1)).0, Verdict::Wait, "a member is still working");
         assert_eq!(judge(&g, &tally(10, 9, 1, 0)).0, Verdict::Pass);
         assert_eq!(judge(&g, &tally(10, 8, 2, 0)).0, Verdict::Pass, "exactly at the limit");
+    }
+
+    #[test]
+    fn offline_devices_are_waited_for_and_incompatible_ones_lower_the_bar() {
+        let g = Gates { min_reports: 3, max_failure_permille: 0, ..Gates::default() };
+        let offline = Tally { size: 4, committed: 3, offline: 1, ..Tally::default() };
+        assert_eq!(judge(&g, &offline).0, Verdict::Wait, "an offline member is not a failure, but is waited for");
+        let incompatible = Tally { size: 4, committed: 2, incompatible: 2, ..Tally::default() };
+        assert_eq!(judge(&g, &incompatible).0, Verdict::Pass, "two of the two that could take it committed");
+        let none = Tally { size: 2, incompatible: 2, ..Tally::default() };
+        assert_eq!(judge(&g, &none).0, Verdict::Pass, "nothing to update is not a failure");
     }
 
     #[test]

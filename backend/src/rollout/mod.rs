@@ -8,11 +8,17 @@
 //! it ran before, and a cohort only counts a device once it has *committed* (the new
 //! slot active after on-device validation), never on "downloaded".
 //!
-//! Everything the engine decides is a conditional update in the database, so the
-//! database is the only coordination between replicas: see [`engine`].
+//! The module reads as the control plane is built: [`states`] (the three state machines
+//! as enums), [`decide`] (a rollout step as a pure function of a snapshot), [`apply`]
+//! (the decisions executed as compare-and-set updates, offers claimed before they are
+//! published), [`engine`] (the loop: lease, snapshot, decide, apply, the outbox),
+//! [`actions`] (what operators do), [`create`] and [`view`]. The database is the only
+//! coordination between replicas.
 
 pub mod actions;
+pub mod apply;
 pub mod create;
+pub mod decide;
 pub mod engine;
 pub mod gates;
 pub mod states;
@@ -107,10 +113,21 @@ pub struct Gates {
     #[serde(default = "hundred")]
     #[schema(minimum = 0, maximum = 1000)]
     pub max_failure_permille: u16,
-    /// A device silent this long after its offer counts as failed (until it reports).
+    /// An online device that has said nothing about its update for this long (since its
+    /// offer or its last report) counts as failed, until it reports (`timed_out`).
     #[serde(default = "hour")]
     #[schema(minimum = 1, maximum = 2592000)]
     pub stuck_timeout_s: u64,
+    /// An offline device is "waiting: offline", not a failure, until it has been offline
+    /// (and silent) this long; then it counts as `timed_out`.
+    #[serde(default = "day")]
+    #[schema(minimum = 1, maximum = 2592000)]
+    pub offline_limit_s: u64,
+    /// Times a timed-out device (online again) is sent its offer again before it stays
+    /// failed (AWS IoT Jobs' retry criteria for timeouts; 0: never).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 10)]
+    pub max_retries: u32,
     /// Lowest mean on-device accuracy of the new model, ‰.
     #[serde(default)]
     #[schema(minimum = 0, maximum = 1000)]
@@ -141,6 +158,9 @@ fn hundred() -> u16 {
 fn hour() -> u64 {
     3600
 }
+fn day() -> u64 {
+    86_400
+}
 
 impl Default for Gates {
     fn default() -> Self {
@@ -148,6 +168,8 @@ impl Default for Gates {
             min_reports: one(),
             max_failure_permille: hundred(),
             stuck_timeout_s: hour(),
+            offline_limit_s: day(),
+            max_retries: 0,
             min_accuracy_permille: None,
             max_accuracy_drop_permille: None,
             max_latency_increase_permille: None,
@@ -155,20 +177,6 @@ impl Default for Gates {
             on_failure: OnFailure::Pause,
         }
     }
-}
-
-/// A rollout's life.
-pub mod rollout_state {
-    /// Offering cohorts.
-    pub const RUNNING: &str = "running";
-    /// Stopped by a gate or an operator; `resume` or `abort`.
-    pub const PAUSED: &str = "paused";
-    /// Every cohort passed.
-    pub const COMPLETED: &str = "completed";
-    /// Ended early.
-    pub const ABORTED: &str = "aborted";
-    /// Ended, and the devices that took the version were sent back.
-    pub const ROLLED_BACK: &str = "rolled_back";
 }
 
 /// Why a rollout request was refused.

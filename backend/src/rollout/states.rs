@@ -1,124 +1,330 @@
-//! A device's attempt within a rollout, as a state machine driven by its reports.
+//! The rollout's three state machines as enums: a device's attempt, a cohort, a rollout.
+//! Each has one string mapping (the column's value); every SQL list of states is
+//! generated from the enums ([`sql_list`]), never written by hand.
 //!
-//! Reports can arrive twice (stored once by their key, so only new ones get here), late
-//! (after the engine gave up on a silent device) or out of order (replicas take the
-//! shared subscription in turns). So progress only moves forward, a terminal outcome
-//! the device reports always wins over the engine's `timed_out` guess (the device is the
-//! truth about what it runs), and a transient refusal (`busy`: the device is working on
-//! something else and will judge the offer again) changes nothing.
+//! An attempt is driven by its device's reports. Reports can arrive twice (stored once by
+//! their key, so only new ones get here), late (after the engine gave up on a silent
+//! device) or out of order (replicas take the shared subscription in turns). So progress
+//! only moves forward, a terminal outcome the device reports always wins over the
+//! engine's `timed_out` guess (the device is the truth about what it runs), a transient
+//! refusal (`busy`: the device is working on something else and will judge the offer
+//! again) changes nothing, and no report brings a finished attempt back to unfinished
+//! (the database's one-unfinished-attempt-per-device index relies on it).
+
+use std::fmt;
 
 use mota_proto::message::{ErrorCode, Event};
 
-/// In the cohort, not offered yet.
-pub const PENDING: &str = "pending";
-/// Offer published.
-pub const OFFERED: &str = "offered";
-/// The device already ran the target image when its cohort started.
-pub const SKIPPED: &str = "skipped";
-/// The new model is active on the device.
-pub const COMMITTED: &str = "committed";
-/// The device refused the offer or failed the update; its model is untouched.
-pub const REJECTED: &str = "rejected";
-/// Silent past the stuck timeout: counted as a failure until it reports.
-pub const TIMED_OUT: &str = "timed_out";
-/// Abandoned because the rollout was aborted.
-pub const CANCELLED: &str = "cancelled";
-/// A rollback command is on its way.
-pub const ROLLING_BACK: &str = "rolling_back";
-/// The device runs its previous model again.
-pub const ROLLED_BACK: &str = "rolled_back";
-/// The device could not roll back (its previous slot no longer holds the old model).
-pub const ROLLBACK_FAILED: &str = "rollback_failed";
+/// Declares a state enum with its one string mapping.
+macro_rules! states {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)*
+        }
 
-/// The in-progress states, in the order a device passes them.
-const PROGRESS: [&str; 6] = [PENDING, OFFERED, "accepted", "downloading", "verified", "validated"];
+        impl $name {
+            /// Every state, in declaration order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant,)*];
 
-/// Every state, for documentation and filters.
-pub const ALL: [&str; 14] = [
-    PENDING,
-    OFFERED,
-    "accepted",
-    "downloading",
-    "verified",
-    "validated",
-    COMMITTED,
-    REJECTED,
-    TIMED_OUT,
-    SKIPPED,
-    CANCELLED,
-    ROLLING_BACK,
-    ROLLED_BACK,
-    ROLLBACK_FAILED,
-];
+            /// The column's value.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)*
+                }
+            }
 
-fn rank(state: &str) -> Option<usize> {
-    PROGRESS.iter().position(|s| *s == state)
+            /// The state a column value names.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text {
+                    $($text => Some(Self::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl State for $name {
+            fn as_str(self) -> &'static str {
+                $name::as_str(self)
+            }
+        }
+    };
 }
 
-/// Whether the attempt is still waiting for the device.
-pub fn in_progress(state: &str) -> bool {
-    rank(state).is_some()
+/// A state stored as text.
+pub trait State: Copy {
+    /// The column's value.
+    fn as_str(self) -> &'static str;
 }
 
-/// The state a new report moves the attempt to, or `None` if it does not move it.
-pub fn after(current: &str, event: Event, error: Option<ErrorCode>) -> Option<&'static str> {
-    let open = in_progress(current) || current == TIMED_OUT;
-    match event {
-        Event::Accepted | Event::Downloading | Event::Verified | Event::Validated => {
-            let next = PROGRESS[2 + event as usize];
-            let forward = rank(current).is_none_or(|r| r < 2 + event as usize);
-            (open && forward).then_some(next)
+/// `('a', 'b', ...)`: a SQL list of states, for `state IN` (the values are our own
+/// constants, never input).
+pub fn sql_list<S: State>(states: &[S]) -> String {
+    let quoted: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+    format!("({})", quoted.join(", "))
+}
+
+states! {
+    /// A device's attempt within a rollout.
+    AttemptState {
+        /// In the cohort, not offered yet.
+        Pending = "pending",
+        /// Claimed by the engine and its offer published.
+        Offered = "offered",
+        /// The device verified the offer and took the job.
+        Accepted = "accepted",
+        /// The device is fetching the patch or image.
+        Downloading = "downloading",
+        /// The rebuilt image's digest matched.
+        Verified = "verified",
+        /// The new model met its validation rule on the device.
+        Validated = "validated",
+        /// The new model is active on the device.
+        Committed = "committed",
+        /// The device refused the offer or failed the update; its model is untouched.
+        Rejected = "rejected",
+        /// Silent past the stuck timeout while online, or offline past the offline limit:
+        /// counted as a failure until the device reports.
+        TimedOut = "timed_out",
+        /// The device already ran the target image when its cohort started.
+        Skipped = "skipped",
+        /// What the device declared in its hello cannot take the artifact (slot, arena,
+        /// chunk size): never offered, never a failure.
+        Incompatible = "incompatible",
+        /// Abandoned because the rollout ended (aborted, or completed without it).
+        Cancelled = "cancelled",
+        /// A rollback command is on its way.
+        RollingBack = "rolling_back",
+        /// The device runs its previous model again.
+        RolledBack = "rolled_back",
+        /// The device could not roll back (its previous slot no longer holds the old model).
+        RollbackFailed = "rollback_failed",
+        /// The device committed a later rollout's model, so rolling this one back was not
+        /// sent: it would have replaced the newer model.
+        Superseded = "superseded",
+    }
+}
+
+states! {
+    /// A cohort's life.
+    CohortState {
+        /// Waiting for the cohort before it (and for approval, if the plan asks).
+        Pending = "pending",
+        /// Being offered and judged.
+        Active = "active",
+        /// Its gates held (or an operator accepted it).
+        Passed = "passed",
+        /// A gate broke.
+        Failed = "failed",
+    }
+}
+
+states! {
+    /// A rollout's life.
+    RolloutState {
+        /// Offering cohorts.
+        Running = "running",
+        /// Stopped by a gate or an operator; `resume` or `abort`.
+        Paused = "paused",
+        /// Every cohort passed.
+        Completed = "completed",
+        /// Ended early.
+        Aborted = "aborted",
+        /// Ended, and the devices that took the version were sent back.
+        RolledBack = "rolled_back",
+    }
+}
+
+impl RolloutState {
+    /// Not ended: the engine steps it.
+    pub const LIVE: &'static [Self] = &[Self::Running, Self::Paused];
+
+    /// Ended with its version withdrawn: a device still committing it is sent back.
+    pub fn withdrawn(self) -> bool {
+        matches!(self, Self::Aborted | Self::RolledBack)
+    }
+}
+
+impl AttemptState {
+    /// The device is working on the offer.
+    pub const IN_FLIGHT: &'static [Self] =
+        &[Self::Offered, Self::Accepted, Self::Downloading, Self::Verified, Self::Validated];
+
+    /// Not finished: a device is in at most one such attempt (the database's unique
+    /// index on `attempts.open_device`, which holds the device id exactly while the
+    /// attempt is in one of these).
+    pub const UNFINISHED: &'static [Self] = &[
+        Self::Pending,
+        Self::Offered,
+        Self::Accepted,
+        Self::Downloading,
+        Self::Verified,
+        Self::Validated,
+        Self::TimedOut,
+    ];
+
+    /// Whether the device is working on the offer.
+    pub fn in_flight(self) -> bool {
+        Self::IN_FLIGHT.contains(&self)
+    }
+
+    /// Whether the attempt is unfinished.
+    pub fn unfinished(self) -> bool {
+        Self::UNFINISHED.contains(&self)
+    }
+
+    /// The SQL `SET` of a move to this state: a finished state also clears
+    /// `open_device`, which releases the device for another rollout.
+    pub fn set_sql(self) -> String {
+        if self.unfinished() { format!("state = '{self}'") } else { format!("state = '{self}', open_device = NULL") }
+    }
+
+    /// Position along the update's progress (pending first), for the forward-only rule.
+    fn progress(self) -> Option<u8> {
+        Some(match self {
+            Self::Pending => 0,
+            Self::Offered => 1,
+            Self::Accepted => 2,
+            Self::Downloading => 3,
+            Self::Verified => 4,
+            Self::Validated => 5,
+            _ => return None,
+        })
+    }
+
+    /// The state a new report moves the attempt to, or `None` if it does not move it.
+    pub fn after(self, event: Event, error: Option<ErrorCode>) -> Option<Self> {
+        use AttemptState as A;
+        let open = self.unfinished();
+        let forward = |next: Self| {
+            let ahead = match (self.progress(), next.progress()) {
+                (Some(now), Some(then)) => now < then,
+                _ => true, // timed out: any sign of life moves it
+            };
+            (open && ahead).then_some(next)
+        };
+        match event {
+            Event::Accepted => forward(A::Accepted),
+            Event::Downloading => forward(A::Downloading),
+            Event::Verified => forward(A::Verified),
+            Event::Validated => forward(A::Validated),
+            Event::Committed => (open || matches!(self, A::Rejected | A::Cancelled)).then_some(A::Committed),
+            Event::Rejected if error == Some(ErrorCode::BUSY) => None,
+            Event::Rejected if error == Some(ErrorCode::ROLLBACK_UNAVAILABLE) => {
+                matches!(self, A::RollingBack | A::Committed).then_some(A::RollbackFailed)
+            }
+            Event::Rejected => open.then_some(A::Rejected),
+            Event::RolledBack => {
+                matches!(self, A::Committed | A::RollingBack | A::RollbackFailed).then_some(A::RolledBack)
+            }
+            Event::Cancelled => open.then_some(A::Cancelled),
         }
-        Event::Committed => (open || matches!(current, REJECTED | CANCELLED)).then_some(COMMITTED),
-        Event::Rejected if error == Some(ErrorCode::BUSY) => None,
-        Event::Rejected if error == Some(ErrorCode::ROLLBACK_UNAVAILABLE) => {
-            matches!(current, ROLLING_BACK | COMMITTED).then_some(ROLLBACK_FAILED)
-        }
-        Event::Rejected => open.then_some(REJECTED),
-        Event::RolledBack => matches!(current, COMMITTED | ROLLING_BACK | ROLLBACK_FAILED).then_some(ROLLED_BACK),
-        Event::Cancelled => open.then_some(CANCELLED),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::AttemptState as A;
     use super::*;
+
+    const EVENTS: [Event; 8] = [
+        Event::Accepted,
+        Event::Downloading,
+        Event::Verified,
+        Event::Validated,
+        Event::Committed,
+        Event::Rejected,
+        Event::RolledBack,
+        Event::Cancelled,
+    ];
+    const ERRORS: [Option<ErrorCode>; 4] =
+        [None, Some(ErrorCode::BUSY), Some(ErrorCode::ROLLBACK_UNAVAILABLE), Some(ErrorCode::ACCURACY_DROP)];
 
     #[test]
     fn progress_moves_forward_only() {
-        assert_eq!(after(OFFERED, Event::Accepted, None), Some("accepted"));
-        assert_eq!(after("accepted", Event::Downloading, None), Some("downloading"));
-        assert_eq!(after("downloading", Event::Downloading, None), None);
-        assert_eq!(after("verified", Event::Downloading, None), None, "a late progress report");
-        assert_eq!(after("validated", Event::Committed, None), Some(COMMITTED));
-        assert_eq!(after(COMMITTED, Event::Downloading, None), None);
-        assert_eq!(after(COMMITTED, Event::Rejected, Some(ErrorCode::ACCURACY_DROP)), None);
+        assert_eq!(A::Offered.after(Event::Accepted, None), Some(A::Accepted));
+        assert_eq!(A::Pending.after(Event::Accepted, None), Some(A::Accepted), "a report before the claim's write");
+        assert_eq!(A::Accepted.after(Event::Downloading, None), Some(A::Downloading));
+        assert_eq!(A::Downloading.after(Event::Downloading, None), None);
+        assert_eq!(A::Verified.after(Event::Downloading, None), None, "a late progress report");
+        assert_eq!(A::Validated.after(Event::Committed, None), Some(A::Committed));
+        assert_eq!(A::Committed.after(Event::Downloading, None), None);
+        assert_eq!(A::Committed.after(Event::Rejected, Some(ErrorCode::ACCURACY_DROP)), None);
     }
 
     #[test]
     fn the_device_overrules_the_timeout_and_transient_refusals_change_nothing() {
-        assert_eq!(after(TIMED_OUT, Event::Committed, None), Some(COMMITTED));
-        assert_eq!(after(TIMED_OUT, Event::Downloading, None), Some("downloading"));
-        assert_eq!(after(TIMED_OUT, Event::Rejected, Some(ErrorCode::ACCURACY_DROP)), Some(REJECTED));
-        assert_eq!(after(OFFERED, Event::Rejected, Some(ErrorCode::BUSY)), None);
-        assert_eq!(after(REJECTED, Event::Committed, None), Some(COMMITTED));
+        assert_eq!(A::TimedOut.after(Event::Committed, None), Some(A::Committed));
+        assert_eq!(A::TimedOut.after(Event::Downloading, None), Some(A::Downloading));
+        assert_eq!(A::TimedOut.after(Event::Rejected, Some(ErrorCode::ACCURACY_DROP)), Some(A::Rejected));
+        assert_eq!(A::Offered.after(Event::Rejected, Some(ErrorCode::BUSY)), None);
+        assert_eq!(A::Rejected.after(Event::Committed, None), Some(A::Committed));
+        assert_eq!(A::Cancelled.after(Event::Committed, None), Some(A::Committed), "committed despite a cancel");
+        assert_eq!(A::Incompatible.after(Event::Committed, None), None);
     }
 
     #[test]
     fn rollback_outcomes() {
-        assert_eq!(after(ROLLING_BACK, Event::RolledBack, None), Some(ROLLED_BACK));
-        assert_eq!(after(COMMITTED, Event::RolledBack, None), Some(ROLLED_BACK));
-        assert_eq!(after(ROLLING_BACK, Event::Rejected, Some(ErrorCode::ROLLBACK_UNAVAILABLE)), Some(ROLLBACK_FAILED));
-        assert_eq!(after(OFFERED, Event::RolledBack, None), None);
-        assert_eq!(after(OFFERED, Event::Rejected, Some(ErrorCode::ROLLBACK_UNAVAILABLE)), None);
-        assert_eq!(after("downloading", Event::Cancelled, None), Some(CANCELLED));
-        assert_eq!(after(COMMITTED, Event::Cancelled, None), None);
+        assert_eq!(A::RollingBack.after(Event::RolledBack, None), Some(A::RolledBack));
+        assert_eq!(A::Committed.after(Event::RolledBack, None), Some(A::RolledBack));
+        assert_eq!(
+            A::RollingBack.after(Event::Rejected, Some(ErrorCode::ROLLBACK_UNAVAILABLE)),
+            Some(A::RollbackFailed)
+        );
+        assert_eq!(A::Offered.after(Event::RolledBack, None), None);
+        assert_eq!(A::Offered.after(Event::Rejected, Some(ErrorCode::ROLLBACK_UNAVAILABLE)), None);
+        assert_eq!(A::Downloading.after(Event::Cancelled, None), Some(A::Cancelled));
+        assert_eq!(A::Committed.after(Event::Cancelled, None), None);
+        assert_eq!(A::Superseded.after(Event::RolledBack, None), None);
+    }
+
+    /// The one-unfinished-attempt index is kept by writes that only ever clear
+    /// `open_device`: no report may bring a finished attempt back.
+    #[test]
+    fn no_report_reopens_a_finished_attempt() {
+        for &from in A::ALL {
+            for event in EVENTS {
+                for error in ERRORS {
+                    if let Some(to) = from.after(event, error) {
+                        assert!(from.unfinished() || !to.unfinished(), "{from} -> {to} on {event:?}");
+                        assert_ne!(to, A::Pending, "only the engine's claim leaves pending");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
-    fn every_state_is_listed() {
-        for s in PROGRESS {
-            assert!(ALL.contains(&s));
+    fn strings_round_trip_and_lists_are_generated() {
+        for &s in A::ALL {
+            assert_eq!(A::parse(s.as_str()), Some(s));
+        }
+        for &s in CohortState::ALL {
+            assert_eq!(CohortState::parse(s.as_str()), Some(s));
+        }
+        for &s in RolloutState::ALL {
+            assert_eq!(RolloutState::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(A::parse("nonsense"), None);
+        assert_eq!(sql_list(RolloutState::LIVE), "('running', 'paused')");
+    }
+
+    /// The migration's backfill and index predicate name the unfinished states; they must
+    /// be the enum's.
+    #[test]
+    fn the_migrations_list_the_unfinished_states() {
+        let list = sql_list(A::UNFINISHED);
+        for engine in ["sqlite", "postgres"] {
+            let path = format!("{}/../migrations/{engine}/0007_rollout_control.sql", env!("CARGO_MANIFEST_DIR"));
+            let sql = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(sql.contains(&list), "{path} must name {list}");
         }
     }
 }

@@ -9,7 +9,8 @@ use sqlx::{AssertSqlSafe, Row};
 use utoipa::ToSchema;
 
 use super::gates::{GateView, Tally, judge};
-use super::{Gates, Plan, RolloutError, Selector, states};
+use super::states::{AttemptState as A, CohortState, RolloutState};
+use super::{Gates, Plan, RolloutError, Selector};
 use crate::db::Db;
 
 /// A rollout.
@@ -80,24 +81,29 @@ pub(crate) async fn tallies(db: &Db, of: Of) -> Result<HashMap<i64, Tally>, sqlx
         Of::Cohort(id) => ("cohort_id", id),
     };
     let mut out: HashMap<i64, Tally> = HashMap::new();
+    // An unfinished attempt whose device is offline is "waiting: offline".
     let rows = sqlx::query(AssertSqlSafe(format!(
-        "SELECT cohort_id, state, COUNT(*) FROM attempts WHERE {column} = $1 GROUP BY cohort_id, state"
+        "SELECT a.cohort_id, a.state, d.online, COUNT(*) FROM attempts a JOIN devices d ON d.id = a.device_id \
+         WHERE a.{column} = $1 GROUP BY a.cohort_id, a.state, d.online"
     )))
     .bind(id)
     .fetch_all(&db.pool)
     .await?;
     for r in rows {
         let t = out.entry(r.try_get(0)?).or_default();
-        let n = r.try_get::<i64, _>(2)? as u64;
+        let n = r.try_get::<i64, _>(3)? as u64;
         t.size += n;
         let state: String = r.try_get(1)?;
-        match state.as_str() {
-            states::PENDING => t.pending += n,
-            s if states::in_progress(s) => t.in_progress += n,
-            states::COMMITTED => t.committed += n,
-            states::SKIPPED => t.skipped += n,
-            states::REJECTED => t.rejected += n,
-            states::TIMED_OUT => t.timed_out += n,
+        let online = r.try_get::<i32, _>(2)? != 0;
+        match A::parse(&state) {
+            Some(s) if s.in_flight() && !online => t.offline += n,
+            Some(A::Pending) => t.pending += n,
+            Some(s) if s.in_flight() => t.in_progress += n,
+            Some(A::Committed) => t.committed += n,
+            Some(A::Skipped) => t.skipped += n,
+            Some(A::Rejected) => t.rejected += n,
+            Some(A::TimedOut) => t.timed_out += n,
+            Some(A::Incompatible) => t.incompatible += n,
             _ => t.other += n,
         }
     }
@@ -184,10 +190,10 @@ pub async fn load(db: &Db, id: i64) -> Result<RolloutView, RolloutError> {
             gates: gate_views,
         });
     }
-    let next = cohorts.iter().find(|c| c.state != "passed");
+    let next = cohorts.iter().find(|c| c.state != CohortState::Passed.as_str());
     let awaiting_approval = plan.approval
-        && state == super::rollout_state::RUNNING
-        && next.is_some_and(|c| c.state == "pending" && c.position > 0 && c.position > approved);
+        && state == RolloutState::Running.as_str()
+        && next.is_some_and(|c| c.state == CohortState::Pending.as_str() && c.position > 0 && c.position > approved);
     Ok(RolloutView {
         id,
         model: r.try_get(1)?,
@@ -219,9 +225,11 @@ pub struct AttemptView {
     /// Its cohort (0-based).
     pub cohort: i32,
     /// One of `pending`, `offered`, `accepted`, `downloading`, `verified`, `validated`,
-    /// `committed`, `rejected`, `timed_out`, `skipped`, `cancelled`, `rolling_back`,
-    /// `rolled_back`, `rollback_failed`.
+    /// `committed`, `rejected`, `timed_out`, `skipped`, `incompatible`, `cancelled`,
+    /// `rolling_back`, `rolled_back`, `rollback_failed`, `superseded`.
     pub state: String,
+    /// The device is offline (an unfinished attempt then waits: offline).
+    pub device_online: bool,
     /// The image it ran when offered.
     pub base_sha256: Option<String>,
     /// Offered a patch (true) or the full image (false); absent before the offer.
@@ -261,8 +269,8 @@ pub(crate) async fn attempts(
     let sql = format!(
         "SELECT a.rollout_id, m.name, v.version, a.device_id, c.position, a.state, a.base_sha256, a.delta, \
          a.error_code, a.accuracy_permille, a.prev_accuracy_permille, a.latency_us, a.prev_latency_us, \
-         a.offered_at, a.updated_at \
-         FROM attempts a JOIN rollouts r ON r.id = a.rollout_id JOIN model_versions v ON v.id = r.version_id \
+         a.offered_at, a.updated_at, d.online \
+         FROM attempts a JOIN devices d ON d.id = a.device_id JOIN rollouts r ON r.id = a.rollout_id JOIN model_versions v ON v.id = r.version_id \
          JOIN models m ON m.id = v.model_id JOIN cohorts c ON c.id = a.cohort_id \
          WHERE {filter} AND (a.rollout_id < $2 OR (a.rollout_id = $2 AND a.device_id > $3)) \
          ORDER BY a.rollout_id DESC, a.device_id LIMIT $4"
@@ -291,6 +299,7 @@ pub(crate) async fn attempts(
                 prev_latency_us: r.try_get(12)?,
                 offered_at: r.try_get(13)?,
                 updated_at: r.try_get(14)?,
+                device_online: r.try_get::<i32, _>(15)? != 0,
             })
         })
         .collect::<Result<_, sqlx::Error>>()

@@ -6,12 +6,17 @@
 //! state machine a single report would go through, and writes each attempt once. The
 //! result is what applying the reports one at a time would have left: the last state
 //! reached, each measurement from the last report that carried it, the first manifest.
+//!
+//! A `committed` report for a rollout that was aborted or rolled back (the device
+//! committed before its `cancel` arrived, or ignored it) leaves the attempt
+//! `rolling_back` instead, and the writer queues the device's `rollback` in the same
+//! transaction: every device that still commits a withdrawn version is sent back.
 
 use std::collections::BTreeMap;
 
 use mota_proto::message::{Event, Status};
 
-use crate::rollout::states;
+use crate::rollout::states::AttemptState;
 
 /// Which image a device runs after its attempt's reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +33,7 @@ pub(super) struct Change {
     /// The state read at the start of the batch; the write expects it still.
     pub from: String,
     /// The state the reports leave it in.
-    pub to: &'static str,
+    pub to: AttemptState,
     pub error_code: Option<i32>,
     pub accuracy_permille: Option<i32>,
     pub prev_accuracy_permille: Option<i32>,
@@ -42,13 +47,15 @@ pub(super) struct Change {
     pub running: Option<Running>,
     /// How many reports moved the attempt.
     pub moves: usize,
+    /// It committed a withdrawn rollout: a `rollback` is to be queued.
+    pub send_back: bool,
 }
 
 impl Change {
     fn new(from: &str) -> Self {
         Self {
             from: from.to_owned(),
-            to: "",
+            to: AttemptState::Pending,
             error_code: None,
             accuracy_permille: None,
             prev_accuracy_permille: None,
@@ -59,10 +66,11 @@ impl Change {
             manifest: None,
             running: None,
             moves: 0,
+            send_back: false,
         }
     }
 
-    fn apply(&mut self, to: &'static str, s: &Status<'_>) {
+    fn apply(&mut self, to: AttemptState, s: &Status<'_>) {
         fn last<T>(slot: &mut Option<T>, new: Option<T>) {
             if new.is_some() {
                 *slot = new;
@@ -90,19 +98,27 @@ impl Change {
 
 /// Folds `reports` ((rollout, device), status), new and in arrival order, into the
 /// attempts whose current states `state_now` gives; reports of attempts it does not know
-/// are ignored. Only attempts that moved are returned, ordered by key (the order rows are
+/// are ignored. `withdrawn` says which rollouts were aborted or rolled back. Only attempts that moved are returned, ordered by key (the order rows are
 /// written in, so concurrent writers lock them in one order).
 pub(super) fn fold<'a, 's>(
     state_now: impl Fn(&(i64, String)) -> Option<&'s str>,
+    withdrawn: impl Fn(i64) -> bool,
     reports: impl IntoIterator<Item = ((i64, &'a str), &'a Status<'a>)>,
 ) -> BTreeMap<(i64, String), Change> {
     let mut changes: BTreeMap<(i64, String), Change> = BTreeMap::new();
     for ((rollout, device), status) in reports {
         let key = (rollout, device.to_owned());
         let Some(now) = state_now(&key) else { continue };
-        let current = changes.get(&key).map_or(now, |c| c.to);
-        let Some(next) = states::after(current, status.event, status.error) else { continue };
-        changes.entry(key).or_insert_with(|| Change::new(now)).apply(next, status);
+        let Some(stored) = AttemptState::parse(now) else { continue };
+        let current = changes.get(&key).map_or(stored, |c| c.to);
+        let Some(mut next) = current.after(status.event, status.error) else { continue };
+        let send_back = next == AttemptState::Committed && withdrawn(rollout);
+        if send_back {
+            next = AttemptState::RollingBack;
+        }
+        let change = changes.entry(key).or_insert_with(|| Change::new(now));
+        change.apply(next, status);
+        change.send_back = send_back || (change.send_back && next == AttemptState::RollingBack);
     }
     changes
 }
@@ -122,7 +138,7 @@ mod tests {
 
     fn one(state: &str, reports: &[Status<'static>]) -> Option<Change> {
         let now = HashMap::from([((7, "d".to_owned()), state.to_owned())]);
-        let mut out = fold(|k| now.get(k).map(String::as_str), reports.iter().map(|s| ((7, "d"), s)));
+        let mut out = fold(|k| now.get(k).map(String::as_str), |_| false, reports.iter().map(|s| ((7, "d"), s)));
         out.remove(&(7, "d".to_owned()))
     }
 
@@ -145,7 +161,7 @@ mod tests {
         let batch = [accepted, downloading, later, verified, validated, status(10, Event::Committed)];
         let c = one("offered", &batch).expect("moved");
         // The second `downloading` does not move the attempt, so it counts for nothing.
-        assert_eq!((c.from.as_str(), c.to, c.moves), ("offered", states::COMMITTED, 5));
+        assert_eq!((c.from.as_str(), c.to, c.moves), ("offered", AttemptState::Committed, 5));
         assert_eq!(c.bytes_done, Some(26_933), "the last moving report's measurement");
         assert_eq!(c.manifest, Some(crate::blobs::hex(&[1; 32])), "the first manifest");
         assert_eq!((c.accuracy_permille, c.prev_accuracy_permille, c.latency_us), (Some(950), Some(900), Some(1200)));
@@ -159,20 +175,36 @@ mod tests {
         busy.error = Some(ErrorCode::BUSY);
         assert_eq!(one("verified", &[status(1, Event::Downloading), busy]), None);
         // A report for an attempt the batch did not read is dropped.
-        assert!(fold(|_| None, [((7, "d"), &status(1, Event::Accepted))]).is_empty());
+        assert!(fold(|_| None, |_| false, [((7, "d"), &status(1, Event::Accepted))]).is_empty());
     }
 
     #[test]
     fn the_last_transition_that_touches_the_running_image_wins() {
         let c = one("validated", &[status(5, Event::Committed), status(6, Event::RolledBack)]).expect("moved");
-        assert_eq!((c.to, c.running, c.moves), (states::ROLLED_BACK, Some(Running::Base), 2));
+        assert_eq!((c.to, c.running, c.moves), (AttemptState::RolledBack, Some(Running::Base), 2));
         // A refusal after the engine timed the device out still counts.
         let mut refused = status(2, Event::Rejected);
         refused.error = Some(ErrorCode(3));
-        let c = one(states::TIMED_OUT, &[refused]).expect("moved");
+        let c = one("timed_out", &[refused]).expect("moved");
         assert_eq!(
             (c.from.as_str(), c.to, c.error_code, c.running),
-            (states::TIMED_OUT, states::REJECTED, Some(3), None)
+            ("timed_out", AttemptState::Rejected, Some(3), None)
         );
+    }
+
+    /// Defect 2 of issue 16: a device that committed after its cancel was sent was never
+    /// sent a rollback.
+    #[test]
+    fn a_commit_of_a_withdrawn_rollout_is_sent_back() {
+        let reports = [status(4, Event::Committed)];
+        let out = fold(|_| Some("cancelled"), |rollout| rollout == 7, reports.iter().map(|s| ((7, "d"), s)));
+        let c = &out[&(7, "d".to_owned())];
+        assert_eq!((c.to, c.send_back, c.running), (AttemptState::RollingBack, true, Some(Running::Target)));
+        let out = fold(|_| Some("cancelled"), |_| false, reports.iter().map(|s| ((7, "d"), s)));
+        assert_eq!(out[&(7, "d".to_owned())].to, AttemptState::Committed, "a completed rollout keeps it");
+        let both = [status(4, Event::Committed), status(5, Event::RolledBack)];
+        let out = fold(|_| Some("validated"), |_| true, both.iter().map(|s| ((7, "d"), s)));
+        let c = &out[&(7, "d".to_owned())];
+        assert_eq!((c.to, c.send_back), (AttemptState::RolledBack, false), "already back: nothing to send");
     }
 }

@@ -27,7 +27,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::blobs::hex;
-use crate::db::{Db, Engine, now_ms};
+use crate::db::{Db, Engine};
 use crate::metrics::Metrics;
 
 mod fold;
@@ -173,7 +173,7 @@ pub async fn ingest(db: &Db, reports: &[(&str, &[u8])]) -> Result<usize, IngestE
     if parsed.is_empty() {
         return Ok(0);
     }
-    let now = now_ms();
+    let now = db.now().await?;
     let mut tx = db.begin().await?;
     let mut fresh = sql::insert(&mut tx, db.engine, &parsed, now).await?;
     // Only the first copy of a key in the batch is new.
@@ -194,20 +194,32 @@ pub async fn ingest(db: &Db, reports: &[(&str, &[u8])]) -> Result<usize, IngestE
     // Optimistic: read the attempts, fold, write where each is still in the state read.
     // An attempt another replica moved in between is read again and folded again; no
     // row is locked for the reports that move nothing (most progress reports).
+    // A commit of an aborted or rolled-back rollout is sent back (see `fold`).
+    let committing: BTreeSet<i64> =
+        filed.iter().filter(|r| r.status.event == mota_proto::message::Event::Committed).map(|r| r.rollout).collect();
+    let withdrawn = sql::withdrawn(&mut tx, &committing).await?;
     let mut pending = filed;
     let mut running = Vec::new();
+    let mut sent_back = Vec::new();
     let mut targets = HashMap::new();
     let mut moved = 0;
     for _ in 0..MAX_ROUNDS {
         let attempts = sql::attempts(&mut tx, db.engine, &pending).await?;
         let state_now = |k: &(i64, String)| attempts.get(k).map(|(state, _)| state.as_str());
-        let changes = fold::fold(state_now, pending.iter().map(|r| ((r.rollout, r.device), &r.status)));
+        let changes = fold::fold(
+            state_now,
+            |rollout| withdrawn.contains(&rollout),
+            pending.iter().map(|r| ((r.rollout, r.device), &r.status)),
+        );
         let written = sql::write_attempts(&mut tx, db.engine, &changes, now).await?;
         for (key, change) in &changes {
             if !written.contains(key) {
                 continue;
             }
             moved += change.moves;
+            if change.send_back {
+                sent_back.push(key.clone());
+            }
             let image = match change.running {
                 None => continue,
                 Some(fold::Running::Base) => attempts.get(key).and_then(|(_, base)| base.clone()),
@@ -226,6 +238,7 @@ pub async fn ingest(db: &Db, reports: &[(&str, &[u8])]) -> Result<usize, IngestE
         });
         if pending.is_empty() {
             sql::set_running(&mut tx, db.engine, &running, now).await?;
+            sql::send_back(&mut tx, &sent_back, now).await?;
             tx.commit().await?;
             return Ok(moved);
         }

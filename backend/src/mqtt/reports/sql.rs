@@ -22,6 +22,7 @@ use sqlx::{Any, AnyConnection, AssertSqlSafe, Row};
 use super::Report;
 use super::fold::Change;
 use crate::db::Engine;
+use crate::rollout::states::{AttemptState, RolloutState, sql_list};
 
 /// One value of a batch's row.
 enum Cell {
@@ -255,7 +256,7 @@ pub(super) async fn write_attempts(
             Cell::Int(Some(*rollout)),
             text(device),
             text(&c.from),
-            text(c.to),
+            text(c.to.as_str()),
             Cell::Int(c.error_code.map(i64::from)),
             Cell::Int(c.accuracy_permille.map(i64::from)),
             Cell::Int(c.prev_accuracy_permille.map(i64::from)),
@@ -267,7 +268,8 @@ pub(super) async fn write_attempts(
         ]);
     }
     let sql = format!(
-        "{}UPDATE attempts SET state = v.to_state, error_code = COALESCE(v.error_code, attempts.error_code), \
+        "{}UPDATE attempts SET state = v.to_state, \
+         open_device = CASE WHEN v.to_state IN {unfinished} THEN attempts.open_device END, error_code = COALESCE(v.error_code, attempts.error_code), \
          accuracy_permille = COALESCE(v.accuracy, attempts.accuracy_permille), \
          prev_accuracy_permille = COALESCE(v.prev_accuracy, attempts.prev_accuracy_permille), \
          latency_us = COALESCE(v.latency, attempts.latency_us), \
@@ -278,7 +280,8 @@ pub(super) async fn write_attempts(
          offered_at = COALESCE(attempts.offered_at, $1), updated_at = $1 \
          FROM v WHERE attempts.rollout_id = v.rollout_id AND attempts.device_id = v.device_id \
          AND attempts.state = v.from_state RETURNING attempts.rollout_id, attempts.device_id",
-        rows.cte(engine, 2)
+        rows.cte(engine, 2),
+        unfinished = sql_list(AttemptState::UNFINISHED),
     );
     let q = rows.bind(engine, sqlx::query(AssertSqlSafe(sql)).bind(now));
     let mut written = HashSet::new();
@@ -355,6 +358,32 @@ pub(super) async fn set_running(
     );
     let q = rows.bind(engine, sqlx::query(AssertSqlSafe(sql)).bind(now));
     q.execute(tx).await?;
+    Ok(())
+}
+
+/// Which of `rollouts` were aborted or rolled back.
+pub(super) async fn withdrawn(tx: &mut AnyConnection, rollouts: &BTreeSet<i64>) -> Result<HashSet<i64>, sqlx::Error> {
+    let mut out = HashSet::new();
+    let withdrawn: Vec<RolloutState> = RolloutState::ALL.iter().copied().filter(|s| s.withdrawn()).collect();
+    let sql = format!("SELECT 1 FROM rollouts WHERE id = $1 AND state IN {}", sql_list(&withdrawn));
+    for &id in rollouts {
+        if sqlx::query(AssertSqlSafe(sql.clone())).bind(id).fetch_optional(&mut *tx).await?.is_some() {
+            out.insert(id);
+        }
+    }
+    Ok(out)
+}
+
+/// Queues a `rollback` for each (rollout, device) that committed a withdrawn rollout.
+pub(super) async fn send_back(tx: &mut AnyConnection, sent: &[(i64, String)], now: i64) -> Result<(), sqlx::Error> {
+    for (rollout, device) in sent {
+        sqlx::query("INSERT INTO commands (device_id, rollout_id, action, created_at) VALUES ($1, $2, 'rollback', $3)")
+            .bind(device)
+            .bind(rollout)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+    }
     Ok(())
 }
 
