@@ -30,7 +30,8 @@ const MAX_RESTARTS: u8 = 16;
 /// Messages a device subscribes to (on its own topics).
 pub const SUBSCRIPTIONS: [Kind; 3] = [Kind::Offer, Kind::Chunk, Kind::Cmd];
 
-/// Why the agent could not go on; the firmware reboots (or calls [`Agent::boot`] again).
+/// Why the agent could not go on; the firmware reboots (or calls [`Agent::boot`] again,
+/// with the arena [`Agent::shutdown`] gives back).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AgentError {
     /// The configuration contradicts the flash (write unit too large, slots unequal,
@@ -114,18 +115,38 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         validator: V,
         arena: &'c mut [u8],
     ) -> Result<Self, AgentError> {
+        Self::boot_or_return_arena(config, slots, state_region, validator, arena).map_err(|(e, _)| e)
+    }
+
+    /// [`Agent::boot`] for firmware or hosts that start the agent again without a reset
+    /// (with [`Agent::shutdown`]): a boot that fails gives the tensor arena back with the
+    /// error, so the next attempt can have it.
+    pub fn boot_or_return_arena(
+        config: &'c Config<'c>,
+        slots: [F; 2],
+        state_region: S,
+        validator: V,
+        arena: &'c mut [u8],
+    ) -> Result<Self, (AgentError, &'c mut [u8])> {
+        const SHORT: AgentError = AgentError::Config("arena smaller than the patch block buffer");
         if arena.len() < config.limits.max_arena_bytes as usize {
-            return Err(AgentError::Config("arena smaller than max_arena_bytes"));
+            return Err((AgentError::Config("arena smaller than max_arena_bytes"), arena));
         }
-        let decoder = Decoder::with_buffer([0; 32], 0, 0, arena)
-            .ok_or(AgentError::Config("arena smaller than the patch block buffer"))?;
+        if arena.len() < mota_delta::BLOCK_BUFFER {
+            return Err((SHORT, arena));
+        }
         if F::WRITE_SIZE > MAX_UNIT || !F::WRITE_SIZE.is_power_of_two() {
-            return Err(AgentError::Config("slot write size must be a power of two up to 32"));
+            return Err((AgentError::Config("slot write size must be a power of two up to 32"), arena));
         }
         if slots[0].capacity() != slots[1].capacity() {
-            return Err(AgentError::Config("slots must have the same size"));
+            return Err((AgentError::Config("slots must have the same size"), arena));
         }
-        let store = Store::new(state_region, config.erased)?;
+        // Cannot fail: the length was checked above.
+        let Some(decoder) = Decoder::with_buffer([0; 32], 0, 0, arena) else { return Err((SHORT, &mut [])) };
+        let store = match Store::new(state_region, config.erased) {
+            Ok(store) => store,
+            Err(e) => return Err((e.into(), decoder.into_buffer())),
+        };
         let mut agent = Self {
             config,
             slots,
@@ -141,16 +162,31 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             refused: None,
             report_due: false,
         };
-        match agent.store.load()? {
-            Some(state) => agent.state = state,
-            None => agent.first_boot()?,
+        match agent.start() {
+            Ok(()) => Ok(agent),
+            Err(e) => Err((e, agent.shutdown())),
         }
-        agent.check_active()?;
-        agent.report_due = agent.state.report.is_some();
-        if let Some(job) = agent.state.job {
-            agent.resume(job)?;
+    }
+
+    /// Stops the agent and gives its tensor arena back, for firmware or hosts that start
+    /// the agent again without a reset ([`Agent::boot`] picks up from the record on
+    /// flash, which is the truth; RAM may have been ahead of it).
+    pub fn shutdown(self) -> &'c mut [u8] {
+        self.decoder.into_buffer()
+    }
+
+    /// The boot after the checks: the record, the active model, the interrupted job.
+    fn start(&mut self) -> Result<(), AgentError> {
+        match self.store.load()? {
+            Some(state) => self.state = state,
+            None => self.first_boot()?,
         }
-        Ok(agent)
+        self.check_active()?;
+        self.report_due = self.state.report.is_some();
+        if let Some(job) = self.state.job {
+            self.resume(job)?;
+        }
+        Ok(())
     }
 
     /// The persistent record (for diagnostics and tests).

@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use mota_agent::AgentError;
 use mota_proto::Digest;
 use mota_proto::message::{Action, ErrorCode, Event};
 use mota_proto::topic::Kind;
@@ -237,6 +238,48 @@ fn a_reboot_mid_download_resumes_where_it_was() -> TestResult {
 }
 
 #[test]
+fn one_arena_serves_every_boot_of_an_agent_restarted_without_a_reset() -> TestResult {
+    let (old, new) = (v1()?, v2()?);
+    let device = D::new(Layout::uniform(4, 0xFF), &old)?;
+    let config = config(&old)?;
+    let clock = TestClock::default();
+    let mut backend = Backend::default();
+    backend.publish_offer(&offer(&new, OfferSpec::default())?);
+    let mut memory = vec![0u8; ARENA];
+    let whole = memory.as_ptr_range();
+    let mut arena: &mut [u8] = &mut memory;
+    // A boot cut short (the first boot stores the record) gives the arena back ...
+    let next = device.ops() + 1;
+    device.part.borrow_mut().cut_at(next, mota_simflash::CutMode::Before);
+    let Err((AgentError::Store(_), back)) = device.boot_or_return_arena(&config, arena) else {
+        return Err("the cut boot did not fail in the store".into());
+    };
+    assert_eq!(back.as_ptr_range(), whole);
+    device.part.borrow_mut().restore_power();
+    // ... and so does a shutdown mid-download; the next boot resumes with it.
+    let mut agent = device.boot_or_return_arena(&config, back).map_err(|(e, _)| e)?;
+    let mut net = Net::default();
+    agent.handle(Kind::Offer, backend.offer.as_deref().ok_or("offer")?, &mut net, &clock)?;
+    for r in backend.take(&mut net)? {
+        agent.handle(Kind::Chunk, &r, &mut net, &clock)?;
+    }
+    assert!(agent.state().job.is_some());
+    arena = agent.shutdown();
+    assert_eq!(arena.as_ptr_range(), whole);
+    let mut agent = device.boot(&config, arena)?;
+    drive(&mut agent, &mut backend, &clock)?;
+    assert_eq!(agent.active_model().map(|m| m.installed.sha256), Some(Digest::of(&new)));
+    // A configuration error gives it back too.
+    let small =
+        mota_agent::Config { limits: mota_proto::Limits { max_arena_bytes: u32::MAX, ..config.limits }, ..config };
+    let Err((AgentError::Config(_), back)) = device.boot_or_return_arena(&small, agent.shutdown()) else {
+        return Err("an arena below max_arena_bytes was taken".into());
+    };
+    assert_eq!(back.as_ptr_range(), whole);
+    Ok(())
+}
+
+#[test]
 fn an_arena_too_small_for_the_patch_block_buffer_is_a_configuration_error() -> TestResult {
     let old = v1()?;
     let device = D::new(Layout::uniform(4, 0xFF), &old)?;
@@ -245,7 +288,7 @@ fn an_arena_too_small_for_the_patch_block_buffer_is_a_configuration_error() -> T
         ..config(&old)?
     };
     let mut small = vec![0u8; mota_delta::BLOCK_BUFFER - 1];
-    assert!(matches!(device.boot(&config, &mut small), Err(mota_agent::AgentError::Config(_))));
+    assert!(matches!(device.boot(&config, &mut small), Err(AgentError::Config(_))));
     let mut enough = vec![0u8; mota_delta::BLOCK_BUFFER];
     assert!(device.boot(&config, &mut enough).is_ok());
     Ok(())

@@ -2,9 +2,9 @@
 //! the agent every message and a timer tick, and reboots after a power cut.
 
 use std::cell::RefCell;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use embedded_storage::nor_flash::NorFlash;
@@ -18,7 +18,8 @@ use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 /// The simulated part: 4-byte program units, 4 KiB sectors, erased 0xFF, multiwrite.
 pub type Part = SimFlash<4, 4096, true>;
 type Slot = Region<Part>;
-type SimAgent<'c> = Agent<'c, Slot, Slot, RuntimeValidator<MappedSlots, UsClock>>;
+/// The agent of a simulated device.
+pub(crate) type SimAgent<'c> = Agent<'c, Slot, Slot, RuntimeValidator<MappedSlots, UsClock>>;
 
 /// State region: 4 sectors.
 pub const STATE_LEN: u32 = 4 * 4096;
@@ -113,22 +114,22 @@ pub struct DeviceStatus {
 
 /// Runs the device until its task is dropped; `status` is kept current.
 pub async fn run_device(opts: DeviceOptions, status: Rc<RefCell<DeviceStatus>>) -> Result<(), SimError> {
-    mota_proto::topic::check_device_id(&opts.id).map_err(|e| SimError::Id(opts.id.clone(), e.to_string()))?;
-    let part = Rc::new(RefCell::new(open_part(&opts)?));
-    let config = config(&opts)?;
+    check_id(&opts.id)?;
+    let part = Rc::new(RefCell::new(open_part(&opts.factory, opts.flash_file.as_deref())?));
+    let config = config(&opts.class, &opts.roots, &opts.factory, opts.factory_counter)?;
     let mut dice = opts.seed | 1;
     loop {
         part.borrow_mut().restore_power();
         let cut_ops = schedule_cut(&opts, &part, &status, &mut dice);
         let mut arena = vec![0u8; ARENA];
-        let agent = boot(&config, &part, &mut arena);
+        let agent = boot(config, &part, &mut arena);
         let mut agent = match agent {
             Ok(agent) => agent,
             Err(_) if part.borrow().is_cut() => continue,
-            Err(e) => return Err(SimError::Agent(e)),
+            Err((e, _)) => return Err(SimError::Agent(e)),
         };
         status.borrow_mut().boots += 1;
-        observe(&agent, &status);
+        observe(&agent, &mut status.borrow_mut());
         // One boot: connect (again after drops) until the power fails.
         loop {
             match session(&opts, &mut agent, &status, &mut dice).await {
@@ -140,32 +141,71 @@ pub async fn run_device(opts: DeviceOptions, status: Rc<RefCell<DeviceStatus>>) 
     }
 }
 
-fn open_part(opts: &DeviceOptions) -> Result<Part, SimError> {
+/// The device id must be a topic level.
+pub(crate) fn check_id(id: &str) -> Result<(), SimError> {
+    mota_proto::topic::check_device_id(id).map_err(|e| SimError::Id(id.to_owned(), e.to_string()))
+}
+
+/// The device's part (kept in `flash_file`, or in memory): the state region, then the two
+/// slots; a fresh one gets `factory` in slot 0.
+pub(crate) fn open_part(factory: &[u8], flash_file: Option<&Path>) -> Result<Part, SimError> {
     let geometry = Geometry::uniform(((STATE_LEN + 2 * SLOT_LEN) / 4096) as usize, 4096, 4, 0xFF)
         .map_err(|e| SimError::Factory(e.to_string()))?;
-    let mut part = match &opts.flash_file {
-        Some(path) => SimFlash::with_file(geometry, path).map_err(|e| SimError::Flash(path.clone(), e.to_string()))?,
+    let mut part = match flash_file {
+        Some(path) => {
+            SimFlash::with_file(geometry, path).map_err(|e| SimError::Flash(path.to_path_buf(), e.to_string()))?
+        }
         None => SimFlash::new(geometry),
     };
     // A fresh part (slot 0 erased) gets the factory image, as production would flash it.
     let fresh = part.contents()[STATE_LEN as usize..STATE_LEN as usize + 4].iter().all(|&b| b == 0xFF);
     if fresh {
-        if opts.factory.len() > SLOT_LEN as usize {
+        if factory.len() > SLOT_LEN as usize {
             return Err(SimError::Factory("larger than a slot".into()));
         }
-        let mut image = opts.factory.to_vec();
+        let mut image = factory.to_vec();
         image.resize(image.len().next_multiple_of(4), 0xFF);
         part.write(STATE_LEN, &image).map_err(|e| SimError::Factory(e.to_string()))?;
     }
     Ok(part)
 }
 
-fn config(opts: &DeviceOptions) -> Result<Config<'static>, SimError> {
-    let model = mota_runtime::Model::parse(&opts.factory).map_err(|e| SimError::Factory(e.to_string()))?;
+/// What makes two devices' configurations the same.
+type ConfigKey = (String, Vec<[u8; 32]>, Digest, u32);
+
+/// Configurations made so far: the agent borrows its configuration for the process' life,
+/// so each is leaked, once per distinct one (a fleet, or the thousands of devices of a
+/// model-based test, share a few).
+static CONFIGS: Mutex<Vec<(ConfigKey, &'static Config<'static>)>> = Mutex::new(Vec::new());
+
+/// The agent's configuration for a device of `class` trusting `roots`, shipped with
+/// `factory` (security counter `factory_counter`) in slot 0.
+pub(crate) fn config(
+    class: &str,
+    roots: &[[u8; 32]],
+    factory: &[u8],
+    factory_counter: u32,
+) -> Result<&'static Config<'static>, SimError> {
+    let key = (class.to_owned(), roots.to_vec(), Digest::of(factory), factory_counter);
+    let mut configs = CONFIGS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, config)) = configs.iter().find(|(k, _)| *k == key) {
+        return Ok(config);
+    }
+    let config: &'static Config<'static> = Box::leak(Box::new(make_config(class, roots, factory, factory_counter)?));
+    configs.push((key, config));
+    Ok(config)
+}
+
+fn make_config(
+    class: &str,
+    roots: &[[u8; 32]],
+    factory: &[u8],
+    factory_counter: u32,
+) -> Result<Config<'static>, SimError> {
+    let model = mota_runtime::Model::parse(factory).map_err(|e| SimError::Factory(e.to_string()))?;
     let arena = mota_runtime::arena_size(&model).map_err(|e| SimError::Factory(e.to_string()))?;
-    // Leaked once per device: the agent borrows its configuration for the process' life.
-    let class: &'static str = Box::leak(opts.class.clone().into_boxed_str());
-    let roots: &'static [[u8; 32]] = Box::leak(opts.roots.clone().into_boxed_slice());
+    let class: &'static str = Box::leak(class.to_owned().into_boxed_str());
+    let roots: &'static [[u8; 32]] = Box::leak(roots.to_vec().into_boxed_slice());
     Ok(Config {
         device_class: class,
         agent_version: concat!("mota-sim-", env!("CARGO_PKG_VERSION")),
@@ -181,24 +221,29 @@ fn config(opts: &DeviceOptions) -> Result<Config<'static>, SimError> {
         retry_ms: 5_000,
         max_trials: 2,
         factory: Some(Factory {
-            size: opts.factory.len() as u32,
+            size: factory.len() as u32,
             name: "factory",
             version: "factory",
-            counter: opts.factory_counter,
+            counter: factory_counter,
             arena_bytes: arena as u32,
         }),
     })
 }
 
-fn boot<'c>(config: &'c Config<'c>, part: &Rc<RefCell<Part>>, arena: &'c mut [u8]) -> Result<SimAgent<'c>, AgentError> {
+/// Boots the agent on `part`; a failed boot gives `arena` back with the error.
+pub(crate) fn boot<'c>(
+    config: &'c Config<'c>,
+    part: &Rc<RefCell<Part>>,
+    arena: &'c mut [u8],
+) -> Result<SimAgent<'c>, (AgentError, &'c mut [u8])> {
     let slots = [Region::new(part, STATE_LEN, SLOT_LEN), Region::new(part, STATE_LEN + SLOT_LEN, SLOT_LEN)];
     let state = Region::new(part, 0, STATE_LEN);
     let memory = MappedSlots(Rc::clone(part));
-    Agent::boot(config, slots, state, RuntimeValidator { memory, clock: UsClock }, arena)
+    Agent::boot_or_return_arena(config, slots, state, RuntimeValidator { memory, clock: UsClock }, arena)
 }
 
-fn observe(agent: &SimAgent<'_>, status: &Rc<RefCell<DeviceStatus>>) {
-    let mut s = status.borrow_mut();
+/// Copies what the agent runs into `s`.
+pub(crate) fn observe(agent: &SimAgent<'_>, s: &mut DeviceStatus) {
     let model = agent.active_model();
     s.running = model.map(|m| m.installed.sha256);
     s.version = model.map(|m| m.installed.version.as_str().to_owned()).unwrap_or_default();
@@ -299,7 +344,7 @@ async fn session(
                 return Ended::Disconnected;
             }
         };
-        observe(agent, status);
+        observe(agent, &mut status.borrow_mut());
         if step.is_err() {
             // The flash lost power (a scheduled cut) or failed: the device reboots.
             return Ended::PowerCut;
@@ -330,8 +375,13 @@ impl Clock for SimClock {
     }
 
     fn unix_time(&self) -> Option<u64> {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs())
+        unix_now()
     }
+}
+
+/// The host's Unix time, what a simulated device's RTC says.
+pub(crate) fn unix_now() -> Option<u64> {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs())
 }
 
 /// Latency timer for the validator.

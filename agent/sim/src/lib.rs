@@ -8,10 +8,15 @@
 //! few (`ThreadedFleet`), each device on one of them. Fault knobs
 //! reproduce what fleets see: power cuts at a random flash operation (before or inside
 //! it), dropped connections, slow links.
+//!
+//! [`memdev`] is one such device without a network, driven by calls (connect, deliver,
+//! poll, arm a cut, reboot), for deterministic model-based tests of the backend.
 
 pub mod broker;
 pub mod device;
 pub mod fleet;
+pub mod memdev;
 
 pub use device::{DeviceOptions, DeviceStatus, Faults, SimError, run_device};
 pub use fleet::{FleetOptions, ThreadedFleet, device_id, run_fleet};
+pub use memdev::{MemDevice, MemOptions, Up};

@@ -197,11 +197,20 @@ impl<const W: usize, const E: usize> Device<W, E> {
 
     /// Boots the agent on this device.
     pub fn boot<'c>(&self, config: &'c Config<'c>, arena: &'c mut [u8]) -> Result<TestAgent<'c, W, E>, AgentError> {
+        self.boot_or_return_arena(config, arena).map_err(|(e, _)| e)
+    }
+
+    /// Boots the agent on this device; a failed boot gives the arena back.
+    pub fn boot_or_return_arena<'c>(
+        &self,
+        config: &'c Config<'c>,
+        arena: &'c mut [u8],
+    ) -> Result<TestAgent<'c, W, E>, (AgentError, &'c mut [u8])> {
         let l = &self.layout;
         let slots = [Region::new(&self.part, l.slots[0], l.slot_len), Region::new(&self.part, l.slots[1], l.slot_len)];
         let state = Region::new(&self.part, l.state, l.state_len);
         let memory = SimSlots { part: Rc::clone(&self.part), slots: l.slots, len: l.slot_len };
-        Agent::boot(config, slots, state, RuntimeValidator { memory, clock: UsClock }, arena)
+        Agent::boot_or_return_arena(config, slots, state, RuntimeValidator { memory, clock: UsClock }, arena)
     }
 
     /// Bytes of slot `i`.
