@@ -161,12 +161,11 @@ pub(crate) async fn end(
     rollback: bool,
     now: i64,
 ) -> Result<(u64, (u64, u64)), sqlx::Error> {
-    let told: Vec<A> = A::UNFINISHED.iter().copied().filter(|&s| s != A::Pending).collect();
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO commands (device_id, rollout_id, action, created_at) \
          SELECT device_id, rollout_id, 'cancel', $1 FROM attempts WHERE rollout_id = $2 AND state IN {} \
          ORDER BY device_id",
-        sql_list(&told)
+        sql_list(A::HOLDS_OFFER)
     )))
     .bind(now)
     .bind(id)

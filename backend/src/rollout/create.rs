@@ -454,11 +454,10 @@ async fn insert(
 /// Cancels the `busy` devices' attempts in their other rollouts (the devices that may
 /// hold an offer are sent a `cancel`, which also clears it); how many.
 async fn supersede(tx: &mut AnyConnection, busy: &[Busy], now: i64) -> Result<u64, sqlx::Error> {
-    let told: Vec<A> = A::UNFINISHED.iter().copied().filter(|&s| s != A::Pending).collect();
     let command = format!(
         "INSERT INTO commands (device_id, rollout_id, action, created_at) SELECT device_id, rollout_id, 'cancel', $1 \
          FROM attempts WHERE rollout_id = $2 AND device_id = $3 AND state IN {}",
-        sql_list(&told)
+        sql_list(A::HOLDS_OFFER)
     );
     let cancel = format!(
         "UPDATE attempts SET {}, updated_at = $1 WHERE rollout_id = $2 AND device_id = $3 AND state IN {}",

@@ -113,6 +113,12 @@ impl Engine {
         }
     }
 
+    /// The count of sessions the broker did not have (the MQTT side bumps it on such a
+    /// connection; the next tick publishes again what the broker retained).
+    pub fn fresh_sessions(&self) -> Arc<AtomicU64> {
+        self.fresh_sessions.clone()
+    }
+
     /// Runs until the task is aborted.
     pub async fn run(self) {
         loop {
@@ -336,7 +342,7 @@ impl Engine {
              JOIN offers o ON o.manifest_sha256 = a.manifest_sha256 WHERE r.state IN {} AND a.state IN {} \
              AND a.updated_at < $1 ORDER BY a.updated_at LIMIT $2",
             sql_list(RolloutState::LIVE),
-            sql_list(&A::UNFINISHED[1..]),
+            sql_list(A::HOLDS_OFFER),
         );
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(quiet_before.unwrap_or(i64::MAX))
@@ -392,23 +398,30 @@ impl Engine {
     }
 
     /// Publishes queued commands (retained: an offline device finds its latest command;
-    /// ids only grow, so it runs each once). A `cancel` also clears the device's retained
-    /// offer so a reconnecting device does not start it again.
+    /// ids only grow, so it runs each once). Each also leaves the device's retained offer
+    /// as the device's current offer, or nothing: a device that reconnects after a
+    /// `cancel` or `rollback` must not find the withdrawn offer, and clearing it blindly
+    /// would wipe the offer of a rollout that has taken the device since.
     pub async fn send_commands(&self) -> Result<(), EngineError> {
         let queued: Vec<(i64, String, i64, String)> = sqlx::query_as(
             "SELECT id, device_id, rollout_id, action FROM commands WHERE sent_at IS NULL ORDER BY id LIMIT 1000",
         )
         .fetch_all(&self.db.pool)
         .await?;
+        let current = format!(
+            "SELECT o.envelope FROM attempts a JOIN offers o ON o.manifest_sha256 = a.manifest_sha256 \
+             WHERE a.open_device = $1 AND a.state IN {}",
+            sql_list(A::HOLDS_OFFER)
+        );
         for (id, device, rollout, action) in queued {
             let action = if action == "rollback" { Action::Rollback } else { Action::Cancel };
             let (Ok(cmd_topic), Ok(offer_topic)) = (Topic::new(&device, Kind::Cmd), Topic::new(&device, Kind::Offer))
             else {
                 continue;
             };
-            if action == Action::Cancel {
-                self.publisher.publish(offer_topic.to_string(), Vec::new(), true).await?;
-            }
+            let offer: Option<Vec<u8>> =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(current.clone())).bind(&device).fetch_optional(&self.db.pool).await?;
+            self.publisher.publish(offer_topic.to_string(), offer.unwrap_or_default(), true).await?;
             let cmd = Cmd {
                 id: u64::try_from(id).unwrap_or_default(),
                 action,

@@ -170,6 +170,16 @@ impl AttemptState {
         Self::TimedOut,
     ];
 
+    /// Unfinished and offered: the device may hold the offer (retained, or in its job).
+    pub const HOLDS_OFFER: &'static [Self] = &[
+        Self::Offered,
+        Self::Accepted,
+        Self::Downloading,
+        Self::Verified,
+        Self::Validated,
+        Self::TimedOut,
+    ];
+
     /// Whether the device is working on the offer.
     pub fn in_flight(self) -> bool {
         Self::IN_FLIGHT.contains(&self)
@@ -299,6 +309,13 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_lists_agree() {
+        let offered: Vec<A> = A::UNFINISHED.iter().copied().filter(|&s| s != A::Pending).collect();
+        assert_eq!(offered, A::HOLDS_OFFER);
+        assert!(A::IN_FLIGHT.iter().all(|s| A::HOLDS_OFFER.contains(s)));
     }
 
     #[test]
