@@ -419,8 +419,10 @@ impl Engine {
             else {
                 continue;
             };
-            let offer: Option<Vec<u8>> =
-                sqlx::query_scalar(sqlx::AssertSqlSafe(current.clone())).bind(&device).fetch_optional(&self.db.pool).await?;
+            let offer: Option<Vec<u8>> = sqlx::query_scalar(sqlx::AssertSqlSafe(current.clone()))
+                .bind(&device)
+                .fetch_optional(&self.db.pool)
+                .await?;
             self.publisher.publish(offer_topic.to_string(), offer.unwrap_or_default(), true).await?;
             let cmd = Cmd {
                 id: u64::try_from(id).unwrap_or_default(),

@@ -171,14 +171,8 @@ impl AttemptState {
     ];
 
     /// Unfinished and offered: the device may hold the offer (retained, or in its job).
-    pub const HOLDS_OFFER: &'static [Self] = &[
-        Self::Offered,
-        Self::Accepted,
-        Self::Downloading,
-        Self::Verified,
-        Self::Validated,
-        Self::TimedOut,
-    ];
+    pub const HOLDS_OFFER: &'static [Self] =
+        &[Self::Offered, Self::Accepted, Self::Downloading, Self::Verified, Self::Validated, Self::TimedOut];
 
     /// Whether the device is working on the offer.
     pub fn in_flight(self) -> bool {

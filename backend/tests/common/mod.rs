@@ -8,6 +8,7 @@
 #![allow(dead_code)] // Each test binary uses its own part of the helpers.
 
 pub mod cluster;
+pub mod control;
 pub mod load;
 pub mod rollouts;
 
