@@ -598,7 +598,9 @@ async fn schedule(seed: u64, stats: &mut Stats) -> Result<Result<(), Violation>,
     stats.commits += sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM attempts WHERE state = 'committed'")
         .fetch_one(&w.state.db.pool)
         .await? as u64;
-    Ok(check_quiet(&w, &withdrawn).await)
+    let verdict = check_quiet(&w, &withdrawn).await;
+    w.close().await?;
+    Ok(verdict)
 }
 
 /// Random schedules against the invariants (see the file's head for the knobs).

@@ -161,6 +161,8 @@ pub struct World {
     pub devices: Vec<Node>,
     /// Device-to-backend messages in flight: (device, kind, payload).
     pub inbound: VecDeque<(String, Kind, Vec<u8>)>,
+    /// The world's own PostgreSQL database, if on PostgreSQL.
+    postgres_db: Option<String>,
     /// Kept alive for the world's files.
     _dir: tempfile::TempDir,
 }
@@ -259,12 +261,14 @@ impl World {
         let data = dir.path().join("data");
         copy_dir(&t.dir.path().join("data"), &data)?;
         let mut config = Config::embedded(data.clone());
+        let mut postgres_db = None;
         if let Some((server, template)) = &t.postgres {
             let mut name = [0u8; 8];
             getrandom::fill(&mut name).map_err(|e| e.to_string())?;
             let name = format!("mota_control_{}", mota_backend::blobs::hex(&name));
             admin(server, &format!("CREATE DATABASE {name} TEMPLATE {template}")).await?;
             config.database_url = Some(format!("{}/{name}", server.rsplit_once('/').ok_or("no database")?.0));
+            postgres_db = Some(name);
         }
         let clock = Arc::new(AtomicI64::new(start));
         let mut state = open(&config).await?;
@@ -287,8 +291,17 @@ impl World {
             };
             nodes.push(Node { dev: MemDevice::new(opts)?, connected: false });
         }
-        let mut world =
-            Self { state, bus, engines, chunks, clock, devices: nodes, inbound: VecDeque::new(), _dir: dir };
+        let mut world = Self {
+            state,
+            bus,
+            engines,
+            chunks,
+            clock,
+            devices: nodes,
+            inbound: VecDeque::new(),
+            postgres_db,
+            _dir: dir,
+        };
         for i in 0..devices {
             world.connect(i);
         }
@@ -549,6 +562,17 @@ impl World {
             .bind(rollout)
             .fetch_one(&self.state.db.pool)
             .await?)
+    }
+
+    /// Closes the world's connections and, on PostgreSQL, drops its database (thousands
+    /// of schedules would otherwise keep thousands).
+    pub async fn close(self) -> Result<(), BoxError> {
+        self.state.db.pool.close().await;
+        self.state.registry.db.pool.close().await;
+        if let (Some((server, _)), Some(name)) = (&template().await?.postgres, &self.postgres_db) {
+            admin(server, &format!("DROP DATABASE {name} WITH (FORCE)")).await?;
+        }
+        Ok(())
     }
 
     /// The data directory (keys, blobs, the SQLite file).

@@ -87,9 +87,14 @@ pub struct CreateArgs {
     /// What a broken gate does [default: pause].
     #[arg(long, value_parser = on_failure)]
     pub on_failure: Option<OnFailure>,
-    /// Show the cohort sizes and patch/full counts; create nothing.
+    /// Show the cohort sizes, patch/full counts, offline, incompatible and busy devices;
+    /// create nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Take selected devices out of the live rollouts still updating them (their attempts
+    /// there are cancelled); without it such devices make the request fail.
+    #[arg(long)]
+    pub supersede: bool,
     /// Follow the rollout once created (as `mota rollout watch`).
     #[arg(long)]
     pub watch: bool,
@@ -185,6 +190,7 @@ pub fn request(args: &CreateArgs) -> Result<Value> {
         "plan": plan,
         "gates": gates,
         "dry_run": args.dry_run,
+        "supersede": args.supersede,
     }))
 }
 
@@ -203,6 +209,22 @@ pub async fn run(client: &Client, args: CreateArgs, json: bool) -> Result<()> {
             "{} devices selected: {} would get a patch, {} the full image, {} already run {}",
             answer["population"], answer["delta"], answer["full"], answer["already_running"], args.version
         );
+        if answer["offline"].as_u64().unwrap_or(0) > 0 {
+            println!(
+                "{} offline now: they find their offer when they reconnect (waiting, not failed, until the offline limit)",
+                answer["offline"]
+            );
+        }
+        for d in answer["incompatible"].as_array().into_iter().flatten() {
+            println!("incompatible, never offered: {} ({})", output::text(&d["device"]), output::text(&d["reason"]));
+        }
+        for d in answer["busy"].as_array().into_iter().flatten() {
+            println!(
+                "busy in rollout {}: {} (creating refuses it; --supersede takes it over)",
+                d["rollout"],
+                output::text(&d["device"])
+            );
+        }
         let rows = answer["cohorts"]
             .as_array()
             .map(|cs| {

@@ -23,9 +23,11 @@ pub fn tally_line(t: &Value) -> String {
     let mut parts = vec![format!("{} committed", n("committed"))];
     for (count, what) in [
         (n("in_progress"), "updating"),
+        (n("offline"), "waiting: offline"),
         (n("rejected"), "rejected"),
         (n("timed_out"), "timed out"),
         (n("skipped"), "already on it"),
+        (n("incompatible"), "incompatible"),
         (n("other"), "cancelled or rolled back"),
         (n("pending"), "waiting"),
     ] {

@@ -12,7 +12,8 @@ const PAGE = 500;
 // Attempt states, in the order a device passes them, then the outcomes.
 const STATES = [
   "pending", "offered", "accepted", "downloading", "verified", "validated",
-  "committed", "skipped", "rejected", "timed_out", "cancelled", "rolling_back", "rolled_back", "rollback_failed",
+  "committed", "skipped", "incompatible", "rejected", "timed_out", "cancelled", "rolling_back", "rolled_back",
+  "rollback_failed", "superseded",
 ];
 const UNSETTLED = new Set(["pending", "offered", "accepted", "downloading", "verified", "validated", "timed_out", "rolling_back"]);
 const ENDED = new Set(["completed", "aborted", "rolled_back"]);
@@ -359,6 +360,8 @@ function segments(t) {
     ["committed", "committed", t.committed],
     ["skipped", "skipped", t.skipped],
     ["in_progress", "in progress", t.in_progress],
+    ["offline", "waiting: offline", t.offline],
+    ["incompatible", "incompatible", t.incompatible],
     ["failed", "failed", t.rejected + t.timed_out],
     ["other", "cancelled / rolled back", t.other],
     ["pending", "pending", t.pending],
