@@ -285,6 +285,37 @@ async fn offline_devices_wait_and_incompatible_ones_are_never_offered() -> TestR
     Ok(())
 }
 
+// ---- replicas ------------------------------------------------------------------------
+
+/// One replica steps a given rollout at a time: the other finds the lease held until it
+/// lapses (the compare-and-set writes keep two replicas right anyway, as the schedules
+/// below check; the lease saves the duplicated work).
+#[tokio::test]
+async fn one_replica_steps_a_rollout_at_a_time() -> TestResult {
+    let w = World::new(2, T0).await?;
+    let id = w.create(rollout("1.1.0", &["d0", "d1"], json!({}))).await?;
+    let lease = async || -> Result<Option<String>, BoxError> {
+        Ok(sqlx::query_scalar("SELECT lease_owner FROM rollouts WHERE id = $1")
+            .bind(id)
+            .fetch_one(&w.state.db.pool)
+            .await?)
+    };
+    w.tick(0).await?;
+    let first = lease().await?;
+    assert!(first.is_some());
+    w.advance(10_000);
+    w.tick(1).await?;
+    assert_eq!(lease().await?, first, "taken while held");
+    w.tick(0).await?;
+    w.advance(14_000);
+    w.tick(1).await?;
+    assert_eq!(lease().await?, first, "renewed by its holder's step");
+    w.advance(2_000);
+    w.tick(1).await?;
+    assert_ne!(lease().await?, first, "a lapsed lease passes to the other replica");
+    Ok(())
+}
+
 // ---- the model-based test --------------------------------------------------------------
 
 /// xorshift64*: schedules are reproducible from their seed.
@@ -336,6 +367,11 @@ async fn check_always(w: &World, withdrawn: &HashMap<i64, u64>) -> Result<(), Vi
     .map_err(sql)?;
     if !twice.is_empty() {
         return Err(format!("devices in two unfinished attempts: {twice:?}"));
+    }
+    // An offer goes out only once the chunk service can serve what it names.
+    let unservable = w.bus.unservable();
+    if !unservable.is_empty() {
+        return Err(format!("offers published before they were recorded: {unservable:?}"));
     }
     // After an abort or rollback returned, no offer of that rollout is published.
     for (&id, &seq) in withdrawn {

@@ -183,8 +183,9 @@ async fn scenario() -> TestResult {
     let client_backend = backend.mqtt.client();
     let mut conn = api.state.db.pool.acquire().await?;
     let now = api.state.db.now().await?;
-    mota_backend::mqtt::offers::publish_offer(&client_backend, &mut conn, &peer, &envelope, now).await?;
+    mota_backend::mqtt::offers::record_offer(&mut conn, &peer, &envelope, now).await?;
     drop(conn);
+    mota_backend::mqtt::offers::publish_offer(&client_backend, &peer, &envelope).await?;
     let peer_get = Topic::new(&peer, Kind::Get)?.to_string();
     let past = Get { offset: 1 << 30, ..get };
     let whole = Get { artifact: Digest::of(&set_bytes), offset: 0, length: mota_proto::limits::MAX_CHUNK_LEN as u32 };

@@ -29,18 +29,18 @@ pub enum OfferError {
     Publish(#[from] PublishError),
 }
 
-/// Records that `device` was offered `envelope` (the `device_offers` row the chunk
-/// service checks) on `conn` (the caller's transaction, which claimed the attempt), then
-/// publishes it retained on the device's offer topic. Returns the manifest's SHA-256
-/// (hex). The rollout engine moves the attempt.
-pub async fn publish_offer(
-    client: &dyn Publisher,
+/// Records that `device` is offered `envelope` (the `device_offers` row the chunk
+/// service checks), committed before the offer is published: a device answers an offer
+/// with chunk requests at once, and a row still inside the publishing transaction would
+/// get them refused. A record whose offer is then not published (its claim lost to an
+/// abort) only lets the device fetch artifacts of a manifest signed for it, which it
+/// never received. Returns the manifest's SHA-256 (hex).
+pub async fn record_offer(
     conn: &mut AnyConnection,
     device: &str,
     envelope: &[u8],
     now: i64,
 ) -> Result<String, OfferError> {
-    let topic = Topic::new(device, Kind::Offer)?.to_string();
     let parsed = Envelope::parse(envelope)?;
     let manifest = Manifest::parse(parsed.manifest)?;
     let manifest_sha256 = hex(&mota_proto::Digest::of(parsed.manifest).0);
@@ -59,6 +59,13 @@ pub async fn publish_offer(
     .bind(now)
     .execute(conn)
     .await?;
-    client.publish(topic, envelope.to_vec(), true).await?;
     Ok(manifest_sha256)
+}
+
+/// Publishes `envelope` retained on `device`'s offer topic (recorded first with
+/// [`record_offer`]).
+pub async fn publish_offer(client: &dyn Publisher, device: &str, envelope: &[u8]) -> Result<(), OfferError> {
+    let topic = Topic::new(device, Kind::Offer)?.to_string();
+    client.publish(topic, envelope.to_vec(), true).await?;
+    Ok(())
 }

@@ -3,10 +3,11 @@
 //! has since changed does nothing, and the audit event is written only by the write
 //! that won, in its transaction.
 //!
-//! Offers are claimed before they are published: one transaction locks the rollout's
-//! row while it is `running` (an abort or rollback waits for it, and finds it ended
-//! otherwise), moves each attempt `pending -> offered`, records the offer for the chunk
-//! service, and queues the retained publish; only then does it commit. So once an abort
+//! Offers are claimed before they are published. The offer is first recorded for the
+//! chunk service (committed: the device asks for chunks the moment it has the offer);
+//! then one transaction locks the rollout's row while it is `running` (an abort or
+//! rollback waits for it, and finds it ended otherwise), moves each attempt
+//! `pending -> offered`, and queues the retained publish; only then does it commit. So once an abort
 //! or a rollback has returned, no offer of that rollout is published again: an offer
 //! queued before it is followed by the `cancel` the abort queued, which clears it. If
 //! the commit fails after the publish, the attempt is still `pending` and the next step
@@ -22,7 +23,7 @@ use super::states::{AttemptState as A, CohortState, RolloutState, sql_list};
 use super::{RolloutError, actions};
 use crate::db::Db;
 use crate::events;
-use crate::mqtt::offers::publish_offer;
+use crate::mqtt::offers::{publish_offer, record_offer};
 use crate::mqtt::publish::Publisher;
 use crate::registry::Registry;
 use crate::registry::manifests::ManifestRequest;
@@ -196,32 +197,43 @@ impl Apply<'_> {
     /// Sends timed-out devices their offer again (claimed like a first offer).
     async fn retry(&self, s: &Snapshot, devices: &[&str]) -> Result<(), ApplyError> {
         let id = s.rollout.id;
+        // The offers they hold, recorded (committed) before they go out again.
+        let mut envelopes = Vec::new();
+        for &device in devices {
+            let envelope: Option<Vec<u8>> = sqlx::query_scalar(
+                "SELECT o.envelope FROM attempts a JOIN offers o ON o.manifest_sha256 = a.manifest_sha256 \
+                 WHERE a.rollout_id = $1 AND a.device_id = $2",
+            )
+            .bind(id)
+            .bind(device)
+            .fetch_optional(&self.db.pool)
+            .await?;
+            if let Some(envelope) = envelope {
+                record_offer(&mut *self.db.pool.acquire().await?, device, &envelope, s.now).await?;
+                envelopes.push((device, envelope));
+            }
+        }
         let mut tx = self.db.begin().await?;
         if !lock_running(&mut tx, id).await? {
             return Ok(());
         }
         let sql = format!(
             "UPDATE attempts SET {}, retries = retries + 1, updated_at = $1 WHERE rollout_id = $2 AND device_id = $3 \
-             AND state = '{}' AND retries < $4 RETURNING manifest_sha256",
+             AND state = '{}' AND retries < $4",
             A::Offered.set_sql(),
             A::TimedOut
         );
-        for &device in devices {
-            let manifest: Option<Option<String>> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
+        for (device, envelope) in &envelopes {
+            let claimed = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
                 .bind(s.now)
                 .bind(id)
-                .bind(device)
+                .bind(*device)
                 .bind(i64::from(s.rollout.gates.max_retries))
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(Some(manifest)) = manifest else { continue };
-            let envelope: Option<Vec<u8>> =
-                sqlx::query_scalar("SELECT envelope FROM offers WHERE manifest_sha256 = $1")
-                    .bind(&manifest)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some(envelope) = envelope {
-                publish_offer(self.publisher, &mut tx, device, &envelope, s.now).await?;
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if claimed == 1 {
+                publish_offer(self.publisher, device, envelope).await?;
             }
         }
         events::record(&mut tx, ACTOR, "attempts.retried", &format!("rollout:{id}"), &json!({ "devices": devices }))
@@ -258,6 +270,14 @@ impl Apply<'_> {
             A::Pending
         );
         for batch in offers.chunks(OFFERS_PER_TX) {
+            // Recorded for the chunk service and committed before any of them goes out.
+            let mut tx = self.db.begin().await?;
+            for (device, base) in batch {
+                if let Some((envelope, _, _)) = signed.get(base) {
+                    record_offer(&mut tx, device, envelope, s.now).await?;
+                }
+            }
+            tx.commit().await?;
             let mut tx = self.db.begin().await?;
             if !lock_running(&mut tx, r.id).await? {
                 return Ok(()); // paused or ended meanwhile: nothing is offered
@@ -275,7 +295,7 @@ impl Apply<'_> {
                     .await?
                     .rows_affected();
                 if claimed == 1 {
-                    publish_offer(self.publisher, &mut tx, device, envelope, s.now).await?;
+                    publish_offer(self.publisher, device, envelope).await?;
                 }
             }
             tx.commit().await?;

@@ -16,7 +16,7 @@ use sqlx::{AnyConnection, AssertSqlSafe, Row};
 use utoipa::ToSchema;
 
 use super::decide::{DeviceSnap, RolloutSnap, incompatible};
-use super::states::{AttemptState as A, RolloutState, sql_list};
+use super::states::{AttemptState as A, CohortState, RolloutState, sql_list};
 use super::{CohortSpec, Gates, Plan, RolloutError, Selector};
 use crate::db::Db;
 use crate::events;
@@ -407,13 +407,14 @@ async fn insert(
     let mut start = 0usize;
     for (position, (&size, spec)) in sizes.iter().zip(&new.plan.cohorts).enumerate() {
         let cohort: i64 = sqlx::query_scalar(
-            "INSERT INTO cohorts (rollout_id, position, target, state, size) VALUES ($1, $2, $3, 'pending', $4) \
+            "INSERT INTO cohorts (rollout_id, position, target, state, size) VALUES ($1, $2, $3, $5, $4) \
              RETURNING id",
         )
         .bind(id)
         .bind(position as i32)
         .bind(json(spec))
         .bind(size as i64)
+        .bind(CohortState::Pending.as_str())
         .fetch_one(&mut *tx)
         .await?;
         let end = start + size as usize;

@@ -73,33 +73,66 @@ struct BusState {
     queue: VecDeque<Msg>,
     retained: BTreeMap<String, Vec<u8>>,
     log: Vec<Msg>,
+    /// Offers published before the chunk service could see them (a device answers an
+    /// offer at once: its chunk requests would be refused).
+    unservable: Vec<String>,
 }
 
 /// The broker side the backend publishes into.
 #[derive(Default)]
-pub struct Bus(Mutex<BusState>);
+pub struct Bus {
+    state: Mutex<BusState>,
+    /// The database, to check that each offer is servable the moment it is published.
+    db: std::sync::OnceLock<mota_backend::db::Db>,
+}
 
 impl Publisher for Bus {
     fn publish(&self, topic: String, payload: Vec<u8>, retain: bool) -> Publishing<'_> {
-        let mut s = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        s.seq += 1;
-        let msg = Msg { seq: s.seq, topic, payload, retain };
-        if retain {
-            if msg.payload.is_empty() {
-                s.retained.remove(&msg.topic);
-            } else {
-                s.retained.insert(msg.topic.clone(), msg.payload.clone());
+        let msg = self.with(|s| {
+            s.seq += 1;
+            let msg = Msg { seq: s.seq, topic, payload, retain };
+            if retain {
+                if msg.payload.is_empty() {
+                    s.retained.remove(&msg.topic);
+                } else {
+                    s.retained.insert(msg.topic.clone(), msg.payload.clone());
+                }
             }
-        }
-        s.queue.push_back(msg.clone());
-        s.log.push(msg);
-        Box::pin(async { Ok::<(), PublishError>(()) })
+            s.queue.push_back(msg.clone());
+            s.log.push(msg.clone());
+            msg
+        });
+        Box::pin(async move {
+            // What the chunk service reads (committed rows, another connection).
+            if let (Some(db), Ok(topic), Ok(envelope)) =
+                (self.db.get(), Topic::parse(&msg.topic), Envelope::parse(&msg.payload))
+                && topic.kind() == Kind::Offer
+            {
+                let manifest = mota_backend::blobs::hex(&mota_proto::Digest::of(envelope.manifest).0);
+                let recorded: Option<i32> =
+                    sqlx::query_scalar("SELECT 1 FROM device_offers WHERE device_id = $1 AND manifest_sha256 = $2")
+                        .bind(topic.device())
+                        .bind(&manifest)
+                        .fetch_optional(&db.pool)
+                        .await
+                        .map_err(|e| PublishError(e.to_string()))?;
+                if recorded.is_none() {
+                    self.with(|s| s.unservable.push(msg.topic.clone()));
+                }
+            }
+            Ok::<(), PublishError>(())
+        })
     }
 }
 
 impl Bus {
     fn with<T>(&self, f: impl FnOnce(&mut BusState) -> T) -> T {
-        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
+        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Offer topics an offer was published on before the chunk service could serve it.
+    pub fn unservable(&self) -> Vec<String> {
+        self.with(|s| s.unservable.clone())
     }
 
     /// The last publish's number.
@@ -274,6 +307,7 @@ impl World {
         let mut state = open(&config).await?;
         state.db = state.db.with_clock(Clock::Manual(clock.clone()));
         let bus = Arc::new(Bus::default());
+        let _ = bus.db.set(state.db.clone());
         let publisher: Arc<dyn Publisher> = bus.clone();
         let engines = [Engine::with_publisher(&state, publisher.clone()), Engine::with_publisher(&state, publisher)];
         let limits = Limits { cache_bytes: 4 << 20, rate: 0.0, burst: 0.0 };
