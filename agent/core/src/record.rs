@@ -273,23 +273,12 @@ impl<'a> Reader<'a> {
     }
 }
 
-const EVENTS: [Event; 8] = [
-    Event::Accepted,
-    Event::Downloading,
-    Event::Verified,
-    Event::Validated,
-    Event::Committed,
-    Event::Rejected,
-    Event::RolledBack,
-    Event::Cancelled,
-];
-
 fn event_code(e: Event) -> u8 {
-    EVENTS.iter().position(|&x| x == e).map_or(u8::MAX, |i| i as u8)
+    Event::ALL.iter().position(|&x| x == e).map_or(u8::MAX, |i| i as u8)
 }
 
 fn event_from(code: u8) -> Option<Event> {
-    EVENTS.get(usize::from(code)).copied()
+    Event::ALL.get(usize::from(code)).copied()
 }
 
 #[cfg(test)]
@@ -329,7 +318,7 @@ mod tests {
                 arena_bytes: 0, phase: [Phase::Image, Phase::Set, Phase::Validate][usize::from(phase)],
                 progress, written: seq, checkpoint: acc.map(|_| [9; 28]), trials: active, restarts: 0,
             };
-            let report = Report::new(last_cmd, seq, EVENTS[usize::from(event)], None, acc.map(ErrorCode));
+            let report = Report::new(last_cmd, seq, Event::ALL[usize::from(event)], None, acc.map(ErrorCode));
             let state = State {
                 format: STATE_FORMAT, active, counter, current: Some(installed), previous: acc.map(|_| installed),
                 job: Some(job), report: Some(report), seq, last_cmd, last_failed: None,

@@ -161,26 +161,9 @@ pub(crate) async fn end(
     rollback: bool,
     now: i64,
 ) -> Result<(u64, (u64, u64)), sqlx::Error> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO commands (device_id, rollout_id, action, created_at) \
-         SELECT device_id, rollout_id, 'cancel', $1 FROM attempts WHERE rollout_id = $2 AND state IN {} \
-         ORDER BY device_id",
-        sql_list(A::HOLDS_OFFER)
-    )))
-    .bind(now)
-    .bind(id)
-    .execute(&mut *conn)
-    .await?;
-    let cancelled = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE attempts SET {}, updated_at = $1 WHERE rollout_id = $2 AND state IN {}",
-        A::Cancelled.set_sql(),
-        sql_list(A::UNFINISHED)
-    )))
-    .bind(now)
-    .bind(id)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    // Pending attempts were never published: cancelled without a word.
+    let cancelled = tell_and_move(conn, id, A::HOLDS_OFFER, Some("cancel"), A::Cancelled, now).await?
+        + tell_and_move(conn, id, &[A::Pending], None, A::Cancelled, now).await?;
     if !rollback {
         return Ok((cancelled, (0, 0)));
     }
@@ -202,25 +185,42 @@ pub(crate) async fn end(
     .execute(&mut *conn)
     .await?
     .rows_affected();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO commands (device_id, rollout_id, action, created_at) \
-         SELECT device_id, rollout_id, 'rollback', $1 FROM attempts WHERE rollout_id = $2 AND state = '{}' \
-         ORDER BY device_id",
-        A::Committed
-    )))
-    .bind(now)
-    .bind(id)
-    .execute(&mut *conn)
-    .await?;
-    let rolled = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE attempts SET {}, updated_at = $1 WHERE rollout_id = $2 AND state = '{}'",
-        A::RollingBack.set_sql(),
-        A::Committed
+    let rolled = tell_and_move(conn, id, &[A::Committed], Some("rollback"), A::RollingBack, now).await?;
+    Ok((cancelled, (rolled, superseded)))
+}
+
+/// Queues `action` (if any) for the devices of rollout `id` whose attempt is in one
+/// of `from`, and moves those attempts to `to`; how many moved.
+async fn tell_and_move(
+    conn: &mut AnyConnection,
+    id: i64,
+    from: &[A],
+    action: Option<&str>,
+    to: A,
+    now: i64,
+) -> Result<u64, sqlx::Error> {
+    if let Some(action) = action {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO commands (device_id, rollout_id, action, created_at) \
+             SELECT device_id, rollout_id, $3, $1 FROM attempts WHERE rollout_id = $2 AND state IN {} \
+             ORDER BY device_id",
+            sql_list(from)
+        )))
+        .bind(now)
+        .bind(id)
+        .bind(action)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let moved = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE attempts SET {}, updated_at = $1 WHERE rollout_id = $2 AND state IN {}",
+        to.set_sql(),
+        sql_list(from)
     )))
     .bind(now)
     .bind(id)
     .execute(&mut *conn)
     .await?
     .rows_affected();
-    Ok((cancelled, (rolled, superseded)))
+    Ok(moved)
 }

@@ -238,16 +238,6 @@ mod tests {
     use super::AttemptState as A;
     use super::*;
 
-    const EVENTS: [Event; 8] = [
-        Event::Accepted,
-        Event::Downloading,
-        Event::Verified,
-        Event::Validated,
-        Event::Committed,
-        Event::Rejected,
-        Event::RolledBack,
-        Event::Cancelled,
-    ];
     const ERRORS: [Option<ErrorCode>; 4] =
         [None, Some(ErrorCode::BUSY), Some(ErrorCode::ROLLBACK_UNAVAILABLE), Some(ErrorCode::ACCURACY_DROP)];
 
@@ -294,7 +284,7 @@ mod tests {
     #[test]
     fn no_report_reopens_a_finished_attempt() {
         for &from in A::ALL {
-            for event in EVENTS {
+            for event in Event::ALL {
                 for error in ERRORS {
                     if let Some(to) = from.after(event, error) {
                         assert!(from.unfinished() || !to.unfinished(), "{from} -> {to} on {event:?}");

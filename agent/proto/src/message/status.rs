@@ -101,6 +101,18 @@ pub enum Event {
 }
 
 impl Event {
+    /// Every event, in wire order (each one's index is its code).
+    pub const ALL: [Self; 8] = [
+        Self::Accepted,
+        Self::Downloading,
+        Self::Verified,
+        Self::Validated,
+        Self::Committed,
+        Self::Rejected,
+        Self::RolledBack,
+        Self::Cancelled,
+    ];
+
     /// Whether the attempt has ended.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Committed | Self::Rejected | Self::RolledBack | Self::Cancelled)
