@@ -212,6 +212,21 @@ action!(
 mod tests {
     use utoipa::OpenApi;
 
+    /// The preview's new parts (incompatible and busy devices) are documented schemas.
+    #[test]
+    fn every_schema_the_rollout_routes_name_is_documented() {
+        let doc = serde_json::to_value(super::super::ApiDoc::openapi()).unwrap_or_default();
+        let text = doc.to_string();
+        let schemas = doc["components"]["schemas"].as_object().cloned().unwrap_or_default();
+        for name in ["Preview", "Incompatible", "Busy", "Tally", "NewRollout"] {
+            assert!(schemas.contains_key(name), "{name} is not in the document");
+        }
+        for r in text.split("\"#/components/schemas/").skip(1) {
+            let name = r.split('"').next().unwrap_or_default();
+            assert!(schemas.contains_key(name), "a $ref to {name} resolves to nothing");
+        }
+    }
+
     #[test]
     fn the_documented_states_are_the_state_machines() {
         let doc = serde_json::to_value(super::super::ApiDoc::openapi()).unwrap_or_default();
