@@ -9,8 +9,9 @@
 //! offers lost or kept by a broker restart, power cuts, reboots, disconnects and clock
 //! jumps, and check the control plane's invariants after every step and once the system
 //! is quiet. `cargo test` runs a sample; `MOTA_FULL_SCHEDULES=1` runs 10,000 schedules
-//! (`MOTA_SCHEDULES=n` any number, `MOTA_SCHEDULE_SEED=s` one schedule, to replay a
-//! failure). On PostgreSQL when `MOTA_TEST_POSTGRES` names a server.
+//! (`MOTA_SCHEDULES=n` any number, from seed `MOTA_SCHEDULE_FIRST` (1), so a run can be
+//! split over processes; `MOTA_SCHEDULE_SEED=s` one schedule, to replay a failure, with
+//! `MOTA_SCHEDULE_TRACE=1` to print every step). On PostgreSQL when `MOTA_TEST_POSTGRES` names a server.
 
 mod common;
 
@@ -353,8 +354,15 @@ struct Stats {
 /// A violated invariant: the schedule's seed and what broke.
 type Violation = String;
 
+/// An operator's abort or rollback, as it returned: the last publish before it, and for
+/// an abort the devices that had committed the version already (they keep it).
+struct Withdrawal {
+    seq: u64,
+    kept: Option<std::collections::HashSet<String>>,
+}
+
 /// The invariants that hold after every step.
-async fn check_always(w: &World, withdrawn: &HashMap<i64, u64>) -> Result<(), Violation> {
+async fn check_always(w: &World, withdrawn: &HashMap<i64, Withdrawal>) -> Result<(), Violation> {
     let db = &w.state.db.pool;
     let sql = |e: sqlx::Error| e.to_string();
     // Each device is in at most one unfinished attempt.
@@ -374,8 +382,8 @@ async fn check_always(w: &World, withdrawn: &HashMap<i64, u64>) -> Result<(), Vi
         return Err(format!("offers published before they were recorded: {unservable:?}"));
     }
     // After an abort or rollback returned, no offer of that rollout is published.
-    for (&id, &seq) in withdrawn {
-        let late = offers_after(w, seq, id);
+    for (&id, withdrawal) in withdrawn {
+        let late = offers_after(w, withdrawal.seq, id);
         if late > 0 {
             return Err(format!("{late} offers of rollout {id} after it was withdrawn"));
         }
@@ -420,7 +428,7 @@ async fn check_always(w: &World, withdrawn: &HashMap<i64, u64>) -> Result<(), Vi
 }
 
 /// The invariants that hold once the system is quiet.
-async fn check_quiet(w: &World, withdrawn: &HashMap<i64, u64>) -> Result<(), Violation> {
+async fn check_quiet(w: &World, withdrawn: &HashMap<i64, Withdrawal>) -> Result<(), Violation> {
     let db = &w.state.db.pool;
     let sql = |e: sqlx::Error| e.to_string();
     let recorded = w.recorded_running().await.map_err(|e| e.to_string())?;
@@ -465,21 +473,35 @@ async fn check_quiet(w: &World, withdrawn: &HashMap<i64, u64>) -> Result<(), Vio
             }
         }
     }
-    // Every device that still committed a withdrawn rollout was sent back (or had moved on).
-    for &id in withdrawn.keys() {
-        let kept: Vec<(String, String)> = sqlx::query_as(
-            "SELECT device_id, state FROM attempts WHERE rollout_id = $1 AND state IN ('committed', 'rolling_back')",
-        )
-        .bind(id)
-        .fetch_all(db)
-        .await
-        .map_err(sql)?;
-        if !kept.is_empty() {
-            return Err(format!("rollout {id} withdrawn, but {kept:?}"));
+    // A withdrawn rollout (by an operator or its gates): every device that committed it
+    // after an abort, or at all before a rollback, was sent back (or had moved on); only
+    // a device that keeps it (committed before an abort) still holds its offer.
+    for (id, state, _) in rollouts.iter().filter(|r| r.1 == "aborted" || r.1 == "rolled_back") {
+        let attempts: HashMap<String, String> =
+            sqlx::query_as::<_, (String, String)>("SELECT device_id, state FROM attempts WHERE rollout_id = $1")
+                .bind(id)
+                .fetch_all(db)
+                .await
+                .map_err(sql)?
+                .into_iter()
+                .collect();
+        let kept_before = withdrawn.get(id).and_then(|w| w.kept.as_ref());
+        for (device, s) in &attempts {
+            let allowed = match (state.as_str(), s.as_str()) {
+                (_, "rolling_back") => false,
+                ("rolled_back", "committed") => false,
+                ("aborted", "committed") => kept_before.is_none_or(|k| k.contains(device)),
+                _ => true,
+            };
+            if !allowed {
+                return Err(format!("rollout {id} {state}, but {device} is {s} once quiet"));
+            }
         }
         for (topic, payload) in w.bus.all_retained() {
             let m = common::control::Msg { seq: 0, topic, payload, retain: true };
-            if m.offer_rollout() == Some(id as u64) {
+            let device = mota_proto::topic::Topic::parse(&m.topic).map(|t| t.device().to_owned()).unwrap_or_default();
+            let keeps = attempts.get(&device).is_some_and(|s| s == "committed");
+            if m.offer_rollout() == Some(*id as u64) && !keeps {
                 return Err(format!("an offer of withdrawn rollout {id} stays retained on {}", m.topic));
             }
         }
@@ -497,9 +519,10 @@ async fn schedule(seed: u64, stats: &mut Stats) -> Result<Result<(), Violation>,
     let mut w = World::new(devices, T0).await?;
     let ids: Vec<String> = (0..devices).map(|i| format!("d{i}")).collect();
     let mut rollouts: Vec<i64> = Vec::new();
-    let mut withdrawn: HashMap<i64, u64> = HashMap::new();
+    let mut withdrawn: HashMap<i64, Withdrawal> = HashMap::new();
     let mut planned: [Option<(mota_backend::rollout::decide::Snapshot, Vec<Decision>)>; 2] = [None, None];
     let steps = 40 + rng.below(40);
+    let trace = std::env::var("MOTA_SCHEDULE_TRACE").is_ok();
     for _ in 0..steps {
         stats.steps += 1;
         let roll = rng.below(100);
@@ -581,7 +604,18 @@ async fn schedule(seed: u64, stats: &mut Stats) -> Result<Result<(), Violation>,
                 };
                 match w.act(id, action).await {
                     Ok(()) if matches!(action, Action::Abort | Action::Rollback) => {
-                        withdrawn.insert(id, w.bus.seq());
+                        let kept = if action == Action::Abort {
+                            let committed: Vec<String> = sqlx::query_scalar(
+                                "SELECT device_id FROM attempts WHERE rollout_id = $1 AND state = 'committed'",
+                            )
+                            .bind(id)
+                            .fetch_all(&w.state.db.pool)
+                            .await?;
+                            Some(committed.into_iter().collect())
+                        } else {
+                            None
+                        };
+                        withdrawn.insert(id, Withdrawal { seq: w.bus.seq(), kept });
                     }
                     Ok(()) | Err(RolloutError::Conflict(_)) => {}
                     Err(e) => return Err(e.into()),
@@ -607,6 +641,19 @@ async fn schedule(seed: u64, stats: &mut Stats) -> Result<Result<(), Violation>,
                 }
             }
             _ => w.advance(if rng.chance(10) { 600_000 } else { 1_000 + rng.below(90_000) as i64 }),
+        }
+        if trace {
+            let attempts: Vec<(i64, String, String)> =
+                sqlx::query_as("SELECT rollout_id, device_id, state FROM attempts ORDER BY rollout_id, device_id")
+                    .fetch_all(&w.state.db.pool)
+                    .await?;
+            let rollouts: Vec<(i64, String)> =
+                sqlx::query_as("SELECT id, state FROM rollouts ORDER BY id").fetch_all(&w.state.db.pool).await?;
+            let inbound: Vec<(String, Kind)> = w.inbound.iter().map(|m| (m.0.clone(), m.1)).collect();
+            eprintln!(
+                "roll {roll} d{d} e{e} t+{}s: {rollouts:?} {attempts:?} inbound {inbound:?}",
+                (w.now() - T0) / 1000
+            );
         }
         if let Err(v) = check_always(&w, &withdrawn).await {
             return Ok(Err(v));
@@ -643,11 +690,15 @@ async fn schedule(seed: u64, stats: &mut Stats) -> Result<Result<(), Violation>,
 #[tokio::test]
 async fn random_schedules_keep_the_control_plane_invariants() -> TestResult {
     let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
-    let seeds: Vec<u64> = match (env("MOTA_SCHEDULE_SEED"), env("MOTA_SCHEDULES")) {
-        (Some(seed), _) => vec![seed],
-        (None, Some(n)) => (1..=n).collect(),
-        (None, None) if std::env::var("MOTA_FULL_SCHEDULES").is_ok() => (1..=10_000).collect(),
-        (None, None) => (1..=16).collect(),
+    let first = env("MOTA_SCHEDULE_FIRST").unwrap_or(1);
+    let count = match (env("MOTA_SCHEDULES"), std::env::var("MOTA_FULL_SCHEDULES").is_ok()) {
+        (Some(n), _) => n,
+        (None, true) => 10_000,
+        (None, false) => 16,
+    };
+    let seeds: Vec<u64> = match env("MOTA_SCHEDULE_SEED") {
+        Some(seed) => vec![seed],
+        None => (first..first + count).collect(),
     };
     let started = std::time::Instant::now();
     let mut stats = Stats::default();

@@ -161,9 +161,12 @@ pub(crate) async fn end(
     rollback: bool,
     now: i64,
 ) -> Result<(u64, (u64, u64)), sqlx::Error> {
-    // Pending attempts were never published: cancelled without a word.
-    let cancelled = tell_and_move(conn, id, A::HOLDS_OFFER, Some("cancel"), A::Cancelled, now).await?
-        + tell_and_move(conn, id, &[A::Pending], None, A::Cancelled, now).await?;
+    // Pending attempts were never published: cancelled without a word. A device that
+    // rejected the offer keeps it retained; its `cancel` (a no-op on the device) makes
+    // the engine reset it, so a later boot cannot find the withdrawn offer again.
+    tell(conn, id, A::HOLDS_OFFER, "cancel", now).await?;
+    tell(conn, id, &[A::Rejected], "cancel", now).await?;
+    let cancelled = move_to(conn, id, A::UNFINISHED, A::Cancelled, now).await?;
     if !rollback {
         return Ok((cancelled, (0, 0)));
     }
@@ -185,33 +188,28 @@ pub(crate) async fn end(
     .execute(&mut *conn)
     .await?
     .rows_affected();
-    let rolled = tell_and_move(conn, id, &[A::Committed], Some("rollback"), A::RollingBack, now).await?;
+    tell(conn, id, &[A::Committed], "rollback", now).await?;
+    let rolled = move_to(conn, id, &[A::Committed], A::RollingBack, now).await?;
     Ok((cancelled, (rolled, superseded)))
 }
 
-/// Queues `action` (if any) for the devices of rollout `id` whose attempt is in one
-/// of `from`, and moves those attempts to `to`; how many moved.
-async fn tell_and_move(
-    conn: &mut AnyConnection,
-    id: i64,
-    from: &[A],
-    action: Option<&str>,
-    to: A,
-    now: i64,
-) -> Result<u64, sqlx::Error> {
-    if let Some(action) = action {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO commands (device_id, rollout_id, action, created_at) \
-             SELECT device_id, rollout_id, $3, $1 FROM attempts WHERE rollout_id = $2 AND state IN {} \
-             ORDER BY device_id",
-            sql_list(from)
-        )))
-        .bind(now)
-        .bind(id)
-        .bind(action)
-        .execute(&mut *conn)
-        .await?;
-    }
+/// Queues `action` for the devices of rollout `id` whose attempt is in one of `from`.
+async fn tell(conn: &mut AnyConnection, id: i64, from: &[A], action: &str, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO commands (device_id, rollout_id, action, created_at) \
+         SELECT device_id, rollout_id, $3, $1 FROM attempts WHERE rollout_id = $2 AND state IN {} ORDER BY device_id",
+        sql_list(from)
+    )))
+    .bind(now)
+    .bind(id)
+    .bind(action)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Moves rollout `id`'s attempts in one of `from` to `to`; how many.
+async fn move_to(conn: &mut AnyConnection, id: i64, from: &[A], to: A, now: i64) -> Result<u64, sqlx::Error> {
     let moved = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE attempts SET {}, updated_at = $1 WHERE rollout_id = $2 AND state IN {}",
         to.set_sql(),
@@ -220,7 +218,6 @@ async fn tell_and_move(
     .bind(now)
     .bind(id)
     .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    Ok(moved)
+    .await?;
+    Ok(moved.rows_affected())
 }
