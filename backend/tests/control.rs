@@ -250,6 +250,7 @@ async fn offline_devices_wait_and_incompatible_ones_are_never_offered() -> TestR
         arena_bytes: 64,
         codecs: 1,
         max_chunk: 4096,
+        next_seq: None,
     };
     let hello = Hello::online(small).to_vec()?;
     let Ok(Payload::Hello(h)) = Payload::parse(Kind::Hello, &hello) else { return Err("hello".into()) };
@@ -284,6 +285,26 @@ async fn offline_devices_wait_and_incompatible_ones_are_never_offered() -> TestR
     let view = mota_backend::rollout::view::load(&w.state.db, id).await?;
     assert_eq!((view.state.as_str(), view.cohorts[0].tally.timed_out), ("paused", 1), "{view:?}");
     Ok(())
+}
+
+/// A hello the device sent before it committed, handled after the commit (replicas
+/// take the shared subscription in turns), does not take the backend's record back to
+/// the old model: the hello carries the number of the device's next report, and the
+/// record keeps the number of the report that set it (found by the schedules, seed 5346).
+#[tokio::test]
+async fn a_hello_older_than_the_commit_does_not_take_the_model_back() -> TestResult {
+    let mut w = World::new(1, T0).await?;
+    let id = w.create(rollout("1.1.0", &["d0"], json!({}))).await?;
+    w.drop_connection(0);
+    w.drain().await?;
+    w.connect(0);
+    let at = w.inbound.iter().position(|m| m.1 == Kind::Hello).ok_or("no hello")?;
+    let stale = w.inbound.remove(at).ok_or("no hello")?;
+    w.settle(10_000, 60).await?;
+    assert_eq!(w.attempts(id).await?[0].1, "committed");
+    w.inbound.push_back(stale);
+    w.drain().await?;
+    running_agrees(&w).await
 }
 
 // ---- replicas ------------------------------------------------------------------------

@@ -41,6 +41,7 @@ fn hello(class: &str) -> Result<Vec<u8>, BoxError> {
         arena_bytes: 32 * 1024,
         codecs: 1,
         max_chunk: 4096,
+        next_seq: None,
     };
     Ok(Hello::online(info).to_vec()?)
 }

@@ -23,6 +23,11 @@ ALTER TABLE attempts ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
 -- already kept): the delta codecs it decodes (a bit per codec) and its largest chunk.
 ALTER TABLE devices ADD COLUMN codecs INTEGER;
 ALTER TABLE devices ADD COLUMN max_chunk BIGINT;
+-- The report number of the status report that last set the running model: a hello
+-- whose device had not yet sent that report (its next_seq is not past it) is older
+-- than the report, and its running model is not taken (replicas handle the two in
+-- either order).
+ALTER TABLE devices ADD COLUMN running_seq BIGINT;
 
 -- One replica steps a given rollout at a time: the lease's holder and until when (ms).
 ALTER TABLE rollouts ADD COLUMN lease_owner TEXT;

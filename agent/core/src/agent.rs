@@ -227,6 +227,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             arena_bytes: self.config.limits.max_arena_bytes,
             codecs: 1 << mota_delta::format::CODEC,
             max_chunk: self.config.chunk_bytes,
+            next_seq: Some(self.state.seq),
         };
         publish(net, Kind::Hello, &Hello::online(info));
         self.report_due |= self.state.report.is_some();

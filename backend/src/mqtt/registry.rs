@@ -39,6 +39,8 @@ pub struct DeviceRow {
     pub codecs: i64,
     /// Largest chunk it asks for.
     pub max_chunk: i64,
+    /// The number of its next status report (absent from older agents).
+    pub next_seq: Option<i64>,
 }
 
 impl DeviceRow {
@@ -56,6 +58,7 @@ impl DeviceRow {
             arena_bytes: i64::from(info.arena_bytes),
             codecs: i64::from(info.codecs),
             max_chunk: i64::from(info.max_chunk),
+            next_seq: info.next_seq.map(i64::from),
         }
     }
 }
@@ -135,12 +138,18 @@ fn bind_row<'q>(
 
 /// Overwrites the row with `row` where `condition` holds; whether it did.
 async fn update(conn: &mut AnyConnection, row: &DeviceRow, now: i64, condition: &str) -> Result<bool, sqlx::Error> {
+    // A hello older than the report that last set the running model (the device had not
+    // sent it yet) does not take the model back: replicas handle the two in any order.
+    let fresh = "(CAST($13 AS BIGINT) IS NULL OR running_seq IS NULL OR $13 > running_seq)";
     let sql = format!(
-        "UPDATE devices SET device_class = $2, agent_version = $3, online = 1, running_sha256 = $4, \
-         running_model = $5, running_version = $6, security_counter = $7, slot_bytes = $8, arena_bytes = $9, \
-         last_seen = $10, codecs = $11, max_chunk = $12 WHERE id = $1{condition}"
+        "UPDATE devices SET device_class = $2, agent_version = $3, online = 1, \
+         running_sha256 = CASE WHEN {fresh} THEN $4 ELSE running_sha256 END, \
+         running_model = CASE WHEN {fresh} THEN $5 ELSE running_model END, \
+         running_version = CASE WHEN {fresh} THEN $6 ELSE running_version END, \
+         security_counter = CASE WHEN {fresh} THEN $7 ELSE security_counter END, slot_bytes = $8, \
+         arena_bytes = $9, last_seen = $10, codecs = $11, max_chunk = $12 WHERE id = $1{condition}"
     );
-    let done = bind_row(sqlx::query(sqlx::AssertSqlSafe(sql)), row, now).execute(conn).await?;
+    let done = bind_row(sqlx::query(sqlx::AssertSqlSafe(sql)), row, now).bind(row.next_seq).execute(conn).await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -162,11 +171,13 @@ mod tests {
             arena_bytes: 40_000,
             codecs: 1,
             max_chunk: 4096,
+            next_seq: Some(7),
         };
         let row = DeviceRow::from_info("dev-1", &info);
         assert_eq!(row.running_sha256.as_deref(), Some("ab".repeat(32).as_str()));
         assert_eq!((row.running_model.as_deref(), row.running_version.as_deref()), (Some("digits"), Some("1.2.0")));
         assert_eq!((row.security_counter, row.slot_bytes, row.arena_bytes), (i64::from(u32::MAX), 524_288, 40_000));
+        assert_eq!((row.codecs, row.max_chunk, row.next_seq), (1, 4096, Some(7)));
         let bare = DeviceRow::from_info("dev-2", &DeviceInfo { running: None, ..info });
         assert_eq!((bare.running_sha256, bare.running_model, bare.running_version), (None, None, None));
         assert_eq!((bare.device_class.as_str(), bare.agent_version.as_str()), ("mcu", "0.1.0"));

@@ -29,6 +29,7 @@ pub fn device_hello(running: Digest, max_chunk: u32) -> Result<Vec<u8>, BoxError
         arena_bytes: 64 * 1024,
         codecs: 1,
         max_chunk,
+        next_seq: None,
     })
     .to_vec()?)
 }

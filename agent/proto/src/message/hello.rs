@@ -69,6 +69,12 @@ pub struct DeviceInfo<'a> {
     /// The largest chunk the device accepts in one message.
     #[n(7)]
     pub max_chunk: u32,
+    /// The number its next status report will carry (device-wide, persisted, only
+    /// grows). Replicas may handle a hello and a report in either order; the backend
+    /// takes the running model from a hello only if no report it already stored (one
+    /// that changed the running model) came later than this hello.
+    #[n(8)]
+    pub next_seq: Option<u32>,
 }
 
 /// The model a device runs.

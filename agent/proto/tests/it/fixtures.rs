@@ -96,6 +96,7 @@ pub fn hello_online() -> Hello<'static> {
         arena_bytes: 64 * 1024,
         codecs: 0b10,
         max_chunk: 4096,
+        next_seq: None,
     })
 }
 

@@ -170,12 +170,12 @@ proptest! {
     fn hello_round_trips(
         class in IDENT, agent in VERSION, model in proptest::option::of((IDENT, VERSION, digest())),
         counter in any::<u32>(), slot in any::<u32>(), arena in any::<u32>(), codecs in any::<u32>(),
-        max_chunk in 1..=16384u32, online in any::<bool>(),
+        max_chunk in 1..=16384u32, next_seq in proptest::option::of(any::<u32>()), online in any::<bool>(),
     ) {
         let running = model.as_ref().map(|(m, v, d)| RunningModel { model: m, version: v, sha256: *d });
         let info = DeviceInfo {
             device_class: &class, agent_version: &agent, running, security_counter: counter,
-            slot_bytes: slot, arena_bytes: arena, codecs, max_chunk,
+            slot_bytes: slot, arena_bytes: arena, codecs, max_chunk, next_seq,
         };
         let hello = if online { Hello::online(info) } else { Hello::OFFLINE };
         round_trip(&hello, &mut Vec::new())?;

@@ -45,6 +45,8 @@ pub(super) struct Change {
     pub manifest: Option<String>,
     /// Set when a report changed what the device runs; the last one wins.
     pub running: Option<Running>,
+    /// The report number of the report that last set `running`.
+    pub running_seq: Option<i64>,
     /// How many reports moved the attempt.
     pub moves: usize,
     /// It committed a withdrawn rollout: a `rollback` is to be queued.
@@ -65,6 +67,7 @@ impl Change {
             bytes_done: None,
             manifest: None,
             running: None,
+            running_seq: None,
             moves: 0,
             send_back: false,
         }
@@ -87,10 +90,14 @@ impl Change {
         if self.manifest.is_none() {
             self.manifest = s.manifest.map(|m| crate::blobs::hex(&m.0));
         }
-        match s.event {
-            Event::Committed => self.running = Some(Running::Target),
-            Event::RolledBack => self.running = Some(Running::Base),
-            _ => {}
+        let running = match s.event {
+            Event::Committed => Some(Running::Target),
+            Event::RolledBack => Some(Running::Base),
+            _ => None,
+        };
+        if running.is_some() {
+            self.running = running;
+            self.running_seq = Some(i64::from(s.seq));
         }
         self.moves += 1;
     }

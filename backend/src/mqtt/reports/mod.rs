@@ -230,7 +230,7 @@ pub async fn ingest(db: &Db, reports: &[(&str, &[u8])]) -> Result<usize, IngestE
                     targets.get(&key.0).cloned().flatten()
                 }
             };
-            running.push((key.1.clone(), image));
+            running.push((key.1.clone(), image, change.running_seq));
         }
         pending.retain(|r| {
             let key = (r.rollout, r.device.to_owned());

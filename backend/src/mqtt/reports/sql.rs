@@ -320,14 +320,14 @@ async fn image_info(tx: &mut AnyConnection, image: &str) -> Result<Option<(Strin
 pub(super) async fn set_running(
     tx: &mut AnyConnection,
     engine: Engine,
-    running: &[(String, Option<String>)],
+    running: &[(String, Option<String>, Option<i64>)],
     now: i64,
 ) -> Result<(), sqlx::Error> {
     if running.is_empty() {
         return Ok(());
     }
     let mut known = HashMap::new();
-    for image in running.iter().filter_map(|(_, image)| image.as_deref()) {
+    for image in running.iter().filter_map(|(_, image, _)| image.as_deref()) {
         if let Entry::Vacant(slot) = known.entry(image) {
             slot.insert(image_info(&mut *tx, image).await?);
         }
@@ -338,8 +338,9 @@ pub(super) async fn set_running(
         ("model", "text"),
         ("version", "text"),
         ("counter", "bigint"),
+        ("seq", "bigint"),
     ]);
-    for (device, image) in running {
+    for (device, image, seq) in running {
         let info = image.as_deref().and_then(|i| known.get(i)).and_then(Option::as_ref);
         rows.push([
             text(device),
@@ -347,13 +348,14 @@ pub(super) async fn set_running(
             Cell::Text(info.map(|(model, _, _)| model.clone())),
             Cell::Text(info.map(|(_, version, _)| version.clone())),
             Cell::Int(info.map(|(_, _, counter)| *counter)),
+            Cell::Int(*seq),
         ]);
     }
     // The counter only rises: a device rolled back to an older model keeps its counter.
     let sql = format!(
         "{}UPDATE devices SET running_sha256 = v.image, running_model = v.model, running_version = v.version, \
          security_counter = CASE WHEN devices.security_counter < COALESCE(v.counter, 0) THEN v.counter \
-         ELSE devices.security_counter END, last_seen = $1 FROM v WHERE devices.id = v.device_id",
+         ELSE devices.security_counter END, running_seq = v.seq, last_seen = $1 FROM v WHERE devices.id = v.device_id",
         rows.cte(engine, 2)
     );
     let q = rows.bind(engine, sqlx::query(AssertSqlSafe(sql)).bind(now));
