@@ -707,6 +707,22 @@ async fn schedule(seed: u64, stats: &mut Stats) -> Result<Result<(), Violation>,
     Ok(verdict)
 }
 
+/// The schedules of the full runs that found a defect (or a wrong check), replayed: 1445
+/// (a device that committed before an abort keeps the version), 5346 (a hello older than
+/// a commit), 8807 (a rollback the device refused during a later rollout's update, its
+/// refusal displaced by that update's report: the rollback is moot once the later
+/// rollout changes the device's model).
+#[tokio::test]
+async fn the_schedules_that_found_defects_keep_the_invariants() -> TestResult {
+    let mut stats = Stats::default();
+    for seed in [1445, 5346, 8807] {
+        if let Err(v) = schedule(seed, &mut stats).await? {
+            panic!("schedule {seed}: {v}");
+        }
+    }
+    Ok(())
+}
+
 /// Random schedules against the invariants (see the file's head for the knobs).
 #[tokio::test]
 async fn random_schedules_keep_the_control_plane_invariants() -> TestResult {

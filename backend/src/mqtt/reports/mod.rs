@@ -201,6 +201,7 @@ pub async fn ingest(db: &Db, reports: &[(&str, &[u8])]) -> Result<usize, IngestE
     let mut pending = filed;
     let mut running = Vec::new();
     let mut sent_back = Vec::new();
+    let mut changed_model = Vec::new();
     let mut targets = HashMap::new();
     let mut moved = 0;
     for _ in 0..MAX_ROUNDS {
@@ -231,6 +232,7 @@ pub async fn ingest(db: &Db, reports: &[(&str, &[u8])]) -> Result<usize, IngestE
                 }
             };
             running.push((key.1.clone(), image, change.running_seq));
+            changed_model.push(key.clone());
         }
         pending.retain(|r| {
             let key = (r.rollout, r.device.to_owned());
@@ -239,6 +241,7 @@ pub async fn ingest(db: &Db, reports: &[(&str, &[u8])]) -> Result<usize, IngestE
         if pending.is_empty() {
             sql::set_running(&mut tx, db.engine, &running, now).await?;
             sql::send_back(&mut tx, &sent_back, now).await?;
+            sql::moot_rollbacks(&mut tx, db.engine, &changed_model, now).await?;
             tx.commit().await?;
             return Ok(moved);
         }

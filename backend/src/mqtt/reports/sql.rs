@@ -376,6 +376,36 @@ pub(super) async fn withdrawn(tx: &mut AnyConnection, rollouts: &BTreeSet<i64>) 
     Ok(out)
 }
 
+/// A device whose model another rollout's report just changed (it committed, or
+/// rolled back) is past any rollback still on its way for an earlier rollout: that
+/// attempt is `superseded`. Its answer to that rollback may never come (the agent
+/// refuses a rollback during a job, and its next terminal report replaces the refusal);
+/// sending the rollback again could not help either, since a device that did roll back
+/// would swap back (until commands name their target, issue 17).
+pub(super) async fn moot_rollbacks(
+    tx: &mut AnyConnection,
+    engine: Engine,
+    changed: &[(i64, String)],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let mut rows = Rows::new(&[("rollout_id", "bigint"), ("device_id", "text")]);
+    for (rollout, device) in changed {
+        rows.push([Cell::Int(Some(*rollout)), text(device)]);
+    }
+    let sql = format!(
+        "{}UPDATE attempts SET {}, updated_at = $1 FROM v WHERE attempts.device_id = v.device_id \
+         AND attempts.rollout_id <> v.rollout_id AND attempts.state = '{}'",
+        rows.cte(engine, 2),
+        AttemptState::Superseded.set_sql(),
+        AttemptState::RollingBack
+    );
+    rows.bind(engine, sqlx::query(AssertSqlSafe(sql)).bind(now)).execute(tx).await?;
+    Ok(())
+}
+
 /// Queues a `rollback` for each (rollout, device) that committed a withdrawn rollout.
 pub(super) async fn send_back(tx: &mut AnyConnection, sent: &[(i64, String)], now: i64) -> Result<(), sqlx::Error> {
     for (rollout, device) in sent {
