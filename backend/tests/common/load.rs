@@ -27,7 +27,8 @@ pub fn device_hello(running: Digest, max_chunk: u32) -> Result<Vec<u8>, BoxError
         security_counter: 1,
         slot_bytes: 128 * 1024,
         arena_bytes: 64 * 1024,
-        codecs: 1,
+        // The delta codec the agent decodes (a device without it is sent full images).
+        codecs: 1 << mota_delta::format::CODEC,
         max_chunk,
         next_seq: None,
     })
