@@ -69,8 +69,10 @@ pub enum Clock {
     /// This process' clock (SQLite: one machine, so one clock).
     System,
     /// The database server's clock (PostgreSQL): replicas on machines whose clocks
-    /// disagree still judge timeouts, leases and soak times by the same one.
-    Database,
+    /// disagree still judge timeouts, leases and soak times by the same one. Read as
+    /// this process' clock plus the offset to the server's, measured again every
+    /// [`OFFSET_TTL`] (a query per report batch cost the ingest a statement).
+    Database(std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, i64)>>>),
     /// A clock a test sets (and jumps).
     Manual(std::sync::Arc<std::sync::atomic::AtomicI64>),
 }
@@ -89,7 +91,7 @@ impl Db {
             .then(|| url.trim_start_matches("sqlite:").trim_start_matches("//").split('?').next().unwrap_or_default())
             .filter(|path| !path.is_empty() && !path.starts_with(":memory:"))
             .map(std::path::PathBuf::from);
-        let clock = if engine == Engine::Postgres { Clock::Database } else { Clock::System };
+        let clock = if engine == Engine::Postgres { Clock::Database(Default::default()) } else { Clock::System };
         let db = Self { pool, engine, sqlite_file, clock };
         if engine == Engine::Sqlite {
             // Write-ahead log: readers run while a write commits, and a commit costs one
@@ -152,10 +154,22 @@ impl Db {
     pub async fn now(&self) -> Result<i64, sqlx::Error> {
         match &self.clock {
             Clock::System => Ok(now_ms()),
-            Clock::Database => {
-                sqlx::query_scalar("SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)")
-                    .fetch_one(&self.pool)
-                    .await
+            Clock::Database(offset) => {
+                let cached = *offset.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some((_, offset)) = cached.filter(|(at, _)| at.elapsed() < OFFSET_TTL) {
+                    return Ok(now_ms() + offset);
+                }
+                let before = now_ms();
+                let server: i64 =
+                    sqlx::query_scalar("SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)")
+                        .fetch_one(&self.pool)
+                        .await?;
+                let after = now_ms();
+                // The server read its clock about halfway through the round trip.
+                let measured = server - (before + after) / 2;
+                *offset.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some((std::time::Instant::now(), measured));
+                Ok(after + measured)
             }
             Clock::Manual(t) => Ok(t.load(std::sync::atomic::Ordering::SeqCst)),
         }
@@ -167,6 +181,9 @@ impl Db {
         Ok(())
     }
 }
+
+/// How long a measured offset to the database server's clock is used.
+pub const OFFSET_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Now, in Unix milliseconds (the schema's time unit).
 pub fn now_ms() -> i64 {
