@@ -197,7 +197,7 @@ impl Apply<'_> {
     /// Sends timed-out devices their offer again (claimed like a first offer).
     async fn retry(&self, s: &Snapshot, devices: &[&str]) -> Result<(), ApplyError> {
         let id = s.rollout.id;
-        // The offers they hold, recorded (committed) before they go out again.
+        // The offers they hold (recorded for the chunk service when first offered).
         let mut envelopes = Vec::new();
         for &device in devices {
             let envelope: Option<Vec<u8>> = sqlx::query_scalar(
@@ -209,7 +209,6 @@ impl Apply<'_> {
             .fetch_optional(&self.db.pool)
             .await?;
             if let Some(envelope) = envelope {
-                record_offer(&mut *self.db.pool.acquire().await?, device, &envelope, s.now).await?;
                 envelopes.push((device, envelope));
             }
         }
