@@ -15,7 +15,7 @@ use mota_proto::{DevicePolicy, Digest, Envelope, Image, Limits, Manifest, Wire, 
 fn offer() -> (Vec<u8>, [u8; 32]) {
     let root = SigningKey::from_bytes(&[0x11; 32]);
     let release = SigningKey::from_bytes(&[0x33; 32]);
-    let cert = certify(&root, &release.verifying_key(), u64::MAX).unwrap();
+    let cert = certify(&root, &release.verifying_key(), u64::MAX, 0..=u32::MAX).unwrap();
     let manifest = Manifest {
         format: 1,
         model: "kws-dscnn",
@@ -39,6 +39,7 @@ fn bench(c: &mut Criterion) {
         device_class: "stm32f4-kws",
         security_counter: 6,
         now: Some(1_800_000_000),
+        revoked: &[],
         limits: Limits {
             max_image_bytes: 1 << 20,
             max_patch_bytes: 1 << 20,
@@ -52,7 +53,7 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("offer");
     group.bench_function("anchor: one ed25519 verify_strict of the manifest", |b| {
-        b.iter(|| release.verify_strict(black_box(env.manifest), &signature).unwrap())
+        b.iter(|| release.verify_strict(black_box(env.body), &signature).unwrap())
     });
     group.bench_function("mota_proto::verify (certificate + manifest)", |b| {
         b.iter(|| verify(black_box(&envelope), &[root], &policy).unwrap())

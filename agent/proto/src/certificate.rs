@@ -3,15 +3,24 @@
 //! and the root key can stay offline.
 //!
 //! A certificate is the signed bytes of a [`CertBody`] plus the issuing root's key id and
-//! the root's ed25519 signature over exactly those bytes. As with the envelope, the body
-//! stays bytes until its signature has been checked.
+//! the root's ed25519 signature over exactly those bytes ([`RootSigned`], the shape of
+//! everything a root signs: a revocation list is the other). As with the envelope, the
+//! body stays bytes until its signature has been checked.
 //!
-//! | key | [`KeyCertificate`] | [`CertBody`] (tag [`TAG_CERT_BODY`]) |
+//! The root bounds what a release key can do: its certificate names the range of
+//! security counters the key may sign. A leaked release key can then raise a device's
+//! counter at most to the range's top, and a release key certified above that range
+//! (by the root, kept offline) still updates the device: a key compromise never locks a
+//! fleet out for ever.
+//!
+//! | key | [`RootSigned`] | [`CertBody`] (tag [`TAG_CERT_BODY`]) |
 //! |---|---|---|
-//! | 0 | body: bstr (encoded `CertBody`) | format version: uint, = [`CERT_FORMAT_VERSION`] |
+//! | 0 | body: bstr (encoded body) | format version: uint, = [`CERT_FORMAT_VERSION`] |
 //! | 1 | issuer: root key id, bstr(8) | key id of the certified key, bstr(8) |
 //! | 2 | signature: bstr(64) | ed25519 public key, bstr(32) |
 //! | 3 | | not after: uint64 unix seconds |
+//! | 4 | | lowest security counter the key may sign: uint32 |
+//! | 5 | | highest security counter the key may sign: uint32 |
 
 use minicbor::{Decode, Encode};
 
@@ -20,16 +29,18 @@ use crate::ids::KeyId;
 use crate::limits::{MAX_CERT_BODY_LEN, MAX_ENVELOPE_LEN};
 use crate::wire::{Wire, precheck_format};
 
-/// The certificate format this build reads and writes.
-pub const CERT_FORMAT_VERSION: u16 = 1;
+/// The certificate format this build reads and writes (2: the counter range).
+pub const CERT_FORMAT_VERSION: u16 = 2;
 /// CBOR tag of a certificate body ("mot" + 2).
 pub const TAG_CERT_BODY: u64 = 0x6d6f_7402;
 
-/// A root's signature over a release key.
+/// Bytes a root key signed: a release-key certificate ([`KeyCertificate`], body
+/// [`CertBody`]) or a revocation list (body [`crate::RevocationBody`]). The body's CBOR
+/// tag says which, so one can never pass for the other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
 #[cbor(map)]
-pub struct KeyCertificate<'a> {
-    /// The encoded [`CertBody`]: signed bytes, decoded only after the signature holds.
+pub struct RootSigned<'a> {
+    /// The encoded body: signed bytes, decoded only after the signature holds.
     #[cbor(b(0), with = "minicbor::bytes")]
     pub body: &'a [u8],
     /// Which root key signed it.
@@ -40,7 +51,11 @@ pub struct KeyCertificate<'a> {
     pub signature: [u8; 64],
 }
 
-/// What a root certifies: this key, under this id, until this time.
+/// A root's signature over a release key.
+pub type KeyCertificate<'a> = RootSigned<'a>;
+
+/// What a root certifies: this key, under this id, until this time, for this range of
+/// security counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
 #[cbor(map, tag(1836020738))]
 pub struct CertBody {
@@ -56,9 +71,22 @@ pub struct CertBody {
     /// Unix seconds after which the key is no longer valid (checked with trusted time).
     #[n(3)]
     pub not_after: u64,
+    /// The lowest security counter the key may sign.
+    #[n(4)]
+    pub min_counter: u32,
+    /// The highest security counter the key may sign.
+    #[n(5)]
+    pub max_counter: u32,
 }
 
-impl<'a> Wire<'a> for KeyCertificate<'a> {
+impl CertBody {
+    /// Whether the key may sign a manifest with this security counter.
+    pub fn allows(&self, counter: u32) -> bool {
+        (self.min_counter..=self.max_counter).contains(&counter)
+    }
+}
+
+impl<'a> Wire<'a> for RootSigned<'a> {
     // A certificate alone never exceeds what fits inside an envelope.
     const MAX_LEN: usize = MAX_ENVELOPE_LEN;
     const CANONICAL: bool = true;
@@ -82,6 +110,9 @@ impl Wire<'_> for CertBody {
     fn check(&self) -> Result<(), DecodeError> {
         if self.format != CERT_FORMAT_VERSION {
             return Err(DecodeError::UnsupportedFormat { found: self.format });
+        }
+        if self.min_counter > self.max_counter {
+            return Err(DecodeError::InvalidValue { field: "certificate.counters" });
         }
         Ok(())
     }

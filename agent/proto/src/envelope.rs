@@ -1,15 +1,17 @@
-//! The signed envelope: the payload of an `offer`.
+//! The signed envelope: the payload of an `offer` (body: a manifest) and of a `cmd`
+//! (body: a [`crate::CommandBody`]).
 //!
-//! The manifest travels as the exact bytes that were signed, so a device verifies the
-//! signature over them before it decodes a single field of the manifest (SUIT's rule),
-//! and the certificate of the signing key travels with it, so a device needs nothing but
-//! its root keys to decide.
+//! The body travels as the exact bytes that were signed, so a device verifies the
+//! signature over them before it decodes a single field (SUIT's rule), and the
+//! certificate of the signing key travels with it, so a device needs nothing but its root
+//! keys to decide. The body's CBOR tag says what it is, so a signed command can never
+//! pass for a manifest, nor a manifest for a command.
 //!
 //! | key | field | type |
 //! |---|---|---|
-//! | 0 | manifest | bstr, an encoded [`crate::Manifest`], ≤ 1024 |
+//! | 0 | body: an encoded [`crate::Manifest`] or [`crate::CommandBody`] | bstr, ≤ 1024 |
 //! | 1 | key id of the signing release key | bstr(8) |
-//! | 2 | ed25519 signature over the manifest bytes | bstr(64) |
+//! | 2 | ed25519 signature over the body bytes | bstr(64) |
 //! | 3 | certificate of the release key | [`KeyCertificate`] map |
 
 use minicbor::{Decode, Encode};
@@ -20,17 +22,17 @@ use crate::ids::KeyId;
 use crate::limits::{MAX_ENVELOPE_LEN, MAX_MANIFEST_LEN};
 use crate::wire::Wire;
 
-/// A manifest, its signature and the key chain behind it.
+/// A signed body, its signature and the key chain behind it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
 #[cbor(map)]
 pub struct Envelope<'a> {
-    /// The encoded manifest, exactly as signed.
+    /// The encoded manifest or command, exactly as signed.
     #[cbor(b(0), with = "minicbor::bytes")]
-    pub manifest: &'a [u8],
-    /// Id of the release key that signed `manifest`.
+    pub body: &'a [u8],
+    /// Id of the release key that signed `body`.
     #[n(1)]
     pub key_id: KeyId,
-    /// ed25519 signature over `manifest`.
+    /// ed25519 signature over `body`.
     #[cbor(n(2), with = "minicbor::bytes")]
     pub signature: [u8; 64],
     /// The root's certificate for the release key.
@@ -43,8 +45,8 @@ impl<'a> Wire<'a> for Envelope<'a> {
     const CANONICAL: bool = true;
 
     fn check(&self) -> Result<(), DecodeError> {
-        if self.manifest.len() > MAX_MANIFEST_LEN {
-            return Err(DecodeError::FieldTooLong { field: "manifest", max: MAX_MANIFEST_LEN });
+        if self.body.len() > MAX_MANIFEST_LEN {
+            return Err(DecodeError::FieldTooLong { field: "envelope.body", max: MAX_MANIFEST_LEN });
         }
         self.certificate.check()
     }

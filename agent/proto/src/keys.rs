@@ -132,7 +132,7 @@ mod tests {
         let public = public_key_pem(&key.verifying_key())?;
         assert!(matches!(KeyFile::from_pem(&public), Ok(KeyFile::Public(k)) if k == key.verifying_key()));
 
-        let cert = certify(&key, &SigningKey::from_bytes(&[8; 32]).verifying_key(), 1_900_000_000)?;
+        let cert = certify(&key, &SigningKey::from_bytes(&[8; 32]).verifying_key(), 1_900_000_000, 1..=9)?;
         let cert_pem = certificate_pem(&cert)?;
         assert!(cert_pem.starts_with("-----BEGIN MOTA KEY CERTIFICATE-----"));
         assert!(matches!(KeyFile::from_pem(&cert_pem), Ok(KeyFile::Certificate(c)) if c == cert));

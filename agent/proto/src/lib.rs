@@ -9,7 +9,10 @@
 //!   digests, validation rule, arena size, expiry, rollout).
 //! - [`Envelope`] and [`KeyCertificate`]: the signature over the manifest and the key chain
 //!   from a root key compiled into firmware to the release key that signed it.
-//! - [`verify()`]: the single entry point a device uses to accept or refuse an offer.
+//! - [`CommandBody`]: a rollback or cancel, signed like a manifest; [`RevocationBody`]:
+//!   the release keys a root revokes.
+//! - [`verify()`], [`verify_command`], [`verify_revocation`]: the entry points a device
+//!   uses to accept or refuse an offer, a command, a revocation list.
 //! - [`message`]: the payload of every MQTT topic, and [`topic`]: the topic names.
 //!
 //! Invariants: no I/O, no allocation (the `std` feature adds host conveniences only),
@@ -19,12 +22,14 @@
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 
 pub mod certificate;
+pub mod command;
 pub mod envelope;
 pub mod error;
 pub mod ids;
 pub mod limits;
 pub mod manifest;
 pub mod message;
+pub mod revocation;
 pub mod topic;
 pub mod verify;
 mod wire;
@@ -36,10 +41,15 @@ pub mod sign;
 #[cfg(feature = "_testkit")]
 pub mod testkit;
 
-pub use certificate::{CertBody, KeyCertificate};
+pub use certificate::{CertBody, KeyCertificate, RootSigned};
+pub use command::{Action, CommandBody, Target};
 pub use envelope::Envelope;
 pub use error::{DecodeError, EncodeError};
 pub use ids::{Digest, KeyId};
 pub use manifest::{Delta, Image, Manifest, Validation};
-pub use verify::{DevicePolicy, Limits, VerifiedOffer, VerifyError, verify, verify_certificate};
+pub use revocation::{RevocationBody, SignedRevocation};
+pub use verify::{
+    DevicePolicy, Limits, VerifiedCommand, VerifiedOffer, VerifyError, verify, verify_certificate, verify_command,
+    verify_revocation,
+};
 pub use wire::Wire;

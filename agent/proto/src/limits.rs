@@ -23,7 +23,7 @@ pub const MAX_DEVICE_ID_LEN: usize = 64;
 pub const MAX_DETAIL_LEN: usize = 96;
 /// Largest chunk of an artifact carried by one message.
 pub const MAX_CHUNK_LEN: usize = 16 * 1024;
-/// Longest encoded small message (hello, get, status, cmd).
+/// Longest encoded small message (hello, get, status).
 pub const MAX_SMALL_MESSAGE_LEN: usize = 512;
 /// Longest encoded chunk message: the data plus its header.
 pub const MAX_CHUNK_MESSAGE_LEN: usize = MAX_CHUNK_LEN + 64;

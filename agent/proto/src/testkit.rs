@@ -19,6 +19,7 @@ pub const POLICY: DevicePolicy<'static> = DevicePolicy {
     device_class: "stm32f4-kws",
     security_counter: 6,
     now: Some(NOW),
+    revoked: &[],
     limits: Limits {
         max_image_bytes: 256 * 1024,
         max_patch_bytes: 256 * 1024,

@@ -17,7 +17,7 @@ pub const SHARE_GROUP: &str = "mota";
 /// Longest topic: prefix, device id, `/`, longest kind.
 pub const MAX_TOPIC_LEN: usize = PREFIX.len() + MAX_DEVICE_ID_LEN + 1 + 6;
 
-/// The six topics of one device.
+/// The seven topics of one device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// device → backend: identity and capabilities; last will.
@@ -30,13 +30,15 @@ pub enum Kind {
     Chunk,
     /// device → backend: progress and outcome.
     Status,
-    /// backend → device: rollback, cancel.
+    /// backend → device: a signed rollback or cancel, retained.
     Cmd,
+    /// backend → device: the root-signed revocation list, retained.
+    Trust,
 }
 
 impl Kind {
     /// All kinds.
-    pub const ALL: [Kind; 6] = [Kind::Hello, Kind::Offer, Kind::Get, Kind::Chunk, Kind::Status, Kind::Cmd];
+    pub const ALL: [Kind; 7] = [Kind::Hello, Kind::Offer, Kind::Get, Kind::Chunk, Kind::Status, Kind::Cmd, Kind::Trust];
 
     /// The last topic level.
     pub const fn as_str(self) -> &'static str {
@@ -47,6 +49,7 @@ impl Kind {
             Kind::Chunk => "chunk",
             Kind::Status => "status",
             Kind::Cmd => "cmd",
+            Kind::Trust => "trust",
         }
     }
 
@@ -65,7 +68,7 @@ impl Kind {
             Kind::Hello => Some("$share/mota-hello/mota/v1/dev/+/hello"),
             Kind::Get => Some("$share/mota-get/mota/v1/dev/+/get"),
             Kind::Status => Some("$share/mota-status/mota/v1/dev/+/status"),
-            Kind::Offer | Kind::Chunk | Kind::Cmd => None,
+            Kind::Offer | Kind::Chunk | Kind::Cmd | Kind::Trust => None,
         }
     }
 

@@ -1,10 +1,12 @@
-//! The one door an offer goes through on a device.
+//! The doors signed bytes go through on a device: [`verify()`] for an offer,
+//! [`verify_command`] for a command, [`verify_revocation`] for a revocation list.
 //!
 //! Order matters and is fixed: size bound, envelope shape, certificate signature by a
-//! compiled-in root, certificate contents, manifest signature by the certified key, and
-//! only then the manifest is decoded and its fields judged against the device. Each
-//! refusal is its own variant, so the device can report exactly why (and the backend can
-//! tell an attack from a misconfigured rollout).
+//! compiled-in root, certificate contents, the signing key not revoked, the body's
+//! signature by the certified key, and only then the body is decoded and its fields
+//! judged against the device (a manifest's counter also against the certificate's
+//! range). Each refusal is its own variant, so the device can report exactly why (and
+//! the backend can tell an attack from a misconfigured rollout).
 //!
 //! Time: without a trusted clock the device cannot judge expiry. It then accepts and
 //! says so in [`VerifiedOffer::time_checked`], to be reported, as Uptane's partial
@@ -14,12 +16,14 @@ use core::fmt;
 
 use ed25519_dalek::{Signature, VerifyingKey};
 
-use crate::certificate::{CertBody, KeyCertificate};
+use crate::certificate::{CertBody, KeyCertificate, RootSigned};
+use crate::command::CommandBody;
 use crate::envelope::Envelope;
 use crate::error::DecodeError;
 use crate::ids::{Digest, KeyId};
 use crate::limits::MAX_ENVELOPE_LEN;
 use crate::manifest::Manifest;
+use crate::revocation::RevocationBody;
 use crate::wire::Wire;
 
 /// What a device knows about itself when an offer arrives.
@@ -27,10 +31,14 @@ use crate::wire::Wire;
 pub struct DevicePolicy<'a> {
     /// The device's class; the manifest must name exactly this one.
     pub device_class: &'a str,
-    /// The security counter of the committed model; an offer must exceed it.
+    /// The device's security counter (the highest it committed); an offer below it is
+    /// a downgrade. An equal counter is accepted (MCUboot's rule: the counter rises only
+    /// when a release must make older models unusable).
     pub security_counter: u32,
     /// Trusted current time in unix seconds, if the device has one.
     pub now: Option<u64>,
+    /// Release keys revoked by the newest revocation list the device holds.
+    pub revoked: &'a [KeyId],
     /// The device's resources.
     pub limits: Limits,
 }
@@ -62,7 +70,17 @@ pub struct VerifiedOffer<'a> {
     pub time_checked: bool,
 }
 
-/// Why an offer was refused.
+/// A command that passed every check of its own: what the device's state says about it
+/// is the agent's to judge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifiedCommand<'a> {
+    /// The decoded command, borrowing from the envelope bytes.
+    pub command: CommandBody<'a>,
+    /// SHA-256 of the signed command bytes: the identity of this command.
+    pub digest: Digest,
+}
+
+/// Why an offer, a command or a revocation list was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum VerifyError {
@@ -89,6 +107,8 @@ pub enum VerifyError {
     },
     /// The envelope names a signing key other than the certified one.
     UnknownKey(KeyId),
+    /// The signing key is on the device's revocation list.
+    KeyRevoked(KeyId),
     /// The manifest signature does not verify under the certified key.
     SignatureInvalid,
     /// The manifest does not decode (after its signature verified).
@@ -102,11 +122,24 @@ pub enum VerifyError {
         /// The device's counter.
         current: u32,
     },
-    /// The offered security counter equals the device's: a replay or a re-release.
-    CounterNotIncreased {
-        /// The counter both share.
+    /// The manifest's security counter is outside the range the root certified the
+    /// signing key for.
+    CounterOutsideCertificate {
+        /// The manifest's counter.
         counter: u32,
+        /// The certificate's lowest counter.
+        min: u32,
+        /// The certificate's highest counter.
+        max: u32,
     },
+    /// The command does not decode (after its signature verified).
+    CommandMalformed(DecodeError),
+    /// The command is for another device.
+    WrongDevice,
+    /// The revocation list does not decode (after its signature verified).
+    RevocationMalformed(DecodeError),
+    /// The revocation list's signature does not verify under the named root.
+    RevocationSignatureInvalid,
     /// The manifest expired before the trusted current time.
     Expired {
         /// The manifest's expiry.
@@ -154,14 +187,21 @@ impl fmt::Display for VerifyError {
             Self::CertificateKeyMismatch => f.write_str("certificate key id does not match its key"),
             Self::CertificateKeyInvalid => f.write_str("certified key is not a valid ed25519 key"),
             Self::CertificateExpired { not_after } => write!(f, "release key expired at {not_after}"),
-            Self::UnknownKey(id) => write!(f, "manifest signed by uncertified key {id}"),
+            Self::UnknownKey(id) => write!(f, "signed by uncertified key {id}"),
+            Self::KeyRevoked(id) => write!(f, "signed by revoked key {id}"),
             Self::SignatureInvalid => f.write_str("manifest signature invalid"),
             Self::ManifestMalformed(e) => write!(f, "malformed manifest: {e}"),
             Self::WrongClass => f.write_str("manifest is for another device class"),
             Self::Downgrade { offered, current } => {
                 write!(f, "downgrade: security counter {offered} below {current}")
             }
-            Self::CounterNotIncreased { counter } => write!(f, "security counter {counter} not increased"),
+            Self::CounterOutsideCertificate { counter, min, max } => {
+                write!(f, "security counter {counter} outside the signing key's range {min}..={max}")
+            }
+            Self::CommandMalformed(e) => write!(f, "malformed command: {e}"),
+            Self::WrongDevice => f.write_str("command is for another device"),
+            Self::RevocationMalformed(e) => write!(f, "malformed revocation list: {e}"),
+            Self::RevocationSignatureInvalid => f.write_str("revocation list signature invalid"),
             Self::Expired { expires_at } => write!(f, "manifest expired at {expires_at}"),
             Self::ImageTooLarge { size, max } => write!(f, "image of {size} bytes exceeds slot of {max}"),
             Self::PatchTooLarge { size, max } => write!(f, "patch of {size} bytes exceeds {max}"),
@@ -187,26 +227,68 @@ pub fn verify<'a>(
     roots: &[[u8; 32]],
     device: &DevicePolicy<'_>,
 ) -> Result<VerifiedOffer<'a>, VerifyError> {
+    let (env, cert) = open(envelope, roots, device.revoked, device.now)?;
+    let manifest = Manifest::parse(env.body).map_err(VerifyError::ManifestMalformed)?;
+    if !cert.allows(manifest.security_counter) {
+        let (min, max) = (cert.min_counter, cert.max_counter);
+        return Err(VerifyError::CounterOutsideCertificate { counter: manifest.security_counter, min, max });
+    }
+    check_manifest(&manifest, device)?;
+    Ok(VerifiedOffer {
+        manifest,
+        manifest_digest: Digest::of(env.body),
+        key_id: env.key_id,
+        time_checked: device.now.is_some(),
+    })
+}
+
+/// Verifies a signed command for the device `device_id`, with the same key chain and
+/// revocations as an offer. Whether it applies to the device's state is the agent's
+/// judgement.
+pub fn verify_command<'a>(
+    envelope: &'a [u8],
+    roots: &[[u8; 32]],
+    revoked: &[KeyId],
+    now: Option<u64>,
+    device_id: &str,
+) -> Result<VerifiedCommand<'a>, VerifyError> {
+    let (env, _) = open(envelope, roots, revoked, now)?;
+    let command = CommandBody::parse(env.body).map_err(VerifyError::CommandMalformed)?;
+    if command.device != device_id {
+        return Err(VerifyError::WrongDevice);
+    }
+    Ok(VerifiedCommand { command, digest: Digest::of(env.body) })
+}
+
+/// Verifies a root-signed revocation list (its freshness, `seq`, is the caller's).
+pub fn verify_revocation<'a>(bytes: &'a [u8], roots: &[[u8; 32]]) -> Result<RevocationBody<'a>, VerifyError> {
+    let signed = RootSigned::parse(bytes).map_err(VerifyError::RevocationMalformed)?;
+    let body = root_signed(&signed, roots, VerifyError::RevocationSignatureInvalid)?;
+    RevocationBody::parse(body).map_err(VerifyError::RevocationMalformed)
+}
+
+/// The common part: envelope shape, key chain, revocation, the body's signature.
+fn open<'a>(
+    envelope: &'a [u8],
+    roots: &[[u8; 32]],
+    revoked: &[KeyId],
+    now: Option<u64>,
+) -> Result<(Envelope<'a>, CertBody), VerifyError> {
     if envelope.len() > MAX_ENVELOPE_LEN {
         return Err(VerifyError::EnvelopeTooLarge);
     }
     let env = Envelope::parse(envelope).map_err(VerifyError::EnvelopeMalformed)?;
-    let cert = verify_certificate(&env.certificate, roots, device.now)?;
+    let cert = verify_certificate(&env.certificate, roots, now)?;
     if env.key_id != cert.key_id {
         return Err(VerifyError::UnknownKey(env.key_id));
     }
+    if revoked.contains(&cert.key_id) {
+        return Err(VerifyError::KeyRevoked(cert.key_id));
+    }
     let release_key = VerifyingKey::from_bytes(&cert.public_key).map_err(|_| VerifyError::CertificateKeyInvalid)?;
     let signature = Signature::from_bytes(&env.signature);
-    release_key.verify_strict(env.manifest, &signature).map_err(|_| VerifyError::SignatureInvalid)?;
-
-    let manifest = Manifest::parse(env.manifest).map_err(VerifyError::ManifestMalformed)?;
-    check_manifest(&manifest, device)?;
-    Ok(VerifiedOffer {
-        manifest,
-        manifest_digest: Digest::of(env.manifest),
-        key_id: env.key_id,
-        time_checked: device.now.is_some(),
-    })
+    release_key.verify_strict(env.body, &signature).map_err(|_| VerifyError::SignatureInvalid)?;
+    Ok((env, cert))
 }
 
 /// Checks a release-key certificate against the roots and, when known, the time, and
@@ -216,12 +298,8 @@ pub fn verify_certificate(
     roots: &[[u8; 32]],
     now: Option<u64>,
 ) -> Result<CertBody, VerifyError> {
-    let root = roots.iter().find(|root| KeyId::of(root) == cert.issuer).ok_or(VerifyError::UnknownRoot(cert.issuer))?;
-    let root = VerifyingKey::from_bytes(root).map_err(|_| VerifyError::InvalidRootKey)?;
-    root.verify_strict(cert.body, &Signature::from_bytes(&cert.signature))
-        .map_err(|_| VerifyError::CertificateSignatureInvalid)?;
-
-    let body = CertBody::parse(cert.body).map_err(VerifyError::CertificateMalformed)?;
+    let body = root_signed(cert, roots, VerifyError::CertificateSignatureInvalid)?;
+    let body = CertBody::parse(body).map_err(VerifyError::CertificateMalformed)?;
     if KeyId::of(&body.public_key) != body.key_id {
         return Err(VerifyError::CertificateKeyMismatch);
     }
@@ -229,6 +307,19 @@ pub fn verify_certificate(
         return Err(VerifyError::CertificateExpired { not_after: body.not_after });
     }
     Ok(body)
+}
+
+/// The body of bytes a root signed, once the signature holds.
+fn root_signed<'a>(
+    signed: &RootSigned<'a>,
+    roots: &[[u8; 32]],
+    bad_signature: VerifyError,
+) -> Result<&'a [u8], VerifyError> {
+    let root =
+        roots.iter().find(|root| KeyId::of(root) == signed.issuer).ok_or(VerifyError::UnknownRoot(signed.issuer))?;
+    let root = VerifyingKey::from_bytes(root).map_err(|_| VerifyError::InvalidRootKey)?;
+    root.verify_strict(signed.body, &Signature::from_bytes(&signed.signature)).map_err(|_| bad_signature)?;
+    Ok(signed.body)
 }
 
 /// Judges a verified manifest against the device.
@@ -239,9 +330,6 @@ fn check_manifest(m: &Manifest<'_>, device: &DevicePolicy<'_>) -> Result<(), Ver
     let current = device.security_counter;
     if m.security_counter < current {
         return Err(VerifyError::Downgrade { offered: m.security_counter, current });
-    }
-    if m.security_counter == current {
-        return Err(VerifyError::CounterNotIncreased { counter: current });
     }
     if let (Some(now), Some(expires_at)) = (device.now, m.expires_at)
         && now >= expires_at

@@ -101,8 +101,6 @@ code_names!(ErrorCode {
     WRONG_CLASS = 112, "wrong_class";
     /// See [`VerifyError::Downgrade`].
     DOWNGRADE = 113, "downgrade";
-    /// See [`VerifyError::CounterNotIncreased`].
-    COUNTER_NOT_INCREASED = 114, "counter_not_increased";
     /// See [`VerifyError::Expired`].
     EXPIRED = 115, "expired";
     /// See [`VerifyError::ImageTooLarge`].
@@ -113,6 +111,18 @@ code_names!(ErrorCode {
     ARENA_TOO_LARGE = 118, "arena_too_large";
     /// See [`VerifyError::ValidationSetTooLarge`].
     VALIDATION_SET_TOO_LARGE = 119, "validation_set_too_large";
+    /// See [`VerifyError::KeyRevoked`].
+    KEY_REVOKED = 120, "key_revoked";
+    /// See [`VerifyError::CounterOutsideCertificate`].
+    COUNTER_OUTSIDE_CERTIFICATE = 121, "counter_outside_certificate";
+    /// See [`VerifyError::CommandMalformed`].
+    COMMAND_MALFORMED = 122, "command_malformed";
+    /// See [`VerifyError::WrongDevice`].
+    WRONG_DEVICE = 123, "wrong_device";
+    /// See [`VerifyError::RevocationMalformed`].
+    REVOCATION_MALFORMED = 124, "revocation_malformed";
+    /// See [`VerifyError::RevocationSignatureInvalid`].
+    REVOCATION_SIGNATURE_INVALID = 125, "revocation_signature_invalid";
     /// The active slot does not hold the delta's base image.
     BASE_MISMATCH = 200, "base_mismatch";
     /// The rebuilt image's SHA-256 differs from the manifest's.
@@ -142,6 +152,15 @@ code_names!(ErrorCode {
     ROLLBACK_UNAVAILABLE = 401, "rollback_unavailable";
     /// The backend cancelled the attempt.
     CANCELLED = 402, "cancelled";
+    /// A signed command that does not apply to the device's state: the download it
+    /// cancels or the model it rolls back from is not the device's (a replay of a
+    /// command already carried out, or one overtaken by later events). Nothing changed.
+    COMMAND_STALE = 403, "command_stale";
+    /// The rollback target's security counter is below the device's: it would be a
+    /// downgrade. Nothing changed.
+    ROLLBACK_BELOW_COUNTER = 404, "rollback_below_counter";
+    /// The other slot holds a model other than the one the rollback names. Nothing changed.
+    ROLLBACK_TARGET_MISMATCH = 405, "rollback_target_mismatch";
 });
 
 impl From<&VerifyError> for ErrorCode {
@@ -161,7 +180,12 @@ impl From<&VerifyError> for ErrorCode {
             VerifyError::ManifestMalformed(_) => Self::MANIFEST_MALFORMED,
             VerifyError::WrongClass => Self::WRONG_CLASS,
             VerifyError::Downgrade { .. } => Self::DOWNGRADE,
-            VerifyError::CounterNotIncreased { .. } => Self::COUNTER_NOT_INCREASED,
+            VerifyError::KeyRevoked(_) => Self::KEY_REVOKED,
+            VerifyError::CounterOutsideCertificate { .. } => Self::COUNTER_OUTSIDE_CERTIFICATE,
+            VerifyError::CommandMalformed(_) => Self::COMMAND_MALFORMED,
+            VerifyError::WrongDevice => Self::WRONG_DEVICE,
+            VerifyError::RevocationMalformed(_) => Self::REVOCATION_MALFORMED,
+            VerifyError::RevocationSignatureInvalid => Self::REVOCATION_SIGNATURE_INVALID,
             VerifyError::Expired { .. } => Self::EXPIRED,
             VerifyError::ImageTooLarge { .. } => Self::IMAGE_TOO_LARGE,
             VerifyError::PatchTooLarge { .. } => Self::PATCH_TOO_LARGE,

@@ -11,6 +11,8 @@
 //! | 5 | | arena bytes: uint32 | |
 //! | 6 | | supported delta codecs: uint32 bit set (bit n = codec n) | |
 //! | 7 | | largest chunk accepted: uint32 | |
+//! | 8 | | next report number (optional): uint32 | |
+//! | 9 | | revocation list held, its seq (optional): uint32 | |
 
 use minicbor::{Decode, Encode};
 
@@ -75,6 +77,10 @@ pub struct DeviceInfo<'a> {
     /// that changed the running model) came later than this hello.
     #[n(8)]
     pub next_seq: Option<u32>,
+    /// Sequence number of the revocation list the device holds (0: none), so the backend
+    /// sends a newer one (optional, for agents without revocation support).
+    #[n(9)]
+    pub revocation_seq: Option<u32>,
 }
 
 /// The model a device runs.

@@ -7,7 +7,8 @@
 //! | `get` | device → backend | [`Get`] |
 //! | `chunk` | backend → device | [`Chunk`] |
 //! | `status` | device → backend | [`Status`], idempotent by (rollout id, seq) |
-//! | `cmd` | backend → device | [`Cmd`] |
+//! | `cmd` | backend → device | [`crate::Envelope`] of a [`crate::CommandBody`], retained |
+//! | `trust` | backend → device | [`crate::SignedRevocation`], retained |
 //!
 //! [`Payload::parse`] decodes any of them given the topic's kind.
 //!
@@ -16,7 +17,6 @@
 //! without breaking the other. Encoding is always canonical.
 
 mod chunk;
-mod cmd;
 mod code;
 mod get;
 mod hello;
@@ -24,7 +24,6 @@ mod payload;
 mod status;
 
 pub use chunk::{Chunk, Refusal};
-pub use cmd::{Action, Cmd};
 pub use code::ErrorCode;
 pub use get::Get;
 pub use hello::{DeviceInfo, Hello, RunningModel};

@@ -1,7 +1,8 @@
 //! One entry point from (topic kind, payload bytes) to a typed message, so the backend's
 //! and the agent's receive loops are a single `match`.
 
-use super::{Chunk, Cmd, Get, Hello, Status};
+use super::{Chunk, Get, Hello, Status};
+use crate::certificate::RootSigned;
 use crate::envelope::Envelope;
 use crate::error::DecodeError;
 use crate::topic::Kind;
@@ -23,8 +24,12 @@ pub enum Payload<'a> {
     Chunk(Chunk<'a>),
     /// `status`.
     Status(Status<'a>),
-    /// `cmd`.
-    Cmd(Cmd),
+    /// `cmd`: an envelope whose body is a command, decoded but not verified (a device
+    /// passes the raw bytes to [`crate::verify_command`]).
+    Cmd(Envelope<'a>),
+    /// `trust`: a root-signed revocation list, decoded but not verified (a device passes
+    /// the raw bytes to [`crate::verify_revocation`]).
+    Trust(RootSigned<'a>),
 }
 
 impl<'a> Payload<'a> {
@@ -37,7 +42,8 @@ impl<'a> Payload<'a> {
             Kind::Get => Self::Get(Get::parse(bytes)?),
             Kind::Chunk => Self::Chunk(Chunk::parse(bytes)?),
             Kind::Status => Self::Status(Status::parse(bytes)?),
-            Kind::Cmd => Self::Cmd(Cmd::parse(bytes)?),
+            Kind::Cmd => Self::Cmd(Envelope::parse(bytes)?),
+            Kind::Trust => Self::Trust(RootSigned::parse(bytes)?),
         })
     }
 }

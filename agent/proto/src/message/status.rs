@@ -18,10 +18,12 @@
 //! | 9 | tensor arena used, bytes (optional) | uint32 |
 //! | 10 | error code (optional) | uint16 ([`ErrorCode`]) |
 //! | 11 | detail (optional) | text, ≤ 96 |
+//! | 12 | with `committed`: the model a rollback would return to (optional) | [`Target`] map |
 
 use minicbor::{Decode, Encode};
 
 use super::code::ErrorCode;
+use crate::command::Target;
 use crate::error::DecodeError;
 use crate::ids::Digest;
 use crate::limits::{self, MAX_DETAIL_LEN, MAX_SMALL_MESSAGE_LEN};
@@ -67,6 +69,10 @@ pub struct Status<'a> {
     /// A short human detail (e.g. the unsupported operator's name).
     #[b(11)]
     pub detail: Option<&'a str>,
+    /// With `committed`: the model left in the other slot, which a signed rollback must
+    /// name exactly (absent when there is none).
+    #[n(12)]
+    pub rollback_target: Option<Target>,
 }
 
 /// The steps of an update attempt, in the order a device passes them.

@@ -5,16 +5,18 @@
 //! the hex vectors pin them.
 
 use ed25519_dalek::SigningKey;
-use mota_proto::message::{
-    Action, Chunk, Cmd, DeviceInfo, ErrorCode, Event, Get, Hello, Refusal, RunningModel, Status,
-};
-use mota_proto::sign::{ReleaseKey, certify};
-use mota_proto::{Delta, DevicePolicy, Digest, Image, Manifest, Validation};
+use mota_proto::message::{Chunk, DeviceInfo, ErrorCode, Event, Get, Hello, Refusal, RunningModel, Status};
+use mota_proto::sign::{ReleaseKey, certify, key_id, revoke};
+use mota_proto::{Action, CommandBody, Delta, DevicePolicy, Digest, Image, Manifest, Target, Validation};
 
 /// A trusted time inside every fixture's validity.
 pub use mota_proto::testkit::NOW;
 /// The release key's certificate ends here.
 pub const CERT_NOT_AFTER: u64 = 1_900_000_000;
+/// The security counters the release key is certified for.
+pub const COUNTERS: std::ops::RangeInclusive<u32> = 1..=99;
+/// The device the command fixtures are for.
+pub const DEVICE: &str = "kws-0042";
 
 pub fn root() -> SigningKey {
     SigningKey::from_bytes(&[0x11; 32])
@@ -35,8 +37,13 @@ pub fn roots() -> [[u8; 32]; 1] {
 
 /// A release key certified by `issuer` until `not_after`.
 pub fn release_by(issuer: &SigningKey, not_after: u64) -> ReleaseKey {
+    release_for(issuer, not_after, COUNTERS)
+}
+
+/// A release key certified by `issuer` until `not_after` for `counters`.
+pub fn release_for(issuer: &SigningKey, not_after: u64, counters: std::ops::RangeInclusive<u32>) -> ReleaseKey {
     let key = release_signing();
-    let cert = certify(issuer, &key.verifying_key(), not_after).unwrap();
+    let cert = certify(issuer, &key.verifying_key(), not_after, counters).unwrap();
     ReleaseKey::new(key, cert).unwrap()
 }
 
@@ -96,7 +103,8 @@ pub fn hello_online() -> Hello<'static> {
         arena_bytes: 64 * 1024,
         codecs: 0b10,
         max_chunk: 4096,
-        next_seq: None,
+        next_seq: Some(12),
+        revocation_seq: Some(2),
     })
 }
 
@@ -136,6 +144,7 @@ pub fn status_committed() -> Status<'static> {
         latency_us: Some(18_250),
         previous_latency_us: Some(18_400),
         arena_used: Some(22_016),
+        rollback_target: Some(target()),
         ..Status::default()
     }
 }
@@ -152,6 +161,34 @@ pub fn status_rejected() -> Status<'static> {
     }
 }
 
-pub fn cmd_rollback() -> Cmd {
-    Cmd { id: 9, action: Action::Rollback, rollout_id: 42 }
+/// The model a rollback returns to: the one the committed fixture replaced.
+pub fn target() -> Target {
+    Target { image: Digest([0xb2; 32]), manifest: Some(Digest([0xf6; 32])) }
+}
+
+/// A rollback of rollout 42 on [`DEVICE`], from manifest 0xe5.. to [`target`].
+pub fn command_rollback() -> CommandBody<'static> {
+    CommandBody {
+        format: 1,
+        device: DEVICE,
+        rollout_id: 42,
+        action: Action::Rollback,
+        subject: Digest([0xe5; 32]),
+        target: Some(target()),
+    }
+}
+
+/// A cancel of rollout 42's download of manifest 0xe5.. on [`DEVICE`].
+pub fn command_cancel() -> CommandBody<'static> {
+    CommandBody { action: Action::Cancel, target: None, ..command_rollback() }
+}
+
+/// The signed rollback (a `cmd` payload).
+pub fn cmd_rollback() -> Vec<u8> {
+    release().sign_command(&command_rollback()).unwrap()
+}
+
+/// Revocation list 2 of the root: the release key and one other id.
+pub fn revocation() -> Vec<u8> {
+    revoke(&root(), 2, &[key_id(&release_signing()), mota_proto::KeyId([0x99; 8])]).unwrap()
 }

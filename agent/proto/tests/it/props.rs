@@ -1,10 +1,11 @@
 //! Properties over generated values and bytes: round trips, canonical uniqueness, and
 //! decoders that never panic whatever they are fed.
 
-use mota_proto::message::{
-    Action, Chunk, Cmd, DeviceInfo, ErrorCode, Event, Get, Hello, Refusal, RunningModel, Status,
+use mota_proto::message::{Chunk, DeviceInfo, ErrorCode, Event, Get, Hello, Refusal, RunningModel, Status};
+use mota_proto::{
+    Action, CertBody, CommandBody, Delta, Digest, Envelope, Image, KeyCertificate, KeyId, Manifest, RevocationBody,
+    Target, Validation, Wire, verify, verify_command, verify_revocation,
 };
-use mota_proto::{CertBody, Delta, Digest, Envelope, Image, KeyCertificate, KeyId, Manifest, Validation, Wire, verify};
 use proptest::prelude::*;
 
 use crate::fixtures;
@@ -103,7 +104,10 @@ fn decode_everything(bytes: &[u8]) -> Result<(), TestCaseError> {
     let _ = Get::parse(bytes);
     let _ = Chunk::parse(bytes);
     let _ = Status::parse(bytes);
-    let _ = Cmd::parse(bytes);
+    canonical_if_decodes::<CommandBody>(bytes)?;
+    canonical_if_decodes::<RevocationBody>(bytes)?;
+    let _ = verify_command(bytes, &fixtures::roots(), &[], None, fixtures::DEVICE);
+    let _ = verify_revocation(bytes, &fixtures::roots());
     let _ = verify(bytes, &fixtures::roots(), &fixtures::policy());
     Ok(())
 }
@@ -120,7 +124,9 @@ fn seeds() -> Vec<Vec<u8>> {
         fixtures::chunk_data().to_vec().unwrap(),
         fixtures::status_committed().to_vec().unwrap(),
         fixtures::status_rejected().to_vec().unwrap(),
-        fixtures::cmd_rollback().to_vec().unwrap(),
+        fixtures::cmd_rollback(),
+        fixtures::command_cancel().to_vec().unwrap(),
+        fixtures::revocation(),
     ]
 }
 
@@ -145,6 +151,7 @@ proptest! {
             device_class: manifest.device_class,
             security_counter: manifest.security_counter.wrapping_sub(1),
             now: None,
+            revoked: &[],
             limits: mota_proto::Limits {
                 max_image_bytes: u32::MAX,
                 max_patch_bytes: u32::MAX,
@@ -153,7 +160,10 @@ proptest! {
             },
         };
         let result = verify(&envelope, &fixtures::roots(), &policy);
-        if manifest.security_counter == 0 {
+        if !fixtures::COUNTERS.contains(&manifest.security_counter) {
+            let outside = matches!(result, Err(mota_proto::VerifyError::CounterOutsideCertificate { .. }));
+            prop_assert!(outside);
+        } else if manifest.security_counter == 0 {
             let downgrade = matches!(result, Err(mota_proto::VerifyError::Downgrade { .. }));
             prop_assert!(downgrade);
         } else {
@@ -162,8 +172,26 @@ proptest! {
     }
 
     #[test]
-    fn cert_body_round_trips(key_id in any::<[u8; 8]>(), public_key in any::<[u8; 32]>(), not_after in any::<u64>()) {
-        round_trip(&CertBody { format: 1, key_id: KeyId(key_id), public_key, not_after }, &mut Vec::new())?;
+    fn cert_body_round_trips(
+        key_id in any::<[u8; 8]>(), public_key in any::<[u8; 32]>(), not_after in any::<u64>(),
+        min_counter in any::<u32>(), span in any::<u32>(),
+    ) {
+        let max_counter = min_counter.saturating_add(span);
+        let body = CertBody { format: 2, key_id: KeyId(key_id), public_key, not_after, min_counter, max_counter };
+        round_trip(&body, &mut Vec::new())?;
+    }
+
+    #[test]
+    fn commands_and_revocations_round_trip(
+        device in IDENT, rollout_id in any::<u64>(), subject in digest(), image in digest(),
+        manifest in proptest::option::of(digest()), rollback in any::<bool>(), seq in any::<u32>(),
+        keys in proptest::collection::vec(any::<[u8; 8]>(), 0..=8),
+    ) {
+        let (action, target) =
+            if rollback { (Action::Rollback, Some(Target { image, manifest })) } else { (Action::Cancel, None) };
+        round_trip(&CommandBody { format: 1, device: &device, rollout_id, action, subject, target }, &mut Vec::new())?;
+        let revoked: Vec<u8> = keys.concat();
+        round_trip(&RevocationBody { format: 1, seq, revoked: &revoked }, &mut Vec::new())?;
     }
 
     #[test]
@@ -171,11 +199,12 @@ proptest! {
         class in IDENT, agent in VERSION, model in proptest::option::of((IDENT, VERSION, digest())),
         counter in any::<u32>(), slot in any::<u32>(), arena in any::<u32>(), codecs in any::<u32>(),
         max_chunk in 1..=16384u32, next_seq in proptest::option::of(any::<u32>()), online in any::<bool>(),
+        revocation_seq in proptest::option::of(any::<u32>()),
     ) {
         let running = model.as_ref().map(|(m, v, d)| RunningModel { model: m, version: v, sha256: *d });
         let info = DeviceInfo {
             device_class: &class, agent_version: &agent, running, security_counter: counter,
-            slot_bytes: slot, arena_bytes: arena, codecs, max_chunk, next_seq,
+            slot_bytes: slot, arena_bytes: arena, codecs, max_chunk, next_seq, revocation_seq,
         };
         let hello = if online { Hello::online(info) } else { Hello::OFFLINE };
         round_trip(&hello, &mut Vec::new())?;
@@ -196,12 +225,13 @@ proptest! {
     }
 
     #[test]
-    fn status_and_cmd_round_trip(
+    fn status_round_trips(
         rollout_id in any::<u64>(), seq in any::<u32>(), event in 0..8u8, manifest in proptest::option::of(digest()),
         bytes_done in proptest::option::of(any::<u32>()), accuracy in proptest::option::of(0..=1000u16),
         previous in proptest::option::of(0..=1000u16), latency in proptest::option::of(any::<u32>()),
         arena in proptest::option::of(any::<u32>()), error in proptest::option::of(any::<u16>()),
-        detail in proptest::option::of("[ -~]{0,96}"), id in any::<u64>(), rollback in any::<bool>(),
+        detail in proptest::option::of("[ -~]{0,96}"),
+        target in proptest::option::of((digest(), proptest::option::of(digest()))),
     ) {
         let event = [
             Event::Accepted, Event::Downloading, Event::Verified, Event::Validated,
@@ -211,10 +241,9 @@ proptest! {
             rollout_id, seq, event, manifest, bytes_done, accuracy_permille: accuracy,
             previous_accuracy_permille: previous, latency_us: latency, previous_latency_us: latency,
             arena_used: arena, error: error.map(ErrorCode), detail: detail.as_deref(),
+            rollback_target: target.map(|(image, manifest)| Target { image, manifest }),
         };
         round_trip(&status, &mut Vec::new())?;
-        let action = if rollback { Action::Rollback } else { Action::Cancel };
-        round_trip(&Cmd { id, action, rollout_id }, &mut Vec::new())?;
     }
 
     #[test]
@@ -224,7 +253,7 @@ proptest! {
 
     #[test]
     fn mutated_encodings_never_panic(
-        seed in 0..10usize,
+        seed in 0..12usize,
         edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0..3u8), 1..8),
     ) {
         let mut bytes = seeds().swap_remove(seed);

@@ -8,8 +8,8 @@
 use std::fmt::Debug;
 use std::path::PathBuf;
 
-use mota_proto::message::{Chunk, Cmd, Get, Hello, Status};
-use mota_proto::{CertBody, Envelope, KeyCertificate, Manifest, Wire};
+use mota_proto::message::{Chunk, Get, Hello, Status};
+use mota_proto::{CertBody, CommandBody, Envelope, KeyCertificate, Manifest, RevocationBody, RootSigned, Wire};
 
 use crate::fixtures;
 
@@ -64,11 +64,51 @@ fn certificate_and_envelope() {
     let envelope = Envelope::parse(&envelope_bytes).unwrap();
     let cert: KeyCertificate = envelope.certificate;
     let body = CertBody::parse(cert.body).unwrap();
-    check("cert_body", "CertBody: release key 0x33.. certified until 1900000000", &body, &load("cert_body", &body));
+    let what = "CertBody: release key 0x33.. certified until 1900000000 for counters 1..=99";
+    check("cert_body", what, &body, &load("cert_body", &body));
     check("certificate", "KeyCertificate of cert_body, signed by root 0x11..", &cert, &load("certificate", &cert));
     check("envelope", "Envelope of manifest_full signed by the release key", &envelope, &load("envelope", &envelope));
-    let manifest = Manifest::parse(envelope.manifest).unwrap();
+    let manifest = Manifest::parse(envelope.body).unwrap();
     assert_eq!(manifest, fixtures::manifest());
+}
+
+#[test]
+fn commands_and_revocations() {
+    let rollback = fixtures::command_rollback();
+    let what = "CommandBody: rollback of rollout 42 on kws-0042 from manifest e5.. to image b2.. (manifest f6..)";
+    check("command_rollback", what, &rollback, &load("command_rollback", &rollback));
+    let cancel = fixtures::command_cancel();
+    let what = "CommandBody: cancel of rollout 42's download of manifest e5.. on kws-0042";
+    check("command_cancel", what, &cancel, &load("command_cancel", &cancel));
+    let signed = fixtures::cmd_rollback();
+    let envelope = Envelope::parse(&signed).unwrap();
+    check(
+        "cmd_rollback",
+        "Envelope of command_rollback signed by the release key",
+        &envelope,
+        &load("cmd_rollback", &envelope),
+    );
+    assert_eq!(CommandBody::parse(envelope.body).unwrap(), rollback);
+
+    let signed = fixtures::revocation();
+    let revocation = RootSigned::parse(&signed).unwrap();
+    let body = RevocationBody::parse(revocation.body).unwrap();
+    let what = "RevocationBody 2: the release key 0x33.. and key 9999999999999999";
+    check("revocation_body", what, &body, &load("revocation_body", &body));
+    let what = "SignedRevocation of revocation_body, signed by root 0x11..";
+    check("revocation", what, &revocation, &load("revocation", &revocation));
+}
+
+#[test]
+fn the_command_and_revocation_vectors_verify() {
+    let bytes = read("cmd_rollback");
+    let verified =
+        mota_proto::verify_command(&bytes, &fixtures::roots(), &[], Some(fixtures::NOW), fixtures::DEVICE).unwrap();
+    assert_eq!(verified.command, fixtures::command_rollback());
+    let bytes = read("revocation");
+    let list = mota_proto::verify_revocation(&bytes, &fixtures::roots()).unwrap();
+    assert_eq!(list.seq, 2);
+    assert_eq!(list.keys().next(), Some(fixtures::release().key_id()));
 }
 
 #[test]
@@ -89,8 +129,6 @@ fn messages() {
     ] {
         check::<Status>(name, what, &status, &load(name, &status));
     }
-    let cmd = fixtures::cmd_rollback();
-    check::<Cmd>("cmd_rollback", "Cmd: rollback", &cmd, &load("cmd_rollback", &cmd));
 }
 
 #[test]
@@ -113,7 +151,10 @@ fn payload_dispatch_by_topic_kind() {
         Payload::parse(Kind::Status, &read("status_rejected")),
         Ok(Payload::Status(fixtures::status_rejected()))
     );
-    assert_eq!(Payload::parse(Kind::Cmd, &read("cmd_rollback")), Ok(Payload::Cmd(fixtures::cmd_rollback())));
+    let cmd = read("cmd_rollback");
+    assert!(matches!(Payload::parse(Kind::Cmd, &cmd), Ok(Payload::Cmd(e)) if CommandBody::parse(e.body).is_ok()));
+    let revocation = read("revocation");
+    assert!(matches!(Payload::parse(Kind::Trust, &revocation), Ok(Payload::Trust(_))));
     let envelope = read("envelope");
     assert!(matches!(Payload::parse(Kind::Offer, &envelope), Ok(Payload::Offer(_))));
     assert_eq!(Payload::parse(Kind::Offer, &[]), Ok(Payload::OfferCleared));

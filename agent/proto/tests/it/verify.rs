@@ -1,12 +1,16 @@
-//! Every way an offer can be refused gives its own error, and nothing else gets in.
+//! Every way an offer, a command or a revocation list can be refused gives its own
+//! error, and nothing else gets in.
 
 use ed25519_dalek::Signer;
 use mota_proto::limits::{MAX_ENVELOPE_LEN, MAX_MODEL_NAME_LEN};
 use mota_proto::manifest::TAG_MANIFEST;
-use mota_proto::sign::{ReleaseKey, certify};
-use mota_proto::{DecodeError, DevicePolicy, Envelope, KeyCertificate, KeyId, Manifest, VerifyError, Wire, verify};
+use mota_proto::sign::{ReleaseKey, certify, key_id, revoke};
+use mota_proto::{
+    CommandBody, DecodeError, DevicePolicy, Envelope, KeyCertificate, KeyId, Manifest, VerifyError, Wire, verify,
+    verify_command, verify_revocation,
+};
 
-use crate::fixtures::{self, CERT_NOT_AFTER, NOW};
+use crate::fixtures::{self, CERT_NOT_AFTER, COUNTERS, DEVICE, NOW};
 
 fn verify_with(envelope: &[u8], policy: &DevicePolicy<'_>) -> Result<Manifest<'static>, VerifyError> {
     verify(envelope, &fixtures::roots(), policy).map(|offer| {
@@ -21,7 +25,7 @@ fn sign_raw(manifest: &[u8]) -> Vec<u8> {
     let release = fixtures::release();
     let certificate = KeyCertificate::parse(release.certificate()).unwrap();
     let signature = fixtures::release_signing().sign(manifest).to_bytes();
-    Envelope { manifest, key_id: release.key_id(), signature, certificate }.to_vec().unwrap()
+    Envelope { body: manifest, key_id: release.key_id(), signature, certificate }.to_vec().unwrap()
 }
 
 fn refused(manifest: &Manifest<'_>) -> VerifyError {
@@ -47,11 +51,13 @@ fn without_trusted_time_expiry_is_unchecked_and_said_so() {
 }
 
 #[test]
-fn counter_must_strictly_increase() {
+fn counter_may_not_go_down() {
     let downgrade = Manifest { security_counter: 5, ..fixtures::manifest() };
     assert_eq!(refused(&downgrade), VerifyError::Downgrade { offered: 5, current: 6 });
+    // Equal is a release that did not raise the counter (MCUboot's rule): accepted.
     let equal = Manifest { security_counter: 6, ..fixtures::manifest() };
-    assert_eq!(refused(&equal), VerifyError::CounterNotIncreased { counter: 6 });
+    let envelope = fixtures::release().sign(&equal).unwrap();
+    assert_eq!(verify(&envelope, &fixtures::roots(), &fixtures::policy()).map(|o| o.manifest), Ok(equal));
     let max = DevicePolicy { security_counter: u32::MAX, ..fixtures::policy() };
     assert_eq!(verify_with(&fixtures::envelope(), &max), Err(VerifyError::Downgrade { offered: 7, current: u32::MAX }));
 }
@@ -100,8 +106,8 @@ fn key_chain() {
 
     // The same, but claiming to be issued by our root.
     let forged = {
-        let cert_bytes =
-            certify(&fixtures::other_root(), &fixtures::release_signing().verifying_key(), CERT_NOT_AFTER).unwrap();
+        let key = fixtures::release_signing().verifying_key();
+        let cert_bytes = certify(&fixtures::other_root(), &key, CERT_NOT_AFTER, COUNTERS).unwrap();
         let mut cert = KeyCertificate::parse(&cert_bytes).unwrap();
         cert.issuer = KeyId::of(&fixtures::root().verifying_key().to_bytes());
         ReleaseKey::new(fixtures::release_signing(), cert.to_vec().unwrap())
@@ -120,7 +126,7 @@ fn key_chain() {
     let mut envelope = Envelope::parse(&good).unwrap();
     let intruder = ed25519_dalek::SigningKey::from_bytes(&[0x44; 32]);
     envelope.key_id = KeyId::of(&intruder.verifying_key().to_bytes());
-    envelope.signature = intruder.sign(envelope.manifest).to_bytes();
+    envelope.signature = intruder.sign(envelope.body).to_bytes();
     assert_eq!(
         verify_with(&envelope.to_vec().unwrap(), &fixtures::policy()),
         Err(VerifyError::UnknownKey(envelope.key_id))
@@ -128,7 +134,7 @@ fn key_chain() {
 
     // The certified key id, but not its signature.
     let mut envelope = Envelope::parse(&good).unwrap();
-    envelope.signature = intruder.sign(envelope.manifest).to_bytes();
+    envelope.signature = intruder.sign(envelope.body).to_bytes();
     assert_eq!(verify_with(&envelope.to_vec().unwrap(), &fixtures::policy()), Err(VerifyError::SignatureInvalid));
 
     // A root list holding a non-key.
@@ -199,7 +205,7 @@ fn nothing_inside_the_manifest_is_read_before_its_signature_verifies() {
     // Garbage that would fail to decode, under a signature that does not verify: the
     // refusal must be about the signature.
     let garbage = [0xff; 64];
-    let envelope = Envelope { manifest: &garbage, key_id: release.key_id(), signature: [7; 64], certificate };
+    let envelope = Envelope { body: &garbage, key_id: release.key_id(), signature: [7; 64], certificate };
     assert_eq!(verify_with(&envelope.to_vec().unwrap(), &fixtures::policy()), Err(VerifyError::SignatureInvalid));
     // The same garbage, validly signed, is refused for its shape.
     assert_eq!(
@@ -220,4 +226,106 @@ fn every_single_bit_flip_of_the_envelope_vector_is_refused() {
         assert!(verify(&flipped, &roots, &policy).is_err(), "flipping bit {bit} was accepted");
         flipped[bit / 8] ^= 1 << (bit % 8);
     }
+}
+
+#[test]
+fn a_release_key_signs_only_its_certified_counters() {
+    // A leaked key certified for 1..=99 cannot push a device to u32::MAX...
+    let leaked = fixtures::release();
+    let lockout = Manifest { security_counter: u32::MAX, ..fixtures::manifest() };
+    let signed = leaked.sign(&lockout).unwrap();
+    let result = verify(&signed, &fixtures::roots(), &fixtures::policy());
+    assert_eq!(result.unwrap_err(), VerifyError::CounterOutsideCertificate { counter: u32::MAX, min: 1, max: 99 });
+    // ...nor below its range...
+    let narrow = fixtures::release_for(&fixtures::root(), CERT_NOT_AFTER, 10..=20);
+    let below = narrow.sign(&fixtures::manifest()).unwrap();
+    assert_eq!(
+        verify_with(&below, &fixtures::policy()),
+        Err(VerifyError::CounterOutsideCertificate { counter: 7, min: 10, max: 20 })
+    );
+    // ...and a device it pushed to its top still takes the next key's releases.
+    let topped = DevicePolicy { security_counter: 99, ..fixtures::policy() };
+    let next = fixtures::release_for(&fixtures::root(), CERT_NOT_AFTER, 100..=199);
+    let release = Manifest { security_counter: 100, ..fixtures::manifest() };
+    assert!(verify(&next.sign(&release).unwrap(), &fixtures::roots(), &topped).is_ok());
+    // A root cannot certify an empty range.
+    let key = fixtures::release_signing().verifying_key();
+    #[allow(clippy::reversed_empty_ranges)]
+    let empty = certify(&fixtures::root(), &key, CERT_NOT_AFTER, 5..=4);
+    assert!(empty.is_err());
+}
+
+#[test]
+fn a_revoked_key_is_refused_for_offers_and_commands() {
+    let revoked = [key_id(&fixtures::release_signing())];
+    let policy = DevicePolicy { revoked: &revoked, ..fixtures::policy() };
+    assert_eq!(verify_with(&fixtures::envelope(), &policy), Err(VerifyError::KeyRevoked(revoked[0])));
+    let cmd = fixtures::cmd_rollback();
+    let result = verify_command(&cmd, &fixtures::roots(), &revoked, None, DEVICE);
+    assert_eq!(result.unwrap_err(), VerifyError::KeyRevoked(revoked[0]));
+    // Another key's revocation does not touch this one.
+    let others = [KeyId([0x99; 8])];
+    assert!(verify_command(&cmd, &fixtures::roots(), &others, None, DEVICE).is_ok());
+}
+
+#[test]
+fn commands_verify_like_offers_and_bind_the_device() {
+    let roots = fixtures::roots();
+    let cmd = fixtures::cmd_rollback();
+    let ok = verify_command(&cmd, &roots, &[], Some(NOW), DEVICE).unwrap();
+    assert_eq!(ok.command, fixtures::command_rollback());
+    assert_eq!(ok.digest, mota_proto::Digest::of(&fixtures::command_rollback().to_vec().unwrap()));
+    // For another device.
+    assert_eq!(verify_command(&cmd, &roots, &[], None, "kws-0043"), Err(VerifyError::WrongDevice));
+    // Signed by a key of another root.
+    let foreign = fixtures::release_by(&fixtures::other_root(), CERT_NOT_AFTER);
+    let foreign = foreign.sign_command(&fixtures::command_rollback()).unwrap();
+    let other_id = KeyId::of(&fixtures::other_root().verifying_key().to_bytes());
+    assert_eq!(verify_command(&foreign, &roots, &[], None, DEVICE), Err(VerifyError::UnknownRoot(other_id)));
+    // A manifest is not a command, nor a command an offer (the tags differ).
+    let offer = fixtures::envelope();
+    assert!(matches!(verify_command(&offer, &roots, &[], None, DEVICE), Err(VerifyError::CommandMalformed(_))));
+    assert!(matches!(verify_with(&cmd, &fixtures::policy()), Err(VerifyError::ManifestMalformed(_))));
+    // Every bit flip is refused.
+    let mut flipped = cmd.clone();
+    for bit in 0..cmd.len() * 8 {
+        flipped[bit / 8] ^= 1 << (bit % 8);
+        assert!(verify_command(&flipped, &roots, &[], None, DEVICE).is_err(), "flipping bit {bit} was accepted");
+        flipped[bit / 8] ^= 1 << (bit % 8);
+    }
+    // A rollback without a target, or a cancel with one, does not decode.
+    let bad = CommandBody { target: None, ..fixtures::command_rollback() };
+    assert!(bad.to_vec().is_err());
+    let raw = minicbor::to_vec(bad).unwrap();
+    let release = fixtures::release();
+    let certificate = KeyCertificate::parse(release.certificate()).unwrap();
+    let signature = fixtures::release_signing().sign(&raw).to_bytes();
+    let signed = Envelope { body: &raw, key_id: release.key_id(), signature, certificate }.to_vec().unwrap();
+    assert_eq!(
+        verify_command(&signed, &roots, &[], None, DEVICE),
+        Err(VerifyError::CommandMalformed(DecodeError::InvalidValue { field: "command.target" }))
+    );
+}
+
+#[test]
+fn revocation_lists_need_a_root_signature() {
+    let roots = fixtures::roots();
+    let list = fixtures::revocation();
+    assert_eq!(verify_revocation(&list, &roots).map(|l| l.seq), Ok(2));
+    // Signed by a release key (not a root): refused.
+    let by_release = revoke(&fixtures::release_signing(), 3, &[]).unwrap();
+    let id = key_id(&fixtures::release_signing());
+    assert_eq!(verify_revocation(&by_release, &roots), Err(VerifyError::UnknownRoot(id)));
+    // Tampered.
+    let mut flipped = list.clone();
+    for bit in 0..list.len() * 8 {
+        flipped[bit / 8] ^= 1 << (bit % 8);
+        assert!(verify_revocation(&flipped, &roots).is_err(), "flipping bit {bit} was accepted");
+        flipped[bit / 8] ^= 1 << (bit % 8);
+    }
+    // A certificate is not a revocation list (the tags differ), though both are root-signed.
+    let cert = fixtures::release().certificate().to_vec();
+    assert!(matches!(verify_revocation(&cert, &roots), Err(VerifyError::RevocationMalformed(_))));
+    // At most 8 keys.
+    assert!(revoke(&fixtures::root(), 4, &[KeyId([1; 8]); 9]).is_err());
 }

@@ -3,8 +3,9 @@
 
 cbor2 decodes every vector (so the bytes are standard CBOR, not something only minicbor
 reads) and re-encodes it canonically (so our "canonical" is RFC 8949's core deterministic
-encoding); pyca/cryptography verifies the envelope's key chain (so our signatures are
-plain RFC 8032 Ed25519). Run: python3 crosscheck.py  (needs cbor2 and cryptography).
+encoding); pyca/cryptography verifies the key chains of the offer and the command
+envelopes and the root's signature over the revocation list (so our signatures are plain
+RFC 8032 Ed25519), and the fields that bound a key's reach are read back. Run: python3 crosscheck.py  (needs cbor2 and cryptography).
 """
 import hashlib
 import pathlib
@@ -15,8 +16,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 HERE = pathlib.Path(__file__).parent
-TAG_MANIFEST, TAG_CERT_BODY = 0x6D6F7401, 0x6D6F7402
-SIGNED = {"manifest_full", "manifest_minimal", "cert_body", "certificate", "envelope"}
+TAG_MANIFEST, TAG_CERT_BODY, TAG_COMMAND, TAG_REVOCATION = 0x6D6F7401, 0x6D6F7402, 0x6D6F7403, 0x6D6F7404
+SIGNED = {
+    "manifest_full", "manifest_minimal", "cert_body", "certificate", "envelope",
+    "command_rollback", "command_cancel", "cmd_rollback", "revocation_body", "revocation",
+}
 
 
 def read(name):
@@ -43,21 +47,37 @@ def main():
         print(f"ok   {name}: {len(raw)} bytes of standard CBOR")
         passed += 1
 
-    envelope = cbor2.loads(read("envelope"))
-    manifest_bytes, signing_key_id, signature, cert = envelope[0], envelope[1], envelope[2], envelope[3]
-    manifest = cbor2.loads(manifest_bytes)
-    body = cbor2.loads(cert[0])
-    assert manifest.tag == TAG_MANIFEST and body.tag == TAG_CERT_BODY, "tags"
     root = Ed25519PrivateKey.from_private_bytes(bytes([0x11] * 32)).public_key()
     root_raw = root.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    assert cert[1] == key_id(root_raw), "issuer is the root's key id"
-    root.verify(cert[2], cert[0])
-    release_raw = body.value[2]
-    assert body.value[1] == key_id(release_raw) == signing_key_id, "key ids"
-    Ed25519PublicKey.from_public_bytes(release_raw).verify(signature, manifest_bytes)
-    assert manifest.value[3] == 7 and manifest.value[4] == "stm32f4-kws", "manifest fields"
+
+    def open_envelope(name, tag):
+        envelope = cbor2.loads(read(name))
+        signed, signing_key_id, signature, cert = envelope[0], envelope[1], envelope[2], envelope[3]
+        inner = cbor2.loads(signed)
+        body = cbor2.loads(cert[0])
+        assert inner.tag == tag and body.tag == TAG_CERT_BODY, f"{name}: tags"
+        assert cert[1] == key_id(root_raw), f"{name}: issuer is the root's key id"
+        root.verify(cert[2], cert[0])
+        release_raw = body.value[2]
+        assert body.value[1] == key_id(release_raw) == signing_key_id, f"{name}: key ids"
+        assert (body.value[4], body.value[5]) == (1, 99), f"{name}: certified counter range"
+        Ed25519PublicKey.from_public_bytes(release_raw).verify(signature, signed)
+        return inner.value, release_raw
+
+    manifest, release_raw = open_envelope("envelope", TAG_MANIFEST)
+    assert manifest[3] == 7 and manifest[4] == "stm32f4-kws", "manifest fields"
     print("ok   envelope: key chain and signature verify with pyca/cryptography")
-    passed += 1
+    command, _ = open_envelope("cmd_rollback", TAG_COMMAND)
+    assert command[1] == "kws-0042" and command[2] == 42 and command[3] == 0, "command fields"
+    assert command[4] == bytes([0xE5] * 32) and command[5] == {0: bytes([0xB2] * 32), 1: bytes([0xF6] * 32)}
+    print("ok   cmd_rollback: key chain and signature verify with pyca/cryptography")
+    revocation = cbor2.loads(read("revocation"))
+    body = cbor2.loads(revocation[0])
+    assert body.tag == TAG_REVOCATION and revocation[1] == key_id(root_raw), "revocation: tag and issuer"
+    root.verify(revocation[2], revocation[0])
+    assert body.value[1] == 2 and body.value[2] == key_id(release_raw) + bytes([0x99] * 8), "revocation fields"
+    print("ok   revocation: root signature verifies with pyca/cryptography")
+    passed += 3
     print(f"crosscheck: {passed} passed, {failures} failed")
     return 1 if failures else 0
 
