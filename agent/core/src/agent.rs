@@ -11,14 +11,17 @@
 
 use embedded_storage::nor_flash::{MultiwriteNorFlash, NorFlash};
 use mota_delta::{Checkpoint, Decoder, DeltaError};
-use mota_proto::message::{Action, Chunk, Cmd, DeviceInfo, ErrorCode, Event, Hello, Refusal, RunningModel, Status};
+use mota_proto::message::{Chunk, DeviceInfo, ErrorCode, Event, Hello, Refusal, RunningModel, Status};
 use mota_proto::topic::Kind;
-use mota_proto::{DevicePolicy, Digest, Envelope, Manifest, VerifiedOffer, Wire, verify};
+use mota_proto::{
+    Action, CommandBody, DevicePolicy, Digest, Envelope, Manifest, Target, VerifiedOffer, Wire, verify, verify_command,
+    verify_revocation,
+};
 
 use crate::config::Config;
 use crate::platform::{Clock, Located, Transport, Validator};
 use crate::slot::{self, MAX_UNIT, WriteError, Writer};
-use crate::state::{Installed, Job, Phase, Report, SetRef, State, Text};
+use crate::state::{Installed, Job, Phase, Report, Revoked, SetRef, State, Text};
 use crate::store::{Store, StoreError};
 
 /// Torn writes in a row (each one a power cut during a write, found on resume) before an
@@ -28,7 +31,7 @@ use crate::store::{Store, StoreError};
 const MAX_RESTARTS: u8 = 16;
 
 /// Messages a device subscribes to (on its own topics).
-pub const SUBSCRIPTIONS: [Kind; 3] = [Kind::Offer, Kind::Chunk, Kind::Cmd];
+pub const SUBSCRIPTIONS: [Kind; 4] = [Kind::Offer, Kind::Chunk, Kind::Cmd, Kind::Trust];
 
 /// Why the agent could not go on; the firmware reboots (or calls [`Agent::boot`] again,
 /// with the arena [`Agent::shutdown`] gives back).
@@ -99,6 +102,8 @@ pub struct Agent<'c, F, S: NorFlash, V> {
     /// Digest of the last envelope refused without a state change (so a retained offer is
     /// judged once per boot).
     refused: Option<Digest>,
+    /// The same for the last refused command.
+    refused_cmd: Option<Digest>,
     /// A pending report could not be published; try again at `poll`.
     report_due: bool,
 }
@@ -160,6 +165,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             received: 0,
             request: None,
             refused: None,
+            refused_cmd: None,
             report_due: false,
         };
         match agent.start() {
@@ -228,6 +234,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             codecs: 1 << mota_delta::format::CODEC,
             max_chunk: self.config.chunk_bytes,
             next_seq: Some(self.state.seq),
+            revocation_seq: Some(self.state.revoked.seq),
         };
         publish(net, Kind::Hello, &Hello::online(info));
         self.report_due |= self.state.report.is_some();
@@ -267,7 +274,8 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         match kind {
             Kind::Offer => self.on_offer(payload, net, clock),
             Kind::Chunk => self.on_chunk(payload, net, clock),
-            Kind::Cmd => self.on_cmd(payload, net),
+            Kind::Cmd => self.on_cmd(payload, net, clock),
+            Kind::Trust => self.on_trust(payload),
             // Device-to-backend kinds are not for the device.
             Kind::Hello | Kind::Get | Kind::Status => Ok(()),
         }
@@ -343,7 +351,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         let Ok(envelope) = Envelope::parse(payload) else {
             return self.refuse(payload, None, ErrorCode::ENVELOPE_MALFORMED, true, net);
         };
-        let digest = Digest::of(envelope.manifest);
+        let digest = Digest::of(envelope.body);
         // The offer in progress, one installed now or before, or one that failed. (Same
         // signed manifest: its signature verified before, whatever wraps it now.)
         if self.state.job.is_some_and(|j| j.manifest == digest) {
@@ -370,6 +378,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             device_class: self.config.device_class,
             security_counter: self.state.counter,
             now: clock.unix_time(),
+            revoked: self.state.revoked.keys(),
             limits: mota_proto::Limits { max_image_bytes: self.slot_bytes(), ..self.config.limits },
         };
         let offer = match verify(payload, self.config.roots, &policy) {
@@ -807,6 +816,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
                     set: job.validation.map(|v| SetRef { sha256: v.set_sha256, size: v.set_size }),
                     accuracy_permille: report.accuracy_permille,
                 });
+                report.rollback_target = self.state.previous.map(|p| Target { image: p.sha256, manifest: p.manifest });
             }
             Err(code) => {
                 report.event = Event::Rejected;
@@ -834,47 +844,64 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         }
     }
 
-    // ---- commands --------------------------------------------------------------------
+    // ---- commands and trust -----------------------------------------------------------
 
-    fn on_cmd<T: Transport>(&mut self, payload: &[u8], net: &mut T) -> Result<(), AgentError> {
-        let Ok(cmd) = Cmd::parse(payload) else { return Ok(()) };
-        if cmd.id <= self.state.last_cmd {
-            return Ok(()); // already executed
+    /// A signed command. It acts only if it verifies (key chain, revocations, this
+    /// device) and applies to the state it names; anything else is refused with its
+    /// reason and no flash operation. Refusals of a verified command name its subject, so
+    /// the backend files them under the rollout; those of an unverified one name nothing.
+    fn on_cmd<T: Transport>(&mut self, payload: &[u8], net: &mut T, clock: &impl Clock) -> Result<(), AgentError> {
+        // An empty retained message clears the command; the same refused bytes are
+        // judged once per boot.
+        if payload.is_empty() || self.refused_cmd == Some(Digest::of(payload)) {
+            return Ok(());
         }
+        let (roots, device) = (self.config.roots, self.config.device_id);
+        let verified = match verify_command(payload, roots, self.state.revoked.keys(), clock.unix_time(), device) {
+            Ok(verified) => verified,
+            Err(e) => return self.refuse_cmd(payload, None, ErrorCode::from(&e), net),
+        };
+        if self.state.last_cmd == Some(verified.digest) {
+            // Carried out before (a retained command after a reconnect): its report again.
+            self.deliver_report(net);
+            return Ok(());
+        }
+        let cmd = verified.command;
+        let subject = Some(cmd.subject);
+        let report = match cmd.action {
+            Action::Cancel => match self.state.job {
+                Some(job) if job.manifest == cmd.subject && job.rollout == cmd.rollout_id => self.cancel(&cmd, job),
+                _ => return self.refuse_cmd(payload, None, ErrorCode::COMMAND_STALE, net),
+            },
+            Action::Rollback => {
+                if self.state.job.is_some() {
+                    // Not remembered: once the job ends, the retained command is judged again.
+                    publish(
+                        net,
+                        Kind::Status,
+                        &Report::new(0, 0, Event::Rejected, None, Some(ErrorCode::BUSY)).status(),
+                    );
+                    return Ok(());
+                }
+                if self.state.current.and_then(|c| c.manifest) != subject {
+                    return self.refuse_cmd(payload, None, ErrorCode::COMMAND_STALE, net);
+                }
+                match self.rollback_to(&cmd)? {
+                    Ok(previous) => self.roll_back(&cmd, previous),
+                    Err(code) => return self.refuse_cmd(payload, subject, code, net),
+                }
+            }
+        };
+        // Only now does anything change: one store holds the new state, the report and
+        // the command's digest.
         if self.report_due {
             self.deliver_report(net);
         }
         if self.report_due {
-            return Ok(()); // not recorded: the backend repeats it
+            return Ok(()); // not recorded: the retained command comes again
         }
-        let job = self.state.job;
-        if cmd.action == Action::Cancel && job.is_none_or(|j| j.rollout != cmd.rollout_id) {
-            return Ok(());
-        }
-        let rollback_to = match (cmd.action, job, self.state.previous) {
-            (Action::Rollback, None, Some(prev)) if self.holds(usize::from(self.state.inactive()), &prev)? => {
-                Some(prev)
-            }
-            _ => None,
-        };
-        let state = &mut self.state;
-        state.last_cmd = cmd.id;
-        let seq = state.next_seq();
-        let report = match (cmd.action, job, rollback_to) {
-            (Action::Cancel, Some(job), _) => {
-                state.job = None;
-                state.last_failed = Some(job.manifest);
-                Report::new(cmd.rollout_id, seq, Event::Cancelled, Some(job.manifest), Some(ErrorCode::CANCELLED))
-            }
-            (Action::Rollback, _, Some(prev)) => {
-                state.previous = state.current;
-                state.current = Some(prev);
-                state.active = state.inactive();
-                Report::new(cmd.rollout_id, seq, Event::RolledBack, prev.manifest, None)
-            }
-            _ => Report::new(cmd.rollout_id, seq, Event::Rejected, None, Some(ErrorCode::ROLLBACK_UNAVAILABLE)),
-        };
-        state.report = Some(report);
+        self.state.last_cmd = Some(verified.digest);
+        self.state.report = Some(report);
         self.decoding = false;
         self.request = None;
         self.slot_erased = false;
@@ -882,6 +909,68 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         self.report_due = true;
         self.deliver_report(net);
         Ok(())
+    }
+
+    /// The model a rollback may return to: exactly the named one, not below the
+    /// device's counter, still intact in the other slot.
+    fn rollback_to(&mut self, cmd: &CommandBody<'_>) -> Result<Result<Installed, ErrorCode>, AgentError> {
+        let (Some(previous), Some(target)) = (self.state.previous, cmd.target) else {
+            return Ok(Err(ErrorCode::ROLLBACK_UNAVAILABLE));
+        };
+        if previous.sha256 != target.image || previous.manifest != target.manifest {
+            return Ok(Err(ErrorCode::ROLLBACK_TARGET_MISMATCH));
+        }
+        if previous.counter < self.state.counter {
+            return Ok(Err(ErrorCode::ROLLBACK_BELOW_COUNTER));
+        }
+        if !self.holds(usize::from(self.state.inactive()), &previous)? {
+            return Ok(Err(ErrorCode::ROLLBACK_UNAVAILABLE));
+        }
+        Ok(Ok(previous))
+    }
+
+    /// Abandons `job` (RAM only; the caller stores).
+    fn cancel(&mut self, cmd: &CommandBody<'_>, job: Job) -> Report {
+        let state = &mut self.state;
+        state.job = None;
+        state.last_failed = Some(job.manifest);
+        let seq = state.next_seq();
+        Report::new(cmd.rollout_id, seq, Event::Cancelled, Some(job.manifest), Some(ErrorCode::CANCELLED))
+    }
+
+    /// Makes `previous` active again (RAM only; the caller stores). The counter stays.
+    fn roll_back(&mut self, cmd: &CommandBody<'_>, previous: Installed) -> Report {
+        let state = &mut self.state;
+        state.previous = state.current;
+        state.current = Some(previous);
+        state.active = state.inactive();
+        let seq = state.next_seq();
+        Report::new(cmd.rollout_id, seq, Event::RolledBack, previous.manifest, None)
+    }
+
+    /// Reports a refused command without touching flash, like a refused offer (under
+    /// rollout 0, seq 0), and ignores these bytes until the next boot.
+    fn refuse_cmd<T: Transport>(
+        &mut self,
+        payload: &[u8],
+        subject: Option<Digest>,
+        code: ErrorCode,
+        net: &mut T,
+    ) -> Result<(), AgentError> {
+        self.refused_cmd = Some(Digest::of(payload));
+        publish(net, Kind::Status, &Report::new(0, 0, Event::Rejected, subject, Some(code)).status());
+        Ok(())
+    }
+
+    /// A root-signed revocation list: kept when it verifies and is newer than the one
+    /// held; from then on offers and commands by its keys are refused.
+    fn on_trust(&mut self, payload: &[u8]) -> Result<(), AgentError> {
+        let Ok(list) = verify_revocation(payload, self.config.roots) else { return Ok(()) };
+        if list.seq <= self.state.revoked.seq {
+            return Ok(());
+        }
+        self.state.revoked = Revoked::from_list(&list);
+        self.persist()
     }
 }
 

@@ -5,6 +5,8 @@ use mota_proto::Limits;
 /// The device's identity, trust anchors and limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Config<'a> {
+    /// The device's id (its MQTT topic level); commands must name exactly this one.
+    pub device_id: &'a str,
     /// Device class; offers must name exactly this one.
     pub device_class: &'a str,
     /// Firmware/agent version string for `hello`.

@@ -8,9 +8,9 @@
 //! refused.
 
 use mota_proto::message::{ErrorCode, Event};
-use mota_proto::{Delta, Digest, Image, Validation};
+use mota_proto::{Delta, Digest, Image, KeyId, Target, Validation};
 
-use crate::state::{Installed, Job, Phase, Report, STATE_FORMAT, SetRef, State, Text};
+use crate::state::{Installed, Job, Phase, Report, Revoked, STATE_FORMAT, SetRef, State, Text};
 
 /// Encodes `state` into `buf`; the length, or `None` if it does not fit.
 pub fn encode(state: &State, buf: &mut [u8]) -> Option<usize> {
@@ -19,7 +19,8 @@ pub fn encode(state: &State, buf: &mut [u8]) -> Option<usize> {
     w.u8(state.active)?;
     w.u32(state.counter)?;
     w.u32(state.seq)?;
-    w.u64(state.last_cmd)?;
+    w.opt(&state.last_cmd, |w, d| w.digest(d))?;
+    w.revoked(&state.revoked)?;
     w.opt(&state.last_failed, |w, d| w.digest(d))?;
     w.opt(&state.current, Writer::installed)?;
     w.opt(&state.previous, Writer::installed)?;
@@ -39,7 +40,8 @@ pub fn decode(bytes: &[u8]) -> Option<State> {
         active: r.u8().filter(|&a| a < 2)?,
         counter: r.u32()?,
         seq: r.u32()?,
-        last_cmd: r.u64()?,
+        last_cmd: r.opt(Reader::digest)?,
+        revoked: r.revoked()?,
         last_failed: r.opt(Reader::digest)?,
         current: r.opt(Reader::installed)?,
         previous: r.opt(Reader::installed)?,
@@ -151,7 +153,17 @@ impl Writer<'_> {
         self.opt(&r.latency_us, |w, &v| w.u32(v))?;
         self.opt(&r.previous_latency_us, |w, &v| w.u32(v))?;
         self.opt(&r.arena_used, |w, &v| w.u32(v))?;
-        self.opt(&r.error, |w, e| w.u16(e.0))
+        self.opt(&r.error, |w, e| w.u16(e.0))?;
+        self.opt(&r.rollback_target, |w, t| {
+            w.digest(&t.image)?;
+            w.opt(&t.manifest, |w, d| w.digest(d))
+        })
+    }
+
+    fn revoked(&mut self, r: &Revoked) -> Option<()> {
+        self.u32(r.seq)?;
+        self.u8(u8::try_from(r.keys().len()).ok()?)?;
+        r.keys().iter().try_for_each(|k| self.put(&k.0))
     }
 }
 
@@ -269,7 +281,20 @@ impl<'a> Reader<'a> {
             previous_latency_us: self.opt(Self::u32)?,
             arena_used: self.opt(Self::u32)?,
             error: self.opt(|r| r.u16().map(ErrorCode))?,
+            rollback_target: self.opt(|r| Some(Target { image: r.digest()?, manifest: r.opt(Self::digest)? }))?,
         })
+    }
+
+    fn revoked(&mut self) -> Option<Revoked> {
+        let mut revoked = Revoked::new(self.u32()?);
+        let len = self.u8()?;
+        if usize::from(len) > mota_proto::revocation::MAX_REVOKED {
+            return None;
+        }
+        for _ in 0..len {
+            revoked.push(KeyId(self.array()?));
+        }
+        Some(revoked)
     }
 }
 
@@ -304,8 +329,9 @@ mod tests {
 
         /// Records with every field varied round-trip.
         #[test]
-        fn states_round_trip(active in 0u8..2, counter: u32, seq: u32, last_cmd: u64, acc in proptest::option::of(0u16..=1000),
-                             phase in 0u8..3, progress: u32, name in "[a-z0-9_.-]{0,64}", event in 0u8..8) {
+        fn states_round_trip(active in 0u8..2, counter: u32, seq: u32, rollout: u64, acc in proptest::option::of(0u16..=1000),
+                             phase in 0u8..3, progress: u32, name in "[a-z0-9_.-]{0,64}", event in 0u8..8,
+                             revoked in 0usize..=8) {
             let text = Text::<64>::new(&name).unwrap_or_default();
             let installed = Installed {
                 sha256: Digest([counter as u8; 32]), size: progress, counter, name: text,
@@ -313,15 +339,19 @@ mod tests {
                 set: acc.map(|a| SetRef { sha256: Digest([a as u8; 32]), size: u32::from(a) }), accuracy_permille: acc,
             };
             let job = Job {
-                manifest: Digest([1; 32]), rollout: last_cmd, counter, name: text, version: Text::default(),
+                manifest: Digest([1; 32]), rollout, counter, name: text, version: Text::default(),
                 image: Image { size: progress, sha256: Digest([2; 32]) }, delta: None, validation: None,
                 arena_bytes: 0, phase: [Phase::Image, Phase::Set, Phase::Validate][usize::from(phase)],
                 progress, written: seq, checkpoint: acc.map(|_| [9; 28]), trials: active, restarts: 0,
             };
-            let report = Report::new(last_cmd, seq, Event::ALL[usize::from(event)], None, acc.map(ErrorCode));
+            let mut report = Report::new(rollout, seq, Event::ALL[usize::from(event)], None, acc.map(ErrorCode));
+            report.rollback_target = acc.map(|_| Target { image: Digest([3; 32]), manifest: None });
+            let mut list = Revoked::new(seq);
+            (0..revoked).for_each(|i| list.push(KeyId([i as u8; 8])));
             let state = State {
                 format: STATE_FORMAT, active, counter, current: Some(installed), previous: acc.map(|_| installed),
-                job: Some(job), report: Some(report), seq, last_cmd, last_failed: None,
+                job: Some(job), report: Some(report), seq, last_cmd: acc.map(|_| Digest([4; 32])), revoked: list,
+                last_failed: None,
             };
             let mut buf = [0u8; MAX_STATE_LEN];
             let len = encode(&state, &mut buf).ok_or_else(|| TestCaseError::fail("does not fit"))?;

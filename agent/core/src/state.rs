@@ -12,12 +12,14 @@
 //! cost about 10 KiB of flash and 5 KiB of stack on a Cortex-M4 for one private record.)
 
 use mota_proto::message::{ErrorCode, Event, Status};
-use mota_proto::{Delta, Digest, Image, Validation};
+use mota_proto::revocation::MAX_REVOKED;
+use mota_proto::{Delta, Digest, Image, KeyId, RevocationBody, Target, Validation};
 
-/// Largest encoded record (two installed models, a job and a report use ~700 bytes).
-pub const MAX_STATE_LEN: usize = 1024;
-/// Format of the record this build writes.
-pub const STATE_FORMAT: u8 = 2;
+/// Largest encoded record (two installed models and a job with the longest names, a
+/// report naming its rollback target and a full revocation list: see the test below).
+pub const MAX_STATE_LEN: usize = 1280;
+/// Format of the record this build writes (3: signed commands and revocations).
+pub const STATE_FORMAT: u8 = 3;
 
 /// Text of at most `N` bytes kept inline (model names and versions, no allocation).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -153,6 +155,9 @@ pub struct Report {
     pub arena_used: Option<u32>,
     /// Why it failed.
     pub error: Option<ErrorCode>,
+    /// With a commit: the model left in the other slot, for the backend to name in a
+    /// rollback.
+    pub rollback_target: Option<Target>,
 }
 
 impl Report {
@@ -169,6 +174,7 @@ impl Report {
             previous_latency_us: None,
             arena_used: None,
             error,
+            rollback_target: None,
         }
     }
 
@@ -187,7 +193,46 @@ impl Report {
             arena_used: self.arena_used,
             error: self.error,
             detail: None,
+            rollback_target: self.rollback_target,
         }
+    }
+}
+
+/// The release keys the newest verified revocation list names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Revoked {
+    /// The list's sequence number (0: none held).
+    pub seq: u32,
+    len: u8,
+    keys: [KeyId; MAX_REVOKED],
+}
+
+impl Revoked {
+    /// An empty list numbered `seq`.
+    pub fn new(seq: u32) -> Self {
+        Self { seq, ..Self::default() }
+    }
+
+    /// The list `body` names (its signature verified by the caller).
+    pub fn from_list(body: &RevocationBody<'_>) -> Self {
+        let mut revoked = Self::new(body.seq);
+        for key in body.keys() {
+            revoked.push(key);
+        }
+        revoked
+    }
+
+    /// Adds a key id; ignored beyond [`MAX_REVOKED`] (a verified list holds no more).
+    pub fn push(&mut self, key: KeyId) {
+        if let Some(slot) = self.keys.get_mut(usize::from(self.len)) {
+            *slot = key;
+            self.len += 1;
+        }
+    }
+
+    /// The revoked key ids.
+    pub fn keys(&self) -> &[KeyId] {
+        self.keys.get(..usize::from(self.len)).unwrap_or(&[])
     }
 }
 
@@ -212,8 +257,11 @@ pub struct State {
     pub report: Option<Report>,
     /// The next report number (device-wide, so `(rollout, seq)` never repeats).
     pub seq: u32,
-    /// The last command executed.
-    pub last_cmd: u64,
+    /// Digest of the last signed command executed: the same command delivered again is
+    /// answered with its report, not judged again.
+    pub last_cmd: Option<Digest>,
+    /// The newest revocation list verified.
+    pub revoked: Revoked,
     /// The manifest of the last attempt that ended without a commit (rejected or
     /// cancelled): a retained offer re-delivered after a reboot is not tried again.
     pub last_failed: Option<Digest>,
@@ -231,7 +279,8 @@ impl State {
             job: None,
             report: None,
             seq: 1,
-            last_cmd: 0,
+            last_cmd: None,
+            revoked: Revoked::default(),
             last_failed: None,
         }
     }
@@ -302,6 +351,12 @@ mod tests {
         report.latency_us = Some(u32::MAX);
         report.previous_latency_us = Some(u32::MAX);
         report.arena_used = Some(u32::MAX);
+        report.rollback_target = Some(Target { image: Digest([8; 32]), manifest: Some(Digest([9; 32])) });
+        let mut revoked = Revoked::new(u32::MAX);
+        for i in 0..MAX_REVOKED as u8 + 1 {
+            revoked.push(KeyId([i; 8]));
+        }
+        assert_eq!(revoked.keys().len(), MAX_REVOKED);
         Ok(State {
             format: STATE_FORMAT,
             active: 1,
@@ -311,7 +366,8 @@ mod tests {
             job: Some(job),
             report: Some(report),
             seq: u32::MAX,
-            last_cmd: u64::MAX,
+            last_cmd: Some(Digest([10; 32])),
+            revoked,
             last_failed: Some(Digest([7; 32])),
         })
     }
@@ -322,6 +378,7 @@ mod tests {
         let mut buf = [0u8; MAX_STATE_LEN];
         let len = crate::record::encode(&state, &mut buf).ok_or("does not fit")?;
         assert!(len < MAX_STATE_LEN, "{len}");
+        assert!(len > MAX_STATE_LEN - 256, "{len}: the bound wastes RAM");
         assert_eq!(crate::record::decode(&buf[..len]), Some(state));
         for cut in 0..len {
             assert_eq!(crate::record::decode(&buf[..cut]), None, "a record cut at {cut} decodes");

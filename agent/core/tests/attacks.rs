@@ -1,15 +1,16 @@
-//! Offers and transfers an attacker (or a broken backend) could produce. Every refused
-//! offer is refused with zero flash operations; every bad chunk is dropped without a
-//! write; tampered artifacts never become the running model.
+//! Offers, commands, revocations and transfers an attacker (or a broken backend) could
+//! produce. Every refused offer or command is refused with zero flash operations; every
+//! bad chunk is dropped without a write; tampered artifacts never become the running
+//! model.
 
 mod common;
 
 use common::*;
 use ed25519_dalek::SigningKey;
 use mota_proto::message::{Chunk, ErrorCode, Event};
-use mota_proto::sign::{ReleaseKey, certify};
+use mota_proto::sign::{ReleaseKey, certify, revoke};
 use mota_proto::topic::Kind;
-use mota_proto::{Digest, Image, Manifest, Wire};
+use mota_proto::{CommandBody, Digest, Image, KeyId, Manifest, Target, Wire};
 
 type D = Device<8, 4096>;
 
@@ -71,14 +72,18 @@ fn offers_that_fail_a_check_are_refused_without_a_flash_operation() -> TestResul
     // Signed by a root the device does not trust.
     let rogue_root = SigningKey::from_bytes(&[0x33; 32]);
     let rogue = SigningKey::from_bytes(&[0x44; 32]);
-    let rogue = ReleaseKey::new(rogue.clone(), certify(&rogue_root, &rogue.verifying_key(), u64::MAX)?)
+    let rogue = ReleaseKey::new(rogue.clone(), certify(&rogue_root, &rogue.verifying_key(), u64::MAX, 0..=99)?)
         .map_err(|e| format!("{e:?}"))?;
     let patch_of = |base: &[u8]| mota_delta::encode::make(base, &b.new);
     let wrong_base = patch_of(&b.new);
     let cases: Vec<(&str, Vec<u8>, ErrorCode)> = vec![
         ("unknown root", rogue.sign(&good)?, ErrorCode::UNKNOWN_ROOT),
         ("downgrade", signed(&Manifest { security_counter: 0, ..good })?, ErrorCode::DOWNGRADE),
-        ("equal counter", signed(&Manifest { security_counter: 1, ..good })?, ErrorCode::COUNTER_NOT_INCREASED),
+        (
+            "counter beyond the key's certified range (a leaked key locking devices out)",
+            signed(&Manifest { security_counter: u32::MAX, ..good })?,
+            ErrorCode::COUNTER_OUTSIDE_CERTIFICATE,
+        ),
         ("wrong class", signed(&Manifest { device_class: "nrf52-kws", ..good })?, ErrorCode::WRONG_CLASS),
         ("expired", signed(&Manifest { expires_at: Some(1000), ..good })?, ErrorCode::EXPIRED),
         (
@@ -254,5 +259,152 @@ fn malformed_messages_of_every_kind_change_nothing() -> TestResult {
         }
     }
     assert_eq!((b.device.ops(), *agent.state()), before);
+    Ok(())
+}
+
+/// A device that committed an update (counter unchanged, so the factory model stays a
+/// valid rollback target), the offer it committed, and the agent's state then.
+fn updated(b: &Bench) -> Result<Offer, BoxError> {
+    let config = config(&b.old)?;
+    let mut arena = vec![0u8; ARENA];
+    let mut agent = b.device.boot(&config, &mut arena)?;
+    let update = offer(&b.new, OfferSpec { counter: 1, ..OfferSpec::default() })?;
+    let mut backend = Backend::default();
+    backend.publish_offer(&update);
+    drive(&mut agent, &mut backend, &TestClock::default())?;
+    assert_eq!(agent.active_model().map(|m| m.installed.sha256), Some(Digest::of(&b.new)));
+    Ok(update)
+}
+
+/// Delivers a `cmd` payload to a freshly booted agent; returns the refusal (its code and
+/// the manifest it names) and asserts that neither flash nor the record changed.
+fn refused_cmd(b: &Bench, payload: &[u8]) -> Result<(Option<ErrorCode>, Option<Digest>), BoxError> {
+    let config = config(&b.old)?;
+    let mut arena = vec![0u8; ARENA];
+    let mut agent = b.device.boot(&config, &mut arena)?;
+    let (ops, state) = (b.device.ops(), *agent.state());
+    let mut net = Net::default();
+    agent.handle(Kind::Cmd, payload, &mut net, &TestClock::default())?;
+    assert_eq!((b.device.ops(), *agent.state()), (ops, state), "a refused command changed the device");
+    let mut backend = Backend::default();
+    backend.take(&mut net)?;
+    let refusal = backend.statuses.iter().find(|s| s.event == Event::Rejected).ok_or("no refusal")?;
+    assert_eq!((refusal.rollout, refusal.seq), (0, 0), "refusals use the reserved key");
+    Ok((refusal.error, refusal.manifest))
+}
+
+#[test]
+fn commands_that_fail_a_check_are_refused_without_a_flash_operation() -> TestResult {
+    let b = bench()?;
+    let update = updated(&b)?;
+    let home = factory_target(&b.old);
+    let good = rollback(&update, home);
+    let sign = |c: &CommandBody<'_>| -> Result<Vec<u8>, BoxError> { Ok(release_key()?.sign_command(c)?) };
+    let rogue_root = SigningKey::from_bytes(&[0x33; 32]);
+    let rogue = SigningKey::from_bytes(&[0x44; 32]);
+    let rogue = ReleaseKey::new(rogue.clone(), certify(&rogue_root, &rogue.verifying_key(), u64::MAX, 0..=99)?)
+        .map_err(|e| format!("{e:?}"))?;
+    // The command format before signatures: {0: id u64::MAX, 1: rollback, 2: rollout 7}.
+    let unsigned_max_id =
+        vec![0xA3, 0x00, 0x1B, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01, 0x00, 0x02, 0x07];
+    let genuine = sign(&good)?;
+    let mut envelope = mota_proto::Envelope::parse(&genuine)?;
+    envelope.signature[0] ^= 1;
+    let tampered = envelope.to_vec()?;
+    let subject = Some(update.manifest);
+    let cases: Vec<(&str, Vec<u8>, ErrorCode, Option<Digest>)> = vec![
+        ("unsigned, id u64::MAX", unsigned_max_id, ErrorCode::ENVELOPE_MALFORMED, None),
+        ("forged: a key of another root", rogue.sign_command(&good)?, ErrorCode::UNKNOWN_ROOT, None),
+        ("tampered signature", tampered, ErrorCode::SIGNATURE_INVALID, None),
+        ("for another device", sign(&CommandBody { device: "dev-other", ..good })?, ErrorCode::WRONG_DEVICE, None),
+        (
+            "from a model the device does not run",
+            sign(&CommandBody { subject: Digest([7; 32]), ..good })?,
+            ErrorCode::COMMAND_STALE,
+            None,
+        ),
+        ("cancel with no download", sign(&cancel(&update))?, ErrorCode::COMMAND_STALE, None),
+        (
+            "to another model than the one in the other slot",
+            sign(&rollback(&update, Target { image: Digest([5; 32]), manifest: None }))?,
+            ErrorCode::ROLLBACK_TARGET_MISMATCH,
+            subject,
+        ),
+        (
+            "to the right image under another manifest",
+            sign(&rollback(&update, Target { manifest: Some(Digest([6; 32])), ..home }))?,
+            ErrorCode::ROLLBACK_TARGET_MISMATCH,
+            subject,
+        ),
+        ("garbage", b"not a command".to_vec(), ErrorCode::ENVELOPE_MALFORMED, None),
+    ];
+    for (name, payload, code, named) in cases {
+        assert_eq!(refused_cmd(&b, &payload)?, (Some(code), named), "{name}");
+    }
+    // After all of them, the genuine command still works.
+    let config = config(&b.old)?;
+    let mut arena = vec![0u8; ARENA];
+    let mut agent = b.device.boot(&config, &mut arena)?;
+    agent.handle(Kind::Cmd, &sign(&good)?, &mut Net::default(), &TestClock::default())?;
+    assert_eq!(agent.active_model().map(|m| m.installed.sha256), Some(Digest::of(&b.old)));
+    Ok(())
+}
+
+#[test]
+fn every_bit_flip_of_a_signed_command_is_refused_without_a_flash_operation() -> TestResult {
+    let b = bench()?;
+    let update = updated(&b)?;
+    let command = release_key()?.sign_command(&rollback(&update, factory_target(&b.old)))?;
+    let config = config(&b.old)?;
+    let mut arena = vec![0u8; ARENA];
+    let mut agent = b.device.boot(&config, &mut arena)?;
+    let (ops, state) = (b.device.ops(), *agent.state());
+    let mut flipped = command.clone();
+    for bit in 0..command.len() * 8 {
+        flipped[bit / 8] ^= 1 << (bit % 8);
+        agent.handle(Kind::Cmd, &flipped, &mut Net::default(), &TestClock::default())?;
+        assert_eq!(*agent.state(), state, "bit {bit} accepted");
+        flipped[bit / 8] ^= 1 << (bit % 8);
+    }
+    assert_eq!(b.device.ops(), ops);
+    Ok(())
+}
+
+#[test]
+fn a_revoked_release_key_moves_nothing_and_a_stale_list_cannot_unrevoke_it() -> TestResult {
+    let b = bench()?;
+    let update = updated(&b)?;
+    let root = SigningKey::from_bytes(&[0x11; 32]);
+    let leaked = release_key()?.key_id();
+    let config = config(&b.old)?;
+    let mut arena = vec![0u8; ARENA];
+    let mut agent = b.device.boot(&config, &mut arena)?;
+    let clock = TestClock::default();
+    // A list signed by anything but a root is ignored.
+    let by_release = revoke(&SigningKey::from_bytes(&[0x22; 32]), 5, &[leaked])?;
+    agent.handle(Kind::Trust, &by_release, &mut Net::default(), &clock)?;
+    assert_eq!(agent.state().revoked.seq, 0);
+    // The root revokes the key; the list is kept across a reboot.
+    agent.handle(Kind::Trust, &revoke(&root, 2, &[leaked])?, &mut Net::default(), &clock)?;
+    drop(agent);
+    let mut arena = vec![0u8; ARENA];
+    let mut agent = b.device.boot(&config, &mut arena)?;
+    assert_eq!((agent.state().revoked.seq, agent.state().revoked.keys()), (2, &[leaked][..]));
+    // An older (replayed) list, which did not name the key, changes nothing.
+    let ops = b.device.ops();
+    agent.handle(Kind::Trust, &revoke(&root, 1, &[])?, &mut Net::default(), &clock)?;
+    assert_eq!((b.device.ops(), agent.state().revoked.seq), (ops, 2));
+    drop(agent);
+    // Offers and commands signed by the revoked key: refused, nothing written.
+    let command = release_key()?.sign_command(&rollback(&update, factory_target(&b.old)))?;
+    assert_eq!(refused_cmd(&b, &command)?, (Some(ErrorCode::KEY_REVOKED), None));
+    let envelope = offer(&b.old, OfferSpec { counter: 3, ..OfferSpec::default() })?.envelope;
+    assert_eq!(refused(&b, &envelope)?, Some(ErrorCode::KEY_REVOKED));
+    // A newer list that no longer names it lifts the revocation (the root decides).
+    let mut arena = vec![0u8; ARENA];
+    let mut agent = b.device.boot(&config, &mut arena)?;
+    agent.handle(Kind::Trust, &revoke(&root, 3, &[KeyId([9; 8])])?, &mut Net::default(), &clock)?;
+    agent.handle(Kind::Cmd, &command, &mut Net::default(), &clock)?;
+    assert_eq!(agent.active_model().map(|m| m.installed.sha256), Some(Digest::of(&b.old)));
     Ok(())
 }

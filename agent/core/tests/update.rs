@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use mota_agent::AgentError;
 use mota_proto::Digest;
-use mota_proto::message::{Action, ErrorCode, Event};
+use mota_proto::message::{ErrorCode, Event};
 use mota_proto::topic::Kind;
 
 type D = Device<4, 4096>;
@@ -114,23 +114,51 @@ fn rollback_returns_to_the_previous_model_and_keeps_the_counter() -> TestResult 
     let mut arena = vec![0u8; ARENA];
     let mut agent = device.boot(&config, &mut arena)?;
     let mut backend = Backend::default();
-    backend.publish_offer(&offer(&new, OfferSpec::default())?);
+    let update = offer(&new, OfferSpec { counter: 1, ..OfferSpec::default() })?;
+    backend.publish_offer(&update);
     let clock = TestClock::default();
     drive(&mut agent, &mut backend, &clock)?;
     assert_eq!(agent.active_model().map(|m| m.image.slot), Some(1));
-    backend.command(1, Action::Rollback, 7)?;
+    // The commit names what a rollback must return to: the factory model.
+    let committed = agent.state().report.ok_or("no report")?;
+    assert_eq!(committed.rollback_target, Some(factory_target(&old)));
+    backend.command(&rollback(&update, factory_target(&old)))?;
     drive(&mut agent, &mut backend, &clock)?;
     let m = agent.active_model().ok_or("no model")?;
     assert_eq!((m.image.slot, m.installed.sha256), (0, Digest::of(&old)));
-    assert_eq!(agent.state().counter, 2, "a rollback never lowers the counter");
+    assert_eq!(agent.state().counter, 1, "a rollback never lowers the counter");
     let t = backend.terminal()?;
     assert_eq!(t.iter().map(|s| s.event).collect::<Vec<_>>(), [Event::Committed, Event::RolledBack]);
-    // The same command again does nothing; a second rollback goes forward again.
+    // The same command again (retained, after a reconnect) changes nothing and answers
+    // with the same report.
+    let ops = device.ops();
     drive(&mut agent, &mut backend, &clock)?;
+    assert_eq!(device.ops(), ops);
     assert_eq!(backend.terminal()?.len(), 2);
-    backend.command(2, Action::Rollback, 7)?;
+    Ok(())
+}
+
+#[test]
+fn a_rollback_below_the_counter_is_refused() -> TestResult {
+    let (old, new) = (v1()?, v2()?);
+    let device = D::new(Layout::uniform(4, 0xFF), &old)?;
+    let config = config(&old)?;
+    let mut arena = vec![0u8; ARENA];
+    let mut agent = device.boot(&config, &mut arena)?;
+    let mut backend = Backend::default();
+    // The update raised the counter from 1 to 2: the factory model (counter 1) is unusable.
+    let update = offer(&new, OfferSpec::default())?;
+    backend.publish_offer(&update);
+    let clock = TestClock::default();
     drive(&mut agent, &mut backend, &clock)?;
+    backend.command(&rollback(&update, factory_target(&old)))?;
+    let ops = device.ops();
+    drive(&mut agent, &mut backend, &clock)?;
+    assert_eq!(device.ops(), ops, "a refused rollback touched flash");
     assert_eq!(agent.active_model().map(|m| m.image.slot), Some(1));
+    let refusal = backend.statuses.iter().rfind(|s| s.event == Event::Rejected).ok_or("no refusal")?;
+    let named = (refusal.rollout, refusal.seq, refusal.error, refusal.manifest);
+    assert_eq!(named, (0, 0, Some(ErrorCode::ROLLBACK_BELOW_COUNTER), Some(update.manifest)));
     Ok(())
 }
 
@@ -142,11 +170,19 @@ fn rollback_is_refused_when_the_previous_model_is_gone() -> TestResult {
     let mut arena = vec![0u8; ARENA];
     let mut agent = device.boot(&config, &mut arena)?;
     let mut backend = Backend::default();
-    backend.command(1, Action::Rollback, 7)?;
-    drive(&mut agent, &mut backend, &TestClock::default())?;
-    let t = backend.terminal()?;
-    assert_eq!((t[0].event, t[0].error), (Event::Rejected, Some(ErrorCode::ROLLBACK_UNAVAILABLE)));
-    assert_eq!(agent.active_model().map(|m| m.image.slot), Some(0));
+    let clock = TestClock::default();
+    let update = offer(&v2()?, OfferSpec { counter: 1, ..OfferSpec::default() })?;
+    backend.publish_offer(&update);
+    drive(&mut agent, &mut backend, &clock)?;
+    // The factory model's slot decays (or is tampered with) after the commit.
+    device.corrupt(0, 100)?;
+    backend.command(&rollback(&update, factory_target(&old)))?;
+    let ops = device.ops();
+    drive(&mut agent, &mut backend, &clock)?;
+    assert_eq!(device.ops(), ops, "a refused rollback writes nothing");
+    let refusal = backend.statuses.iter().rfind(|s| s.event == Event::Rejected).ok_or("no refusal")?;
+    assert_eq!((refusal.seq, refusal.error), (0, Some(ErrorCode::ROLLBACK_UNAVAILABLE)));
+    assert_eq!(agent.active_model().map(|m| m.image.slot), Some(1));
     Ok(())
 }
 
@@ -198,7 +234,7 @@ fn cancel_abandons_the_download_and_an_offer_meanwhile_is_busy() -> TestResult {
     backend.take(&mut net)?;
     let busy = backend.statuses.iter().find(|s| s.event == Event::Rejected).ok_or("no refusal")?;
     assert_eq!((busy.rollout, busy.seq, busy.error), (0, 0, Some(ErrorCode::BUSY)));
-    backend.command(1, Action::Cancel, 7)?;
+    backend.command(&cancel(&first))?;
     drive(&mut agent, &mut backend, &clock)?;
     assert!(agent.state().job.is_none());
     assert!(backend.terminal()?.iter().any(|s| s.event == Event::Cancelled && s.rollout == 7));

@@ -12,10 +12,10 @@ use std::rc::Rc;
 
 use ed25519_dalek::SigningKey;
 use mota_agent::{Agent, AgentError, Clock, Config, Factory, RuntimeValidator, SlotMemory, Transport};
-use mota_proto::message::{Action, Chunk, Cmd, ErrorCode, Event, Get, Refusal, Status};
+use mota_proto::message::{Chunk, ErrorCode, Event, Get, Refusal, Status};
 use mota_proto::sign::{ReleaseKey, certify};
 use mota_proto::topic::Kind;
-use mota_proto::{Delta, Digest, Image, Limits, Manifest, Validation, Wire};
+use mota_proto::{Action, CommandBody, Delta, Digest, Image, Limits, Manifest, Target, Validation, Wire};
 use mota_simflash::{Geometry, Region, SimFlash};
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -64,14 +64,45 @@ pub fn arena_of(model: &[u8]) -> Result<u32, BoxError> {
 pub fn release_key() -> Result<ReleaseKey, BoxError> {
     let root = SigningKey::from_bytes(&[0x11; 32]);
     let release = SigningKey::from_bytes(&[0x22; 32]);
-    let cert = certify(&root, &release.verifying_key(), u64::MAX)?;
+    let cert = certify(&root, &release.verifying_key(), u64::MAX, 0..=99)?;
     Ok(ReleaseKey::new(release, cert).map_err(|e| format!("{e:?}"))?)
+}
+
+/// The test device's id.
+pub const DEVICE: &str = "dev-test";
+
+/// A rollback of `of` (committed) on [`DEVICE`], back to `to`.
+pub fn rollback(of: &Offer, to: Target) -> CommandBody<'static> {
+    CommandBody {
+        format: mota_proto::command::COMMAND_FORMAT_VERSION,
+        device: DEVICE,
+        rollout_id: of.rollout,
+        action: Action::Rollback,
+        subject: of.manifest,
+        target: Some(to),
+    }
+}
+
+/// A cancel of the download of `of` on [`DEVICE`].
+pub fn cancel(of: &Offer) -> CommandBody<'static> {
+    CommandBody {
+        action: Action::Cancel,
+        target: None,
+        ..rollback(of, Target { image: Digest([0; 32]), manifest: None })
+    }
+}
+
+/// The factory model `image` as a rollback target.
+pub fn factory_target(image: &[u8]) -> Target {
+    Target { image: Digest::of(image), manifest: None }
 }
 
 /// What an offer is made of.
 #[derive(Clone)]
 pub struct Offer {
     pub envelope: Vec<u8>,
+    /// The signed manifest's digest (what commands name).
+    pub manifest: Digest,
     pub rollout: u64,
     pub image: Vec<u8>,
     pub artifacts: Vec<Vec<u8>>,
@@ -135,7 +166,8 @@ pub fn offer(image: &[u8], spec: OfferSpec<'_>) -> Result<Offer, BoxError> {
         rollout_id: spec.rollout,
     };
     let envelope = release_key()?.sign(&manifest)?;
-    Ok(Offer { envelope, rollout: spec.rollout, image: image.to_vec(), artifacts })
+    let manifest = Digest::of(&manifest.to_vec()?);
+    Ok(Offer { envelope, manifest, rollout: spec.rollout, image: image.to_vec(), artifacts })
 }
 
 // ---- the device ------------------------------------------------------------------------
@@ -219,6 +251,16 @@ impl<const W: usize, const E: usize> Device<W, E> {
         self.part.borrow().contents()[start..start + self.layout.slot_len as usize].to_vec()
     }
 
+    /// Programs zeros over one write unit of slot `i` at `offset` (rounded down to the
+    /// unit): flash decay, or tampering, under a model the record calls intact.
+    pub fn corrupt(&self, i: u8, offset: u32) -> Result<(), BoxError> {
+        use embedded_storage::nor_flash::NorFlash;
+        let l = &self.layout;
+        let mut slot = Region::new(&self.part, l.slots[usize::from(i)], l.slot_len);
+        slot.write(offset / W as u32 * W as u32, &[0; W]).map_err(|e| format!("{e:?}"))?;
+        Ok(())
+    }
+
     /// Mutating operations so far.
     pub fn ops(&self) -> u64 {
         self.part.borrow().stats().mutating()
@@ -273,6 +315,7 @@ pub fn config(factory: &[u8]) -> Result<Config<'static>, BoxError> {
 
 pub fn config_with(factory: &[u8], counter: u32) -> Result<Config<'static>, BoxError> {
     Ok(Config {
+        device_id: DEVICE,
         device_class: CLASS,
         agent_version: "test",
         roots: &[mota_proto::testkit::ROOT],
@@ -346,9 +389,9 @@ impl Backend {
         self.offer = Some(offer.envelope.clone());
     }
 
-    /// Queues a command, delivered at every boot until the device executed it.
-    pub fn command(&mut self, id: u64, action: Action, rollout: u64) -> Result<(), BoxError> {
-        self.cmd = Some(Cmd { id, action, rollout_id: rollout }.to_vec()?);
+    /// Signs and queues a command (retained: delivered at every boot).
+    pub fn command(&mut self, command: &CommandBody<'_>) -> Result<(), BoxError> {
+        self.cmd = Some(release_key()?.sign_command(command)?);
         Ok(())
     }
 
