@@ -14,7 +14,7 @@ const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../firmware/data/");
 fn the_firmware_demo_update_is_current() -> TestResult {
     let (old, new) = (model("digits_cnn_v1")?, model("digits_cnn_v2")?);
     let set = set("digits_cnn_v2", 100)?;
-    let o = offer(&new, OfferSpec { base: Some(&old), set: Some(&set), ..Default::default() })?;
+    let o = offer(&new, OfferSpec { counter: 1, base: Some(&old), set: Some(&set), ..Default::default() })?;
     let files = [("offer.cbor", &o.envelope), ("patch.mdlt", &o.artifacts[1]), ("set.vset", &o.artifacts[2])];
     let bless = std::env::var_os("MOTA_BLESS").is_some();
     for (name, bytes) in files {

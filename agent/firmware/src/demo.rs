@@ -39,6 +39,7 @@ static mut PART: Part = Part([0; PART_LEN]);
 
 /// The device's configuration, fixed at build time.
 pub static CONFIG: Config<'static> = Config {
+    device_id: "demo-device",
     device_class: "stm32f4-kws",
     agent_version: "firmware-demo",
     roots: &[mota_proto::testkit::ROOT],

@@ -2,19 +2,22 @@
 //! events against a device on simulated flash holding the factory model: the genuine
 //! signed delta offer (the firmware demo's), chunks cut from the genuine artifacts at
 //! fuzzer-chosen offsets and lengths (optionally corrupted), raw messages of any kind,
-//! commands, timer ticks, power cuts at a chosen flash operation (before or tearing it)
-//! and reboots. The agent must never panic, and after every boot the model it would run
+//! genuinely signed commands (rollback and cancel, for this device or another, naming
+//! the right or a wrong model) and revocation lists, timer ticks, power cuts at a
+//! chosen flash operation (before or tearing it) and reboots. The agent must never panic, and after every boot the model it would run
 //! must hash to its record and be the factory model or the offered one.
 #![no_main]
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use ed25519_dalek::SigningKey;
 use libfuzzer_sys::fuzz_target;
 use mota_agent::{Agent, Clock, Config, Factory, Located, Measurement, Transport, Validator};
-use mota_proto::message::{Action, Chunk, Cmd, ErrorCode};
+use mota_proto::message::{Chunk, ErrorCode};
+use mota_proto::sign::{ReleaseKey, certify, key_id, revoke};
 use mota_proto::topic::Kind;
-use mota_proto::{Digest, Limits, Wire};
+use mota_proto::{Action, CommandBody, Digest, Envelope, KeyId, Limits, Target, Wire};
 use mota_simflash::{CutMode, Geometry, Region, SimFlash};
 
 static FACTORY: &[u8] = include_bytes!("../../runtime/fixtures/models/digits_cnn_v1.tflite");
@@ -58,6 +61,7 @@ impl Clock for Ticks {
 
 fn config() -> Config<'static> {
     Config {
+        device_id: "fuzz-device",
         device_class: "stm32f4-kws",
         agent_version: "fuzz",
         roots: &[mota_proto::testkit::ROOT],
@@ -166,15 +170,17 @@ fn event(
         2 => {
             let &[kind, len] = take(2)? else { return None };
             let payload = take(usize::from(len))?;
-            agent.handle(Kind::ALL[usize::from(kind) % 6], payload, &mut Sink, clock)
+            agent.handle(Kind::ALL[usize::from(kind) % Kind::ALL.len()], payload, &mut Sink, clock)
         }
         3 => {
-            let &[id, action] = take(2)? else { return None };
-            let action = if action % 2 == 0 { Action::Rollback } else { Action::Cancel };
-            let cmd = Cmd { id: u64::from(id), action, rollout_id: 7 };
-            match cmd.encode_into(&mut buf) {
-                Ok(n) => agent.handle(Kind::Cmd, &buf[..n], &mut Sink, clock),
-                Err(_) => Ok(()),
+            let &[shape, seq] = take(2)? else { return None };
+            if shape & 0x80 != 0 {
+                // A root-signed revocation list, of the release key or of another.
+                let keys = if shape & 1 == 0 { [release().key_id()] } else { [KeyId([7; 8])] };
+                let list = revoke(&SigningKey::from_bytes(&[0x11; 32]), u32::from(seq), &keys).expect("list");
+                agent.handle(Kind::Trust, &list, &mut Sink, clock)
+            } else {
+                agent.handle(Kind::Cmd, &command(shape), &mut Sink, clock)
             }
         }
         4 | 5 => {
@@ -190,4 +196,31 @@ fn event(
         }
         _ => Err(mota_agent::AgentError::Flash), // a reboot
     })
+}
+
+/// The release key that signed the demo offer (seed 0x22, certified by the test root).
+fn release() -> ReleaseKey {
+    let key = SigningKey::from_bytes(&[0x22; 32]);
+    let cert = certify(&SigningKey::from_bytes(&[0x11; 32]), &key.verifying_key(), u64::MAX, 0..=99).expect("cert");
+    let release = ReleaseKey::new(key, cert).expect("release key");
+    let offer = Envelope::parse(OFFER).expect("the demo offer decodes");
+    assert_eq!(offer.key_id, key_id(&SigningKey::from_bytes(&[0x22; 32])), "the demo offer's signer");
+    release
+}
+
+/// A genuinely signed command whose fields `shape` picks: rollback or cancel, this
+/// device or another, the offer's manifest or another, the factory model or another.
+fn command(shape: u8) -> Vec<u8> {
+    let offer = Digest::of(Envelope::parse(OFFER).expect("the demo offer decodes").body);
+    let bit = |n: u8| shape & (1 << n) != 0;
+    let target = Target { image: if bit(3) { Digest([1; 32]) } else { Digest::of(FACTORY) }, manifest: None };
+    let command = CommandBody {
+        format: mota_proto::command::COMMAND_FORMAT_VERSION,
+        device: if bit(1) { "other-device" } else { "fuzz-device" },
+        rollout_id: 7,
+        action: if bit(0) { Action::Cancel } else { Action::Rollback },
+        subject: if bit(2) { Digest([2; 32]) } else { offer },
+        target: (!bit(0)).then_some(target),
+    };
+    release().sign_command(&command).expect("command")
 }

@@ -1,10 +1,14 @@
-//! Offers as a device receives them: `verify` and every signed-structure decoder.
+//! Offers, commands and revocation lists as a device receives them: `verify`,
+//! `verify_command`, `verify_revocation` and every signed-structure decoder.
 //! Properties: nothing panics, and whatever decodes re-encodes to the same bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use mota_proto::testkit::{POLICY, ROOT};
-use mota_proto::{CertBody, Envelope, KeyCertificate, Manifest, Wire, verify};
+use mota_proto::{
+    CertBody, CommandBody, Envelope, KeyCertificate, Manifest, RevocationBody, Wire, verify, verify_command,
+    verify_revocation,
+};
 
 fn canonical<'a, T: Wire<'a>>(data: &'a [u8]) {
     if let Ok(value) = T::parse(data) {
@@ -16,6 +20,10 @@ fn canonical<'a, T: Wire<'a>>(data: &'a [u8]) {
 
 fuzz_target!(|data: &[u8]| {
     let _ = verify(data, &[ROOT], &POLICY);
+    let _ = verify_command(data, &[ROOT], &[], None, "kws-0042");
+    let _ = verify_revocation(data, &[ROOT]);
+    canonical::<CommandBody>(data);
+    canonical::<RevocationBody>(data);
     canonical::<Envelope>(data);
     canonical::<Manifest>(data);
     canonical::<KeyCertificate>(data);

@@ -2,6 +2,7 @@
 //! the agent every message and a timer tick, and reboots after a power cut.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -116,7 +117,7 @@ pub struct DeviceStatus {
 pub async fn run_device(opts: DeviceOptions, status: Rc<RefCell<DeviceStatus>>) -> Result<(), SimError> {
     check_id(&opts.id)?;
     let part = Rc::new(RefCell::new(open_part(&opts.factory, opts.flash_file.as_deref())?));
-    let config = config(&opts.class, &opts.roots, &opts.factory, opts.factory_counter)?;
+    let config = config(&opts.id, &opts.class, &opts.roots, &opts.factory, opts.factory_counter)?;
     let mut dice = opts.seed | 1;
     loop {
         part.borrow_mut().restore_power();
@@ -171,32 +172,36 @@ pub(crate) fn open_part(factory: &[u8], flash_file: Option<&Path>) -> Result<Par
 }
 
 /// What makes two devices' configurations the same.
-type ConfigKey = (String, Vec<[u8; 32]>, Digest, u32);
+type ConfigKey = (String, String, Vec<[u8; 32]>, Digest, u32);
 
 /// Configurations made so far: the agent borrows its configuration for the process' life,
-/// so each is leaked, once per distinct one (a fleet, or the thousands of devices of a
-/// model-based test, share a few).
-static CONFIGS: Mutex<Vec<(ConfigKey, &'static Config<'static>)>> = Mutex::new(Vec::new());
+/// so each is leaked, once per distinct one (the model-based tests boot the same device
+/// ids in thousands of schedules).
+static CONFIGS: Mutex<Option<HashMap<ConfigKey, &'static Config<'static>>>> = Mutex::new(None);
 
-/// The agent's configuration for a device of `class` trusting `roots`, shipped with
+/// The agent's configuration for device `id` of `class` trusting `roots`, shipped with
 /// `factory` (security counter `factory_counter`) in slot 0.
 pub(crate) fn config(
+    id: &str,
     class: &str,
     roots: &[[u8; 32]],
     factory: &[u8],
     factory_counter: u32,
 ) -> Result<&'static Config<'static>, SimError> {
-    let key = (class.to_owned(), roots.to_vec(), Digest::of(factory), factory_counter);
+    let key = (id.to_owned(), class.to_owned(), roots.to_vec(), Digest::of(factory), factory_counter);
     let mut configs = CONFIGS.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some((_, config)) = configs.iter().find(|(k, _)| *k == key) {
+    let configs = configs.get_or_insert_with(HashMap::new);
+    if let Some(config) = configs.get(&key) {
         return Ok(config);
     }
-    let config: &'static Config<'static> = Box::leak(Box::new(make_config(class, roots, factory, factory_counter)?));
-    configs.push((key, config));
+    let config: &'static Config<'static> =
+        Box::leak(Box::new(make_config(id, class, roots, factory, factory_counter)?));
+    configs.insert(key, config);
     Ok(config)
 }
 
 fn make_config(
+    id: &str,
     class: &str,
     roots: &[[u8; 32]],
     factory: &[u8],
@@ -204,9 +209,11 @@ fn make_config(
 ) -> Result<Config<'static>, SimError> {
     let model = mota_runtime::Model::parse(factory).map_err(|e| SimError::Factory(e.to_string()))?;
     let arena = mota_runtime::arena_size(&model).map_err(|e| SimError::Factory(e.to_string()))?;
+    let id: &'static str = Box::leak(id.to_owned().into_boxed_str());
     let class: &'static str = Box::leak(class.to_owned().into_boxed_str());
     let roots: &'static [[u8; 32]] = Box::leak(roots.to_vec().into_boxed_slice());
     Ok(Config {
+        device_id: id,
         device_class: class,
         agent_version: concat!("mota-sim-", env!("CARGO_PKG_VERSION")),
         roots,

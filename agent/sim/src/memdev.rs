@@ -73,7 +73,7 @@ impl MemDevice {
     pub fn new(opts: MemOptions) -> Result<Self, SimError> {
         check_id(&opts.id)?;
         let part = Rc::new(RefCell::new(open_part(&opts.factory, None)?));
-        let config = config(&opts.class, &opts.roots, &opts.factory, opts.factory_counter)?;
+        let config = config(&opts.id, &opts.class, &opts.roots, &opts.factory, opts.factory_counter)?;
         let mut device =
             Self { id: opts.id, config, part, agent: None, up: Up::PoweredOff, status: DeviceStatus::default() };
         device.boot()?;
