@@ -20,6 +20,10 @@ use crate::db::{Db, DbError};
 
 /// Days a generated development certificate is valid.
 const DEV_DAYS: u64 = 3650;
+/// Security counters a generated development key may sign: all of them (a development
+/// root is trusted by development devices only; production release keys are certified
+/// for a bounded range, `mota keys release-new --max-counter`).
+const DEV_COUNTERS: std::ops::RangeInclusive<u32> = 0..=u32::MAX;
 
 /// Why no signing key is available.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +51,8 @@ pub struct Signer {
     pub release: ReleaseKey,
     /// The certificate's end of validity (Unix seconds).
     pub not_after: u64,
+    /// The security counters the certificate lets the key sign.
+    pub counters: std::ops::RangeInclusive<u32>,
     /// Whether it is the generated development key.
     pub development: bool,
 }
@@ -110,7 +116,7 @@ pub async fn load(
         .execute(&db.pool)
         .await
         .map_err(DbError::from)?;
-    Ok(Signer { release, not_after: body.not_after, development })
+    Ok(Signer { release, not_after: body.not_after, counters: body.min_counter..=body.max_counter, development })
 }
 
 fn read(path: &Path) -> Result<KeyFile, SigningError> {
@@ -130,7 +136,7 @@ fn create_development_keys(dir: &Path, now: u64) -> Result<(), SigningError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let root = generate().map_err(key(dir))?;
     let release = generate().map_err(key(dir))?;
-    let cert = certify(&root, &release.verifying_key(), now + DEV_DAYS * 86_400)
+    let cert = certify(&root, &release.verifying_key(), now + DEV_DAYS * 86_400, DEV_COUNTERS)
         .map_err(|e| SigningError::Key(dir.to_path_buf(), e.to_string()))?;
     let files = [
         ("dev-root.key.pem", private_key_pem(&root).map_err(key(dir))?, true),

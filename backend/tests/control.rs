@@ -251,6 +251,7 @@ async fn offline_devices_wait_and_incompatible_ones_are_never_offered() -> TestR
         codecs: 1,
         max_chunk: 4096,
         next_seq: None,
+        revocation_seq: None,
     };
     let hello = Hello::online(small).to_vec()?;
     let Ok(Payload::Hello(h)) = Payload::parse(Kind::Hello, &hello) else { return Err("hello".into()) };

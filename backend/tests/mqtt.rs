@@ -42,6 +42,7 @@ fn hello(class: &str) -> Result<Vec<u8>, BoxError> {
         codecs: 1,
         max_chunk: 4096,
         next_seq: None,
+        revocation_seq: None,
     };
     Ok(Hello::online(info).to_vec()?)
 }

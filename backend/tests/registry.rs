@@ -85,7 +85,7 @@ async fn deltas_are_computed_in_the_background_and_manifests_carry_them() -> Tes
         max_arena_bytes: 1 << 20,
         max_validation_bytes: 1 << 20,
     };
-    let policy = DevicePolicy { device_class: "mcu", security_counter: 1, now: None, limits };
+    let policy = DevicePolicy { device_class: "mcu", security_counter: 1, now: None, revoked: &[], limits };
     let offer = mota_proto::verify(&envelope, &[root], &policy).map_err(|e| format!("{e:?}"))?;
     assert_eq!((offer.manifest.version, offer.manifest.security_counter), ("1.1.0", 2));
     let d = offer.manifest.delta.ok_or("the manifest carries the patch")?;

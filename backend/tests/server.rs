@@ -228,7 +228,7 @@ async fn a_release_key_from_files_is_used_and_a_mismatched_pair_refused() -> Tes
     let dir = tempfile::tempdir()?;
     let root = generate()?;
     let release = generate()?;
-    let cert = mota_proto::sign::certify(&root, &release.verifying_key(), u64::MAX / 2)?;
+    let cert = mota_proto::sign::certify(&root, &release.verifying_key(), u64::MAX / 2, 0..=1000)?;
     let (key_file, cert_file, other_file) =
         (dir.path().join("r.key.pem"), dir.path().join("r.cert.pem"), dir.path().join("o.key.pem"));
     std::fs::write(&key_file, private_key_pem(&release)?)?;

@@ -42,8 +42,8 @@ pub async fn record_offer(
     now: i64,
 ) -> Result<String, OfferError> {
     let parsed = Envelope::parse(envelope)?;
-    let manifest = Manifest::parse(parsed.manifest)?;
-    let manifest_sha256 = hex(&mota_proto::Digest::of(parsed.manifest).0);
+    let manifest = Manifest::parse(parsed.body)?;
+    let manifest_sha256 = hex(&mota_proto::Digest::of(parsed.body).0);
     let rollout = i64::try_from(manifest.rollout_id).unwrap_or(i64::MAX);
     sqlx::query(
         "INSERT INTO device_offers (device_id, manifest_sha256, rollout_id, image_sha256, patch_sha256, set_sha256, \

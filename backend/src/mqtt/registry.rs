@@ -172,6 +172,7 @@ mod tests {
             codecs: 1,
             max_chunk: 4096,
             next_seq: Some(7),
+            revocation_seq: None,
         };
         let row = DeviceRow::from_info("dev-1", &info);
         assert_eq!(row.running_sha256.as_deref(), Some("ab".repeat(32).as_str()));

@@ -16,9 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use mota_proto::Wire;
-use mota_proto::message::{Action, Cmd};
+use mota_proto::command::COMMAND_FORMAT_VERSION;
+use mota_proto::message::ErrorCode;
 use mota_proto::topic::{Kind, Topic};
+use mota_proto::{Action, CommandBody, Digest, Target};
 use sqlx::Row;
 use tokio::sync::Notify;
 
@@ -397,14 +398,23 @@ impl Engine {
         Ok(())
     }
 
-    /// Publishes queued commands (retained: an offline device finds its latest command;
-    /// ids only grow, so it runs each once). Each also leaves the device's retained offer
-    /// as the device's current offer, or nothing: a device that reconnects after a
-    /// `cancel` or `rollback` must not find the withdrawn offer, and clearing it blindly
-    /// would wipe the offer of a rollout that has taken the device since.
+    /// Publishes queued commands, signed (retained: an offline device finds its latest
+    /// command). Each names the state it applies to, from the attempt: the manifest the
+    /// device was offered and, for a rollback, the model its commit said it left. A
+    /// command that cannot name them is not sent: a cancel before any offer has nothing
+    /// to cancel, and a rollback without a known target ends the attempt
+    /// `rollback_failed` at once (no device would obey it). Each also leaves the device's
+    /// retained offer as the device's current offer, or nothing: a device that
+    /// reconnects after a `cancel` or `rollback` must not find the withdrawn offer, and
+    /// clearing it blindly would wipe the offer of a rollout that has taken the device
+    /// since.
     pub async fn send_commands(&self) -> Result<(), EngineError> {
-        let queued: Vec<(i64, String, i64, String)> = sqlx::query_as(
-            "SELECT id, device_id, rollout_id, action FROM commands WHERE sent_at IS NULL ORDER BY id LIMIT 1000",
+        type Queued = (i64, String, i64, String, Option<String>, Option<String>, Option<String>);
+        let queued: Vec<Queued> = sqlx::query_as(
+            "SELECT c.id, c.device_id, c.rollout_id, c.action, a.manifest_sha256, a.rollback_image, \
+             a.rollback_manifest FROM commands c LEFT JOIN attempts a \
+             ON a.device_id = c.device_id AND a.rollout_id = c.rollout_id \
+             WHERE c.sent_at IS NULL ORDER BY c.id LIMIT 1000",
         )
         .fetch_all(&self.db.pool)
         .await?;
@@ -413,29 +423,67 @@ impl Engine {
              WHERE a.open_device = $1 AND a.state IN {}",
             sql_list(A::HOLDS_OFFER)
         );
-        for (id, device, rollout, action) in queued {
-            let action = if action == "rollback" { Action::Rollback } else { Action::Cancel };
-            let (Ok(cmd_topic), Ok(offer_topic)) = (Topic::new(&device, Kind::Cmd), Topic::new(&device, Kind::Offer))
-            else {
-                continue;
+        for (id, device, rollout, action, subject, image, manifest) in queued {
+            let digest = |hex: Option<&String>| hex.and_then(|h| h.parse::<Digest>().ok());
+            let action = match action.as_str() {
+                "rollback" => Action::Rollback,
+                _ => Action::Cancel,
             };
-            let offer: Option<Vec<u8>> = sqlx::query_scalar(sqlx::AssertSqlSafe(current.clone()))
-                .bind(&device)
-                .fetch_optional(&self.db.pool)
-                .await?;
-            self.publisher.publish(offer_topic.to_string(), offer.unwrap_or_default(), true).await?;
-            let cmd = Cmd {
-                id: u64::try_from(id).unwrap_or_default(),
-                action,
-                rollout_id: u64::try_from(rollout).unwrap_or_default(),
+            let target = digest(image.as_ref()).map(|image| Target { image, manifest: digest(manifest.as_ref()) });
+            let command = match (digest(subject.as_ref()), action, target) {
+                (Some(subject), Action::Cancel, _) => Some((subject, None)),
+                (Some(subject), Action::Rollback, Some(target)) => Some((subject, Some(target))),
+                (_, Action::Rollback, _) => {
+                    self.rollback_unavailable(&device, rollout).await?;
+                    None
+                }
+                (None, Action::Cancel, _) => None,
             };
-            self.publisher.publish(cmd_topic.to_string(), cmd.to_vec()?, true).await?;
+            let topics = (Topic::new(&device, Kind::Cmd), Topic::new(&device, Kind::Offer));
+            if let (Some((subject, target)), (Ok(cmd_topic), Ok(offer_topic))) = (command, topics) {
+                let offer: Option<Vec<u8>> = sqlx::query_scalar(sqlx::AssertSqlSafe(current.clone()))
+                    .bind(&device)
+                    .fetch_optional(&self.db.pool)
+                    .await?;
+                self.publisher.publish(offer_topic.to_string(), offer.unwrap_or_default(), true).await?;
+                let body = CommandBody {
+                    format: COMMAND_FORMAT_VERSION,
+                    device: &device,
+                    rollout_id: u64::try_from(rollout).unwrap_or_default(),
+                    action,
+                    subject,
+                    target,
+                };
+                let signed = self.signer.release.sign_command(&body)?;
+                self.publisher.publish(cmd_topic.to_string(), signed, true).await?;
+            }
             sqlx::query("UPDATE commands SET sent_at = $1 WHERE id = $2")
                 .bind(self.db.now().await?)
                 .bind(id)
                 .execute(&self.db.pool)
                 .await?;
         }
+        Ok(())
+    }
+
+    /// A rollback no device could obey (its commit named no model to return to: it had
+    /// none, or an agent before signed commands) ends the attempt here, with the code a
+    /// device would have reported.
+    async fn rollback_unavailable(&self, device: &str, rollout: i64) -> Result<(), EngineError> {
+        let sql = format!(
+            "UPDATE attempts SET {}, error_code = $1, updated_at = $2 \
+             WHERE device_id = $3 AND rollout_id = $4 AND state = '{}'",
+            A::RollbackFailed.set_sql(),
+            A::RollingBack
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(i32::from(ErrorCode::ROLLBACK_UNAVAILABLE.0))
+            .bind(self.db.now().await?)
+            .bind(device)
+            .bind(rollout)
+            .execute(&self.db.pool)
+            .await?;
+        tracing::warn!(device, rollout, "no rollback target known for the device: rollback_failed");
         Ok(())
     }
 }

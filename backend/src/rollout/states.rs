@@ -221,7 +221,18 @@ impl AttemptState {
             Event::Validated => forward(A::Validated),
             Event::Committed => (open || matches!(self, A::Rejected | A::Cancelled)).then_some(A::Committed),
             Event::Rejected if error == Some(ErrorCode::BUSY) => None,
-            Event::Rejected if error == Some(ErrorCode::ROLLBACK_UNAVAILABLE) => {
+            // A device refuses a signed rollback it cannot carry out: the model is gone
+            // from its other slot, is not the one named, or is below its counter.
+            Event::Rejected
+                if error.is_some_and(|e| {
+                    [
+                        ErrorCode::ROLLBACK_UNAVAILABLE,
+                        ErrorCode::ROLLBACK_TARGET_MISMATCH,
+                        ErrorCode::ROLLBACK_BELOW_COUNTER,
+                    ]
+                    .contains(&e)
+                }) =>
+            {
                 matches!(self, A::RollingBack | A::Committed).then_some(A::RollbackFailed)
             }
             Event::Rejected => open.then_some(A::Rejected),

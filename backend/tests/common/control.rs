@@ -63,7 +63,7 @@ impl Msg {
             return None;
         }
         let envelope = Envelope::parse(&self.payload).ok()?;
-        Some(Manifest::parse(envelope.manifest).ok()?.rollout_id)
+        Some(Manifest::parse(envelope.body).ok()?.rollout_id)
     }
 }
 
@@ -108,7 +108,7 @@ impl Publisher for Bus {
                 (self.db.get(), Topic::parse(&msg.topic), Envelope::parse(&msg.payload))
                 && topic.kind() == Kind::Offer
             {
-                let manifest = mota_backend::blobs::hex(&mota_proto::Digest::of(envelope.manifest).0);
+                let manifest = mota_backend::blobs::hex(&mota_proto::Digest::of(envelope.body).0);
                 let recorded: Option<i32> =
                     sqlx::query_scalar("SELECT 1 FROM device_offers WHERE device_id = $1 AND manifest_sha256 = $2")
                         .bind(topic.device())

@@ -31,6 +31,7 @@ pub fn device_hello(running: Digest, max_chunk: u32) -> Result<Vec<u8>, BoxError
         codecs: 1 << mota_delta::format::CODEC,
         max_chunk,
         next_seq: None,
+        revocation_seq: None,
     })
     .to_vec()?)
 }

@@ -43,6 +43,8 @@ pub(super) struct Change {
     pub bytes_done: Option<i64>,
     /// The first manifest digest (hex) a report named; the attempt keeps one it has.
     pub manifest: Option<String>,
+    /// What a rollback returns to, as a commit named it: image and manifest (hex).
+    pub rollback_to: Option<(String, Option<String>)>,
     /// Set when a report changed what the device runs; the last one wins.
     pub running: Option<Running>,
     /// The report number of the report that last set `running`.
@@ -66,6 +68,7 @@ impl Change {
             arena_used: None,
             bytes_done: None,
             manifest: None,
+            rollback_to: None,
             running: None,
             running_seq: None,
             moves: 0,
@@ -90,6 +93,10 @@ impl Change {
         if self.manifest.is_none() {
             self.manifest = s.manifest.map(|m| crate::blobs::hex(&m.0));
         }
+        last(
+            &mut self.rollback_to,
+            s.rollback_target.map(|t| (crate::blobs::hex(&t.image.0), t.manifest.map(|m| crate::blobs::hex(&m.0)))),
+        );
         let running = match s.event {
             Event::Committed => Some(Running::Target),
             Event::RolledBack => Some(Running::Base),

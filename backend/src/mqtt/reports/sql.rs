@@ -250,6 +250,8 @@ pub(super) async fn write_attempts(
         ("arena", "bigint"),
         ("bytes_done", "bigint"),
         ("manifest", "text"),
+        ("rollback_image", "text"),
+        ("rollback_manifest", "text"),
     ]);
     for ((rollout, device), c) in changes {
         rows.push([
@@ -265,6 +267,8 @@ pub(super) async fn write_attempts(
             Cell::Int(c.arena_used),
             Cell::Int(c.bytes_done),
             Cell::Text(c.manifest.clone()),
+            Cell::Text(c.rollback_to.as_ref().map(|t| t.0.clone())),
+            Cell::Text(c.rollback_to.as_ref().and_then(|t| t.1.clone())),
         ]);
     }
     let sql = format!(
@@ -277,6 +281,8 @@ pub(super) async fn write_attempts(
          arena_used = COALESCE(v.arena, attempts.arena_used), \
          bytes_done = COALESCE(v.bytes_done, attempts.bytes_done), \
          manifest_sha256 = COALESCE(attempts.manifest_sha256, v.manifest), \
+         rollback_image = CASE WHEN v.rollback_image IS NULL THEN attempts.rollback_image ELSE v.rollback_image END, \
+         rollback_manifest = CASE WHEN v.rollback_image IS NULL THEN attempts.rollback_manifest ELSE v.rollback_manifest END, \
          offered_at = COALESCE(attempts.offered_at, $1), updated_at = $1 \
          FROM v WHERE attempts.rollout_id = v.rollout_id AND attempts.device_id = v.device_id \
          AND attempts.state = v.from_state RETURNING attempts.rollout_id, attempts.device_id",
@@ -381,7 +387,7 @@ pub(super) async fn withdrawn(tx: &mut AnyConnection, rollouts: &BTreeSet<i64>) 
 /// attempt is `superseded`. Its answer to that rollback may never come (the agent
 /// refuses a rollback during a job, and its next terminal report replaces the refusal);
 /// sending the rollback again could not help either, since a device that did roll back
-/// would swap back (until commands name their target, issue 17).
+/// would be refused anyway: it names the model the device has since left.
 pub(super) async fn moot_rollbacks(
     tx: &mut AnyConnection,
     engine: Engine,
