@@ -143,7 +143,9 @@ pub async fn lookup(db: &Db, token: &str) -> Result<Lookup, DbError> {
     if !token.starts_with(PREFIX) {
         return Ok(Lookup::Unknown);
     }
-    let row: Option<(i64, String, String, Option<i64>, Option<i64>)> = sqlx::query_as(
+    // id, role, name, expires_at, last_used_at.
+    type Row = (i64, String, String, Option<i64>, Option<i64>);
+    let row: Option<Row> = sqlx::query_as(
         "SELECT id, role, name, expires_at, last_used_at FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
     )
     .bind(hash(token))
