@@ -7,7 +7,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::server::AppState;
-use crate::tokens::{self, Role};
+use crate::tokens::{self, Lookup, Role};
 
 /// An API error: a status and `{"error": {"code", "message"}}`.
 #[derive(Debug)]
@@ -137,11 +137,22 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| unauthorized("expected `Authorization: Bearer <token>`"))?;
         match tokens::lookup(&state.db, token.trim()).await {
-            Ok(Some(holder)) => Ok(Self { role: holder.role, actor: format!("token:{}", holder.name) }),
-            Ok(None) => Err(unauthorized("unknown or revoked token")),
+            Ok(Lookup::Live(holder)) => Ok(Self { role: holder.role, actor: format!("token:{}", holder.name) }),
+            Ok(Lookup::Expired { at }) => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "token_expired",
+                format!("the token expired at {}; ask an admin for a new one", rfc3339(at)),
+            )),
+            Ok(Lookup::Unknown) => Err(unauthorized("unknown or revoked token")),
             Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())),
         }
     }
+}
+
+/// Unix milliseconds as an RFC 3339 time (UTC, seconds), for messages.
+fn rfc3339(ms: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 #[cfg(test)]

@@ -39,6 +39,9 @@ enum TokenCommand {
         /// A name to recognise it by.
         #[arg(long, default_value = "cli")]
         name: String,
+        /// Expire it this long from now (`12h`, `30d`); default: never (revoke it instead).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
     },
 }
 
@@ -64,11 +67,18 @@ fn main() -> Result<()> {
                 println!("migrations applied ({:?})", db.engine);
                 Ok(())
             }
-            Command::Token(TokenCommand::Create { role, name }) => {
+            Command::Token(TokenCommand::Create { role, name, expires_in }) => {
                 let db = open(&cli.config).await?;
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
-                let token = tokens::create(&db, &name, role, now).await?;
-                eprintln!("token {name:?} ({role:?}); it is not stored, keep it:");
+                // The clock the backend judges expiry by.
+                let now = db.now().await?;
+                let expires_at =
+                    expires_in.map(|d| now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
+                let token = tokens::create_expiring(&db, &name, role, now, expires_at).await?;
+                let until = match expires_in {
+                    Some(d) => format!("expires in {}", humantime::format_duration(d)),
+                    None => "never expires".to_owned(),
+                };
+                eprintln!("token {name:?} ({role:?}, {until}); it is not stored, keep it:");
                 println!("{token}");
                 Ok(())
             }

@@ -142,3 +142,65 @@ async fn admins_create_and_revoke_tokens() -> TestResult {
     assert_eq!(api.json("DELETE", "/v1/tokens/999", &api.admin, json!(null)).await?.status, StatusCode::NOT_FOUND);
     Ok(())
 }
+
+/// Expiry and last use are judged by the control plane's clock, driven by hand here.
+#[tokio::test]
+async fn tokens_expire_and_record_their_last_use_once_a_minute() -> TestResult {
+    use mota_backend::db::Clock;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let mut api = Api::new().await?;
+    let t0: i64 = 1_800_000_000_000;
+    let clock = Arc::new(AtomicI64::new(t0));
+    api.state.db = api.state.db.clone().with_clock(Clock::Manual(clock.clone()));
+    api.router = mota_backend::server::router(api.state.clone(), 1 << 20);
+    let api = &api;
+    let create = async |body: serde_json::Value| api.json("POST", "/v1/tokens", &api.admin, body).await;
+
+    let hour = 3_600_000;
+    let r = create(json!({ "name": "short", "role": "viewer", "expires_at": t0 + hour })).await?;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    assert_eq!((r.json()["expires_at"].as_i64(), r.json()["created_at"].as_i64()), (Some(t0 + hour), Some(t0)));
+    assert!(r.json()["last_used_at"].is_null());
+    let (short_id, short) =
+        (r.json()["id"].as_i64().unwrap_or(-1), r.json()["secret"].as_str().unwrap_or("").to_owned());
+    let r = create(json!({ "name": "forever", "role": "viewer" })).await?;
+    assert!(r.json()["expires_at"].is_null(), "{}", r.json());
+    let forever = r.json()["secret"].as_str().unwrap_or("").to_owned();
+    for past in [t0, t0 - 1, 9_007_199_254_740_992] {
+        let r = create(json!({ "name": "x", "role": "viewer", "expires_at": past })).await?;
+        assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "invalid".to_owned()), "{past}");
+    }
+    let listed = |id: i64| async move {
+        let tokens = api.get("/v1/tokens", &api.admin).await?.json();
+        let token = tokens.as_array().and_then(|l| l.iter().find(|t| t["id"] == id).cloned());
+        Ok::<_, common::BoxError>(token.unwrap_or_default())
+    };
+    assert!(listed(short_id).await?["last_used_at"].is_null(), "not used yet");
+
+    // A use is recorded, then not again within the minute, then again after it.
+    assert_eq!(api.get("/v1/whoami", &short).await?.status, StatusCode::OK);
+    assert_eq!(listed(short_id).await?["last_used_at"].as_i64(), Some(t0));
+    clock.store(t0 + 59_999, Ordering::SeqCst);
+    assert_eq!(api.get("/v1/whoami", &short).await?.status, StatusCode::OK);
+    assert_eq!(listed(short_id).await?["last_used_at"].as_i64(), Some(t0), "at most one write a minute");
+    clock.store(t0 + 60_000, Ordering::SeqCst);
+    assert_eq!(api.get("/v1/whoami", &short).await?.status, StatusCode::OK);
+    assert_eq!(listed(short_id).await?["last_used_at"].as_i64(), Some(t0 + 60_000));
+
+    // At its expiry the token is refused as expired, not as unknown; others still work.
+    clock.store(t0 + hour, Ordering::SeqCst);
+    let expired = api.get("/v1/whoami", &short).await?;
+    assert_eq!((expired.status, expired.code()), (StatusCode::UNAUTHORIZED, "token_expired".to_owned()));
+    assert!(expired.json()["error"]["message"].as_str().is_some_and(|m| m.contains("2027-01-15T09:00:00Z")));
+    assert_eq!(listed(short_id).await?["last_used_at"].as_i64(), Some(t0 + 60_000), "a refusal is no use");
+    assert_eq!(api.get("/v1/whoami", &forever).await?.status, StatusCode::OK, "no expiry: valid");
+    let unknown = api.get("/v1/whoami", "mota_0000").await?;
+    assert_eq!((unknown.status, unknown.code()), (StatusCode::UNAUTHORIZED, "unauthorized".to_owned()));
+
+    // Revoked stays revoked (`unauthorized`), expired or not.
+    api.json("DELETE", &format!("/v1/tokens/{short_id}"), &api.admin, json!(null)).await?;
+    let revoked = api.get("/v1/whoami", &short).await?;
+    assert_eq!((revoked.status, revoked.code()), (StatusCode::UNAUTHORIZED, "unauthorized".to_owned()));
+    Ok(())
+}

@@ -55,8 +55,8 @@ async fn deltas_are_computed_in_the_background_and_manifests_carry_them() -> Tes
     let api = Api::new().await?;
     let (v1, v2) = (model("digits_cnn_v1")?, model("digits_cnn_v2")?);
     api.upload("digits", "1.0.0", v1.clone(), "").await?;
-    let r = api.upload("digits", "1.1.0", v2.clone(), "").await?;
-    assert_eq!(r.json()["security_counter"], 2, "counters increase per model");
+    let r = api.upload("digits", "1.1.0", v2.clone(), "&raise_counter=true").await?;
+    assert_eq!(r.json()["security_counter"], 2, "raised on request");
     // The worker is not running in this in-memory server: run what is queued.
     assert_eq!(api.state.registry.run_delta_jobs().await?, 1);
     let version = api.get("/v1/models/digits/versions/1.1.0", &api.viewer).await?.json();
@@ -341,13 +341,13 @@ fn pair(path: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_uploads_of_a_model_get_distinct_counters() -> TestResult {
+async fn concurrent_raising_uploads_of_a_model_get_distinct_counters() -> TestResult {
     let api = std::sync::Arc::new(Api::new().await?);
     let image = model("digits_cnn_v1")?;
     let uploads: Vec<_> = (0..8)
         .map(|i| {
             let (api, image) = (api.clone(), image.clone());
-            tokio::spawn(async move { api.upload("digits", &format!("1.0.{i}"), image, "").await })
+            tokio::spawn(async move { api.upload("digits", &format!("1.0.{i}"), image, "&raise_counter=true").await })
         })
         .collect();
     let mut counters = Vec::new();
@@ -358,5 +358,67 @@ async fn concurrent_uploads_of_a_model_get_distinct_counters() -> TestResult {
     }
     counters.sort_unstable();
     assert_eq!(counters, (1..=8).collect::<Vec<i64>>());
+    Ok(())
+}
+
+/// MCUboot's semantics: a push keeps the model's counter unless it asks to raise it.
+#[tokio::test]
+async fn a_push_keeps_the_counter_unless_it_asks_to_raise_it() -> TestResult {
+    let api = Api::new().await?;
+    let image = model("digits_cnn_v1")?;
+    let pushes = [
+        ("1.0.0", "", 1, true),
+        ("1.0.1", "", 1, false),
+        ("1.0.2", "&raise_counter=true", 2, true),
+        ("1.0.3", "&raise_counter=false", 2, false),
+        ("1.0.4", "", 2, false),
+    ];
+    for (version, extra, counter, raised) in pushes {
+        let r = api.upload("digits", version, image.clone(), extra).await?;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+        assert_eq!(
+            (r.json()["security_counter"].as_i64(), r.json()["raised_counter"].as_bool()),
+            (Some(counter), Some(raised)),
+            "{version}"
+        );
+    }
+    let before = api.footprint().await?;
+    let bad = api.upload("digits", "1.0.5", image.clone(), "&raise_counter=yes").await?;
+    assert_eq!((bad.status, bad.code()), (StatusCode::BAD_REQUEST, "bad_query".to_owned()));
+    assert_eq!(api.footprint().await?, before, "a refused push leaves nothing");
+    assert_eq!(api.get("/v1/models/digits", &api.viewer).await?.json()["security_counter"], 2);
+
+    // Listed newest first, a page at a time, though counters repeat.
+    let mut seen = Vec::new();
+    let mut uri = "/v1/models/digits/versions?limit=1".to_owned();
+    loop {
+        let page = api.get(&uri, &api.viewer).await?.json();
+        for v in page["items"].as_array().into_iter().flatten() {
+            let version = v["version"].as_str().unwrap_or_default().to_owned();
+            seen.push((version, v["security_counter"].as_i64().unwrap_or(0), v["raised_counter"].as_bool()));
+        }
+        match page["next"].as_str() {
+            Some(next) => uri = format!("/v1/models/digits/versions?limit=1&after={next}"),
+            None => break,
+        }
+    }
+    let expected: Vec<_> =
+        pushes.iter().rev().map(|(v, _, counter, raised)| ((*v).to_owned(), *counter, Some(*raised))).collect();
+    assert_eq!(seen, expected);
+
+    // Delta bases are the most recent versions by registration (3 by default), whatever
+    // their counters: 1.0.4's are 1.0.3, 1.0.2 and 1.0.1, not 1.0.0.
+    let v = api.get("/v1/models/digits/versions/1.0.4", &api.viewer).await?.json();
+    let bases: Vec<_> =
+        v["deltas"].as_array().into_iter().flatten().filter_map(|d| d["base_version"].as_str()).collect();
+    assert_eq!(bases, ["1.0.3", "1.0.2", "1.0.1"]);
+
+    // A model's first version gets 1, raised or not; the audit log says what was asked.
+    let r = api.upload("other", "1.0.0", image.clone(), "&raise_counter=true").await?;
+    assert_eq!((r.json()["security_counter"].as_i64(), r.json()["raised_counter"].as_bool()), (Some(1), Some(true)));
+    let events = api.get("/v1/events?kind=version.created&limit=500", &api.viewer).await?.json();
+    let raised: Vec<_> =
+        events["items"].as_array().into_iter().flatten().map(|e| e["detail"]["raise_counter"].as_bool()).collect();
+    assert_eq!(raised, [Some(true), Some(false), Some(false), Some(true), Some(false), Some(false)]);
     Ok(())
 }

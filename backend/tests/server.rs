@@ -265,6 +265,19 @@ async fn the_openapi_document_describes_every_route() -> TestResult {
     }
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    // Token expiry and last use, and the security counter's raise, are in the document.
+    let schemas = &doc["components"]["schemas"];
+    for (schema, field) in [
+        ("TokenView", "expires_at"),
+        ("TokenView", "last_used_at"),
+        ("NewToken", "expires_at"),
+        ("VersionView", "raised_counter"),
+    ] {
+        assert!(schemas[schema]["properties"][field].is_object(), "{schema}.{field} undocumented");
+    }
+    let upload = &doc["paths"]["/v1/models/{model}/versions"]["post"]["parameters"];
+    let raise = upload.as_array().and_then(|ps| ps.iter().find(|p| p["name"] == "raise_counter"));
+    assert!(raise.is_some_and(|p| p["in"] == "query"), "raise_counter undocumented: {upload}");
     let _ = stop.send(());
     server.await??;
     Ok(())

@@ -128,6 +128,9 @@ impl ApiError {
 fn hint(status: StatusCode, code: &str) -> Option<String> {
     Some(
         match (status, code) {
+            (StatusCode::UNAUTHORIZED, "token_expired") => {
+                "ask an admin for a new token (`mota token create NAME --expires-in 30d`) and save it with `mota login`"
+            }
             (StatusCode::UNAUTHORIZED, _) => {
                 "pass a valid token with --token or MOTA_TOKEN, or save one with `mota login`; \
                  create one on the server with `mota-backend token create --role operator`"
@@ -282,4 +285,17 @@ pub fn segment(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expired_token_is_told_to_get_a_new_one_not_to_pass_one() {
+        let expired = hint(StatusCode::UNAUTHORIZED, "token_expired").unwrap_or_default();
+        assert!(expired.contains("new token") && expired.contains("--expires-in"), "{expired}");
+        let unknown = hint(StatusCode::UNAUTHORIZED, "unauthorized").unwrap_or_default();
+        assert!(unknown.contains("mota-backend token create"), "{unknown}");
+    }
 }

@@ -43,6 +43,12 @@ pub struct PushArgs {
     /// Largest drop below the model a device runs, ‰ (default: off).
     #[arg(long)]
     pub max_drop_permille: Option<u16>,
+    /// Raise the model's security counter with this version. Devices that commit it then
+    /// refuse every version with a lower counter, rollback to them included: for a
+    /// release that fixes a security problem of the older ones. Without it the version
+    /// keeps the counter of the one before, and devices may roll back to those.
+    #[arg(long)]
+    pub raise_counter: bool,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -127,6 +133,9 @@ pub async fn push(client: &Client, args: PushArgs, json: bool) -> Result<()> {
     query.extend(args.valset_sha256.map(|s| ("validation_set", s)));
     query.extend(args.min_accuracy_permille.map(|p| ("min_accuracy_permille", p.to_string())));
     query.extend(args.max_drop_permille.map(|p| ("max_drop_permille", p.to_string())));
+    if args.raise_counter {
+        query.push(("raise_counter", "true".to_owned()));
+    }
     let set = match &args.valset {
         Some(path) => {
             let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("validation set").to_owned();
@@ -147,6 +156,14 @@ pub async fn push(client: &Client, args: PushArgs, json: bool) -> Result<()> {
             bytes(&version["image_size"]),
             permille(&version["accuracy_permille"]),
         );
+        if args.raise_counter {
+            println!(
+                "raised the security counter to {}: devices that commit {} refuse every version with a lower one, \
+                 rollback included",
+                text(&version["security_counter"]),
+                args.version
+            );
+        }
         println!(
             "deltas from earlier versions are computed in the background: `mota model show {model} {}`",
             args.version
@@ -202,6 +219,7 @@ pub async fn show(client: &Client, model: &str, version: Option<&str>, json: boo
                 vec![
                     text(&v["version"]),
                     text(&v["security_counter"]),
+                    raised(&v["raised_counter"]),
                     bytes(&v["image_size"]),
                     bytes(&v["arena_bytes"]),
                     permille(&v["accuracy_permille"]),
@@ -209,7 +227,7 @@ pub async fn show(client: &Client, model: &str, version: Option<&str>, json: boo
                 ]
             })
             .collect();
-        output::table(&["version", "counter", "size", "arena", "accuracy", "created"], rows, "no versions");
+        output::table(&["version", "counter", "raised", "size", "arena", "accuracy", "created"], rows, "no versions");
         return Ok(());
     };
     let v = fetch_version(client, model, version).await?;
@@ -221,6 +239,7 @@ pub async fn show(client: &Client, model: &str, version: Option<&str>, json: boo
         ("model", text(&v["model"])),
         ("version", text(&v["version"])),
         ("counter", text(&v["security_counter"])),
+        ("raised counter", raised(&v["raised_counter"])),
         ("image", format!("{} ({})", text(&v["image_sha256"]), bytes(&v["image_size"]))),
         ("arena", bytes(&v["arena_bytes"])),
         ("operators", text(&v["ops"])),
@@ -233,6 +252,15 @@ pub async fn show(client: &Client, model: &str, version: Option<&str>, json: boo
     println!();
     print_deltas(&v);
     Ok(())
+}
+
+/// Whether a version raised its model's security counter, for people.
+fn raised(v: &Value) -> String {
+    match v.as_bool() {
+        Some(true) => "yes".to_owned(),
+        Some(false) => "no".to_owned(),
+        None => "-".to_owned(),
+    }
 }
 
 pub async fn fetch_version(client: &Client, model: &str, version: &str) -> Result<Value> {

@@ -23,7 +23,8 @@ pub struct ModelView {
     pub name: String,
     /// Device class.
     pub device_class: String,
-    /// The highest security counter given to a version.
+    /// The highest security counter given to a version (what its next version gets unless
+    /// its upload raises it).
     pub security_counter: i64,
     /// Number of versions.
     pub versions: i64,
@@ -40,8 +41,13 @@ pub struct VersionView {
     pub model: String,
     /// Version string.
     pub version: String,
-    /// Anti-rollback counter (increasing per model).
+    /// Anti-rollback counter: a device that committed it refuses versions with a lower
+    /// one. Never decreases from one version of a model to the next; equal unless the
+    /// upload raised it.
     pub security_counter: i64,
+    /// Whether this version raised the model's counter (its counter is above the one of
+    /// the version registered before it; a model's first version raises it from 0).
+    pub raised_counter: bool,
     /// The `.tflite` image.
     pub image_sha256: String,
     /// Its size.
@@ -82,8 +88,14 @@ pub struct DeltaView {
     pub patch_size: Option<i64>,
 }
 
+/// A version's columns. Whether it raised the counter is derived, not stored: its counter
+/// against the highest of the versions registered before it (counters never decrease in
+/// registration order, so that is its predecessor's). One source of truth, and right for
+/// versions registered before raising was optional (each raised it then).
 const VERSION_COLUMNS: &str = "m.name, v.version, v.security_counter, v.image_sha256, a.size, v.arena_bytes, v.ops, \
-     v.validation_sha256, v.accuracy_permille, v.min_accuracy_permille, v.max_drop_permille, v.created_at, v.id";
+     v.validation_sha256, v.accuracy_permille, v.min_accuracy_permille, v.max_drop_permille, v.created_at, v.id, \
+     CAST(CASE WHEN v.security_counter > COALESCE((SELECT MAX(p.security_counter) FROM model_versions p \
+     WHERE p.model_id = v.model_id AND p.id < v.id), 0) THEN 1 ELSE 0 END AS BIGINT)";
 
 fn version_view(r: &sqlx::any::AnyRow) -> Result<VersionView, sqlx::Error> {
     let ops: String = r.try_get(6)?;
@@ -91,6 +103,7 @@ fn version_view(r: &sqlx::any::AnyRow) -> Result<VersionView, sqlx::Error> {
         model: r.try_get(0)?,
         version: r.try_get(1)?,
         security_counter: r.try_get(2)?,
+        raised_counter: r.try_get::<i64, _>(13)? != 0,
         image_sha256: r.try_get(3)?,
         image_size: r.try_get(4)?,
         arena_bytes: r.try_get(5)?,
@@ -159,7 +172,7 @@ pub async fn get_model(
     Ok(Json(model_view(&row)?))
 }
 
-/// A model's versions, newest (highest counter) first.
+/// A model's versions, newest (last registered) first.
 #[utoipa::path(get, path = "/v1/models/{model}/versions", tag = "models",
     params(("model" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$"), CounterPage), security(("bearer" = [])),
     responses((status = 200, body = VersionPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -180,16 +193,20 @@ pub async fn list_versions(
     let rows = sqlx::query(AssertSqlSafe(format!(
         "SELECT {VERSION_COLUMNS} FROM model_versions v JOIN models m ON m.id = v.model_id \
          JOIN artifacts a ON a.sha256 = v.image_sha256 \
-         WHERE m.name = $1 AND v.security_counter < $2 ORDER BY v.security_counter DESC LIMIT $3"
+         WHERE m.name = $1 AND v.id < $2 ORDER BY v.id DESC LIMIT $3"
     )))
     .bind(&model)
     .bind(page.after.unwrap_or(i64::MAX))
     .bind(i64::from(limit) + 1)
     .fetch_all(&state.db.pool)
     .await?;
-    let items = rows.iter().map(version_view).collect::<Result<Vec<_>, _>>()?;
-    let (items, next) = split(items, limit, |v| v.security_counter.to_string());
-    Ok(Json(VersionPage { items, next }))
+    // The cursor is the version's id (counters can be equal).
+    let items = rows
+        .iter()
+        .map(|r| Ok((r.try_get::<i64, _>(12)?, version_view(r)?)))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let (items, next) = split(items, limit, |(id, _)| id.to_string());
+    Ok(Json(VersionPage { items: items.into_iter().map(|(_, v)| v).collect(), next }))
 }
 
 /// One version, with its delta jobs.
@@ -222,7 +239,7 @@ async fn load_version(state: &AppState, model: &str, version: &str) -> Result<Ve
          JOIN model_versions b ON b.id = j.base_version_id \
          LEFT JOIN deltas d ON d.version_id = j.version_id AND d.base_sha256 = b.image_sha256 \
          LEFT JOIN artifacts a ON a.sha256 = d.patch_sha256 \
-         WHERE j.version_id = $1 ORDER BY b.security_counter DESC",
+         WHERE j.version_id = $1 ORDER BY b.id DESC",
     )
     .bind(id)
     .fetch_all(&state.db.pool)
@@ -263,6 +280,11 @@ pub struct UploadQuery {
     /// Largest accepted drop below the running model, permille (default 1000: off).
     #[param(minimum = 0, maximum = 1000)]
     pub max_drop_permille: Option<u16>,
+    /// Raise the model's security counter with this version (default false: it keeps the
+    /// counter of the version before). Devices that commit a raised counter refuse every
+    /// version with a lower one from then on, rollback included: for a security fix.
+    #[serde(default)]
+    pub raise_counter: bool,
 }
 
 /// The multipart form of an upload: the files only, the parameters stay in the query
@@ -341,6 +363,7 @@ pub async fn upload_version(
         set,
         min_accuracy_permille: query.min_accuracy_permille,
         max_drop_permille: query.max_drop_permille,
+        raise_counter: query.raise_counter,
     };
     state.registry.add_version(new, &caller.actor).await?;
     state.metrics.uploads.inc();

@@ -1,8 +1,9 @@
 //! Signed manifests: one per (version, optional base, rollout), made on demand.
 //!
 //! The security counter is the version's, fixed when it was registered (the model's
-//! counter raised by one), so every manifest of a version carries the same counter and a
-//! device can never be moved back to an older version of its model. With a base, the
+//! counter, raised by one only when the upload asked), so every manifest of a version
+//! carries the same counter, and a device that committed a raised counter can never be
+//! moved back to a version from before the raise. With a base, the
 //! manifest carries the computed patch when there is one; otherwise (delta still pending,
 //! not smaller, or an unknown base) it carries the full image and says why. Ed25519 is
 //! deterministic, so the same request signs to the same envelope: offers are stored once,

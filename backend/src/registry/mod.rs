@@ -3,7 +3,8 @@
 //! An upload is checked before anything is written (names, duplicates, the model through
 //! mota-runtime, the validation set evaluated on it), then its blobs are stored (verified
 //! on write, content-addressed, so a retry or a concurrent twin writes the same bytes),
-//! then one transaction inserts the rows, raises the model's security counter, queues
+//! then one transaction inserts the rows, gives the version the model's security counter
+//! (raised by one only when the upload asks: see [`NewVersion::raise_counter`]), queues
 //! the delta jobs and writes the audit event. A failure at any step leaves no row; a
 //! crash between the blob and the transaction leaves at most an unreferenced blob, which
 //! the next identical upload reuses.
@@ -109,6 +110,13 @@ pub struct NewVersion {
     pub min_accuracy_permille: Option<u16>,
     /// Largest accepted drop below the running model on the same set; default 1000 (off).
     pub max_drop_permille: Option<u16>,
+    /// Raise the model's security counter with this version (MCUboot's semantics): a
+    /// device that commits it refuses every version with a lower counter from then on,
+    /// rollback to them included. For a release that fixes a security problem the older
+    /// versions have. Without it the version keeps the counter of the one before, and
+    /// devices may go back and forth between versions of equal counter. A model's first
+    /// version gets counter 1 either way.
+    pub raise_counter: bool,
 }
 
 /// A validation set's row.
@@ -290,14 +298,19 @@ impl Registry {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        // Raising the counter locks the model's row: concurrent uploads of one model
-        // serialize here and get distinct, increasing counters.
+        // The version's counter: the model's (the highest given so far, so counters never
+        // decrease in registration order), raised by one when the upload asks for it or
+        // for the first version (from 0, the counter of a device without the model). The
+        // update locks the model's row even when it adds 0: concurrent uploads of one
+        // model serialize here, so each reads the counter the one before it left.
         let row = sqlx::query(
-            "UPDATE models SET security_counter = security_counter + 1 WHERE name = $1 AND device_class = $2 \
-             RETURNING id, security_counter",
+            "UPDATE models SET security_counter = security_counter + \
+             CASE WHEN security_counter = 0 THEN 1 ELSE CAST($3 AS BIGINT) END \
+             WHERE name = $1 AND device_class = $2 RETURNING id, security_counter",
         )
         .bind(&new.model)
         .bind(&class)
+        .bind(i64::from(new.raise_counter))
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
@@ -329,8 +342,9 @@ impl Registry {
             }
             Err(e) => return Err(e.into()),
         };
+        // The most recent versions, by registration order: counters can be equal.
         let bases: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM model_versions WHERE model_id = $1 AND id <> $2 ORDER BY security_counter DESC LIMIT $3",
+            "SELECT id FROM model_versions WHERE model_id = $1 AND id <> $2 ORDER BY id DESC LIMIT $3",
         )
         .bind(model_id)
         .bind(version_id)
@@ -349,6 +363,7 @@ impl Registry {
         }
         let detail = serde_json::json!({
             "security_counter": counter,
+            "raise_counter": new.raise_counter,
             "image_sha256": hex(&image_digest),
             "size": image_size,
             "accuracy_permille": validation.map(|v| v.0),

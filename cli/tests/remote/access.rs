@@ -19,7 +19,7 @@ async fn an_admin_manages_tokens_and_each_refusal_has_its_exit_code_and_hint() -
     // A new token: its secret alone on the last line, working at once.
     let created = env.mota_as(admin, &["token", "create", "ci", "--role", "viewer"]).await;
     assert_eq!(created.code, 0, "{created:?}");
-    assert!(created.stderr.contains("(ci, viewer); its secret is shown once"), "{created:?}");
+    assert!(created.stderr.contains("(ci, viewer, never expires); its secret is shown once"), "{created:?}");
     let secret = created.stdout.lines().last().ok_or("no secret")?.to_owned();
     assert!(!secret.is_empty() && !secret.contains(' '), "{created:?}");
     let viewer = Some(secret.as_str());
@@ -54,7 +54,28 @@ async fn an_admin_manages_tokens_and_each_refusal_has_its_exit_code_and_hint() -
         .ok_or("no ci row")?
         .split_whitespace()
         .collect();
-    assert_eq!((row[0], row[2], row[4]), (id.as_str(), "viewer", "-"), "{table:?}");
+    // id, name, role, created, expires, last used, revoked: used (whoami), never expires.
+    assert_eq!((row[0], row[2], row[4], row[6]), (id.as_str(), "viewer", "-", "-"), "{table:?}");
+    assert!(row[5].starts_with("20"), "its last use is shown: {table:?}");
+    assert!(table.stdout.lines().next().is_some_and(|h| h.contains("EXPIRES") && h.contains("LAST USED")), "{table:?}");
+
+    // An expiring token: the CLI sends the time, the list shows it.
+    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+    let short =
+        env.mota_as(admin, &["--json", "token", "create", "short", "--role", "viewer", "--expires-in", "1h"]).await;
+    assert_eq!(short.code, 0, "{short:?}");
+    let expires = short.json()["expires_at"].as_i64().ok_or("no expires_at")?;
+    assert!((before + 3_600_000..before + 3_660_000).contains(&expires), "{short:?}");
+    let at = env.mota_as(admin, &["token", "create", "dated", "--expires-at", "2099-01-31T19:00:00+01:00"]).await;
+    assert_eq!(at.code, 0, "{at:?}");
+    assert!(at.stderr.contains("expires 2099-01-31T18:00:00Z"), "{at:?}");
+    let past = env.mota_as(admin, &["token", "create", "old", "--expires-at", "2001-01-01"]).await;
+    assert!(past.code != 0 && past.stderr.contains("expires_at is not in the future"), "{past:?}");
+    let both = env.mota_as(admin, &["token", "create", "x", "--expires-in", "1h", "--expires-at", "2099-01-01"]).await;
+    assert_eq!(both.code, 2, "{both:?}");
+    let listed = env.mota_as(admin, &["--json", "token", "list"]).await.json();
+    let short = listed.as_array().and_then(|l| l.iter().find(|t| t["name"] == "short")).ok_or("no short token")?;
+    assert_eq!((short["expires_at"].as_i64(), &short["last_used_at"]), (Some(expires), &Value::Null), "{listed}");
     let operator = env.mota(&["token", "list"]).await;
     assert_eq!(operator.code, 4, "{operator:?}");
     assert!(operator.stderr.contains("HTTP 403") && operator.stderr.contains("admin for tokens"), "{operator:?}");

@@ -65,13 +65,14 @@ async fn an_operator_pushes_sets_and_versions_and_reads_the_registry_back() -> T
     assert_eq!(env.json(&["valset", "list"]).await.as_array().map(Vec::len), Some(1), "the same set, stored once");
 
     // The second, a raw body naming the set by digest; the model name from the file name.
+    // Not raised: it keeps 1.0.0's security counter.
     let v2 = env.home.path().join("digits.tflite");
     std::fs::copy(fixture("digits_cnn_v2.tflite"), &v2)?;
     let second = env
         .json(&["model", "push", &arg(&v2), "--version", "1.1.0", "--valset-sha256", &sha, "--max-drop-permille", "20"])
         .await;
     assert_eq!(second["model"], "digits");
-    assert_eq!(second["security_counter"], 2);
+    assert_eq!((&second["security_counter"], &second["raised_counter"]), (&Value::from(1), &Value::Bool(false)));
     assert_eq!(second["validation_set_sha256"], sha.as_str());
     assert_eq!(second["max_drop_permille"], 20);
     assert_eq!(second["image_size"].as_u64(), Some(std::fs::metadata(&v2)?.len()));
@@ -98,23 +99,32 @@ async fn an_operator_pushes_sets_and_versions_and_reads_the_registry_back() -> T
     );
     assert!(again.stderr.contains("hint: it exists already"), "{again:?}");
 
-    // Listed and shown: two versions, counter 2.
+    // Listed and shown: two versions, counter 1.
     let models = env.json(&["model", "list"]).await;
     assert_eq!(models.as_array().map(Vec::len), Some(1), "{models}");
     assert_eq!(models[0]["name"], "digits");
     assert_eq!(models[0]["versions"], 2);
-    assert_eq!(models[0]["security_counter"], 2);
+    assert_eq!(models[0]["security_counter"], 1);
     let table = env.ok(&["model", "list"]).await;
     assert!(table.starts_with("NAME"), "{table}");
     let row: Vec<&str> = table.lines().nth(1).ok_or("no row")?.split_whitespace().collect();
-    assert_eq!(row[..4], ["digits", "cortex-m4", "2", "2"], "{table}");
+    assert_eq!(row[..4], ["digits", "cortex-m4", "2", "1"], "{table}");
     let model = env.json(&["model", "show", "digits"]).await;
     assert_eq!(model["model"]["device_class"], "cortex-m4");
     assert_eq!(versions(&model), ["1.1.0", "1.0.0"], "newest first: {model}");
     let page = env.ok(&["model", "show", "digits"]).await;
     assert!(page.lines().any(|l| l.starts_with("model") && l.ends_with("digits")), "{page}");
     assert!(page.lines().any(|l| l.starts_with("1.0.0 ") && l.contains("KiB")), "{page}");
-    assert!(page.lines().any(|l| l.starts_with("1.1.0 ") && l.contains(" 2 ")), "{page}");
+    // version, counter, raised: the first version raised it from 0, the second kept it.
+    let cells = |version: &str| -> Vec<String> {
+        let line = page.lines().find(|l| l.starts_with(&format!("{version} "))).unwrap_or_default();
+        line.split_whitespace().take(3).map(str::to_owned).collect()
+    };
+    assert_eq!(
+        (cells("1.0.0"), cells("1.1.0")),
+        (vec!["1.0.0".into(), "1".into(), "yes".into()], vec!["1.1.0".into(), "1".into(), "no".into()]),
+        "{page}"
+    );
 
     // The patch from 1.0.0 to 1.1.0, once the backend made it; none to the first.
     eventually(60, "the patch to 1.1.0", || async {
@@ -134,7 +144,8 @@ async fn an_operator_pushes_sets_and_versions_and_reads_the_registry_back() -> T
     let table = env.ok(&["delta", "list", "digits", "1.1.0"]).await;
     assert!(table.lines().any(|l| l.starts_with("1.0.0") && l.contains("done") && l.ends_with('%')), "{table}");
     let version = env.ok(&["model", "show", "digits", "1.1.0"]).await;
-    assert!(version.lines().any(|l| l.starts_with("counter") && l.ends_with(" 2")), "{version}");
+    assert!(version.lines().any(|l| l.starts_with("counter") && l.ends_with(" 1")), "{version}");
+    assert!(version.lines().any(|l| l.starts_with("raised counter") && l.ends_with(" no")), "{version}");
     assert!(version.lines().any(|l| l.starts_with("validation set") && l.ends_with(&sha)), "{version}");
     assert!(version.lines().any(|l| l.starts_with("max drop") && l.ends_with("2.0 %")), "{version}");
     assert!(version.lines().any(|l| l.starts_with("1.0.0") && l.contains("done")), "{version}");
@@ -147,6 +158,17 @@ async fn an_operator_pushes_sets_and_versions_and_reads_the_registry_back() -> T
     let none = env.ok(&["delta", "list", "digits", "1.0.0"]).await;
     assert_eq!(none.trim(), "no deltas (the first version of a model has none)");
     assert_eq!(env.mota(&["delta", "list", "digits", "9.9.9"]).await.code, 3);
+
+    // A third, raising the counter: +1, and said so.
+    let third = env.ok(&["model", "push", &arg(&v2), "--version", "1.2.0", "--raise-counter"]).await;
+    assert!(third.starts_with("pushed digits 1.2.0 (counter 2, "), "{third}");
+    assert!(third.contains("raised the security counter to 2: devices that commit 1.2.0 refuse"), "{third}");
+    let raised = env.json(&["model", "show", "digits", "1.2.0"]).await;
+    assert_eq!((&raised["security_counter"], &raised["raised_counter"]), (&Value::from(2), &Value::Bool(true)));
+    let page = env.ok(&["model", "show", "digits"]).await;
+    assert!(page.lines().any(|l| l.starts_with("counter") && l.ends_with(" 2")), "{page}");
+    let line = page.lines().find(|l| l.starts_with("1.2.0 ")).unwrap_or_default();
+    assert_eq!(line.split_whitespace().take(3).collect::<Vec<_>>(), ["1.2.0", "2", "yes"], "{page}");
 
     // The key the backend signs with: a development key here, and said so.
     let keys = env.json(&["keys", "server"]).await;
