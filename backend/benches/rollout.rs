@@ -278,10 +278,7 @@ impl Backend {
         assert_eq!(s, 201, "{v}");
         let set_sha = v["sha256"].as_str().ok_or("no set digest")?.to_owned();
         for (version, bytes) in [("1.0.0", base), ("1.1.0", new)] {
-            // Raised: devices refuse an offer whose counter equals their own.
-            let uri = format!(
-                "/v1/models/kws/versions?version={version}&device_class=mcu&validation_set={set_sha}&raise_counter=true"
-            );
+            let uri = format!("/v1/models/kws/versions?version={version}&device_class=mcu&validation_set={set_sha}");
             let (s, v) = self.send("POST", &uri, "application/octet-stream", bytes.to_vec()).await?;
             assert_eq!(s, 201, "{version}: {v}");
         }

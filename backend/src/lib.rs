@@ -18,6 +18,7 @@ pub mod events;
 pub mod metrics;
 pub mod mqtt;
 pub mod registry;
+pub mod revocations;
 pub mod rollout;
 pub mod server;
 pub mod signing;

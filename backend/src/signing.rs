@@ -55,6 +55,9 @@ pub struct Signer {
     pub counters: std::ops::RangeInclusive<u32>,
     /// Whether it is the generated development key.
     pub development: bool,
+    /// The root public key, when the backend has it (the development root): uploaded
+    /// revocation lists are then checked against it.
+    pub root: Option<[u8; 32]>,
 }
 
 /// Loads the release key from files, or the development key from the data dir (making it
@@ -116,7 +119,15 @@ pub async fn load(
         .execute(&db.pool)
         .await
         .map_err(DbError::from)?;
-    Ok(Signer { release, not_after: body.not_after, counters: body.min_counter..=body.max_counter, development })
+    let root = match development {
+        true => match read(&data_dir.join("keys").join("dev-root.pub.pem"))? {
+            KeyFile::Public(key) => Some(key.to_bytes()),
+            _ => None,
+        },
+        false => None,
+    };
+    let counters = body.min_counter..=body.max_counter;
+    Ok(Signer { release, not_after: body.not_after, counters, development, root })
 }
 
 fn read(path: &Path) -> Result<KeyFile, SigningError> {

@@ -105,14 +105,9 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
 
     step(2, "a fine-tuned 1.1.0 rolls out in three cohorts, mostly as patches");
     // Later versions name the same set, and devices refuse a drop of more than 2 points.
-    // Each raises the security counter: the devices' agent refuses an offer whose counter
-    // equals the one it runs.
+    // None raises the security counter, so a rollback can return to the one before.
     let rule = || Upload {
-        query: vec![
-            ("validation_set", set_sha.clone()),
-            ("max_drop_permille", "20".to_owned()),
-            ("raise_counter", "true".to_owned()),
-        ],
+        query: vec![("validation_set", set_sha.clone()), ("max_drop_permille", "20".to_owned())],
         set: None,
     };
     let v2 = push(client, "1.1.0", V2, rule()).await?;

@@ -7,12 +7,14 @@
 ALTER TABLE attempts ADD COLUMN rollback_image TEXT;
 ALTER TABLE attempts ADD COLUMN rollback_manifest TEXT;
 
--- Root-signed revocation lists of release keys, exactly as uploaded. Devices keep the
--- one with the highest sequence number; the backend publishes that one (retained, on
--- each device's trust topic).
+-- Root-signed revocation lists of release keys, exactly as uploaded, with the key ids
+-- they name (hex, comma-separated). Devices keep the one with the highest sequence
+-- number; the engine publishes that one, retained, on every device's trust topic
+-- (published_at NULL: not yet), and a hello that declares an older one gets it again.
 CREATE TABLE revocations (
     seq         BIGINT  PRIMARY KEY,
     statement   BLOB   NOT NULL,
     revoked     TEXT    NOT NULL,
-    created_at  BIGINT  NOT NULL
+    created_at  BIGINT  NOT NULL,
+    published_at BIGINT
 );

@@ -35,6 +35,8 @@ pub async fn keys(caller: Caller, State(state): State<AppState>) -> Result<Json<
             key_id: s.release.key_id().to_string(),
             not_after: s.not_after,
             development: s.development,
+            min_counter: *s.counters.start(),
+            max_counter: *s.counters.end(),
             certificate_pem: mota_proto::keys::certificate_pem(s.release.certificate()).unwrap_or_default(),
         },
     }))
@@ -94,6 +96,10 @@ pub struct ReleaseKeyView {
     pub not_after: u64,
     /// Whether it is the generated development key.
     pub development: bool,
+    /// The lowest security counter the root certified the key to sign.
+    pub min_counter: u32,
+    /// The highest: a version that would raise a model's counter beyond it is refused.
+    pub max_counter: u32,
     /// The certificate (PEM) devices receive in every envelope.
     pub certificate_pem: String,
 }

@@ -12,6 +12,7 @@ pub mod extract;
 pub mod meta;
 pub mod models;
 pub mod page;
+pub mod revocations;
 pub mod rollouts;
 pub mod sets;
 pub mod tokens;
@@ -55,6 +56,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/rollouts/{id}/abort", post(rollouts::abort_rollout))
         .route("/v1/rollouts/{id}/rollback", post(rollouts::rollback_rollout))
         .route("/v1/events", get(events::list_events))
+        .route("/v1/revocations", get(revocations::list_revocations).post(revocations::add_revocation))
         .route("/v1/tokens", get(tokens::list_tokens).post(tokens::create_token))
         .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke_token))
         .fallback(|| async { ApiError::not_found("such route") })
@@ -107,6 +109,7 @@ impl From<RegistryError> for ApiError {
         rollouts::pause_rollout, rollouts::resume_rollout, rollouts::approve_rollout, rollouts::abort_rollout,
         rollouts::rollback_rollout, rollouts::device_updates,
         events::list_events,
+        revocations::list_revocations, revocations::add_revocation,
         tokens::list_tokens, tokens::create_token, tokens::revoke_token,
     ),
     components(schemas(ErrorBody, ErrorDetail)),

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use mota_proto::message::Payload;
+use mota_proto::message::{Hello, Payload};
 use mota_proto::topic::{Kind, Topic};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use tokio::sync::{Notify, oneshot};
@@ -374,6 +374,7 @@ impl Handler {
                     match registry::hello(db, device, &hello).await {
                         Ok(seen) => {
                             tracing::debug!(device, ?seen, "hello");
+                            self.send_revocation(client, device, &hello).await;
                             return Outcome::Handled(true);
                         }
                         Err(e) if pause > Duration::from_secs(1) => {
@@ -400,6 +401,23 @@ impl Handler {
                 tracing::debug!(device, kind = topic.kind().as_str(), "not handled: {other:?}");
                 Outcome::Handled(true)
             }
+        }
+    }
+
+    /// Sends the newest revocation list to a device whose hello declares an older one
+    /// (one that registered after the list was published to every device).
+    async fn send_revocation(&self, client: &AsyncClient, device: &str, hello: &Hello<'_>) {
+        let Some(held) = hello.info.and_then(|i| i.revocation_seq) else { return };
+        match crate::revocations::latest(&self.db).await {
+            Ok(Some((seq, statement))) if seq > i64::from(held) => {
+                if let Ok(topic) = Topic::new(device, Kind::Trust)
+                    && let Err(e) = client.publish(topic.to_string(), QoS::AtLeastOnce, true, statement).await
+                {
+                    tracing::warn!(device, "sending the revocation list: {e}");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(device, "reading the revocation list: {e}"),
         }
     }
 }

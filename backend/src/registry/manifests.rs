@@ -179,6 +179,14 @@ impl Registry {
                 self.delta_for(&base, version_id).await?
             }
         };
+        if !signer.counters.contains(&counter) {
+            return Err(RegistryError::Invalid(format!(
+                "security counter {counter} is outside the range {}..={} the root certified the release key \
+                 for (devices would refuse it): certify a release key for it (mota keys release-new --min-counter)",
+                signer.counters.start(),
+                signer.counters.end()
+            )));
+        }
         let manifest = Manifest {
             format: mota_proto::manifest::FORMAT_VERSION,
             model,

@@ -32,6 +32,7 @@ use super::view::{Of, parse, tallies};
 use crate::db::Db;
 use crate::mqtt::publish::{PublishError, Publisher};
 use crate::registry::Registry;
+use crate::revocations;
 use crate::signing::Signer;
 
 /// How often every rollout is looked at even without reports (stuck timeouts, soak).
@@ -150,6 +151,7 @@ impl Engine {
             self.nudge(now).await?;
         }
         self.send_commands().await?;
+        self.send_revocation().await?;
         let ids: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT id FROM rollouts WHERE state IN {} ORDER BY id",
             sql_list(RolloutState::LIVE)
@@ -361,11 +363,28 @@ impl Engine {
         Ok(())
     }
 
+    /// Publishes the newest revocation list, retained, on the trust topic of every device
+    /// known now, once (a device that registers later declares in its hello that it holds
+    /// none, and the MQTT side sends it then).
+    async fn send_revocation(&self) -> Result<(), EngineError> {
+        let Some((seq, statement)) = revocations::unpublished(&self.db).await? else { return Ok(()) };
+        let devices: Vec<String> = sqlx::query_scalar("SELECT id FROM devices").fetch_all(&self.db.pool).await?;
+        for device in &devices {
+            if let Ok(topic) = Topic::new(device, Kind::Trust) {
+                self.publisher.publish(topic.to_string(), statement.clone(), true).await?;
+            }
+        }
+        revocations::published(&self.db, seq, self.db.now().await?).await?;
+        tracing::info!(seq, devices = devices.len(), "revocation list published");
+        Ok(())
+    }
+
     /// Publishes again what a broker that lost its state no longer retains: the offers of
-    /// unfinished attempts and the commands of the last day that no later rollout of the
-    /// device superseded (a device runs each command id once, and takes an offer it
-    /// already works on as a no-op).
+    /// unfinished attempts, the commands of the last day that no later rollout of the
+    /// device superseded (a device answers a command it carried out with its report, and
+    /// takes an offer it already works on as a no-op), and the revocation list.
     async fn republish(&self) -> Result<(), EngineError> {
+        revocations::republish(&self.db).await?;
         let offers = self.live_offers(None).await?;
         self.publish_offers(&offers).await?;
         let day_ago = self.db.now().await? - 86_400_000;

@@ -43,8 +43,6 @@ async fn fleet_with(more: &[(&str, &str)]) -> Result<Env, Box<dyn std::error::Er
             &sha,
             "--max-drop-permille",
             "20",
-            // The simulated devices refuse an offer whose counter equals their own.
-            "--raise-counter",
         ])
         .await;
         eventually(60, "the patch", || async {
