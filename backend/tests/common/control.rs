@@ -323,7 +323,8 @@ impl World {
                 class: "mcu".into(),
                 roots: vec![root],
                 factory: factory.clone(),
-                factory_counter: 0,
+                // 1.0.0's counter, so a rollback to it is not a downgrade.
+                factory_counter: 1,
             };
             nodes.push(Node { dev: MemDevice::new(opts)?, connected: false });
         }
