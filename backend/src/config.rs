@@ -116,6 +116,13 @@ pub struct Config {
     /// deployments on one broker.
     #[arg(long, env = "MOTA_MQTT_SHARE_GROUP", default_value = mota_proto::topic::SHARE_GROUP)]
     pub mqtt_share_group: String,
+    /// Register a device that says hello without having been provisioned (`POST
+    /// /v1/devices`), with the class its hello declares: the single-machine default, so a
+    /// demo or a simulated fleet needs no set-up. Production sets it to false (the chart
+    /// does): then hellos of devices that were not provisioned are dropped, logged and
+    /// counted (`mota_hellos{outcome="unknown"}`).
+    #[arg(long, env = "MOTA_AUTO_REGISTER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_register: bool,
     /// Memory for artifacts the chunk service keeps whole (the patches and validation
     /// sets a cohort downloads), bytes; artifacts over a quarter of it are read by range.
     #[arg(long, env = "MOTA_CHUNK_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
@@ -193,6 +200,7 @@ impl Config {
             mqtt_password: None,
             mqtt_client_id: "mota-backend".into(),
             mqtt_share_group: mota_proto::topic::SHARE_GROUP.into(),
+            auto_register: true,
             chunk_cache_bytes: 64 * 1024 * 1024,
             chunk_rate: 100.0,
             chunk_burst: 200.0,

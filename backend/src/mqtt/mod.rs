@@ -9,6 +9,7 @@
 //! than lost. Anything malformed a device sends is logged and dropped; the loop never
 //! ends because of what is on the wire.
 
+pub mod auth;
 pub mod broker;
 pub mod chunks;
 pub mod offers;
@@ -120,8 +121,12 @@ pub async fn start(config: &Config, state: &AppState) -> Result<Mqtt, MqttError>
     let limits =
         chunks::Limits { cache_bytes: config.chunk_cache_bytes, rate: config.chunk_rate, burst: config.chunk_burst };
     let writers = Arc::new(reports::Writers::start(&state.db, &state.metrics, &state.engine_wake));
+    let registration =
+        if config.auto_register { registry::Registration::Auto } else { registry::Registration::ProvisionedOnly };
     let handler = Handler {
         db: state.db.clone(),
+        metrics: state.metrics.clone(),
+        registration,
         chunks: chunks::ChunkService::new(state.db.clone(), state.blobs.clone(), state.metrics.clone(), limits),
         reports: writers.clone(),
     };
@@ -315,6 +320,9 @@ struct Session {
 /// What handling a device's message needs.
 struct Handler {
     db: Db,
+    metrics: Arc<crate::metrics::Metrics>,
+    /// Whether unknown devices' hellos register them.
+    registration: registry::Registration,
     chunks: chunks::ChunkService,
     /// The report writers.
     reports: Arc<reports::Writers>,
@@ -371,9 +379,14 @@ impl Handler {
                 // while staying well inside the keep-alive.
                 let mut pause = Duration::from_millis(100);
                 loop {
-                    match registry::hello(db, device, &hello).await {
+                    match registry::hello(db, device, &hello, self.registration).await {
                         Ok(seen) => {
-                            tracing::debug!(device, ?seen, "hello");
+                            self.metrics.hello(seen.as_str());
+                            if seen == registry::Seen::Unknown {
+                                tracing::warn!(device, "MQTT: dropped the hello of a device that is not provisioned");
+                            } else {
+                                tracing::debug!(device, ?seen, "hello");
+                            }
                             return Outcome::Handled(true);
                         }
                         Err(e) if pause > Duration::from_secs(1) => {
