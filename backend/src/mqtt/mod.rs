@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod broker;
 pub mod chunks;
+pub mod front;
 pub mod offers;
 pub mod publish;
 pub mod registry;
@@ -88,13 +89,13 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
 /// Starts the embedded broker unless `--mqtt-url` names one, then the client task.
 pub async fn start(config: &Config, state: &AppState) -> Result<Mqtt, MqttError> {
+    let mut login = config.mqtt_username.clone().zip(config.mqtt_password.clone());
     let (host, port, tls) = match &config.mqtt_url {
         Some(url) => parse_url(url)?,
         None => {
-            broker::start(config.mqtt_listen).await?;
-            let ip = config.mqtt_listen.ip();
-            let host = if ip.is_unspecified() { "127.0.0.1".to_owned() } else { ip.to_string() };
-            (host, config.mqtt_listen.port(), false)
+            let embedded = broker::start(config.mqtt_listen, &state.db).await?;
+            login = embedded.login;
+            (embedded.addr.ip().to_string(), embedded.addr.port(), false)
         }
     };
     let mut options = MqttOptions::new(config.mqtt_client_id.clone(), host.clone(), port);
@@ -111,8 +112,8 @@ pub async fn start(config: &Config, state: &AppState) -> Result<Mqtt, MqttError>
     if tls {
         options.set_transport(rumqttc::Transport::tls_with_config(tls_config(config)?));
     }
-    if let (Some(user), Some(password)) = (&config.mqtt_username, &config.mqtt_password) {
-        options.set_credentials(user.clone(), password.clone());
+    if let Some((user, password)) = login {
+        options.set_credentials(user, password);
     }
     let (client, events) = AsyncClient::new(options, 1024);
     let (stop, stopped) = oneshot::channel();
