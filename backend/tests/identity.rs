@@ -48,10 +48,24 @@ async fn provisioning_fixes_the_class_and_issues_a_login_shown_once() -> TestRes
     assert_eq!(body["mqtt"]["username"], "dev-1");
     assert_eq!((&body["device"]["device_class"], &body["device"]["tags"]), (&json!("mcu"), &json!(["lab"])));
     assert!(body["device"]["provisioned_at"].is_i64());
-    let command = &body["mqtt"]["mosquitto_dynsec"]["commands"][0];
+    let commands = &body["mqtt"]["mosquitto_dynsec"]["commands"];
     assert_eq!(
-        (&command["command"], &command["clientid"], &command["password"], &command["roles"][0]["rolename"]),
-        (&json!("createClient"), &json!("dev-1"), &json!(password), &json!("mota-device"))
+        (&commands[0]["command"], &commands[0]["rolename"]),
+        (&json!("createRole"), &json!("mota-device-dev-1"))
+    );
+    assert_eq!(
+        commands[0]["acls"][0],
+        json!({ "acltype": "publishClientSend", "topic": "mota/v1/dev/dev-1/hello",
+        "priority": 0, "allow": true })
+    );
+    assert_eq!(
+        (
+            &commands[1]["command"],
+            &commands[1]["clientid"],
+            &commands[1]["password"],
+            &commands[1]["roles"][0]["rolename"]
+        ),
+        (&json!("createClient"), &json!("dev-1"), &json!(password), &json!("mota-device-dev-1"))
     );
     // Only the hash is stored.
     let stored: String = sqlx::query_scalar("SELECT mqtt_password_hash FROM devices WHERE id = 'dev-1'")
@@ -120,13 +134,19 @@ fn refused_with(result: Result<(AsyncClient, EventLoop), ConnectionError>) -> Op
     }
 }
 
-/// Polls until the broker (the front) drops the connection; fails if a SUBACK or a
-/// PUBLISH arrives first, or nothing happens in 10 s.
-async fn dropped(events: &mut EventLoop) -> TestResult {
+/// Polls until the broker refuses what the client just asked: drops the connection (the
+/// embedded broker's front) or answers its SUBSCRIBE with a failure (Mosquitto); fails if
+/// the subscription is granted, a message arrives, or nothing happens in 10 s.
+async fn refused_after(events: &mut EventLoop) -> TestResult {
     let end = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match events.poll().await {
                 Err(_) => return Ok(()),
+                Ok(Event::Incoming(Packet::SubAck(ack)))
+                    if ack.return_codes == [rumqttc::SubscribeReasonCode::Failure] =>
+                {
+                    return Ok(());
+                }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => return Err(format!("granted: {ack:?}")),
                 Ok(Event::Incoming(Packet::Publish(p))) => return Err(format!("delivered {}", p.topic)),
                 Ok(_) => {}
@@ -135,6 +155,81 @@ async fn dropped(events: &mut EventLoop) -> TestResult {
     })
     .await;
     Ok(end.map_err(|_| "the connection stayed up")??)
+}
+
+/// Which broker a scenario runs on.
+#[derive(PartialEq)]
+enum Broker {
+    /// The backend's own, behind its front.
+    Embedded,
+    /// Mosquitto with the dynamic-security plugin (deploy/mosquitto).
+    Mosquitto,
+}
+
+/// Provisioned devices `dev-a` and `dev-b` on the broker at `port`, which the backend
+/// (auto-registration on) uses: every way out of a device's own topics is refused.
+async fn confinement(api: &Api, port: u16, broker: Broker, passwords: [&str; 2]) -> TestResult {
+    let [a, b] = passwords;
+    // Logins: anonymous, a wrong password, another device's password, a client id that
+    // is not the username (a session takeover), all refused.
+    let refused = |r| refused_with(r).is_some();
+    assert!(refused(connect(options("dev-a", port, None)).await), "anonymous");
+    assert!(refused(connect(options("dev-a", port, Some(("dev-a", "wrong")))).await), "wrong password");
+    assert!(refused(connect(options("dev-a", port, Some(("dev-a", b)))).await), "another device's password");
+    assert!(refused(connect(options("dev-b", port, Some(("dev-a", a)))).await), "another client id");
+    assert!(refused(connect(options("x", port, Some(("mota:backend", "guess")))).await), "the backend's user");
+
+    // Publishing under another id: the backend never sees it (a forged hello would have
+    // registered dev-c; auto-registration is on). The front also drops the connection.
+    let (forger, mut events) = connect(options("dev-a", port, Some(("dev-a", a)))).await?;
+    forger.publish("mota/v1/dev/dev-c/hello", QoS::AtLeastOnce, false, hello("mcu").to_vec()?).await?;
+    forger.publish("mota/v1/dev/dev-b/hello", QoS::AtLeastOnce, false, hello("forged").to_vec()?).await?;
+    if broker == Broker::Embedded {
+        refused_after(&mut events).await?;
+    } else {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async { while events.poll().await.is_ok() {} }).await;
+    }
+    // dev-a's own hello arrives (so the forged ones, sent earlier, would have too).
+    let (own, mut events) = connect(options("dev-a", port, Some(("dev-a", a)))).await?;
+    own.publish("mota/v1/dev/dev-a/hello", QoS::AtLeastOnce, false, hello("other").to_vec()?).await?;
+    let poller = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    let seen = wait_for_device(api, "dev-a", 20, |d| d["online"] == true).await?;
+    assert_eq!((&seen["device_class"], &seen["reported_class"]), (&json!("mcu"), &json!("other")));
+    assert_eq!(api.get("/v1/devices/dev-c", &api.viewer).await?.status, 404, "the forged hello went nowhere");
+    assert_eq!(api.get("/v1/devices/dev-b", &api.viewer).await?.json()["online"], false, "nor did this one");
+    poller.abort();
+
+    // Subscribing to another device's chunks, a wildcard, the backend's share group.
+    for filter in ["mota/v1/dev/dev-b/chunk", "mota/v1/dev/+/chunk", "$share/mota-hello/mota/v1/dev/+/hello", "#"] {
+        let (client, mut events) = connect(options("dev-a", port, Some(("dev-a", a)))).await?;
+        client.subscribe(filter, QoS::AtLeastOnce).await?;
+        refused_after(&mut events).await.map_err(|e| format!("{filter}: {e}"))?;
+    }
+    if broker == Broker::Embedded {
+        // A will under another id is refused at CONNECT (Mosquitto accepts the CONNECT
+        // and drops such a will when it would publish it).
+        let mut will = options("dev-a", port, Some(("dev-a", a)));
+        let offline = Hello::OFFLINE.to_vec()?;
+        will.set_last_will(rumqttc::LastWill::new("mota/v1/dev/dev-b/hello", offline, QoS::AtLeastOnce, false));
+        assert!(connect(will).await.is_err(), "a will under another id");
+    }
+
+    // Its own offer, chunk and cmd: granted.
+    let (client, mut events) = connect(options("dev-a", port, Some(("dev-a", a)))).await?;
+    let own: Vec<_> = ["offer", "chunk", "cmd"]
+        .map(|k| rumqttc::SubscribeFilter::new(format!("mota/v1/dev/dev-a/{k}"), QoS::AtLeastOnce))
+        .into();
+    client.subscribe_many(own).await?;
+    let granted = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Event::Incoming(Packet::SubAck(ack)) = events.poll().await? {
+                return Ok::<_, ConnectionError>(ack);
+            }
+        }
+    })
+    .await??;
+    assert_eq!(granted.return_codes, [rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce); 3]);
+    Ok(())
 }
 
 #[tokio::test]
@@ -146,70 +241,83 @@ async fn beyond_loopback_the_embedded_broker_admits_devices_only_under_their_own
     let port = std::net::TcpListener::bind("0.0.0.0:0")?.local_addr()?.port();
     config.mqtt_listen = format!("0.0.0.0:{port}").parse()?;
     let backend = Backend::start(&config, &api).await?;
-    let a = provision(&api, "dev-a").await?;
-    let b = provision(&api, "dev-b").await?;
-
-    // Logins: anonymous, a wrong password, another device's password, a client id that
-    // is not the username (a session takeover), all refused.
-    let refused = |r| refused_with(r);
-    assert_eq!(refused(connect(options("dev-a", port, None)).await), Some(ConnectReturnCode::NotAuthorized));
+    let (a, b) = (provision(&api, "dev-a").await?, provision(&api, "dev-b").await?);
+    // The front answers a refused login with its reason.
+    let code = |r| refused_with(r);
+    assert_eq!(code(connect(options("dev-a", port, None)).await), Some(ConnectReturnCode::NotAuthorized));
     assert_eq!(
-        refused(connect(options("dev-a", port, Some(("dev-a", "wrong")))).await),
+        code(connect(options("dev-a", port, Some(("dev-a", "wrong")))).await),
         Some(ConnectReturnCode::BadUserNamePassword)
     );
-    assert_eq!(
-        refused(connect(options("dev-a", port, Some(("dev-a", &b)))).await),
-        Some(ConnectReturnCode::BadUserNamePassword)
-    );
-    assert_eq!(
-        refused(connect(options("dev-b", port, Some(("dev-a", &a)))).await),
-        Some(ConnectReturnCode::BadUserNamePassword)
-    );
-    assert!(refused(connect(options("x", port, Some(("mota:backend", "guess")))).await).is_some());
+    confinement(&api, port, Broker::Embedded, [&a, &b]).await?;
+    backend.stop().await;
+    Ok(())
+}
 
-    // Publishing under another id: the connection is dropped and the backend never sees
-    // it (a forged hello would have registered dev-c; auto-registration is on).
-    let (forger, mut events) = connect(options("dev-a", port, Some(("dev-a", &a)))).await?;
-    forger.publish("mota/v1/dev/dev-c/hello", QoS::AtLeastOnce, false, hello("mcu").to_vec()?).await?;
-    dropped(&mut events).await?;
-    // dev-a's own hello arrives (so the forged one, sent earlier, would have too).
-    let (own, mut events) = connect(options("dev-a", port, Some(("dev-a", &a)))).await?;
-    own.publish("mota/v1/dev/dev-a/hello", QoS::AtLeastOnce, false, hello("other").to_vec()?).await?;
-    let poller = tokio::spawn(async move { while events.poll().await.is_ok() {} });
-    let seen = wait_for_device(&api, "dev-a", 20, |d| d["online"] == true).await?;
-    assert_eq!((&seen["device_class"], &seen["reported_class"]), (&json!("mcu"), &json!("other")));
-    assert_eq!(api.get("/v1/devices/dev-c", &api.viewer).await?.status, 404, "the forged hello went nowhere");
-    poller.abort();
+/// `NAME=USER:PASSWORD` from the environment.
+fn login_from(name: &str) -> Result<(String, String), BoxError> {
+    let value = std::env::var(name).map_err(|_| format!("{name} is not set"))?;
+    let (user, password) = value.split_once(':').ok_or(format!("{name} must be USER:PASSWORD"))?;
+    Ok((user.to_owned(), password.to_owned()))
+}
 
-    // Subscribing to another device's chunks, a wildcard, the backend's share group:
-    // dropped without a SUBACK.
-    for filter in ["mota/v1/dev/dev-b/chunk", "mota/v1/dev/+/chunk", "$share/mota-hello/mota/v1/dev/+/hello", "#"] {
-        let (client, mut events) = connect(options("dev-a", port, Some(("dev-a", &a)))).await?;
-        client.subscribe(filter, QoS::AtLeastOnce).await?;
-        dropped(&mut events).await.map_err(|e| format!("{filter}: {e}"))?;
-    }
-    // A will under another id is refused at CONNECT.
-    let mut will = options("dev-a", port, Some(("dev-a", &a)));
-    will.set_last_will(rumqttc::LastWill::new(
-        "mota/v1/dev/dev-b/hello",
-        Hello::OFFLINE.to_vec()?,
-        QoS::AtLeastOnce,
-        false,
-    ));
-    assert!(connect(will).await.is_err(), "a will under another id");
-
-    // Its own offer, chunk and cmd: granted.
-    let (client, mut events) = connect(options("dev-a", port, Some(("dev-a", &a)))).await?;
-    client.subscribe("mota/v1/dev/dev-a/chunk", QoS::AtLeastOnce).await?;
-    let granted = tokio::time::timeout(Duration::from_secs(10), async {
+/// Publishes a dynamic-security command document as the plugin's admin; fails unless
+/// every command succeeded.
+async fn dynsec(port: u16, admin: &(String, String), document: &serde_json::Value) -> TestResult {
+    let mut options = options("mota-test-dynsec-admin", port, Some((&admin.0, &admin.1)));
+    options.set_max_packet_size(64 * 1024, 64 * 1024);
+    let (client, mut events) = connect(options).await?;
+    client.subscribe("$CONTROL/dynamic-security/v1/response", QoS::AtLeastOnce).await?;
+    let mut sent = false;
+    let response = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            if let Event::Incoming(Packet::SubAck(ack)) = events.poll().await? {
-                return Ok::<_, ConnectionError>(ack);
+            match events.poll().await? {
+                Event::Incoming(Packet::SubAck(_)) if !sent => {
+                    sent = true;
+                    client
+                        .publish("$CONTROL/dynamic-security/v1", QoS::AtLeastOnce, false, document.to_string())
+                        .await?;
+                }
+                Event::Incoming(Packet::Publish(p)) => return Ok::<_, BoxError>(p.payload),
+                _ => {}
             }
         }
     })
     .await??;
-    assert_eq!(granted.return_codes, [rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)]);
+    let response: serde_json::Value = serde_json::from_slice(&response)?;
+    let failed = response["responses"].as_array().into_iter().flatten().any(|r| r.get("error").is_some());
+    assert!(!failed, "{response}");
+    Ok(())
+}
+
+/// The same on Mosquitto with the shipped configuration: devices provisioned by the
+/// backend's own dynamic-security documents. Runs when `.ci/mosquitto-acl.sh` sets
+/// `MOTA_TEST_DYNSEC` (HOST:PORT), `MOTA_TEST_DYNSEC_ADMIN` and
+/// `MOTA_TEST_DYNSEC_BACKEND` (USER:PASSWORD each).
+#[tokio::test]
+async fn on_mosquitto_the_backends_dynsec_commands_admit_devices_only_under_their_own_id() -> TestResult {
+    let Ok(addr) = std::env::var("MOTA_TEST_DYNSEC") else {
+        eprintln!("MOTA_TEST_DYNSEC is not set: skipped (.ci/mosquitto-acl.sh runs it)");
+        return Ok(());
+    };
+    let port: u16 = addr.rsplit_once(':').ok_or("MOTA_TEST_DYNSEC must be HOST:PORT")?.1.parse()?;
+    let (admin, backend_login) = (login_from("MOTA_TEST_DYNSEC_ADMIN")?, login_from("MOTA_TEST_DYNSEC_BACKEND")?);
+    let api = Api::new().await?;
+    let mut config = common::config(api.dir.path().join("unused")).await?;
+    config.no_mqtt = false;
+    config.mqtt_url = Some(format!("mqtt://{addr}"));
+    (config.mqtt_username, config.mqtt_password) = (Some(backend_login.0), Some(backend_login.1));
+    config.mqtt_client_id = format!("mota-backend-identity-{}", std::process::id());
+    config.mqtt_share_group = format!("mota-identity-{}", std::process::id());
+    let backend = Backend::start(&config, &api).await?;
+    let mut passwords = Vec::new();
+    for id in ["dev-a", "dev-b"] {
+        let r = api.json("POST", "/v1/devices", &api.operator, json!({ "id": id, "device_class": "mcu" })).await?;
+        assert_eq!(r.status, 201, "{}", r.json());
+        dynsec(port, &admin, &r.json()["mqtt"]["mosquitto_dynsec"]).await?;
+        passwords.push(r.json()["mqtt"]["password"].as_str().ok_or("no password")?.to_owned());
+    }
+    confinement(&api, port, Broker::Mosquitto, [&passwords[0], &passwords[1]]).await?;
     backend.stop().await;
     Ok(())
 }

@@ -120,24 +120,10 @@ pub struct ProvisionedDevice {
     pub mqtt: MqttCredentials,
 }
 
-/// The role every device client has in Mosquitto's dynamic security
-/// (deploy/mosquitto/dynsec-roles.json).
-pub const MOSQUITTO_DEVICE_ROLE: &str = "mota-device";
-
-/// The credentials of `id` with `password`; `new` creates the Mosquitto client, else it
-/// sets the password of an existing one.
+/// The credentials of `id` with `password`; `new` when the device had none before.
 fn credentials(id: &str, password: String, new: bool) -> MqttCredentials {
-    let command = if new {
-        serde_json::json!({ "command": "createClient", "username": id, "password": password, "clientid": id,
-            "roles": [{ "rolename": MOSQUITTO_DEVICE_ROLE }] })
-    } else {
-        serde_json::json!({ "command": "setClientPassword", "username": id, "password": password })
-    };
-    MqttCredentials {
-        username: id.to_owned(),
-        password,
-        mosquitto_dynsec: serde_json::json!({ "commands": [command] }),
-    }
+    let mosquitto_dynsec = auth::mosquitto_dynsec(id, &password, new);
+    MqttCredentials { username: id.to_owned(), password, mosquitto_dynsec }
 }
 
 const COLUMNS: &str = "d.id, d.device_class, d.agent_version, d.online, d.running_model, d.running_version, \

@@ -36,6 +36,37 @@ pub fn hash(password: &str) -> String {
     hex(&Sha256::digest(password.as_bytes()))
 }
 
+/// The commands that give device `id` its login on Mosquitto's dynamic-security plugin,
+/// as a document to publish on `$CONTROL/dynamic-security/v1` (deploy/mosquitto): for a
+/// `new` device a role of its own (Mosquitto 2.0's plugin substitutes no `%u` in ACLs)
+/// that lets it publish its device→backend topics and subscribe to exactly its
+/// backend→device topics, and a client with that role whose client id must be `id`;
+/// otherwise only the new password.
+pub fn mosquitto_dynsec(id: &str, password: &str, new: bool) -> serde_json::Value {
+    use mota_proto::topic::{Kind, PREFIX};
+    if !new {
+        return serde_json::json!({ "commands": [
+            { "command": "setClientPassword", "username": id, "password": password },
+        ] });
+    }
+    let role = format!("mota-device-{id}");
+    let mut acls: Vec<serde_json::Value> = Kind::ALL
+        .into_iter()
+        .map(|kind| {
+            let acltype = if kind.from_device() { "publishClientSend" } else { "subscribeLiteral" };
+            serde_json::json!({ "acltype": acltype, "topic": format!("{PREFIX}{id}/{}", kind.as_str()),
+                "priority": 0, "allow": true })
+        })
+        .collect();
+    // Denied by default already; said outright so no later grant opens the backend's groups.
+    acls.push(serde_json::json!({ "acltype": "subscribePattern", "topic": "$share/#", "priority": 1, "allow": false }));
+    serde_json::json!({ "commands": [
+        { "command": "createRole", "rolename": role, "acls": acls },
+        { "command": "createClient", "username": id, "password": password, "clientid": id,
+          "roles": [{ "rolename": role }] },
+    ] })
+}
+
 /// Who a connection is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Identity {

@@ -36,7 +36,7 @@ async fn an_operator_lists_filters_registers_and_tags_devices_and_reads_the_audi
     assert_eq!(added["device"]["online"], false);
     assert_eq!(added["device"]["tags"], Value::Array(vec![]));
     assert_eq!(added["mqtt"]["username"], "lab-2");
-    assert_eq!(added["mqtt"]["mosquitto_dynsec"]["commands"][0]["clientid"], "lab-2");
+    assert_eq!(added["mqtt"]["mosquitto_dynsec"]["commands"][1]["clientid"], "lab-2");
     let again = env.json(&["device", "credentials", "lab-2"]).await;
     assert_ne!(again["mqtt"]["password"], added["mqtt"]["password"], "a new password");
 
