@@ -96,7 +96,8 @@ pub struct Config {
     #[arg(long, env = "MOTA_MQTT_CLIENT_KEY", requires = "mqtt_client_cert")]
     pub mqtt_client_key: Option<PathBuf>,
     /// Address the embedded broker listens on (when `--mqtt-url` is not set); devices
-    /// connect here.
+    /// connect here. On a loopback address it is open (no login: the single-machine
+    /// demo); on any other it admits only provisioned devices, each under its own id.
     #[arg(long, env = "MOTA_MQTT_LISTEN", default_value = "127.0.0.1:1883")]
     pub mqtt_listen: SocketAddr,
     /// MQTT username, for the external broker.
