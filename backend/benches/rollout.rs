@@ -743,6 +743,7 @@ async fn simulated_rollout(pair: &(Vec<u8>, Vec<u8>), set: &[u8]) -> Res<()> {
             id: String::new(),
             host: "127.0.0.1".into(),
             port: broker.port(),
+            password: None,
             class: "mcu".into(),
             roots: vec![dev_root(&backend.data_dir())],
             factory: Arc::from(pair.0.as_slice()),

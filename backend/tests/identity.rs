@@ -254,6 +254,48 @@ async fn beyond_loopback_the_embedded_broker_admits_devices_only_under_their_own
     Ok(())
 }
 
+#[tokio::test]
+async fn a_provisioned_device_updates_through_the_closed_embedded_broker() -> TestResult {
+    tokio::task::LocalSet::new().run_until(update_through_the_front()).await
+}
+
+/// A real simulated device with its provisioned login takes a rollout (offer, chunks,
+/// status reports) through the front; one without a login never gets in.
+async fn update_through_the_front() -> TestResult {
+    let api = Api::new().await?;
+    let mut config = common::config(api.dir.path().join("unused")).await?;
+    config.no_mqtt = false;
+    config.mqtt_url = None;
+    let port = std::net::TcpListener::bind("0.0.0.0:0")?.local_addr()?.port();
+    config.mqtt_listen = format!("0.0.0.0:{port}").parse()?;
+    let backend = Backend::start(&config, &api).await?;
+    common::rollouts::upload(&api, &[("1.0.0", "digits_cnn_v1", ""), ("1.1.0", "digits_cnn_v2", "")]).await?;
+    let (v1, v2) = (common::model("digits_cnn_v1")?, common::model("digits_cnn_v2")?);
+    let data = api.dir.path().join("data");
+    let mut device = common::device(&data, ("127.0.0.1", port), "sim-1", &v1, Default::default())?;
+    device.password = Some(provision(&api, "sim-1").await?);
+    let (status, task) = common::run_device(device);
+    let stray = common::device(&data, ("127.0.0.1", port), "sim-2", &v1, Default::default())?;
+    let (_, stray_task) = common::run_device(stray);
+    common::rollouts::registered(&api, "sim-1", 1).await?;
+
+    let body = json!({
+        "model": "digits", "version": "1.1.0", "selector": { "ids": ["sim-1"] },
+        "plan": { "cohorts": [{ "percent": 100 }] },
+        "gates": { "min_reports": 1, "max_failure_permille": 0, "stuck_timeout_s": 120 },
+    });
+    let id = common::rollouts::created(&api.json("POST", "/v1/rollouts", &api.operator, body).await?)?;
+    common::rollouts::wait_state(&api, id, 120, "completed").await?;
+    assert_eq!(status.borrow().running, Some(mota_proto::Digest::of(&v2)));
+    // Auto-registration is on: had sim-2 got in, its hello (sent long before the rollout
+    // ended) would have registered it.
+    assert_eq!(api.get("/v1/devices/sim-2", &api.viewer).await?.status, 404, "no login, no way in");
+    task.abort();
+    stray_task.abort();
+    backend.stop().await;
+    Ok(())
+}
+
 /// `NAME=USER:PASSWORD` from the environment.
 fn login_from(name: &str) -> Result<(String, String), BoxError> {
     let value = std::env::var(name).map_err(|_| format!("{name} is not set"))?;
