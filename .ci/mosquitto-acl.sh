@@ -13,7 +13,8 @@
 #
 # Needs (Debian/Ubuntu packages): mosquitto (mosquitto, mosquitto_ctrl, the plugin) and
 # mosquitto-clients (mosquitto_pub, mosquitto_sub), python3 to pick a free port, and cargo
-# (the Rust half; CARGO_TARGET_DIR is honoured):
+# (the Rust half, with --workspace so .ci/run's test build is reused; CARGO_TARGET_DIR is
+# honoured):
 #   apt-get install -y mosquitto mosquitto-clients
 # It installs nothing itself.
 #
@@ -145,7 +146,7 @@ check "wrong backend password is refused" \
 # real devices' logins, the refusals listed above).
 if MOTA_TEST_DYNSEC="127.0.0.1:$port" MOTA_TEST_DYNSEC_ADMIN="admin:$admin_pw" \
   MOTA_TEST_DYNSEC_BACKEND="mota-backend:$backend_pw" \
-  cargo test -q -p mota-backend --test identity on_mosquitto -- --nocapture >"$tmp/cargo.out" 2>&1 &&
+  cargo test -q --workspace --test identity on_mosquitto -- --nocapture >"$tmp/cargo.out" 2>&1 &&
   grep -q 'test result: ok. 1 passed' "$tmp/cargo.out" && ! grep -q 'skipped' "$tmp/cargo.out"; then
   echo "PASS devices provisioned by the backend: only under their own id (backend/tests/identity.rs)"
 else

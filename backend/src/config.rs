@@ -121,7 +121,7 @@ pub struct Config {
     /// /v1/devices`), with the class its hello declares: the single-machine default, so a
     /// demo or a simulated fleet needs no set-up. Production sets it to false (the chart
     /// does): then hellos of devices that were not provisioned are dropped, logged and
-    /// counted (`mota_hellos{outcome="unknown"}`).
+    /// counted (`mota_hellos_total{outcome="unknown"}`).
     #[arg(long, env = "MOTA_AUTO_REGISTER", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_register: bool,
     /// Memory for artifacts the chunk service keeps whole (the patches and validation
