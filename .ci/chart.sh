@@ -154,7 +154,7 @@ for values in "$chart"/ci/*-values.yaml; do
   check_summary "policy (ci/policy.py)" "$py" "$chart/ci/policy.py" "$rendered" backend/src/config.rs
   case $name in
     production) notes_rules=(+"token create --role admin" +"https://mota.example.com/ui/" -"WARNING") ;;
-    dev) notes_rules=(+"token create --role admin" +"port-forward" +"DEVELOPMENT key" +"devSecret.create is on" +"mqtt.shareGroup is not set" +"plain MQTT") ;;
+    dev) notes_rules=(+"token create --role admin" +"port-forward" +"DEVELOPMENT key" +"devSecret.create is on" +"share group prefix is random" +"plain MQTT") ;;
     *) notes_rules=(+"token create --role admin" +"port-forward" -"DEVELOPMENT key" -"devSecret.create") ;;
   esac
   check "NOTES.txt: first token, address, and the warnings due" notes_say "$out/$name.notes" "${notes_rules[@]}"

@@ -553,7 +553,13 @@ async fn ingest_and_chunks(broker: Broker, pair: &(Vec<u8>, Vec<u8>), set: &[u8]
     let hello = device_hello(base, CHUNK)?;
     for id in &ids {
         let parsed = Hello::parse(&hello).unwrap();
-        mota_backend::mqtt::registry::hello(&backend.state.db, id, &parsed).await?;
+        mota_backend::mqtt::registry::hello(
+            &backend.state.db,
+            id,
+            &parsed,
+            mota_backend::mqtt::registry::Registration::Auto,
+        )
+        .await?;
     }
     // The engine offers the patch to every device: the device_offers rows the chunk
     // service checks and an `offered` attempt each reports move.
@@ -737,6 +743,7 @@ async fn simulated_rollout(pair: &(Vec<u8>, Vec<u8>), set: &[u8]) -> Res<()> {
             id: String::new(),
             host: "127.0.0.1".into(),
             port: broker.port(),
+            password: None,
             class: "mcu".into(),
             roots: vec![dev_root(&backend.data_dir())],
             factory: Arc::from(pair.0.as_slice()),

@@ -83,7 +83,13 @@ async fn ingest(broker: &Mosquitto, replicas: usize, round: usize, reports_n: us
     let ids: Vec<String> = (0..devices).map(|i| format!("ing-{replicas}-{round}-{i:05}")).collect();
     for id in &ids {
         let parsed = Hello::parse(&hello).map_err(|e| format!("{e:?}"))?;
-        mota_backend::mqtt::registry::hello(&api.state.db, id, &parsed).await?;
+        mota_backend::mqtt::registry::hello(
+            &api.state.db,
+            id,
+            &parsed,
+            mota_backend::mqtt::registry::Registration::Auto,
+        )
+        .await?;
     }
     let logs = tempfile::tempdir()?;
     let mut procs = Vec::new();

@@ -96,7 +96,8 @@ pub struct Config {
     #[arg(long, env = "MOTA_MQTT_CLIENT_KEY", requires = "mqtt_client_cert")]
     pub mqtt_client_key: Option<PathBuf>,
     /// Address the embedded broker listens on (when `--mqtt-url` is not set); devices
-    /// connect here.
+    /// connect here. On a loopback address it is open (no login: the single-machine
+    /// demo); on any other it admits only provisioned devices, each under its own id.
     #[arg(long, env = "MOTA_MQTT_LISTEN", default_value = "127.0.0.1:1883")]
     pub mqtt_listen: SocketAddr,
     /// MQTT username, for the external broker.
@@ -116,6 +117,13 @@ pub struct Config {
     /// deployments on one broker.
     #[arg(long, env = "MOTA_MQTT_SHARE_GROUP", default_value = mota_proto::topic::SHARE_GROUP)]
     pub mqtt_share_group: String,
+    /// Register a device that says hello without having been provisioned (`POST
+    /// /v1/devices`), with the class its hello declares: the single-machine default, so a
+    /// demo or a simulated fleet needs no set-up. Production sets it to false (the chart
+    /// does): then hellos of devices that were not provisioned are dropped, logged and
+    /// counted (`mota_hellos_total{outcome="unknown"}`).
+    #[arg(long, env = "MOTA_AUTO_REGISTER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_register: bool,
     /// Memory for artifacts the chunk service keeps whole (the patches and validation
     /// sets a cohort downloads), bytes; artifacts over a quarter of it are read by range.
     #[arg(long, env = "MOTA_CHUNK_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
@@ -193,6 +201,7 @@ impl Config {
             mqtt_password: None,
             mqtt_client_id: "mota-backend".into(),
             mqtt_share_group: mota_proto::topic::SHARE_GROUP.into(),
+            auto_register: true,
             chunk_cache_bytes: 64 * 1024 * 1024,
             chunk_rate: 100.0,
             chunk_burst: 200.0,

@@ -56,6 +56,7 @@ pub struct Metrics {
     pub chunk_cache_hits: Counter,
     refusals: Family<RefusalLabels, Counter>,
     reports: Family<ReportLabels, Counter>,
+    hellos: Family<ReportLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -80,7 +81,13 @@ impl Default for Metrics {
             "Device status reports: moved an attempt, unchanged (duplicate or known), failed to store",
             reports.clone(),
         );
-        Self { registry, requests, latency, uploads, chunk_bytes, chunk_cache_hits, refusals, reports }
+        let hellos = Family::<ReportLabels, Counter>::default();
+        registry.register(
+            "hellos",
+            "Device hellos: registered, updated, offline, class_mismatch (not applied), unknown (dropped)",
+            hellos.clone(),
+        );
+        Self { registry, requests, latency, uploads, chunk_bytes, chunk_cache_hits, refusals, reports, hellos }
     }
 }
 
@@ -94,6 +101,11 @@ impl Metrics {
     /// duplicate, progress already known), or `failed` to be stored.
     pub fn reports(&self, outcome: &'static str, n: u64) {
         self.reports.get_or_create(&ReportLabels { outcome }).inc_by(n);
+    }
+
+    /// Counts a hello by what it did.
+    pub fn hello(&self, outcome: &'static str) {
+        self.hellos.get_or_create(&ReportLabels { outcome }).inc();
     }
 
     /// The text exposition.

@@ -66,7 +66,7 @@ async fn devices_are_registered_filtered_tagged_and_paged() -> TestResult {
     let events = api.get("/v1/events?subject=device:dev-5", &api.viewer).await?.json();
     let kinds: Vec<&str> =
         events["items"].as_array().into_iter().flatten().filter_map(|e| e["kind"].as_str()).collect();
-    assert_eq!(kinds, ["device.untagged", "device.tagged", "device.created"], "newest first, one per change");
+    assert_eq!(kinds, ["device.untagged", "device.tagged", "device.provisioned"], "newest first, one per change");
     Ok(())
 }
 

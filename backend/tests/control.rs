@@ -255,7 +255,8 @@ async fn offline_devices_wait_and_incompatible_ones_are_never_offered() -> TestR
     };
     let hello = Hello::online(small).to_vec()?;
     let Ok(Payload::Hello(h)) = Payload::parse(Kind::Hello, &hello) else { return Err("hello".into()) };
-    mota_backend::mqtt::registry::hello(&w.state.db, "tiny", &h).await?;
+    mota_backend::mqtt::registry::hello(&w.state.db, "tiny", &h, mota_backend::mqtt::registry::Registration::Auto)
+        .await?;
     w.drop_connection(1);
     w.drain().await?;
 

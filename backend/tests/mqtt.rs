@@ -52,6 +52,7 @@ fn device(id: &str, host: &str, port: u16, factory: &Arc<[u8]>) -> DeviceOptions
         id: id.to_owned(),
         host: host.to_owned(),
         port,
+        password: None,
         class: CLASS.into(),
         roots: vec![[9; 32]],
         factory: Arc::clone(factory),

@@ -209,6 +209,7 @@ impl Stack {
                 id: String::new(),
                 host: "127.0.0.1".into(),
                 port: mqtt_port,
+                password: None,
                 class: CLASS.into(),
                 roots: vec![root],
                 factory: std::sync::Arc::from(V1),

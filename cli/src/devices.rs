@@ -37,16 +37,25 @@ pub enum DeviceCommand {
         /// Device id.
         id: String,
     },
-    /// Register a device before it first connects (so rollouts can select it by tag).
-    Add {
-        /// Device id.
+    /// Provision a device: fix its class and issue its MQTT credentials (printed once:
+    /// username = client id = device id, and a password). It can be tagged and selected
+    /// by rollouts before it first connects.
+    #[command(alias = "add")]
+    Provision {
+        /// Device id (`[A-Za-z0-9._-]`, at most 64 bytes).
         id: String,
-        /// Device class.
+        /// Device class, fixed from now on.
         #[arg(long)]
         class: String,
         /// Tags to give it.
         #[arg(long = "tag")]
         tags: Vec<String>,
+    },
+    /// Issue a device new MQTT credentials (printed once; the old password stops
+    /// working). Provisions a device that registered itself by its hello.
+    Credentials {
+        /// Device id.
+        id: String,
     },
     /// Add tags to a device.
     Tag {
@@ -132,21 +141,35 @@ pub async fn run(cmd: DeviceCommand, ctx: &Ctx) -> Result<()> {
                 "no rollout has reached this device",
             );
         }
-        DeviceCommand::Add { id, class, tags } => {
-            let d = client
+        DeviceCommand::Provision { id, class, tags } => {
+            let p = client
                 .json(Method::POST, "/v1/devices", &json!({ "id": id, "device_class": class, "tags": tags }))
                 .await
-                .context("registering the device")?;
-            if ctx.json {
-                output::json(&d);
-            } else {
-                println!("registered {} ({})", text(&d["id"]), text(&d["device_class"]));
-            }
+                .context("provisioning the device")?;
+            print_credentials(&p, "provisioned", ctx.json);
+        }
+        DeviceCommand::Credentials { id } => {
+            let path = format!("/v1/devices/{}/credentials", segment(&id));
+            let p = client.send(client.request(Method::POST, &path)).await.context("issuing credentials")?;
+            print_credentials(&p, "new credentials for", ctx.json);
         }
         DeviceCommand::Tag { id, tags } => change_tags(&client, Method::PUT, &id, &tags, ctx.json).await?,
         DeviceCommand::Untag { id, tags } => change_tags(&client, Method::DELETE, &id, &tags, ctx.json).await?,
     }
     Ok(())
+}
+
+/// A provisioning answer: the document as is (`--json`), or the device and its login.
+fn print_credentials(p: &Value, what: &str, json: bool) {
+    if json {
+        output::json(p);
+        return;
+    }
+    let (d, mqtt) = (&p["device"], &p["mqtt"]);
+    println!("{what} {} ({})", text(&d["id"]), text(&d["device_class"]));
+    println!("mqtt username: {}  (also its client id)", text(&mqtt["username"]));
+    println!("mqtt password: {}", text(&mqtt["password"]));
+    println!("the password is shown only now: store it on the device (Mosquitto: --json has the dynsec command)");
 }
 
 async fn change_tags(

@@ -70,6 +70,9 @@ pub struct DeviceOptions {
     pub host: String,
     /// Broker port.
     pub port: u16,
+    /// MQTT password from provisioning (username and client id are the device id), for
+    /// a broker that admits provisioned devices only; `None`: no login (an open broker).
+    pub password: Option<String>,
     /// Device class.
     pub class: String,
     /// Trusted root public keys.
@@ -303,6 +306,9 @@ async fn session(
     let mut mqtt = MqttOptions::new(opts.id.clone(), opts.host.clone(), opts.port);
     mqtt.set_keep_alive(opts.keep_alive);
     mqtt.set_max_packet_size(64 * 1024, 64 * 1024);
+    if let Some(password) = &opts.password {
+        mqtt.set_credentials(opts.id.clone(), password.clone());
+    }
     let offline = Hello::OFFLINE.to_vec().unwrap_or_default();
     mqtt.set_last_will(LastWill::new(
         Topic::new(&opts.id, Kind::Hello).map(|t| t.to_string()).unwrap_or_default(),

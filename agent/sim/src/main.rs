@@ -109,6 +109,7 @@ fn main() -> Result<()> {
             id: String::new(),
             host: host.to_owned(),
             port,
+            password: None,
             class: args.class,
             roots,
             factory,

@@ -170,6 +170,7 @@ fn fleet(count: usize, prefix: String, (host, port): (&str, u16), r: &Release, o
             id: String::new(),
             host: host.to_owned(),
             port,
+            password: None,
             class: CLASS.into(),
             roots: vec![r.root],
             factory: Arc::from(old),

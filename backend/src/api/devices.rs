@@ -1,6 +1,11 @@
-//! Devices: listed and filtered (class, tag, running model), pre-registered, tagged.
-//! Devices register themselves over MQTT (issue 7); pre-registration lets ops tag a
-//! fleet before it first connects, as hawkBit's target creation does.
+//! Devices: listed and filtered (class, tag, running model), provisioned, tagged.
+//!
+//! Provisioning (`POST /v1/devices`, operator) fixes a device's id and class and issues
+//! its MQTT credentials, shown once: the operator who onboards a fleet also tags it, and
+//! a device's credentials let it speak only for itself, so this is fleet work, not
+//! administration of the backend (tokens are admin's). Without auto-registration only
+//! provisioned devices are taken (mqtt::registry); with it (the embedded default) devices
+//! may still register themselves by their first hello.
 
 use std::collections::HashMap;
 
@@ -16,6 +21,7 @@ use super::page::{DEFAULT_LIMIT, page, split};
 use crate::auth::{ApiError, Caller, ErrorBody};
 use crate::db::now_ms;
 use crate::events;
+use crate::mqtt::auth;
 use crate::server::AppState;
 use crate::tokens::Role;
 
@@ -26,6 +32,12 @@ pub struct DeviceView {
     pub id: String,
     /// Device class.
     pub device_class: String,
+    /// Provisioned (class fixed, MQTT credentials issued), Unix milliseconds; absent for
+    /// a device that registered itself by its hello.
+    pub provisioned_at: Option<i64>,
+    /// The class its last hello declared, when that differs from its provisioned class
+    /// (recorded, not applied).
+    pub reported_class: Option<String>,
     /// Agent version it reported.
     pub agent_version: Option<String>,
     /// Connected to the broker (last will seen or not).
@@ -71,14 +83,14 @@ pub struct DeviceQuery {
 #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
 pub struct Tag(pub String);
 
-/// A device to pre-register.
+/// A device to provision.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDevice {
     /// Device id (`[A-Za-z0-9._-]`, at most 64 bytes): its MQTT topic level.
     #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub id: String,
-    /// Device class.
+    /// Device class, fixed from now on (a hello declaring another is not applied).
     #[schema(pattern = "^[A-Za-z0-9._-]{1,32}$")]
     pub device_class: String,
     /// Tags.
@@ -86,13 +98,44 @@ pub struct NewDevice {
     pub tags: Vec<Tag>,
 }
 
+/// A device's MQTT login, shown once (only its hash is stored).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MqttCredentials {
+    /// Username, and the client id the device must connect with: the device id.
+    pub username: String,
+    /// Password: 32 random bytes, hex.
+    pub password: String,
+    /// The same login for Mosquitto's dynamic-security plugin: a command document to
+    /// publish on `$CONTROL/dynamic-security/v1` as the plugin's admin (docs/production.md).
+    #[schema(value_type = Object)]
+    pub mosquitto_dynsec: serde_json::Value,
+}
+
+/// A provisioned device and its credentials.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProvisionedDevice {
+    /// The device.
+    pub device: DeviceView,
+    /// Its MQTT login.
+    pub mqtt: MqttCredentials,
+}
+
+/// The credentials of `id` with `password`; `new` when the device had none before.
+fn credentials(id: &str, password: String, new: bool) -> MqttCredentials {
+    let mosquitto_dynsec = auth::mosquitto_dynsec(id, &password, new);
+    MqttCredentials { username: id.to_owned(), password, mosquitto_dynsec }
+}
+
 const COLUMNS: &str = "d.id, d.device_class, d.agent_version, d.online, d.running_model, d.running_version, \
-                       d.running_sha256, d.security_counter, d.first_seen, d.last_seen";
+                       d.running_sha256, d.security_counter, d.first_seen, d.last_seen, d.provisioned_at, \
+                       d.reported_class";
 
 fn view(r: &sqlx::any::AnyRow) -> Result<DeviceView, sqlx::Error> {
     Ok(DeviceView {
         id: r.try_get(0)?,
         device_class: r.try_get(1)?,
+        provisioned_at: r.try_get(10)?,
+        reported_class: r.try_get(11)?,
         agent_version: r.try_get(2)?,
         online: r.try_get::<i32, _>(3)? != 0,
         running_model: r.try_get(4)?,
@@ -192,29 +235,32 @@ async fn load(state: &AppState, id: &str) -> Result<DeviceView, ApiError> {
     Ok(device)
 }
 
-/// Pre-registers a device.
+/// Provisions a device: fixes its class and issues its MQTT credentials (shown once).
 #[utoipa::path(post, path = "/v1/devices", tag = "devices", request_body = NewDevice, security(("bearer" = [])),
-    responses((status = 201, body = DeviceView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    responses((status = 201, body = ProvisionedDevice), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 415, body = ErrorBody)))]
 pub async fn create_device(
     caller: Caller,
     State(state): State<AppState>,
     ApiJson(new): ApiJson<NewDevice>,
-) -> Result<(StatusCode, Json<DeviceView>), ApiError> {
+) -> Result<(StatusCode, Json<ProvisionedDevice>), ApiError> {
     caller.require(Role::Operator)?;
     check_ident("id", &new.id, mota_proto::limits::MAX_DEVICE_ID_LEN)?;
     check_ident("device_class", &new.device_class, mota_proto::limits::MAX_CLASS_LEN)?;
     for Tag(tag) in &new.tags {
         check_ident("tag", tag, MAX_TAG_LEN)?;
     }
+    let password = auth::new_password().map_err(|e| ApiError::internal(e.to_string()))?;
     let now = now_ms();
     let mut tx = state.db.begin().await?;
     let inserted = sqlx::query(
-        "INSERT INTO devices (id, device_class, first_seen, last_seen) VALUES ($1, $2, $3, $3) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO devices (id, device_class, first_seen, last_seen, provisioned_at, mqtt_password_hash) \
+         VALUES ($1, $2, $3, $3, $3, $4) ON CONFLICT (id) DO NOTHING",
     )
     .bind(&new.id)
     .bind(&new.device_class)
     .bind(now)
+    .bind(auth::hash(&password))
     .execute(&mut *tx)
     .await?
     .rows_affected();
@@ -230,9 +276,49 @@ pub async fn create_device(
     }
     let tags: Vec<&str> = new.tags.iter().map(|t| t.0.as_str()).collect();
     let detail = serde_json::json!({ "device_class": new.device_class, "tags": tags });
-    events::record(&mut tx, &caller.actor, "device.created", &format!("device:{}", new.id), &detail).await?;
+    events::record(&mut tx, &caller.actor, "device.provisioned", &format!("device:{}", new.id), &detail).await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(load(&state, &new.id).await?)))
+    let device = load(&state, &new.id).await?;
+    Ok((StatusCode::CREATED, Json(ProvisionedDevice { mqtt: credentials(&new.id, password, true), device })))
+}
+
+/// Issues a device new MQTT credentials (shown once; the old password stops working at
+/// its next login). A device that registered itself by hello is provisioned by this:
+/// its current class is fixed.
+#[utoipa::path(post, path = "/v1/devices/{id}/credentials", tag = "devices",
+    params(("id" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$")), security(("bearer" = [])),
+    responses((status = 200, body = ProvisionedDevice), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn issue_credentials(
+    caller: Caller,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<ProvisionedDevice>, ApiError> {
+    caller.require(Role::Operator)?;
+    let password = auth::new_password().map_err(|e| ApiError::internal(e.to_string()))?;
+    // Read before the transaction (SQLite: see change_tag).
+    let was: Option<Option<i64>> = sqlx::query_scalar("SELECT provisioned_at FROM devices WHERE id = $1")
+        .bind(&id)
+        .fetch_optional(&state.db.pool)
+        .await?;
+    let Some(was) = was else {
+        return Err(ApiError::not_found(format!("device {id}")));
+    };
+    let mut tx = state.db.begin().await?;
+    sqlx::query(
+        "UPDATE devices SET provisioned_at = COALESCE(provisioned_at, $2), mqtt_password_hash = $3, \
+         reported_class = NULL WHERE id = $1",
+    )
+    .bind(&id)
+    .bind(now_ms())
+    .bind(auth::hash(&password))
+    .execute(&mut *tx)
+    .await?;
+    let detail = serde_json::json!({ "newly_provisioned": was.is_none() });
+    events::record(&mut tx, &caller.actor, "device.credentials_issued", &format!("device:{id}"), &detail).await?;
+    tx.commit().await?;
+    let device = load(&state, &id).await?;
+    Ok(Json(ProvisionedDevice { mqtt: credentials(&id, password, was.is_none()), device }))
 }
 
 /// Longest tag.

@@ -45,6 +45,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/artifacts/{sha256}", get(artifacts::get_artifact))
         .route("/v1/devices", get(devices::list_devices).post(devices::create_device))
         .route("/v1/devices/{id}", get(devices::get_device))
+        .route("/v1/devices/{id}/credentials", post(devices::issue_credentials))
         .route("/v1/devices/{id}/tags/{tag}", put(devices::add_tag).delete(devices::remove_tag))
         .route("/v1/devices/{id}/updates", get(rollouts::device_updates))
         .route("/v1/rollouts", get(rollouts::list_rollouts).post(rollouts::create_rollout))
@@ -104,7 +105,7 @@ impl From<RegistryError> for ApiError {
         models::upload_version, models::sign_manifest,
         sets::upload_set, sets::list_sets, sets::get_set,
         artifacts::get_artifact,
-        devices::list_devices, devices::get_device, devices::create_device, devices::add_tag, devices::remove_tag,
+        devices::list_devices, devices::get_device, devices::create_device, devices::issue_credentials, devices::add_tag, devices::remove_tag,
         rollouts::create_rollout, rollouts::list_rollouts, rollouts::get_rollout, rollouts::rollout_devices,
         rollouts::pause_rollout, rollouts::resume_rollout, rollouts::approve_rollout, rollouts::abort_rollout,
         rollouts::rollback_rollout, rollouts::device_updates,

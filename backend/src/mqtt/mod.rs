@@ -9,8 +9,10 @@
 //! than lost. Anything malformed a device sends is logged and dropped; the loop never
 //! ends because of what is on the wire.
 
+pub mod auth;
 pub mod broker;
 pub mod chunks;
+pub mod front;
 pub mod offers;
 pub mod publish;
 pub mod registry;
@@ -87,13 +89,13 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
 /// Starts the embedded broker unless `--mqtt-url` names one, then the client task.
 pub async fn start(config: &Config, state: &AppState) -> Result<Mqtt, MqttError> {
+    let mut login = config.mqtt_username.clone().zip(config.mqtt_password.clone());
     let (host, port, tls) = match &config.mqtt_url {
         Some(url) => parse_url(url)?,
         None => {
-            broker::start(config.mqtt_listen).await?;
-            let ip = config.mqtt_listen.ip();
-            let host = if ip.is_unspecified() { "127.0.0.1".to_owned() } else { ip.to_string() };
-            (host, config.mqtt_listen.port(), false)
+            let embedded = broker::start(config.mqtt_listen, &state.db).await?;
+            login = embedded.login;
+            (embedded.addr.ip().to_string(), embedded.addr.port(), false)
         }
     };
     let mut options = MqttOptions::new(config.mqtt_client_id.clone(), host.clone(), port);
@@ -110,8 +112,8 @@ pub async fn start(config: &Config, state: &AppState) -> Result<Mqtt, MqttError>
     if tls {
         options.set_transport(rumqttc::Transport::tls_with_config(tls_config(config)?));
     }
-    if let (Some(user), Some(password)) = (&config.mqtt_username, &config.mqtt_password) {
-        options.set_credentials(user.clone(), password.clone());
+    if let Some((user, password)) = login {
+        options.set_credentials(user, password);
     }
     let (client, events) = AsyncClient::new(options, 1024);
     let (stop, stopped) = oneshot::channel();
@@ -120,8 +122,12 @@ pub async fn start(config: &Config, state: &AppState) -> Result<Mqtt, MqttError>
     let limits =
         chunks::Limits { cache_bytes: config.chunk_cache_bytes, rate: config.chunk_rate, burst: config.chunk_burst };
     let writers = Arc::new(reports::Writers::start(&state.db, &state.metrics, &state.engine_wake));
+    let registration =
+        if config.auto_register { registry::Registration::Auto } else { registry::Registration::ProvisionedOnly };
     let handler = Handler {
         db: state.db.clone(),
+        metrics: state.metrics.clone(),
+        registration,
         chunks: chunks::ChunkService::new(state.db.clone(), state.blobs.clone(), state.metrics.clone(), limits),
         reports: writers.clone(),
     };
@@ -315,6 +321,9 @@ struct Session {
 /// What handling a device's message needs.
 struct Handler {
     db: Db,
+    metrics: Arc<crate::metrics::Metrics>,
+    /// Whether unknown devices' hellos register them.
+    registration: registry::Registration,
     chunks: chunks::ChunkService,
     /// The report writers.
     reports: Arc<reports::Writers>,
@@ -371,10 +380,15 @@ impl Handler {
                 // while staying well inside the keep-alive.
                 let mut pause = Duration::from_millis(100);
                 loop {
-                    match registry::hello(db, device, &hello).await {
+                    match registry::hello(db, device, &hello, self.registration).await {
                         Ok(seen) => {
-                            tracing::debug!(device, ?seen, "hello");
-                            self.send_revocation(client, device, &hello).await;
+                            self.metrics.hello(seen.as_str());
+                            if seen == registry::Seen::Unknown {
+                                tracing::warn!(device, "MQTT: dropped the hello of a device that is not provisioned");
+                            } else {
+                                tracing::debug!(device, ?seen, "hello");
+                                self.send_revocation(client, device, &hello).await;
+                            }
                             return Outcome::Handled(true);
                         }
                         Err(e) if pause > Duration::from_secs(1) => {

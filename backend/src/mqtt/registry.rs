@@ -2,14 +2,20 @@
 //! backend knows of a device, because the device is the authority on what it runs; the
 //! last will only flips it offline. The first hello of a device is audited once, however
 //! many replicas race on it: the row that an `INSERT ... ON CONFLICT DO NOTHING` (or the
-//! update that fills a pre-registered row) takes decides who records the event.
+//! update that fills a provisioned row) takes decides who records the event.
+//!
+//! Identity is not the device's to declare: a provisioned device's class was fixed by the
+//! operator (`POST /v1/devices`), and a hello that declares another one is recorded in
+//! `reported_class` and not applied. A device never provisioned gets a row from its
+//! first hello only with auto-registration on (the embedded single-machine default);
+//! otherwise its hellos are dropped ([`Seen::Unknown`]).
 //!
 //! Ordering across replicas is not guaranteed by shared subscriptions: a will may be
 //! handled after the hello of the reconnect that followed it. The next hello (devices
 //! send one on every connect) sets it right.
 
 use mota_proto::message::{DeviceInfo, Hello};
-use sqlx::AnyConnection;
+use sqlx::{AnyConnection, Row};
 
 use crate::db::Db;
 use crate::events;
@@ -70,14 +76,42 @@ pub enum Seen {
     Registered,
     /// A known device said hello again.
     Updated,
+    /// A provisioned device said hello declaring another class than its own: recorded in
+    /// `reported_class`, not applied (the rest of the hello is).
+    ClassMismatch,
+    /// A device that is not registered, with auto-registration off: nothing stored.
+    Unknown,
     /// The last will of a known device: marked offline.
     Offline,
     /// The last will of a device never seen: nothing to do.
     UnknownOffline,
 }
 
+impl Seen {
+    /// The outcome's name in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Seen::Registered => "registered",
+            Seen::Updated => "updated",
+            Seen::ClassMismatch => "class_mismatch",
+            Seen::Unknown => "unknown",
+            Seen::Offline => "offline",
+            Seen::UnknownOffline => "unknown_offline",
+        }
+    }
+}
+
+/// Whether a hello from a device without a row creates one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// Any device that says hello is registered, with the class it declares.
+    Auto,
+    /// Only devices that have a row (provisioned) are taken.
+    ProvisionedOnly,
+}
+
 /// Applies a (well-formed) hello from device `id`.
-pub async fn hello(db: &Db, id: &str, hello: &Hello<'_>) -> Result<Seen, sqlx::Error> {
+pub async fn hello(db: &Db, id: &str, hello: &Hello<'_>, registration: Registration) -> Result<Seen, sqlx::Error> {
     let now = db.now().await?;
     let Some(info) = hello.info.filter(|_| hello.online) else {
         let marked = sqlx::query("UPDATE devices SET online = 0, last_seen = $2 WHERE id = $1")
@@ -95,9 +129,18 @@ pub async fn hello(db: &Db, id: &str, hello: &Hello<'_>) -> Result<Seen, sqlx::E
          running_version, security_counter, slot_bytes, arena_bytes, first_seen, last_seen, codecs, max_chunk) \
          VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12) ON CONFLICT (id) DO NOTHING",
     );
-    let created = bind_row(insert, &row, now).execute(&mut *tx).await?.rows_affected() == 1;
-    // A pre-registered row has no agent version until its device first says hello.
-    let first = created || update(&mut tx, &row, now, " AND agent_version IS NULL").await?;
+    let created = match registration {
+        Registration::Auto => bind_row(insert, &row, now).execute(&mut *tx).await?.rows_affected() == 1,
+        Registration::ProvisionedOnly => false,
+    };
+    // A provisioned row has no agent version until its device first says hello.
+    let filled = if created { None } else { update(&mut tx, &row, now, " AND agent_version IS NULL").await? };
+    let first = created || filled.is_some();
+    let updated = if first { filled } else { update(&mut tx, &row, now, "").await? };
+    let Some(mismatch) = updated.or(created.then_some(false)) else {
+        tx.rollback().await?;
+        return Ok(Seen::Unknown);
+    };
     if first {
         let detail = serde_json::json!({
             "device_class": row.device_class,
@@ -107,11 +150,16 @@ pub async fn hello(db: &Db, id: &str, hello: &Hello<'_>) -> Result<Seen, sqlx::E
             "pre_registered": !created,
         });
         events::record(&mut tx, "backend", "device.registered", &format!("device:{id}"), &detail).await?;
-    } else {
-        update(&mut tx, &row, now, "").await?;
     }
     tx.commit().await?;
-    Ok(if first { Seen::Registered } else { Seen::Updated })
+    if mismatch {
+        tracing::warn!(device = id, declared = %row.device_class, "hello declares another class than the one provisioned; not applied");
+    }
+    Ok(match (first, mismatch) {
+        (_, true) => Seen::ClassMismatch,
+        (true, false) => Seen::Registered,
+        (false, false) => Seen::Updated,
+    })
 }
 
 /// Binds `$1`..`$12` of the insert and the update: the row's columns, `now`, then the
@@ -136,21 +184,32 @@ fn bind_row<'q>(
         .bind(row.max_chunk)
 }
 
-/// Overwrites the row with `row` where `condition` holds; whether it did.
-async fn update(conn: &mut AnyConnection, row: &DeviceRow, now: i64, condition: &str) -> Result<bool, sqlx::Error> {
+/// Overwrites the row with `row` where `condition` holds (the class only if the device
+/// was not provisioned); `None` if no row was, else whether the hello's class differs
+/// from a provisioned device's.
+async fn update(
+    conn: &mut AnyConnection,
+    row: &DeviceRow,
+    now: i64,
+    condition: &str,
+) -> Result<Option<bool>, sqlx::Error> {
     // A hello older than the report that last set the running model (the device had not
     // sent it yet) does not take the model back: replicas handle the two in any order.
     let fresh = "(CAST($13 AS BIGINT) IS NULL OR running_seq IS NULL OR $13 > running_seq)";
     let sql = format!(
-        "UPDATE devices SET device_class = $2, agent_version = $3, online = 1, \
+        "UPDATE devices SET device_class = CASE WHEN provisioned_at IS NULL THEN $2 ELSE device_class END, \
+         reported_class = CASE WHEN provisioned_at IS NULL OR device_class = $2 THEN NULL ELSE $2 END, \
+         agent_version = $3, online = 1, \
          running_sha256 = CASE WHEN {fresh} THEN $4 ELSE running_sha256 END, \
          running_model = CASE WHEN {fresh} THEN $5 ELSE running_model END, \
          running_version = CASE WHEN {fresh} THEN $6 ELSE running_version END, \
          security_counter = CASE WHEN {fresh} THEN $7 ELSE security_counter END, slot_bytes = $8, \
-         arena_bytes = $9, last_seen = $10, codecs = $11, max_chunk = $12 WHERE id = $1{condition}"
+         arena_bytes = $9, last_seen = $10, codecs = $11, max_chunk = $12 WHERE id = $1{condition} \
+         RETURNING reported_class"
     );
-    let done = bind_row(sqlx::query(sqlx::AssertSqlSafe(sql)), row, now).bind(row.next_seq).execute(conn).await?;
-    Ok(done.rows_affected() == 1)
+    let done =
+        bind_row(sqlx::query(sqlx::AssertSqlSafe(sql)), row, now).bind(row.next_seq).fetch_optional(conn).await?;
+    done.map(|r| r.try_get::<Option<String>, _>(0).map(|class| class.is_some())).transpose()
 }
 
 #[cfg(test)]

@@ -456,7 +456,7 @@ impl World {
         let db = &self.state.db;
         match Payload::parse(kind, payload) {
             Ok(Payload::Hello(hello)) => {
-                registry::hello(db, device, &hello).await?;
+                registry::hello(db, device, &hello, registry::Registration::Auto).await?;
             }
             Ok(Payload::Status(_)) => {
                 reports::ingest(db, &[(device, payload)]).await?;

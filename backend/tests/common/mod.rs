@@ -398,6 +398,7 @@ pub fn device(
         id: id.to_owned(),
         host: host.to_owned(),
         port,
+        password: None,
         class: "mcu".into(),
         roots: vec![dev_root(data_dir)?],
         factory: std::sync::Arc::from(factory),

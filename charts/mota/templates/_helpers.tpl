@@ -83,9 +83,9 @@ app.kubernetes.io/component: backend
 {{- if .Values.autoscaling.enabled }}{{ int .Values.autoscaling.minReplicas }}{{ else }}{{ int .Values.replicaCount }}{{ end }}
 {{- end }}
 
-{{/* The MQTT share group prefix: mqtt.shareGroup, else mota-NAMESPACE-RELEASE. */}}
-{{- define "mota.shareGroup" -}}
-{{- default (printf "mota-%s-%s" .Release.Namespace .Release.Name) .Values.mqtt.shareGroup }}
+{{/* The Secret that holds the generated MQTT share group prefix (mqtt.shareGroup unset). */}}
+{{- define "mota.shareGroupSecretName" -}}
+{{- printf "%s-share-group" (include "mota.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
 {{/* The prefix of each replica's MQTT client id (the pod name follows). */}}
@@ -241,7 +241,11 @@ s3_region = {{ $v.s3.region | toJson }}
 s3_path_style = {{ $v.s3.pathStyle }}
 s3_prefix = {{ $v.s3.prefix | toJson }}
 mqtt_url = {{ $v.mqtt.url | toJson }}
-mqtt_share_group = {{ include "mota.shareGroup" . | toJson }}
+{{- with $v.mqtt.shareGroup }}
+mqtt_share_group = {{ . | toJson }}
+{{- end }}
+# Only provisioned devices (POST /v1/devices) are registered; others' hellos are dropped.
+auto_register = false
 {{- if hasPrefix "mqtts://" $v.mqtt.url }}
 {{- if $v.mqtt.tls.caSecret }}
 mqtt_ca_file = {{ printf "%s/ca.crt" $paths.mqttCaDir | toJson }}

@@ -21,16 +21,24 @@ async fn an_operator_lists_filters_registers_and_tags_devices_and_reads_the_audi
     })
     .await;
 
-    // Pre-registered before it ever connects, with tags.
-    let added = env.ok(&["device", "add", "lab-1", "--class", "esp32s3", "--tag", "lab", "--tag", "eu"]).await;
-    assert_eq!(added.trim(), "registered lab-1 (esp32s3)");
-    let twice = env.mota(&["device", "add", "lab-1", "--class", "esp32s3"]).await;
+    // Provisioned before it ever connects, with tags: its login is printed once.
+    let added = env.ok(&["device", "provision", "lab-1", "--class", "esp32s3", "--tag", "lab", "--tag", "eu"]).await;
+    let lines: Vec<&str> = added.lines().collect();
+    assert_eq!(lines[0], "provisioned lab-1 (esp32s3)", "{added}");
+    assert_eq!(lines[1], "mqtt username: lab-1  (also its client id)", "{added}");
+    let password = lines[2].strip_prefix("mqtt password: ").ok_or(added.clone())?;
+    assert!(password.len() == 64 && password.bytes().all(|b| b.is_ascii_hexdigit()), "{added}");
+    let twice = env.mota(&["device", "provision", "lab-1", "--class", "esp32s3"]).await;
     assert_eq!(twice.code, 5, "{twice:?}");
     assert!(twice.stderr.contains("device lab-1 exists"), "{twice:?}");
     let added = env.json(&["device", "add", "lab-2", "--class", "esp32s3"]).await;
-    assert_eq!(added["id"], "lab-2");
-    assert_eq!(added["online"], false);
-    assert_eq!(added["tags"], Value::Array(vec![]));
+    assert_eq!(added["device"]["id"], "lab-2");
+    assert_eq!(added["device"]["online"], false);
+    assert_eq!(added["device"]["tags"], Value::Array(vec![]));
+    assert_eq!(added["mqtt"]["username"], "lab-2");
+    assert_eq!(added["mqtt"]["mosquitto_dynsec"]["commands"][1]["clientid"], "lab-2");
+    let again = env.json(&["device", "credentials", "lab-2"]).await;
+    assert_ne!(again["mqtt"]["password"], added["mqtt"]["password"], "a new password");
 
     // Listed, and filtered by class, tag and running model.
     let all = env.json(&["device", "list"]).await;
@@ -96,7 +104,7 @@ async fn an_operator_lists_filters_registers_and_tags_devices_and_reads_the_audi
     assert_eq!(tags[0]["actor"], "token:demo");
     let lab = env.json(&["events", "--subject", "device:lab-1"]).await;
     let kinds: Vec<&str> = lab.as_array().ok_or("not a list")?.iter().filter_map(|e| e["kind"].as_str()).collect();
-    assert_eq!(kinds, ["device.untagged", "device.untagged", "device.created"], "{lab}");
+    assert_eq!(kinds, ["device.untagged", "device.untagged", "device.provisioned"], "{lab}");
     let registered = env.json(&["events", "--kind", "device.registered"]).await;
     assert_eq!(registered.as_array().map(Vec::len), Some(DEVICES), "{registered}");
     assert!(registered.as_array().is_some_and(|es| es.iter().all(|e| e["actor"] == "backend")));
@@ -104,7 +112,7 @@ async fn an_operator_lists_filters_registers_and_tags_devices_and_reads_the_audi
     assert_eq!(newest.as_array().map(Vec::len), Some(1));
     assert_eq!(newest[0]["kind"], "device.untagged");
     assert_eq!(newest[0]["subject"], "device:lab-1");
-    let both = env.json(&["events", "--kind", "device.created", "--subject", "device:lab-2"]).await;
+    let both = env.json(&["events", "--kind", "device.provisioned", "--subject", "device:lab-2"]).await;
     assert_eq!(both.as_array().map(Vec::len), Some(1), "{both}");
     let table = env.ok(&["events", "--subject", "device:lab-1", "--limit", "1"]).await;
     let lines: Vec<&str> = table.lines().collect();
