@@ -25,6 +25,7 @@ fn hello(class: &str) -> Hello<'_> {
         codecs: 1,
         max_chunk: 4096,
         next_seq: None,
+        revocation_seq: None,
     })
 }
 

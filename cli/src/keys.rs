@@ -167,7 +167,11 @@ fn revoke_keys(root_path: &Path, seq: u32, keys: &[KeyId], out: &Path, force: bo
     refuse_overwrite(&[out], force)?;
     let list = revoke(&root, seq, keys)?;
     std::fs::write(out, &list).with_context(|| format!("writing {}", out.display()))?;
-    println!("wrote {} (revocation list {seq}, issued by {})", out.display(), KeyId::of(root.verifying_key().as_bytes()));
+    println!(
+        "wrote {} (revocation list {seq}, issued by {})",
+        out.display(),
+        KeyId::of(root.verifying_key().as_bytes())
+    );
     for key in keys {
         println!("revokes     {key}");
     }
@@ -196,7 +200,11 @@ async fn revocations(client: &crate::client::Client, json: bool) -> Result<()> {
     for list in lists.as_array().into_iter().flatten() {
         let keys: Vec<&str> = list["revoked"].as_array().into_iter().flatten().filter_map(|k| k.as_str()).collect();
         let published = if list["published_at"].is_null() { "publishing" } else { "published" };
-        println!("{}  {published}  {}", list["seq"], if keys.is_empty() { "(none)".to_owned() } else { keys.join(" ") });
+        println!(
+            "{}  {published}  {}",
+            list["seq"],
+            if keys.is_empty() { "(none)".to_owned() } else { keys.join(" ") }
+        );
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 use mota_proto::keys::KeyFile;
 use mota_proto::sign::ReleaseKey;
-use mota_proto::{DevicePolicy, Digest, Image, Limits, Manifest, VerifyError, verify};
+use mota_proto::{DevicePolicy, Digest, Image, KeyId, Limits, Manifest, VerifyError, verify, verify_revocation};
 
 fn mota(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mota")).current_dir(dir).args(args).output().unwrap()
@@ -57,6 +57,7 @@ const POLICY: DevicePolicy<'static> = DevicePolicy {
     device_class: "sim",
     security_counter: 1,
     now: None,
+    revoked: &[],
     limits: Limits { max_image_bytes: 4096, max_patch_bytes: 4096, max_arena_bytes: 4096, max_validation_bytes: 4096 },
 };
 
@@ -94,6 +95,57 @@ fn release_keys_verify_under_their_root_only() {
     assert!(wrong["root_check"].as_str().unwrap().starts_with("INVALID"), "{wrong}");
     let days = (cert["not_after"].as_u64().unwrap() as i64 - now() as i64) / 86_400;
     assert!((29..=30).contains(&days), "certified for {days} days");
+    assert_eq!(cert["counters"], serde_json::json!([0, 1000]), "the default counter range");
+}
+
+#[test]
+fn a_release_key_signs_only_its_counter_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["keys", "root-new"]);
+    let args = ["keys", "release-new", "--root", "root.key.pem", "--min-counter", "2", "--max-counter", "5"];
+    assert!(ok(d, &args).contains("counters    2..=5"));
+    let root = public_root(d, "root.pub.pem");
+    let policy = DevicePolicy { security_counter: 0, ..POLICY };
+    let release = release(d, "release");
+    assert!(verify(&release.sign(&MANIFEST).unwrap(), &[root], &policy).is_ok());
+    let beyond = Manifest { security_counter: 6, ..MANIFEST };
+    let signed = release.sign(&beyond).unwrap();
+    let refused = verify(&signed, &[root], &policy);
+    assert_eq!(refused.unwrap_err(), VerifyError::CounterOutsideCertificate { counter: 6, min: 2, max: 5 });
+    let empty = mota(
+        d,
+        &["keys", "release-new", "--root", "root.key.pem", "--min-counter", "6", "--max-counter", "5", "--out", "x"],
+    );
+    assert_eq!(empty.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("above --max-counter"));
+}
+
+#[test]
+fn revocation_lists_are_signed_by_the_root_and_name_the_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["keys", "root-new"]);
+    ok(d, &["keys", "release-new", "--root", "root.key.pem"]);
+    let id = json(d, &["keys", "show", "release.key.pem", "--json"])["key_id"].as_str().unwrap().to_owned();
+    let printed = ok(d, &["keys", "revoke", "--root", "root.key.pem", "--seq", "3", &id]);
+    assert!(printed.contains(&id) && printed.contains("revocation-push"), "{printed}");
+    let bytes = std::fs::read(d.join("revocation.cbor")).unwrap();
+    let list = verify_revocation(&bytes, &[public_root(d, "root.pub.pem")]).unwrap();
+    assert_eq!((list.seq, list.keys().collect::<Vec<_>>()), (3, vec![id.parse::<KeyId>().unwrap()]));
+    // Not the root: refused; nine keys: refused; a bad key id: a usage error.
+    let by_release = mota(d, &["keys", "revoke", "--root", "release.cert.pem", "--seq", "4", "--out", "x.cbor"]);
+    assert_eq!(by_release.status.code(), Some(1));
+    let nine: Vec<String> = (0..9).map(|i| format!("{i:016x}")).collect();
+    let mut args = vec!["keys", "revoke", "--root", "root.key.pem", "--seq", "4", "--out", "y.cbor"];
+    args.extend(nine.iter().map(String::as_str));
+    assert!(String::from_utf8_lossy(&mota(d, &args).stderr).contains("at most 8"));
+    let bad = mota(d, &["keys", "revoke", "--root", "root.key.pem", "--seq", "4", "not-hex"]);
+    assert_eq!(bad.status.code(), Some(2));
+    // The file is not overwritten without --force.
+    let again = mota(d, &["keys", "revoke", "--root", "root.key.pem", "--seq", "5"]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert_eq!(std::fs::read(d.join("revocation.cbor")).unwrap(), bytes);
 }
 
 #[cfg(unix)]

@@ -36,8 +36,8 @@ struct Release {
 fn release(old: &[u8], new: &[u8]) -> Result<Release, BoxError> {
     let root = SigningKey::from_bytes(&[0x51; 32]);
     let key = SigningKey::from_bytes(&[0x52; 32]);
-    let key =
-        ReleaseKey::new(key.clone(), certify(&root, &key.verifying_key(), u64::MAX)?).map_err(|e| format!("{e:?}"))?;
+    let key = ReleaseKey::new(key.clone(), certify(&root, &key.verifying_key(), u64::MAX, 0..=99)?)
+        .map_err(|e| format!("{e:?}"))?;
     let patch = mota_delta::encode::make(old, new);
     let set = validation_set("digits_cnn_v2", 60)?;
     let model = mota_runtime::Model::parse(new).map_err(|e| format!("{e:?}"))?;

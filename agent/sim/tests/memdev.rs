@@ -8,15 +8,15 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Backend, BoxError, CLASS, Net, Offer, OfferSpec, TestResult, model, offer};
-use mota_proto::message::{Chunk, Cmd, Event, Get, Hello, Status};
+use common::{Backend, BoxError, CLASS, Net, Offer, OfferSpec, TestResult, cancel, model, offer, release_key};
+use mota_proto::message::{Chunk, Event, Get, Hello, Status};
 use mota_proto::topic::Kind;
-use mota_proto::{Digest, Wire};
+use mota_proto::{CommandBody, Digest, Wire};
 use mota_sim::memdev::Published;
 use mota_sim::{MemDevice, MemOptions, Up};
 use mota_simflash::CutMode;
 
-const KINDS: [Kind; 6] = [Kind::Hello, Kind::Offer, Kind::Get, Kind::Chunk, Kind::Status, Kind::Cmd];
+const KINDS: [Kind; 7] = Kind::ALL;
 const MODES: [CutMode; 3] = [CutMode::Before, CutMode::TearPrefix, CutMode::TearBits];
 
 /// A device of the stand-in's class, trusting the test root, shipped with `factory`.
@@ -237,7 +237,7 @@ fn garbage_on_every_topic_is_ignored() -> TestResult {
     // Broken copies of real messages (a chunk of another artifact and a cancel of another
     // rollout: a flip in the bytes of the right ones would be data, or a real cancel).
     let chunk = Chunk::data(Digest::of(&old), 0, &old[..100]).to_vec()?;
-    let cmd = Cmd { id: 1, action: mota_proto::message::Action::Cancel, rollout_id: 99 }.to_vec()?;
+    let cmd = release_key()?.sign_command(&CommandBody { rollout_id: 99, ..cancel(&offer) })?;
     let mut garbage: Vec<Vec<u8>> = vec![vec![], vec![0], vec![0xFF; 5000], vec![0xA0], vec![0xBF; 64]];
     for valid in [&offer.envelope, &chunk, &cmd] {
         for cut in [1, valid.len() / 2, valid.len() - 1] {
