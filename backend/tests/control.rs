@@ -19,6 +19,7 @@ use std::collections::HashMap;
 
 use common::BoxError;
 use common::control::{Fate, World};
+use mota_backend::revocations;
 use mota_backend::rollout::RolloutError;
 use mota_backend::rollout::actions::Action;
 use mota_backend::rollout::decide::Decision;
@@ -165,6 +166,38 @@ async fn rolling_back_a_rollout_leaves_devices_that_took_a_later_one() -> TestRe
     assert_eq!(cmds, 0, "no rollback sent");
     let v1 = w.image("1.0.0").await?;
     assert!(w.devices.iter().all(|n| n.dev.running().map(|d| d.to_string()) == Some(v1.clone())));
+    running_agrees(&w).await
+}
+
+/// A release key the root revoked moves no device: the engine publishes the root's list,
+/// retained, so devices connected then and later both keep it, and every offer the
+/// revoked key signs is refused with nothing written. The backend refuses a list that is
+/// not newer.
+#[tokio::test]
+async fn a_revoked_release_key_moves_no_device() -> TestResult {
+    let mut w = World::new(2, T0).await?;
+    let list = w.revocation(1, &[w.state.signer.release.key_id()])?;
+    w.drop_connection(1);
+    revocations::add(&w.state.db, &w.state.signer, &list, "test").await?;
+    w.settle(10_000, 10).await?;
+    w.connect(1);
+    w.settle(10_000, 10).await?;
+    let held = |w: &World, i: usize| w.devices[i].dev.state().map(|s| s.revoked.seq);
+    assert_eq!((held(&w, 0), held(&w, 1)), (Some(1), Some(1)));
+    let again = revocations::add(&w.state.db, &w.state.signer, &list, "test").await;
+    assert!(matches!(again, Err(revocations::RevocationError::NotNewer { .. })), "{again:?}");
+
+    let ops: Vec<u64> = w.devices.iter().map(|n| n.dev.flash_ops()).collect();
+    let id = w.create(rollout("1.1.0", &["d0", "d1"], json!({}))).await?;
+    w.settle(10_000, 60).await?;
+    assert_eq!(w.devices.iter().map(|n| n.dev.flash_ops()).collect::<Vec<_>>(), ops, "a refused offer wrote");
+    let codes: Vec<(String, Option<i64>)> =
+        sqlx::query_as("SELECT state, error_code FROM attempts WHERE rollout_id = $1 ORDER BY device_id")
+            .bind(id)
+            .fetch_all(&w.state.db.pool)
+            .await?;
+    let revoked = i64::from(mota_proto::message::ErrorCode::KEY_REVOKED.0);
+    assert_eq!(codes, vec![("rejected".to_owned(), Some(revoked)); 2]);
     running_agrees(&w).await
 }
 

@@ -215,9 +215,9 @@ async fn confinement(api: &Api, port: u16, broker: Broker, passwords: [&str; 2])
         assert!(connect(will).await.is_err(), "a will under another id");
     }
 
-    // Its own offer, chunk and cmd: granted.
+    // Its own offer, chunk, cmd and trust: granted.
     let (client, mut events) = connect(options("dev-a", port, Some(("dev-a", a)))).await?;
-    let own: Vec<_> = ["offer", "chunk", "cmd"]
+    let own: Vec<_> = ["offer", "chunk", "cmd", "trust"]
         .map(|k| rumqttc::SubscribeFilter::new(format!("mota/v1/dev/dev-a/{k}"), QoS::AtLeastOnce))
         .into();
     client.subscribe_many(own).await?;
@@ -229,7 +229,7 @@ async fn confinement(api: &Api, port: u16, broker: Broker, passwords: [&str; 2])
         }
     })
     .await??;
-    assert_eq!(granted.return_codes, [rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce); 3]);
+    assert_eq!(granted.return_codes, [rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce); 4]);
     Ok(())
 }
 

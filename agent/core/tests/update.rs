@@ -138,6 +138,42 @@ fn rollback_returns_to_the_previous_model_and_keeps_the_counter() -> TestResult 
     Ok(())
 }
 
+/// Commands carry no number a backend must continue (ids from database rows once let a
+/// restored backup's lower ids be ignored, and one `u64::MAX` id end commands for good):
+/// a backend restored from a backup, or a new one with the same release key, commands a
+/// device at once, whatever it carried out before.
+#[test]
+fn a_restored_or_new_backend_commands_devices_without_their_history() -> TestResult {
+    let (old, new) = (v1()?, v2()?);
+    let device = D::new(Layout::uniform(4, 0xFF), &old)?;
+    let config = config(&old)?;
+    let mut arena = vec![0u8; ARENA];
+    let mut agent = device.boot(&config, &mut arena)?;
+    let clock = TestClock::default();
+    let mut backend = Backend::default();
+    let first = offer(&new, OfferSpec { counter: 1, ..OfferSpec::default() })?;
+    backend.publish_offer(&first);
+    drive(&mut agent, &mut backend, &clock)?;
+    backend.command(&rollback(&first, factory_target(&old)))?;
+    drive(&mut agent, &mut backend, &clock)?;
+    assert!(agent.state().last_cmd.is_some());
+    // The backend is replaced; the new one knows nothing of the commands sent before.
+    let mut restored = Backend::default();
+    let second = offer(&new, OfferSpec { rollout: 9, counter: 1, ..OfferSpec::default() })?;
+    restored.publish_offer(&second);
+    drive(&mut agent, &mut restored, &clock)?;
+    assert_eq!(agent.active_model().map(|m| m.installed.sha256), Some(Digest::of(&new)));
+    restored.command(&rollback(&second, factory_target(&old)))?;
+    drive(&mut agent, &mut restored, &clock)?;
+    assert_eq!(agent.active_model().map(|m| m.installed.sha256), Some(Digest::of(&old)));
+    let t = restored.terminal()?;
+    assert_eq!(
+        t.iter().map(|s| (s.rollout, s.event)).collect::<Vec<_>>(),
+        [(9, Event::Committed), (9, Event::RolledBack)]
+    );
+    Ok(())
+}
+
 #[test]
 fn a_rollback_below_the_counter_is_refused() -> TestResult {
     let (old, new) = (v1()?, v2()?);

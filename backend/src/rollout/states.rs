@@ -253,6 +253,17 @@ mod tests {
         [None, Some(ErrorCode::BUSY), Some(ErrorCode::ROLLBACK_UNAVAILABLE), Some(ErrorCode::ACCURACY_DROP)];
 
     #[test]
+    fn a_refused_rollback_fails_the_rollback_and_a_busy_one_waits() {
+        for code in
+            [ErrorCode::ROLLBACK_UNAVAILABLE, ErrorCode::ROLLBACK_TARGET_MISMATCH, ErrorCode::ROLLBACK_BELOW_COUNTER]
+        {
+            assert_eq!(A::RollingBack.after(Event::Rejected, Some(code)), Some(A::RollbackFailed), "{code}");
+            assert_eq!(A::RolledBack.after(Event::Rejected, Some(code)), None, "{code}");
+        }
+        assert_eq!(A::RollingBack.after(Event::Rejected, Some(ErrorCode::BUSY)), None);
+    }
+
+    #[test]
     fn progress_moves_forward_only() {
         assert_eq!(A::Offered.after(Event::Accepted, None), Some(A::Accepted));
         assert_eq!(A::Pending.after(Event::Accepted, None), Some(A::Accepted), "a report before the claim's write");

@@ -196,8 +196,8 @@ pub struct World {
     pub inbound: VecDeque<(String, Kind, Vec<u8>)>,
     /// The world's own PostgreSQL database, if on PostgreSQL.
     postgres_db: Option<String>,
-    /// Kept alive for the world's files.
-    _dir: tempfile::TempDir,
+    /// The world's files (its data directory, the development keys among them).
+    dir: tempfile::TempDir,
 }
 
 /// The database and blobs every world starts from: the four versions uploaded with the
@@ -328,17 +328,8 @@ impl World {
             };
             nodes.push(Node { dev: MemDevice::new(opts)?, connected: false });
         }
-        let mut world = Self {
-            state,
-            bus,
-            engines,
-            chunks,
-            clock,
-            devices: nodes,
-            inbound: VecDeque::new(),
-            postgres_db,
-            _dir: dir,
-        };
+        let mut world =
+            Self { state, bus, engines, chunks, clock, devices: nodes, inbound: VecDeque::new(), postgres_db, dir };
         for i in 0..devices {
             world.connect(i);
         }
@@ -379,7 +370,7 @@ impl World {
         let now = self.device_now();
         let out = self.devices[i].dev.connect(now);
         self.collect(i, out);
-        for kind in [Kind::Offer, Kind::Cmd] {
+        for kind in [Kind::Trust, Kind::Offer, Kind::Cmd] {
             let Ok(topic) = Topic::new(self.devices[i].dev.id(), kind) else { continue };
             if let Some(payload) = self.bus.retained(&topic.to_string())
                 && self.devices[i].connected
@@ -387,6 +378,16 @@ impl World {
                 let out = self.devices[i].dev.deliver(kind, &payload, now);
                 self.collect(i, out);
             }
+        }
+    }
+
+    /// Revocation list `seq` of `keys`, signed by the development root (as `mota keys
+    /// revoke` would).
+    pub fn revocation(&self, seq: u32, keys: &[mota_proto::KeyId]) -> Result<Vec<u8>, BoxError> {
+        let pem = std::fs::read_to_string(self.dir.path().join("data/keys/dev-root.key.pem"))?;
+        match mota_proto::keys::KeyFile::from_pem(&pem) {
+            Ok(mota_proto::keys::KeyFile::Private(root)) => Ok(mota_proto::sign::revoke(&root, seq, keys)?),
+            _ => Err("dev-root.key.pem is not a private key".into()),
         }
     }
 
@@ -614,6 +615,6 @@ impl World {
 
     /// The data directory (keys, blobs, the SQLite file).
     pub fn data_dir(&self) -> PathBuf {
-        self._dir.path().join("data")
+        self.dir.path().join("data")
     }
 }
