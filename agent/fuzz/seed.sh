@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Seeds the fuzz corpora from the wire vectors and the runtime's fixture models, so the
 # fuzzers start from valid inputs.
-# messages: the first byte picks the decoder (0 hello, 1 get, 2 chunk, 3 status, 4 cmd).
+# messages: the first byte picks the decoder (0 hello, 1 get, 2 chunk, 3 status, 4 topic);
+# signed commands and revocation lists are the envelope target's (every vector seeds it).
 set -euo pipefail
 cd "$(dirname "$0")"
 vectors=../proto/tests/vectors
@@ -10,7 +11,7 @@ mkdir -p corpus/envelope corpus/messages corpus/model
 cp ../runtime/fixtures/models/*.tflite corpus/model/
 for f in "$vectors"/*.hex; do hex2bin "$f" > "corpus/envelope/$(basename "$f" .hex)"; done
 i=0
-for n in hello_online get chunk_data status_committed cmd_rollback; do
+for n in hello_online get chunk_data status_committed; do
   { printf "\\x$(printf %02x $i)"; hex2bin "$vectors/$n.hex"; } > "corpus/messages/$n"
   i=$((i + 1))
 done
