@@ -93,9 +93,13 @@ async fn deltas_are_computed_in_the_background_and_manifests_carry_them() -> Tes
     let patch = api.get(&format!("/v1/artifacts/{}", mota_backend::blobs::hex(&d.patch_sha256.0)), &api.viewer).await?;
     assert_eq!(patch.body.len() as u32, d.patch_size);
     assert_eq!(mota_delta::encode::apply(&v1, &patch.body).map_err(|e| format!("{e:?}"))?, v2);
-    // A device already at counter 2 refuses it: the counter is the version's.
+    // A device at counter 2 takes it (an equal counter: MCUboot's rule); one at 3
+    // refuses it as a downgrade: the counter is the version's.
     let at_two = DevicePolicy { security_counter: 2, ..policy };
-    assert!(mota_proto::verify(&envelope, &[root], &at_two).is_err());
+    assert!(mota_proto::verify(&envelope, &[root], &at_two).is_ok());
+    let at_three = DevicePolicy { security_counter: 3, ..policy };
+    let refused = mota_proto::verify(&envelope, &[root], &at_three);
+    assert_eq!(refused.err(), Some(mota_proto::VerifyError::Downgrade { offered: 2, current: 3 }));
     // Without a base (or an unknown one), the full image.
     let full =
         api.json("POST", "/v1/models/digits/versions/1.1.0/manifests", &api.operator, serde_json::json!({})).await?;
