@@ -10,6 +10,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::OnceLock;
 
 use ed25519_dalek::SigningKey;
 use libfuzzer_sys::fuzz_target;
@@ -175,12 +176,9 @@ fn event(
         3 => {
             let &[shape, seq] = take(2)? else { return None };
             if shape & 0x80 != 0 {
-                // A root-signed revocation list, of the release key or of another.
-                let keys = if shape & 1 == 0 { [release().key_id()] } else { [KeyId([7; 8])] };
-                let list = revoke(&SigningKey::from_bytes(&[0x11; 32]), u32::from(seq), &keys).expect("list");
-                agent.handle(Kind::Trust, &list, &mut Sink, clock)
+                agent.handle(Kind::Trust, revocation(shape & 1 == 0, seq), &mut Sink, clock)
             } else {
-                agent.handle(Kind::Cmd, &command(shape), &mut Sink, clock)
+                agent.handle(Kind::Cmd, command(shape), &mut Sink, clock)
             }
         }
         4 | 5 => {
@@ -199,18 +197,44 @@ fn event(
 }
 
 /// The release key that signed the demo offer (seed 0x22, certified by the test root).
-fn release() -> ReleaseKey {
-    let key = SigningKey::from_bytes(&[0x22; 32]);
-    let cert = certify(&SigningKey::from_bytes(&[0x11; 32]), &key.verifying_key(), u64::MAX, 0..=99).expect("cert");
-    let release = ReleaseKey::new(key, cert).expect("release key");
-    let offer = Envelope::parse(OFFER).expect("the demo offer decodes");
-    assert_eq!(offer.key_id, key_id(&SigningKey::from_bytes(&[0x22; 32])), "the demo offer's signer");
-    release
+fn release() -> &'static ReleaseKey {
+    static RELEASE: OnceLock<ReleaseKey> = OnceLock::new();
+    RELEASE.get_or_init(|| {
+        let key = SigningKey::from_bytes(&[0x22; 32]);
+        let root = SigningKey::from_bytes(&[0x11; 32]);
+        let cert = certify(&root, &key.verifying_key(), u64::MAX, 0..=99).expect("cert");
+        let offer = Envelope::parse(OFFER).expect("the demo offer decodes");
+        assert_eq!(offer.key_id, key_id(&key), "the demo offer's signer");
+        ReleaseKey::new(key, cert).expect("release key")
+    })
 }
 
-/// A genuinely signed command whose fields `shape` picks: rollback or cancel, this
-/// device or another, the offer's manifest or another, the factory model or another.
-fn command(shape: u8) -> Vec<u8> {
+/// A genuinely signed command whose fields `shape` (its low 4 bits) picks: rollback or
+/// cancel, this device or another, the offer's manifest or another, the factory model
+/// or another. Signed once per shape.
+fn command(shape: u8) -> &'static [u8] {
+    static COMMANDS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    let all = COMMANDS.get_or_init(|| (0..16).map(sign_command).collect());
+    all.get(usize::from(shape & 15)).map_or(&[], Vec::as_slice)
+}
+
+/// A root-signed revocation list numbered `seq % 4`, of the release key or of another.
+fn revocation(of_release: bool, seq: u8) -> &'static [u8] {
+    static LISTS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    let all = LISTS.get_or_init(|| {
+        let root = SigningKey::from_bytes(&[0x11; 32]);
+        (0..8u32)
+            .map(|i| {
+                let key = if i < 4 { release().key_id() } else { KeyId([7; 8]) };
+                revoke(&root, i % 4, &[key]).expect("list")
+            })
+            .collect()
+    });
+    let i = usize::from(seq % 4) + if of_release { 0 } else { 4 };
+    all.get(i).map_or(&[], Vec::as_slice)
+}
+
+fn sign_command(shape: u8) -> Vec<u8> {
     let offer = Digest::of(Envelope::parse(OFFER).expect("the demo offer decodes").body);
     let bit = |n: u8| shape & (1 << n) != 0;
     let target = Target { image: if bit(3) { Digest([1; 32]) } else { Digest::of(FACTORY) }, manifest: None };
