@@ -45,6 +45,10 @@ pub struct Config {
     /// The release key's certificate (from `mota keys release-new`).
     #[arg(long, env = "MOTA_RELEASE_CERT", requires = "release_key")]
     pub release_cert: Option<PathBuf>,
+    /// The root public key (`root.pub.pem`) the release certificate chains to: checked
+    /// against the certificate at start, and against uploaded revocation lists.
+    #[arg(long, env = "MOTA_ROOT_PUBLIC_KEY")]
+    pub root_public_key: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "MOTA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -182,6 +186,7 @@ impl Config {
             delta_bases: 3,
             release_key: None,
             release_cert: None,
+            root_public_key: None,
             log_format: LogFormat::Text,
             s3_bucket: None,
             s3_endpoint: None,

@@ -5,7 +5,8 @@
 //! devices verify the root's signature themselves. It checks what it can before it
 //! publishes, so an operator's mistake is caught at upload: the list decodes, comes
 //! from the root that certified the release key in use, and is newer than the last;
-//! with the development keys (whose root it holds) the signature too.
+//! its signature too when the backend has the root's public key (`--root-public-key`,
+//! or the development root).
 
 use mota_proto::{KeyCertificate, RootSigned, Wire, verify_revocation};
 use serde::Serialize;

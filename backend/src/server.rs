@@ -101,9 +101,17 @@ pub async fn open(config: &Config) -> Result<AppState, ServerError> {
     let db = Db::connect(&config.database_url()).await?;
     db.migrate().await?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let signer =
-        crate::signing::load(config.release_key.as_deref(), config.release_cert.as_deref(), &config.data_dir, &db, now)
-            .await?;
+    let signer = crate::signing::load(
+        crate::signing::KeyFiles {
+            key: config.release_key.as_deref(),
+            cert: config.release_cert.as_deref(),
+            root: config.root_public_key.as_deref(),
+        },
+        &config.data_dir,
+        &db,
+        now,
+    )
+    .await?;
     let blobs = Blobs::open(config).await?;
     blobs.ping().await?;
     if let Blobs::Local(local) = &blobs {

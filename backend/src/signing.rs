@@ -55,21 +55,28 @@ pub struct Signer {
     pub counters: std::ops::RangeInclusive<u32>,
     /// Whether it is the generated development key.
     pub development: bool,
-    /// The root public key, when the backend has it (the development root): uploaded
-    /// revocation lists are then checked against it.
+    /// The root public key, when the backend has it (`--root-public-key`, or the
+    /// development root): uploaded revocation lists are then checked against it.
     pub root: Option<[u8; 32]>,
 }
 
+/// The key files given: the release key and its certificate (both or neither), and
+/// optionally the root's public key.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyFiles<'a> {
+    /// The release key (`--release-key`).
+    pub key: Option<&'a Path>,
+    /// Its certificate (`--release-cert`).
+    pub cert: Option<&'a Path>,
+    /// The root public key the certificate chains to (`--root-public-key`).
+    pub root: Option<&'a Path>,
+}
+
 /// Loads the release key from files, or the development key from the data dir (making it
-/// on first start); records its public part in the database.
-pub async fn load(
-    key: Option<&Path>,
-    cert: Option<&Path>,
-    data_dir: &Path,
-    db: &Db,
-    now: u64,
-) -> Result<Signer, SigningError> {
-    let (key_path, cert_path, development) = match (key, cert) {
+/// on first start); records its public part in the database. With the root public key
+/// (given, or the development one) the certificate must verify under it.
+pub async fn load(files: KeyFiles<'_>, data_dir: &Path, db: &Db, now: u64) -> Result<Signer, SigningError> {
+    let (key_path, cert_path, development) = match (files.key, files.cert) {
         (Some(k), Some(c)) => (k.to_path_buf(), c.to_path_buf(), false),
         (None, None) => {
             let dir = data_dir.join("keys");
@@ -119,12 +126,24 @@ pub async fn load(
         .execute(&db.pool)
         .await
         .map_err(DbError::from)?;
-    let root = match development {
-        true => match read(&data_dir.join("keys").join("dev-root.pub.pem"))? {
-            KeyFile::Public(key) => Some(key.to_bytes()),
-            _ => None,
-        },
-        false => None,
+    let root_path = match (files.root, development) {
+        (Some(path), _) => Some(path.to_path_buf()),
+        (None, true) => Some(data_dir.join("keys").join("dev-root.pub.pem")),
+        (None, false) => None,
+    };
+    let root = match root_path {
+        Some(path) => {
+            let KeyFile::Public(root) = read(&path)? else {
+                return Err(SigningError::Key(path, "not a public key (root.pub.pem)".into()));
+            };
+            let cert = KeyCertificate::parse(release.certificate())
+                .map_err(|e| SigningError::Key(path.clone(), e.to_string()))?;
+            mota_proto::verify_certificate(&cert, &[root.to_bytes()], Some(now)).map_err(|e| {
+                SigningError::Key(cert_path.clone(), format!("does not verify under {}: {e}", path.display()))
+            })?;
+            Some(root.to_bytes())
+        }
+        None => None,
     };
     let counters = body.min_counter..=body.max_counter;
     Ok(Signer { release, not_after: body.not_after, counters, development, root })

@@ -246,8 +246,53 @@ async fn a_release_key_from_files_is_used_and_a_mismatched_pair_refused() -> Tes
     assert!(!dir.path().join("data/keys").exists(), "no development key is made");
     let _ = stop.send(());
     server.await??;
-    config.release_key = Some(other_file);
-    assert!(start_with(config).await.is_err(), "a key that does not match its certificate is refused");
+    let mut other_key = config.clone();
+    other_key.release_key = Some(other_file);
+    assert!(start_with(other_key).await.is_err(), "a key that does not match its certificate is refused");
+
+    // With the root's public key: a certificate of another root is refused at start...
+    let (root_file, wrong_root_file) = (dir.path().join("root.pub.pem"), dir.path().join("wrong.pub.pem"));
+    std::fs::write(&root_file, mota_proto::keys::public_key_pem(&root.verifying_key())?)?;
+    std::fs::write(&wrong_root_file, mota_proto::keys::public_key_pem(&generate()?.verifying_key())?)?;
+    let mut wrong_root = config.clone();
+    wrong_root.root_public_key = Some(wrong_root_file);
+    assert!(start_with(wrong_root).await.is_err(), "a certificate the root did not sign is refused");
+    // ...and revocation lists are checked against it: a forged one (another key's
+    // signature under our root's id) is refused, the root's own is taken once.
+    config.root_public_key = Some(root_file);
+    let (base, stop, server) = start_with(config.clone()).await?;
+    let admin = tokens::create(&db, "a", Role::Admin, 1).await?;
+    let upload = |bytes: Vec<u8>, token: String| {
+        let url = format!("{base}/v1/revocations");
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .header("content-type", "application/octet-stream")
+                .body(bytes)
+                .send()
+                .await?;
+            Ok::<_, reqwest::Error>((r.status().as_u16(), r.json::<serde_json::Value>().await?))
+        }
+    };
+    let release_id = mota_proto::KeyId::of(release.verifying_key().as_bytes());
+    let forged = {
+        use mota_proto::Wire;
+        let list = mota_proto::sign::revoke(&generate()?, 1, &[release_id])?;
+        let mut signed = mota_proto::RootSigned::parse(&list)?;
+        signed.issuer = mota_proto::KeyId::of(root.verifying_key().as_bytes());
+        signed.to_vec()?
+    };
+    let (status, body) = upload(forged, admin.clone()).await?;
+    assert_eq!((status, &body["error"]["code"]), (422, &serde_json::json!("invalid_revocation")), "{body}");
+    let genuine = mota_proto::sign::revoke(&root, 1, &[release_id])?;
+    assert_eq!(upload(genuine.clone(), token.clone()).await?.0, 403, "admins only");
+    let (status, body) = upload(genuine.clone(), admin.clone()).await?;
+    assert_eq!((status, &body["revoked"]), (201, &serde_json::json!([release_id.to_string()])), "{body}");
+    assert_eq!(upload(genuine, admin.clone()).await?.0, 409, "not newer");
+    assert_eq!(upload(b"garbage".to_vec(), admin).await?.0, 422);
+    let _ = stop.send(());
+    server.await??;
     Ok(())
 }
 
