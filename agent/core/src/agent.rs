@@ -451,6 +451,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         let m = &offer.manifest;
         let job = Job {
             manifest: offer.manifest_digest,
+            key: offer.key_id,
             rollout: m.rollout_id,
             counter: m.security_counter,
             name: Text::new(m.model).unwrap_or_default(),
@@ -963,13 +964,27 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
     }
 
     /// A root-signed revocation list: kept when it verifies and is newer than the one
-    /// held; from then on offers and commands by its keys are refused.
+    /// held; from then on offers and commands by its keys are refused, and a job one of
+    /// them signed is abandoned (`key_revoked`) in the same store.
     fn on_trust(&mut self, payload: &[u8]) -> Result<(), AgentError> {
         let Ok(list) = verify_revocation(payload, self.config.roots) else { return Ok(()) };
         if list.seq <= self.state.revoked.seq {
             return Ok(());
         }
         self.state.revoked = Revoked::from_list(&list);
+        let revoked = self.state.job.filter(|job| self.state.revoked.keys().contains(&job.key));
+        if let Some(job) = revoked {
+            let state = &mut self.state;
+            state.job = None;
+            state.last_failed = Some(job.manifest);
+            let seq = state.next_seq();
+            let code = Some(ErrorCode::KEY_REVOKED);
+            state.report = Some(Report::new(job.rollout, seq, Event::Rejected, Some(job.manifest), code));
+            self.decoding = false;
+            self.request = None;
+            self.slot_erased = false;
+            self.report_due = true;
+        }
         self.persist()
     }
 }

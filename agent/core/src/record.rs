@@ -116,6 +116,7 @@ impl Writer<'_> {
 
     fn job(&mut self, j: &Job) -> Option<()> {
         self.digest(&j.manifest)?;
+        self.put(&j.key.0)?;
         self.u64(j.rollout)?;
         self.u32(j.counter)?;
         self.text(&j.name)?;
@@ -233,6 +234,7 @@ impl<'a> Reader<'a> {
     fn job(&mut self) -> Option<Job> {
         Some(Job {
             manifest: self.digest()?,
+            key: KeyId(self.array()?),
             rollout: self.u64()?,
             counter: self.u32()?,
             name: self.text()?,
@@ -339,7 +341,7 @@ mod tests {
                 set: acc.map(|a| SetRef { sha256: Digest([a as u8; 32]), size: u32::from(a) }), accuracy_permille: acc,
             };
             let job = Job {
-                manifest: Digest([1; 32]), rollout, counter, name: text, version: Text::default(),
+                manifest: Digest([1; 32]), key: KeyId([phase; 8]), rollout, counter, name: text, version: Text::default(),
                 image: Image { size: progress, sha256: Digest([2; 32]) }, delta: None, validation: None,
                 arena_bytes: 0, phase: [Phase::Image, Phase::Set, Phase::Validate][usize::from(phase)],
                 progress, written: seq, checkpoint: acc.map(|_| [9; 28]), trials: active, restarts: 0,

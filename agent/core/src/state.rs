@@ -102,6 +102,8 @@ pub enum Phase {
 pub struct Job {
     /// SHA-256 of the signed manifest (the identity of the offer).
     pub manifest: Digest,
+    /// The release key that signed it (a revocation of that key abandons the job).
+    pub key: KeyId,
     /// The rollout it belongs to.
     pub rollout: u64,
     /// Its security counter.
@@ -320,6 +322,7 @@ mod tests {
         };
         let job = Job {
             manifest: Digest([1; 32]),
+            key: KeyId([0xEE; 8]),
             rollout: u64::MAX,
             counter: u32::MAX,
             name,

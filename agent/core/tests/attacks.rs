@@ -408,3 +408,31 @@ fn a_revoked_release_key_moves_nothing_and_a_stale_list_cannot_unrevoke_it() -> 
     assert_eq!(agent.active_model().map(|m| m.installed.sha256), Some(Digest::of(&b.old)));
     Ok(())
 }
+
+#[test]
+fn revoking_the_key_of_a_download_in_flight_abandons_it() -> TestResult {
+    let b = bench()?;
+    let config = config(&b.old)?;
+    let mut arena = vec![0u8; ARENA];
+    let mut agent = b.device.boot(&config, &mut arena)?;
+    let clock = TestClock::default();
+    let mut backend = Backend::default();
+    let update = offer(&b.new, OfferSpec::default())?;
+    backend.publish_offer(&update);
+    let mut net = Net::default();
+    agent.handle(Kind::Offer, &update.envelope, &mut net, &clock)?;
+    assert!(agent.state().job.is_some());
+    let root = SigningKey::from_bytes(&[0x11; 32]);
+    agent.handle(Kind::Trust, &revoke(&root, 1, &[release_key()?.key_id()])?, &mut net, &clock)?;
+    agent.poll(&mut net, &clock)?;
+    backend.take(&mut net)?;
+    assert!(agent.state().job.is_none(), "the job of a revoked key goes on");
+    let t = backend.terminal()?;
+    assert_eq!((t[0].rollout, t[0].event, t[0].error), (7, Event::Rejected, Some(ErrorCode::KEY_REVOKED)));
+    assert_eq!(agent.active_model().map(|m| m.installed.sha256), Some(Digest::of(&b.old)));
+    // The retained offer, delivered again, is not taken up again.
+    let ops = b.device.ops();
+    drive(&mut agent, &mut backend, &clock)?;
+    assert_eq!((b.device.ops(), agent.state().job), (ops, None));
+    Ok(())
+}
