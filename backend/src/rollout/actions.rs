@@ -9,7 +9,7 @@
 use sqlx::AnyConnection;
 
 use super::RolloutError;
-use super::states::{AttemptState as A, CohortState, RolloutState as R, sql_list};
+use super::states::{AttemptState as A, CohortState, CommandKind, RolloutState as R, sql_list};
 use crate::db::Db;
 use crate::events;
 
@@ -164,8 +164,8 @@ pub(crate) async fn end(
     // Pending attempts were never published: cancelled without a word. A device that
     // rejected the offer keeps it retained; its `cancel` (a no-op on the device) makes
     // the engine reset it, so a later boot cannot find the withdrawn offer again.
-    tell(conn, id, A::HOLDS_OFFER, "cancel", now).await?;
-    tell(conn, id, &[A::Rejected], "cancel", now).await?;
+    tell(conn, id, A::HOLDS_OFFER, CommandKind::Cancel, now).await?;
+    tell(conn, id, &[A::Rejected], CommandKind::Cancel, now).await?;
     let cancelled = move_to(conn, id, A::UNFINISHED, A::Cancelled, now).await?;
     if !rollback {
         return Ok((cancelled, (0, 0)));
@@ -188,13 +188,13 @@ pub(crate) async fn end(
     .execute(&mut *conn)
     .await?
     .rows_affected();
-    tell(conn, id, &[A::Committed], "rollback", now).await?;
+    tell(conn, id, &[A::Committed], CommandKind::Rollback, now).await?;
     let rolled = move_to(conn, id, &[A::Committed], A::RollingBack, now).await?;
     Ok((cancelled, (rolled, superseded)))
 }
 
 /// Queues `action` for the devices of rollout `id` whose attempt is in one of `from`.
-async fn tell(conn: &mut AnyConnection, id: i64, from: &[A], action: &str, now: i64) -> Result<(), sqlx::Error> {
+async fn tell(conn: &mut AnyConnection, id: i64, from: &[A], action: CommandKind, now: i64) -> Result<(), sqlx::Error> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO commands (device_id, rollout_id, action, created_at) \
          SELECT device_id, rollout_id, $3, $1 FROM attempts WHERE rollout_id = $2 AND state IN {} ORDER BY device_id",
@@ -202,7 +202,7 @@ async fn tell(conn: &mut AnyConnection, id: i64, from: &[A], action: &str, now: 
     )))
     .bind(now)
     .bind(id)
-    .bind(action)
+    .bind(action.as_str())
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -16,7 +16,7 @@ use sqlx::{AnyConnection, AssertSqlSafe, Row};
 use utoipa::ToSchema;
 
 use super::decide::{DeviceSnap, RolloutSnap, incompatible};
-use super::states::{AttemptState as A, CohortState, RolloutState, sql_list};
+use super::states::{AttemptState as A, CohortState, CommandKind, RolloutState, sql_list};
 use super::{CohortSpec, Gates, Plan, RolloutError, Selector};
 use crate::db::Db;
 use crate::events;
@@ -456,9 +456,10 @@ async fn insert(
 /// hold an offer are sent a `cancel`, which also clears it); how many.
 async fn supersede(tx: &mut AnyConnection, busy: &[Busy], now: i64) -> Result<u64, sqlx::Error> {
     let command = format!(
-        "INSERT INTO commands (device_id, rollout_id, action, created_at) SELECT device_id, rollout_id, 'cancel', $1 \
+        "INSERT INTO commands (device_id, rollout_id, action, created_at) SELECT device_id, rollout_id, '{cancel}', $1 \
          FROM attempts WHERE rollout_id = $2 AND device_id = $3 AND state IN {}",
-        sql_list(A::HOLDS_OFFER)
+        sql_list(A::HOLDS_OFFER),
+        cancel = CommandKind::Cancel,
     );
     let cancel = format!(
         "UPDATE attempts SET {}, updated_at = $1 WHERE rollout_id = $2 AND device_id = $3 AND state IN {}",

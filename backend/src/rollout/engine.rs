@@ -27,7 +27,7 @@ use super::RolloutError;
 pub use super::apply::ACTOR;
 use super::apply::{Apply, ApplyError};
 use super::decide::{AttemptSnap, CohortSnap, DeviceSnap, RolloutSnap, Snapshot, decide};
-use super::states::{AttemptState as A, CohortState, RolloutState, sql_list};
+use super::states::{AttemptState as A, CohortState, CommandKind, RolloutState, sql_list};
 use super::view::{Of, parse, tallies};
 use crate::db::Db;
 use crate::mqtt::publish::{PublishError, Publisher};
@@ -444,22 +444,22 @@ impl Engine {
         );
         for (id, device, rollout, action, subject, image, manifest) in queued {
             let digest = |hex: Option<&String>| hex.and_then(|h| h.parse::<Digest>().ok());
-            let action = match action.as_str() {
-                "rollback" => Action::Rollback,
-                _ => Action::Cancel,
-            };
+            // The column's CHECK allows only the kinds there are.
+            let action = CommandKind::parse(&action).map(CommandKind::action);
             let target = digest(image.as_ref()).map(|image| Target { image, manifest: digest(manifest.as_ref()) });
             let command = match (digest(subject.as_ref()), action, target) {
-                (Some(subject), Action::Cancel, _) => Some((subject, None)),
-                (Some(subject), Action::Rollback, Some(target)) => Some((subject, Some(target))),
-                (_, Action::Rollback, _) => {
+                (Some(subject), Some(Action::Cancel), _) => Some((subject, Action::Cancel, None)),
+                (Some(subject), Some(Action::Rollback), Some(target)) => {
+                    Some((subject, Action::Rollback, Some(target)))
+                }
+                (_, Some(Action::Rollback), _) => {
                     self.rollback_unavailable(&device, rollout).await?;
                     None
                 }
-                (None, Action::Cancel, _) => None,
+                (None, Some(Action::Cancel), _) | (_, None, _) => None,
             };
             let topics = (Topic::new(&device, Kind::Cmd), Topic::new(&device, Kind::Offer));
-            if let (Some((subject, target)), (Ok(cmd_topic), Ok(offer_topic))) = (command, topics) {
+            if let (Some((subject, action, target)), (Ok(cmd_topic), Ok(offer_topic))) = (command, topics) {
                 let offer: Option<Vec<u8>> = sqlx::query_scalar(sqlx::AssertSqlSafe(current.clone()))
                     .bind(&device)
                     .fetch_optional(&self.db.pool)

@@ -142,6 +142,27 @@ states! {
     }
 }
 
+states! {
+    /// What a queued command (the `commands` outbox) asks a device; the engine signs it
+    /// as a `mota_proto::CommandBody` when it sends it.
+    CommandKind {
+        /// Return to the model the attempt's commit left in the other slot.
+        Rollback = "rollback",
+        /// Abandon the attempt's download.
+        Cancel = "cancel",
+    }
+}
+
+impl CommandKind {
+    /// The wire action.
+    pub fn action(self) -> mota_proto::Action {
+        match self {
+            Self::Rollback => mota_proto::Action::Rollback,
+            Self::Cancel => mota_proto::Action::Cancel,
+        }
+    }
+}
+
 impl RolloutState {
     /// Not ended: the engine steps it.
     pub const LIVE: &'static [Self] = &[Self::Running, Self::Paused];

@@ -22,7 +22,7 @@ use sqlx::{Any, AnyConnection, AssertSqlSafe, Row};
 use super::Report;
 use super::fold::Change;
 use crate::db::Engine;
-use crate::rollout::states::{AttemptState, RolloutState, sql_list};
+use crate::rollout::states::{AttemptState, CommandKind, RolloutState, sql_list};
 
 /// One value of a batch's row.
 enum Cell {
@@ -415,9 +415,10 @@ pub(super) async fn moot_rollbacks(
 /// Queues a `rollback` for each (rollout, device) that committed a withdrawn rollout.
 pub(super) async fn send_back(tx: &mut AnyConnection, sent: &[(i64, String)], now: i64) -> Result<(), sqlx::Error> {
     for (rollout, device) in sent {
-        sqlx::query("INSERT INTO commands (device_id, rollout_id, action, created_at) VALUES ($1, $2, 'rollback', $3)")
+        sqlx::query("INSERT INTO commands (device_id, rollout_id, action, created_at) VALUES ($1, $2, $3, $4)")
             .bind(device)
             .bind(rollout)
+            .bind(CommandKind::Rollback.as_str())
             .bind(now)
             .execute(&mut *tx)
             .await?;
