@@ -114,9 +114,13 @@ pub async fn list(db: &Db) -> Result<Vec<RevocationView>, RevocationError> {
         .collect())
 }
 
-/// The newest list: its number and its bytes.
-pub async fn latest(db: &Db) -> Result<Option<(i64, Vec<u8>)>, sqlx::Error> {
-    sqlx::query_as("SELECT seq, statement FROM revocations ORDER BY seq DESC LIMIT 1").fetch_optional(&db.pool).await
+/// The newest list, if it is newer than `held` (what a device declares it holds): its
+/// bytes. Most hellos find none and read no bytes.
+pub async fn newer_than(db: &Db, held: u32) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT statement FROM revocations WHERE seq > $1 ORDER BY seq DESC LIMIT 1")
+        .bind(i64::from(held))
+        .fetch_optional(&db.pool)
+        .await
 }
 
 /// The newest list if it is still to be published to every device.

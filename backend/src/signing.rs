@@ -96,10 +96,9 @@ pub async fn load(files: KeyFiles<'_>, data_dir: &Path, db: &Db, now: u64) -> Re
         KeyFile::Certificate(c) => c,
         _ => return Err(SigningError::Key(cert_path, "not a mota key certificate".into())),
     };
-    let body = KeyCertificate::parse(&certificate)
-        .ok()
-        .and_then(|c| CertBody::parse(c.body).ok())
-        .ok_or_else(|| SigningError::Key(cert_path.clone(), "unreadable certificate".into()))?;
+    let unreadable = || SigningError::Key(cert_path.clone(), "unreadable certificate".into());
+    let cert = KeyCertificate::parse(&certificate).map_err(|_| unreadable())?;
+    let body = CertBody::parse(cert.body).map_err(|_| unreadable())?;
     let release = ReleaseKey::new(release_key, certificate.clone()).map_err(|_| SigningError::Mismatch)?;
     if development {
         tracing::warn!(
@@ -115,7 +114,7 @@ pub async fn load(files: KeyFiles<'_>, data_dir: &Path, db: &Db, now: u64) -> Re
     )
     .bind(hex(&release.key_id().0))
     .bind(hex(&body.public_key))
-    .bind(certificate)
+    .bind(release.certificate().to_vec())
     .bind(body.not_after as i64)
     .bind((now * 1000) as i64)
     .execute(&db.pool)
@@ -136,8 +135,6 @@ pub async fn load(files: KeyFiles<'_>, data_dir: &Path, db: &Db, now: u64) -> Re
             let KeyFile::Public(root) = read(&path)? else {
                 return Err(SigningError::Key(path, "not a public key (root.pub.pem)".into()));
             };
-            let cert = KeyCertificate::parse(release.certificate())
-                .map_err(|e| SigningError::Key(path.clone(), e.to_string()))?;
             mota_proto::verify_certificate(&cert, &[root.to_bytes()], Some(now)).map_err(|e| {
                 SigningError::Key(cert_path.clone(), format!("does not verify under {}: {e}", path.display()))
             })?;

@@ -422,15 +422,15 @@ impl Handler {
     /// (one that registered after the list was published to every device).
     async fn send_revocation(&self, client: &AsyncClient, device: &str, hello: &Hello<'_>) {
         let Some(held) = hello.info.and_then(|i| i.revocation_seq) else { return };
-        match crate::revocations::latest(&self.db).await {
-            Ok(Some((seq, statement))) if seq > i64::from(held) => {
+        match crate::revocations::newer_than(&self.db, held).await {
+            Ok(Some(statement)) => {
                 if let Ok(topic) = Topic::new(device, Kind::Trust)
                     && let Err(e) = client.publish(topic.to_string(), QoS::AtLeastOnce, true, statement).await
                 {
                     tracing::warn!(device, "sending the revocation list: {e}");
                 }
             }
-            Ok(_) => {}
+            Ok(None) => {}
             Err(e) => tracing::warn!(device, "reading the revocation list: {e}"),
         }
     }
