@@ -233,15 +233,21 @@ async fn confinement(api: &Api, port: u16, broker: Broker, passwords: [&str; 2])
     Ok(())
 }
 
-#[tokio::test]
-async fn beyond_loopback_the_embedded_broker_admits_devices_only_under_their_own_id() -> TestResult {
-    let api = Api::new().await?;
+/// The backend with its embedded broker listening beyond loopback (so closed), on a free
+/// port.
+async fn closed_embedded_broker(api: &Api) -> Result<(Backend, u16), BoxError> {
     let mut config = common::config(api.dir.path().join("unused")).await?;
     config.no_mqtt = false;
     config.mqtt_url = None;
     let port = std::net::TcpListener::bind("0.0.0.0:0")?.local_addr()?.port();
     config.mqtt_listen = format!("0.0.0.0:{port}").parse()?;
-    let backend = Backend::start(&config, &api).await?;
+    Ok((Backend::start(&config, api).await?, port))
+}
+
+#[tokio::test]
+async fn beyond_loopback_the_embedded_broker_admits_devices_only_under_their_own_id() -> TestResult {
+    let api = Api::new().await?;
+    let (backend, port) = closed_embedded_broker(&api).await?;
     let (a, b) = (provision(&api, "dev-a").await?, provision(&api, "dev-b").await?);
     // The front answers a refused login with its reason.
     let code = |r| refused_with(r);
@@ -264,12 +270,7 @@ async fn a_provisioned_device_updates_through_the_closed_embedded_broker() -> Te
 /// status reports) through the front; one without a login never gets in.
 async fn update_through_the_front() -> TestResult {
     let api = Api::new().await?;
-    let mut config = common::config(api.dir.path().join("unused")).await?;
-    config.no_mqtt = false;
-    config.mqtt_url = None;
-    let port = std::net::TcpListener::bind("0.0.0.0:0")?.local_addr()?.port();
-    config.mqtt_listen = format!("0.0.0.0:{port}").parse()?;
-    let backend = Backend::start(&config, &api).await?;
+    let (backend, port) = closed_embedded_broker(&api).await?;
     common::rollouts::upload(&api, &[("1.0.0", "digits_cnn_v1", ""), ("1.1.0", "digits_cnn_v2", "")]).await?;
     let (v1, v2) = (common::model("digits_cnn_v1")?, common::model("digits_cnn_v2")?);
     let data = api.dir.path().join("data");
