@@ -437,8 +437,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         if remember {
             self.refused = Some(Digest::of(payload));
         }
-        let report = Report::new(0, 0, Event::Rejected, digest, Some(code));
-        publish(net, Kind::Status, &report.status());
+        publish_refusal(net, digest, code);
         Ok(())
     }
 
@@ -825,6 +824,12 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
                 self.state.last_failed = Some(job.manifest);
             }
         }
+        self.conclude(report)
+    }
+
+    /// Ends what was in flight with `report` as the terminal report: one store of the
+    /// record (which the caller changed in RAM), then the report is due.
+    fn conclude(&mut self, report: Report) -> Result<(), AgentError> {
         self.state.report = Some(report);
         self.decoding = false;
         self.request = None;
@@ -877,11 +882,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             Action::Rollback => {
                 if self.state.job.is_some() {
                     // Not remembered: once the job ends, the retained command is judged again.
-                    publish(
-                        net,
-                        Kind::Status,
-                        &Report::new(0, 0, Event::Rejected, None, Some(ErrorCode::BUSY)).status(),
-                    );
+                    publish_refusal(net, None, ErrorCode::BUSY);
                     return Ok(());
                 }
                 if self.state.current.and_then(|c| c.manifest) != subject {
@@ -902,12 +903,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             return Ok(()); // not recorded: the retained command comes again
         }
         self.state.last_cmd = Some(verified.digest);
-        self.state.report = Some(report);
-        self.decoding = false;
-        self.request = None;
-        self.slot_erased = false;
-        self.persist()?;
-        self.report_due = true;
+        self.conclude(report)?;
         self.deliver_report(net);
         Ok(())
     }
@@ -959,7 +955,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         net: &mut T,
     ) -> Result<(), AgentError> {
         self.refused_cmd = Some(Digest::of(payload));
-        publish(net, Kind::Status, &Report::new(0, 0, Event::Rejected, subject, Some(code)).status());
+        publish_refusal(net, subject, code);
         Ok(())
     }
 
@@ -972,20 +968,10 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             return Ok(());
         }
         self.state.revoked = Revoked::from_list(&list);
-        let revoked = self.state.job.filter(|job| self.state.revoked.keys().contains(&job.key));
-        if let Some(job) = revoked {
-            let state = &mut self.state;
-            state.job = None;
-            state.last_failed = Some(job.manifest);
-            let seq = state.next_seq();
-            let code = Some(ErrorCode::KEY_REVOKED);
-            state.report = Some(Report::new(job.rollout, seq, Event::Rejected, Some(job.manifest), code));
-            self.decoding = false;
-            self.request = None;
-            self.slot_erased = false;
-            self.report_due = true;
+        match self.state.job.filter(|job| self.state.revoked.keys().contains(&job.key)) {
+            Some(job) => self.finish(job, Err(ErrorCode::KEY_REVOKED), None),
+            None => self.persist(),
         }
-        self.persist()
     }
 }
 
@@ -1012,6 +998,12 @@ fn publish<'a, T: Transport, M: Wire<'a>>(net: &mut T, kind: Kind, message: &M) 
     let mut buf = [0u8; mota_proto::limits::MAX_SMALL_MESSAGE_LEN];
     let Ok(len) = message.encode_into(&mut buf) else { return false };
     buf.get(..len).is_some_and(|bytes| net.publish(kind, bytes).is_ok())
+}
+
+/// Reports a refusal that changed nothing, under the reserved key (rollout 0, seq 0),
+/// naming the manifest it concerns when that is known (the backend files it there).
+fn publish_refusal<T: Transport>(net: &mut T, manifest: Option<Digest>, code: ErrorCode) {
+    publish(net, Kind::Status, &Report::new(0, 0, Event::Rejected, manifest, Some(code)).status());
 }
 
 fn progress_status(job: &Job, seq: u32, event: Event, bytes_done: u32) -> Status<'static> {
