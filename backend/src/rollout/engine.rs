@@ -444,22 +444,22 @@ impl Engine {
         );
         for (id, device, rollout, action, subject, image, manifest) in queued {
             let digest = |hex: Option<&String>| hex.and_then(|h| h.parse::<Digest>().ok());
-            // The column's CHECK allows only the kinds there are.
-            let action = CommandKind::parse(&action).map(CommandKind::action);
             let target = digest(image.as_ref()).map(|image| Target { image, manifest: digest(manifest.as_ref()) });
-            let command = match (digest(subject.as_ref()), action, target) {
-                (Some(subject), Some(Action::Cancel), _) => Some((subject, Action::Cancel, None)),
-                (Some(subject), Some(Action::Rollback), Some(target)) => {
-                    Some((subject, Action::Rollback, Some(target)))
+            // The column's CHECK allows only the kinds there are.
+            let command = match (CommandKind::parse(&action), digest(subject.as_ref()), target) {
+                (Some(CommandKind::Cancel), Some(subject), _) => Some((Action::Cancel, subject, None)),
+                (Some(CommandKind::Rollback), Some(subject), Some(target)) => {
+                    Some((Action::Rollback, subject, Some(target)))
                 }
-                (_, Some(Action::Rollback), _) => {
+                (Some(CommandKind::Rollback), ..) => {
                     self.rollback_unavailable(&device, rollout).await?;
                     None
                 }
-                (None, Some(Action::Cancel), _) | (_, None, _) => None,
+                // A cancel before any offer: nothing to cancel.
+                _ => None,
             };
             let topics = (Topic::new(&device, Kind::Cmd), Topic::new(&device, Kind::Offer));
-            if let (Some((subject, action, target)), (Ok(cmd_topic), Ok(offer_topic))) = (command, topics) {
+            if let (Some((action, subject, target)), (Ok(cmd_topic), Ok(offer_topic))) = (command, topics) {
                 let offer: Option<Vec<u8>> = sqlx::query_scalar(sqlx::AssertSqlSafe(current.clone()))
                     .bind(&device)
                     .fetch_optional(&self.db.pool)

@@ -153,16 +153,6 @@ states! {
     }
 }
 
-impl CommandKind {
-    /// The wire action.
-    pub fn action(self) -> mota_proto::Action {
-        match self {
-            Self::Rollback => mota_proto::Action::Rollback,
-            Self::Cancel => mota_proto::Action::Cancel,
-        }
-    }
-}
-
 impl RolloutState {
     /// Not ended: the engine steps it.
     pub const LIVE: &'static [Self] = &[Self::Running, Self::Paused];
