@@ -8,7 +8,11 @@
 //! everything else (verification, patching, hashing, the state store, validation on
 //! mota-runtime, the commit) is the agent as shipped.
 
+use core::cell::RefCell;
+use core::ffi::CStr;
 use core::ptr::addr_of_mut;
+
+use cortex_m::interrupt::Mutex;
 
 use cortex_m_semihosting::hprintln;
 use embedded_storage::nor_flash::{
@@ -18,6 +22,8 @@ use mota_agent::{Agent, Clock, Config, Factory, SlotMemory, Transport, Validator
 use mota_proto::message::{Chunk, Event, Get, Status};
 use mota_proto::topic::Kind;
 use mota_proto::{Digest, Limits, Wire};
+
+use crate::board::{Backing, BackingError};
 
 /// The factory model, flashed into slot 0 "at the factory".
 pub static FACTORY: &[u8] = FACTORY_BYTES;
@@ -70,6 +76,8 @@ pub enum RamFlashError {
     OutOfBounds,
     /// Not on a program unit or sector boundary.
     NotAligned,
+    /// The file behind the part could not be written.
+    Backing,
 }
 
 impl NorFlashError for RamFlashError {
@@ -77,6 +85,7 @@ impl NorFlashError for RamFlashError {
         match self {
             Self::OutOfBounds => NorFlashErrorKind::OutOfBounds,
             Self::NotAligned => NorFlashErrorKind::NotAligned,
+            Self::Backing => NorFlashErrorKind::Other,
         }
     }
 }
@@ -84,10 +93,26 @@ impl NorFlashError for RamFlashError {
 /// A region of the RAM "part" with NOR rules: 4-byte program units, 4 KiB sectors.
 pub struct RamFlash {
     base: *mut u8,
+    /// Where the region starts in the part.
+    at: usize,
     len: usize,
 }
 
+/// The file the part is kept in, when [`regions_in`] opened one.
+static BACKING: Mutex<RefCell<Option<Backing>>> = Mutex::new(RefCell::new(None));
+
 impl RamFlash {
+    /// Writes `len` bytes of the region from `start` through to the file, if any.
+    fn persist(&self, start: usize, len: usize) -> Result<(), RamFlashError> {
+        // SAFETY: inside this region of PART (checked by the caller); nothing writes
+        // these bytes while the file is written.
+        let bytes = unsafe { core::slice::from_raw_parts(self.base.add(start), len) };
+        cortex_m::interrupt::free(|cs| match BACKING.borrow(cs).borrow_mut().as_mut() {
+            Some(backing) => backing.store(self.at + start, bytes).map_err(|_| RamFlashError::Backing),
+            None => Ok(()),
+        })
+    }
+
     fn span(&self, offset: u32, len: usize) -> Result<usize, RamFlashError> {
         let start = offset as usize;
         if start.checked_add(len).is_none_or(|end| end > self.len) {
@@ -134,7 +159,7 @@ impl NorFlash for RamFlash {
             // SAFETY: as in read.
             unsafe { self.base.add(i).write_volatile(0xFF) };
         }
-        Ok(())
+        self.persist(start, to as usize - start)
     }
 
     fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), RamFlashError> {
@@ -149,7 +174,7 @@ impl NorFlash for RamFlash {
                 p.write_volatile(p.read_volatile() & b);
             }
         }
-        Ok(())
+        self.persist(start, bytes.len())
     }
 }
 
@@ -167,10 +192,35 @@ pub fn regions() -> (RamFlash, RamFlash, RamFlash) {
         for (i, &b) in FACTORY.iter().enumerate() {
             base.add(STATE_LEN + i).write_volatile(b);
         }
+    }
+    split()
+}
+
+/// The regions of a part kept in the host file at `path` (semihosting): loaded from it,
+/// or, on the very first boot, created as a device leaves production. Every program and
+/// erase is in the file before it returns, so killing QEMU is a power cut. Call once.
+pub fn regions_in(path: &CStr) -> Result<(RamFlash, RamFlash, RamFlash), BackingError> {
+    let base = addr_of_mut!(PART).cast::<u8>();
+    // SAFETY: PART is only reached through the regions, created after this.
+    let image = unsafe { core::slice::from_raw_parts_mut(base, PART_LEN) };
+    let backing = Backing::open(path, image, |part| {
+        part.fill(0xFF);
+        if let Some(slot) = part.get_mut(STATE_LEN..STATE_LEN + FACTORY.len()) {
+            slot.copy_from_slice(FACTORY);
+        }
+    })?;
+    cortex_m::interrupt::free(|cs| BACKING.borrow(cs).replace(Some(backing)));
+    Ok(split())
+}
+
+fn split() -> (RamFlash, RamFlash, RamFlash) {
+    let base = addr_of_mut!(PART).cast::<u8>();
+    // SAFETY: offsets inside PART; the regions do not overlap.
+    unsafe {
         (
-            RamFlash { base: base.add(STATE_LEN), len: SLOT_LEN },
-            RamFlash { base: base.add(STATE_LEN + SLOT_LEN), len: SLOT_LEN },
-            RamFlash { base, len: STATE_LEN },
+            RamFlash { base: base.add(STATE_LEN), at: STATE_LEN, len: SLOT_LEN },
+            RamFlash { base: base.add(STATE_LEN + SLOT_LEN), at: STATE_LEN + SLOT_LEN, len: SLOT_LEN },
+            RamFlash { base, at: 0, len: STATE_LEN },
         )
     }
 }

@@ -3,6 +3,7 @@
 //! painting.
 #![no_std]
 
+pub mod board;
 pub mod demo;
 
 /// Start of a measured region: the trace script counts instructions from here.
