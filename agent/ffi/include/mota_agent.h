@@ -27,9 +27,21 @@
 #define MOTA_FLASH_ERASE_SIZE 4096
 #endif
 
+/*
+ * Bytes of the buffer mota_session_start needs when the agent asks for chunk_bytes per
+ * chunk (mota_config.chunk_bytes): the largest incoming message (a chunk and its header,
+ * or an envelope) plus MOTA_SESSION_OVERHEAD. mota_session_buffer_len computes the same.
+ */
+#define MOTA_SESSION_BUFFER_BYTES(chunk_bytes) (MOTA_SESSION_OVERHEAD + ((chunk_bytes) + 64 > MOTA_SESSION_MIN_MESSAGE ? (chunk_bytes) + 64 : MOTA_SESSION_MIN_MESSAGE))
 
 
 
+
+
+/**
+ * Milliseconds between the agent's timer ticks (`Agent::poll`) in the session.
+ */
+#define TICK_MS 250
 
 /**
  * Returned by calls that succeeded.
@@ -46,6 +58,28 @@
  * Returned by `mota_agent_active_model` when the device has no model to run.
  */
 #define MOTA_NO_MODEL 1
+
+/**
+ * Returned by `mota_agent_job` when no update is in progress.
+ */
+#define MOTA_NO_JOB 1
+
+/**
+ * Returned by `mota_session_poll` when the session (re)connected, subscribed and said
+ * hello during this call.
+ */
+#define MOTA_SESSION_CONNECTED 1
+
+/**
+ * Bytes the bundled session needs besides its largest incoming message (see
+ * `MOTA_SESSION_BUFFER_BYTES`).
+ */
+#define MOTA_SESSION_OVERHEAD 3443
+
+/**
+ * The session's receive buffer holds at least an envelope (1,536 bytes).
+ */
+#define MOTA_SESSION_MIN_MESSAGE 1536
 
 /**
  * A `mota_measurement` field the validator did not measure.
@@ -236,17 +270,41 @@ enum mota_error
    * `mota_session_start` was already called.
    */
   MOTA_ERROR_SESSION_ALREADY_STARTED = -16,
-  /**
-   * The MQTT session failed (stream error, broker refused, protocol error); it
-   * reconnects on the next poll.
-   */
-  MOTA_ERROR_SESSION = -17,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
 typedef enum mota_error mota_error;
 #else
 typedef int32_t mota_error;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Where an update stands (`mota_job.phase`).
+ */
+enum mota_phase
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint8_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Receiving the image (full, or rebuilt from a patch) into the inactive slot.
+   */
+  MOTA_PHASE_IMAGE = 1,
+  /**
+   * Receiving (or copying) the validation set.
+   */
+  MOTA_PHASE_SET = 2,
+  /**
+   * Image and set verified: the validation run is due.
+   */
+  MOTA_PHASE_VALIDATE = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum mota_phase mota_phase;
+#else
+typedef uint8_t mota_phase;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -552,6 +610,50 @@ typedef struct mota_active_model {
   char version[MOTA_VERSION_BYTES];
 } mota_active_model;
 
+/**
+ * The update in progress (`mota_agent_job`).
+ */
+typedef struct mota_job {
+  /**
+   * A `mota_phase`.
+   */
+  uint8_t phase;
+  /**
+   * Boots that started validating this update.
+   */
+  uint8_t trials;
+  /**
+   * The rollout it belongs to.
+   */
+  uint64_t rollout;
+  /**
+   * Bytes of the current artifact (image, patch or set) received so far and stored.
+   */
+  uint32_t progress;
+  /**
+   * The new model's name, NUL-terminated.
+   */
+  char name[MOTA_NAME_BYTES];
+  /**
+   * The new model's version, NUL-terminated.
+   */
+  char version[MOTA_VERSION_BYTES];
+} mota_job;
+
+/**
+ * Reads up to `len` bytes of the MQTT byte stream into `buf` without blocking. Returns
+ * the number of bytes read (0 when none are waiting), or a negative value when the
+ * stream failed (the session reconnects).
+ */
+typedef ptrdiff_t (*mota_stream_read_fn)(void *ctx, uint8_t *buf, size_t len);
+
+/**
+ * Writes up to `len` bytes of `data` to the MQTT byte stream. Returns the number of
+ * bytes written (0 when it cannot take any now), or a negative value when the stream
+ * failed.
+ */
+typedef ptrdiff_t (*mota_stream_write_fn)(void *ctx, const uint8_t *data, size_t len);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -640,6 +742,18 @@ int32_t mota_agent_poll(void);
 int32_t mota_agent_active_model(struct mota_active_model *out);
 
 /**
+ * The update in progress into `*out`: its phase (`mota_phase`), the new model's name and
+ * version, its rollout, bytes of the current artifact stored and validation trials. For
+ * logs and progress displays.
+ *
+ * Returns `MOTA_OK`, `MOTA_NO_JOB` (`*out` untouched), or a negative `mota_error`.
+ *
+ * # Safety
+ * `out` points to a writable `mota_job`.
+ */
+int32_t mota_agent_job(struct mota_job *out);
+
+/**
  * Whether the agent has nothing to do until a message arrives (no update in progress, no
  * report to deliver): a hint for low-power firmware.
  *
@@ -682,6 +796,61 @@ int32_t mota_topic(uint8_t kind, const char *device, char *buf, size_t len);
  * `kinds` points to `cap` writable bytes.
  */
 int32_t mota_subscriptions(uint8_t *kinds, size_t cap);
+
+/**
+ * Starts the bundled MQTT v5 session (mota-agent-mqtt, on minimq) over a byte stream
+ * already connected to the broker (a UART, a socket, a modem's transparent mode; the
+ * stream's owner reconnects it underneath). Call after `mota_agent_boot`, once. The
+ * session logs in with the device id as client id and username (brokers' ACL patterns
+ * rely on it) and `password` (NUL-terminated, at most 128 bytes; NULL for none), sets the
+ * last will (the `offline` hello), subscribes to the device's topics, says hello,
+ * hands messages to the agent, ticks it every 250 ms, pings every `keep_alive_s` / 2
+ * seconds and connects again when a ping goes unanswered. Then call
+ * `mota_session_poll` from the main loop instead of `mota_agent_hello`, `_handle` and
+ * `_poll`.
+ *
+ * `read` must not block (return 0 when no byte waits); `write` may write fewer bytes
+ * than asked. `buffer` (`buffer_len` bytes, at least
+ * `MOTA_SESSION_BUFFER_BYTES(chunk_bytes)`) and `password` are the session's for good.
+ *
+ * Returns `MOTA_OK`, or a negative `mota_error` (`MOTA_ERROR_LENGTH`: buffer too small).
+ *
+ * # Safety
+ * `read` and `write` are valid stream callbacks for `ctx`; `password` is NULL or a
+ * NUL-terminated string that stays valid; `buffer` points to `buffer_len` writable bytes
+ * used by nothing else, for good.
+ */
+int32_t mota_session_start(mota_stream_read_fn read,
+                           mota_stream_write_fn write,
+                           void *ctx,
+                           const char *password,
+                           uint16_t keep_alive_s,
+                           uint8_t *buffer,
+                           size_t buffer_len);
+
+/**
+ * Runs the bundled session: reads and handles messages (up to 8 per call), keeps the
+ * connection alive, ticks the agent. Call it from the main loop, often (every
+ * millisecond or so while bytes arrive: it never blocks). Check
+ * `mota_agent_active_model` after it.
+ *
+ * Returns `MOTA_OK`, `MOTA_SESSION_CONNECTED` when the session (re)connected, subscribed
+ * and said hello in this call, or a negative `mota_error` (`MOTA_ERROR_STATE`/`_FLASH`:
+ * reset).
+ */
+int32_t mota_session_poll(void);
+
+/**
+ * Whether the bundled session is connected, subscribed and has said hello.
+ *
+ * Returns 1 (online), 0 (offline), or a negative `mota_error`.
+ */
+int32_t mota_session_is_online(void);
+
+/**
+ * `MOTA_SESSION_BUFFER_BYTES(chunk_bytes)`, computed by the library.
+ */
+size_t mota_session_buffer_len(uint32_t chunk_bytes);
 
 /**
  * The stable name of a result code (`"ok"`, `"flash"`, ...; `"unknown"` for other

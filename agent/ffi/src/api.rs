@@ -20,7 +20,8 @@ use static_cell::StaticCell;
 use crate::codes::Error;
 use crate::flash::{self, Region};
 use crate::platform::{AnyValidator, CClock, CTransport, kind_from_number, kind_number};
-use crate::types::{self, MOTA_IGNORED, MOTA_NO_MODEL, MOTA_OK, Platform};
+use crate::session::CSession;
+use crate::types::{self, MOTA_IGNORED, MOTA_NO_JOB, MOTA_NO_MODEL, MOTA_OK, Platform};
 
 /// The agent over the C flash callbacks.
 pub type CAgent = Agent<'static, Region, Region, AnyValidator>;
@@ -43,6 +44,10 @@ pub struct Running {
     pub platform: Platform,
     /// `Config::device_id`, to pick this device's topics.
     pub device_id: &'static str,
+    /// `Config::chunk_bytes`, to size the session's buffer.
+    pub chunk_bytes: u32,
+    /// The bundled MQTT session, once started.
+    pub session: Option<&'static mut CSession>,
 }
 
 enum Phase {
@@ -99,7 +104,7 @@ fn start(args: BootArgs) -> Result<Running, Result<Error, Error>> {
     }
     check(&config).map_err(Ok)?;
     let validator = validator(&platform).map_err(Ok)?;
-    let device_id = config.device_id;
+    let (device_id, chunk_bytes) = (config.device_id, config.chunk_bytes);
     let (Some(config), Some(cell)) = (CONFIG.try_init(config), AGENT.try_uninit()) else {
         return Err(Err(Error::AlreadyBooted));
     };
@@ -109,7 +114,7 @@ fn start(args: BootArgs) -> Result<Running, Result<Error, Error>> {
     ];
     let state = Region::new(platform, types::Region::State as u8, platform.state_bytes);
     match Agent::boot(config, slots, state, validator, arena) {
-        Ok(agent) => Ok(Running { agent: cell.write(agent), platform, device_id }),
+        Ok(agent) => Ok(Running { agent: cell.write(agent), platform, device_id, chunk_bytes, session: None }),
         Err(e) => Err(Err(stopped_by(e))),
     }
 }
@@ -255,6 +260,29 @@ pub fn active_model(out: &mut types::ActiveModel) -> Result<i32, Error> {
         sha256: m.sha256.0,
         counter: m.counter,
         arena_bytes: m.arena_bytes,
+        name,
+        version,
+    };
+    Ok(MOTA_OK)
+}
+
+/// `mota_agent_job`.
+pub fn job(out: &mut types::Job) -> Result<i32, Error> {
+    let Some(job) = with_running(|r| Ok(r.agent.state().job))? else { return Ok(MOTA_NO_JOB) };
+    let phase = match job.phase {
+        mota_agent::state::Phase::Image => types::Phase::Image,
+        mota_agent::state::Phase::Set => types::Phase::Set,
+        mota_agent::state::Phase::Validate => types::Phase::Validate,
+    };
+    let mut name = [0; types::MOTA_NAME_BYTES];
+    let mut version = [0; types::MOTA_VERSION_BYTES];
+    copy_c_str(job.name.as_str(), &mut name);
+    copy_c_str(job.version.as_str(), &mut version);
+    *out = types::Job {
+        phase: phase as u8,
+        trials: job.trials,
+        rollout: job.rollout,
+        progress: job.progress,
         name,
         version,
     };

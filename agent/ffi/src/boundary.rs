@@ -11,12 +11,15 @@
 
 #![allow(unsafe_code)]
 
-use core::ffi::c_char;
+use core::ffi::{c_char, c_void};
 
 use crate::api::{self, BootArgs};
 use crate::codes::{Error, status};
 use crate::flash;
-use crate::types::{ActiveModel, Config, Factory, Located, MOTA_NOT_MEASURED, Measurement, Platform};
+use crate::session::{self, CStream};
+use crate::types::{
+    ActiveModel, Config, Factory, Job, Located, MOTA_NOT_MEASURED, Measurement, Platform, StreamReadFn, StreamWriteFn,
+};
 
 /// Largest number of root keys a configuration may list.
 const MAX_ROOTS: usize = 16;
@@ -29,6 +32,14 @@ const MISSING: i32 = i32::MIN;
 // calls `mota_*`; the agent calls them only inside such a call, and `api.rs` lets only
 // one call at a time hold the agent, so they are never called concurrently.
 unsafe impl Send for Platform {}
+
+/// The C stream's context pointer.
+#[derive(Clone, Copy)]
+pub struct Ctx(*mut c_void);
+
+// SAFETY: as for `Platform`: the stream callbacks are called only inside
+// `mota_session_*` calls, one at a time.
+unsafe impl Send for Ctx {}
 
 // ---------------------------------------------------------------------------------------
 // Checks of C arguments.
@@ -255,6 +266,24 @@ pub fn validate(
     (rc, out)
 }
 
+/// The stream's `read` into `buf`: bytes read, or `None` when it failed.
+pub fn stream_read(f: StreamReadFn, ctx: Ctx, buf: &mut [u8]) -> Option<usize> {
+    let f = f?;
+    // SAFETY: the firmware's stream `read` (non-NULL); `buf` is writable for `buf.len()`
+    // bytes during the call.
+    let n = unsafe { f(ctx.0, buf.as_mut_ptr(), buf.len()) };
+    usize::try_from(n).ok().map(|n| n.min(buf.len()))
+}
+
+/// The stream's `write` of `data`: bytes written, or `None` when it failed.
+pub fn stream_write(f: StreamWriteFn, ctx: Ctx, data: &[u8]) -> Option<usize> {
+    let f = f?;
+    // SAFETY: the firmware's stream `write` (non-NULL); `data` is readable for
+    // `data.len()` bytes during the call.
+    let n = unsafe { f(ctx.0, data.as_ptr(), data.len()) };
+    usize::try_from(n).ok().map(|n| n.min(data.len()))
+}
+
 /// Both slots as the CPU reads them, at the platform's `slot_base` addresses.
 #[cfg(feature = "runtime")]
 pub struct MappedSlots {
@@ -401,6 +430,19 @@ pub unsafe extern "C" fn mota_agent_active_model(out: *mut ActiveModel) -> i32 {
     status(out_struct(out).and_then(api::active_model))
 }
 
+/// The update in progress into `*out`: its phase (`mota_phase`), the new model's name and
+/// version, its rollout, bytes of the current artifact stored and validation trials. For
+/// logs and progress displays.
+///
+/// Returns `MOTA_OK`, `MOTA_NO_JOB` (`*out` untouched), or a negative `mota_error`.
+///
+/// # Safety
+/// `out` points to a writable `mota_job`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mota_agent_job(out: *mut Job) -> i32 {
+    status(out_struct(out).and_then(api::job))
+}
+
 /// Whether the agent has nothing to do until a message arrives (no update in progress, no
 /// report to deliver): a hint for low-power firmware.
 ///
@@ -457,6 +499,75 @@ pub unsafe extern "C" fn mota_subscriptions(kinds: *mut u8, cap: usize) -> i32 {
         return Error::NullPointer.code();
     }
     status(bytes_mut(kinds, cap).and_then(api::subscriptions))
+}
+
+/// Starts the bundled MQTT v5 session (mota-agent-mqtt, on minimq) over a byte stream
+/// already connected to the broker (a UART, a socket, a modem's transparent mode; the
+/// stream's owner reconnects it underneath). Call after `mota_agent_boot`, once. The
+/// session logs in with the device id as client id and username (brokers' ACL patterns
+/// rely on it) and `password` (NUL-terminated, at most 128 bytes; NULL for none), sets the
+/// last will (the `offline` hello), subscribes to the device's topics, says hello,
+/// hands messages to the agent, ticks it every 250 ms, pings every `keep_alive_s` / 2
+/// seconds and connects again when a ping goes unanswered. Then call
+/// `mota_session_poll` from the main loop instead of `mota_agent_hello`, `_handle` and
+/// `_poll`.
+///
+/// `read` must not block (return 0 when no byte waits); `write` may write fewer bytes
+/// than asked. `buffer` (`buffer_len` bytes, at least
+/// `MOTA_SESSION_BUFFER_BYTES(chunk_bytes)`) and `password` are the session's for good.
+///
+/// Returns `MOTA_OK`, or a negative `mota_error` (`MOTA_ERROR_LENGTH`: buffer too small).
+///
+/// # Safety
+/// `read` and `write` are valid stream callbacks for `ctx`; `password` is NULL or a
+/// NUL-terminated string that stays valid; `buffer` points to `buffer_len` writable bytes
+/// used by nothing else, for good.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mota_session_start(
+    read: StreamReadFn,
+    write: StreamWriteFn,
+    ctx: *mut c_void,
+    password: *const c_char,
+    keep_alive_s: u16,
+    buffer: *mut u8,
+    buffer_len: usize,
+) -> i32 {
+    let run = || {
+        if read.is_none() || write.is_none() || buffer.is_null() {
+            return Err(Error::NullPointer);
+        }
+        let password = if password.is_null() { None } else { Some(c_str(password, 128)?) };
+        let buffer = bytes_mut(buffer, buffer_len)?;
+        session::start(CStream::new(read, write, Ctx(ctx)), password, keep_alive_s, buffer)
+    };
+    status(run())
+}
+
+/// Runs the bundled session: reads and handles messages (up to 8 per call), keeps the
+/// connection alive, ticks the agent. Call it from the main loop, often (every
+/// millisecond or so while bytes arrive: it never blocks). Check
+/// `mota_agent_active_model` after it.
+///
+/// Returns `MOTA_OK`, `MOTA_SESSION_CONNECTED` when the session (re)connected, subscribed
+/// and said hello in this call, or a negative `mota_error` (`MOTA_ERROR_STATE`/`_FLASH`:
+/// reset).
+#[unsafe(no_mangle)]
+pub extern "C" fn mota_session_poll() -> i32 {
+    status(session::poll())
+}
+
+/// Whether the bundled session is connected, subscribed and has said hello.
+///
+/// Returns 1 (online), 0 (offline), or a negative `mota_error`.
+#[unsafe(no_mangle)]
+pub extern "C" fn mota_session_is_online() -> i32 {
+    status(session::is_online())
+}
+
+/// `MOTA_SESSION_BUFFER_BYTES(chunk_bytes)`, computed by the library.
+#[unsafe(no_mangle)]
+pub extern "C" fn mota_session_buffer_len(chunk_bytes: u32) -> usize {
+    mota_agent_mqtt::buffer_len(chunk_bytes)
 }
 
 /// The stable name of a result code (`"ok"`, `"flash"`, ...; `"unknown"` for other

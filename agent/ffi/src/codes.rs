@@ -49,9 +49,6 @@ pub enum Error {
     SessionNotStarted = -15,
     /// `mota_session_start` was already called.
     SessionAlreadyStarted = -16,
-    /// The MQTT session failed (stream error, broker refused, protocol error); it
-    /// reconnects on the next poll.
-    Session = -17,
 }
 
 impl Error {
@@ -79,13 +76,12 @@ impl Error {
             Self::NoPublish => c"no_publish",
             Self::SessionNotStarted => c"session_not_started",
             Self::SessionAlreadyStarted => c"session_already_started",
-            Self::Session => c"session",
         }
     }
 
     /// All codes, for lookups by number.
     /// cbindgen:ignore
-    pub const ALL: [Error; 17] = [
+    pub const ALL: [Error; 16] = [
         Self::NullPointer,
         Self::Misaligned,
         Self::Utf8,
@@ -102,7 +98,6 @@ impl Error {
         Self::NoPublish,
         Self::SessionNotStarted,
         Self::SessionAlreadyStarted,
-        Self::Session,
     ];
 
     /// The code with this number.

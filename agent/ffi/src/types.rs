@@ -15,6 +15,16 @@ pub const MOTA_OK: i32 = 0;
 pub const MOTA_IGNORED: i32 = 1;
 /// Returned by `mota_agent_active_model` when the device has no model to run.
 pub const MOTA_NO_MODEL: i32 = 1;
+/// Returned by `mota_agent_job` when no update is in progress.
+pub const MOTA_NO_JOB: i32 = 1;
+/// Returned by `mota_session_poll` when the session (re)connected, subscribed and said
+/// hello during this call.
+pub const MOTA_SESSION_CONNECTED: i32 = 1;
+/// Bytes the bundled session needs besides its largest incoming message (see
+/// `MOTA_SESSION_BUFFER_BYTES`).
+pub const MOTA_SESSION_OVERHEAD: usize = 3443;
+/// The session's receive buffer holds at least an envelope (1,536 bytes).
+pub const MOTA_SESSION_MIN_MESSAGE: usize = 1536;
 /// A `mota_measurement` field the validator did not measure.
 pub const MOTA_NOT_MEASURED: u32 = u32::MAX;
 /// Bytes of `mota_active_model.name`: the longest model name (64) and its NUL.
@@ -168,6 +178,36 @@ pub struct ActiveModel {
     /// Model name, NUL-terminated.
     pub name: [c_char; MOTA_NAME_BYTES],
     /// Version, NUL-terminated.
+    pub version: [c_char; MOTA_VERSION_BYTES],
+}
+
+/// Where an update stands (`mota_job.phase`).
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Receiving the image (full, or rebuilt from a patch) into the inactive slot.
+    Image = 1,
+    /// Receiving (or copying) the validation set.
+    Set = 2,
+    /// Image and set verified: the validation run is due.
+    Validate = 3,
+}
+
+/// The update in progress (`mota_agent_job`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Job {
+    /// A `mota_phase`.
+    pub phase: u8,
+    /// Boots that started validating this update.
+    pub trials: u8,
+    /// The rollout it belongs to.
+    pub rollout: u64,
+    /// Bytes of the current artifact (image, patch or set) received so far and stored.
+    pub progress: u32,
+    /// The new model's name, NUL-terminated.
+    pub name: [c_char; MOTA_NAME_BYTES],
+    /// The new model's version, NUL-terminated.
     pub version: [c_char; MOTA_VERSION_BYTES],
 }
 
