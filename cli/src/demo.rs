@@ -55,6 +55,17 @@ pub struct DemoArgs {
     /// Keep the backend's data here instead of a temporary directory.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Run the devices as QEMU Cortex-M4 machines with this firmware image (ELF; repeat
+    /// to mix images, the devices take them in turn), over a Mosquitto started for them.
+    /// `agent/firmware/scripts/demo.sh` builds the images and runs this.
+    #[arg(long, value_name = "FIRMWARE")]
+    qemu: Vec<PathBuf>,
+    /// With --qemu: cut the power of devices (SIGKILL to QEMU, then boot from the same
+    /// flash file) at random moments of every update, while they download, validate and
+    /// commit; the demo fails if fewer cuts than this happened, or if the fleet does not
+    /// end where the backend says it is.
+    #[arg(long, default_value_t = 0, requires = "qemu")]
+    kills: u32,
 }
 
 /// What [`Stack::start`] runs.
@@ -66,6 +77,9 @@ pub struct StackOptions {
     pub listen: SocketAddr,
     /// The backend's data directory (default: a temporary one, removed by [`Stack::stop`]).
     pub data_dir: Option<PathBuf>,
+    /// Firmware images: the devices are QEMU machines running them (over Mosquitto)
+    /// instead of simulated ones.
+    pub qemu: Vec<PathBuf>,
 }
 
 /// A backend on its embedded defaults and a fleet of simulated devices, in this process:
@@ -80,17 +94,44 @@ pub struct Stack {
     server: tokio::task::JoinHandle<Result<(), mota_backend::server::ServerError>>,
     stop_fleet: tokio::sync::oneshot::Sender<()>,
     fleet: std::thread::JoinHandle<()>,
+    qemu: Option<(crate::qemu::Fleet, crate::qemu::Mosquitto)>,
+    devices: usize,
     _temp: Option<tempfile::TempDir>,
 }
 
 pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     let started = Instant::now();
     let devices = usize::from(args.devices);
-    println!("mota demo: a backend, {devices} simulated devices and two rollouts, all on this machine.\n");
-    let options = StackOptions { devices, listen: args.listen, data_dir: args.data_dir.clone() };
-    let stack = Stack::start(&options).await?;
-    let client = &stack.client;
+    let kind = if args.qemu.is_empty() { "simulated devices" } else { "QEMU Cortex-M4 devices" };
+    println!("mota demo: a backend, {devices} {kind} and two rollouts, all on this machine.\n");
+    let options = StackOptions { devices, listen: args.listen, data_dir: args.data_dir.clone(), qemu: args.qemu };
+    let mut stack = Stack::start(&options).await?;
+    let (good, bad) = scenario(&mut stack, args.kills).await?;
+    println!("\nfinished in {:.0} s", started.elapsed().as_secs_f64());
 
+    if args.keep {
+        println!("\nstill running (Ctrl-C stops):");
+        println!("  dashboard  {}/ui/#token={}", stack.url, stack.token);
+        println!("  CLI        export MOTA_SERVER={} MOTA_TOKEN={}", stack.url, stack.token);
+        println!("             mota rollout show {good}    mota rollout show {bad}    mota device list");
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    } else {
+        println!(
+            "\nnext: `mota demo --keep` leaves it running with the dashboard; README.md has the quickstart for real use"
+        );
+    }
+    stack.stop().await
+}
+
+/// What the demo shows, on a started stack: the fleet on 1.0.0, a good 1.1.0 rolled out
+/// (mostly as patches), a degraded 1.2.0 refused by the canaries' own validation and
+/// paused, then a summary read back from the backend. With QEMU devices, `kills` power
+/// cuts land during the updates and every device must end where the backend says it
+/// is. Returns the ids of the good and the degraded rollout.
+pub async fn scenario(stack: &mut Stack, kills: u32) -> Result<(i64, i64)> {
+    let client = &stack.client;
+    let devices = stack.devices;
+    let mut cuts = (kills > 0).then(|| crate::qemu::PowerCuts::new(now_ms() as u64));
     step(1, "the fleet runs digits 1.0.0");
     let set = validation_set()?;
     let v1 = push(
@@ -118,7 +159,8 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
         bytes(&v2["image_size"])
     );
     let good = rollout(client, "1.1.0", devices, &[]).await?;
-    let watched = crate::rollout::watch(client, &WatchArgs::of(good), false).await;
+    let watched =
+        watch(client, good, stack.qemu.as_mut().zip(cuts.as_mut()).map(|((fleet, _), cuts)| (fleet, cuts))).await;
     watched.with_context(|| format!("rollout {good} of the good model did not complete"))?;
 
     step(3, "a degraded 1.2.0: the canaries measure it on their validation sets and refuse it");
@@ -126,7 +168,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     wait_for_delta(client, "1.2.0").await?;
     let canaries: Vec<String> = (0..2).map(|i| mota_sim::device_id("demo-", i)).collect();
     let bad = rollout(client, "1.2.0", devices, &canaries).await?;
-    match crate::rollout::watch(client, &WatchArgs::of(bad), false).await {
+    match watch(client, bad, stack.qemu.as_mut().zip(cuts.as_mut()).map(|((fleet, _), cuts)| (fleet, cuts))).await {
         Err(e) if e.downcast_ref::<crate::exit::Stopped>().is_some_and(|s| s.state == "paused") => {}
         Err(e) => return Err(e.context(format!("rollout {bad} of the degraded model"))),
         Ok(()) => bail!("rollout {bad} of the degraded model completed: the canaries should have refused it"),
@@ -139,20 +181,83 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
 
     step(4, "summary");
     summary(client, good, bad, &v2).await?;
-    println!("\nfinished in {:.0} s", started.elapsed().as_secs_f64());
-
-    if args.keep {
-        println!("\nstill running (Ctrl-C stops):");
-        println!("  dashboard  {}/ui/#token={}", stack.url, stack.token);
-        println!("  CLI        export MOTA_SERVER={} MOTA_TOKEN={}", stack.url, stack.token);
-        println!("             mota rollout show {bad}    mota rollout abort {bad}    mota device list");
-        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
-    } else {
-        println!(
-            "\nnext: `mota demo --keep` leaves it running with the dashboard; README.md has the quickstart for real use"
-        );
+    if let Some((fleet, _)) = stack.qemu.as_mut() {
+        let done = cuts.map(|c| c.done).unwrap_or_default();
+        devices_agree(client, fleet, &done).await?;
+        if done.total() < kills {
+            bail!("only {} power cuts happened during the updates, {kills} were asked for", done.total());
+        }
     }
-    stack.stop().await
+    Ok((good, bad))
+}
+
+/// Watches rollout `id` to its end, cutting QEMU devices' power meanwhile.
+async fn watch(
+    client: &Client,
+    id: i64,
+    cuts: Option<(&mut crate::qemu::Fleet, &mut crate::qemu::PowerCuts)>,
+) -> Result<()> {
+    let args = WatchArgs::of(id);
+    let watching = crate::rollout::watch(client, &args, false);
+    let Some((fleet, cuts)) = cuts else { return watching.await };
+    tokio::pin!(watching);
+    loop {
+        tokio::select! {
+            outcome = &mut watching => return outcome,
+            () = tokio::time::sleep(Duration::from_millis(20)) => cuts.step(fleet).await?,
+        }
+    }
+}
+
+/// Every QEMU device runs, by its own account, the model the backend has on record for
+/// it, and is idle and online (waits up to 60 s for the last reports after power cuts).
+async fn devices_agree(client: &Client, fleet: &crate::qemu::Fleet, cuts: &crate::qemu::Cuts) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut disagree = Vec::new();
+        let mut rows = Vec::new();
+        for (i, id) in fleet.ids().iter().enumerate() {
+            let seen = fleet.seen(id);
+            let record = client.get(&format!("/v1/devices/{id}"), &[]).await?;
+            let image = fleet.firmware(i).and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned());
+            if let Some(line) = &seen.trouble {
+                bail!("{id} printed {line:?}");
+            }
+            let agreed = seen.running.is_some()
+                && record["running_sha256"].as_str() == seen.running.as_deref()
+                && seen.phase == "idle"
+                && record["online"] == true;
+            if !agreed {
+                disagree.push(format!(
+                    "{id}: runs {:?} ({}), backend says {} (online {})",
+                    seen.version, seen.phase, record["running_version"], record["online"]
+                ));
+            }
+            rows.push(format!(
+                "  {id} ({}): digits {} on the device and in the backend; {} boots, {} power cuts",
+                image.unwrap_or_default(),
+                seen.version.unwrap_or_default(),
+                seen.boots,
+                seen.kills
+            ));
+        }
+        if disagree.is_empty() {
+            println!("\nQEMU devices, each by its own account:");
+            rows.iter().for_each(|r| println!("{r}"));
+            println!(
+                "  {} power cuts survived: {} while downloading, {} while validating, {} after deciding",
+                cuts.total(),
+                cuts.download,
+                cuts.validation,
+                cuts.decision
+            );
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("devices and backend disagree after 60 s: {}", disagree.join("; "));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 fn step(n: u32, what: &str) {
@@ -178,6 +283,11 @@ impl Stack {
         let mqtt_port = mota_sim::broker::free_port().context("finding a free port for the broker")?;
         config.no_mqtt = false;
         config.mqtt_listen = SocketAddr::from(([127, 0, 0, 1], mqtt_port));
+        let mosquitto = match args.qemu.is_empty() {
+            true => None,
+            false => Some(crate::qemu::Mosquitto::start().await?),
+        };
+        config.mqtt_url = mosquitto.as_ref().map(crate::qemu::Mosquitto::url);
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
@@ -199,9 +309,24 @@ impl Stack {
         let token = mota_backend::tokens::create(&db, "demo", mota_backend::tokens::Role::Operator, now_ms()).await?;
         db.pool.close().await;
         let root = dev_root(&dir)?;
+        let ids: Vec<String> = (0..args.devices).map(|i| mota_sim::device_id("demo-", i)).collect();
+        let qemu = match mosquitto {
+            Some(mosquitto) => {
+                let options = crate::qemu::FleetOptions {
+                    firmware: args.qemu.clone(),
+                    ids,
+                    broker_port: mosquitto.port(),
+                    root,
+                    dir: dir.join("devices"),
+                };
+                std::fs::create_dir_all(&options.dir)?;
+                Some((crate::qemu::Fleet::start(options)?, mosquitto))
+            }
+            None => None,
+        };
         let (stop_fleet, fleet_stopped) = tokio::sync::oneshot::channel::<()>();
         let options = mota_sim::FleetOptions {
-            count: args.devices,
+            count: if qemu.is_some() { 0 } else { args.devices },
             prefix: "demo-".into(),
             data_dir: None,
             stagger: Duration::from_millis(2),
@@ -239,6 +364,8 @@ impl Stack {
             server,
             stop_fleet,
             fleet,
+            qemu,
+            devices: args.devices,
             _temp: temp,
         })
     }
@@ -267,8 +394,17 @@ impl Stack {
         Ok(token)
     }
 
+    /// The QEMU devices, when the stack runs them.
+    pub fn qemu(&mut self) -> Option<&mut crate::qemu::Fleet> {
+        self.qemu.as_mut().map(|(fleet, _)| fleet)
+    }
+
     /// Stops the fleet and the backend, and removes a temporary data directory.
-    pub async fn stop(self) -> Result<()> {
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some((mut fleet, mosquitto)) = self.qemu.take() {
+            fleet.stop().await;
+            mosquitto.stop().await;
+        }
         let _ = self.stop_fleet.send(());
         let _ = self.stop_server.send(());
         self.server.await.context("the backend's task")??;
@@ -370,10 +506,15 @@ async fn wait_for_delta(client: &Client, version: &str) -> Result<Value> {
 async fn rollout(client: &Client, version: &str, devices: usize, canaries: &[String]) -> Result<i64> {
     let first = devices.div_ceil(20).max(canaries.len()).max(1);
     let second = (devices * 3 / 10).max(first + 1) - first;
+    // A fleet too small for three cohorts (three devices and two canaries) gets two.
+    let cohorts = match first + second < devices {
+        true => json!([{ "count": first }, { "count": second }, { "percent": 100 }]),
+        false => json!([{ "count": first }, { "percent": 100 }]),
+    };
     let body = json!({
         "model": "digits", "version": version,
         "selector": { "class": CLASS },
-        "plan": { "cohorts": [{ "count": first }, { "count": second }, { "percent": 100 }], "canary": canaries },
+        "plan": { "cohorts": cohorts, "canary": canaries },
         "gates": { "min_reports": first.min(2), "max_failure_permille": 100, "max_accuracy_drop_permille": 20,
                    "stuck_timeout_s": 120, "on_failure": "pause" },
     });
@@ -384,8 +525,9 @@ async fn rollout(client: &Client, version: &str, devices: usize, canaries: &[Str
     let r = client.json(reqwest::Method::POST, "/v1/rollouts", &body).await.context("starting the rollout")?;
     let id = r["id"].as_i64().context("no rollout id")?;
     println!(
-        "  rollout {id}: {version} to {} devices in cohorts of {first}, {second} and the rest{}; {} will get a patch, {} the full image",
+        "  rollout {id}: {version} to {} devices in {} cohorts, the first of {first}{}; {} will get a patch, {} the full image",
         preview["population"],
+        cohorts.as_array().map_or(0, Vec::len),
         if canaries.is_empty() { String::new() } else { format!(", canaries {} first", canaries.join(" and ")) },
         preview["delta"],
         preview["full"]

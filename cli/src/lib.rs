@@ -17,6 +17,7 @@ mod keys;
 mod login;
 mod model;
 mod output;
+pub mod qemu;
 mod registry;
 mod rollout;
 mod tokens;

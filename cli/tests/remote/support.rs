@@ -35,7 +35,7 @@ pub struct Env {
 impl Env {
     /// A backend with `devices` simulated devices (`demo-00000`, ...; class `cortex-m4`).
     pub async fn start(devices: usize) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        let options = StackOptions { devices, listen: "127.0.0.1:0".parse()?, data_dir: None };
+        let options = StackOptions { devices, listen: "127.0.0.1:0".parse()?, data_dir: None, qemu: Vec::new() };
         Ok(Self { stack: Stack::start(&options).await?, home: tempfile::tempdir()? })
     }
 

@@ -11,6 +11,8 @@
 //!
 //! Lines on stdout, for people and for the test harness:
 //! `mota-device ID: boot running NAME VERSION SHA256`, `mota-device ID: connected`,
+//! `mota-device ID: phase image|set|validate VERSION` when an update moves on and
+//! `mota-device ID: phase idle` when it ends,
 //! `mota-device ID: running NAME VERSION SHA256` when the active model changes, and
 //! `mota-device ID: reboot (REASON)` before a reset.
 #![no_std]
@@ -20,6 +22,7 @@ use core::ffi::CStr;
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
+use mota_agent::state::Phase;
 use mota_agent::{ActiveModel, Agent, Config, RuntimeValidator};
 use mota_agent_mqtt::{Session, SessionConfig, buffer_len};
 use mota_firmware::board::{SysClock, Uart, start_clock};
@@ -91,6 +94,7 @@ fn main() -> ! {
     };
     let mut shown = agent.active_model();
     announce(id, "boot running", shown);
+    let mut phase = None;
 
     let buffer = cortex_m::singleton!(: [u8; buffer_len(CHUNK)] = [0; buffer_len(CHUNK)])
         .unwrap_or_else(|| halt("session buffer"));
@@ -103,6 +107,14 @@ fn main() -> ! {
             Ok(progress) if progress.connected => hprintln!("mota-device {}: connected", id),
             Ok(_) => {}
             Err(e) => reboot(id, &e),
+        }
+        let job = agent.state().job;
+        if job.map(|j| j.phase) != phase {
+            phase = job.map(|j| j.phase);
+            match job {
+                Some(j) => hprintln!("mota-device {}: phase {} {}", id, phase_name(j.phase), j.version.as_str()),
+                None => hprintln!("mota-device {}: phase idle", id),
+            }
         }
         let active = agent.active_model();
         if active.map(|m| m.installed.sha256) != shown.map(|m| m.installed.sha256) {
@@ -123,6 +135,14 @@ fn announce(id: &str, what: &str, model: Option<ActiveModel>) {
             m.installed.sha256
         ),
         None => hprintln!("mota-device {}: {} nothing", id, what),
+    }
+}
+
+fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Image => "image",
+        Phase::Set => "set",
+        Phase::Validate => "validate",
     }
 }
 
