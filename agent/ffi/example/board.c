@@ -28,11 +28,18 @@
 #define UART_DATA REG(UART0 + 0x00u)
 #define UART_STATE REG(UART0 + 0x04u)
 #define UART_CTRL REG(UART0 + 0x08u)
+#define UART_INTCLEAR REG(UART0 + 0x0Cu)
 #define UART_BAUDDIV REG(UART0 + 0x10u)
 #define TX_FULL (1u << 0)
 #define RX_FULL (1u << 1)
 #define TX_EN (1u << 0)
 #define RX_EN (1u << 1)
+#define RX_INT_EN (1u << 3)
+#define RX_INT (1u << 1)
+/* UART0's receive interrupt on the MPS2 FPGA images (AN385, AN386), and the NVIC's
+   set-enable register for IRQs 0-31. */
+#define UART0_RX_IRQ 0u
+#define NVIC_ISER0 REG(0xE000E100u)
 /* Spins uart_read waits for the next byte of a burst. */
 #define BURST_SPINS 2000u
 
@@ -98,6 +105,11 @@ void SysTick_Handler(void) {
     millis++;
 }
 
+/* UART0's receive interrupt only wakes the core from board_sleep. */
+void UART0_RX_Handler(void) {
+    UART_INTCLEAR = RX_INT;
+}
+
 /* A fault (a Rust panic traps with udf and lands here): say so and reset. */
 void HardFault_Handler(void) {
     semihost(SYS_WRITE0, "agent-net-c: hard fault, reset\n");
@@ -123,6 +135,7 @@ __attribute__((section(".isr_vector"), used)) static const vector vectors[16 + 3
     [12] = Default_Handler,  /* DebugMonitor */
     [14] = Default_Handler,  /* PendSV */
     [15] = SysTick_Handler,
+    [16 + UART0_RX_IRQ] = UART0_RX_Handler,
 };
 
 /* --------------------------------------------------------------------------------- */
@@ -146,9 +159,14 @@ void board_reset(void) {
     }
 }
 
+void board_sleep(void) {
+    if ((UART_STATE & RX_FULL) == 0) __asm__ volatile("wfi" ::: "memory");
+}
+
 void uart_init(void) {
     UART_BAUDDIV = 16;
-    UART_CTRL = TX_EN | RX_EN;
+    UART_CTRL = TX_EN | RX_EN | RX_INT_EN;
+    NVIC_ISER0 = 1u << UART0_RX_IRQ;
 }
 
 size_t uart_read(uint8_t *buf, size_t len) {

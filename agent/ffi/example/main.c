@@ -181,6 +181,22 @@ static void announce(const char *what, int have, const mota_active_model *m) {
     fflush(stdout);
 }
 
+static const char *phase_name(uint8_t phase);
+
+/* Prints the update's phase when it changed since *shown (0: no update). */
+static void show_phase(uint8_t *shown) {
+    mota_job job;
+    uint8_t now = mota_agent_job(&job) == MOTA_OK ? job.phase : 0;
+    if (now == *shown) return;
+    *shown = now;
+    if (now != 0) {
+        printf("mota-device %s: phase %s %s\n", device_id, phase_name(now), job.version);
+    } else {
+        printf("mota-device %s: phase idle\n", device_id);
+    }
+    fflush(stdout);
+}
+
 static const char *phase_name(uint8_t phase) {
     switch (phase) {
         case MOTA_PHASE_IMAGE: return "image";
@@ -243,31 +259,23 @@ int main(int argc, char **argv) {
     mota_active_model shown;
     int have = mota_agent_active_model(&shown) == MOTA_OK;
     announce("boot running", have, &shown);
+    uint8_t phase = 0; /* no update */
+    show_phase(&phase); /* the update this boot resumes, if any */
 
     rc = mota_session_start(stream_read, stream_write, NULL, password, 30, session_buffer, sizeof session_buffer);
     if (rc != MOTA_OK) halt(rc == MOTA_ERROR_ARGUMENT ? "bad device id or password" : "session");
 
-    uint8_t phase = 0; /* no job */
     for (;;) {
-        rc = mota_session_poll();
-        if (rc == MOTA_SESSION_CONNECTED) {
+        mota_session_progress progress;
+        rc = mota_session_poll(&progress);
+        if (rc < 0) reboot(rc);
+        if (progress.connected) {
             printf("mota-device %s: connected\n", device_id);
             fflush(stdout);
-        } else if (rc < 0) {
-            reboot(rc);
+        } else if (progress.messages == 0) {
+            board_sleep();
         }
-
-        mota_job job;
-        uint8_t now = mota_agent_job(&job) == MOTA_OK ? job.phase : 0;
-        if (now != phase) {
-            phase = now;
-            if (phase != 0) {
-                printf("mota-device %s: phase %s %s\n", device_id, phase_name(phase), job.version);
-            } else {
-                printf("mota-device %s: phase idle\n", device_id);
-            }
-            fflush(stdout);
-        }
+        show_phase(&phase);
 
         mota_active_model active;
         int has = mota_agent_active_model(&active) == MOTA_OK;

@@ -654,6 +654,21 @@ typedef ptrdiff_t (*mota_stream_read_fn)(void *ctx, uint8_t *buf, size_t len);
  */
 typedef ptrdiff_t (*mota_stream_write_fn)(void *ctx, const uint8_t *data, size_t len);
 
+/**
+ * What one `mota_session_poll` did.
+ */
+typedef struct mota_session_progress {
+  /**
+   * The session (re)connected, subscribed and said hello in this call.
+   */
+  bool connected;
+  /**
+   * Messages handed to the agent in this call (0: nothing arrived; the firmware may
+   * sleep until the next interrupt).
+   */
+  uint32_t messages;
+} mota_session_progress;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -830,15 +845,19 @@ int32_t mota_session_start(mota_stream_read_fn read,
 
 /**
  * Runs the bundled session: reads and handles messages (up to 8 per call), keeps the
- * connection alive, ticks the agent. Call it from the main loop, often (every
- * millisecond or so while bytes arrive: it never blocks). Check
+ * connection alive, ticks the agent. Call it from the main loop, often (it never
+ * blocks): while `progress->messages` is non-zero, again at once; otherwise the firmware
+ * may sleep until the next interrupt (a received byte, its tick). Check
  * `mota_agent_active_model` after it.
  *
- * Returns `MOTA_OK`, `MOTA_SESSION_CONNECTED` when the session (re)connected, subscribed
- * and said hello in this call, or a negative `mota_error` (`MOTA_ERROR_STATE`/`_FLASH`:
- * reset).
+ * `progress` (may be NULL) receives what the call did. Returns `MOTA_OK`,
+ * `MOTA_SESSION_CONNECTED` when the session (re)connected, subscribed and said hello in
+ * this call, or a negative `mota_error` (`MOTA_ERROR_STATE`/`_FLASH`: reset).
+ *
+ * # Safety
+ * `progress` is NULL or points to a writable `mota_session_progress`.
  */
-int32_t mota_session_poll(void);
+int32_t mota_session_poll(struct mota_session_progress *progress);
 
 /**
  * Whether the bundled session is connected, subscribed and has said hello.

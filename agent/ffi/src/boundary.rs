@@ -18,7 +18,8 @@ use crate::codes::{Error, status};
 use crate::flash;
 use crate::session::{self, CStream};
 use crate::types::{
-    ActiveModel, Config, Factory, Job, Located, MOTA_NOT_MEASURED, Measurement, Platform, StreamReadFn, StreamWriteFn,
+    ActiveModel, Config, Factory, Job, Located, MOTA_NOT_MEASURED, Measurement, Platform, SessionProgress,
+    StreamReadFn, StreamWriteFn,
 };
 
 /// Largest number of root keys a configuration may list.
@@ -544,16 +545,21 @@ pub unsafe extern "C" fn mota_session_start(
 }
 
 /// Runs the bundled session: reads and handles messages (up to 8 per call), keeps the
-/// connection alive, ticks the agent. Call it from the main loop, often (every
-/// millisecond or so while bytes arrive: it never blocks). Check
+/// connection alive, ticks the agent. Call it from the main loop, often (it never
+/// blocks): while `progress->messages` is non-zero, again at once; otherwise the firmware
+/// may sleep until the next interrupt (a received byte, its tick). Check
 /// `mota_agent_active_model` after it.
 ///
-/// Returns `MOTA_OK`, `MOTA_SESSION_CONNECTED` when the session (re)connected, subscribed
-/// and said hello in this call, or a negative `mota_error` (`MOTA_ERROR_STATE`/`_FLASH`:
-/// reset).
+/// `progress` (may be NULL) receives what the call did. Returns `MOTA_OK`,
+/// `MOTA_SESSION_CONNECTED` when the session (re)connected, subscribed and said hello in
+/// this call, or a negative `mota_error` (`MOTA_ERROR_STATE`/`_FLASH`: reset).
+///
+/// # Safety
+/// `progress` is NULL or points to a writable `mota_session_progress`.
 #[unsafe(no_mangle)]
-pub extern "C" fn mota_session_poll() -> i32 {
-    status(session::poll())
+pub unsafe extern "C" fn mota_session_poll(progress: *mut SessionProgress) -> i32 {
+    let out = if progress.is_null() { Ok(None) } else { out_struct(progress).map(Some) };
+    status(out.and_then(session::poll))
 }
 
 /// Whether the bundled session is connected, subscribed and has said hello.

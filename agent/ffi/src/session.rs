@@ -10,7 +10,7 @@ use crate::api::{self, Stop};
 use crate::boundary;
 use crate::codes::Error;
 use crate::platform::CClock;
-use crate::types::{MOTA_OK, MOTA_SESSION_CONNECTED, StreamReadFn, StreamWriteFn};
+use crate::types::{MOTA_OK, MOTA_SESSION_CONNECTED, SessionProgress, StreamReadFn, StreamWriteFn};
 
 // The header's constants are the session's.
 const _: () =
@@ -127,10 +127,13 @@ pub fn start(
 }
 
 /// `mota_session_poll`: `MOTA_SESSION_CONNECTED` when it (re)connected in this call.
-pub fn poll() -> Result<i32, Error> {
+pub fn poll(out: Option<&mut SessionProgress>) -> Result<i32, Error> {
     api::with_running_or(|r| {
         let session = r.session.as_deref_mut().ok_or(Stop::Call(Error::SessionNotStarted))?;
         let progress = session.poll(r.agent).map_err(Stop::Agent)?;
+        if let Some(out) = out {
+            *out = SessionProgress { connected: progress.connected, messages: progress.messages };
+        }
         Ok(if progress.connected { MOTA_SESSION_CONNECTED } else { MOTA_OK })
     })
 }

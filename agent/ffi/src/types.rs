@@ -211,6 +211,17 @@ pub struct Job {
     pub version: [c_char; MOTA_VERSION_BYTES],
 }
 
+/// What one `mota_session_poll` did.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionProgress {
+    /// The session (re)connected, subscribed and said hello in this call.
+    pub connected: bool,
+    /// Messages handed to the agent in this call (0: nothing arrived; the firmware may
+    /// sleep until the next interrupt).
+    pub messages: u32,
+}
+
 /// Reads `len` bytes at `offset` of `region` into `buf`. Returns 0, or any other value
 /// when the read failed.
 pub type FlashReadFn =
