@@ -7,8 +7,8 @@
 //! ([`mota_agent::SUBSCRIPTIONS`]), announces the device with [`Agent::hello`] once the
 //! broker has granted them, hands every message on those topics to [`Agent::handle`],
 //! gives the agent its timer tick ([`Agent::poll`]), keeps the connection alive with
-//! pings, and starts again with `CONNECT` when a ping goes unanswered (the link dropped:
-//! whoever carries the stream reconnects it underneath).
+//! pings, and starts again with `CONNECT` when a ping or a `CONNECT` goes unanswered
+//! (the link dropped: whoever carries the stream reconnects it underneath).
 //!
 //! The protocol is [minimq](https://docs.rs/minimq) 0.10's, not ours. Candidates looked
 //! at: minimq (MQTT v5, `no_std` without alloc, synchronous and poll-driven over
@@ -110,7 +110,7 @@ pub struct Progress {
 
 /// An MQTT session over `S` for one agent.
 pub struct Session<'a, S: Read + Write + ReadReady, C: Clock + Clone> {
-    mqtt: Minimq<'a, Link<S>, Millis<C>, IpBroker>,
+    mqtt: Minimq<'a, Link<S, C>, Millis<C>, IpBroker>,
     clock: C,
     device: &'a str,
     phase: Phase,
@@ -171,7 +171,7 @@ impl<'a, S: Read + Write + ReadReady, C: Clock + Clone> Session<'a, S, C> {
         }
         let millis = Millis(clock.clone());
         Ok(Self {
-            mqtt: Minimq::new(Link(stream), millis, settings),
+            mqtt: Minimq::new(Link { stream, clock: clock.clone(), waiting_since: None }, millis, settings),
             clock,
             device: config.device_id,
             phase: Phase::Offline,
@@ -243,7 +243,7 @@ impl<'a, S: Read + Write + ReadReady, C: Clock + Clone> Session<'a, S, C> {
 
 /// Asks for the device's topics at QoS 1; false if the client cannot send now.
 fn subscribe<S: Read + Write + ReadReady, C: Clock + Clone>(
-    client: &mut MqttClient<'_, Link<S>, Millis<C>, IpBroker>,
+    client: &mut MqttClient<'_, Link<S, C>, Millis<C>, IpBroker>,
     device: &str,
 ) -> bool {
     let mut bufs = [[0u8; MAX_TOPIC_LEN]; SUBSCRIPTIONS.len()];
@@ -264,7 +264,7 @@ fn subscribe<S: Read + Write + ReadReady, C: Clock + Clone>(
 
 /// The agent's [`Transport`]: QoS 1 publishes on the device's own topics.
 struct Publisher<'m, 'a, S: Read + Write + ReadReady, C: Clock + Clone> {
-    client: &'m mut MqttClient<'a, Link<S>, Millis<C>, IpBroker>,
+    client: &'m mut MqttClient<'a, Link<S, C>, Millis<C>, IpBroker>,
     device: &'m str,
 }
 
@@ -292,26 +292,45 @@ impl<S: Read + Write + ReadReady, C: Clock + Clone> Transport for Publisher<'_, 
 }
 
 /// The byte stream as minimq's network stack: one socket, always "connected" (the
-/// stream's owner carries the connection).
-struct Link<S>(S);
+/// stream's owner carries the connection). A broker that has not answered a `CONNECT`
+/// within [`CONNECT_TIMEOUT_MS`] is taken as a link that dropped the bytes (QEMU's
+/// serial socket, for one, drops what the UART sends before it has connected), and the
+/// session starts again with a new `CONNECT`: minimq itself waits for ever.
+struct Link<S, C> {
+    stream: S,
+    clock: C,
+    /// When the last `CONNECT` went out, until the broker's first byte arrives.
+    waiting_since: Option<u64>,
+}
+
+/// Milliseconds the session waits for the broker's answer to `CONNECT`.
+pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
 
 /// A stream error as minimq sees it.
 #[derive(Debug)]
-pub struct LinkError<E>(pub E);
+pub enum LinkError<E> {
+    /// The stream failed.
+    Stream(E),
+    /// The broker did not answer `CONNECT` in time.
+    Unanswered,
+}
 
 impl<E: embedded_io::Error> TcpError for LinkError<E> {
     fn kind(&self) -> TcpErrorKind {
-        match self.0.kind() {
-            ErrorKind::BrokenPipe
-            | ErrorKind::ConnectionReset
-            | ErrorKind::ConnectionAborted
-            | ErrorKind::NotConnected => TcpErrorKind::PipeClosed,
-            _ => TcpErrorKind::Other,
+        match self {
+            Self::Stream(e) => match e.kind() {
+                ErrorKind::BrokenPipe
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::NotConnected => TcpErrorKind::PipeClosed,
+                _ => TcpErrorKind::Other,
+            },
+            Self::Unanswered => TcpErrorKind::PipeClosed,
         }
     }
 }
 
-impl<S: Read + Write + ReadReady> TcpClientStack for Link<S> {
+impl<S: Read + Write + ReadReady, C: Clock> TcpClientStack for Link<S, C> {
     type TcpSocket = ();
     type Error = LinkError<S::Error>;
 
@@ -320,18 +339,28 @@ impl<S: Read + Write + ReadReady> TcpClientStack for Link<S> {
     }
 
     fn connect(&mut self, _: &mut (), _: SocketAddr) -> nb::Result<(), Self::Error> {
+        self.waiting_since = Some(self.clock.now_ms());
         Ok(())
     }
 
     fn send(&mut self, _: &mut (), buffer: &[u8]) -> nb::Result<usize, Self::Error> {
-        self.0.write(buffer).map_err(|e| nb::Error::Other(LinkError(e)))
+        self.stream.write(buffer).map_err(|e| nb::Error::Other(LinkError::Stream(e)))
     }
 
     fn receive(&mut self, _: &mut (), buffer: &mut [u8]) -> nb::Result<usize, Self::Error> {
-        match self.0.read_ready() {
-            Ok(true) => self.0.read(buffer).map_err(|e| nb::Error::Other(LinkError(e))),
-            Ok(false) => Err(nb::Error::WouldBlock),
-            Err(e) => Err(nb::Error::Other(LinkError(e))),
+        match self.stream.read_ready() {
+            Ok(true) => {
+                self.waiting_since = None;
+                self.stream.read(buffer).map_err(|e| nb::Error::Other(LinkError::Stream(e)))
+            }
+            Ok(false) => match self.waiting_since {
+                Some(at) if self.clock.now_ms().saturating_sub(at) > CONNECT_TIMEOUT_MS => {
+                    self.waiting_since = None;
+                    Err(nb::Error::Other(LinkError::Unanswered))
+                }
+                _ => Err(nb::Error::WouldBlock),
+            },
+            Err(e) => Err(nb::Error::Other(LinkError::Stream(e))),
         }
     }
 
