@@ -6,8 +6,8 @@
 use core::ffi::CStr;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use cortex_m::peripheral::SYST;
 use cortex_m::peripheral::syst::SystClkSource;
+use cortex_m::peripheral::{NVIC, SYST};
 use cortex_m_rt::exception;
 use embedded_io::{ErrorType, Read, ReadReady, Write};
 use semihosting::fs::File;
@@ -21,8 +21,13 @@ const CTRL: usize = 0x08;
 const BAUDDIV: usize = 0x10;
 const TX_FULL: u32 = 1 << 0;
 const RX_FULL: u32 = 1 << 1;
+const INTCLEAR: usize = 0x0C;
 const TX_EN: u32 = 1 << 0;
 const RX_EN: u32 = 1 << 1;
+const RX_INT_EN: u32 = 1 << 3;
+const RX_INT: u32 = 1 << 1;
+/// UART0's receive interrupt on the MPS2 FPGA images (AN385, AN386).
+const UART0_RX_IRQ: u32 = 0;
 
 /// How long `read` keeps waiting for the next byte of a burst: QEMU hands the UART one
 /// byte at a time, from its I/O thread, so returning at the first empty poll would cost
@@ -37,12 +42,16 @@ fn reg(offset: usize) -> *mut u32 {
 pub struct Uart(());
 
 impl Uart {
-    /// Enables UART0's transmitter and receiver. Call once.
-    pub fn take() -> Self {
-        // SAFETY: UART0's registers on this board; only this value touches them.
+    /// Enables UART0's transmitter and receiver, and its receive interrupt (which only
+    /// wakes the core from [`sleep`]). Call once.
+    pub fn take(nvic: &mut NVIC) -> Self {
+        // SAFETY: UART0's registers on this board; only this value (and the interrupt
+        // handler, which only clears the interrupt) touches them.
         unsafe {
             reg(BAUDDIV).write_volatile(16);
-            reg(CTRL).write_volatile(TX_EN | RX_EN);
+            reg(CTRL).write_volatile(TX_EN | RX_EN | RX_INT_EN);
+            // SAFETY: the handler (`DefaultHandler`) only clears the flag.
+            nvic.iser[0].write(1 << UART0_RX_IRQ);
         }
         Self(())
     }
@@ -100,6 +109,22 @@ impl Write for Uart {
     fn flush(&mut self) -> Result<(), Self::Error> {
         Ok(())
     }
+}
+
+/// Waits for the next interrupt (a received byte, or the millisecond tick) unless a
+/// byte is already waiting: the main loop's idle, so an idle QEMU device costs the host
+/// next to nothing.
+pub fn sleep() {
+    // SAFETY: as in `Uart::take` (a read of the status register).
+    if unsafe { reg(STATE).read_volatile() } & RX_FULL == 0 {
+        cortex_m::asm::wfi();
+    }
+}
+
+#[exception]
+unsafe fn DefaultHandler(_irq: i16) {
+    // SAFETY: as in `Uart::take`: clears UART0's receive interrupt, the one enabled.
+    unsafe { reg(INTCLEAR).write_volatile(RX_INT) };
 }
 
 static MILLIS: AtomicU32 = AtomicU32::new(0);

@@ -25,7 +25,7 @@ use cortex_m_semihosting::{debug, hprintln};
 use mota_agent::state::Phase;
 use mota_agent::{ActiveModel, Agent, Config, RuntimeValidator};
 use mota_agent_mqtt::{Session, SessionConfig, buffer_len};
-use mota_firmware::board::{SysClock, Uart, start_clock};
+use mota_firmware::board::{SysClock, Uart, sleep, start_clock};
 use mota_firmware::demo::{self, MappedSlots, RamFlash};
 use panic_semihosting as _;
 use semihosting::experimental::env::Args;
@@ -71,7 +71,7 @@ fn main() -> ! {
         halt("usage: agent-net DEVICE_ID FLASH_FILE ROOT_PUBLIC_KEY_HEX [MQTT_PASSWORD]")
     };
     let id = provision.id;
-    let peripherals = cortex_m::Peripherals::take().unwrap_or_else(|| halt("peripherals taken"));
+    let mut peripherals = cortex_m::Peripherals::take().unwrap_or_else(|| halt("peripherals taken"));
     start_clock(peripherals.SYST);
 
     let path = CStr::from_bytes_until_nul(&provision.flash).unwrap_or_else(|_| halt("flash file path too long"));
@@ -95,27 +95,23 @@ fn main() -> ! {
     let mut shown = agent.active_model();
     announce(id, "boot running", shown);
     let mut phase = None;
+    show_phase(id, agent, &mut phase);
 
     let buffer = cortex_m::singleton!(: [u8; buffer_len(CHUNK)] = [0; buffer_len(CHUNK)])
         .unwrap_or_else(|| halt("session buffer"));
     let settings = SessionConfig { device_id: id, password: provision.password, keep_alive_s: 30, tick_ms: 250 };
-    let mut session = Session::new(Uart::take(), SysClock, &settings, CHUNK, buffer).unwrap_or_else(|e| {
-        halt(if matches!(e, mota_agent_mqtt::SessionError::DeviceId) { "bad device id" } else { "session" })
-    });
+    let mut session = Session::new(Uart::take(&mut peripherals.NVIC), SysClock, &settings, CHUNK, buffer)
+        .unwrap_or_else(|e| {
+            halt(if matches!(e, mota_agent_mqtt::SessionError::DeviceId) { "bad device id" } else { "session" })
+        });
     loop {
         match session.poll(agent) {
             Ok(progress) if progress.connected => hprintln!("mota-device {}: connected", id),
+            Ok(progress) if progress.messages == 0 => sleep(),
             Ok(_) => {}
             Err(e) => reboot(id, &e),
         }
-        let job = agent.state().job;
-        if job.map(|j| j.phase) != phase {
-            phase = job.map(|j| j.phase);
-            match job {
-                Some(j) => hprintln!("mota-device {}: phase {} {}", id, phase_name(j.phase), j.version.as_str()),
-                None => hprintln!("mota-device {}: phase idle", id),
-            }
-        }
+        show_phase(id, agent, &mut phase);
         let active = agent.active_model();
         if active.map(|m| m.installed.sha256) != shown.map(|m| m.installed.sha256) {
             shown = active;
@@ -135,6 +131,19 @@ fn announce(id: &str, what: &str, model: Option<ActiveModel>) {
             m.installed.sha256
         ),
         None => hprintln!("mota-device {}: {} nothing", id, what),
+    }
+}
+
+/// Prints the update's phase when it changed since `shown`.
+fn show_phase(id: &str, agent: &NetAgent, shown: &mut Option<Phase>) {
+    let job = agent.state().job;
+    if job.map(|j| j.phase) == *shown {
+        return;
+    }
+    *shown = job.map(|j| j.phase);
+    match job {
+        Some(j) => hprintln!("mota-device {}: phase {} {}", id, phase_name(j.phase), j.version.as_str()),
+        None => hprintln!("mota-device {}: phase idle", id),
     }
 }
 
