@@ -204,7 +204,7 @@ async fn watch(
     loop {
         tokio::select! {
             outcome = &mut watching => return outcome,
-            () = tokio::time::sleep(Duration::from_millis(20)) => cuts.step(fleet).await?,
+            () = tokio::time::sleep(Duration::from_millis(5)) => cuts.step(fleet).await?,
         }
     }
 }

@@ -7,11 +7,12 @@
 //! not; so these devices come with a Mosquitto of their own, started here on a free
 //! loopback port, and the backend connects to it as its external broker.
 //!
-//! A device tells what it does in lines on its stdout (semihosting); [`Fleet`] keeps
-//! the latest of each in a [`Seen`] per device. [`Fleet::kill`] is a power cut: SIGKILL
+//! A device tells what it does in lines on its stdout (semihosting), kept in `ID.log`
+//! beside its flash file; [`Fleet`] keeps the latest of each in a [`Seen`] per device. [`Fleet::kill`] is a power cut: SIGKILL
 //! to QEMU, then the same firmware boots again from the same flash file.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -212,11 +213,18 @@ impl Fleet {
         let stdout = child.stdout.take().context("QEMU's stdout")?;
         device.child = Some(child);
         let (id, seen) = (device.id.clone(), Arc::clone(&self.seen));
+        let log_path = self.options.dir.join(format!("{id}.log"));
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
         tokio::spawn(async move {
             let mut reader = BufReader::new(stdout);
             let mut line = Vec::new();
             // A line without its newline is one a power cut interrupted: dropped.
             while reader.read_until(b'\n', &mut line).await.is_ok_and(|n| n > 0) && line.ends_with(b"\n") {
+                let _ = log.write_all(&line);
                 let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
                 observe(seen.entry(id.clone()).or_default(), &id, String::from_utf8_lossy(&line).trim_end());
                 line.clear();
@@ -244,21 +252,21 @@ impl Cuts {
     }
 }
 
-/// Cuts per update: up to four while the image comes in (each cut resumes the download,
+/// Cuts per update: up to five while the image comes in (each cut resumes the download,
 /// and the next one lands further on); one from the validation set's download to the
 /// decision, since the phase a device reports lags what it does by a few milliseconds
 /// and a validation run lasts tens of them (a second cut while validating would spend
 /// the update's last trial: the agent cannot tell a power cut from a model that resets
 /// the device, and gives the update up); two after the decision.
-const DOWNLOAD_CUTS: u32 = 4;
-/// Chance per look (every 20 ms or so) that a device still receiving its image is cut,
+const DOWNLOAD_CUTS: u32 = 5;
+/// Chance per look (every 5 ms or so) that a device still receiving its image is cut,
 /// besides the cut set when the phase starts.
-const DOWNLOAD_HAZARD: f64 = 0.1;
+const DOWNLOAD_HAZARD: f64 = 0.05;
 const DECISION_CUTS: u32 = 2;
 
 /// Cuts devices' power at random moments of every update: each time a
 /// device starts (or resumes) a phase of an update, and at random while its image comes
-/// in, a cut is set for 0 to 150 ms later,
+/// in, a cut is set for 0 to 150 ms later (at once for a validation run),
 /// within the per-update limits above, and counted by what the device said it was doing
 /// when it landed.
 pub struct PowerCuts {
@@ -285,7 +293,7 @@ impl PowerCuts {
     }
 
     /// Looks at what every device says and cuts those whose moment has come. Call it
-    /// every few tens of milliseconds.
+    /// every few milliseconds.
     pub async fn step(&mut self, fleet: &mut Fleet) -> Result<()> {
         let now = Instant::now();
         for (i, id) in fleet.ids().into_iter().enumerate() {
@@ -299,11 +307,20 @@ impl PowerCuts {
             let cuts = self.per_update.get(&(id.clone(), update.clone())).copied().unwrap_or_default();
             let wanted = match seen.phase.as_str() {
                 "image" => cuts.download < DOWNLOAD_CUTS && (moved || self.roll() < DOWNLOAD_HAZARD),
-                "set" | "validate" => moved && cuts.validation == 0,
-                _ => moved && cuts.decision < DECISION_CUTS,
+                // No cut is set for the set's download: one landing late would be a
+                // second cut in validation.
+                "set" => false,
+                "validate" => moved && cuts.validation == 0,
+                // Idle after a decision; not after a boot (the device says what it
+                // resumes next).
+                _ => moved && seen.boots == before.boots && cuts.decision < DECISION_CUTS,
             };
             if wanted {
-                let delay = Duration::from_millis(self.next() % 150);
+                // A validation run lasts tens of milliseconds: its cut goes at once.
+                let delay = match seen.phase.as_str() {
+                    "validate" => Duration::ZERO,
+                    _ => Duration::from_millis(self.next() % 150),
+                };
                 self.pending.insert(i, (now + delay, update));
             }
         }
