@@ -182,13 +182,30 @@ pub async fn scenario(stack: &mut Stack, kills: u32) -> Result<(i64, i64)> {
     step(4, "summary");
     summary(client, good, bad, &v2).await?;
     if let Some((fleet, _)) = stack.qemu.as_mut() {
-        let done = cuts.map(|c| c.done).unwrap_or_default();
-        devices_agree(client, fleet, &done).await?;
+        for id in [good, bad] {
+            println!("\nwhat each device measured in rollout {id} (`mota rollout devices {id}`):");
+            crate::rollout::devices(client, id, None, usize::MAX, false).await?;
+        }
+        measured_on_devices(client, good, devices).await?;
+        let done = cuts.map(|c| c.done);
+        devices_agree(client, fleet, done.as_ref()).await?;
+        let done = done.unwrap_or_default();
         if done.total() < kills {
             bail!("only {} power cuts happened during the updates, {kills} were asked for", done.total());
         }
     }
     Ok((good, bad))
+}
+
+/// Every device committed rollout `id` with an accuracy of its own measuring.
+async fn measured_on_devices(client: &Client, id: i64, devices: usize) -> Result<()> {
+    let attempts = client.all(&format!("/v1/rollouts/{id}/devices"), &[], usize::MAX).await?;
+    let measured =
+        attempts.iter().filter(|a| a["state"] == "committed" && a["accuracy_permille"].as_u64().is_some()).count();
+    if measured < devices {
+        bail!("{measured} of {devices} devices committed rollout {id} with an accuracy they measured");
+    }
+    Ok(())
 }
 
 /// Watches rollout `id` to its end, cutting QEMU devices' power meanwhile.
@@ -211,7 +228,7 @@ async fn watch(
 
 /// Every QEMU device runs, by its own account, the model the backend has on record for
 /// it, and is idle and online (waits up to 60 s for the last reports after power cuts).
-async fn devices_agree(client: &Client, fleet: &crate::qemu::Fleet, cuts: &crate::qemu::Cuts) -> Result<()> {
+async fn devices_agree(client: &Client, fleet: &crate::qemu::Fleet, cuts: Option<&crate::qemu::Cuts>) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut disagree = Vec::new();
@@ -234,23 +251,28 @@ async fn devices_agree(client: &Client, fleet: &crate::qemu::Fleet, cuts: &crate
                 ));
             }
             rows.push(format!(
-                "  {id} ({}): digits {} on the device and in the backend; {} boots, {} power cuts",
+                "  {id} ({}): digits {} on the device and in the backend; {} boots, {} power cuts, \
+                 {} down and {} up over MQTT",
                 image.unwrap_or_default(),
                 seen.version.unwrap_or_default(),
                 seen.boots,
-                seen.kills
+                seen.kills,
+                indicatif::HumanBytes(seen.wire_down),
+                indicatif::HumanBytes(seen.wire_up)
             ));
         }
         if disagree.is_empty() {
             println!("\nQEMU devices, each by its own account:");
             rows.iter().for_each(|r| println!("{r}"));
-            println!(
-                "  {} power cuts survived: {} while downloading, {} while validating, {} after deciding",
-                cuts.total(),
-                cuts.download,
-                cuts.validation,
-                cuts.decision
-            );
+            if let Some(cuts) = cuts {
+                println!(
+                    "  {} power cuts survived: {} while downloading, {} while validating, {} after deciding",
+                    cuts.total(),
+                    cuts.download,
+                    cuts.validation,
+                    cuts.decision
+                );
+            }
             return Ok(());
         }
         if Instant::now() > deadline {

@@ -8,7 +8,9 @@
 //! loopback port, and the backend connects to it as its external broker.
 //!
 //! A device tells what it does in lines on its stdout (semihosting), kept in `ID.log`
-//! beside its flash file; [`Fleet`] keeps the latest of each in a [`Seen`] per device. [`Fleet::kill`] is a power cut: SIGKILL
+//! beside its flash file; [`Fleet`] keeps the latest of each in a [`Seen`] per device,
+//! with the bytes its MQTT connections carried (each device's UART reaches the broker
+//! through a counting relay). [`Fleet::kill`] is a power cut: SIGKILL
 //! to QEMU, then the same firmware boots again from the same flash file.
 
 use std::collections::HashMap;
@@ -89,6 +91,10 @@ pub struct Seen {
     pub kills: u32,
     /// A line that was not understood, or a firmware that stopped by itself.
     pub trouble: Option<String>,
+    /// Bytes the broker sent it, on the wire (MQTT, as the UART carried them).
+    pub wire_down: u64,
+    /// Bytes it sent the broker.
+    pub wire_up: u64,
 }
 
 /// How to start the fleet.
@@ -111,6 +117,8 @@ struct Device {
     firmware: PathBuf,
     flash: PathBuf,
     child: Option<Child>,
+    /// The port of the device's relay to the broker.
+    relay: u16,
 }
 
 /// QEMU devices, each its own process.
@@ -131,18 +139,18 @@ impl Fleet {
                 bail!("firmware image {} not found (agent/firmware/scripts/demo.sh builds it)", image.display());
             }
         }
-        let devices = options
-            .ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| Device {
+        let seen: Arc<Mutex<HashMap<String, Seen>>> = Arc::default();
+        let mut devices = Vec::new();
+        for (i, id) in options.ids.iter().enumerate() {
+            devices.push(Device {
                 id: id.clone(),
                 firmware: options.firmware[i % options.firmware.len()].clone(),
                 flash: options.dir.join(format!("{id}.flash")),
                 child: None,
-            })
-            .collect();
-        let mut fleet = Self { options, devices, seen: Arc::default() };
+                relay: relay(id.clone(), options.broker_port, Arc::clone(&seen))?,
+            });
+        }
+        let mut fleet = Self { options, devices, seen };
         for i in 0..fleet.devices.len() {
             fleet.spawn(i)?;
         }
@@ -199,7 +207,7 @@ impl Fleet {
         let mut child = Command::new("qemu-system-arm")
             .args(["-cpu", "cortex-m4", "-machine", "mps2-an386", "-display", "none", "-monitor", "none"])
             .arg("-serial")
-            .arg(format!("tcp:127.0.0.1:{},reconnect=1", self.options.broker_port))
+            .arg(format!("tcp:127.0.0.1:{},reconnect=1", device.relay))
             .arg("-semihosting-config")
             .arg(semihosting)
             .arg("-kernel")
@@ -232,6 +240,55 @@ impl Fleet {
         });
         Ok(())
     }
+}
+
+/// Listens on a free loopback port for device `id`'s QEMU and relays each connection to
+/// the broker, counting the bytes each way; returns the port.
+fn relay(id: String, broker_port: u16, seen: Arc<Mutex<HashMap<String, Seen>>>) -> Result<u16> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    let port = listener.local_addr()?.port();
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    tokio::spawn(async move {
+        while let Ok((device, _)) = listener.accept().await {
+            let Ok(broker) = tokio::net::TcpStream::connect(("127.0.0.1", broker_port)).await else { continue };
+            let (id, seen) = (id.clone(), Arc::clone(&seen));
+            tokio::spawn(async move {
+                let (mut device_rx, mut device_tx) = device.into_split();
+                let (mut broker_rx, mut broker_tx) = broker.into_split();
+                let count = |down: bool| {
+                    let (id, seen) = (id.clone(), Arc::clone(&seen));
+                    move |n: usize| {
+                        let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+                        let seen = seen.entry(id.clone()).or_default();
+                        *if down { &mut seen.wire_down } else { &mut seen.wire_up } += n as u64;
+                    }
+                };
+                let _ = tokio::join!(
+                    copy_counting(&mut device_rx, &mut broker_tx, count(false)),
+                    copy_counting(&mut broker_rx, &mut device_tx, count(true)),
+                );
+            });
+        }
+    });
+    Ok(port)
+}
+
+/// Copies until either side closes, telling `count` each block's size.
+async fn copy_counting(
+    from: &mut tokio::net::tcp::OwnedReadHalf,
+    to: &mut tokio::net::tcp::OwnedWriteHalf,
+    count: impl Fn(usize),
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 || to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+        count(n);
+    }
+    let _ = to.shutdown().await;
 }
 
 /// When power cuts landed, by what the device was doing at that instant.

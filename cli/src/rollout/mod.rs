@@ -138,7 +138,7 @@ async fn list(client: &Client, limit: usize, json: bool) -> Result<()> {
     Ok(())
 }
 
-async fn devices(client: &Client, id: i64, state: Option<String>, limit: usize, json: bool) -> Result<()> {
+pub(crate) async fn devices(client: &Client, id: i64, state: Option<String>, limit: usize, json: bool) -> Result<()> {
     let query: Vec<(&str, String)> = state.map(|s| ("state", s)).into_iter().collect();
     let attempts = client
         .all(&format!("/v1/rollouts/{id}/devices"), &query, limit)
