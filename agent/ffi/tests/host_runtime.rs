@@ -148,5 +148,44 @@ fn boundary_checks_then_an_update_commits() -> Result<(), BoxError> {
     assert_eq!((now.image.slot, text(&now.version)), (1, "2.0.0".to_owned()));
     assert_eq!(now.sha256, mota_proto::Digest::of(&v2).0);
     assert_eq!(mota_agent_poll(), 0);
+
+    // The bundled session: its argument checks, then one start over a silent stream.
+    let mut progress = types::SessionProgress { connected: true, messages: 9 };
+    // SAFETY: a writable progress struct.
+    assert_eq!(unsafe { mota_session_poll(&mut progress) }, Error::SessionNotStarted as i32);
+    assert_eq!(mota_session_is_online(), Error::SessionNotStarted as i32);
+    let need = mota_session_buffer_len(1024);
+    assert_eq!(need, types::MOTA_SESSION_OVERHEAD + types::MOTA_SESSION_MIN_MESSAGE);
+    let buffer: &'static mut [u8] = Box::leak(vec![0u8; need].into_boxed_slice());
+    let long = std::ffi::CString::new("p".repeat(129))?;
+    // SAFETY: live callbacks and buffers, or the NULLs that are checked.
+    unsafe {
+        let ctx = std::ptr::null_mut();
+        let (p, n) = (buffer.as_mut_ptr(), buffer.len());
+        assert_eq!(mota_session_start(None, Some(silent_write), ctx, std::ptr::null(), 30, p, n), NULL);
+        assert_eq!(mota_session_start(Some(silent_read), Some(silent_write), ctx, std::ptr::null(), 30, p, n - 1), -4);
+        assert_eq!(mota_session_start(Some(silent_read), Some(silent_write), ctx, long.as_ptr(), 30, p, n), -4);
+        assert_eq!(mota_session_start(Some(silent_read), Some(silent_write), ctx, c"pw".as_ptr(), 30, p, n), 0);
+        let again = mota_session_start(Some(silent_read), Some(silent_write), ctx, std::ptr::null(), 30, p, n);
+        assert_eq!(again, Error::SessionAlreadyStarted as i32);
+        assert_eq!(mota_session_poll(&mut progress), 0);
+        assert_eq!(mota_session_poll(std::ptr::null_mut()), 0);
+    }
+    assert_eq!(progress, types::SessionProgress { connected: false, messages: 0 });
+    assert_eq!(mota_session_is_online(), 0);
+    assert!(WRITTEN.load(Ordering::SeqCst) > 0, "the session sent its CONNECT");
     Ok(())
+}
+
+static WRITTEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A stream on which no byte ever arrives.
+unsafe extern "C" fn silent_read(_: *mut std::ffi::c_void, _: *mut u8, _: usize) -> isize {
+    0
+}
+
+/// A stream that takes every byte (and counts them).
+unsafe extern "C" fn silent_write(_: *mut std::ffi::c_void, _: *const u8, len: usize) -> isize {
+    WRITTEN.fetch_add(len, Ordering::SeqCst);
+    len as isize
 }
