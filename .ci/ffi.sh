@@ -3,8 +3,12 @@
 # check, the host tests of the boundary, the static library for thumbv7em-none-eabihf,
 # the C example built with -Wall -Wextra -Werror, and the example under QEMU against a
 # local Mosquitto (boot, connect, subscribe, hello; then a second boot from the same
-# flash file). Usage: .ci/ffi.sh (CARGO_TARGET_DIR defaults to ~/.cache/mota/target/ffi).
+# flash file). With the path of a built `mota` binary as its argument, also the whole
+# product on C devices: `mota demo --qemu` (backend, Mosquitto, three agent-net-c
+# machines) through two rollouts with 20 power cuts.
+# Usage: .ci/ffi.sh [MOTA_BIN] (CARGO_TARGET_DIR defaults to ~/.cache/mota/target/ffi).
 set -euo pipefail
+mota_bin=${1:+$(realpath "$1")}
 cd "$(dirname "$0")/.."
 root=$PWD
 
@@ -94,3 +98,8 @@ done
 boot_device second
 grep -qx "mota-device $id: boot running $factory" "$work/second.out"
 echo "agent-net-c: boots, connects, subscribes, says hello, boots again from its flash"
+
+if [[ -n "$mota_bin" ]]; then
+  step "mota demo on three agent-net-c devices: two rollouts (patches, validation, a refused model), 20 power cuts"
+  timeout 600 "$mota_bin" demo --devices 3 --qemu example/build/agent-net-c.elf --kills 20
+fi
