@@ -183,7 +183,7 @@ pub async fn scenario(stack: &mut Stack, kills: u32) -> Result<(i64, i64)> {
     summary(client, good, bad, &v2).await?;
     if let Some((fleet, _)) = stack.qemu.as_mut() {
         for id in [good, bad] {
-            println!("\nwhat each device measured in rollout {id} (`mota rollout devices {id}`):");
+            println!("\nwhat each device measured in rollout {id} (`mota rollout show {id}` lists them too):");
             crate::rollout::devices(client, id, None, usize::MAX, false).await?;
         }
         measured_on_devices(client, good, devices).await?;

@@ -77,6 +77,9 @@ pub enum RolloutCommand {
     },
 }
 
+/// Rollouts of at most this many devices list them in `mota rollout show`.
+const SHOWN_DEVICES: u64 = 20;
+
 pub async fn run(cmd: RolloutCommand, ctx: &Ctx) -> Result<()> {
     let client = ctx.client()?;
     match cmd {
@@ -86,8 +89,18 @@ pub async fn run(cmd: RolloutCommand, ctx: &Ctx) -> Result<()> {
             let rollout = get(&client, id).await?;
             if ctx.json {
                 output::json(&rollout);
+                return Ok(());
+            }
+            show::print(&rollout);
+            // A small rollout shows each device's own measurement; a fleet's would drown
+            // the cohorts.
+            let size: u64 =
+                rollout["cohorts"].as_array().map_or(0, |cs| cs.iter().filter_map(|c| c["size"].as_u64()).sum());
+            if size <= SHOWN_DEVICES {
+                println!();
+                devices(&client, id, None, usize::MAX, false).await?;
             } else {
-                show::print(&rollout);
+                println!("\n{size} devices: `mota rollout devices {id}` lists what each one measured");
             }
             Ok(())
         }

@@ -114,6 +114,10 @@ async fn an_operator_previews_starts_approves_watches_and_rolls_back_a_rollout()
     assert!(committed.as_array().is_some_and(|a| a.iter().all(|d| d["delta"] == true)), "all as patches: {committed}");
     let table = env.ok(&["rollout", "devices", "1"]).await;
     assert_eq!(table.lines().filter(|l| l.contains("committed") && l.contains("patch")).count(), DEVICES, "{table}");
+    // A rollout this small lists each device's own measurement under its cohorts.
+    let shown = env.ok(&["rollout", "show", "1"]).await;
+    let measured = shown.lines().filter(|l| l.starts_with("demo-") && l.contains("committed") && l.contains(" %"));
+    assert_eq!(measured.count(), DEVICES, "{shown}");
 
     let back = env.ok(&["rollout", "rollback", "1"]).await;
     assert!(back.contains("rolled_back"), "{back}");
