@@ -7,6 +7,9 @@
 //! not; so these devices come with a Mosquitto of their own, started here on a free
 //! loopback port, and the backend connects to it as its external broker.
 //!
+//! `MOTA_QEMU_ARGS` adds arguments to every QEMU (`-icount shift=0,align=off,sleep=on`
+//! makes the devices' `cpu` figures instruction counts).
+//!
 //! A device tells what it does in lines on its stdout (semihosting), kept in `ID.log`
 //! beside its flash file; [`Fleet`] keeps the latest of each in a [`Seen`] per device,
 //! with the bytes its MQTT connections carried (each device's UART reaches the broker
@@ -91,6 +94,9 @@ pub struct Seen {
     pub kills: u32,
     /// A line that was not understood, or a firmware that stopped by itself.
     pub trouble: Option<String>,
+    /// Nanoseconds the core worked on its last update (in the boot that ended it); under
+    /// `-icount shift=0` (`MOTA_QEMU_ARGS`), its instructions.
+    pub cpu_ns: Option<u64>,
     /// Bytes the broker sent it, on the wire (MQTT, as the UART carried them).
     pub wire_down: u64,
     /// Bytes it sent the broker.
@@ -212,6 +218,7 @@ impl Fleet {
             .arg(semihosting)
             .arg("-kernel")
             .arg(&device.firmware)
+            .args(std::env::var("MOTA_QEMU_ARGS").unwrap_or_default().split_whitespace())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -437,6 +444,7 @@ fn observe(seen: &mut Seen, id: &str, line: &str) {
             (seen.version, seen.running) = (Some((*version).to_owned()), Some((*sha).to_owned()));
         }
         ["connected"] => seen.connects += 1,
+        ["cpu", ns, "ns"] => seen.cpu_ns = ns.parse().ok(),
         ["phase", "idle"] => (seen.phase, seen.job) = ("idle".to_owned(), None),
         ["phase", phase, version] => (seen.phase, seen.job) = ((*phase).to_owned(), Some((*version).to_owned())),
         ["reboot", ..] => {}
@@ -457,13 +465,14 @@ mod tests {
             "mota-device d1: phase image 1.1.0",
             "mota-device d1: phase validate 1.1.0",
             "mota-device d1: phase idle",
+            "mota-device d1: cpu 71000 ns",
             "mota-device d1: running digits 1.1.0 bb",
         ] {
             observe(&mut seen, "d1", line);
         }
         assert_eq!((seen.boots, seen.connects, seen.phase.as_str()), (1, 1, "idle"));
         assert_eq!((seen.version.as_deref(), seen.running.as_deref()), (Some("1.1.0"), Some("bb")));
-        assert_eq!(seen.trouble, None);
+        assert_eq!((seen.trouble.as_deref(), seen.cpu_ns), (None, Some(71_000)));
         observe(&mut seen, "d1", "panicked at src/main.rs:1:1");
         observe(&mut seen, "d1", "mota-device d2: connected");
         assert_eq!(seen.connects, 1);

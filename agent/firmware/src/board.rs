@@ -129,10 +129,13 @@ unsafe fn DefaultHandler(_irq: i16) {
 
 static MILLIS: AtomicU32 = AtomicU32::new(0);
 
-/// Starts SysTick at 1 kHz (the board's CPU clock is 25 MHz).
+/// Core clock cycles per millisecond (the board's CPU clock is 25 MHz).
+const CYCLES_PER_MS: u32 = 25_000;
+
+/// Starts SysTick at 1 kHz.
 pub fn start_clock(mut syst: SYST) {
     syst.set_clock_source(SystClkSource::Core);
-    syst.set_reload(25_000 - 1);
+    syst.set_reload(CYCLES_PER_MS - 1);
     syst.clear_current();
     syst.enable_interrupt();
     syst.enable_counter();
@@ -141,6 +144,20 @@ pub fn start_clock(mut syst: SYST) {
 #[exception]
 fn SysTick() {
     MILLIS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Nanoseconds since boot, to SysTick's resolution (40 ns). Under QEMU's `-icount
+/// shift=0` one instruction takes one nanosecond: the difference of two readings taken
+/// while the core runs is the instructions executed between them.
+pub fn nanos() -> u64 {
+    loop {
+        let ms = MILLIS.load(Ordering::SeqCst);
+        let into = CYCLES_PER_MS - 1 - SYST::get_current().min(CYCLES_PER_MS - 1);
+        // A wrap between the two loads (the tick ran): read again.
+        if MILLIS.load(Ordering::SeqCst) == ms {
+            return u64::from(ms) * 1_000_000 + u64::from(into) * (1_000_000 / u64::from(CYCLES_PER_MS));
+        }
+    }
 }
 
 /// Milliseconds since boot, from SysTick (wraps after 49 days, which the agent's
@@ -160,7 +177,7 @@ impl mota_agent::Clock for SysClock {
 
 impl mota_runtime::validation::Clock for SysClock {
     fn now_us(&self) -> u64 {
-        u64::from(MILLIS.load(Ordering::Relaxed)) * 1000
+        nanos() / 1000
     }
 }
 

@@ -12,7 +12,9 @@
 //! Lines on stdout, for people and for the test harness:
 //! `mota-device ID: boot running NAME VERSION SHA256`, `mota-device ID: connected`,
 //! `mota-device ID: phase image|set|validate VERSION` when an update moves on and
-//! `mota-device ID: phase idle` when it ends,
+//! `mota-device ID: phase idle` when it ends, `mota-device ID: cpu NS ns` then (the
+//! time the core spent in session polls while the update was in progress in this boot,
+//! sleeps excluded: under QEMU's `-icount shift=0`, its instructions),
 //! `mota-device ID: running NAME VERSION SHA256` when the active model changes, and
 //! `mota-device ID: reboot (REASON)` before a reset.
 #![no_std]
@@ -25,7 +27,7 @@ use cortex_m_semihosting::{debug, hprintln};
 use mota_agent::state::Phase;
 use mota_agent::{ActiveModel, Agent, Config, RuntimeValidator};
 use mota_agent_mqtt::{Session, SessionConfig, buffer_len};
-use mota_firmware::board::{SysClock, Uart, sleep, start_clock};
+use mota_firmware::board::{SysClock, Uart, nanos, sleep, start_clock};
 use mota_firmware::demo::{self, MappedSlots, RamFlash};
 use panic_semihosting as _;
 use semihosting::experimental::env::Args;
@@ -104,14 +106,25 @@ fn main() -> ! {
         .unwrap_or_else(|e| {
             halt(if matches!(e, mota_agent_mqtt::SessionError::DeviceId) { "bad device id" } else { "session" })
         });
+    let mut worked = 0;
     loop {
-        match session.poll(agent) {
+        let started = nanos();
+        let polled = session.poll(agent);
+        if phase.is_some() || agent.state().job.is_some() {
+            worked += nanos() - started;
+        }
+        match polled {
             Ok(progress) if progress.connected => hprintln!("mota-device {}: connected", id),
             Ok(progress) if progress.messages == 0 => sleep(),
             Ok(_) => {}
             Err(e) => reboot(id, &e),
         }
+        let updating = phase.is_some();
         show_phase(id, agent, &mut phase);
+        if updating && phase.is_none() {
+            hprintln!("mota-device {}: cpu {} ns", id, worked);
+            worked = 0;
+        }
         let active = agent.active_model();
         if active.map(|m| m.installed.sha256) != shown.map(|m| m.installed.sha256) {
             shown = active;
