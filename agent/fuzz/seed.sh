@@ -38,3 +38,31 @@ open("corpus/agent/update", "wb").write(update)
 for at in (0, 3, 9, 20):
     open(f"corpus/agent/cut_{at}", "wb").write(bytes([6, at, at % 3]) + update + bytes([0]) + update)
 PY
+
+# session: the broker's side of the stream after its CONNACK: a SUBACK granting the four
+# subscriptions, the genuine offer published on the device's topic, a PINGRESP, each
+# split into pieces prefixed with their length.
+python3 - <<'PY'
+import os
+def varint(n):
+    out = b""
+    while True:
+        b, n = n & 127, n >> 7
+        out += bytes([b | (128 if n else 0)])
+        if not n:
+            return out
+def packet(kind, body):
+    return bytes([kind]) + varint(len(body)) + body
+def publish(topic, pid, payload):
+    t = topic.encode()
+    return packet(0x32, len(t).to_bytes(2, "big") + t + pid.to_bytes(2, "big") + b"\x00" + payload)
+def pieces(stream, size):
+    return b"".join(bytes([len(stream[i:i + size])]) + stream[i:i + size] for i in range(0, len(stream), size))
+suback = packet(0x90, b"\x00\x01\x00" + b"\x01" * 4)
+offer = publish("mota/v1/dev/fuzz-device/offer", 7, open("../firmware/data/offer.cbor", "rb").read())
+other = publish("mota/v1/dev/other-device/offer", 8, b"\x00")
+stream = suback + offer + other + packet(0xD0, b"")
+os.makedirs("corpus/session", exist_ok=True)
+open("corpus/session/offer", "wb").write(pieces(stream, 200))
+open("corpus/session/bytewise", "wb").write(pieces(suback + offer, 1))
+PY

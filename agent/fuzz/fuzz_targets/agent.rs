@@ -8,37 +8,26 @@
 //! must hash to its record and be the factory model or the offered one.
 #![no_main]
 
+mod device;
+
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::OnceLock;
 
+use device::{Accept, FACTORY, Part, SLOT, STATE, config, part};
 use ed25519_dalek::SigningKey;
 use libfuzzer_sys::fuzz_target;
-use mota_agent::{Agent, Clock, Config, Factory, Located, Measurement, Transport, Validator};
-use mota_proto::message::{Chunk, ErrorCode};
+use mota_agent::{Agent, Clock, Config, Transport};
+use mota_proto::message::Chunk;
 use mota_proto::sign::{ReleaseKey, certify, key_id, revoke};
 use mota_proto::topic::Kind;
-use mota_proto::{Action, CommandBody, Digest, Envelope, KeyId, Limits, Target, Wire};
-use mota_simflash::{CutMode, Geometry, Region, SimFlash};
+use mota_proto::{Action, CommandBody, Digest, Envelope, KeyId, Target, Wire};
+use mota_simflash::{CutMode, Region};
 
-static FACTORY: &[u8] = include_bytes!("../../runtime/fixtures/models/digits_cnn_v1.tflite");
 static TARGET: &[u8] = include_bytes!("../../runtime/fixtures/models/digits_cnn_v2.tflite");
 static OFFER: &[u8] = include_bytes!("../../firmware/data/offer.cbor");
 static PATCH: &[u8] = include_bytes!("../../firmware/data/patch.mdlt");
 static SET: &[u8] = include_bytes!("../../firmware/data/set.vset");
-
-type Part = SimFlash<4, 4096, true>;
-const STATE: u32 = 3 * 4096;
-const SLOT: u32 = 32 * 1024;
-
-/// Accepts every model: the validator is the firmware's business, the agent is fuzzed.
-struct Accept;
-
-impl Validator for Accept {
-    fn validate(&mut self, _: Located, _: u32, _: Option<Located>, _: &mut [u8]) -> Result<Measurement, ErrorCode> {
-        Ok(Measurement { accuracy_permille: Some(990), latency_us: Some(1), arena_used: Some(1) })
-    }
-}
 
 struct Sink;
 
@@ -57,32 +46,6 @@ impl Clock for Ticks {
     }
     fn unix_time(&self) -> Option<u64> {
         None
-    }
-}
-
-fn config() -> Config<'static> {
-    Config {
-        device_id: "fuzz-device",
-        device_class: "stm32f4-kws",
-        agent_version: "fuzz",
-        roots: &[mota_proto::testkit::ROOT],
-        limits: Limits {
-            max_image_bytes: SLOT,
-            max_patch_bytes: 64 * 1024,
-            max_arena_bytes: 16 * 1024,
-            max_validation_bytes: 16 * 1024,
-        },
-        erased: 0xFF,
-        chunk_bytes: 1024,
-        retry_ms: 1000,
-        max_trials: 2,
-        factory: Some(Factory {
-            size: FACTORY.len() as u32,
-            name: "digits_cnn",
-            version: "1.0.0",
-            counter: 1,
-            arena_bytes: 4096,
-        }),
     }
 }
 
@@ -106,12 +69,7 @@ fn boot<'c>(
 
 fuzz_target!(|data: &[u8]| {
     let config = config();
-    let mut part = SimFlash::new(Geometry::uniform(3 + 16, 4096, 4, 0xFF).expect("geometry"));
-    use embedded_storage::nor_flash::NorFlash;
-    let mut image = FACTORY.to_vec();
-    image.resize(image.len().next_multiple_of(4), 0xFF);
-    part.write(STATE, &image).expect("factory");
-    let part = Rc::new(RefCell::new(part));
+    let part = part();
     let mut arena = vec![0u8; 16 * 1024];
     let mut clock = Ticks(0);
     let mut input = data;
