@@ -7,8 +7,9 @@
 //! ([`mota_agent::SUBSCRIPTIONS`]), announces the device with [`Agent::hello`] once the
 //! broker has granted them, hands every message on those topics to [`Agent::handle`],
 //! gives the agent its timer tick ([`Agent::poll`]), keeps the connection alive with
-//! pings, and starts again with `CONNECT` when a ping or a `CONNECT` goes unanswered
-//! (the link dropped: whoever carries the stream reconnects it underneath).
+//! pings, and starts again with `CONNECT` when a ping or a `CONNECT` goes unanswered or
+//! the stream ends (the link dropped: whoever carries the stream reconnects it
+//! underneath).
 //!
 //! The protocol is [minimq](https://docs.rs/minimq) 0.10's, not ours. Candidates looked
 //! at: minimq (MQTT v5, `no_std` without alloc, synchronous and poll-driven over
@@ -54,14 +55,25 @@ pub struct SessionConfig<'a> {
     pub tick_ms: u64,
 }
 
-/// The transmit buffer: the largest message the device sends (a hello or a report is a
-/// few hundred bytes).
-const TX: usize = 1024;
+/// The transmit buffer: the largest packet the device sends (a hello or a report is at
+/// most 512 bytes and its topic; the `CONNECT` with the longest id, password and will is
+/// under 400).
+const TX: usize = 1008;
 /// QoS 1 messages kept until the broker acknowledges them: minimq needs room for a
 /// whole transmit buffer, and two let a report and a chunk request be in flight at once.
 const KEPT: usize = 2 * TX;
-/// The will and the login (device id and password).
-const LOGIN: usize = 256;
+/// The will and the login (device id and password), which minimq takes off the buffer
+/// first: what is left must hold the rest, or minimq panics while splitting it.
+const LOGIN: usize = 304;
+/// The longest password the session takes.
+const MAX_PASSWORD_LEN: usize = 128;
+/// The offline hello, encoded.
+const MAX_OFFLINE_LEN: usize = 16;
+// The longest will (property length, then topic and payload with their 2-byte lengths)
+// and login fit.
+const _: () = assert!(
+    1 + 2 + MAX_TOPIC_LEN + 2 + MAX_OFFLINE_LEN + mota_proto::limits::MAX_DEVICE_ID_LEN + MAX_PASSWORD_LEN <= LOGIN
+);
 /// Bytes the session needs besides the receive buffer.
 pub const OVERHEAD: usize = TX + KEPT + LOGIN;
 
@@ -146,13 +158,13 @@ impl<'a, S: Read + Write + ReadReady, C: Clock + Clone> Session<'a, S, C> {
         let will_topic = Topic::new(config.device_id, Kind::Hello)
             .and_then(|t| t.write(&mut will_topic))
             .map_err(|_| SessionError::DeviceId)?;
-        let mut offline = [0u8; 16];
+        let mut offline = [0u8; MAX_OFFLINE_LEN];
         let n = Hello::OFFLINE.encode_into(&mut offline).map_err(|_| SessionError::Settings)?;
         let offline = offline.get(..n).unwrap_or_default();
         if buffer.len() < buffer_len(chunk_bytes) {
             return Err(SessionError::Buffer);
         }
-        if config.password.is_some_and(|p| p.len() > 128) {
+        if config.password.is_some_and(|p| p.len() > MAX_PASSWORD_LEN) {
             return Err(SessionError::Settings);
         }
         let rx = buffer_len(chunk_bytes) - OVERHEAD;
@@ -171,7 +183,11 @@ impl<'a, S: Read + Write + ReadReady, C: Clock + Clone> Session<'a, S, C> {
         }
         let millis = Millis(clock.clone());
         Ok(Self {
-            mqtt: Minimq::new(Link { stream, clock: clock.clone(), waiting_since: None }, millis, settings),
+            mqtt: Minimq::new(
+                Link { stream, clock: clock.clone(), waiting_since: None, connect_left: None },
+                millis,
+                settings,
+            ),
             clock,
             device: config.device_id,
             phase: Phase::Offline,
@@ -292,15 +308,27 @@ impl<S: Read + Write + ReadReady, C: Clock + Clone> Transport for Publisher<'_, 
 }
 
 /// The byte stream as minimq's network stack: one socket, always "connected" (the
-/// stream's owner carries the connection). A broker that has not answered a `CONNECT`
-/// within [`CONNECT_TIMEOUT_MS`] is taken as a link that dropped the bytes (QEMU's
-/// serial socket, for one, drops what the UART sends before it has connected), and the
-/// session starts again with a new `CONNECT`: minimq itself waits for ever.
+/// stream's owner carries the connection). minimq notices a dead link by a ping that
+/// goes unanswered or an error from the stream, and waits for the answer to a `CONNECT`
+/// for ever; so two more things count as a closed socket, after which minimq starts
+/// again with a new `CONNECT`:
+/// - the stream's end: a read of 0 bytes (embedded-io's end of file, how a socket says
+///   the broker closed the connection, as it does after a second `CONNECT`);
+/// - a `CONNECT` the broker has not answered within [`CONNECT_TIMEOUT_MS`] of the last
+///   byte heard: a link that dropped the bytes (QEMU's serial socket, for one, drops what
+///   the UART sends while it is not connected and never says so).
+///
+/// Bytes that are not the answer can arrive first (the rest of line noise, the end of
+/// the previous connection), so a byte heard restarts the wait rather than ending it.
+/// minimq sends nothing else until it is connected: its first packet after the
+/// `CONNECT` ends the wait.
 struct Link<S, C> {
     stream: S,
     clock: C,
-    /// When the last `CONNECT` went out, until the broker's first byte arrives.
+    /// While a `CONNECT` is unanswered: when it began, or the broker was last heard.
     waiting_since: Option<u64>,
+    /// Bytes of that `CONNECT` still to go out; `None` before it began.
+    connect_left: Option<usize>,
 }
 
 /// Milliseconds the session waits for the broker's answer to `CONNECT`.
@@ -313,6 +341,8 @@ pub enum LinkError<E> {
     Stream(E),
     /// The broker did not answer `CONNECT` in time.
     Unanswered,
+    /// The stream ended (a read of 0 bytes).
+    Ended,
 }
 
 impl<E: embedded_io::Error> TcpError for LinkError<E> {
@@ -325,7 +355,7 @@ impl<E: embedded_io::Error> TcpError for LinkError<E> {
                 | ErrorKind::NotConnected => TcpErrorKind::PipeClosed,
                 _ => TcpErrorKind::Other,
             },
-            Self::Unanswered => TcpErrorKind::PipeClosed,
+            Self::Unanswered | Self::Ended => TcpErrorKind::PipeClosed,
         }
     }
 }
@@ -339,20 +369,38 @@ impl<S: Read + Write + ReadReady, C: Clock> TcpClientStack for Link<S, C> {
     }
 
     fn connect(&mut self, _: &mut (), _: SocketAddr) -> nb::Result<(), Self::Error> {
+        // minimq sends its CONNECT next.
         self.waiting_since = Some(self.clock.now_ms());
+        self.connect_left = None;
         Ok(())
     }
 
     fn send(&mut self, _: &mut (), buffer: &[u8]) -> nb::Result<usize, Self::Error> {
-        self.stream.write(buffer).map_err(|e| nb::Error::Other(LinkError::Stream(e)))
+        let sent = self.stream.write(buffer).map_err(|e| nb::Error::Other(LinkError::Stream(e)))?;
+        if self.waiting_since.is_some() {
+            match self.connect_left {
+                // The CONNECT (minimq hands each packet over whole, then what is left of it).
+                None => self.connect_left = Some(buffer.len().saturating_sub(sent)),
+                Some(left) if left > 0 => self.connect_left = Some(left.saturating_sub(sent)),
+                // A packet after the CONNECT: minimq is connected.
+                Some(_) => self.waiting_since = None,
+            }
+        }
+        Ok(sent)
     }
 
     fn receive(&mut self, _: &mut (), buffer: &mut [u8]) -> nb::Result<usize, Self::Error> {
         match self.stream.read_ready() {
-            Ok(true) => {
-                self.waiting_since = None;
-                self.stream.read(buffer).map_err(|e| nb::Error::Other(LinkError::Stream(e)))
-            }
+            Ok(true) => match self.stream.read(buffer) {
+                Ok(0) if !buffer.is_empty() => Err(nb::Error::Other(LinkError::Ended)),
+                Ok(n) => {
+                    if self.waiting_since.is_some() {
+                        self.waiting_since = Some(self.clock.now_ms());
+                    }
+                    Ok(n)
+                }
+                Err(e) => Err(nb::Error::Other(LinkError::Stream(e))),
+            },
             Ok(false) => match self.waiting_since {
                 Some(at) if self.clock.now_ms().saturating_sub(at) > CONNECT_TIMEOUT_MS => {
                     self.waiting_since = None;
