@@ -26,11 +26,14 @@
 //! ignored, and the agent itself never panics on a payload.
 #![no_std]
 
+mod guard;
+
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use embedded_io::{ErrorKind, Read, ReadReady, Write};
 use embedded_nal::{TcpClientStack, TcpError, TcpErrorKind, nb};
 use embedded_storage::nor_flash::{MultiwriteNorFlash, NorFlash};
+use guard::Guard;
 use minimq::broker::IpBroker;
 use minimq::mqtt_client::MqttClient;
 use minimq::types::{SubscriptionOptions, TopicFilter};
@@ -184,7 +187,7 @@ impl<'a, S: Read + Write + ReadReady, C: Clock + Clone> Session<'a, S, C> {
         let millis = Millis(clock.clone());
         Ok(Self {
             mqtt: Minimq::new(
-                Link { stream, clock: clock.clone(), waiting_since: None, connect_left: None },
+                Link { stream, clock: clock.clone(), waiting_since: None, connect_left: None, guard: Guard::default() },
                 millis,
                 settings,
             ),
@@ -329,6 +332,8 @@ struct Link<S, C> {
     waiting_since: Option<u64>,
     /// Bytes of that `CONNECT` still to go out; `None` before it began.
     connect_left: Option<usize>,
+    /// What minimq must not read (guard.rs).
+    guard: Guard,
 }
 
 /// Milliseconds the session waits for the broker's answer to `CONNECT`.
@@ -372,11 +377,13 @@ impl<S: Read + Write + ReadReady, C: Clock> TcpClientStack for Link<S, C> {
         // minimq sends its CONNECT next.
         self.waiting_since = Some(self.clock.now_ms());
         self.connect_left = None;
+        self.guard.restart();
         Ok(())
     }
 
     fn send(&mut self, _: &mut (), buffer: &[u8]) -> nb::Result<usize, Self::Error> {
         let sent = self.stream.write(buffer).map_err(|e| nb::Error::Other(LinkError::Stream(e)))?;
+        self.guard.sent(buffer.get(..sent).unwrap_or_default());
         if self.waiting_since.is_some() {
             match self.connect_left {
                 // The CONNECT (minimq hands each packet over whole, then what is left of it).
@@ -397,7 +404,10 @@ impl<S: Read + Write + ReadReady, C: Clock> TcpClientStack for Link<S, C> {
                     if self.waiting_since.is_some() {
                         self.waiting_since = Some(self.clock.now_ms());
                     }
-                    Ok(n)
+                    match buffer.get_mut(..n).map_or(0, |bytes| self.guard.received(bytes)) {
+                        0 => Err(nb::Error::WouldBlock),
+                        kept => Ok(kept),
+                    }
                 }
                 Err(e) => Err(nb::Error::Other(LinkError::Stream(e))),
             },
