@@ -14,6 +14,16 @@ pub struct BrokerError(String);
 /// Starts rumqttd (MQTT 3.1.1) on `addr` in a thread of its own; returns once it
 /// accepts connections.
 pub fn start(addr: SocketAddr) -> Result<(), BrokerError> {
+    run(addr, false)
+}
+
+/// [`start`] with an MQTT 5 listener instead (for clients that speak only v5, as the
+/// device's bundled session does).
+pub fn start_v5(addr: SocketAddr) -> Result<(), BrokerError> {
+    run(addr, true)
+}
+
+fn run(addr: SocketAddr, v5: bool) -> Result<(), BrokerError> {
     let server = ServerSettings {
         name: "mota-sim".into(),
         listen: addr,
@@ -39,8 +49,8 @@ pub fn start(addr: SocketAddr) -> Result<(), BrokerError> {
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
         },
-        v4: Some(HashMap::from([("1".to_string(), server)])),
-        v5: None,
+        v4: (!v5).then(|| HashMap::from([("1".to_string(), server.clone())])),
+        v5: v5.then(|| HashMap::from([("1".to_string(), server)])),
         ws: None,
         cluster: None,
         console: None,

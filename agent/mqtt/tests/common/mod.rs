@@ -7,7 +7,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::rc::Rc;
@@ -58,55 +58,8 @@ fn start_broker() -> Result<Broker, BoxError> {
         let (host, port) = addr.rsplit_once(':').ok_or("MOTA_TEST_BROKER must be HOST:PORT")?;
         return Ok(Broker { host: host.to_owned(), port: port.parse()? });
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let listen = format!("127.0.0.1:{port}").parse()?;
-    let server = rumqttd::ServerSettings {
-        name: "mota-mqtt-test".into(),
-        listen,
-        tls: None,
-        next_connection_delay_ms: 0,
-        connections: rumqttd::ConnectionSettings {
-            connection_timeout_ms: 10_000,
-            max_payload_size: 64 * 1024,
-            max_inflight_count: 100,
-            auth: None,
-            external_auth: None,
-            dynamic_filters: true,
-        },
-    };
-    let config = rumqttd::Config {
-        id: 0,
-        router: rumqttd::RouterConfig {
-            max_connections: 1000,
-            max_outgoing_packet_count: 200,
-            max_segment_size: 1024 * 1024,
-            max_segment_count: 10,
-            custom_segment: None,
-            initialized_filters: None,
-            shared_subscriptions_strategy: Default::default(),
-        },
-        v4: None,
-        v5: Some(HashMap::from([("v5".to_owned(), server)])),
-        ws: None,
-        cluster: None,
-        console: None,
-        bridge: None,
-        prometheus: None,
-        metrics: None,
-    };
-    let mut broker = rumqttd::Broker::new(config);
-    std::thread::Builder::new().name("rumqttd".into()).spawn(move || {
-        if let Err(e) = broker.start() {
-            eprintln!("rumqttd stopped: {e}");
-        }
-    })?;
-    let deadline = Instant::now() + PATIENCE;
-    while TcpStream::connect(listen).is_err() {
-        if Instant::now() > deadline {
-            return Err(format!("rumqttd is not listening on {listen}").into());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let port = mota_sim::broker::free_port()?;
+    mota_sim::broker::start_v5(format!("127.0.0.1:{port}").parse()?)?;
     Ok(Broker { host: "127.0.0.1".into(), port })
 }
 
