@@ -119,7 +119,8 @@ pub const fn buffer_len(chunk_bytes: u32) -> usize {
 pub struct Progress {
     /// The broker granted the subscriptions and the agent said hello: a new connection.
     pub connected: bool,
-    /// Messages handed to the agent.
+    /// Messages received (those on the device's own topics were handed to the agent):
+    /// none means the firmware may sleep until the stream has bytes or time passes.
     pub messages: u32,
 }
 
