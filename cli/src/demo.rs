@@ -529,9 +529,9 @@ async fn rollout(client: &Client, version: &str, devices: usize, canaries: &[Str
     let first = devices.div_ceil(20).max(canaries.len()).max(1);
     let second = (devices * 3 / 10).max(first + 1) - first;
     // A fleet too small for three cohorts (three devices and two canaries) gets two.
-    let cohorts = match first + second < devices {
-        true => json!([{ "count": first }, { "count": second }, { "percent": 100 }]),
-        false => json!([{ "count": first }, { "percent": 100 }]),
+    let (cohorts, sizes) = match first + second < devices {
+        true => (json!([{ "count": first }, { "count": second }, { "percent": 100 }]), format!("{first}, {second}")),
+        false => (json!([{ "count": first }, { "percent": 100 }]), first.to_string()),
     };
     let body = json!({
         "model": "digits", "version": version,
@@ -547,9 +547,8 @@ async fn rollout(client: &Client, version: &str, devices: usize, canaries: &[Str
     let r = client.json(reqwest::Method::POST, "/v1/rollouts", &body).await.context("starting the rollout")?;
     let id = r["id"].as_i64().context("no rollout id")?;
     println!(
-        "  rollout {id}: {version} to {} devices in {} cohorts, the first of {first}{}; {} will get a patch, {} the full image",
+        "  rollout {id}: {version} to {} devices in cohorts of {sizes} and the rest{}; {} will get a patch, {} the full image",
         preview["population"],
-        cohorts.as_array().map_or(0, Vec::len),
         if canaries.is_empty() { String::new() } else { format!(", canaries {} first", canaries.join(" and ")) },
         preview["delta"],
         preview["full"]
