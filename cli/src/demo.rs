@@ -43,9 +43,10 @@ const SET_RECORDS: usize = 64;
 /// `mota demo`.
 #[derive(clap::Args)]
 pub struct DemoArgs {
-    /// Simulated devices in the fleet.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(3..=2000))]
-    devices: u16,
+    /// Devices in the fleet [default: 100 simulated ones; with --qemu, one per image
+    /// given, at least 3].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(3..=2000))]
+    devices: Option<u16>,
     /// Leave the backend, the fleet and the dashboard running afterwards (Ctrl-C stops).
     #[arg(long)]
     keep: bool,
@@ -101,7 +102,11 @@ pub struct Stack {
 
 pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     let started = Instant::now();
-    let devices = usize::from(args.devices);
+    let devices = match (args.devices, args.qemu.len()) {
+        (Some(n), _) => usize::from(n),
+        (None, 0) => 100,
+        (None, images) => images.max(3),
+    };
     let kind = if args.qemu.is_empty() { "simulated devices" } else { "QEMU Cortex-M4 devices" };
     println!("mota demo: a backend, {devices} {kind} and two rollouts, all on this machine.\n");
     let options = StackOptions { devices, listen: args.listen, data_dir: args.data_dir.clone(), qemu: args.qemu };

@@ -27,4 +27,4 @@ echo "building the Rust firmware (agent/firmware: agent-net) and the C example (
 CARGO_TARGET_DIR="$target/ffi" make --quiet -C agent/ffi/example >/dev/null
 rust="$target/firmware/thumbv7em-none-eabihf/release/agent-net"
 c="$root/agent/ffi/example/build/agent-net-c.elf"
-exec cargo run --quiet -p mota-cli -- demo --qemu "$rust" --qemu "$rust" --qemu "$c" --devices 3 "$@"
+exec cargo run --quiet -p mota-cli -- demo --qemu "$rust" --qemu "$rust" --qemu "$c" "$@"
