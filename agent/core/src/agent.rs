@@ -308,7 +308,8 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
     }
 
     /// The active slot must still hold the model the record names; if not (flash decay,
-    /// tampering), fall back to the other slot's verified model, or run nothing.
+    /// tampering, a slot that cannot be read), fall back to the other slot's verified
+    /// model, or run nothing.
     fn check_active(&mut self) -> Result<(), AgentError> {
         let Some(current) = self.state.current else { return Ok(()) };
         let active = usize::from(self.state.active & 1);
@@ -328,13 +329,12 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         self.persist()
     }
 
+    /// Whether `slot` still holds `model`. A slot that cannot be read (an ECC part's
+    /// uncorrectable error) holds nothing the agent can vouch for: the same answer as a
+    /// wrong digest, so a boot falls back instead of failing on every reset.
     fn holds(&mut self, slot: usize, model: &Installed) -> Result<bool, AgentError> {
         let flash = self.slots.get_mut(slot).ok_or(AgentError::Flash)?;
-        match slot::sha256(flash, 0, model.size) {
-            Ok(d) => Ok(d == model.sha256),
-            Err(WriteError::Overflow) => Ok(false),
-            Err(_) => Err(AgentError::Flash),
-        }
+        Ok(slot::sha256(flash, 0, model.size).is_ok_and(|d| d == model.sha256))
     }
 
     /// Stores the record as it now is in RAM. After an error the two may differ: the

@@ -224,6 +224,45 @@ fn rollback_is_refused_when_the_previous_model_is_gone() -> TestResult {
 }
 
 #[test]
+fn a_boot_that_cannot_read_or_verify_the_active_model_falls_back_to_the_previous() -> TestResult {
+    let old = v1()?;
+    for unreadable in [true, false] {
+        let device = D::new(Layout::uniform(4, 0xFF), &old)?;
+        let config = config(&old)?;
+        let mut arena = vec![0u8; ARENA];
+        let mut agent = device.boot(&config, &mut arena)?;
+        let mut backend = Backend::default();
+        backend.publish_offer(&offer(&v2()?, OfferSpec { counter: 1, ..OfferSpec::default() })?);
+        drive(&mut agent, &mut backend, &TestClock::default())?;
+        assert_eq!(agent.active_model().map(|m| m.image.slot), Some(1));
+        drop(agent);
+        // Slot 1 fails its reads (an ECC part) or its hash (decay): the same fallback.
+        if unreadable {
+            device.unreadable(1);
+        } else {
+            device.corrupt(1, 100)?;
+        }
+        let agent = device.boot(&config, &mut arena)?;
+        let m = agent.active_model().ok_or("no model after the fallback")?;
+        assert_eq!((m.image.slot, m.installed.sha256), (0, Digest::of(&old)), "unreadable: {unreadable}");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_boot_that_cannot_read_its_only_model_runs_none_instead_of_failing() -> TestResult {
+    let old = v1()?;
+    let device = D::new(Layout::uniform(4, 0xFF), &old)?;
+    let config = config(&old)?;
+    let mut arena = vec![0u8; ARENA];
+    drop(device.boot(&config, &mut arena)?);
+    device.unreadable(0);
+    let agent = device.boot(&config, &mut arena)?;
+    assert_eq!(agent.active_model(), None, "nothing verified to run");
+    Ok(())
+}
+
+#[test]
 fn a_second_update_reuses_the_set_already_on_the_device() -> TestResult {
     let (old, new, set) = (v1()?, v2()?, set("digits_cnn_v2", 100)?);
     let device = D::new(Layout::uniform(4, 0xFF), &old)?;

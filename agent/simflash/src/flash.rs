@@ -41,6 +41,10 @@ pub enum SimFlashError {
     /// The backing file could not be read or written.
     #[error("backing file I/O failed")]
     Io,
+    /// A read touched bytes that cannot be read back (an ECC part's uncorrectable error,
+    /// a worn-out page): see [`SimFlash::set_unreadable`].
+    #[error("uncorrectable read error")]
+    Unreadable,
 }
 
 impl NorFlashError for SimFlashError {
@@ -98,6 +102,7 @@ pub struct SimFlash<const WRITE: usize, const ERASE: usize, const MULTI: bool = 
     powered: bool,
     rng: u64,
     file: Option<File>,
+    unreadable: Option<std::ops::Range<usize>>,
 }
 
 impl<const WRITE: usize, const ERASE: usize, const MULTI: bool> SimFlash<WRITE, ERASE, MULTI> {
@@ -123,6 +128,7 @@ impl<const WRITE: usize, const ERASE: usize, const MULTI: bool> SimFlash<WRITE, 
             powered: true,
             rng: 0x9e37_79b9_7f4a_7c15,
             file: None,
+            unreadable: None,
         }
     }
 
@@ -189,6 +195,12 @@ impl<const WRITE: usize, const ERASE: usize, const MULTI: bool> SimFlash<WRITE, 
         self.cut = None;
     }
 
+    /// Makes reads touching `range` (part offsets) fail, as an ECC part reports an
+    /// uncorrectable error; `None` heals the part.
+    pub fn set_unreadable(&mut self, range: Option<std::ops::Range<usize>>) {
+        self.unreadable = range;
+    }
+
     /// Saves the contents.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot { data: self.data.clone(), programmed: self.programmed.clone() }
@@ -252,6 +264,9 @@ impl<const WRITE: usize, const ERASE: usize, const MULTI: bool> ReadNorFlash for
         }
         let start = offset as usize;
         let src = self.data.get(start..start + bytes.len()).ok_or(SimFlashError::OutOfBounds)?;
+        if self.unreadable.as_ref().is_some_and(|bad| bad.start < start + bytes.len() && start < bad.end) {
+            return Err(SimFlashError::Unreadable);
+        }
         bytes.copy_from_slice(src);
         self.stats.reads += 1;
         self.stats.bytes_read += bytes.len() as u64;

@@ -261,6 +261,12 @@ impl<const W: usize, const E: usize> Device<W, E> {
         Ok(())
     }
 
+    /// Makes slot `i` fail every read from now on (an ECC part's uncorrectable error).
+    pub fn unreadable(&self, i: u8) {
+        let start = self.layout.slots[usize::from(i)] as usize;
+        self.part.borrow_mut().set_unreadable(Some(start..start + self.layout.slot_len as usize));
+    }
+
     /// Mutating operations so far.
     pub fn ops(&self) -> u64 {
         self.part.borrow().stats().mutating()
