@@ -414,14 +414,11 @@ impl PowerCuts {
     }
 
     fn next(&mut self) -> u64 {
-        self.dice ^= self.dice << 13;
-        self.dice ^= self.dice >> 7;
-        self.dice ^= self.dice << 17;
-        self.dice
+        mota_sim::device::next(&mut self.dice)
     }
 
     fn roll(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        mota_sim::device::roll(&mut self.dice)
     }
 }
 

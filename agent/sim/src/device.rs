@@ -280,14 +280,16 @@ fn schedule_cut(
     Some(at)
 }
 
-fn next(dice: &mut u64) -> u64 {
+/// The fault dice: xorshift64 over `dice` (never 0), for faults a seed replays.
+pub fn next(dice: &mut u64) -> u64 {
     *dice ^= *dice << 13;
     *dice ^= *dice >> 7;
     *dice ^= *dice << 17;
     *dice
 }
 
-fn roll(dice: &mut u64) -> f64 {
+/// A number in [0, 1) from the dice.
+pub fn roll(dice: &mut u64) -> f64 {
     (next(dice) >> 11) as f64 / (1u64 << 53) as f64
 }
 
