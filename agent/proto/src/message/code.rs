@@ -146,6 +146,9 @@ code_names!(ErrorCode {
     /// The device restarted during validation more often than allowed (a crash, hang or
     /// watchdog reset while the new model ran).
     VALIDATION_INTERRUPTED = 304, "validation_interrupted";
+    /// After its commit, the product did not confirm the new model within its trial
+    /// boots (a crash, hang or watchdog reset in the product's own use of it): reverted.
+    NOT_CONFIRMED = 305, "not_confirmed";
     /// Another update or a trial is in progress.
     BUSY = 400, "busy";
     /// A rollback was asked for but the previous model is no longer in its slot.

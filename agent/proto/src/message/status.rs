@@ -104,11 +104,15 @@ pub enum Event {
     /// The backend cancelled the attempt. Terminal.
     #[n(7)]
     Cancelled,
+    /// After a commit, the product never confirmed the new model within its trial boots:
+    /// the previous model is active again (`error`: why). Terminal.
+    #[n(8)]
+    Reverted,
 }
 
 impl Event {
     /// Every event, in wire order (each one's index is its code).
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Accepted,
         Self::Downloading,
         Self::Verified,
@@ -117,11 +121,12 @@ impl Event {
         Self::Rejected,
         Self::RolledBack,
         Self::Cancelled,
+        Self::Reverted,
     ];
 
     /// Whether the attempt has ended.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Committed | Self::Rejected | Self::RolledBack | Self::Cancelled)
+        matches!(self, Self::Committed | Self::Rejected | Self::RolledBack | Self::Cancelled | Self::Reverted)
     }
 }
 
