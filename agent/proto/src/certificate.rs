@@ -22,8 +22,7 @@
 //! | 4 | | lowest security counter the key may sign: uint32 |
 //! | 5 | | highest security counter the key may sign: uint32 |
 
-use minicbor::{Decode, Encode};
-
+use crate::cbor::{Decode, Decoder, Encode, Encoder, Malformed};
 use crate::error::DecodeError;
 use crate::ids::KeyId;
 use crate::limits::{MAX_CERT_BODY_LEN, MAX_ENVELOPE_LEN};
@@ -37,18 +36,33 @@ pub const TAG_CERT_BODY: u64 = 0x6d6f_7402;
 /// Bytes a root key signed: a release-key certificate ([`KeyCertificate`], body
 /// [`CertBody`]) or a revocation list (body [`crate::RevocationBody`]). The body's CBOR
 /// tag says which, so one can never pass for the other.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
-#[cbor(map)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RootSigned<'a> {
     /// The encoded body: signed bytes, decoded only after the signature holds.
-    #[cbor(b(0), with = "minicbor::bytes")]
     pub body: &'a [u8],
     /// Which root key signed it.
-    #[n(1)]
     pub issuer: KeyId,
     /// ed25519 signature by the issuer over `body`.
-    #[cbor(n(2), with = "minicbor::bytes")]
     pub signature: [u8; 64],
+}
+
+impl RootSigned<'_> {
+    /// What a decoder starts from.
+    pub(crate) const EMPTY: RootSigned<'static> = RootSigned { body: &[], issuer: KeyId([0; 8]), signature: [0; 64] };
+}
+
+impl Encode for RootSigned<'_> {
+    fn encode(&self, e: &mut Encoder<'_>) {
+        e.map(&[&self.body, &self.issuer, &self.signature]);
+    }
+}
+
+impl<'a> Decode<'a> for RootSigned<'a> {
+    fn decode(d: &mut Decoder<'a>) -> Result<Self, Malformed> {
+        let mut v = RootSigned::EMPTY;
+        d.map(&mut [&mut v.body, &mut v.issuer, &mut v.signature])?;
+        Ok(v)
+    }
 }
 
 /// A root's signature over a release key.
@@ -56,27 +70,50 @@ pub type KeyCertificate<'a> = RootSigned<'a>;
 
 /// What a root certifies: this key, under this id, until this time, for this range of
 /// security counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
-#[cbor(map, tag(1836020738))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CertBody {
     /// Always [`CERT_FORMAT_VERSION`] for values this build produces.
-    #[n(0)]
     pub format: u16,
     /// Id of `public_key` (must equal [`KeyId::of`] of it).
-    #[n(1)]
     pub key_id: KeyId,
     /// The certified ed25519 release public key.
-    #[cbor(n(2), with = "minicbor::bytes")]
     pub public_key: [u8; 32],
     /// Unix seconds after which the key is no longer valid (checked with trusted time).
-    #[n(3)]
     pub not_after: u64,
     /// The lowest security counter the key may sign.
-    #[n(4)]
     pub min_counter: u32,
     /// The highest security counter the key may sign.
-    #[n(5)]
     pub max_counter: u32,
+}
+
+impl Encode for CertBody {
+    fn encode(&self, e: &mut Encoder<'_>) {
+        e.tag(TAG_CERT_BODY);
+        e.map(&[&self.format, &self.key_id, &self.public_key, &self.not_after, &self.min_counter, &self.max_counter]);
+    }
+}
+
+impl Decode<'_> for CertBody {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, Malformed> {
+        d.tag(TAG_CERT_BODY)?;
+        let mut v = Self {
+            format: 0,
+            key_id: KeyId([0; 8]),
+            public_key: [0; 32],
+            not_after: 0,
+            min_counter: 0,
+            max_counter: 0,
+        };
+        d.map(&mut [
+            &mut v.format,
+            &mut v.key_id,
+            &mut v.public_key,
+            &mut v.not_after,
+            &mut v.min_counter,
+            &mut v.max_counter,
+        ])?;
+        Ok(v)
+    }
 }
 
 impl CertBody {
@@ -104,7 +141,7 @@ impl Wire<'_> for CertBody {
     const CANONICAL: bool = true;
 
     fn precheck(bytes: &[u8]) -> Result<(), DecodeError> {
-        precheck_format(bytes, Some(TAG_CERT_BODY), CERT_FORMAT_VERSION)
+        precheck_format(bytes, TAG_CERT_BODY, CERT_FORMAT_VERSION)
     }
 
     fn check(&self) -> Result<(), DecodeError> {
@@ -123,7 +160,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tag_attribute_matches_the_constant() {
+    fn tag_matches_the_documented_number() {
         assert_eq!(TAG_CERT_BODY, 1_836_020_738);
     }
 }

@@ -29,8 +29,7 @@
 //! | 0 | SHA-256 of the model image | bstr(32) |
 //! | 1 | SHA-256 of its manifest (absent for a factory-installed model) | bstr(32) |
 
-use minicbor::{Decode, Encode};
-
+use crate::cbor::{Decode, Decoder, Encode, Encoder, Malformed};
 use crate::error::DecodeError;
 use crate::ids::Digest;
 use crate::limits::{MAX_DEVICE_ID_LEN, MAX_MANIFEST_LEN, check_ident};
@@ -42,52 +41,93 @@ pub const COMMAND_FORMAT_VERSION: u16 = 1;
 pub const TAG_COMMAND: u64 = 0x6d6f_7403;
 
 /// What a command asks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
-#[cbor(index_only)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     /// Make the other slot active again, if it holds exactly the named target.
-    #[n(0)]
     Rollback,
     /// Abandon the attempt at the subject manifest.
-    #[n(1)]
     Cancel,
 }
 
+/// An action travels as its index (rollback 0, cancel 1); another index is malformed.
+impl Encode for Action {
+    fn encode(&self, e: &mut Encoder<'_>) {
+        e.uint(*self as u64);
+    }
+}
+
+impl Decode<'_> for Action {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, Malformed> {
+        match d.uint()? {
+            0 => Ok(Self::Rollback),
+            1 => Ok(Self::Cancel),
+            _ => Err(Malformed),
+        }
+    }
+}
+
+impl Encode for Target {
+    fn encode(&self, e: &mut Encoder<'_>) {
+        e.map(&[&self.image, &self.manifest]);
+    }
+}
+
+impl Decode<'_> for Target {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, Malformed> {
+        let mut v = Self { image: Digest([0; 32]), manifest: None };
+        d.map(&mut [&mut v.image, &mut v.manifest])?;
+        Ok(v)
+    }
+}
+
 /// The model a rollback returns to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
-#[cbor(map)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Target {
     /// SHA-256 of the model image.
-    #[n(0)]
     pub image: Digest,
     /// SHA-256 of the manifest it was installed by; `None` for the factory model.
-    #[n(1)]
     pub manifest: Option<Digest>,
 }
 
 /// A signed instruction to one device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
-#[cbor(map, tag(1836020739))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommandBody<'a> {
     /// Always [`COMMAND_FORMAT_VERSION`] for values this build produces.
-    #[n(0)]
     pub format: u16,
     /// The one device that may act on it.
-    #[b(1)]
     pub device: &'a str,
     /// The rollout it belongs to (reports about it are filed there).
-    #[n(2)]
     pub rollout_id: u64,
     /// What to do.
-    #[n(3)]
     pub action: Action,
     /// The manifest the command is about: the download to cancel, or the committed
     /// model to roll back from.
-    #[n(4)]
     pub subject: Digest,
     /// Where a rollback returns to; absent for a cancel.
-    #[n(5)]
     pub target: Option<Target>,
+}
+
+impl Encode for CommandBody<'_> {
+    fn encode(&self, e: &mut Encoder<'_>) {
+        e.tag(TAG_COMMAND);
+        e.map(&[&self.format, &self.device, &self.rollout_id, &self.action, &self.subject, &self.target]);
+    }
+}
+
+impl<'a> Decode<'a> for CommandBody<'a> {
+    fn decode(d: &mut Decoder<'a>) -> Result<Self, Malformed> {
+        d.tag(TAG_COMMAND)?;
+        let mut v = Self {
+            format: 0,
+            device: "",
+            rollout_id: 0,
+            action: Action::Rollback,
+            subject: Digest([0; 32]),
+            target: None,
+        };
+        d.map(&mut [&mut v.format, &mut v.device, &mut v.rollout_id, &mut v.action, &mut v.subject, &mut v.target])?;
+        Ok(v)
+    }
 }
 
 impl<'a> Wire<'a> for CommandBody<'a> {
@@ -96,7 +136,7 @@ impl<'a> Wire<'a> for CommandBody<'a> {
     const CANONICAL: bool = true;
 
     fn precheck(bytes: &[u8]) -> Result<(), DecodeError> {
-        precheck_format(bytes, Some(TAG_COMMAND), COMMAND_FORMAT_VERSION)
+        precheck_format(bytes, TAG_COMMAND, COMMAND_FORMAT_VERSION)
     }
 
     fn check(&self) -> Result<(), DecodeError> {
@@ -116,7 +156,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tag_attribute_matches_the_constant() {
+    fn tag_matches_the_documented_number() {
         assert_eq!(TAG_COMMAND, 1_836_020_739);
     }
 }

@@ -14,30 +14,38 @@
 //! | 2 | ed25519 signature over the body bytes | bstr(64) |
 //! | 3 | certificate of the release key | [`KeyCertificate`] map |
 
-use minicbor::{Decode, Encode};
-
-use crate::certificate::KeyCertificate;
+use crate::cbor::{Decode, Decoder, Encode, Encoder, Malformed};
+use crate::certificate::{KeyCertificate, RootSigned};
 use crate::error::DecodeError;
 use crate::ids::KeyId;
 use crate::limits::{MAX_ENVELOPE_LEN, MAX_MANIFEST_LEN};
 use crate::wire::Wire;
 
 /// A signed body, its signature and the key chain behind it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
-#[cbor(map)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Envelope<'a> {
     /// The encoded manifest or command, exactly as signed.
-    #[cbor(b(0), with = "minicbor::bytes")]
     pub body: &'a [u8],
     /// Id of the release key that signed `body`.
-    #[n(1)]
     pub key_id: KeyId,
     /// ed25519 signature over `body`.
-    #[cbor(n(2), with = "minicbor::bytes")]
     pub signature: [u8; 64],
     /// The root's certificate for the release key.
-    #[b(3)]
     pub certificate: KeyCertificate<'a>,
+}
+
+impl Encode for Envelope<'_> {
+    fn encode(&self, e: &mut Encoder<'_>) {
+        e.map(&[&self.body, &self.key_id, &self.signature, &self.certificate]);
+    }
+}
+
+impl<'a> Decode<'a> for Envelope<'a> {
+    fn decode(d: &mut Decoder<'a>) -> Result<Self, Malformed> {
+        let mut v = Self { body: &[], key_id: KeyId([0; 8]), signature: [0; 64], certificate: RootSigned::EMPTY };
+        d.map(&mut [&mut v.body, &mut v.key_id, &mut v.signature, &mut v.certificate])?;
+        Ok(v)
+    }
 }
 
 impl<'a> Wire<'a> for Envelope<'a> {

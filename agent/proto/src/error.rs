@@ -1,8 +1,8 @@
 //! Errors of the encoding boundary.
 //!
-//! They are small `Copy` enums rather than wrappers of minicbor's error, so a device can
-//! store, compare and report them without formatting machinery, and so tests can match
-//! on the exact reason an input was refused.
+//! They are small `Copy` enums rather than wrappers of a CBOR library's error, so a
+//! device can store, compare and report them without formatting machinery, and so tests
+//! can match on the exact reason an input was refused.
 
 use core::fmt;
 
@@ -60,12 +60,6 @@ impl fmt::Display for DecodeError {
 }
 
 impl core::error::Error for DecodeError {}
-
-impl From<minicbor::decode::Error> for DecodeError {
-    fn from(_: minicbor::decode::Error) -> Self {
-        Self::Malformed
-    }
-}
 
 /// Why a value could not be encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,10 +5,9 @@
 
 use core::fmt;
 
-use minicbor::decode::{Decoder, Error as DecError};
-use minicbor::encode::{Encoder, Error as EncError, Write};
-use minicbor::{Decode, Encode};
 use sha2::{Digest as _, Sha256};
+
+use crate::cbor::{Decode, Decoder, Encode, Encoder, Malformed};
 
 /// A SHA-256 digest: the identity of every artifact (model image, patch, validation set).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -39,20 +38,15 @@ impl KeyId {
 
 macro_rules! fixed_bytes {
     ($ty:ident, $len:literal) => {
-        impl<C> Encode<C> for $ty {
-            fn encode<W: Write>(&self, e: &mut Encoder<W>, _: &mut C) -> Result<(), EncError<W::Error>> {
-                e.bytes(&self.0)?;
-                Ok(())
+        impl Encode for $ty {
+            fn encode(&self, e: &mut Encoder<'_>) {
+                e.bytes(&self.0);
             }
         }
 
-        impl<'b, C> Decode<'b, C> for $ty {
-            fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, DecError> {
-                let bytes = d.bytes()?;
-                let array: [u8; $len] = bytes
-                    .try_into()
-                    .map_err(|_| DecError::message(concat!(stringify!($ty), " has the wrong length")))?;
-                Ok(Self(array))
+        impl Decode<'_> for $ty {
+            fn decode(d: &mut Decoder<'_>) -> Result<Self, Malformed> {
+                <[u8; $len]>::decode(d).map(Self)
             }
         }
 
@@ -128,7 +122,7 @@ mod tests {
     #[test]
     fn wrong_length_bytes_do_not_decode() {
         // A 3-byte byte string where 8 are due.
-        assert!(minicbor::decode::<KeyId>(&[0x43, 1, 2, 3]).is_err());
-        assert!(minicbor::decode::<KeyId>(&[0x48, 1, 2, 3, 4, 5, 6, 7, 8]).is_ok());
+        assert!(KeyId::decode(&mut Decoder::new(&[0x43, 1, 2, 3])).is_err());
+        assert!(KeyId::decode(&mut Decoder::new(&[0x48, 1, 2, 3, 4, 5, 6, 7, 8])).is_ok());
     }
 }

@@ -21,6 +21,7 @@
 //! meaning has exactly one byte string.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 
+mod cbor;
 pub mod certificate;
 pub mod command;
 pub mod envelope;

@@ -15,8 +15,7 @@
 //!
 //! It travels as a [`crate::certificate::RootSigned`] like a certificate.
 
-use minicbor::{Decode, Encode};
-
+use crate::cbor::{Decode, Decoder, Encode, Encoder, Malformed};
 use crate::certificate::RootSigned;
 use crate::error::DecodeError;
 use crate::ids::KeyId;
@@ -34,18 +33,30 @@ pub const MAX_REVOKED: usize = 8;
 pub type SignedRevocation<'a> = RootSigned<'a>;
 
 /// The keys a root revokes, as of `seq`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
-#[cbor(map, tag(1836020740))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RevocationBody<'a> {
     /// Always [`REVOCATION_FORMAT_VERSION`] for values this build produces.
-    #[n(0)]
     pub format: u16,
     /// A device keeps the list with the highest number it has verified.
-    #[n(1)]
     pub seq: u32,
     /// Key ids, 8 bytes each.
-    #[cbor(b(2), with = "minicbor::bytes")]
     pub revoked: &'a [u8],
+}
+
+impl Encode for RevocationBody<'_> {
+    fn encode(&self, e: &mut Encoder<'_>) {
+        e.tag(TAG_REVOCATION);
+        e.map(&[&self.format, &self.seq, &self.revoked]);
+    }
+}
+
+impl<'a> Decode<'a> for RevocationBody<'a> {
+    fn decode(d: &mut Decoder<'a>) -> Result<Self, Malformed> {
+        d.tag(TAG_REVOCATION)?;
+        let mut v = Self { format: 0, seq: 0, revoked: &[] };
+        d.map(&mut [&mut v.format, &mut v.seq, &mut v.revoked])?;
+        Ok(v)
+    }
 }
 
 impl RevocationBody<'_> {
@@ -60,7 +71,7 @@ impl<'a> Wire<'a> for RevocationBody<'a> {
     const CANONICAL: bool = true;
 
     fn precheck(bytes: &[u8]) -> Result<(), DecodeError> {
-        precheck_format(bytes, Some(TAG_REVOCATION), REVOCATION_FORMAT_VERSION)
+        precheck_format(bytes, TAG_REVOCATION, REVOCATION_FORMAT_VERSION)
     }
 
     fn check(&self) -> Result<(), DecodeError> {
@@ -79,7 +90,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tag_attribute_matches_the_constant() {
+    fn tag_matches_the_documented_number() {
         assert_eq!(TAG_REVOCATION, 1_836_020_740);
     }
 }

@@ -3,7 +3,9 @@
 //! `_testkit` feature, outside semver; never enable it in product firmware: the keys
 //! behind these constants come from fixed, published seeds.
 
+use crate::error::DecodeError;
 use crate::verify::{DevicePolicy, Limits};
+use crate::wire::Wire;
 
 /// Public key of the test root, whose private key is the seed `0x11` × 32.
 pub const ROOT: [u8; 32] = [
@@ -27,3 +29,22 @@ pub const POLICY: DevicePolicy<'static> = DevicePolicy {
         max_validation_bytes: 64 * 1024,
     },
 };
+
+/// Encodes `value` without its domain checks, as a buggy or hostile peer could (host
+/// only): for tests that sign or send what [`Wire::encode_into`] refuses.
+#[cfg(feature = "std")]
+pub fn encode_unchecked<'a, T: Wire<'a>>(value: &T) -> Vec<u8> {
+    crate::cbor::to_vec(value)
+}
+
+/// Decodes the CBOR shape of one value spanning `bytes`, without the size bound, the
+/// domain checks and the canonical form [`Wire::parse`] insists on: what bytes mean,
+/// whether or not a device would take them.
+pub fn decode_unchecked<'a, T: Wire<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
+    let mut decoder = crate::cbor::Decoder::new(bytes);
+    let value = T::decode(&mut decoder)?;
+    if !decoder.at_end() {
+        return Err(DecodeError::TrailingBytes);
+    }
+    Ok(value)
+}

@@ -1,18 +1,19 @@
 //! The verbs every wire type shares: parse, check, encode.
 //!
-//! Types derive minicbor's `Encode`/`Decode` for the CBOR shape and implement [`Wire`]
-//! for the rest of the contract: a size bound checked before parsing, domain checks
-//! after it, and, for signed structures, canonical form. Canonical form is checked by
-//! re-encoding the decoded value against the input through a comparing writer, which
-//! needs no buffer: one byte string per meaning, with no second decoder to keep in step.
+//! Each type implements the CBOR shape by hand ([`crate::cbor`]: its fields listed once
+//! for the encoder and once for the decoder) and [`Wire`] for the rest of the contract:
+//! a size bound checked before parsing, domain checks after it, and, for signed
+//! structures, canonical form. Canonical form is checked by re-encoding the decoded
+//! value against the input through a comparing writer, which needs no buffer: one byte
+//! string per meaning, with no second decoder to keep in step.
 
-use minicbor::encode::Write;
-use minicbor::{Decode, Decoder, Encode};
-
+use crate::cbor::{self, Decode, Decoder, Encode};
 use crate::error::{DecodeError, EncodeError};
 
 /// A value with a wire encoding in the mota contract.
-pub trait Wire<'a>: Sized + Encode<()> + Decode<'a, ()> {
+///
+/// Implemented by the crate's wire types only (its CBOR supertraits are private).
+pub trait Wire<'a>: Sized + Encode + Decode<'a> {
     /// The longest encoding [`Wire::parse`] accepts; longer input is refused unread.
     const MAX_LEN: usize;
     /// Whether only the canonical encoding is accepted (true for everything that is
@@ -36,16 +37,13 @@ pub trait Wire<'a>: Sized + Encode<()> + Decode<'a, ()> {
         }
         Self::precheck(bytes)?;
         let mut decoder = Decoder::new(bytes);
-        let value: Self = decoder.decode()?;
-        if decoder.position() != bytes.len() {
+        let value = Self::decode(&mut decoder)?;
+        if !decoder.at_end() {
             return Err(DecodeError::TrailingBytes);
         }
         value.check()?;
-        if Self::CANONICAL {
-            let mut expect = Expect { rest: bytes };
-            if minicbor::encode(&value, &mut expect).is_err() || !expect.rest.is_empty() {
-                return Err(DecodeError::NonCanonical);
-            }
+        if Self::CANONICAL && !cbor::encodes_to(&value, bytes) {
+            return Err(DecodeError::NonCanonical);
         }
         Ok(value)
     }
@@ -53,17 +51,12 @@ pub trait Wire<'a>: Sized + Encode<()> + Decode<'a, ()> {
     /// Encodes into `buf` and returns the number of bytes written.
     fn encode_into(&self, buf: &mut [u8]) -> Result<usize, EncodeError> {
         self.check().map_err(EncodeError::Invalid)?;
-        let mut cursor = minicbor::encode::write::Cursor::new(buf);
-        minicbor::encode(self, &mut cursor).map_err(|_| EncodeError::BufferTooSmall)?;
-        Ok(cursor.position())
+        cbor::encode_into(self, buf).ok_or(EncodeError::BufferTooSmall)
     }
 
     /// The exact length [`Wire::encode_into`] will write.
     fn encoded_len(&self) -> usize {
-        let mut count = Count(0);
-        // ok: writing to a counter cannot fail, and our types' Encode impls never fail.
-        let _ = minicbor::encode(self, &mut count);
-        count.0
+        cbor::encoded_len(self)
     }
 
     /// Encodes into a new vector (host only).
@@ -76,55 +69,16 @@ pub trait Wire<'a>: Sized + Encode<()> + Decode<'a, ()> {
     }
 }
 
-/// A writer that compares what is written with the expected bytes.
-struct Expect<'a> {
-    rest: &'a [u8],
-}
-
-/// The written bytes differ from the expected ones.
-#[derive(Debug)]
-struct Mismatch;
-
-impl Write for Expect<'_> {
-    type Error = Mismatch;
-
-    fn write_all(&mut self, buf: &[u8]) -> Result<(), Mismatch> {
-        match self.rest.split_at_checked(buf.len()) {
-            Some((head, tail)) if head == buf => {
-                self.rest = tail;
-                Ok(())
-            }
-            _ => Err(Mismatch),
-        }
-    }
-}
-
-/// A writer that only counts.
-struct Count(usize);
-
-impl Write for Count {
-    type Error = core::convert::Infallible;
-
-    fn write_all(&mut self, buf: &[u8]) -> Result<(), Self::Error> {
-        self.0 += buf.len();
-        Ok(())
-    }
-}
-
 /// Reads the format version that every versioned structure keeps as its first map
-/// entry (key 0), after an optional tag, without decoding the rest.
-pub(crate) fn precheck_format(bytes: &[u8], tag: Option<u64>, supported: u16) -> Result<(), DecodeError> {
+/// entry (key 0), after its tag, without decoding the rest.
+pub(crate) fn precheck_format(bytes: &[u8], tag: u64, supported: u16) -> Result<(), DecodeError> {
     let mut d = Decoder::new(bytes);
-    if let Some(expected) = tag
-        && d.tag()?.as_u64() != expected
-    {
+    d.tag(tag)?;
+    d.map_header()?;
+    if d.uint()? != 0 {
         return Err(DecodeError::Malformed);
     }
-    d.map()?;
-    if d.u64()? != 0 {
-        return Err(DecodeError::Malformed);
-    }
-    let found = d.u16()?;
+    let found = u16::decode(&mut d)?;
     if found != supported {
         return Err(DecodeError::UnsupportedFormat { found });
     }

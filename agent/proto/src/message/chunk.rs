@@ -7,29 +7,23 @@
 //! | 2 | data (exclusive with 3) | bstr, ≤ 16384 |
 //! | 3 | refusal (exclusive with 2) | uint16 code |
 
-use minicbor::{Decode, Encode};
-
 use super::code::{code_names, code_type};
+use crate::cbor::{Decode, Decoder, Encode, Encoder, Malformed};
 use crate::error::DecodeError;
 use crate::ids::Digest;
 use crate::limits::{MAX_CHUNK_LEN, MAX_CHUNK_MESSAGE_LEN};
 use crate::wire::Wire;
 
 /// A piece of an artifact, or the reason it is not coming.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
-#[cbor(map)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Chunk<'a> {
     /// The artifact, as requested.
-    #[n(0)]
     pub artifact: Digest,
     /// Offset of `data`, as requested.
-    #[n(1)]
     pub offset: u32,
     /// The bytes, when served.
-    #[cbor(b(2), with = "opt_bytes", has_nil)]
     pub data: Option<&'a [u8]>,
     /// Why not, when refused.
-    #[n(3)]
     pub refusal: Option<Refusal>,
 }
 
@@ -49,33 +43,6 @@ code_names!(Refusal {
     UNAVAILABLE = 4, "unavailable";
 });
 
-/// `Option<&[u8]>` as an absent-or-bstr map value (minicbor's generic `bytes` helpers
-/// leave the `nil` type ambiguous under `has_nil`).
-mod opt_bytes {
-    use minicbor::decode::{Decoder, Error as DecError};
-    use minicbor::encode::{Encoder, Error as EncError, Write};
-
-    pub fn encode<C, W: Write>(v: &Option<&[u8]>, e: &mut Encoder<W>, _: &mut C) -> Result<(), EncError<W::Error>> {
-        match v {
-            Some(bytes) => e.bytes(bytes)?,
-            None => e.null()?,
-        };
-        Ok(())
-    }
-
-    pub fn decode<'b, C>(d: &mut Decoder<'b>, _: &mut C) -> Result<Option<&'b [u8]>, DecError> {
-        d.bytes().map(Some)
-    }
-
-    pub fn nil<'b>() -> Option<Option<&'b [u8]>> {
-        Some(None)
-    }
-
-    pub fn is_nil(v: &Option<&[u8]>) -> bool {
-        v.is_none()
-    }
-}
-
 impl<'a> Chunk<'a> {
     /// Bytes served.
     pub fn data(artifact: Digest, offset: u32, data: &'a [u8]) -> Self {
@@ -85,6 +52,32 @@ impl<'a> Chunk<'a> {
     /// A refusal.
     pub fn refused(artifact: Digest, offset: u32, refusal: Refusal) -> Self {
         Self { artifact, offset, data: None, refusal: Some(refusal) }
+    }
+}
+
+impl Encode for Chunk<'_> {
+    fn encode(&self, e: &mut Encoder<'_>) {
+        e.map(&[&self.artifact, &self.offset, &self.data, &self.refusal]);
+    }
+}
+
+/// The data field: optional, but a byte string when present (`null` is malformed, as
+/// it was with minicbor's derive).
+struct Data<'a>(Option<&'a [u8]>);
+
+impl<'a> Decode<'a> for Data<'a> {
+    const OPTIONAL: bool = true;
+
+    fn decode(d: &mut Decoder<'a>) -> Result<Self, Malformed> {
+        d.bytes().map(|bytes| Self(Some(bytes)))
+    }
+}
+
+impl<'a> Decode<'a> for Chunk<'a> {
+    fn decode(d: &mut Decoder<'a>) -> Result<Self, Malformed> {
+        let (mut artifact, mut offset, mut data, mut refusal) = (Digest([0; 32]), 0, Data(None), None);
+        d.map(&mut [&mut artifact, &mut offset, &mut data, &mut refusal])?;
+        Ok(Self { artifact, offset, data: data.0, refusal })
     }
 }
 

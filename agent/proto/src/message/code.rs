@@ -9,20 +9,15 @@ macro_rules! code_type {
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(pub u16);
 
-        impl<C> ::minicbor::Encode<C> for $name {
-            fn encode<W: ::minicbor::encode::Write>(
-                &self,
-                e: &mut ::minicbor::Encoder<W>,
-                _: &mut C,
-            ) -> Result<(), ::minicbor::encode::Error<W::Error>> {
-                e.u16(self.0)?;
-                Ok(())
+        impl $crate::cbor::Encode for $name {
+            fn encode(&self, e: &mut $crate::cbor::Encoder<'_>) {
+                e.uint(u64::from(self.0));
             }
         }
 
-        impl<'b, C> ::minicbor::Decode<'b, C> for $name {
-            fn decode(d: &mut ::minicbor::Decoder<'b>, _: &mut C) -> Result<Self, ::minicbor::decode::Error> {
-                Ok(Self(d.u16()?))
+        impl $crate::cbor::Decode<'_> for $name {
+            fn decode(d: &mut $crate::cbor::Decoder<'_>) -> Result<Self, $crate::cbor::Malformed> {
+                <u16 as $crate::cbor::Decode>::decode(d).map(Self)
             }
         }
 
@@ -208,8 +203,9 @@ mod tests {
         assert_eq!(code.name(), None);
         assert_eq!(format!("{code}"), "code 999");
         assert_eq!(format!("{}", ErrorCode::DOWNGRADE), "downgrade");
-        let bytes = minicbor::to_vec(code)?;
-        assert_eq!(minicbor::decode::<ErrorCode>(&bytes)?, code);
+        let bytes = crate::cbor::to_vec(&code);
+        let decoded = <ErrorCode as crate::cbor::Decode>::decode(&mut crate::cbor::Decoder::new(&bytes));
+        assert_eq!(decoded, Ok(code));
         Ok(())
     }
 }

@@ -6,26 +6,35 @@
 //! | 1 | offset | uint32 |
 //! | 2 | length | uint32, 1..=16384 |
 
-use minicbor::{Decode, Encode};
-
+use crate::cbor::{Decode, Decoder, Encode, Encoder, Malformed};
 use crate::error::DecodeError;
 use crate::ids::Digest;
 use crate::limits::{MAX_CHUNK_LEN, MAX_SMALL_MESSAGE_LEN};
 use crate::wire::Wire;
 
 /// A chunk request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
-#[cbor(map)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Get {
     /// The artifact, by content digest.
-    #[n(0)]
     pub artifact: Digest,
     /// First byte wanted.
-    #[n(1)]
     pub offset: u32,
     /// Bytes wanted; the answer may be shorter only at the artifact's end.
-    #[n(2)]
     pub length: u32,
+}
+
+impl Encode for Get {
+    fn encode(&self, e: &mut Encoder<'_>) {
+        e.map(&[&self.artifact, &self.offset, &self.length]);
+    }
+}
+
+impl Decode<'_> for Get {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, Malformed> {
+        let mut v = Self { artifact: Digest([0; 32]), offset: 0, length: 0 };
+        d.map(&mut [&mut v.artifact, &mut v.offset, &mut v.length])?;
+        Ok(v)
+    }
 }
 
 impl Wire<'_> for Get {

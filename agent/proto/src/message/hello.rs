@@ -14,22 +14,18 @@
 //! | 8 | | next report number (optional): uint32 | |
 //! | 9 | | revocation list held, its seq (optional): uint32 | |
 
-use minicbor::{Decode, Encode};
-
+use crate::cbor::{Decode, Decoder, Encode, Encoder, Malformed};
 use crate::error::DecodeError;
 use crate::ids::Digest;
 use crate::limits::{self, MAX_CHUNK_LEN, MAX_CLASS_LEN, MAX_MODEL_NAME_LEN, MAX_SMALL_MESSAGE_LEN};
 use crate::wire::Wire;
 
 /// A device announcing itself (or its will announcing it gone).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
-#[cbor(map)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hello<'a> {
     /// False only in the last will.
-    #[n(0)]
     pub online: bool,
     /// Present exactly when `online`.
-    #[b(1)]
     pub info: Option<DeviceInfo<'a>>,
 }
 
@@ -44,58 +40,118 @@ impl<'a> Hello<'a> {
 }
 
 /// What a device is and has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
-#[cbor(map)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceInfo<'a> {
     /// The device's class, matched against manifests.
-    #[b(0)]
     pub device_class: &'a str,
     /// Version of the mota agent in the firmware.
-    #[b(1)]
     pub agent_version: &'a str,
     /// The committed model, if any.
-    #[b(2)]
     pub running: Option<RunningModel<'a>>,
     /// The device's stored security counter.
-    #[n(3)]
     pub security_counter: u32,
     /// Size of one model slot.
-    #[n(4)]
     pub slot_bytes: u32,
     /// Tensor arena available to a model.
-    #[n(5)]
     pub arena_bytes: u32,
     /// Delta codecs the agent can apply, as a bit set.
-    #[n(6)]
     pub codecs: u32,
     /// The largest chunk the device accepts in one message.
-    #[n(7)]
     pub max_chunk: u32,
     /// The number its next status report will carry (device-wide, persisted, only
     /// grows). Replicas may handle a hello and a report in either order; the backend
     /// takes the running model from a hello only if no report it already stored (one
     /// that changed the running model) came later than this hello.
-    #[n(8)]
     pub next_seq: Option<u32>,
     /// Sequence number of the revocation list the device holds (0: none), so the backend
     /// sends a newer one (optional, for agents without revocation support).
-    #[n(9)]
     pub revocation_seq: Option<u32>,
 }
 
 /// The model a device runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
-#[cbor(map)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunningModel<'a> {
     /// Model name.
-    #[b(0)]
     pub model: &'a str,
     /// Version string.
-    #[b(1)]
     pub version: &'a str,
     /// SHA-256 of the image in the active slot: the base for deltas.
-    #[n(2)]
     pub sha256: Digest,
+}
+
+impl Encode for Hello<'_> {
+    fn encode(&self, e: &mut Encoder<'_>) {
+        e.map(&[&self.online, &self.info]);
+    }
+}
+
+impl<'a> Decode<'a> for Hello<'a> {
+    fn decode(d: &mut Decoder<'a>) -> Result<Self, Malformed> {
+        let mut v = Hello::OFFLINE;
+        d.map(&mut [&mut v.online, &mut v.info])?;
+        Ok(v)
+    }
+}
+
+impl Encode for DeviceInfo<'_> {
+    fn encode(&self, e: &mut Encoder<'_>) {
+        e.map(&[
+            &self.device_class,
+            &self.agent_version,
+            &self.running,
+            &self.security_counter,
+            &self.slot_bytes,
+            &self.arena_bytes,
+            &self.codecs,
+            &self.max_chunk,
+            &self.next_seq,
+            &self.revocation_seq,
+        ]);
+    }
+}
+
+impl<'a> Decode<'a> for DeviceInfo<'a> {
+    fn decode(d: &mut Decoder<'a>) -> Result<Self, Malformed> {
+        let mut v = Self {
+            device_class: "",
+            agent_version: "",
+            running: None,
+            security_counter: 0,
+            slot_bytes: 0,
+            arena_bytes: 0,
+            codecs: 0,
+            max_chunk: 0,
+            next_seq: None,
+            revocation_seq: None,
+        };
+        d.map(&mut [
+            &mut v.device_class,
+            &mut v.agent_version,
+            &mut v.running,
+            &mut v.security_counter,
+            &mut v.slot_bytes,
+            &mut v.arena_bytes,
+            &mut v.codecs,
+            &mut v.max_chunk,
+            &mut v.next_seq,
+            &mut v.revocation_seq,
+        ])?;
+        Ok(v)
+    }
+}
+
+impl Encode for RunningModel<'_> {
+    fn encode(&self, e: &mut Encoder<'_>) {
+        e.map(&[&self.model, &self.version, &self.sha256]);
+    }
+}
+
+impl<'a> Decode<'a> for RunningModel<'a> {
+    fn decode(d: &mut Decoder<'a>) -> Result<Self, Malformed> {
+        let mut v = Self { model: "", version: "", sha256: Digest([0; 32]) };
+        d.map(&mut [&mut v.model, &mut v.version, &mut v.sha256])?;
+        Ok(v)
+    }
 }
 
 impl<'a> Wire<'a> for Hello<'a> {

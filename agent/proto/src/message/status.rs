@@ -20,9 +20,8 @@
 //! | 11 | detail (optional) | text, ≤ 96 |
 //! | 12 | with `committed`: the model a rollback would return to (optional) | [`Target`] map |
 
-use minicbor::{Decode, Encode};
-
 use super::code::ErrorCode;
+use crate::cbor::{Decode, Decoder, Encode, Encoder, Malformed};
 use crate::command::Target;
 use crate::error::DecodeError;
 use crate::ids::Digest;
@@ -30,83 +29,59 @@ use crate::limits::{self, MAX_DETAIL_LEN, MAX_SMALL_MESSAGE_LEN};
 use crate::wire::Wire;
 
 /// A progress or outcome report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Encode, Decode)]
-#[cbor(map)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Status<'a> {
     /// The rollout of the offer this reports on.
-    #[n(0)]
     pub rollout_id: u64,
     /// Per-rollout report number; with `rollout_id`, the idempotency key.
-    #[n(1)]
     pub seq: u32,
     /// What happened.
-    #[n(2)]
     pub event: Event,
     /// SHA-256 of the manifest this attempt works on.
-    #[n(3)]
     pub manifest: Option<Digest>,
     /// Bytes of the artifact received and written so far.
-    #[n(4)]
     pub bytes_done: Option<u32>,
     /// Top-1 accuracy of the new model on the validation set.
-    #[n(5)]
     pub accuracy_permille: Option<u16>,
     /// Accuracy of the model it would replace, on the same set.
-    #[n(6)]
     pub previous_accuracy_permille: Option<u16>,
     /// Mean inference latency of the new model.
-    #[n(7)]
     pub latency_us: Option<u32>,
     /// Mean inference latency of the model it would replace.
-    #[n(8)]
     pub previous_latency_us: Option<u32>,
     /// Tensor arena bytes the new model used.
-    #[n(9)]
     pub arena_used: Option<u32>,
     /// Why the attempt failed.
-    #[n(10)]
     pub error: Option<ErrorCode>,
     /// A short human detail (e.g. the unsupported operator's name).
-    #[b(11)]
     pub detail: Option<&'a str>,
     /// With `committed`: the model left in the other slot, which a signed rollback must
     /// name exactly (absent when there is none).
-    #[n(12)]
     pub rollback_target: Option<Target>,
 }
 
 /// The steps of an update attempt, in the order a device passes them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Encode, Decode)]
-#[cbor(index_only)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum Event {
     /// The offer verified; the download starts.
     #[default]
-    #[n(0)]
     Accepted,
     /// Bytes are arriving (`bytes_done`).
-    #[n(1)]
     Downloading,
     /// The rebuilt image matches the manifest's digest.
-    #[n(2)]
     Verified,
     /// The validation set ran (accuracy, latency, arena).
-    #[n(3)]
     Validated,
     /// The new model is active. Terminal.
-    #[n(4)]
     Committed,
     /// The attempt failed; the running model is untouched (`error`). Terminal.
-    #[n(5)]
     Rejected,
     /// The previous model is active again. Terminal.
-    #[n(6)]
     RolledBack,
     /// The backend cancelled the attempt. Terminal.
-    #[n(7)]
     Cancelled,
     /// After a commit, the product never confirmed the new model within its trial boots:
     /// the previous model is active again (`error`: why). Terminal.
-    #[n(8)]
     Reverted,
 }
 
@@ -130,6 +105,63 @@ impl Event {
     }
 }
 
+/// An event travels as its index in [`Event::ALL`]; an index this build does not know
+/// is malformed.
+impl Encode for Event {
+    fn encode(&self, e: &mut Encoder<'_>) {
+        e.uint(*self as u64);
+    }
+}
+
+impl Decode<'_> for Event {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, Malformed> {
+        let index = usize::try_from(d.uint()?).map_err(|_| Malformed)?;
+        Self::ALL.get(index).copied().ok_or(Malformed)
+    }
+}
+
+impl Encode for Status<'_> {
+    fn encode(&self, e: &mut Encoder<'_>) {
+        e.map(&[
+            &self.rollout_id,
+            &self.seq,
+            &self.event,
+            &self.manifest,
+            &self.bytes_done,
+            &self.accuracy_permille,
+            &self.previous_accuracy_permille,
+            &self.latency_us,
+            &self.previous_latency_us,
+            &self.arena_used,
+            &self.error,
+            &self.detail,
+            &self.rollback_target,
+        ]);
+    }
+}
+
+impl<'a> Decode<'a> for Status<'a> {
+    fn decode(d: &mut Decoder<'a>) -> Result<Self, Malformed> {
+        let mut v = Self::default();
+        d.map(&mut [
+            &mut v.rollout_id,
+            &mut v.seq,
+            &mut v.event,
+            &mut v.manifest,
+            &mut v.bytes_done,
+            &mut v.accuracy_permille,
+            &mut v.previous_accuracy_permille,
+            &mut v.latency_us,
+            &mut v.previous_latency_us,
+            &mut v.arena_used,
+            &mut v.error,
+            &mut v.detail,
+            &mut v.rollback_target,
+        ])?;
+        Ok(v)
+    }
+}
+
 impl<'a> Wire<'a> for Status<'a> {
     const MAX_LEN: usize = MAX_SMALL_MESSAGE_LEN;
     const CANONICAL: bool = false;
@@ -145,5 +177,21 @@ impl<'a> Wire<'a> for Status<'a> {
             limits::check_text("detail", detail, MAX_DETAIL_LEN)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_event_travels_as_its_index_in_all() {
+        for (index, event) in Event::ALL.into_iter().enumerate() {
+            assert_eq!(event as usize, index);
+            let bytes = crate::cbor::to_vec(&event);
+            assert_eq!(Event::decode(&mut Decoder::new(&bytes)), Ok(event));
+        }
+        let unknown = crate::cbor::to_vec(&(Event::ALL.len() as u64));
+        assert_eq!(Event::decode(&mut Decoder::new(&unknown)), Err(Malformed));
     }
 }

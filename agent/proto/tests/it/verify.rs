@@ -5,6 +5,7 @@ use ed25519_dalek::Signer;
 use mota_proto::limits::{MAX_ENVELOPE_LEN, MAX_MODEL_NAME_LEN};
 use mota_proto::manifest::TAG_MANIFEST;
 use mota_proto::sign::{ReleaseKey, certify, key_id, revoke};
+use mota_proto::testkit::{decode_unchecked, encode_unchecked};
 use mota_proto::{
     CommandBody, DecodeError, DevicePolicy, Envelope, KeyCertificate, KeyId, Manifest, VerifyError, Wire, verify,
     verify_command, verify_revocation,
@@ -171,14 +172,14 @@ fn malformed_and_oversize_inputs() {
     let long_name = "m".repeat(MAX_MODEL_NAME_LEN + 1);
     let manifest = Manifest { model: &long_name, ..fixtures::manifest() };
     assert!(manifest.to_vec().is_err(), "the encoder refuses what a device would refuse");
-    let raw = minicbor::to_vec(manifest).unwrap();
+    let raw = encode_unchecked(&manifest);
     assert_eq!(
         verify_with(&sign_raw(&raw), &fixtures::policy()),
         Err(VerifyError::ManifestMalformed(DecodeError::FieldTooLong { field: "model", max: MAX_MODEL_NAME_LEN }))
     );
 
     // Validly signed, unknown format version.
-    let raw = minicbor::to_vec(Manifest { format: 2, ..fixtures::manifest() }).unwrap();
+    let raw = encode_unchecked(&Manifest { format: 2, ..fixtures::manifest() });
     assert_eq!(
         verify_with(&sign_raw(&raw), &fixtures::policy()),
         Err(VerifyError::ManifestMalformed(DecodeError::UnsupportedFormat { found: 2 }))
@@ -191,7 +192,7 @@ fn malformed_and_oversize_inputs() {
     let mut raw = canonical[..5].to_vec();
     raw.extend([0xb8, 0x0b]);
     raw.extend(&canonical[6..]);
-    assert_eq!(minicbor::decode::<Manifest>(&raw).unwrap(), fixtures::manifest(), "same meaning");
+    assert_eq!(decode_unchecked::<Manifest>(&raw).unwrap(), fixtures::manifest(), "same meaning");
     assert_eq!(
         verify_with(&sign_raw(&raw), &fixtures::policy()),
         Err(VerifyError::ManifestMalformed(DecodeError::NonCanonical))
@@ -296,7 +297,7 @@ fn commands_verify_like_offers_and_bind_the_device() {
     // A rollback without a target, or a cancel with one, does not decode.
     let bad = CommandBody { target: None, ..fixtures::command_rollback() };
     assert!(bad.to_vec().is_err());
-    let raw = minicbor::to_vec(bad).unwrap();
+    let raw = encode_unchecked(&bad);
     let release = fixtures::release();
     let certificate = KeyCertificate::parse(release.certificate()).unwrap();
     let signature = fixtures::release_signing().sign(&raw).to_bytes();

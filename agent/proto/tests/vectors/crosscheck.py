@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Cross-checks the vectors with implementations that share no code with mota-proto.
 
-cbor2 decodes every vector (so the bytes are standard CBOR, not something only minicbor
+cbor2 decodes every vector (so the bytes are standard CBOR, not something only mota-proto
 reads) and re-encodes it canonically (so our "canonical" is RFC 8949's core deterministic
 encoding); pyca/cryptography verifies the key chains of the offer and the command
 envelopes and the root's signature over the revocation list (so our signatures are plain
