@@ -29,10 +29,13 @@ pub struct KeyId(pub [u8; 8]);
 impl KeyId {
     /// The id of an ed25519 public key.
     pub fn of(public_key: &[u8; 32]) -> Self {
-        let digest = Digest::of(public_key).0;
-        let mut id = [0; 8];
-        id.copy_from_slice(&digest[..8]);
-        Self(id)
+        Self::from_digest(&Digest::of(public_key))
+    }
+
+    /// The id whose key has SHA-256 `digest`: its first 8 bytes.
+    pub(crate) fn from_digest(digest: &Digest) -> Self {
+        let [a, b, c, d, e, f, g, h, ..] = digest.0;
+        Self([a, b, c, d, e, f, g, h])
     }
 }
 

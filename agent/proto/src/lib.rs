@@ -12,7 +12,9 @@
 //! - [`CommandBody`]: a rollback or cancel, signed like a manifest; [`RevocationBody`]:
 //!   the release keys a root revokes.
 //! - [`verify()`], [`verify_command`], [`verify_revocation`]: the entry points a device
-//!   uses to accept or refuse an offer, a command, a revocation list.
+//!   uses to accept or refuse an offer, a command, a revocation list; their `_with`
+//!   twins take the platform's [`Crypto`] (hardware or OS Ed25519 and SHA-256) instead
+//!   of the bundled software one.
 //! - [`message`]: the payload of every MQTT topic, and [`topic`]: the topic names.
 //!
 //! Invariants: no I/O, no allocation (the `std` feature adds host conveniences only),
@@ -24,6 +26,7 @@
 mod cbor;
 pub mod certificate;
 pub mod command;
+pub mod crypto;
 pub mod envelope;
 pub mod error;
 pub mod ids;
@@ -44,13 +47,15 @@ pub mod testkit;
 
 pub use certificate::{CertBody, KeyCertificate, RootSigned};
 pub use command::{Action, CommandBody, Target};
+pub use crypto::{Crypto, Software};
 pub use envelope::Envelope;
 pub use error::{DecodeError, EncodeError};
 pub use ids::{Digest, KeyId};
 pub use manifest::{Delta, Image, Manifest, Validation};
 pub use revocation::{RevocationBody, SignedRevocation};
 pub use verify::{
-    DevicePolicy, Limits, VerifiedCommand, VerifiedOffer, VerifyError, verify, verify_certificate, verify_command,
-    verify_revocation,
+    DevicePolicy, Limits, VerifiedCommand, VerifiedOffer, VerifyError, verify, verify_certificate,
+    verify_certificate_with, verify_command, verify_command_with, verify_revocation, verify_revocation_with,
+    verify_with,
 };
 pub use wire::Wire;

@@ -11,13 +11,15 @@
 //! Time: without a trusted clock the device cannot judge expiry. It then accepts and
 //! says so in [`VerifiedOffer::time_checked`], to be reported, as Uptane's partial
 //! verification does; it never guesses a time.
+//!
+//! Crypto: each entry point has a `_with` twin taking a [`Crypto`], through which every
+//! signature check and digest goes; the plain ones use the bundled [`Software`].
 
 use core::fmt;
 
-use ed25519_dalek::{Signature, VerifyingKey};
-
 use crate::certificate::{CertBody, KeyCertificate, RootSigned};
 use crate::command::CommandBody;
+use crate::crypto::{self, Crypto, Software};
 use crate::envelope::Envelope;
 use crate::error::DecodeError;
 use crate::ids::{Digest, KeyId};
@@ -88,7 +90,10 @@ pub enum VerifyError {
     EnvelopeTooLarge,
     /// The envelope (or the certificate inside it) does not decode.
     EnvelopeMalformed(DecodeError),
-    /// A root key compiled into the firmware is not a valid ed25519 key.
+    /// A root key compiled into the firmware is not a valid ed25519 key. No longer
+    /// produced: since the [`Crypto`] hook, which answers only yes or no, such a key
+    /// fails its signature check ([`VerifyError::CertificateSignatureInvalid`],
+    /// [`VerifyError::RevocationSignatureInvalid`]). Kept for its wire code.
     InvalidRootKey,
     /// The certificate names an issuer that is not one of the device's roots.
     UnknownRoot(KeyId),
@@ -98,7 +103,9 @@ pub enum VerifyError {
     CertificateMalformed(DecodeError),
     /// The certified key id is not the id of the certified public key.
     CertificateKeyMismatch,
-    /// The certified public key is not a valid ed25519 key.
+    /// The certified public key is not a valid ed25519 key. No longer produced: since
+    /// the [`Crypto`] hook, such a key fails the body's signature check
+    /// ([`VerifyError::SignatureInvalid`]). Kept for its wire code.
     CertificateKeyInvalid,
     /// The certificate's validity ended before the trusted current time.
     CertificateExpired {
@@ -217,7 +224,8 @@ impl fmt::Display for VerifyError {
 
 impl core::error::Error for VerifyError {}
 
-/// Verifies a signed offer against the device's root keys and policy.
+/// Verifies a signed offer against the device's root keys and policy, with the bundled
+/// [`Software`] crypto (see [`verify_with`]).
 ///
 /// `roots` are the ed25519 public keys compiled into firmware; a certificate must be
 /// signed by one of them. Nothing inside the manifest is decoded before its signature
@@ -227,7 +235,18 @@ pub fn verify<'a>(
     roots: &[[u8; 32]],
     device: &DevicePolicy<'_>,
 ) -> Result<VerifiedOffer<'a>, VerifyError> {
-    let (env, cert) = open(envelope, roots, device.revoked, device.now)?;
+    verify_with(&Software, envelope, roots, device)
+}
+
+/// [`verify()`] with the platform's crypto: every signature check and digest goes
+/// through `crypto`.
+pub fn verify_with<'a>(
+    crypto: &dyn Crypto,
+    envelope: &'a [u8],
+    roots: &[[u8; 32]],
+    device: &DevicePolicy<'_>,
+) -> Result<VerifiedOffer<'a>, VerifyError> {
+    let (env, cert) = open(crypto, envelope, roots, device.revoked, device.now)?;
     let manifest = Manifest::parse(env.body).map_err(VerifyError::ManifestMalformed)?;
     if !cert.allows(manifest.security_counter) {
         let (min, max) = (cert.min_counter, cert.max_counter);
@@ -236,14 +255,15 @@ pub fn verify<'a>(
     check_manifest(&manifest, device)?;
     Ok(VerifiedOffer {
         manifest,
-        manifest_digest: Digest::of(env.body),
+        manifest_digest: crypto::digest(crypto, env.body),
         key_id: env.key_id,
         time_checked: device.now.is_some(),
     })
 }
 
 /// Verifies a signed command for the device `device_id`, with the same key chain and
-/// revocations as an offer. Whether it applies to the device's state is the agent's
+/// revocations as an offer, and the bundled [`Software`] crypto (see
+/// [`verify_command_with`]). Whether it applies to the device's state is the agent's
 /// judgement.
 pub fn verify_command<'a>(
     envelope: &'a [u8],
@@ -252,23 +272,48 @@ pub fn verify_command<'a>(
     now: Option<u64>,
     device_id: &str,
 ) -> Result<VerifiedCommand<'a>, VerifyError> {
-    let (env, _) = open(envelope, roots, revoked, now)?;
+    verify_command_with(&Software, envelope, roots, revoked, now, device_id)
+}
+
+/// [`verify_command`] with the platform's crypto: every signature check and digest goes
+/// through `crypto`.
+pub fn verify_command_with<'a>(
+    crypto: &dyn Crypto,
+    envelope: &'a [u8],
+    roots: &[[u8; 32]],
+    revoked: &[KeyId],
+    now: Option<u64>,
+    device_id: &str,
+) -> Result<VerifiedCommand<'a>, VerifyError> {
+    let (env, _) = open(crypto, envelope, roots, revoked, now)?;
     let command = CommandBody::parse(env.body).map_err(VerifyError::CommandMalformed)?;
     if command.device != device_id {
         return Err(VerifyError::WrongDevice);
     }
-    Ok(VerifiedCommand { command, digest: Digest::of(env.body) })
+    Ok(VerifiedCommand { command, digest: crypto::digest(crypto, env.body) })
 }
 
-/// Verifies a root-signed revocation list (its freshness, `seq`, is the caller's).
+/// Verifies a root-signed revocation list (its freshness, `seq`, is the caller's), with
+/// the bundled [`Software`] crypto (see [`verify_revocation_with`]).
 pub fn verify_revocation<'a>(bytes: &'a [u8], roots: &[[u8; 32]]) -> Result<RevocationBody<'a>, VerifyError> {
+    verify_revocation_with(&Software, bytes, roots)
+}
+
+/// [`verify_revocation`] with the platform's crypto: the root's signature check and the
+/// roots' key ids go through `crypto`.
+pub fn verify_revocation_with<'a>(
+    crypto: &dyn Crypto,
+    bytes: &'a [u8],
+    roots: &[[u8; 32]],
+) -> Result<RevocationBody<'a>, VerifyError> {
     let signed = RootSigned::parse(bytes).map_err(VerifyError::RevocationMalformed)?;
-    let body = root_signed(&signed, roots, VerifyError::RevocationSignatureInvalid)?;
+    let body = root_signed(crypto, &signed, roots, VerifyError::RevocationSignatureInvalid)?;
     RevocationBody::parse(body).map_err(VerifyError::RevocationMalformed)
 }
 
 /// The common part: envelope shape, key chain, revocation, the body's signature.
 fn open<'a>(
+    crypto: &dyn Crypto,
     envelope: &'a [u8],
     roots: &[[u8; 32]],
     revoked: &[KeyId],
@@ -278,29 +323,40 @@ fn open<'a>(
         return Err(VerifyError::EnvelopeTooLarge);
     }
     let env = Envelope::parse(envelope).map_err(VerifyError::EnvelopeMalformed)?;
-    let cert = verify_certificate(&env.certificate, roots, now)?;
+    let cert = verify_certificate_with(crypto, &env.certificate, roots, now)?;
     if env.key_id != cert.key_id {
         return Err(VerifyError::UnknownKey(env.key_id));
     }
     if revoked.contains(&cert.key_id) {
         return Err(VerifyError::KeyRevoked(cert.key_id));
     }
-    let release_key = VerifyingKey::from_bytes(&cert.public_key).map_err(|_| VerifyError::CertificateKeyInvalid)?;
-    let signature = Signature::from_bytes(&env.signature);
-    release_key.verify_strict(env.body, &signature).map_err(|_| VerifyError::SignatureInvalid)?;
+    if !crypto.verify_ed25519(&cert.public_key, env.body, &env.signature) {
+        return Err(VerifyError::SignatureInvalid);
+    }
     Ok((env, cert))
 }
 
 /// Checks a release-key certificate against the roots and, when known, the time, and
-/// returns what it certifies. [`verify()`] calls it; the CLI uses it to inspect files.
+/// returns what it certifies, with the bundled [`Software`] crypto. [`verify()`] checks
+/// certificates this way; the CLI uses it to inspect files.
 pub fn verify_certificate(
     cert: &KeyCertificate<'_>,
     roots: &[[u8; 32]],
     now: Option<u64>,
 ) -> Result<CertBody, VerifyError> {
-    let body = root_signed(cert, roots, VerifyError::CertificateSignatureInvalid)?;
+    verify_certificate_with(&Software, cert, roots, now)
+}
+
+/// [`verify_certificate`] with the platform's crypto.
+pub fn verify_certificate_with(
+    crypto: &dyn Crypto,
+    cert: &KeyCertificate<'_>,
+    roots: &[[u8; 32]],
+    now: Option<u64>,
+) -> Result<CertBody, VerifyError> {
+    let body = root_signed(crypto, cert, roots, VerifyError::CertificateSignatureInvalid)?;
     let body = CertBody::parse(body).map_err(VerifyError::CertificateMalformed)?;
-    if KeyId::of(&body.public_key) != body.key_id {
+    if crypto::key_id(crypto, &body.public_key) != body.key_id {
         return Err(VerifyError::CertificateKeyMismatch);
     }
     if now.is_some_and(|now| now > body.not_after) {
@@ -311,14 +367,18 @@ pub fn verify_certificate(
 
 /// The body of bytes a root signed, once the signature holds.
 fn root_signed<'a>(
+    crypto: &dyn Crypto,
     signed: &RootSigned<'a>,
     roots: &[[u8; 32]],
     bad_signature: VerifyError,
 ) -> Result<&'a [u8], VerifyError> {
-    let root =
-        roots.iter().find(|root| KeyId::of(root) == signed.issuer).ok_or(VerifyError::UnknownRoot(signed.issuer))?;
-    let root = VerifyingKey::from_bytes(root).map_err(|_| VerifyError::InvalidRootKey)?;
-    root.verify_strict(signed.body, &Signature::from_bytes(&signed.signature)).map_err(|_| bad_signature)?;
+    let root = roots
+        .iter()
+        .find(|root| crypto::key_id(crypto, root) == signed.issuer)
+        .ok_or(VerifyError::UnknownRoot(signed.issuer))?;
+    if !crypto.verify_ed25519(root, signed.body, &signed.signature) {
+        return Err(bad_signature);
+    }
     Ok(signed.body)
 }
 
