@@ -82,7 +82,7 @@ pub struct Seen {
     pub running: Option<String>,
     /// Its version.
     pub version: Option<String>,
-    /// The phase of its update (`image`, `set`, `validate`; `idle` without one).
+    /// The phase of its update (`erase`, `image`, `set`, `validate`; `idle` without one).
     pub phase: String,
     /// The version its update is for.
     pub job: Option<String>,
@@ -370,7 +370,7 @@ impl PowerCuts {
             let Some(update) = seen.job.clone().or(before.job.clone()) else { continue };
             let cuts = self.per_update.get(&(id.clone(), update.clone())).copied().unwrap_or_default();
             let wanted = match seen.phase.as_str() {
-                "image" => cuts.download < DOWNLOAD_CUTS && (moved || self.roll() < DOWNLOAD_HAZARD),
+                "erase" | "image" => cuts.download < DOWNLOAD_CUTS && (moved || self.roll() < DOWNLOAD_HAZARD),
                 // No cut is set for the set's download: one landing late would be a
                 // second cut in validation.
                 "set" => false,
@@ -400,12 +400,12 @@ impl PowerCuts {
             }
             fleet.kill(i).await?;
             match phase.as_str() {
-                "image" | "set" => self.done.download += 1,
+                "erase" | "image" | "set" => self.done.download += 1,
                 "validate" => self.done.validation += 1,
                 _ => self.done.decision += 1,
             }
             match phase.as_str() {
-                "image" => cuts.download += 1,
+                "erase" | "image" => cuts.download += 1,
                 "set" | "validate" => cuts.validation += 1,
                 _ => cuts.decision += 1,
             }

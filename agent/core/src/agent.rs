@@ -9,20 +9,20 @@
 //! Every decision is one store of the [`State`] record; see `state.rs` for why that
 //! makes each of them atomic, and `slot.rs` for how a download resumes.
 
-use embedded_storage::nor_flash::{MultiwriteNorFlash, NorFlash};
+use embedded_storage::nor_flash::NorFlash;
 use mota_delta::{Checkpoint, Decoder, DeltaError};
 use mota_proto::message::{Chunk, DeviceInfo, ErrorCode, Event, Hello, Refusal, RunningModel, Status};
 use mota_proto::topic::Kind;
 use mota_proto::{
-    Action, CommandBody, DevicePolicy, Digest, Envelope, Manifest, Target, VerifiedOffer, Wire, verify, verify_command,
-    verify_revocation,
+    Action, CommandBody, Crypto, DevicePolicy, Digest, Envelope, Manifest, Target, VerifiedOffer, Wire,
+    verify_command_with, verify_revocation_with, verify_with,
 };
 
 use crate::config::Config;
-use crate::platform::{Clock, Located, Transport, Validator};
+use crate::platform::{Clock, Located, Measurement, Run, Transport, Validator};
 use crate::slot::{self, MAX_UNIT, WriteError, Writer};
-use crate::state::{Installed, Job, Phase, Report, Revoked, SetRef, State, Text};
-use crate::store::{Store, StoreError};
+use crate::state::{Installed, Job, Phase, Report, Revoked, SetRef, State, Text, Trial};
+use crate::store::{StateStore, StoreError};
 
 /// Torn writes in a row (each one a power cut during a write, found on resume) before an
 /// update is given up as `flash_error`. A part that does not erase is caught at once by
@@ -73,6 +73,14 @@ pub struct ActiveModel {
     pub installed: Installed,
 }
 
+/// A validation in progress (RAM: a reset starts it again, as one more trial).
+#[derive(Debug, Clone, Copy, Default)]
+struct Validating {
+    run: Run,
+    /// The new model's measurement, once done; then the running model runs the set.
+    new: Option<Measurement>,
+}
+
 /// An outstanding chunk request.
 #[derive(Debug, Clone, Copy)]
 struct Request {
@@ -80,11 +88,11 @@ struct Request {
     sent_ms: u64,
 }
 
-/// The agent: owns both slots, the state region and the validator.
-pub struct Agent<'c, F, S: NorFlash, V> {
+/// The agent: owns both slots, the state store and the validator.
+pub struct Agent<'c, F, S, V> {
     config: &'c Config<'c>,
     slots: [F; 2],
-    store: Store<S>,
+    store: S,
     validator: V,
     state: State,
     /// The patch decoder. It holds the tensor arena as its block buffer (the arena is
@@ -96,6 +104,10 @@ pub struct Agent<'c, F, S: NorFlash, V> {
     /// The inactive slot was erased and blank-checked in this boot: writes into it need
     /// not read back first (only a slot left by an earlier boot may hold torn units).
     slot_erased: bool,
+    /// Where the erase of the inactive slot goes on (phase `Erase`).
+    erase_at: u32,
+    /// The validation in progress (phase `Validate`).
+    validating: Validating,
     /// Next artifact offset to ask for (RAM; the persisted one is `job.progress`).
     received: u32,
     request: Option<Request>,
@@ -108,19 +120,21 @@ pub struct Agent<'c, F, S: NorFlash, V> {
     report_due: bool,
 }
 
-impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
-    /// Starts the agent after a reset: loads (or creates) the state, checks the active
-    /// model's digest, and picks up whatever was interrupted. `arena` is the tensor arena
+impl<'c, F: NorFlash, S: StateStore, V: Validator> Agent<'c, F, S, V> {
+    /// Starts the agent after a reset: loads (or creates) the record from `store` (a
+    /// [`crate::MapStore`] or, on single-write parts, a [`crate::JournalStore`]), checks the
+    /// active model's digest, counts a boot of a model on trial (reverting it when it has
+    /// had its boots), and picks up whatever was interrupted. `arena` is the tensor arena
     /// (at least `config.limits.max_arena_bytes` and [`mota_delta::BLOCK_BUFFER`] bytes);
     /// the agent lends it to the validator, and to the patch decoder while it downloads.
     pub fn boot(
         config: &'c Config<'c>,
         slots: [F; 2],
-        state_region: S,
+        store: S,
         validator: V,
         arena: &'c mut [u8],
     ) -> Result<Self, AgentError> {
-        Self::boot_or_return_arena(config, slots, state_region, validator, arena).map_err(|(e, _)| e)
+        Self::boot_or_return_arena(config, slots, store, validator, arena).map_err(|(e, _)| e)
     }
 
     /// [`Agent::boot`] for firmware or hosts that start the agent again without a reset
@@ -129,7 +143,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
     pub fn boot_or_return_arena(
         config: &'c Config<'c>,
         slots: [F; 2],
-        state_region: S,
+        store: S,
         validator: V,
         arena: &'c mut [u8],
     ) -> Result<Self, (AgentError, &'c mut [u8])> {
@@ -148,10 +162,6 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         }
         // Cannot fail: the length was checked above.
         let Some(decoder) = Decoder::with_buffer([0; 32], 0, 0, arena) else { return Err((SHORT, &mut [])) };
-        let store = match Store::new(state_region, config.erased) {
-            Ok(store) => store,
-            Err(e) => return Err((e.into(), decoder.into_buffer())),
-        };
         let mut agent = Self {
             config,
             slots,
@@ -162,6 +172,8 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             decoding: false,
             writer: Writer::new(0, 0, config.erased, false),
             slot_erased: false,
+            erase_at: 0,
+            validating: Validating::default(),
             received: 0,
             request: None,
             refused: None,
@@ -181,13 +193,22 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         self.decoder.into_buffer()
     }
 
-    /// The boot after the checks: the record, the active model, the interrupted job.
+    /// The boot after the checks: the record, the active model, its trial, the
+    /// interrupted job.
     fn start(&mut self) -> Result<(), AgentError> {
         match self.store.load()? {
+            // A record of another format is written again in this one at once, so a cut
+            // later never meets a half-migrated region.
+            Some(state) if state.format != crate::state::STATE_FORMAT => {
+                self.state = State { format: crate::state::STATE_FORMAT, ..state };
+                self.persist()?;
+            }
             Some(state) => self.state = state,
             None => self.first_boot()?,
         }
         self.check_active()?;
+        self.count_trial_boot()?;
+        self.publish_active();
         self.report_due = self.state.report.is_some();
         if let Some(job) = self.state.job {
             self.resume(job)?;
@@ -195,12 +216,61 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         Ok(())
     }
 
+    /// The product is satisfied with the model on trial: it stays, and the device's
+    /// counter rises to its counter (from now on nothing older is accepted). Nothing to do
+    /// when no model is on trial.
+    pub fn confirm(&mut self) -> Result<(), AgentError> {
+        if self.state.trial.take().is_none() {
+            return Ok(());
+        }
+        if let Some(current) = self.state.current {
+            self.state.counter = self.state.counter.max(current.counter);
+        }
+        self.persist()
+    }
+
+    /// Whether the active model waits for [`Agent::confirm`].
+    pub fn on_trial(&self) -> bool {
+        self.state.trial.is_some()
+    }
+
+    /// A boot with a model on trial: counted; past `trial_boots`, the previous model is
+    /// active again (one store, with the `reverted` report).
+    fn count_trial_boot(&mut self) -> Result<(), AgentError> {
+        let Some(trial) = self.state.trial else { return Ok(()) };
+        let boots = trial.boots.saturating_add(1);
+        if boots <= self.config.trial_boots {
+            self.state.trial = Some(Trial { boots, ..trial });
+            return self.persist();
+        }
+        let state = &mut self.state;
+        state.trial = None;
+        let failed = state.current.and_then(|c| c.manifest);
+        state.last_failed = failed;
+        let seq = state.next_seq();
+        let previous = state.previous.take();
+        let back = match previous {
+            Some(previous) if self.holds(usize::from(self.state.inactive()), &previous)? => previous,
+            // Nothing intact to go back to (it cannot be erased during a trial, but the
+            // part may have lost it): the model stays, and the backend hears why.
+            _ => {
+                let code = Some(ErrorCode::ROLLBACK_UNAVAILABLE);
+                return self.conclude(Report::new(trial.rollout, seq, Event::Rejected, failed, code));
+            }
+        };
+        self.state.current = Some(back);
+        self.state.active = self.state.inactive();
+        let code = Some(ErrorCode::NOT_CONFIRMED);
+        self.conclude(Report::new(trial.rollout, seq, Event::Reverted, failed, code))
+    }
+
     /// The persistent record (for diagnostics and tests).
     pub fn state(&self) -> &State {
         &self.state
     }
 
-    /// Nothing to do until a message arrives: no update in progress, no report to send.
+    /// Nothing to do until a message arrives: no update in progress, no report to send
+    /// (a model on trial waits for the product, not for the agent).
     pub fn is_idle(&self) -> bool {
         self.state.job.is_none() && !self.report_due
     }
@@ -242,11 +312,13 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         self.poll(net, clock)
     }
 
-    /// Time passes: delivers a pending report, (re)sends the chunk request, copies a
-    /// validation set the device already has, runs a validation that is due.
+    /// Time passes: delivers a pending report, (re)sends the chunk request, erases the
+    /// next piece of the inactive slot, copies a validation set the device already has,
+    /// runs the next records of a validation (pieces bounded by [`crate::Work`]).
     pub fn poll<T: Transport>(&mut self, net: &mut T, clock: &impl Clock) -> Result<(), AgentError> {
         if let Some(job) = self.state.job {
             match job.phase {
+                Phase::Erase => self.erase_step(job, net, clock)?,
                 Phase::Validate => self.validate(job)?,
                 Phase::Set if self.reusable_set(&job).is_some() => self.copy_set(job, net, clock)?,
                 Phase::Image | Phase::Set => {
@@ -288,7 +360,8 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
     fn first_boot(&mut self) -> Result<(), AgentError> {
         let mut state = State::empty(0);
         if let Some(f) = self.config.factory {
-            let sha256 = slot::sha256(&mut self.slots[0], 0, f.size).map_err(|_| AgentError::Flash)?;
+            let sha256 =
+                slot::sha256(self.config.crypto, &mut self.slots[0], 0, f.size).map_err(|_| AgentError::Flash)?;
             state.counter = f.counter;
             state.current = Some(Installed {
                 sha256,
@@ -326,6 +399,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             _ => self.state.current = None,
         }
         self.state.previous = None;
+        self.state.trial = None;
         self.persist()
     }
 
@@ -334,14 +408,23 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
     /// wrong digest, so a boot falls back instead of failing on every reset.
     fn holds(&mut self, slot: usize, model: &Installed) -> Result<bool, AgentError> {
         let flash = self.slots.get_mut(slot).ok_or(AgentError::Flash)?;
-        Ok(slot::sha256(flash, 0, model.size).is_ok_and(|d| d == model.sha256))
+        Ok(slot::sha256(self.config.crypto, flash, 0, model.size).is_ok_and(|d| d == model.sha256))
     }
 
-    /// Stores the record as it now is in RAM. After an error the two may differ: the
-    /// caller must reboot (build the agent again), as after any [`AgentError`].
+    /// Stores the record as it now is in RAM, then tells the product's leases which slot
+    /// is active. After an error the two may differ: the caller must reboot (build the
+    /// agent again), as after any [`AgentError`].
     fn persist(&mut self) -> Result<(), AgentError> {
         self.store.save(&self.state)?;
+        self.publish_active();
         Ok(())
+    }
+
+    /// Tells the product's leases which slot holds the model to run.
+    fn publish_active(&self) {
+        if let Some(leases) = self.config.leases {
+            leases.publish(self.state.current.map(|_| self.state.active));
+        }
     }
 
     // ---- offers ----------------------------------------------------------------------
@@ -351,7 +434,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         let Ok(envelope) = Envelope::parse(payload) else {
             return self.refuse(payload, None, ErrorCode::ENVELOPE_MALFORMED, true, net);
         };
-        let digest = Digest::of(envelope.body);
+        let digest = sha256(self.config.crypto, envelope.body);
         // The offer in progress, one installed now or before, or one that failed. (Same
         // signed manifest: its signature verified before, whatever wraps it now.)
         if self.state.job.is_some_and(|j| j.manifest == digest) {
@@ -370,7 +453,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         }
         // The very same bytes refused before (by the whole envelope: a copy with a broken
         // signature must not shadow the genuine offer).
-        let whole = Digest::of(payload);
+        let whole = sha256(self.config.crypto, payload);
         if self.refused == Some(whole) {
             return Ok(());
         }
@@ -381,11 +464,11 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             revoked: self.state.revoked.keys(),
             limits: mota_proto::Limits { max_image_bytes: self.slot_bytes(), ..self.config.limits },
         };
-        let offer = match verify(payload, self.config.roots, &policy) {
+        let offer = match verify_with(self.config.crypto, payload, self.config.roots, &policy) {
             Ok(offer) => offer,
             Err(e) => return self.refuse(payload, Some(digest), ErrorCode::from(&e), true, net),
         };
-        if self.state.job.is_some() || self.report_due {
+        if self.state.job.is_some() || self.report_due || self.state.trial.is_some() {
             // Not remembered: once the device is free, the offer is judged again.
             return self.refuse(payload, Some(digest), ErrorCode::BUSY, false, net);
         }
@@ -435,7 +518,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             return Ok(());
         }
         if remember {
-            self.refused = Some(Digest::of(payload));
+            self.refused = Some(sha256(self.config.crypto, payload));
         }
         publish_refusal(net, digest, code);
         Ok(())
@@ -459,7 +542,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             delta: m.delta,
             validation: m.validation,
             arena_bytes: m.arena_bytes,
-            phase: Phase::Image,
+            phase: Phase::Erase,
             progress: 0,
             written: 0,
             checkpoint: None,
@@ -478,22 +561,40 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
             accepted.detail = Some("expiry not checked: no trusted time");
         }
         publish(net, Kind::Status, &accepted);
-        if !self.erase_inactive()? {
-            return self.finish(job, Err(ErrorCode::FLASH_ERROR), None);
+        self.erase_at = 0;
+        self.erase_step(job, net, clock)
+    }
+
+    /// Erases the next piece of the inactive slot (at most [`crate::Work::erase_bytes`],
+    /// whole sectors) and blank-checks it; once the whole slot reads erased, the download
+    /// starts. Waits while the product holds a lease on the slot (its model before a
+    /// switch); a part that does not erase ends the job as `flash_error`.
+    fn erase_step<T: Transport>(&mut self, mut job: Job, net: &mut T, clock: &impl Clock) -> Result<(), AgentError> {
+        let inactive = self.state.inactive();
+        if self.config.leases.is_some_and(|l| l.held(inactive)) {
+            return Ok(());
         }
+        let slot = &mut self.slots[usize::from(inactive)];
+        let end = u32::try_from(slot.capacity()).map_err(|_| AgentError::Flash)?;
+        let budget = match self.config.work.erase_bytes {
+            0 => end,
+            n => n,
+        };
+        match slot::erase_piece(slot, self.erase_at, budget, end, self.config.erased) {
+            Ok(Some(next)) => self.erase_at = next,
+            Ok(None) => return self.finish(job, Err(ErrorCode::FLASH_ERROR), None),
+            Err(_) => return Err(AgentError::Flash),
+        }
+        if self.erase_at < end {
+            return Ok(());
+        }
+        job.phase = Phase::Image;
+        self.state.job = Some(job);
+        self.persist()?;
+        self.slot_erased = true;
         self.start_artifact(job);
         self.send_request(&job, net, clock.now_ms());
         Ok(())
-    }
-
-    /// Erases the inactive slot and checks that it reads erased: `false` when the part
-    /// did not erase (a failing part; a power cut instead ends in `Err`).
-    fn erase_inactive(&mut self) -> Result<bool, AgentError> {
-        let slot = &mut self.slots[usize::from(self.state.inactive())];
-        let end = u32::try_from(slot.capacity()).map_err(|_| AgentError::Flash)?;
-        slot.erase(0, end).map_err(|_| AgentError::Flash)?;
-        self.slot_erased = slot::is_erased(slot, end, self.config.erased).map_err(|_| AgentError::Flash)?;
-        Ok(self.slot_erased)
     }
 
     // ---- transfer --------------------------------------------------------------------
@@ -528,6 +629,10 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
     }
 
     fn resume(&mut self, mut job: Job) -> Result<(), AgentError> {
+        if job.phase == Phase::Erase {
+            self.erase_at = 0; // erasing again what was erased costs time, not safety
+            return Ok(());
+        }
         if job.phase == Phase::Validate {
             // This boot starts another validation run: count it first, so a model that
             // resets the device is given up after `max_trials` boots.
@@ -558,7 +663,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
 
     fn on_chunk<T: Transport>(&mut self, payload: &[u8], net: &mut T, clock: &impl Clock) -> Result<(), AgentError> {
         let Some(job) = self.state.job else { return Ok(()) };
-        if job.phase == Phase::Validate {
+        if matches!(job.phase, Phase::Validate | Phase::Erase) {
             return Ok(());
         }
         let Ok(chunk) = Chunk::parse(payload) else { return Ok(()) };
@@ -654,21 +759,17 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         if job.restarts > MAX_RESTARTS {
             return self.finish(job, Err(ErrorCode::FLASH_ERROR), None);
         }
-        job.phase = Phase::Image;
+        job.phase = Phase::Erase;
         job.progress = 0;
         job.written = 0;
         job.checkpoint = None;
-        // Progress goes back to zero before the erase: a cut between the two then finds
-        // progress 0 over old bytes (torn, so erased again), never progress P over an
-        // erased slot, which would only be caught by the final digest.
+        // The erase phase is stored before the erase starts: a cut then erases again,
+        // never finds progress P over an erased slot (only the final digest would).
         self.state.job = Some(job);
         self.persist()?;
-        if !self.erase_inactive()? {
-            return self.finish(job, Err(ErrorCode::FLASH_ERROR), None);
-        }
-        self.start_artifact(job);
-        self.send_request(&job, net, clock.now_ms());
-        Ok(())
+        self.decoding = false;
+        self.erase_at = 0;
+        self.erase_step(job, net, clock)
     }
 
     fn artifact_done<T: Transport>(&mut self, mut job: Job, net: &mut T, clock: &impl Clock) -> Result<(), AgentError> {
@@ -693,7 +794,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
                 (dest, size, artifact, ErrorCode::VALIDATION_SET_INVALID)
             }
         };
-        match slot::sha256(&mut self.slots[inactive], check.0, check.1) {
+        match slot::sha256(self.config.crypto, &mut self.slots[inactive], check.0, check.1) {
             Ok(d) if d == check.2 => {}
             Ok(_) => return self.finish(job, Err(check.3), None),
             Err(_) => return self.finish(job, Err(ErrorCode::FLASH_ERROR), None),
@@ -705,6 +806,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         job.checkpoint = None;
         if job.phase == Phase::Validate {
             job.trials = 1;
+            self.validating = Validating::default();
         }
         self.state.job = Some(job);
         let seq = self.state.next_seq();
@@ -747,28 +849,50 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
 
     // ---- validation and the decision -------------------------------------------------
 
+    /// Runs the next piece of the validation: the new model on the set, then the running
+    /// model on the same set (for the "no worse than now"), then the decision.
     fn validate(&mut self, job: Job) -> Result<(), AgentError> {
         let new_slot = self.state.inactive();
-        let model = Located { slot: new_slot, offset: 0, len: job.image.size };
         let set = job.validation.map(|v| Located {
             slot: new_slot,
             offset: slot::set_offset(job.image.size).unwrap_or(0),
             len: v.set_size,
         });
+        let budget = self.config.work.records;
         self.decoding = false;
         let arena = self.decoder.lend_buffer();
-        let measured = match self.validator.validate(model, job.arena_bytes, set, arena) {
-            Ok(m) => m,
-            Err(code) => return self.finish(job, Err(code), None),
-        };
-        // The running model on the same set, for the "no worse than now" rule.
-        let previous = match (self.state.current, set) {
-            (Some(c), Some(_)) => self
-                .validator
-                .validate(Located { slot: self.state.active, offset: 0, len: c.size }, c.arena_bytes, set, arena)
-                .ok(),
-            _ => None,
-        };
+        loop {
+            let v = &mut self.validating;
+            let Some(measured) = v.new else {
+                let model = Located { slot: new_slot, offset: 0, len: job.image.size };
+                match self.validator.validate(model, job.arena_bytes, set, arena, &mut v.run, budget) {
+                    Ok(Some(m)) => *v = Validating { run: Run::default(), new: Some(m) },
+                    Ok(None) => return Ok(()),
+                    Err(code) => return self.finish(job, Err(code), None),
+                }
+                if budget == 0 {
+                    continue;
+                }
+                return Ok(());
+            };
+            // The running model on the same set; if it cannot run, there is nothing to
+            // compare with.
+            let previous = match (self.state.current, set) {
+                (Some(c), Some(_)) => {
+                    let model = Located { slot: self.state.active, offset: 0, len: c.size };
+                    match self.validator.validate(model, c.arena_bytes, set, arena, &mut v.run, budget) {
+                        Ok(None) => return Ok(()),
+                        done => done.ok().flatten(),
+                    }
+                }
+                _ => None,
+            };
+            return self.decide(job, measured, previous);
+        }
+    }
+
+    /// The acceptance rule over both measurements, then the decision.
+    fn decide(&mut self, job: Job, measured: Measurement, previous: Option<Measurement>) -> Result<(), AgentError> {
         let mut report = Report::new(job.rollout, 0, Event::Committed, Some(job.manifest), None);
         report.accuracy_permille = measured.accuracy_permille;
         report.latency_us = measured.latency_us;
@@ -804,7 +928,13 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
                 report.error = None;
                 self.state.previous = self.state.current;
                 self.state.active = self.state.inactive();
-                self.state.counter = self.state.counter.max(job.counter);
+                // With a trial in the product the counter rises at its confirmation, so a
+                // revert never lands below it.
+                if self.config.trial_boots == 0 {
+                    self.state.counter = self.state.counter.max(job.counter);
+                } else {
+                    self.state.trial = Some(Trial { rollout: job.rollout, boots: 0 });
+                }
                 self.state.current = Some(Installed {
                     sha256: job.image.sha256,
                     size: job.image.size,
@@ -859,11 +989,13 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
     fn on_cmd<T: Transport>(&mut self, payload: &[u8], net: &mut T, clock: &impl Clock) -> Result<(), AgentError> {
         // An empty retained message clears the command; the same refused bytes are
         // judged once per boot.
-        if payload.is_empty() || self.refused_cmd == Some(Digest::of(payload)) {
+        if payload.is_empty() || self.refused_cmd == Some(sha256(self.config.crypto, payload)) {
             return Ok(());
         }
         let (roots, device) = (self.config.roots, self.config.device_id);
-        let verified = match verify_command(payload, roots, self.state.revoked.keys(), clock.unix_time(), device) {
+        let revoked = self.state.revoked.keys();
+        let verified = match verify_command_with(self.config.crypto, payload, roots, revoked, clock.unix_time(), device)
+        {
             Ok(verified) => verified,
             Err(e) => return self.refuse_cmd(payload, None, ErrorCode::from(&e), net),
         };
@@ -938,6 +1070,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
     /// Makes `previous` active again (RAM only; the caller stores). The counter stays.
     fn roll_back(&mut self, cmd: &CommandBody<'_>, previous: Installed) -> Report {
         let state = &mut self.state;
+        state.trial = None;
         state.previous = state.current;
         state.current = Some(previous);
         state.active = state.inactive();
@@ -954,7 +1087,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
         code: ErrorCode,
         net: &mut T,
     ) -> Result<(), AgentError> {
-        self.refused_cmd = Some(Digest::of(payload));
+        self.refused_cmd = Some(sha256(self.config.crypto, payload));
         publish_refusal(net, subject, code);
         Ok(())
     }
@@ -963,7 +1096,7 @@ impl<'c, F: NorFlash, S: MultiwriteNorFlash, V: Validator> Agent<'c, F, S, V> {
     /// held; from then on offers and commands by its keys are refused, and a job one of
     /// them signed is abandoned (`key_revoked`) in the same store.
     fn on_trust(&mut self, payload: &[u8]) -> Result<(), AgentError> {
-        let Ok(list) = verify_revocation(payload, self.config.roots) else { return Ok(()) };
+        let Ok(list) = verify_revocation_with(self.config.crypto, payload, self.config.roots) else { return Ok(()) };
         if list.seq <= self.state.revoked.seq {
             return Ok(());
         }
@@ -990,6 +1123,11 @@ impl From<WriteError> for Consumed {
             WriteError::Overflow => Self::Reject(ErrorCode::IMAGE_TOO_LARGE),
         }
     }
+}
+
+/// SHA-256 of `bytes` through the platform's crypto.
+fn sha256(crypto: &dyn Crypto, bytes: &[u8]) -> Digest {
+    crypto.sha256(&mut |feed| feed(bytes))
 }
 
 /// Encodes and publishes; `false` when either fails (the caller may retry).

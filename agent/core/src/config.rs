@@ -1,9 +1,11 @@
 //! What the firmware tells the agent about the device, fixed at build time.
 
-use mota_proto::Limits;
+use mota_proto::{Crypto, Limits};
+
+use crate::lease::Leases;
 
 /// The device's identity, trust anchors and limits.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Config<'a> {
     /// The device's id (its MQTT topic level); commands must name exactly this one.
     pub device_id: &'a str,
@@ -13,6 +15,11 @@ pub struct Config<'a> {
     pub agent_version: &'a str,
     /// Root public keys compiled into the firmware.
     pub roots: &'a [[u8; 32]],
+    /// Ed25519 and SHA-256: `&mota_proto::Software` (ed25519-dalek and sha2, bundled), or
+    /// the platform's own (PSA Crypto, a CryptoCell, a secure element), which then links
+    /// none of the bundled crypto. Every signature and digest the agent checks goes
+    /// through it.
+    pub crypto: &'a (dyn Crypto + Sync),
     /// Largest patch and validation set accepted, tensor arena available. Image size is
     /// bounded by the slot itself.
     pub limits: Limits,
@@ -28,6 +35,38 @@ pub struct Config<'a> {
     pub max_trials: u8,
     /// The model flashed at the factory into slot 0, adopted on the very first boot.
     pub factory: Option<Factory<'a>>,
+    /// Boots the product may start on a newly committed model before it calls
+    /// [`crate::Agent::confirm`]; on the next one the agent reverts to the previous model
+    /// and reports `reverted`. 0: no trial in the product (the validation set was the
+    /// trial; the counter rises at commit).
+    pub trial_boots: u8,
+    /// Work done per [`crate::Agent::poll`], so the firmware keeps serving its network and
+    /// watchdog during an update.
+    pub work: Work,
+    /// The lease table the product's inference shares with the agent, if it runs the
+    /// model while the agent works ([`Leases`]).
+    pub leases: Option<&'a Leases>,
+}
+
+impl core::fmt::Debug for Config<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Config")
+            .field("device_id", &self.device_id)
+            .field("device_class", &self.device_class)
+            .field("limits", &self.limits)
+            .field("trial_boots", &self.trial_boots)
+            .field("work", &self.work)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Bounds on the flash and inference work of one call (0: no bound).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Work {
+    /// Bytes of the inactive slot erased per call (rounded up to whole sectors).
+    pub erase_bytes: u32,
+    /// Validation records run per call.
+    pub records: u32,
 }
 
 /// The factory model: trusted because it came with the firmware.

@@ -11,8 +11,9 @@
 
 mod agent;
 mod config;
+mod lease;
 mod platform;
-mod record;
+pub mod record;
 pub mod slot;
 pub mod state;
 pub mod store;
@@ -20,8 +21,9 @@ pub mod store;
 mod validator;
 
 pub use agent::{ActiveModel, Agent, AgentError, SUBSCRIPTIONS};
-pub use config::{Config, Factory};
-pub use platform::{Clock, Located, Measurement, Transport, Validator};
-pub use store::StoreError;
+pub use config::{Config, Factory, Work};
+pub use lease::{Lease, Leases};
+pub use platform::{Clock, Located, Measurement, Run, Transport, Validator};
+pub use store::{JournalStore, MapStore, StateStore, StoreError};
 #[cfg(feature = "runtime")]
 pub use validator::{RuntimeValidator, SlotMemory};

@@ -45,12 +45,27 @@ pub struct Measurement {
     pub arena_used: Option<u32>,
 }
 
+/// A validation run in progress: the agent keeps it between `poll` calls (RAM only: a
+/// reset starts the run again, and counts as one of the update's trials).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Run {
+    /// Records done (the index of the next one).
+    pub done: u32,
+    /// Of those, the ones the model got right.
+    pub correct: u32,
+    /// Their summed latency.
+    pub latency_us: u64,
+}
+
 /// Loads a model from its slot and runs a validation set through it. The bundled
 /// [`crate::RuntimeValidator`] (feature `runtime`) uses mota-runtime; firmware with its
 /// own inference engine implements this instead.
 pub trait Validator {
-    /// Runs `set` (or, without one, one inference on a zero input) through `model`, whose
-    /// plan needs `arena_bytes`, in `arena` (the tensor arena the firmware gave the agent).
+    /// Runs the next records of `set` (or, without one, one inference on a zero input)
+    /// through `model`, whose plan needs `arena_bytes`, in `arena` (the tensor arena the
+    /// firmware gave the agent): at most `budget` records (0: all), advancing `run`.
+    /// `Ok(None)` while records remain; the measurement once the set is done. A validator
+    /// that cannot split its work ignores `budget` and `run` and measures at once.
     /// `Err` carries the reason to report (3xx codes: [`ErrorCode::MODEL_INVALID`],
     /// [`ErrorCode::VALIDATION_SET_INVALID`]).
     fn validate(
@@ -59,5 +74,7 @@ pub trait Validator {
         arena_bytes: u32,
         set: Option<Located>,
         arena: &mut [u8],
-    ) -> Result<Measurement, ErrorCode>;
+        run: &mut Run,
+        budget: u32,
+    ) -> Result<Option<Measurement>, ErrorCode>;
 }

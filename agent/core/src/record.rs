@@ -2,52 +2,92 @@
 //! little-endian, options as a presence byte, texts as a length byte and UTF-8.
 //!
 //! The record is private to one device and never crosses the wire, so it needs neither
-//! CBOR's self-description nor schema evolution beyond the format byte: a record of
-//! another format is not read (the store reports it), and sequential-storage's CRC
-//! already guards the bytes. Decoding checks every length and value; trailing bytes are
-//! refused.
+//! CBOR's self-description nor a schema language; sequential-storage's (or the
+//! journal's) CRC guards the bytes. Decoding checks every length and value; trailing bytes
+//! of this build's format are refused.
+//!
+//! A firmware update must never brick the agent, so every format is readable:
+//!
+//! | format | written by | read as |
+//! |---|---|---|
+//! | 1 | the first builds (CBOR maps) | migrated: slots, models, counter, report numbers; a job in flight is dropped |
+//! | 2, 3 | hand layouts before the trial | migrated field by field (3 added the job's key, revocations, the rollback target) |
+//! | 4 | this build | exactly |
+//! | 5 and later | newer firmware (after a downgrade) | by the frozen prefix: what runs, the counter, report numbers, revocations, the trial; the job, report and command memory are dropped |
+//!
+//! The prefix of format 4 (format, active, counter, seq, revocations, current, previous,
+//! trial) is frozen: later formats append after it and never change it, so any older
+//! build still knows which verified model to run and which counter to hold.
 
 use mota_proto::message::{ErrorCode, Event};
 use mota_proto::{Delta, Digest, Image, KeyId, Target, Validation};
 
-use crate::state::{Installed, Job, Phase, Report, Revoked, STATE_FORMAT, SetRef, State, Text};
+use crate::state::{Installed, Job, Phase, Report, Revoked, STATE_FORMAT, SetRef, State, Text, Trial};
 
 /// Encodes `state` into `buf`; the length, or `None` if it does not fit.
 pub fn encode(state: &State, buf: &mut [u8]) -> Option<usize> {
     let mut w = Writer { buf, at: 0 };
+    // The frozen prefix.
     w.u8(STATE_FORMAT)?;
     w.u8(state.active)?;
     w.u32(state.counter)?;
     w.u32(state.seq)?;
-    w.opt(&state.last_cmd, |w, d| w.digest(d))?;
     w.revoked(&state.revoked)?;
-    w.opt(&state.last_failed, |w, d| w.digest(d))?;
     w.opt(&state.current, Writer::installed)?;
     w.opt(&state.previous, Writer::installed)?;
+    w.opt(&state.trial, |w, t| {
+        w.u64(t.rollout)?;
+        w.u8(t.boots)
+    })?;
+    // What is in flight.
+    w.opt(&state.last_cmd, |w, d| w.digest(d))?;
+    w.opt(&state.last_failed, |w, d| w.digest(d))?;
     w.opt(&state.job, Writer::job)?;
     w.opt(&state.report, Writer::report)?;
     Some(w.at)
 }
 
-/// Decodes a record written by [`encode`] (of this format).
+/// Decodes a record of any format (see the table above), as this build's [`State`].
 pub fn decode(bytes: &[u8]) -> Option<State> {
-    let mut r = Reader { bytes };
-    if r.u8()? != STATE_FORMAT {
-        return None;
+    if v1::is_v1(bytes) {
+        return v1::decode(bytes);
     }
-    let state = State {
-        format: STATE_FORMAT,
-        active: r.u8().filter(|&a| a < 2)?,
-        counter: r.u32()?,
-        seq: r.u32()?,
-        last_cmd: r.opt(Reader::digest)?,
-        revoked: r.revoked()?,
-        last_failed: r.opt(Reader::digest)?,
-        current: r.opt(Reader::installed)?,
-        previous: r.opt(Reader::installed)?,
-        job: r.opt(Reader::job)?,
-        report: r.opt(Reader::report)?,
-    };
+    let mut r = Reader { bytes, format: 0 };
+    r.format = r.u8()?;
+    let mut state = State::empty(0);
+    match r.format {
+        0 | 1 => return None,
+        2 | 3 => {
+            state.active = r.u8().filter(|&a| a < 2)?;
+            state.counter = r.u32()?;
+            state.seq = r.u32()?;
+            if r.format == 2 {
+                r.u64()?; // the command id of format 2's unsigned commands: gone
+            } else {
+                state.last_cmd = r.opt(Reader::digest)?;
+                state.revoked = r.revoked()?;
+            }
+            state.last_failed = r.opt(Reader::digest)?;
+            state.current = r.opt(Reader::installed)?;
+            state.previous = r.opt(Reader::installed)?;
+        }
+        _ => {
+            state.active = r.u8().filter(|&a| a < 2)?;
+            state.counter = r.u32()?;
+            state.seq = r.u32()?;
+            state.revoked = r.revoked()?;
+            state.current = r.opt(Reader::installed)?;
+            state.previous = r.opt(Reader::installed)?;
+            state.trial = r.opt(|r| Some(Trial { rollout: r.u64()?, boots: r.u8()? }))?;
+            if r.format > STATE_FORMAT {
+                return Some(state); // a newer build's record: its prefix only
+            }
+            state.last_cmd = r.opt(Reader::digest)?;
+            state.last_failed = r.opt(Reader::digest)?;
+        }
+    }
+    state.job = r.opt(Reader::job)?;
+    state.report = r.opt(Reader::report)?;
     r.bytes.is_empty().then_some(state)
 }
 
@@ -136,7 +176,12 @@ impl Writer<'_> {
             w.u16(v.max_drop_permille)
         })?;
         self.u32(j.arena_bytes)?;
-        self.u8(j.phase as u8)?;
+        self.u8(match j.phase {
+            Phase::Image => 0,
+            Phase::Set => 1,
+            Phase::Validate => 2,
+            Phase::Erase => 3,
+        })?;
         self.u32(j.progress)?;
         self.u32(j.written)?;
         self.opt(&j.checkpoint, |w, c| w.put(c))?;
@@ -170,6 +215,8 @@ impl Writer<'_> {
 
 struct Reader<'a> {
     bytes: &'a [u8],
+    /// The format being read.
+    format: u8,
 }
 
 impl<'a> Reader<'a> {
@@ -234,7 +281,7 @@ impl<'a> Reader<'a> {
     fn job(&mut self) -> Option<Job> {
         Some(Job {
             manifest: self.digest()?,
-            key: KeyId(self.array()?),
+            key: if self.format >= 3 { KeyId(self.array()?) } else { KeyId([0; 8]) },
             rollout: self.u64()?,
             counter: self.u32()?,
             name: self.text()?,
@@ -261,6 +308,7 @@ impl<'a> Reader<'a> {
                 0 => Phase::Image,
                 1 => Phase::Set,
                 2 => Phase::Validate,
+                3 => Phase::Erase,
                 _ => return None,
             },
             progress: self.u32()?,
@@ -283,7 +331,10 @@ impl<'a> Reader<'a> {
             previous_latency_us: self.opt(Self::u32)?,
             arena_used: self.opt(Self::u32)?,
             error: self.opt(|r| r.u16().map(ErrorCode))?,
-            rollback_target: self.opt(|r| Some(Target { image: r.digest()?, manifest: r.opt(Self::digest)? }))?,
+            rollback_target: match self.format {
+                2 => None,
+                _ => self.opt(|r| Some(Target { image: r.digest()?, manifest: r.opt(Self::digest)? }))?,
+            },
         })
     }
 
@@ -297,6 +348,166 @@ impl<'a> Reader<'a> {
             revoked.push(KeyId(self.array()?));
         }
         Some(revoked)
+    }
+}
+
+/// Format 1: CBOR maps with integer keys (minicbor's derive in the first builds). Only
+/// what a device needs to go on running is taken: the slot, the counter, the report
+/// numbers and both installed models; a job in flight is dropped (the next accepted
+/// offer erases its slot) and so is its report.
+mod v1 {
+    use super::{Digest, Installed, SetRef, State, Text};
+
+    /// Nesting allowed while skipping values the migration does not need.
+    const DEPTH: u8 = 8;
+
+    /// Whether `bytes` start like a format 1 record (a CBOR map head, where later
+    /// formats start with their format number).
+    pub fn is_v1(bytes: &[u8]) -> bool {
+        bytes.first().is_some_and(|b| b >> 5 == 5)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<State> {
+        let mut c = Cbor { bytes };
+        let mut state = State::empty(0);
+        let mut format = 0;
+        // Fields that were `None` are absent from the map (minicbor's derive).
+        c.map(|c, key| {
+            match key {
+                0 => format = c.uint()?,
+                1 => state.active = u8::try_from(c.uint()?).ok().filter(|&a| a < 2)?,
+                2 => state.counter = u32::try_from(c.uint()?).ok()?,
+                3 => state.current = c.nullable(Cbor::installed)?,
+                4 => state.previous = c.nullable(Cbor::installed)?,
+                7 => state.seq = u32::try_from(c.uint()?).ok()?.max(1),
+                _ => c.skip(DEPTH)?,
+            }
+            Some(())
+        })?;
+        (format == 1 && c.bytes.is_empty()).then_some(state)
+    }
+
+    struct Cbor<'a> {
+        bytes: &'a [u8],
+    }
+
+    impl<'a> Cbor<'a> {
+        /// A data item's major type and argument (definite lengths only).
+        fn head(&mut self) -> Option<(u8, u64)> {
+            let (&first, rest) = self.bytes.split_first()?;
+            let n = match first & 0x1F {
+                n @ 0..=23 => {
+                    self.bytes = rest;
+                    return Some((first >> 5, u64::from(n)));
+                }
+                24 => 1,
+                25 => 2,
+                26 => 4,
+                27 => 8,
+                _ => return None,
+            };
+            let (arg, rest) = rest.split_at_checked(n)?;
+            self.bytes = rest;
+            Some((first >> 5, arg.iter().fold(0, |v, &b| (v << 8) | u64::from(b))))
+        }
+
+        fn uint(&mut self) -> Option<u64> {
+            self.head().filter(|&(major, _)| major == 0).map(|(_, v)| v)
+        }
+
+        fn string(&mut self, major: u8) -> Option<&'a [u8]> {
+            let (_, len) = self.head().filter(|&(m, _)| m == major)?;
+            let (s, rest) = self.bytes.split_at_checked(usize::try_from(len).ok()?)?;
+            self.bytes = rest;
+            Some(s)
+        }
+
+        fn digest(&mut self) -> Option<Digest> {
+            Some(Digest(self.string(2)?.try_into().ok()?))
+        }
+
+        fn text<const N: usize>(&mut self) -> Option<Text<N>> {
+            Text::new(core::str::from_utf8(self.string(3)?).ok()?)
+        }
+
+        /// `Some(None)` for CBOR null.
+        fn nullable<T>(&mut self, f: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
+            if let Some(rest) = self.bytes.strip_prefix(&[0xF6]) {
+                self.bytes = rest;
+                return Some(None);
+            }
+            f(self).map(Some)
+        }
+
+        /// The pairs of a map with integer keys.
+        fn map(&mut self, mut field: impl FnMut(&mut Self, u64) -> Option<()>) -> Option<()> {
+            let (_, pairs) = self.head().filter(|&(m, _)| m == 5)?;
+            for _ in 0..pairs {
+                let key = self.uint()?;
+                field(self, key)?;
+            }
+            Some(())
+        }
+
+        fn skip(&mut self, depth: u8) -> Option<()> {
+            let (major, arg) = self.head()?;
+            let depth = depth.checked_sub(1)?;
+            match major {
+                0 | 1 | 7 => Some(()),
+                2 | 3 => {
+                    self.bytes = self.bytes.get(usize::try_from(arg).ok()?..)?;
+                    Some(())
+                }
+                4 | 5 => (0..arg * u64::from(major - 3)).try_for_each(|_| self.skip(depth)),
+                _ => self.skip(depth), // a tag: its value
+            }
+        }
+
+        fn installed(&mut self) -> Option<Installed> {
+            let mut m = Installed {
+                sha256: Digest([0; 32]),
+                size: 0,
+                counter: 0,
+                name: Text::default(),
+                version: Text::default(),
+                arena_bytes: 0,
+                manifest: None,
+                set: None,
+                accuracy_permille: None,
+            };
+            let mut seen = 0u16;
+            self.map(|c, key| {
+                seen |= 1 << key.min(15);
+                match key {
+                    0 => m.sha256 = c.digest()?,
+                    1 => m.size = u32::try_from(c.uint()?).ok()?,
+                    2 => m.counter = u32::try_from(c.uint()?).ok()?,
+                    3 => m.name = c.text()?,
+                    4 => m.version = c.text()?,
+                    5 => m.arena_bytes = u32::try_from(c.uint()?).ok()?,
+                    6 => m.manifest = c.nullable(Cbor::digest)?,
+                    7 => {
+                        m.set = c.nullable(|c| {
+                            let mut set = SetRef { sha256: Digest([0; 32]), size: 0 };
+                            c.map(|c, key| {
+                                match key {
+                                    0 => set.sha256 = c.digest()?,
+                                    1 => set.size = u32::try_from(c.uint()?).ok()?,
+                                    _ => c.skip(DEPTH)?,
+                                }
+                                Some(())
+                            })?;
+                            Some(set)
+                        })?
+                    }
+                    8 => m.accuracy_permille = c.nullable(|c| u16::try_from(c.uint()?).ok())?,
+                    _ => c.skip(DEPTH)?,
+                }
+                Some(())
+            })?;
+            // The digest and the size are what a boot checks: both must have been there.
+            (seen & 0b11 == 0b11).then_some(m)
+        }
     }
 }
 
@@ -332,7 +543,7 @@ mod tests {
         /// Records with every field varied round-trip.
         #[test]
         fn states_round_trip(active in 0u8..2, counter: u32, seq: u32, rollout: u64, acc in proptest::option::of(0u16..=1000),
-                             phase in 0u8..3, progress: u32, name in "[a-z0-9_.-]{0,64}", event in 0u8..8,
+                             phase in 0u8..4, progress: u32, name in "[a-z0-9_.-]{0,64}", event in 0u8..9,
                              revoked in 0usize..=8) {
             let text = Text::<64>::new(&name).unwrap_or_default();
             let installed = Installed {
@@ -343,7 +554,7 @@ mod tests {
             let job = Job {
                 manifest: Digest([1; 32]), key: KeyId([phase; 8]), rollout, counter, name: text, version: Text::default(),
                 image: Image { size: progress, sha256: Digest([2; 32]) }, delta: None, validation: None,
-                arena_bytes: 0, phase: [Phase::Image, Phase::Set, Phase::Validate][usize::from(phase)],
+                arena_bytes: 0, phase: [Phase::Image, Phase::Set, Phase::Validate, Phase::Erase][usize::from(phase)],
                 progress, written: seq, checkpoint: acc.map(|_| [9; 28]), trials: active, restarts: 0,
             };
             let mut report = Report::new(rollout, seq, Event::ALL[usize::from(event)], None, acc.map(ErrorCode));
@@ -352,12 +563,27 @@ mod tests {
             (0..revoked).for_each(|i| list.push(KeyId([i as u8; 8])));
             let state = State {
                 format: STATE_FORMAT, active, counter, current: Some(installed), previous: acc.map(|_| installed),
-                job: Some(job), report: Some(report), seq, last_cmd: acc.map(|_| Digest([4; 32])), revoked: list,
+                trial: acc.map(|a| Trial { rollout, boots: a as u8 }), job: Some(job), report: Some(report), seq, last_cmd: acc.map(|_| Digest([4; 32])), revoked: list,
                 last_failed: None,
             };
             let mut buf = [0u8; MAX_STATE_LEN];
             let len = encode(&state, &mut buf).ok_or_else(|| TestCaseError::fail("does not fit"))?;
             prop_assert_eq!(decode(&buf[..len]), Some(state));
+
+            // A newer format that appends fields after the frozen prefix: this build
+            // keeps what runs and drops what is in flight.
+            buf[0] = STATE_FORMAT + 1;
+            let newer = decode(&buf[..len]).ok_or_else(|| TestCaseError::fail("prefix unread"))?;
+            prop_assert_eq!(newer, State { job: None, report: None, last_cmd: None, last_failed: None, ..state });
+        }
+
+        /// Any bytes after a format 1 map head or a later format number: no panic.
+        #[test]
+        fn older_and_newer_formats_never_panic(format in prop_oneof![Just(0xA8u8), 2u8..=3, 5u8..=255],
+                                               bytes in proptest::collection::vec(any::<u8>(), 0..700)) {
+            let mut record = vec![format];
+            record.extend(bytes);
+            let _ = decode(&record);
         }
     }
 }

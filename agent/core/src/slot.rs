@@ -6,14 +6,14 @@
 //! one write may be torn. After a reboot the writer reads every unit before programming
 //! it: an erased unit is programmed, a unit that already holds exactly the wanted bytes
 //! is skipped, anything else is a torn write, which the caller answers by erasing the
-//! slot and starting again. No unit is ever programmed twice, so this holds on
-//! single-write (ECC) parts too, and the final SHA-256 over the slot is the only test
-//! of what was written.
+//! slot and starting again. No unit is ever programmed twice knowingly; a unit a cut
+//! tore while it still reads erased is refused by a single-write (ECC) part when it is
+//! programmed again, which counts as torn too (found by the single-write power-cut
+//! sweep). The final SHA-256 over the slot is the only test of what was written.
 
-use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
-use sha2::{Digest as _, Sha256};
+use embedded_storage::nor_flash::{NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash};
 
-use mota_proto::Digest;
+use mota_proto::{Crypto, Digest};
 
 /// Largest supported `WRITE_SIZE`.
 pub const MAX_UNIT: usize = 32;
@@ -128,12 +128,16 @@ impl Writer {
             self.pos += bytes.len() as u32;
             return Ok(());
         }
+        // A unit a cut tore may read erased and still refuse a program on a single-write
+        // (ECC) part: after a reboot a refused program counts as torn, so the slot is
+        // erased and the artifact started again (a failing part ends at MAX_RESTARTS).
+        let torn = |_| WriteError::Torn;
         let w = F::WRITE_SIZE;
         let mut have = [0u8; PIECE];
         let have = have.get_mut(..bytes.len()).ok_or(WriteError::Overflow)?;
         flash.read(self.pos, have).map_err(|_| WriteError::Flash)?;
         if have.iter().all(|&b| b == self.erased) {
-            flash.write(self.pos, bytes).map_err(|_| WriteError::Flash)?;
+            flash.write(self.pos, bytes).map_err(torn)?;
         } else {
             for (i, (want, got)) in bytes.chunks(w).zip(have.chunks(w)).enumerate() {
                 if want == got {
@@ -142,7 +146,7 @@ impl Writer {
                 if got.iter().any(|&b| b != self.erased) {
                     return Err(WriteError::Torn);
                 }
-                flash.write(self.pos + (i * w) as u32, want).map_err(|_| WriteError::Flash)?;
+                flash.write(self.pos + (i * w) as u32, want).map_err(torn)?;
             }
         }
         self.pos += bytes.len() as u32;
@@ -150,33 +154,43 @@ impl Writer {
     }
 }
 
-/// SHA-256 of `len` bytes from `offset` of `flash`.
+/// SHA-256 (through `crypto`) of `len` bytes from `offset` of `flash`.
 #[inline(never)]
-pub fn sha256<F: ReadNorFlash>(flash: &mut F, offset: u32, len: u32) -> Result<Digest, WriteError> {
-    let mut hasher = Sha256::new();
-    let mut buf = [0u8; PIECE];
+pub fn sha256<F: ReadNorFlash>(
+    crypto: &dyn Crypto,
+    flash: &mut F,
+    offset: u32,
+    len: u32,
+) -> Result<Digest, WriteError> {
     let end = offset.checked_add(len).ok_or(WriteError::Overflow)?;
     if end as usize > flash.capacity() {
         return Err(WriteError::Overflow);
     }
-    let mut at = offset;
-    while at < end {
-        let n = ((end - at) as usize).min(PIECE);
-        let piece = buf.get_mut(..n).ok_or(WriteError::Overflow)?;
-        flash.read(at, piece).map_err(|_| WriteError::Flash)?;
-        hasher.update(&*piece);
-        at += n as u32;
-    }
-    Ok(Digest(hasher.finalize().into()))
+    let mut failed = None;
+    let digest = crypto.sha256(&mut |feed| {
+        let mut buf = [0u8; PIECE];
+        let mut at = offset;
+        while at < end && failed.is_none() {
+            let n = ((end - at) as usize).min(PIECE);
+            let Some(piece) = buf.get_mut(..n) else { break };
+            if flash.read(at, piece).is_err() {
+                failed = Some(WriteError::Flash);
+                break;
+            }
+            feed(piece);
+            at += n as u32;
+        }
+    });
+    failed.map_or(Ok(digest), Err)
 }
 
-/// Whether the first `len` bytes of `flash` all read `erased`.
+/// Whether the bytes `from..to` of `flash` all read `erased`.
 #[inline(never)]
-pub fn is_erased<F: ReadNorFlash>(flash: &mut F, len: u32, erased: u8) -> Result<bool, WriteError> {
+pub fn is_erased<F: ReadNorFlash>(flash: &mut F, from: u32, to: u32, erased: u8) -> Result<bool, WriteError> {
     let mut buf = [0u8; PIECE];
-    let mut at = 0u32;
-    while at < len {
-        let n = ((len - at) as usize).min(PIECE);
+    let mut at = from;
+    while at < to {
+        let n = ((to - at) as usize).min(PIECE);
         let piece = buf.get_mut(..n).ok_or(WriteError::Overflow)?;
         flash.read(at, piece).map_err(|_| WriteError::Flash)?;
         if piece.iter().any(|&b| b != erased) {
@@ -185,6 +199,31 @@ pub fn is_erased<F: ReadNorFlash>(flash: &mut F, len: u32, erased: u8) -> Result
         at += n as u32;
     }
     Ok(true)
+}
+
+/// Erases at least `budget` bytes of `flash` from `from` (a sector boundary), never past
+/// `end`, and checks they read `erased`; returns where the next piece starts, or `None`
+/// when the part did not erase (a failing part; a power cut is an `Err`). Sectors may
+/// differ in size (STM32F4/F7 banks): a piece the driver refuses as not aligned grows by
+/// `ERASE_SIZE` until it ends on a sector boundary.
+#[inline(never)]
+pub fn erase_piece<F: NorFlash>(
+    flash: &mut F,
+    from: u32,
+    budget: u32,
+    end: u32,
+    erased: u8,
+) -> Result<Option<u32>, WriteError> {
+    let unit = u32::try_from(F::ERASE_SIZE).map_err(|_| WriteError::Overflow)?.max(1);
+    let mut to = from.saturating_add(budget.max(1).next_multiple_of(unit)).min(end);
+    loop {
+        match flash.erase(from, to) {
+            Ok(()) => break,
+            Err(e) if e.kind() == NorFlashErrorKind::NotAligned && to < end => to = to.saturating_add(unit).min(end),
+            Err(_) => return Err(WriteError::Flash),
+        }
+    }
+    Ok(is_erased(flash, from, to, erased)?.then_some(to))
 }
 
 /// Copies `len` bytes from `src` at `from` through `writer` into `dst`.
@@ -267,7 +306,7 @@ mod tests {
         w.flush(&mut f)?;
         assert_eq!(&f.contents()[..1001], &want[..]);
         assert_eq!(&f.contents()[1001..1008], &[0xFF; 7]);
-        assert_eq!(sha256(&mut f, 0, 1001)?, Digest::of(&want));
+        assert_eq!(sha256(&mota_proto::Software, &mut f, 0, 1001)?, Digest::of(&want));
         Ok(())
     }
 
@@ -313,10 +352,10 @@ mod tests {
     #[test]
     fn a_blank_check_sees_one_programmed_byte() -> TestResult {
         let mut f = part()?;
-        assert!(is_erased(&mut f, 8192, 0xFF)?);
+        assert!(is_erased(&mut f, 0, 8192, 0xFF)?);
         f.write(4096 + 8, &[0xFE; 8])?;
-        assert!(is_erased(&mut f, 4096, 0xFF)?);
-        assert!(!is_erased(&mut f, 8192, 0xFF)?);
+        assert!(is_erased(&mut f, 0, 4096, 0xFF)?);
+        assert!(!is_erased(&mut f, 0, 8192, 0xFF)?);
         Ok(())
     }
 
@@ -326,7 +365,7 @@ mod tests {
         let mut w = Writer::new(0, 100, 0xFF, false);
         w.write(&mut f, &data(100))?;
         assert_eq!(w.write(&mut f, &[1]), Err(WriteError::Overflow));
-        assert_eq!(sha256(&mut f, 8000, 500), Err(WriteError::Overflow));
+        assert_eq!(sha256(&mota_proto::Software, &mut f, 8000, 500), Err(WriteError::Overflow));
         assert_eq!(set_offset(1001), Some(1024));
         assert_eq!(set_offset(u32::MAX), None);
         Ok(())

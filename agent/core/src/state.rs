@@ -18,8 +18,10 @@ use mota_proto::{Delta, Digest, Image, KeyId, RevocationBody, Target, Validation
 /// Largest encoded record (two installed models and a job with the longest names, a
 /// report naming its rollback target and a full revocation list: see the test below).
 pub const MAX_STATE_LEN: usize = 1280;
-/// Format of the record this build writes (3: signed commands and revocations).
-pub const STATE_FORMAT: u8 = 3;
+/// Format of the record this build writes (4: the frozen prefix, the product's trial).
+/// Earlier formats are migrated when read; later ones are read by their prefix (see
+/// `record.rs`).
+pub const STATE_FORMAT: u8 = 4;
 
 /// Text of at most `N` bytes kept inline (model names and versions, no allocation).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -89,6 +91,8 @@ pub struct SetRef {
 /// Where an update attempt stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// Erasing the inactive slot (a bounded piece per `poll`; started over after a reset).
+    Erase,
     /// Receiving the image (full, or rebuilding it from a patch).
     Image,
     /// Receiving (or copying) the validation set.
@@ -132,6 +136,16 @@ pub struct Job {
     pub trials: u8,
     /// Times the slot was erased again after a torn write was found.
     pub restarts: u8,
+}
+
+/// The committed model on trial in the product: it stays until the product confirms it,
+/// and is reverted at boot once it has started more boots than allowed without that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trial {
+    /// The rollout that installed it (the `reverted` report goes there).
+    pub rollout: u64,
+    /// Boots since the commit that ran it unconfirmed.
+    pub boots: u8,
 }
 
 /// A terminal report (kept until the next offer is accepted).
@@ -245,13 +259,15 @@ pub struct State {
     pub format: u8,
     /// The slot the device runs from (0 or 1).
     pub active: u8,
-    /// The device's security counter: the highest counter ever committed. Never lowered,
-    /// not even by a rollback.
+    /// The device's security counter: the highest counter ever confirmed (committed, with
+    /// no product trial). Never lowered, not even by a rollback or a revert.
     pub counter: u32,
     /// The model in the active slot.
     pub current: Option<Installed>,
     /// The model still intact in the other slot (what a rollback returns to).
     pub previous: Option<Installed>,
+    /// The current model awaits the product's confirmation (the counter is raised then).
+    pub trial: Option<Trial>,
     /// The update in progress.
     pub job: Option<Job>,
     /// The last terminal report: sent again after every boot and reconnect, retired when
@@ -278,6 +294,7 @@ impl State {
             counter,
             current: None,
             previous: None,
+            trial: None,
             job: None,
             report: None,
             seq: 1,
@@ -366,6 +383,7 @@ mod tests {
             counter: u32::MAX,
             current: Some(installed),
             previous: Some(installed),
+            trial: Some(Trial { rollout: u64::MAX, boots: u8::MAX }),
             job: Some(job),
             report: Some(report),
             seq: u32::MAX,

@@ -1,20 +1,29 @@
-//! The state region: one [`State`] record in a sequential-storage map.
+//! The state region: one [`State`] record, kept by a [`StateStore`].
+//!
+//! Two stores, one per kind of part:
+//! - [`MapStore`]: a sequential-storage map, for parts where a unit may be programmed
+//!   again (`MultiwriteNorFlash`: STM32 F4/F7, nRF52, ESP32 SPI flash, most NOR).
+//! - [`JournalStore`]: the `mota-journal` record log, which never programs a unit twice
+//!   between erases, for single-write ECC parts (STM32 L4, G4, H7, U5, WB, WL); it works
+//!   on any `NorFlash`.
 //!
 //! sequential-storage is async; the agent is a blocking loop, so the region is wrapped in
 //! [`Blocking`] (the async traits over the blocking ones) and each operation runs to
 //! completion under `embassy_futures::block_on` (a flash driver that never yields makes
 //! every future ready at its first poll).
 //!
-//! The region must be `MultiwriteNorFlash`: after a torn write, sequential-storage's
+//! The map's region must be `MultiwriteNorFlash`: after a torn write, sequential-storage's
 //! repair programs the torn unit again, which single-write (ECC) parts refuse (pinned by
-//! mota-simflash's `sequential_storage` test). Put the state region on a part or bank that
-//! allows it. Parts whose erased value is 0x00 go through [`ErasedFF`], since
-//! sequential-storage reads 0xFF as erased.
+//! mota-simflash's `sequential_storage` test); those parts take the journal. Parts whose
+//! erased value is 0x00 go through [`ErasedFF`], since sequential-storage reads 0xFF as
+//! erased.
 
 use embassy_futures::block_on;
 use embedded_storage::nor_flash::{ErrorType, MultiwriteNorFlash, NorFlash, ReadNorFlash};
 use sequential_storage::cache::{Cache, Uncached};
 use sequential_storage::map::{MapConfig, MapStorage, SerializationError, Value};
+
+use mota_journal::{Journal, JournalError};
 
 use crate::state::{MAX_STATE_LEN, State};
 
@@ -53,13 +62,23 @@ impl core::fmt::Display for StoreError {
 
 impl core::error::Error for StoreError {}
 
-/// The state map over a region.
-pub struct Store<S: NorFlash> {
+/// Where the agent keeps its record: each `save` is atomic (a power cut leaves the old
+/// record or the new one), and `load` returns the newest one saved.
+pub trait StateStore {
+    /// The stored record, `None` on a fresh region.
+    fn load(&mut self) -> Result<Option<State>, StoreError>;
+    /// Replaces the record (atomically: a cut leaves the old or the new one).
+    fn save(&mut self, state: &State) -> Result<(), StoreError>;
+}
+
+/// The state map over a region (sequential-storage; the region must allow a unit to be
+/// programmed again).
+pub struct MapStore<S: NorFlash> {
     map: MapStorage<u8, Blocking<ErasedFF<S>>, NoCache>,
     buf: [u8; MAX_STATE_LEN],
 }
 
-impl<S: MultiwriteNorFlash> Store<S> {
+impl<S: MultiwriteNorFlash> MapStore<S> {
     /// The map over the whole of `region`, whose erased byte value is `erased`.
     pub fn new(region: S, erased: u8) -> Result<Self, StoreError> {
         let len = u32::try_from(region.capacity()).map_err(|_| StoreError::Layout)?;
@@ -69,16 +88,56 @@ impl<S: MultiwriteNorFlash> Store<S> {
             buf: [0; MAX_STATE_LEN],
         })
     }
+}
 
-    /// The stored record, `None` on a fresh region.
-    pub fn load(&mut self) -> Result<Option<State>, StoreError> {
+impl<S: MultiwriteNorFlash> StateStore for MapStore<S> {
+    fn load(&mut self) -> Result<Option<State>, StoreError> {
         let fetched = block_on(self.map.fetch_item::<Record>(&mut self.buf, &KEY)).map_err(map_error)?;
         Ok(fetched.map(|r| r.0))
     }
 
-    /// Replaces the record (atomically: a cut leaves the old or the new one).
-    pub fn save(&mut self, state: &State) -> Result<(), StoreError> {
+    fn save(&mut self, state: &State) -> Result<(), StoreError> {
         block_on(self.map.store_item(&mut self.buf, &KEY, &Record(*state))).map_err(map_error)
+    }
+}
+
+/// The record journal over a region (`mota-journal`): never programs a unit twice between
+/// erases, so it fits single-write (ECC) parts, and any other NOR part.
+pub struct JournalStore<S: NorFlash> {
+    journal: Journal<S>,
+    buf: [u8; MAX_STATE_LEN],
+}
+
+impl<S: NorFlash> JournalStore<S> {
+    /// The journal over the whole of `region`, whose erased byte value is `erased`.
+    pub fn new(region: S, erased: u8) -> Result<Self, StoreError> {
+        let journal = Journal::new(region, erased).map_err(journal_error)?;
+        if journal.max_len() < MAX_STATE_LEN {
+            return Err(StoreError::Full);
+        }
+        Ok(Self { journal, buf: [0; MAX_STATE_LEN] })
+    }
+}
+
+impl<S: NorFlash> StateStore for JournalStore<S> {
+    fn load(&mut self) -> Result<Option<State>, StoreError> {
+        match self.journal.load(&mut self.buf).map_err(journal_error)? {
+            Some(bytes) => crate::record::decode(bytes).map(Some).ok_or(StoreError::Format),
+            None => Ok(None),
+        }
+    }
+
+    fn save(&mut self, state: &State) -> Result<(), StoreError> {
+        let len = crate::record::encode(state, &mut self.buf).ok_or(StoreError::Full)?;
+        self.journal.save(self.buf.get(..len).ok_or(StoreError::Full)?).map_err(journal_error)
+    }
+}
+
+fn journal_error(e: JournalError) -> StoreError {
+    match e {
+        JournalError::Layout => StoreError::Layout,
+        JournalError::TooLarge => StoreError::Full,
+        _ => StoreError::Flash,
     }
 }
 
@@ -214,7 +273,7 @@ mod tests {
 
     fn cycle<const W: usize>(erased: u8) -> TestResult {
         let part: SimFlash<W, 4096, true> = SimFlash::new(Geometry::uniform(3, 4096, W, erased)?);
-        let mut store = Store::new(part, erased)?;
+        let mut store = MapStore::new(part, erased)?;
         assert_eq!(store.load()?, None);
         let mut state = State::empty(1);
         state.report = Some(crate::state::Report::new(1, 2, mota_proto::message::Event::Committed, None, None));

@@ -17,6 +17,7 @@ mod common;
 use std::time::Instant;
 
 use common::*;
+use mota_agent::Work;
 use mota_proto::Digest;
 use mota_proto::message::{ErrorCode, Event};
 use mota_simflash::{CutMode, SimFlash, Snapshot};
@@ -38,12 +39,29 @@ struct Scenario {
     setup: Vec<Step>,
     step: Step,
     expect: Expect,
+    /// What the product does with a committed model (and the agent's config for it).
+    product: Product,
+    /// Work per poll.
+    work: Work,
 }
 
 #[derive(Clone)]
 enum Step {
     Offer(Offer),
     Rollback(mota_proto::CommandBody<'static>),
+    /// Nothing arrives: the device boots until its trial ends.
+    Boots,
+}
+
+/// The product's side of the trial after a commit.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Product {
+    /// No trial (`trial_boots` 0): the validation set was the trial.
+    NoTrial,
+    /// Confirms the model once the agent is idle.
+    Confirms,
+    /// Crashes on the model before it confirms, at every boot.
+    Crashes,
 }
 
 struct Models {
@@ -69,15 +87,49 @@ fn scenarios(m: &Models) -> Result<Vec<Scenario>, BoxError> {
         |model: &[u8], rollout| Expect { model: model.to_vec(), rollout, event: Event::Committed, error: None };
     // Keeps the factory model's counter, so the factory model stays a rollback target.
     let first = offer(&m.v2, OfferSpec { counter: 1, set: Some(&m.set2), ..Default::default() })?;
+    let base = |name, setup, step, expect| Scenario {
+        name,
+        setup,
+        step,
+        expect,
+        product: Product::NoTrial,
+        work: Work::default(),
+    };
     Ok(vec![
-        Scenario { name: "full image", setup: vec![], step: Step::Offer(first.clone()), expect: committed(&m.v2, 7) },
+        base("full image", vec![], Step::Offer(first.clone()), committed(&m.v2, 7)),
         Scenario {
+            work: Work { erase_bytes: 4096, records: 7 },
+            ..base("erase and validation in pieces", vec![], Step::Offer(first.clone()), committed(&m.v2, 7))
+        },
+        Scenario {
+            product: Product::Confirms,
+            ..base("trial confirmed", vec![], Step::Offer(first.clone()), committed(&m.v2, 7))
+        },
+        Scenario {
+            product: Product::Crashes,
+            ..base(
+                "trial reverted",
+                vec![Step::Offer(first.clone())],
+                Step::Boots,
+                Expect {
+                    model: m.v1.clone(),
+                    rollout: 7,
+                    event: Event::Reverted,
+                    error: Some(ErrorCode::NOT_CONFIRMED),
+                },
+            )
+        },
+        Scenario {
+            product: Product::NoTrial,
+            work: Work::default(),
             name: "delta",
             setup: vec![],
             step: Step::Offer(offer(&m.v2, OfferSpec { base: Some(&m.v1), set: Some(&m.set2), ..Default::default() })?),
             expect: committed(&m.v2, 7),
         },
         Scenario {
+            product: Product::NoTrial,
+            work: Work::default(),
             name: "validation failure",
             setup: vec![],
             step: Step::Offer(offer(
@@ -92,12 +144,16 @@ fn scenarios(m: &Models) -> Result<Vec<Scenario>, BoxError> {
             },
         },
         Scenario {
+            product: Product::NoTrial,
+            work: Work::default(),
             name: "rollback command",
             setup: vec![Step::Offer(first.clone())],
             step: Step::Rollback(rollback(&first, factory_target(&m.v1))),
             expect: Expect { model: m.v1.clone(), rollout: 7, event: Event::RolledBack, error: None },
         },
         Scenario {
+            product: Product::NoTrial,
+            work: Work::default(),
             name: "second update",
             setup: vec![Step::Offer(first)],
             step: Step::Offer(offer(
@@ -116,25 +172,31 @@ fn scenarios(m: &Models) -> Result<Vec<Scenario>, BoxError> {
     ])
 }
 
-fn device_config(layout: &Layout, m: &Models) -> Result<mota_agent::Config<'static>, BoxError> {
-    Ok(mota_agent::Config { erased: layout.geometry.erased, ..config(&m.v1)? })
+fn device_config(layout: &Layout, m: &Models, s: &Scenario) -> Result<mota_agent::Config<'static>, BoxError> {
+    let trial_boots = if s.product == Product::NoTrial { 0 } else { 2 };
+    Ok(mota_agent::Config { erased: layout.geometry.erased, trial_boots, work: s.work, ..config(&m.v1)? })
 }
 
 fn publish(backend: &mut Backend, step: &Step) -> Result<(), BoxError> {
     match step {
         Step::Offer(o) => backend.publish_offer(o),
         Step::Rollback(command) => backend.command(command)?,
+        Step::Boots => {}
     }
     Ok(())
 }
 
 /// Boots, checks the running model, and drives to idle.
-fn boot_and_drive<const W: usize, const E: usize>(
-    device: &Device<W, E>,
+fn boot_and_drive<const W: usize, const E: usize, const M: bool>(
+    device: &Device<W, E, M>,
     config: &mota_agent::Config<'_>,
     backend: &mut Backend,
     allowed: &[Digest],
-) -> Result<Result<(), mota_agent::AgentError>, BoxError> {
+    product: Product,
+) -> Result<Result<(), mota_agent::AgentError>, BoxError>
+where
+    SimFlash<W, E, M>: Part,
+{
     let mut arena = vec![0u8; ARENA];
     let mut agent = match device.boot(config, &mut arena) {
         Ok(a) => a,
@@ -146,10 +208,50 @@ fn boot_and_drive<const W: usize, const E: usize>(
     if digest != m.installed.sha256 || !allowed.contains(&digest) {
         return Err(format!("boot would run slot {} with digest {digest:?}", m.image.slot).into());
     }
-    Ok(drive(&mut agent, backend, &TestClock::default()))
+    let driven = drive(&mut agent, backend, &TestClock::default());
+    if driven.is_ok() && product == Product::Confirms {
+        return Ok(agent.confirm());
+    }
+    Ok(driven)
 }
 
-struct Prepared<const W: usize, const E: usize> {
+/// [`boot_and_drive`], again after every boot that leaves the model on trial (the
+/// product crashed before confirming it), until the trial ends.
+fn run<const W: usize, const E: usize, const M: bool>(
+    device: &Device<W, E, M>,
+    config: &mota_agent::Config<'_>,
+    backend: &mut Backend,
+    allowed: &[Digest],
+    product: Product,
+) -> Result<Result<(), mota_agent::AgentError>, BoxError>
+where
+    SimFlash<W, E, M>: Part,
+{
+    for _ in 0..=config.trial_boots {
+        if let Err(e) = boot_and_drive(device, config, backend, allowed, product)? {
+            return Ok(Err(e));
+        }
+        if product != Product::Crashes || !on_trial(device, config)? {
+            break;
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Whether the record holds a model on trial (read without booting the agent).
+fn on_trial<const W: usize, const E: usize, const M: bool>(
+    device: &Device<W, E, M>,
+    config: &mota_agent::Config<'_>,
+) -> Result<bool, BoxError>
+where
+    SimFlash<W, E, M>: Part,
+{
+    use mota_agent::StateStore;
+    let mut store = SimFlash::<W, E, M>::store(device.state_region(), config.erased)?;
+    Ok(store.load()?.is_some_and(|s| s.trial.is_some()))
+}
+
+struct Prepared<const W: usize, const E: usize, const M: bool> {
     layout: Layout,
     snapshot: Snapshot,
     backend_offer: Option<Vec<u8>>,
@@ -158,39 +260,50 @@ struct Prepared<const W: usize, const E: usize> {
 }
 
 /// Runs the setup uncut, then the step uncut to count its operations.
-fn prepare<const W: usize, const E: usize>(
+fn prepare<const W: usize, const E: usize, const M: bool>(
     layout: &Layout,
     s: &Scenario,
     m: &Models,
     allowed: &[Digest],
-) -> Result<Prepared<W, E>, BoxError> {
-    let device = Device::<W, E>::new(layout.clone(), &m.v1)?;
-    let config = device_config(layout, m)?;
+) -> Result<Prepared<W, E, M>, BoxError>
+where
+    SimFlash<W, E, M>: Part,
+{
+    let device = Device::<W, E, M>::new(layout.clone(), &m.v1)?;
+    let config = device_config(layout, m, s)?;
     let mut backend = Backend::default();
     for step in &s.setup {
         publish(&mut backend, step)?;
-        boot_and_drive(&device, &config, &mut backend, allowed)??;
+        // The product crashes on a model only from the step on.
+        boot_and_drive(&device, &config, &mut backend, allowed, Product::NoTrial)??;
     }
     let snapshot = device.part.borrow().snapshot();
     let (backend_offer, artifacts) = (backend.offer.clone(), backend.artifacts.clone());
     publish(&mut backend, &s.step)?;
     let before = device.ops();
-    boot_and_drive(&device, &config, &mut backend, allowed)??;
+    run(&device, &config, &mut backend, allowed, s.product)??;
     let ops = device.ops() - before;
     check_end(&device, &config, &backend, &s.expect, allowed).map_err(|e| format!("{}: uncut: {e}", s.name))?;
     Ok(Prepared { layout: layout.clone(), snapshot, backend_offer, artifacts, ops })
 }
 
-fn check_end<const W: usize, const E: usize>(
-    device: &Device<W, E>,
+fn check_end<const W: usize, const E: usize, const M: bool>(
+    device: &Device<W, E, M>,
     config: &mota_agent::Config<'_>,
     backend: &Backend,
     expect: &Expect,
     allowed: &[Digest],
-) -> Result<(), BoxError> {
+) -> Result<(), BoxError>
+where
+    SimFlash<W, E, M>: Part,
+{
     let mut arena = vec![0u8; ARENA];
     let agent = device.boot(config, &mut arena)?;
     let state = agent.state();
+    if state.trial.is_some() && expect.event == Event::Committed && config.trial_boots > 0 {
+        // Confirmed by the product, or still on trial only if the product crashes.
+        return Err(format!("still on trial: {state:?}").into());
+    }
     if state.job.is_some() || state.report.is_some_and(|r| r.rollout != expect.rollout || r.event != expect.event) {
         return Err(format!("not idle: {state:?}").into());
     }
@@ -215,44 +328,50 @@ fn check_end<const W: usize, const E: usize>(
 }
 
 /// Cuts operation `op` in `mode`, reboots, finishes, checks.
-fn cut_run<const W: usize, const E: usize>(
-    p: &Prepared<W, E>,
+fn cut_run<const W: usize, const E: usize, const M: bool>(
+    p: &Prepared<W, E, M>,
     s: &Scenario,
     m: &Models,
     allowed: &[Digest],
     op: u64,
     mode: CutMode,
-) -> Result<(), BoxError> {
-    let mut part = SimFlash::<W, E, true>::new(p.layout.geometry.clone());
+) -> Result<(), BoxError>
+where
+    SimFlash<W, E, M>: Part,
+{
+    let mut part = SimFlash::<W, E, M>::new(p.layout.geometry.clone());
     part.restore(&p.snapshot)?;
     part.seed(op.wrapping_mul(0x9E37_79B9) ^ mode as u64);
     let device = Device { part: std::rc::Rc::new(std::cell::RefCell::new(part)), layout: p.layout.clone() };
-    let config = device_config(&p.layout, m)?;
+    let config = device_config(&p.layout, m, s)?;
     let mut backend = Backend { offer: p.backend_offer.clone(), artifacts: p.artifacts.clone(), ..Default::default() };
     publish(&mut backend, &s.step)?;
     device.part.borrow_mut().cut_at(op, mode);
-    let first = boot_and_drive(&device, &config, &mut backend, allowed)?;
+    let first = run(&device, &config, &mut backend, allowed, s.product)?;
     if first.is_ok() || !device.part.borrow().is_cut() {
         return Err(format!("the cut at op {op} did not happen ({first:?})").into());
     }
     device.part.borrow_mut().restore_power();
-    boot_and_drive(&device, &config, &mut backend, allowed)??;
+    run(&device, &config, &mut backend, allowed, s.product)??;
     check_end(&device, &config, &backend, &s.expect, allowed)
 }
 
 /// Sweeps one layout; returns the number of cut runs.
-fn sweep_layout<const W: usize, const E: usize>(
+fn sweep_layout<const W: usize, const E: usize, const M: bool>(
     layout: Layout,
     full: bool,
     m: &Models,
     all: &[Scenario],
-) -> Result<u64, BoxError> {
+) -> Result<u64, BoxError>
+where
+    SimFlash<W, E, M>: Part,
+{
     let allowed: Vec<Digest> = [&m.v1, &m.v2].iter().map(|b| Digest::of(b)).collect();
     let mut runs = 0;
     for s in all {
-        let p = prepare::<W, E>(&layout, s, m, &allowed).map_err(|e| {
+        let p = prepare::<W, E, M>(&layout, s, m, &allowed).map_err(|e| {
             format!(
-                "{} / {} sectors W={W} erased={:#x}: uncut: {e}",
+                "{} / {} sectors W={W} M={M} erased={:#x}: uncut: {e}",
                 s.name,
                 layout.geometry.sectors().len(),
                 layout.geometry.erased
@@ -266,7 +385,7 @@ fn sweep_layout<const W: usize, const E: usize>(
             for &mode in modes {
                 cut_run(&p, s, m, &allowed, op, mode).map_err(|e| {
                     format!(
-                        "{} / {:?} W={W} erased={:#x}: cut {mode:?} at op {op} of {}: {e}",
+                        "{} / {:?} W={W} M={M} erased={:#x}: cut {mode:?} at op {op} of {}: {e}",
                         s.name,
                         layout.geometry.sectors().len(),
                         layout.geometry.erased,
@@ -283,9 +402,11 @@ fn sweep_layout<const W: usize, const E: usize>(
 fn sweep_write_size<const W: usize>(full: bool, m: &Models, all: &[Scenario]) -> Result<u64, BoxError> {
     let mut runs = 0;
     for erased in [0xFF, 0x00] {
-        runs += sweep_layout::<W, 4096>(Layout::uniform(W, erased), full, m, all)?;
-        runs += sweep_layout::<W, 16384>(Layout::stm32f4(W, erased), full, m, all)?;
-        runs += sweep_layout::<W, 4096>(Layout::paged(W, erased), full, m, all)?;
+        runs += sweep_layout::<W, 4096, true>(Layout::uniform(W, erased), full, m, all)?;
+        runs += sweep_layout::<W, 16384, true>(Layout::stm32f4(W, erased), full, m, all)?;
+        runs += sweep_layout::<W, 4096, true>(Layout::paged(W, erased), full, m, all)?;
+        // Single-write (ECC) parts: the state in the journal.
+        runs += sweep_layout::<W, 4096, false>(Layout::uniform(W, erased), full, m, all)?;
     }
     Ok(runs)
 }
@@ -299,10 +420,12 @@ fn every_cut_of_every_scenario_recovers() -> TestResult {
     let runs = sweep_write_size::<1>(full, &m, &all)?
         + sweep_write_size::<4>(full, &m, &all)?
         + sweep_write_size::<8>(full, &m, &all)?
-        + sweep_write_size::<16>(full, &m, &all)?;
+        + sweep_write_size::<16>(full, &m, &all)?
+        + sweep_layout::<32, 131072, false>(Layout::stm32h7(), full, &m, &all)?;
     println!(
-        "power-cut sweep ({}): {runs} cut runs passed, 5 scenarios x 3 geometries x 4 write sizes x 2 erased values, {:.1} s",
+        "power-cut sweep ({}): {runs} cut runs passed, {} scenarios x 4 geometries (3 multiwrite, 1 single-write) x 4 write sizes x 2 erased values, and the STM32H7 (single-write, 32-byte units), {:.1} s",
         if full { "full" } else { "sampled" },
+        all.len(),
         start.elapsed().as_secs_f64()
     );
     Ok(())
@@ -315,13 +438,16 @@ fn every_cut_of_every_scenario_recovers() -> TestResult {
 /// running: a reboot during validation is indistinguishable from a model that crashed
 /// the device (MCUboot reverts a trial after a single reset). Returns (cuts, whether it
 /// ended in that rejection).
-fn multi_cut_run<const W: usize, const E: usize>(
-    p: &Prepared<W, E>,
+fn multi_cut_run<const W: usize, const E: usize, const M: bool>(
+    p: &Prepared<W, E, M>,
     s: &Scenario,
     m: &Models,
     allowed: &[Digest],
     seed: u64,
-) -> Result<(u32, bool), BoxError> {
+) -> Result<(u32, bool), BoxError>
+where
+    SimFlash<W, E, M>: Part,
+{
     let mut dice = seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1;
     let mut next = move || {
         dice ^= dice << 13;
@@ -329,11 +455,11 @@ fn multi_cut_run<const W: usize, const E: usize>(
         dice ^= dice << 17;
         dice
     };
-    let mut part = SimFlash::<W, E, true>::new(p.layout.geometry.clone());
+    let mut part = SimFlash::<W, E, M>::new(p.layout.geometry.clone());
     part.restore(&p.snapshot)?;
     part.seed(next());
     let device = Device { part: std::rc::Rc::new(std::cell::RefCell::new(part)), layout: p.layout.clone() };
-    let config = device_config(&p.layout, m)?;
+    let config = device_config(&p.layout, m, s)?;
     let mut backend = Backend { offer: p.backend_offer.clone(), artifacts: p.artifacts.clone(), ..Default::default() };
     publish(&mut backend, &s.step)?;
     let mut cuts = 0;
@@ -343,7 +469,7 @@ fn multi_cut_run<const W: usize, const E: usize>(
             let at = part.stats().mutating() + 1 + next() % p.ops.max(1);
             part.cut_at(at, MODES[(next() % 3) as usize]);
         }
-        let result = boot_and_drive(&device, &config, &mut backend, allowed)?;
+        let result = run(&device, &config, &mut backend, allowed, s.product)?;
         let was_cut = device.part.borrow().is_cut();
         device.part.borrow_mut().restore_power();
         if !was_cut {
@@ -352,7 +478,7 @@ fn multi_cut_run<const W: usize, const E: usize>(
         }
         cuts += 1;
     }
-    boot_and_drive(&device, &config, &mut backend, allowed)??;
+    run(&device, &config, &mut backend, allowed, s.product)??;
     let Err(uncut) = check_end(&device, &config, &backend, &s.expect, allowed) else { return Ok((cuts, false)) };
     let before = if s.setup.is_empty() { &m.v1 } else { &m.v2 };
     let interrupted = Expect {
@@ -365,16 +491,19 @@ fn multi_cut_run<const W: usize, const E: usize>(
     Ok((cuts, true))
 }
 
-fn multi_cut_layout<const W: usize, const E: usize>(
+fn multi_cut_layout<const W: usize, const E: usize, const M: bool>(
     layout: Layout,
     seeds: u64,
     m: &Models,
     all: &[Scenario],
-) -> Result<(u64, u64, u64), BoxError> {
+) -> Result<(u64, u64, u64), BoxError>
+where
+    SimFlash<W, E, M>: Part,
+{
     let allowed: Vec<Digest> = [&m.v1, &m.v2].iter().map(|b| Digest::of(b)).collect();
     let (mut runs, mut cuts, mut interrupted) = (0, 0, 0);
     for s in all {
-        let p = prepare::<W, E>(&layout, s, m, &allowed)?;
+        let p = prepare::<W, E, M>(&layout, s, m, &allowed)?;
         for seed in 0..seeds {
             let (c, i) = multi_cut_run(&p, s, m, &allowed, seed).map_err(|e| {
                 format!("{} W={W} erased={:#x}: multi-cut seed {seed}: {e}", s.name, layout.geometry.erased)
@@ -393,13 +522,14 @@ fn several_cuts_in_one_update_still_recover() -> TestResult {
     let m = models()?;
     let all = scenarios(&m)?;
     let start = Instant::now();
-    let a = multi_cut_layout::<4, 4096>(Layout::uniform(4, 0xFF), seeds, &m, &all)?;
-    let b = multi_cut_layout::<16, 16384>(Layout::stm32f4(16, 0x00), seeds, &m, &all)?;
+    let a = multi_cut_layout::<4, 4096, true>(Layout::uniform(4, 0xFF), seeds, &m, &all)?;
+    let b = multi_cut_layout::<16, 16384, true>(Layout::stm32f4(16, 0x00), seeds, &m, &all)?;
+    let c = multi_cut_layout::<32, 131072, false>(Layout::stm32h7(), seeds, &m, &all)?;
     println!(
         "multi-cut: {} runs with {} cuts (1 to 5 per run, seeds 0..{seeds}), all recovered; {} ended as validation_interrupted; {:.1} s",
-        a.0 + b.0,
-        a.1 + b.1,
-        a.2 + b.2,
+        a.0 + b.0 + c.0,
+        a.1 + b.1 + c.1,
+        a.2 + b.2 + c.2,
         start.elapsed().as_secs_f64()
     );
     Ok(())

@@ -299,6 +299,10 @@ enum mota_phase
    * Image and set verified: the validation run is due.
    */
   MOTA_PHASE_VALIDATE = 3,
+  /**
+   * Erasing the inactive slot, a piece per poll, before the download.
+   */
+  MOTA_PHASE_ERASE = 4,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

@@ -13,7 +13,7 @@ use core::cell::{Cell, RefCell};
 use core::fmt::Write as _;
 
 use critical_section::Mutex;
-use mota_agent::{Agent, AgentError, Config, SUBSCRIPTIONS};
+use mota_agent::{Agent, AgentError, Config, MapStore, SUBSCRIPTIONS};
 use mota_proto::topic::{Kind, Topic};
 use static_cell::StaticCell;
 
@@ -24,7 +24,7 @@ use crate::session::CSession;
 use crate::types::{self, MOTA_IGNORED, MOTA_NO_JOB, MOTA_NO_MODEL, MOTA_OK, Platform};
 
 /// The agent over the C flash callbacks.
-pub type CAgent = Agent<'static, Region, Region, AnyValidator>;
+pub type CAgent = Agent<'static, Region, MapStore<Region>, AnyValidator>;
 
 /// What `mota_agent_boot` needs, checked by the boundary.
 pub struct BootArgs {
@@ -113,6 +113,10 @@ fn start(args: BootArgs) -> Result<Running, Result<Error, Error>> {
         Region::new(platform, types::Region::SlotB as u8, platform.slot_bytes),
     ];
     let state = Region::new(platform, types::Region::State as u8, platform.state_bytes);
+    let state = match MapStore::new(state, config.erased) {
+        Ok(state) => state,
+        Err(e) => return Err(Err(stopped_by(e.into()))),
+    };
     match Agent::boot(config, slots, state, validator, arena) {
         Ok(agent) => Ok(Running { agent: cell.write(agent), platform, device_id, chunk_bytes, session: None }),
         Err(e) => Err(Err(stopped_by(e))),
@@ -273,6 +277,7 @@ pub fn job(out: &mut types::Job) -> Result<i32, Error> {
         mota_agent::state::Phase::Image => types::Phase::Image,
         mota_agent::state::Phase::Set => types::Phase::Set,
         mota_agent::state::Phase::Validate => types::Phase::Validate,
+        mota_agent::state::Phase::Erase => types::Phase::Erase,
     };
     let mut name = [0; types::MOTA_NAME_BYTES];
     let mut version = [0; types::MOTA_VERSION_BYTES];

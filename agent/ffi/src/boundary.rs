@@ -167,6 +167,7 @@ fn config(c: &Config) -> Result<mota_agent::Config<'static>, Error> {
         device_class: c_str(c.device_class, MAX_CLASS_LEN)?,
         agent_version: c_str(c.agent_version, MAX_VERSION_LEN)?,
         roots,
+        crypto: &mota_proto::Software,
         limits: mota_proto::Limits {
             max_image_bytes: c.limits.max_image_bytes,
             max_patch_bytes: c.limits.max_patch_bytes,
@@ -177,6 +178,9 @@ fn config(c: &Config) -> Result<mota_agent::Config<'static>, Error> {
         chunk_bytes: c.chunk_bytes,
         retry_ms: u64::from(c.retry_ms),
         max_trials: c.max_trials,
+        trial_boots: 0,
+        work: mota_agent::Work::default(),
+        leases: None,
         factory,
     })
 }

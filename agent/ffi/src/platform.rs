@@ -1,6 +1,6 @@
 //! The agent's `Transport`, `Clock` and `Validator` over the C callbacks.
 
-use mota_agent::{Clock, Located, Measurement, Transport, Validator};
+use mota_agent::{Clock, Located, Measurement, Run, Transport, Validator};
 use mota_proto::message::ErrorCode;
 use mota_proto::topic::Kind;
 
@@ -74,19 +74,21 @@ impl Validator for AnyValidator {
         arena_bytes: u32,
         set: Option<Located>,
         arena: &mut [u8],
-    ) -> Result<Measurement, ErrorCode> {
+        run: &mut Run,
+        budget: u32,
+    ) -> Result<Option<Measurement>, ErrorCode> {
         match self {
             Self::C(platform) => {
                 let c = |at: Located| types::Located { slot: at.slot, offset: at.offset, len: at.len };
                 let (code, out) = boundary::validate(platform, &c(model), arena_bytes, set.map(c).as_ref(), arena);
                 match code {
-                    0 => Ok(measurement(out)),
+                    0 => Ok(Some(measurement(out))),
                     300..=399 => Err(ErrorCode(code as u16)),
                     _ => Err(ErrorCode::MODEL_INVALID),
                 }
             }
             #[cfg(feature = "runtime")]
-            Self::Runtime(runtime) => runtime.validate(model, arena_bytes, set, arena),
+            Self::Runtime(runtime) => runtime.validate(model, arena_bytes, set, arena, run, budget),
         }
     }
 }

@@ -191,6 +191,8 @@ pub enum Phase {
     Set = 2,
     /// Image and set verified: the validation run is due.
     Validate = 3,
+    /// Erasing the inactive slot, a piece per poll, before the download.
+    Erase = 4,
 }
 
 /// The update in progress (`mota_agent_job`).

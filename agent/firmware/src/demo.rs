@@ -18,7 +18,7 @@ use cortex_m_semihosting::hprintln;
 use embedded_storage::nor_flash::{
     ErrorType, MultiwriteNorFlash, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
 };
-use mota_agent::{Agent, Clock, Config, Factory, SlotMemory, Transport, Validator};
+use mota_agent::{Agent, Clock, Config, Factory, MapStore, SlotMemory, Transport, Validator, Work};
 use mota_proto::message::{Chunk, Event, Get, Status};
 use mota_proto::topic::Kind;
 use mota_proto::{Digest, Limits, Wire};
@@ -49,6 +49,7 @@ pub static CONFIG: Config<'static> = Config {
     device_class: "stm32f4-kws",
     agent_version: "firmware-demo",
     roots: &[mota_proto::testkit::ROOT],
+    crypto: &mota_proto::Software,
     limits: Limits {
         max_image_bytes: SLOT_LEN as u32,
         max_patch_bytes: 64 * 1024,
@@ -59,6 +60,9 @@ pub static CONFIG: Config<'static> = Config {
     chunk_bytes: 1024,
     retry_ms: 1000,
     max_trials: 2,
+    trial_boots: 0,
+    work: Work { erase_bytes: 0, records: 0 },
+    leases: None,
     // The arena figure is what `mota model inspect` prints for the factory model.
     factory: Some(Factory {
         size: FACTORY_BYTES.len() as u32,
@@ -319,7 +323,7 @@ fn artifact(id: &Digest) -> Option<&'static [u8]> {
 /// The firmware's main loop, shortened: deliver the offer, then answer every chunk
 /// request from the built-in artifacts until the agent reports an outcome.
 pub fn run_update<V: Validator>(
-    agent: &mut Agent<'_, RamFlash, RamFlash, V>,
+    agent: &mut Agent<'_, RamFlash, MapStore<RamFlash>, V>,
     net: &mut Loopback,
     clock: &Ticks,
 ) -> Result<(), mota_agent::AgentError> {

@@ -5,6 +5,7 @@
 
 pub mod board;
 pub mod demo;
+pub mod size;
 
 /// Start of a measured region: the trace script counts instructions from here.
 /// (Its body differs from [`bench_end`]'s, so the linker cannot merge the two.)

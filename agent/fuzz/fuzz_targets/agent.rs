@@ -4,7 +4,7 @@
 //! fuzzer-chosen offsets and lengths (optionally corrupted), raw messages of any kind,
 //! genuinely signed commands (rollback and cancel, for this device or another, naming
 //! the right or a wrong model) and revocation lists, timer ticks, power cuts at a
-//! chosen flash operation (before or tearing it) and reboots. The agent must never panic, and after every boot the model it would run
+//! chosen flash operation (before or tearing it) and reboots, the product's confirmation of a model on trial. The agent must never panic, and after every boot the model it would run
 //! must hash to its record and be the factory model or the offered one.
 #![no_main]
 
@@ -14,10 +14,10 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::OnceLock;
 
-use device::{Accept, FACTORY, Part, SLOT, STATE, config, part};
+use device::{Accept, FACTORY, Part, SLOT, STATE, config, part, store};
 use ed25519_dalek::SigningKey;
 use libfuzzer_sys::fuzz_target;
-use mota_agent::{Agent, Clock, Config, Transport};
+use mota_agent::{Agent, Clock, Config, MapStore, Transport};
 use mota_proto::message::Chunk;
 use mota_proto::sign::{ReleaseKey, certify, key_id, revoke};
 use mota_proto::topic::Kind;
@@ -53,10 +53,10 @@ fn boot<'c>(
     config: &'c Config<'c>,
     part: &Rc<RefCell<Part>>,
     arena: &'c mut [u8],
-) -> Agent<'c, Region<Part>, Region<Part>, Accept> {
+) -> Agent<'c, Region<Part>, MapStore<Region<Part>>, Accept> {
     let slots = [Region::new(part, STATE, SLOT), Region::new(part, STATE + SLOT, SLOT)];
-    let agent =
-        Agent::boot(config, slots, Region::new(part, 0, STATE), Accept, arena).expect("a powered boot must succeed");
+    let agent = Agent::boot(config, slots, store(part).expect("state region"), Accept, arena)
+        .expect("a powered boot must succeed");
     // The model it would run is verified and is one of the two.
     if let Some(m) = agent.active_model() {
         let start = (STATE + u32::from(m.image.slot) * SLOT) as usize;
@@ -94,7 +94,7 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-type FuzzAgent<'c> = Agent<'c, Region<Part>, Region<Part>, Accept>;
+type FuzzAgent<'c> = Agent<'c, Region<Part>, MapStore<Region<Part>>, Accept>;
 
 /// Runs event `op`, taking its operands from `input`; `None` when the input ran out.
 fn event(
@@ -139,10 +139,11 @@ fn event(
                 agent.handle(Kind::Cmd, command(shape), &mut Sink, clock)
             }
         }
-        4 | 5 => {
+        4 => {
             clock.0 += 1000;
             agent.poll(&mut Sink, clock)
         }
+        5 => agent.confirm(),
         6 => {
             let &[at, mode] = take(2)? else { return None };
             let mut p = part.borrow_mut();

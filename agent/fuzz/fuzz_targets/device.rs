@@ -6,9 +6,10 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use embedded_storage::nor_flash::NorFlash;
-use mota_agent::{Config, Factory, Located, Measurement, Validator};
+use mota_agent::{Config, Factory, Located, MapStore, Measurement, Run, Validator, Work};
 use mota_proto::Limits;
 use mota_proto::message::ErrorCode;
+use mota_simflash::Region;
 use mota_simflash::{Geometry, SimFlash};
 
 pub static FACTORY: &[u8] = include_bytes!("../../runtime/fixtures/models/digits_cnn_v1.tflite");
@@ -21,8 +22,16 @@ pub const SLOT: u32 = 32 * 1024;
 pub struct Accept;
 
 impl Validator for Accept {
-    fn validate(&mut self, _: Located, _: u32, _: Option<Located>, _: &mut [u8]) -> Result<Measurement, ErrorCode> {
-        Ok(Measurement { accuracy_permille: Some(990), latency_us: Some(1), arena_used: Some(1) })
+    fn validate(
+        &mut self,
+        _: Located,
+        _: u32,
+        _: Option<Located>,
+        _: &mut [u8],
+        _: &mut Run,
+        _: u32,
+    ) -> Result<Option<Measurement>, ErrorCode> {
+        Ok(Some(Measurement { accuracy_permille: Some(990), latency_us: Some(1), arena_used: Some(1) }))
     }
 }
 
@@ -32,6 +41,7 @@ pub fn config() -> Config<'static> {
         device_class: "stm32f4-kws",
         agent_version: "fuzz",
         roots: &[mota_proto::testkit::ROOT],
+        crypto: &mota_proto::Software,
         limits: Limits {
             max_image_bytes: SLOT,
             max_patch_bytes: 64 * 1024,
@@ -42,6 +52,10 @@ pub fn config() -> Config<'static> {
         chunk_bytes: 1024,
         retry_ms: 1000,
         max_trials: 2,
+        // The product's trial and the erase in pieces are fuzzed too.
+        trial_boots: 2,
+        work: Work { erase_bytes: 8192, records: 0 },
+        leases: None,
         factory: Some(Factory {
             size: FACTORY.len() as u32,
             name: "digits_cnn",
@@ -50,6 +64,11 @@ pub fn config() -> Config<'static> {
             arena_bytes: 4096,
         }),
     }
+}
+
+/// The state store on the part's first three sectors.
+pub fn store(part: &Rc<RefCell<Part>>) -> Result<MapStore<Region<Part>>, mota_agent::StoreError> {
+    MapStore::new(Region::new(part, 0, STATE), 0xFF)
 }
 
 /// A part fresh from the factory: the factory model at the start of slot 0.

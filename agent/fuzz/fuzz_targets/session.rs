@@ -12,7 +12,7 @@ use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::rc::Rc;
 
-use device::{Accept, Part, SLOT, STATE, config, part};
+use device::{Accept, Part, SLOT, STATE, config, part, store};
 use embedded_io::{ErrorType, Read, ReadReady, Write};
 use libfuzzer_sys::fuzz_target;
 use mota_agent::{Agent, Clock};
@@ -83,7 +83,8 @@ fuzz_target!(|data: &[u8]| {
     let part = part();
     let mut arena = vec![0u8; 16 * 1024];
     let slots = [Region::<Part>::new(&part, STATE, SLOT), Region::new(&part, STATE + SLOT, SLOT)];
-    let Ok(mut agent) = Agent::boot(&config, slots, Region::new(&part, 0, STATE), Accept, &mut arena) else {
+    let Ok(state) = store(&part) else { return };
+    let Ok(mut agent) = Agent::boot(&config, slots, state, Accept, &mut arena) else {
         return;
     };
     // The CONNACK whole, then the fuzzer's bytes, each piece prefixed with its length.

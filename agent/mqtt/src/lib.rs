@@ -32,13 +32,13 @@ use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use embedded_io::{ErrorKind, Read, ReadReady, Write};
 use embedded_nal::{TcpClientStack, TcpError, TcpErrorKind, nb};
-use embedded_storage::nor_flash::{MultiwriteNorFlash, NorFlash};
+use embedded_storage::nor_flash::NorFlash;
 use guard::Guard;
 use minimq::broker::IpBroker;
 use minimq::mqtt_client::MqttClient;
 use minimq::types::{SubscriptionOptions, TopicFilter};
 use minimq::{ConfigBuilder, Minimq, Publication, QoS, Will};
-use mota_agent::{Agent, AgentError, Clock, SUBSCRIPTIONS, Transport, Validator};
+use mota_agent::{Agent, AgentError, Clock, SUBSCRIPTIONS, StateStore, Transport, Validator};
 use mota_proto::Wire;
 use mota_proto::message::Hello;
 use mota_proto::topic::{Kind, MAX_TOPIC_LEN, Topic};
@@ -208,9 +208,9 @@ impl<'a, S: Read + Write + ReadReady, C: Clock + Clone> Session<'a, S, C> {
     /// Does what is due: reads and handles messages, keeps the connection, ticks the
     /// agent. Call it from the main loop, often (every few milliseconds while bytes
     /// arrive). An `Err` is the agent's: the flash failed, and the device reboots.
-    pub fn poll<F: NorFlash, SR: MultiwriteNorFlash, V: Validator>(
+    pub fn poll<F: NorFlash, St: StateStore, V: Validator>(
         &mut self,
-        agent: &mut Agent<'_, F, SR, V>,
+        agent: &mut Agent<'_, F, St, V>,
     ) -> Result<Progress, AgentError> {
         let mut progress = Progress::default();
         let (clock, device) = (&self.clock, self.device);

@@ -211,14 +211,43 @@ pub struct Report {
     pub arena_used: u32,
 }
 
+/// Records scored so far (a run split into pieces adds them up).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Records run.
+    pub records: u32,
+    /// Of those, correct.
+    pub correct: u32,
+    /// Their summed inference time.
+    pub total_us: u64,
+    /// The slowest one.
+    pub max_us: u64,
+}
+
 /// Runs every record of `set` through `interp`. `classes`, when given, receives
 /// per-class counts for labels below its length.
 pub fn evaluate(
     interp: &mut Interpreter<'_, '_>,
     set: &ValidationSet<'_>,
     clock: &impl Clock,
-    mut classes: Option<&mut [ClassCount]>,
+    classes: Option<&mut [ClassCount]>,
 ) -> Result<Report, SetError> {
+    check(interp, set)?;
+    let mut tally = Tally::default();
+    run_records(interp, set, 0..set.len(), clock, classes, &mut tally)?;
+    let Tally { records, correct, total_us, max_us } = tally;
+    Ok(Report {
+        records,
+        correct,
+        accuracy_permille: if records == 0 { 0 } else { (u64::from(correct) * 1000 / u64::from(records)) as u16 },
+        mean_latency_us: total_us.checked_div(u64::from(records)).unwrap_or(0) as u32,
+        max_latency_us: max_us as u32,
+        arena_used: interp.arena_used() as u32,
+    })
+}
+
+/// Whether `set` fits the model `interp` runs (input type and shape, output size).
+pub fn check(interp: &Interpreter<'_, '_>, set: &ValidationSet<'_>) -> Result<(), SetError> {
     let input = interp.model().input(0).map_err(RunError::Model)?;
     let output = interp.model().output(0).map_err(RunError::Model)?;
     if input.dtype != set.input_type {
@@ -232,15 +261,28 @@ pub fn evaluate(
     {
         return Err(SetError::ModelMismatch("expected output size"));
     }
-    let (mut correct, mut total_us, mut max_us) = (0u32, 0u64, 0u64);
-    for i in 0..set.len() {
+    Ok(())
+}
+
+/// Runs the records `range` of `set` (already [`check`]ed) through `interp`, adding their
+/// scores to `tally`: a long set can be run a piece at a time.
+pub fn run_records(
+    interp: &mut Interpreter<'_, '_>,
+    set: &ValidationSet<'_>,
+    range: core::ops::Range<usize>,
+    clock: &impl Clock,
+    mut classes: Option<&mut [ClassCount]>,
+    tally: &mut Tally,
+) -> Result<(), SetError> {
+    let dtype = interp.model().output(0).map_err(RunError::Model)?.dtype;
+    for i in range {
         let (x, expected) = set.record(i).ok_or(SetError::BadHeader("record"))?;
         interp.input(0)?.copy_from_slice(x);
         let start = clock.now_us();
         interp.invoke()?;
         let elapsed = clock.now_us().saturating_sub(start);
-        total_us += elapsed;
-        max_us = max_us.max(elapsed);
+        tally.total_us += elapsed;
+        tally.max_us = tally.max_us.max(elapsed);
         let out = interp.output(0)?;
         let ok = match set.expectation {
             Expectation::Label { classes: n } => {
@@ -248,7 +290,7 @@ pub fn evaluate(
                 if u32::from(label) >= n {
                     return Err(SetError::BadLabel(i));
                 }
-                let ok = argmax(out, output.dtype) == Some(usize::from(label));
+                let ok = argmax(out, dtype) == Some(usize::from(label));
                 if let Some(c) = classes.as_deref_mut().and_then(|c| c.get_mut(usize::from(label))) {
                     c.seen += 1;
                     c.correct += u32::from(ok);
@@ -260,17 +302,10 @@ pub fn evaluate(
                 .zip(expected)
                 .all(|(&a, &b)| (i16::from(a as i8) - i16::from(b as i8)).unsigned_abs() <= u16::from(tolerance)),
         };
-        correct += u32::from(ok);
+        tally.records += 1;
+        tally.correct += u32::from(ok);
     }
-    let records = set.len() as u32;
-    Ok(Report {
-        records,
-        correct,
-        accuracy_permille: if records == 0 { 0 } else { (u64::from(correct) * 1000 / u64::from(records)) as u16 },
-        mean_latency_us: total_us.checked_div(u64::from(records)).unwrap_or(0) as u32,
-        max_latency_us: max_us as u32,
-        arena_used: interp.arena_used() as u32,
-    })
+    Ok(())
 }
 
 /// Index of the largest output element (the first on ties, as `argmax` does).

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use embedded_storage::nor_flash::NorFlash;
-use mota_agent::{Agent, AgentError, Clock, Config, Factory, RuntimeValidator, SUBSCRIPTIONS, SlotMemory, Transport};
+use mota_agent::{
+    Agent, AgentError, Clock, Config, Factory, MapStore, RuntimeValidator, SUBSCRIPTIONS, SlotMemory, Transport, Work,
+};
 use mota_proto::message::Hello;
 use mota_proto::topic::{Kind, Topic};
 use mota_proto::{Digest, Limits, Wire};
@@ -20,7 +22,7 @@ use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 pub type Part = SimFlash<4, 4096, true>;
 type Slot = Region<Part>;
 /// The agent of a simulated device.
-pub(crate) type SimAgent<'c> = Agent<'c, Slot, Slot, RuntimeValidator<MappedSlots, UsClock>>;
+pub(crate) type SimAgent<'c> = Agent<'c, Slot, MapStore<Slot>, RuntimeValidator<MappedSlots, UsClock>>;
 
 /// State region: 4 sectors.
 pub const STATE_LEN: u32 = 4 * 4096;
@@ -220,6 +222,7 @@ fn make_config(
         device_class: class,
         agent_version: concat!("mota-sim-", env!("CARGO_PKG_VERSION")),
         roots,
+        crypto: &mota_proto::Software,
         limits: Limits {
             max_image_bytes: SLOT_LEN,
             max_patch_bytes: 1024 * 1024,
@@ -230,6 +233,9 @@ fn make_config(
         chunk_bytes: CHUNK,
         retry_ms: 5_000,
         max_trials: 2,
+        trial_boots: 0,
+        work: Work::default(),
+        leases: None,
         factory: Some(Factory {
             size: factory.len() as u32,
             name: "factory",
@@ -247,7 +253,10 @@ pub(crate) fn boot<'c>(
     arena: &'c mut [u8],
 ) -> Result<SimAgent<'c>, (AgentError, &'c mut [u8])> {
     let slots = [Region::new(part, STATE_LEN, SLOT_LEN), Region::new(part, STATE_LEN + SLOT_LEN, SLOT_LEN)];
-    let state = Region::new(part, 0, STATE_LEN);
+    let state = match MapStore::new(Region::new(part, 0, STATE_LEN), 0xFF) {
+        Ok(state) => state,
+        Err(e) => return Err((e.into(), arena)),
+    };
     let memory = MappedSlots(Rc::clone(part));
     Agent::boot_or_return_arena(config, slots, state, RuntimeValidator { memory, clock: UsClock }, arena)
 }

@@ -11,7 +11,10 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use ed25519_dalek::SigningKey;
-use mota_agent::{Agent, AgentError, Clock, Config, Factory, RuntimeValidator, SlotMemory, Transport};
+use mota_agent::{
+    Agent, AgentError, Clock, Config, Factory, JournalStore, MapStore, RuntimeValidator, SlotMemory, StateStore,
+    StoreError, Transport, Work,
+};
 use mota_proto::message::{Chunk, ErrorCode, Event, Get, Refusal, Status};
 use mota_proto::sign::{ReleaseKey, certify};
 use mota_proto::topic::Kind;
@@ -195,6 +198,13 @@ impl Layout {
         Self { geometry, slots: [131072, 262144], slot_len: 131072, state: 0, state_len: 32768 }
     }
 
+    /// STM32H7: single-write (ECC) 128 KiB sectors programmed in 32-byte flash words;
+    /// the state (the journal) in two sectors, then the slots.
+    pub fn stm32h7() -> Self {
+        let geometry = Geometry::uniform(4, 131072, 32, 0xFF).expect("valid geometry");
+        Self { geometry, slots: [262144, 393216], slot_len: 131072, state: 0, state_len: 262144 }
+    }
+
     /// SPI NOR: 4 KiB sectors programmed in 256-byte pages.
     pub fn paged(write: usize, erased: u8) -> Self {
         let mut l = Self::uniform(write, erased);
@@ -203,17 +213,53 @@ impl Layout {
     }
 }
 
-/// A simulated device's flash.
-pub struct Device<const W: usize, const E: usize> {
-    pub part: Rc<RefCell<SimFlash<W, E, true>>>,
+/// A simulated device's flash: a part where a unit may be programmed again (`M`, the
+/// state in sequential-storage's map) or only once between erases (the state in the
+/// journal).
+pub struct Device<const W: usize, const E: usize, const M: bool = true> {
+    pub part: Rc<RefCell<SimFlash<W, E, M>>>,
     pub layout: Layout,
 }
 
-pub type Slot<const W: usize, const E: usize> = Region<SimFlash<W, E, true>>;
-pub type TestAgent<'c, const W: usize, const E: usize> =
-    Agent<'c, Slot<W, E>, Slot<W, E>, RuntimeValidator<SimSlots<W, E>, UsClock>>;
+pub type Slot<const W: usize, const E: usize, const M: bool = true> = Region<SimFlash<W, E, M>>;
+pub type TestAgent<'c, const W: usize, const E: usize, const M: bool = true> =
+    Agent<'c, Slot<W, E, M>, AnyStore, RuntimeValidator<SimSlots<W, E, M>, UsClock>>;
 
-impl<const W: usize, const E: usize> Device<W, E> {
+/// The store a part takes: the map where units may be programmed again, the journal
+/// where they may not.
+pub trait Part: Sized {
+    fn store(region: Region<Self>, erased: u8) -> Result<AnyStore, StoreError>;
+}
+
+impl<const W: usize, const E: usize> Part for SimFlash<W, E, true> {
+    fn store(region: Region<Self>, erased: u8) -> Result<AnyStore, StoreError> {
+        Ok(AnyStore(Box::new(MapStore::new(region, erased)?)))
+    }
+}
+
+impl<const W: usize, const E: usize> Part for SimFlash<W, E, false> {
+    fn store(region: Region<Self>, erased: u8) -> Result<AnyStore, StoreError> {
+        Ok(AnyStore(Box::new(JournalStore::new(region, erased)?)))
+    }
+}
+
+/// Either store, behind one type.
+pub struct AnyStore(Box<dyn StateStore>);
+
+impl StateStore for AnyStore {
+    fn load(&mut self) -> Result<Option<mota_agent::state::State>, StoreError> {
+        self.0.load()
+    }
+
+    fn save(&mut self, state: &mota_agent::state::State) -> Result<(), StoreError> {
+        self.0.save(state)
+    }
+}
+
+impl<const W: usize, const E: usize, const M: bool> Device<W, E, M>
+where
+    SimFlash<W, E, M>: Part,
+{
     /// A device with `factory` in slot 0.
     pub fn new(layout: Layout, factory: &[u8]) -> Result<Self, BoxError> {
         let part = Rc::new(RefCell::new(SimFlash::new(layout.geometry.clone())));
@@ -228,7 +274,7 @@ impl<const W: usize, const E: usize> Device<W, E> {
     }
 
     /// Boots the agent on this device.
-    pub fn boot<'c>(&self, config: &'c Config<'c>, arena: &'c mut [u8]) -> Result<TestAgent<'c, W, E>, AgentError> {
+    pub fn boot<'c>(&self, config: &'c Config<'c>, arena: &'c mut [u8]) -> Result<TestAgent<'c, W, E, M>, AgentError> {
         self.boot_or_return_arena(config, arena).map_err(|(e, _)| e)
     }
 
@@ -237,12 +283,20 @@ impl<const W: usize, const E: usize> Device<W, E> {
         &self,
         config: &'c Config<'c>,
         arena: &'c mut [u8],
-    ) -> Result<TestAgent<'c, W, E>, (AgentError, &'c mut [u8])> {
+    ) -> Result<TestAgent<'c, W, E, M>, (AgentError, &'c mut [u8])> {
         let l = &self.layout;
         let slots = [Region::new(&self.part, l.slots[0], l.slot_len), Region::new(&self.part, l.slots[1], l.slot_len)];
-        let state = Region::new(&self.part, l.state, l.state_len);
+        let state = match SimFlash::<W, E, M>::store(self.state_region(), l.geometry.erased) {
+            Ok(state) => state,
+            Err(e) => return Err((e.into(), arena)),
+        };
         let memory = SimSlots { part: Rc::clone(&self.part), slots: l.slots, len: l.slot_len };
         Agent::boot_or_return_arena(config, slots, state, RuntimeValidator { memory, clock: UsClock }, arena)
+    }
+
+    /// The state region.
+    pub fn state_region(&self) -> Region<SimFlash<W, E, M>> {
+        Region::new(&self.part, self.layout.state, self.layout.state_len)
     }
 
     /// Bytes of slot `i`.
@@ -274,13 +328,13 @@ impl<const W: usize, const E: usize> Device<W, E> {
 }
 
 /// The slots as mapped memory, read from the shared part.
-pub struct SimSlots<const W: usize, const E: usize> {
-    part: Rc<RefCell<SimFlash<W, E, true>>>,
+pub struct SimSlots<const W: usize, const E: usize, const M: bool> {
+    part: Rc<RefCell<SimFlash<W, E, M>>>,
     slots: [u32; 2],
     len: u32,
 }
 
-impl<const W: usize, const E: usize> SlotMemory for SimSlots<W, E> {
+impl<const W: usize, const E: usize, const M: bool> SlotMemory for SimSlots<W, E, M> {
     fn with_slots<R>(&mut self, f: impl FnOnce([&[u8]; 2]) -> R) -> R {
         let part = self.part.borrow();
         let bytes = part.contents();
@@ -325,6 +379,7 @@ pub fn config_with(factory: &[u8], counter: u32) -> Result<Config<'static>, BoxE
         device_class: CLASS,
         agent_version: "test",
         roots: &[mota_proto::testkit::ROOT],
+        crypto: &mota_proto::Software,
         limits: Limits {
             max_image_bytes: 0,
             max_patch_bytes: 64 * 1024,
@@ -335,6 +390,9 @@ pub fn config_with(factory: &[u8], counter: u32) -> Result<Config<'static>, BoxE
         chunk_bytes: 1024,
         retry_ms: 1000,
         max_trials: 2,
+        trial_boots: 0,
+        work: Work::default(),
+        leases: None,
         factory: Some(Factory {
             size: factory.len() as u32,
             name: "digits_cnn",
@@ -453,8 +511,8 @@ impl Backend {
 
 /// Runs the device until it is idle: hello, the retained offer and the queued command,
 /// then chunk answers and timer ticks. An error is a power cut (or a real failure).
-pub fn drive<const W: usize, const E: usize>(
-    agent: &mut TestAgent<'_, W, E>,
+pub fn drive<const W: usize, const E: usize, const M: bool>(
+    agent: &mut TestAgent<'_, W, E, M>,
     backend: &mut Backend,
     clock: &TestClock,
 ) -> Result<(), AgentError> {

@@ -25,7 +25,7 @@ use core::ffi::CStr;
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
 use mota_agent::state::Phase;
-use mota_agent::{ActiveModel, Agent, Config, RuntimeValidator};
+use mota_agent::{ActiveModel, Agent, Config, MapStore, RuntimeValidator};
 use mota_agent_mqtt::{Session, SessionConfig, buffer_len};
 use mota_firmware::board::{SysClock, Uart, nanos, sleep, start_clock};
 use mota_firmware::demo::{self, MappedSlots, RamFlash};
@@ -33,7 +33,7 @@ use panic_semihosting as _;
 use semihosting::experimental::env::Args;
 
 type Validator = RuntimeValidator<MappedSlots, SysClock>;
-type NetAgent = Agent<'static, RamFlash, RamFlash, Validator>;
+type NetAgent = Agent<'static, RamFlash, MapStore<RamFlash>, Validator>;
 
 /// What this device asks for per chunk request.
 const CHUNK: u32 = 1024;
@@ -90,7 +90,10 @@ fn main() -> ! {
     .unwrap_or_else(|| halt("config"));
     let arena = cortex_m::singleton!(: [u8; 16 * 1024] = [0; 16 * 1024]).unwrap_or_else(|| halt("arena"));
     let validator = RuntimeValidator { memory: MappedSlots, clock: SysClock };
-    let agent: &'static mut NetAgent = match Agent::boot(config, [a, b], state, validator, arena) {
+    let agent: &'static mut NetAgent = match MapStore::new(state, 0xFF)
+        .map_err(Into::into)
+        .and_then(|state| Agent::boot(config, [a, b], state, validator, arena))
+    {
         Ok(agent) => cortex_m::singleton!(: NetAgent = agent).unwrap_or_else(|| halt("agent")),
         Err(e) => reboot(id, &e),
     };
@@ -162,6 +165,7 @@ fn show_phase(id: &str, agent: &NetAgent, shown: &mut Option<Phase>) {
 
 fn phase_name(phase: Phase) -> &'static str {
     match phase {
+        Phase::Erase => "erase",
         Phase::Image => "image",
         Phase::Set => "set",
         Phase::Validate => "validate",

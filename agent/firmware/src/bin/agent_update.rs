@@ -12,7 +12,7 @@
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
-use mota_agent::{Agent, RuntimeValidator};
+use mota_agent::{Agent, MapStore, RuntimeValidator};
 use mota_firmware::demo::{self, CONFIG, Loopback, MappedSlots, RamFlash, Ticks};
 use mota_firmware::{paint_stack, stack_used};
 use mota_proto::message::Event;
@@ -25,9 +25,9 @@ fn main() -> ! {
     let arena = cortex_m::singleton!(: [u8; 16 * 1024] = [0; 16 * 1024]).expect("main runs once");
     let (a, b, state) = demo::regions();
     let validator = RuntimeValidator { memory: MappedSlots, clock: Ticks(Default::default()) };
-    let agent: &'static mut Agent<'static, RamFlash, RamFlash, Validator> = cortex_m::singleton!(
-        : Agent<'static, RamFlash, RamFlash, Validator> =
-            Agent::boot(&CONFIG, [a, b], state, validator, arena).expect("first boot")
+    let agent: &'static mut Agent<'static, RamFlash, MapStore<RamFlash>, Validator> = cortex_m::singleton!(
+        : Agent<'static, RamFlash, MapStore<RamFlash>, Validator> =
+            Agent::boot(&CONFIG, [a, b], MapStore::new(state, 0xFF).expect("state region"), validator, arena).expect("first boot")
     )
     .expect("main runs once");
     let clock = Ticks(Default::default());
@@ -42,7 +42,7 @@ fn main() -> ! {
 
     hprintln!(
         "agent struct {} bytes (the patch decoder's block buffer is the arena), update stack {} bytes",
-        core::mem::size_of::<Agent<'static, RamFlash, RamFlash, Validator>>(),
+        core::mem::size_of::<Agent<'static, RamFlash, MapStore<RamFlash>, Validator>>(),
         stack
     );
     hprintln!("committed v2: {}", committed);

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use embedded_io::ErrorKind;
-use mota_agent::{Agent, AgentError, Clock, Config, Factory, RuntimeValidator, SlotMemory};
+use mota_agent::{Agent, AgentError, Clock, Config, Factory, MapStore, RuntimeValidator, SlotMemory, Work};
 use mota_agent_mqtt::{Progress, Session, SessionConfig, buffer_len};
 use mota_proto::message::{Hello, Status};
 use mota_proto::topic::{Kind, Topic};
@@ -493,7 +493,7 @@ const SLOT_LEN: u32 = 16 * SECTOR as u32;
 
 type Part = SimFlash<WRITE, SECTOR, true>;
 pub type Slot = Region<Part>;
-pub type TestAgent = Agent<'static, Slot, Slot, RuntimeValidator<Slots, UsClock>>;
+pub type TestAgent = Agent<'static, Slot, MapStore<Slot>, RuntimeValidator<Slots, UsClock>>;
 
 const FACTORY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../runtime/fixtures/models/digits_cnn_v1.tflite");
 
@@ -505,6 +505,11 @@ pub fn factory_model() -> Result<Vec<u8>, BoxError> {
 /// Boots the agent on a fresh simulated part (state region, then two slots) with the
 /// factory model in slot 0, trusting the published test root.
 pub fn boot_agent(device: &str) -> Result<TestAgent, BoxError> {
+    boot_agent_with(device, Work::default())
+}
+
+/// [`boot_agent`] with bounds on the work of each poll.
+pub fn boot_agent_with(device: &str, work: Work) -> Result<TestAgent, BoxError> {
     let model = factory_model()?;
     let parsed = mota_runtime::Model::parse(&model).map_err(|e| format!("{e:?}"))?;
     let arena_bytes = mota_runtime::arena_size(&parsed).map_err(|e| format!("{e:?}"))? as u32;
@@ -513,6 +518,7 @@ pub fn boot_agent(device: &str) -> Result<TestAgent, BoxError> {
         device_class: CLASS,
         agent_version: "mqtt-test",
         roots: &[mota_proto::testkit::ROOT],
+        crypto: &mota_proto::Software,
         limits: Limits {
             max_image_bytes: 0,
             max_patch_bytes: 32 * 1024,
@@ -523,6 +529,9 @@ pub fn boot_agent(device: &str) -> Result<TestAgent, BoxError> {
         chunk_bytes: CHUNK,
         retry_ms: 1000,
         max_trials: 2,
+        trial_boots: 0,
+        work,
+        leases: None,
         factory: Some(Factory {
             size: model.len() as u32,
             name: "digits_cnn",
@@ -542,7 +551,7 @@ pub fn boot_agent(device: &str) -> Result<TestAgent, BoxError> {
         Region::new(&part, slot_at[0], SLOT_LEN).write(0, &image).map_err(|e| format!("{e:?}"))?;
     }
     let slots = slot_at.map(|at| Region::new(&part, at, SLOT_LEN));
-    let state = Region::new(&part, 0, STATE_LEN);
+    let state = MapStore::new(Region::new(&part, 0, STATE_LEN), 0xFF)?;
     let validator = RuntimeValidator { memory: Slots { part: Rc::clone(&part), at: slot_at }, clock: UsClock };
     let arena: &'static mut [u8] = Box::leak(vec![0u8; ARENA].into_boxed_slice());
     Ok(Agent::boot(config, slots, state, validator, arena)?)
