@@ -36,6 +36,9 @@ pub const fn config(
         device_class,
         agent_version: concat!("mota-hal ", env!("CARGO_PKG_VERSION")),
         roots: core::slice::from_ref(&ROOT),
+        // The bundled software Ed25519 and SHA-256; a part with a crypto accelerator
+        // plugs its own in here.
+        crypto: &mota_proto::Software,
         limits: Limits {
             max_image_bytes: slot_bytes,
             max_patch_bytes: slot_bytes,
