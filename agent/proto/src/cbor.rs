@@ -162,8 +162,8 @@ pub fn encodes_to(value: &dyn Encode, bytes: &[u8]) -> bool {
     e.ok && e.len == bytes.len()
 }
 
-/// Encodes `value` into a new vector (host only).
-#[cfg(feature = "std")]
+/// Encodes `value` into a new vector (host tests and the testkit).
+#[cfg(all(feature = "std", any(test, feature = "_testkit")))]
 pub fn to_vec(value: &dyn Encode) -> Vec<u8> {
     let mut buf = vec![0; encoded_len(value)];
     let n = encode_into(value, &mut buf).unwrap_or(0);
