@@ -245,10 +245,12 @@ async fn devices_agree(client: &Client, fleet: &crate::qemu::Fleet, cuts: Option
             if let Some(line) = &seen.trouble {
                 bail!("{id} printed {line:?}");
             }
+            // A product that confirms its trials has confirmed the model it runs.
             let agreed = seen.running.is_some()
                 && record["running_sha256"].as_str() == seen.running.as_deref()
                 && seen.phase == "idle"
-                && record["online"] == true;
+                && record["online"] == true
+                && (seen.confirmed.is_none() || seen.confirmed == seen.version);
             if !agreed {
                 disagree.push(format!(
                     "{id}: runs {:?} ({}), backend says {} (online {})",
@@ -256,10 +258,11 @@ async fn devices_agree(client: &Client, fleet: &crate::qemu::Fleet, cuts: Option
                 ));
             }
             rows.push(format!(
-                "  {id} ({}): digits {} on the device and in the backend; {} boots, {} power cuts, \
+                "  {id} ({}): digits {}{} on the device and in the backend; {} boots, {} power cuts, \
                  {} down and {} up over MQTT",
                 image.unwrap_or_default(),
-                seen.version.unwrap_or_default(),
+                seen.version.clone().unwrap_or_default(),
+                if seen.confirmed.is_some() { ", confirmed by the product," } else { "" },
                 seen.boots,
                 seen.kills,
                 indicatif::HumanBytes(seen.wire_down),

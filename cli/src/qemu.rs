@@ -94,6 +94,9 @@ pub struct Seen {
     pub kills: u32,
     /// A line that was not understood, or a firmware that stopped by itself.
     pub trouble: Option<String>,
+    /// The last version its product confirmed after trying it (firmware that runs the
+    /// product's trial).
+    pub confirmed: Option<String>,
     /// Nanoseconds the core worked on its last update (in the boot that ended it); under
     /// `-icount shift=0` (`MOTA_QEMU_ARGS`), its instructions.
     pub cpu_ns: Option<u64>,
@@ -441,6 +444,7 @@ fn observe(seen: &mut Seen, id: &str, line: &str) {
             (seen.version, seen.running) = (Some((*version).to_owned()), Some((*sha).to_owned()));
         }
         ["connected"] => seen.connects += 1,
+        ["confirmed", version] => seen.confirmed = Some((*version).to_owned()),
         ["cpu", ns, "ns"] => seen.cpu_ns = ns.parse().ok(),
         ["phase", "idle"] => (seen.phase, seen.job) = ("idle".to_owned(), None),
         ["phase", phase, version] => (seen.phase, seen.job) = ((*phase).to_owned(), Some((*version).to_owned())),
@@ -464,6 +468,7 @@ mod tests {
             "mota-device d1: phase idle",
             "mota-device d1: cpu 71000 ns",
             "mota-device d1: running digits 1.1.0 bb",
+            "mota-device d1: confirmed 1.1.0",
         ] {
             observe(&mut seen, "d1", line);
         }

@@ -15,8 +15,14 @@
 //! `mota-device ID: phase idle` when it ends, `mota-device ID: cpu NS ns` then (the
 //! time the core spent in session polls while the update was in progress in this boot,
 //! sleeps excluded: under QEMU's `-icount shift=0`, its instructions),
-//! `mota-device ID: running NAME VERSION SHA256` when the active model changes, and
+//! `mota-device ID: running NAME VERSION SHA256` when the active model changes,
+//! `mota-device ID: confirmed VERSION` when the product confirmed a model on trial, and
 //! `mota-device ID: reboot (REASON)` before a reset.
+//!
+//! The product side: after every change of the active model it runs one inference of
+//! it (mota-runtime, its own arena) under a lease, and confirms a model on trial once
+//! that inference ran. The agent erases 4 KiB and runs 10 validation records per poll,
+//! so the session keeps serving the broker during an update.
 #![no_std]
 #![no_main]
 
@@ -25,7 +31,7 @@ use core::ffi::CStr;
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
 use mota_agent::state::Phase;
-use mota_agent::{ActiveModel, Agent, Config, MapStore, RuntimeValidator};
+use mota_agent::{ActiveModel, Agent, Config, Leases, MapStore, RuntimeValidator, SlotMemory, Work};
 use mota_agent_mqtt::{Session, SessionConfig, buffer_len};
 use mota_firmware::board::{SysClock, Uart, nanos, sleep, start_clock};
 use mota_firmware::demo::{self, MappedSlots, RamFlash};
@@ -37,6 +43,12 @@ type NetAgent = Agent<'static, RamFlash, MapStore<RamFlash>, Validator>;
 
 /// What this device asks for per chunk request.
 const CHUNK: u32 = 1024;
+
+/// Boots the product may start on a new model before it confirms it.
+const TRIAL_BOOTS: u8 = 3;
+
+/// The product's inference and the agent share the slots.
+static LEASES: Leases = Leases::new();
 
 /// The factory's provisioning, from the semihosting command line.
 struct Provision {
@@ -85,6 +97,9 @@ fn main() -> ! {
         agent_version: "agent-net",
         roots,
         chunk_bytes: CHUNK,
+        trial_boots: TRIAL_BOOTS,
+        work: Work { erase_bytes: 4096, records: 10 },
+        leases: Some(&LEASES),
         ..demo::CONFIG
     })
     .unwrap_or_else(|| halt("config"));
@@ -97,8 +112,10 @@ fn main() -> ! {
         Ok(agent) => cortex_m::singleton!(: NetAgent = agent).unwrap_or_else(|| halt("agent")),
         Err(e) => reboot(id, &e),
     };
+    let product_arena = cortex_m::singleton!(: [u8; 8 * 1024] = [0; 8 * 1024]).unwrap_or_else(|| halt("arena"));
     let mut shown = agent.active_model();
     announce(id, "boot running", shown);
+    let mut tried = false;
     let mut phase = None;
     show_phase(id, agent, &mut phase);
 
@@ -132,8 +149,35 @@ fn main() -> ! {
         if active.map(|m| m.installed.sha256) != shown.map(|m| m.installed.sha256) {
             shown = active;
             announce(id, "running", shown);
+            tried = false;
+        }
+        if !tried {
+            tried = true;
+            if infer(product_arena) && agent.on_trial() {
+                match agent.confirm() {
+                    Ok(()) => confirmed(id, shown),
+                    Err(e) => reboot(id, &e),
+                }
+            }
         }
     }
+}
+
+/// The product's use of the model: one inference on a zero input, under a lease on the
+/// active slot; whether it ran.
+fn infer(arena: &mut [u8]) -> bool {
+    let Some(lease) = LEASES.acquire() else { return false };
+    MappedSlots.with_slots(|slots| {
+        let Some(bytes) = slots.get(usize::from(lease.slot())) else { return false };
+        let Ok(model) = mota_runtime::Model::parse(bytes) else { return false };
+        let Ok(mut interpreter) = mota_runtime::Interpreter::new(model, arena) else { return false };
+        interpreter.input(0).map(|x| x.fill(0)).is_ok() && interpreter.invoke().is_ok()
+    })
+}
+
+fn confirmed(id: &str, model: Option<ActiveModel>) {
+    let version = model.map(|m| m.installed.version).unwrap_or_default();
+    hprintln!("mota-device {}: confirmed {}", id, version.as_str());
 }
 
 fn announce(id: &str, what: &str, model: Option<ActiveModel>) {
