@@ -6,9 +6,9 @@
 //! (regression cases); then the model-based test: random schedules interleave operators,
 //! two engine replicas (a step split between deciding and applying, so stale decisions
 //! are applied), device reports dropped, duplicated, reordered and delayed, retained
-//! offers lost or kept by a broker restart, power cuts, reboots, disconnects and clock
-//! jumps, and check the control plane's invariants after every step and once the system
-//! is quiet. `cargo test` runs a sample; `MOTA_FULL_SCHEDULES=1` runs 10,000 schedules
+//! offers lost or kept by a broker restart, power cuts, reboots, disconnects, clock
+//! jumps and devices reverting what they committed, and check the control plane's
+//! invariants after every step and once the system is quiet. `cargo test` runs a sample; `MOTA_FULL_SCHEDULES=1` runs 10,000 schedules
 //! (`MOTA_SCHEDULES=n` any number, from seed `MOTA_SCHEDULE_FIRST` (1), so a run can be
 //! split over processes; `MOTA_SCHEDULE_SEED=s` one schedule, to replay a failure, with
 //! `MOTA_SCHEDULE_TRACE=1` to print every step). On PostgreSQL when `MOTA_TEST_POSTGRES` names a server.
@@ -342,6 +342,134 @@ async fn a_hello_older_than_the_commit_does_not_take_the_model_back() -> TestRes
     running_agrees(&w).await
 }
 
+// ---- reverts: a commit the product never confirmed ------------------------------------
+
+/// (state, error code) of each of a rollout's attempts, by device.
+async fn outcomes(w: &World, id: i64) -> Result<HashMap<String, (String, Option<i32>)>, BoxError> {
+    let rows: Vec<(String, String, Option<i32>)> =
+        sqlx::query_as("SELECT device_id, state, error_code FROM attempts WHERE rollout_id = $1")
+            .bind(id)
+            .fetch_all(&w.state.db.pool)
+            .await?;
+    Ok(rows.into_iter().map(|(d, s, e)| (d, (s, e))).collect())
+}
+
+/// The commands queued for device `d`, by kind.
+async fn commands(w: &World, d: &str) -> Result<Vec<String>, BoxError> {
+    Ok(sqlx::query_scalar("SELECT action FROM commands WHERE device_id = $1 ORDER BY id")
+        .bind(d)
+        .fetch_all(&w.state.db.pool)
+        .await?)
+}
+
+const NOT_CONFIRMED: i32 = mota_proto::message::ErrorCode::NOT_CONFIRMED.0 as i32;
+
+/// The canaries commit and their cohort soaks; then one reverts (its product never
+/// confirmed the model): a failure like a rejection, so the cohort fails its gate during
+/// the soak, the rollout pauses as its policy says, and no device beyond the canaries is
+/// ever offered the version. The backend records the reverted device on its old model.
+#[tokio::test]
+async fn a_canary_that_reverts_its_commit_fails_the_cohort_and_pauses_the_rollout() -> TestResult {
+    let mut w = World::new(4, T0).await?;
+    let mut body = rollout(
+        "1.1.0",
+        &["d0", "d1", "d2", "d3"],
+        json!({ "min_reports": 2, "max_failure_permille": 0, "soak_s": 3600, "on_failure": "pause" }),
+    );
+    body["plan"] = json!({ "cohorts": [{ "count": 2 }, { "percent": 100 }], "canary": ["d0", "d1"] });
+    let id = w.create(body).await?;
+    w.settle(10_000, 60).await?;
+    let view = mota_backend::rollout::view::load(&w.state.db, id).await?;
+    assert_eq!((view.state.as_str(), view.cohorts[0].state.as_str()), ("running", "active"), "{view:?}");
+    assert_eq!(view.cohorts[0].tally.committed, 2, "soaking: {view:?}");
+
+    assert!(w.revert(0)?, "d0 could not revert");
+    w.settle(10_000, 60).await?;
+    let view = mota_backend::rollout::view::load(&w.state.db, id).await?;
+    assert_eq!(view.state, "paused", "{view:?}");
+    assert!(view.reason.as_deref().is_some_and(|r| r.contains("failure_rate")), "{view:?}");
+    assert_eq!((view.cohorts[0].state.as_str(), view.cohorts[1].state.as_str()), ("failed", "pending"));
+    let tally = &view.cohorts[0].tally;
+    assert_eq!((tally.committed, tally.reverted, tally.rejected, tally.failed()), (1, 1, 0, 1), "{tally:?}");
+    let attempts = outcomes(&w, id).await?;
+    assert_eq!(attempts["d0"], ("reverted".to_owned(), Some(NOT_CONFIRMED)), "{attempts:?}");
+    assert_eq!(attempts["d1"].0, "committed");
+    let offered: Vec<String> =
+        w.bus.since(0).iter().filter_map(|m| m.offer_rollout().map(|_| m.topic.clone())).collect();
+    assert!(offered.iter().all(|t| t.contains("/d0/") || t.contains("/d1/")), "{offered:?}");
+    let v1 = w.image("1.0.0").await?;
+    assert_eq!(w.devices[0].dev.running().map(|d| d.to_string()), Some(v1));
+    assert!(commands(&w, "d0").await?.is_empty(), "nothing to send a device that went back on its own");
+    running_agrees(&w).await
+}
+
+/// With `on_failure: rollback`, a revert rolls the rollout back: the devices that kept
+/// the version are sent back, the one that reverted is not (it is back already), and a
+/// rollback an operator queued that a revert overtook is never sent.
+#[tokio::test]
+async fn a_revert_rolls_the_rollout_back_and_overtakes_a_rollback_on_its_way() -> TestResult {
+    let mut w = World::new(3, T0).await?;
+    let all = ["d0", "d1", "d2"];
+    let id = w
+        .create(rollout("1.1.0", &all, json!({ "max_failure_permille": 0, "soak_s": 3600, "on_failure": "rollback" })))
+        .await?;
+    w.settle(10_000, 60).await?;
+    assert!(outcomes(&w, id).await?.values().all(|(s, _)| s == "committed"));
+    assert!(w.revert(1)?, "d1 could not revert");
+    w.settle(10_000, 60).await?;
+    assert_eq!(w.rollout(id).await?.0, "rolled_back");
+    let attempts = outcomes(&w, id).await?;
+    assert_eq!(attempts["d1"], ("reverted".to_owned(), Some(NOT_CONFIRMED)), "{attempts:?}");
+    assert_eq!((attempts["d0"].0.as_str(), attempts["d2"].0.as_str()), ("rolled_back", "rolled_back"));
+    assert!(!commands(&w, "d1").await?.contains(&"rollback".to_owned()), "d1 sent back");
+    let v1 = w.image("1.0.0").await?;
+    assert!(w.devices.iter().all(|n| n.dev.running().map(|d| d.to_string()) == Some(v1.clone())));
+    running_agrees(&w).await?;
+
+    // A completed rollout an operator rolls back: d0 reverts before its rollback goes
+    // out, so it is not sent, and its withdrawn offer is cleared all the same.
+    let id = w.create(rollout("1.1.0", &all, json!({}))).await?;
+    w.settle(10_000, 60).await?;
+    assert_eq!(w.rollout(id).await?.0, "completed");
+    w.act(id, Action::Rollback).await?;
+    assert_eq!(outcomes(&w, id).await?["d0"].0, "rolling_back");
+    assert!(w.revert(0)?, "d0 could not revert");
+    w.drain().await?;
+    assert_eq!(outcomes(&w, id).await?["d0"], ("reverted".to_owned(), Some(NOT_CONFIRMED)));
+    let before = w.bus.seq();
+    w.settle(10_000, 60).await?;
+    let cmd = mota_proto::topic::Topic::new("d0", Kind::Cmd)?.to_string();
+    assert!(w.bus.since(before).iter().all(|m| m.topic != cmd), "a rollback sent to d0");
+    let offer = mota_proto::topic::Topic::new("d0", Kind::Offer)?.to_string();
+    assert!(w.bus.retained(&offer).is_none(), "the withdrawn offer stays retained on d0");
+    let attempts = outcomes(&w, id).await?;
+    assert_eq!((attempts["d1"].0.as_str(), attempts["d2"].0.as_str()), ("rolled_back", "rolled_back"));
+    running_agrees(&w).await
+}
+
+/// A device that kept the version after an abort (it had committed) and then reverts it
+/// has the aborted rollout's offer cleared: only a device that keeps the version keeps
+/// its offer.
+#[tokio::test]
+async fn a_device_that_reverts_an_aborted_rollout_loses_its_offer() -> TestResult {
+    let mut w = World::new(2, T0).await?;
+    let mut body = rollout("1.1.0", &["d0", "d1"], json!({}));
+    body["plan"] = json!({ "cohorts": [{ "count": 1 }, { "percent": 100 }], "canary": ["d0"], "approval": true });
+    let id = w.create(body).await?;
+    w.settle(10_000, 60).await?;
+    assert!(mota_backend::rollout::view::load(&w.state.db, id).await?.awaiting_approval);
+    w.act(id, Action::Abort).await?;
+    w.settle(10_000, 60).await?;
+    let offer = mota_proto::topic::Topic::new("d0", Kind::Offer)?.to_string();
+    assert!(w.bus.retained(&offer).is_some(), "d0 keeps the version, and its offer");
+    assert!(w.revert(0)?, "d0 could not revert");
+    w.settle(10_000, 60).await?;
+    assert_eq!(outcomes(&w, id).await?["d0"], ("reverted".to_owned(), Some(NOT_CONFIRMED)));
+    assert!(w.bus.retained(&offer).is_none(), "the aborted rollout's offer stays retained on d0");
+    assert_eq!(commands(&w, "d0").await?, ["cancel"]);
+    running_agrees(&w).await
+}
+
 // ---- replicas ------------------------------------------------------------------------
 
 /// One replica steps a given rollout at a time: the other finds the lease held until it
@@ -405,6 +533,9 @@ struct Stats {
     steps: u64,
     rollouts: u64,
     commits: u64,
+    reverts: u64,
+    /// Cohorts that failed with a reverted attempt among theirs.
+    failed_on_reverts: u64,
 }
 
 /// A violated invariant: the schedule's seed and what broke.
@@ -569,8 +700,12 @@ async fn check_quiet(w: &World, withdrawn: &HashMap<i64, Withdrawal>) -> Result<
 const VERSIONS_OFFERED: [&str; 4] = ["1.1.0", "1.1.0", "1.2.0", "1.3.0"];
 
 /// One random schedule; `Err` is a violation (the harness failing is a test error).
-async fn schedule(seed: u64, stats: &mut Stats) -> Result<Result<(), Violation>, BoxError> {
+/// With `reverts`, devices also revert what they committed (their product never
+/// confirmed it), drawn from a stream of their own so the schedule's other steps are
+/// the ones the seed drew before reverts existed.
+async fn schedule(seed: u64, stats: &mut Stats, reverts: bool) -> Result<Result<(), Violation>, BoxError> {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut revert_rng = Rng(seed.wrapping_mul(0xd1b5_4a32_d192_ed03) | 1);
     let devices = 3 + rng.below(2) as usize;
     let mut w = World::new(devices, T0).await?;
     let ids: Vec<String> = (0..devices).map(|i| format!("d{i}")).collect();
@@ -633,11 +768,14 @@ async fn schedule(seed: u64, stats: &mut Stats) -> Result<Result<(), Violation>,
                     json!([{ "percent": 100 }])
                 };
                 let on_failure = rng.pick(&["pause", "abort", "rollback"]);
+                // With reverts, half the rollouts soak (under the quiet time `settle`
+                // waits for), so a revert can fail a cohort whose gates held.
+                let soak = if reverts && revert_rng.chance(50) { 120 } else { 0 };
                 let body = json!({
                     "model": "digits", "version": rng.pick(&VERSIONS_OFFERED), "selector": { "ids": chosen },
                     "plan": { "cohorts": cohorts, "approval": rng.chance(20) },
                     "gates": { "stuck_timeout_s": 60, "offline_limit_s": 120, "max_retries": rng.below(2),
-                               "max_failure_permille": 500, "on_failure": on_failure },
+                               "max_failure_permille": 500, "on_failure": on_failure, "soak_s": soak },
                     "supersede": rng.chance(15),
                 });
                 match w.create(body).await {
@@ -698,6 +836,11 @@ async fn schedule(seed: u64, stats: &mut Stats) -> Result<Result<(), Violation>,
             }
             _ => w.advance(if rng.chance(10) { 600_000 } else { 1_000 + rng.below(90_000) as i64 }),
         }
+        // A device's product fails the model it committed: the device reverts it.
+        if reverts && revert_rng.chance(8) {
+            let d = revert_rng.below(devices as u64) as usize;
+            w.revert(d)?;
+        }
         if trace {
             let attempts: Vec<(i64, String, String)> =
                 sqlx::query_as("SELECT rollout_id, device_id, state FROM attempts ORDER BY rollout_id, device_id")
@@ -710,6 +853,19 @@ async fn schedule(seed: u64, stats: &mut Stats) -> Result<Result<(), Violation>,
                 "roll {roll} d{d} e{e} t+{}s: {rollouts:?} {attempts:?} inbound {inbound:?}",
                 (w.now() - T0) / 1000
             );
+        }
+        if let Err(v) = check_always(&w, &withdrawn).await {
+            return Ok(Err(v));
+        }
+    }
+    // Most commits come once every device is back: some devices revert them a minute or
+    // two later, while their cohorts may still soak.
+    for _ in 0..if reverts { 3 } else { 0 } {
+        w.settle(10_000, 6).await?;
+        for d in 0..devices {
+            if revert_rng.chance(30) {
+                w.revert(d)?;
+            }
         }
         if let Err(v) = check_always(&w, &withdrawn).await {
             return Ok(Err(v));
@@ -737,6 +893,15 @@ async fn schedule(seed: u64, stats: &mut Stats) -> Result<Result<(), Violation>,
     stats.commits += sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM attempts WHERE state = 'committed'")
         .fetch_one(&w.state.db.pool)
         .await? as u64;
+    stats.reverts += sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM attempts WHERE state = 'reverted'")
+        .fetch_one(&w.state.db.pool)
+        .await? as u64;
+    stats.failed_on_reverts += sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(DISTINCT c.id) FROM cohorts c JOIN attempts a ON a.cohort_id = c.id \
+         WHERE c.state = 'failed' AND a.state = 'reverted'",
+    )
+    .fetch_one(&w.state.db.pool)
+    .await? as u64;
     let verdict = check_quiet(&w, &withdrawn).await;
     w.close().await?;
     Ok(verdict)
@@ -746,12 +911,12 @@ async fn schedule(seed: u64, stats: &mut Stats) -> Result<Result<(), Violation>,
 /// (a device that committed before an abort keeps the version), 5346 (a hello older than
 /// a commit), 8807 (a rollback the device refused during a later rollout's update, its
 /// refusal displaced by that update's report: the rollback is moot once the later
-/// rollout changes the device's model).
+/// rollout changes the device's model). As they ran then: without reverts.
 #[tokio::test]
 async fn the_schedules_that_found_defects_keep_the_invariants() -> TestResult {
     let mut stats = Stats::default();
     for seed in [1445, 5346, 8807] {
-        if let Err(v) = schedule(seed, &mut stats).await? {
+        if let Err(v) = schedule(seed, &mut stats, false).await? {
             panic!("schedule {seed}: {v}");
         }
     }
@@ -776,17 +941,20 @@ async fn random_schedules_keep_the_control_plane_invariants() -> TestResult {
     let mut stats = Stats::default();
     let mut violations = Vec::new();
     for &seed in &seeds {
-        if let Err(v) = schedule(seed, &mut stats).await? {
+        if let Err(v) = schedule(seed, &mut stats, true).await? {
             eprintln!("schedule {seed}: {v}");
             violations.push((seed, v));
         }
     }
     eprintln!(
-        "schedules: {}, steps: {}, rollouts created: {}, attempts committed: {}, violations: {}, {:.1} s",
+        "schedules: {}, steps: {}, rollouts created: {}, attempts committed: {}, reverted: {} (cohorts failed with \
+         one: {}), violations: {}, {:.1} s",
         seeds.len(),
         stats.steps,
         stats.rollouts,
         stats.commits,
+        stats.reverts,
+        stats.failed_on_reverts,
         violations.len(),
         started.elapsed().as_secs_f64()
     );

@@ -131,12 +131,13 @@ pub async fn run(cmd: DeviceCommand, ctx: &Ctx) -> Result<()> {
                         },
                         permille(&u["accuracy_permille"]),
                         permille(&u["prev_accuracy_permille"]),
+                        output::error(u),
                         time(&u["offered_at"]),
                     ]
                 })
                 .collect();
             output::table(
-                &["rollout", "model", "state", "sent", "accuracy", "before", "offered"],
+                &["rollout", "model", "state", "sent", "accuracy", "before", "error", "offered"],
                 rows,
                 "no rollout has reached this device",
             );

@@ -76,6 +76,18 @@ pub fn time(v: &Value) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// Why an update attempt failed: the error's name (`not_confirmed` for a device that
+/// reverted its commit), else what mota-proto calls its code (a backend older than the
+/// `error` field), `-` when it has none.
+pub fn error(attempt: &Value) -> String {
+    let code = attempt["error_code"].as_u64().and_then(|c| u16::try_from(c).ok());
+    match (attempt["error"].as_str(), code) {
+        (Some(name), _) => name.to_owned(),
+        (None, Some(code)) => mota_proto::message::ErrorCode(code).to_string(),
+        (None, None) => text(&attempt["error_code"]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +103,9 @@ mod tests {
         assert_eq!(bytes(&json!(2048)), "2.00 KiB");
         assert_eq!(time(&json!(0)), "1970-01-01T00:00:00Z");
         assert_eq!(age(&json!(null)), "-");
+        assert_eq!(error(&json!({"error_code": 305, "error": "not_confirmed"})), "not_confirmed");
+        assert_eq!(error(&json!({"error_code": 305})), "not_confirmed", "named here when the backend does not");
+        assert_eq!(error(&json!({"error_code": 9999, "error": null})), "code 9999");
+        assert_eq!(error(&json!({"error_code": null, "error": null})), "-");
     }
 }

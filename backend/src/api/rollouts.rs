@@ -91,7 +91,7 @@ pub async fn get_rollout(
 pub struct AttemptQuery {
     /// Only attempts in this state.
     #[param(
-        pattern = "^(pending|offered|accepted|downloading|verified|validated|committed|rejected|timed_out|skipped|incompatible|cancelled|rolling_back|rolled_back|rollback_failed|superseded)$"
+        pattern = "^(pending|offered|accepted|downloading|verified|validated|committed|rejected|timed_out|skipped|incompatible|cancelled|rolling_back|rolled_back|rollback_failed|superseded|reverted)$"
     )]
     pub state: Option<String>,
     /// Items per page (1 to 500, default 50).

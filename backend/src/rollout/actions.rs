@@ -162,10 +162,11 @@ pub(crate) async fn end(
     now: i64,
 ) -> Result<(u64, (u64, u64)), sqlx::Error> {
     // Pending attempts were never published: cancelled without a word. A device that
-    // rejected the offer keeps it retained; its `cancel` (a no-op on the device) makes
-    // the engine reset it, so a later boot cannot find the withdrawn offer again.
+    // rejected the offer, or committed and then reverted it, keeps it retained; its
+    // `cancel` (a no-op on the device) makes the engine reset it, so a later boot cannot
+    // find the withdrawn offer again.
     tell(conn, id, A::HOLDS_OFFER, CommandKind::Cancel, now).await?;
-    tell(conn, id, &[A::Rejected], CommandKind::Cancel, now).await?;
+    tell(conn, id, &[A::Rejected, A::Reverted], CommandKind::Cancel, now).await?;
     let cancelled = move_to(conn, id, A::UNFINISHED, A::Cancelled, now).await?;
     if !rollback {
         return Ok((cancelled, (0, 0)));

@@ -421,17 +421,19 @@ impl Engine {
     /// command). Each names the state it applies to, from the attempt: the manifest the
     /// device was offered and, for a rollback, the model its commit said it left. A
     /// command that cannot name them is not sent: a cancel before any offer has nothing
-    /// to cancel, and a rollback without a known target ends the attempt
-    /// `rollback_failed` at once (no device would obey it). Each also leaves the device's
+    /// to cancel, a rollback without a known target ends the attempt `rollback_failed`
+    /// at once (no device would obey it), and a rollback whose attempt is no longer
+    /// `rolling_back` has nothing left to do (the device reverted on its own, answered
+    /// it already, or a later rollout superseded it). Each also leaves the device's
     /// retained offer as the device's current offer, or nothing: a device that
     /// reconnects after a `cancel` or `rollback` must not find the withdrawn offer, and
     /// clearing it blindly would wipe the offer of a rollout that has taken the device
     /// since.
     pub async fn send_commands(&self) -> Result<(), EngineError> {
-        type Queued = (i64, String, i64, String, Option<String>, Option<String>, Option<String>);
+        type Queued = (i64, String, i64, String, Option<String>, Option<String>, Option<String>, Option<String>);
         let queued: Vec<Queued> = sqlx::query_as(
             "SELECT c.id, c.device_id, c.rollout_id, c.action, a.manifest_sha256, a.rollback_image, \
-             a.rollback_manifest FROM commands c LEFT JOIN attempts a \
+             a.rollback_manifest, a.state FROM commands c LEFT JOIN attempts a \
              ON a.device_id = c.device_id AND a.rollout_id = c.rollout_id \
              WHERE c.sent_at IS NULL ORDER BY c.id LIMIT 1000",
         )
@@ -442,14 +444,17 @@ impl Engine {
              WHERE a.open_device = $1 AND a.state IN {}",
             sql_list(A::HOLDS_OFFER)
         );
-        for (id, device, rollout, action, subject, image, manifest) in queued {
+        for (id, device, rollout, action, subject, image, manifest, state) in queued {
             let digest = |hex: Option<&String>| hex.and_then(|h| h.parse::<Digest>().ok());
             let target = digest(image.as_ref()).map(|image| Target { image, manifest: digest(manifest.as_ref()) });
-            // The column's CHECK allows only the kinds there are.
+            let rolling_back = state.as_deref() == Some(A::RollingBack.as_str());
+            // What to sign (`Some(None)`: nothing, but the withdrawn offer is still
+            // cleared). The column's CHECK allows only the kinds there are.
             let command = match (CommandKind::parse(&action), digest(subject.as_ref()), target) {
-                (Some(CommandKind::Cancel), Some(subject), _) => Some((Action::Cancel, subject, None)),
+                (Some(CommandKind::Cancel), Some(subject), _) => Some(Some((Action::Cancel, subject, None))),
+                (Some(CommandKind::Rollback), Some(_), _) if !rolling_back => Some(None),
                 (Some(CommandKind::Rollback), Some(subject), Some(target)) => {
-                    Some((Action::Rollback, subject, Some(target)))
+                    Some(Some((Action::Rollback, subject, Some(target))))
                 }
                 (Some(CommandKind::Rollback), ..) => {
                     self.rollback_unavailable(&device, rollout).await?;
@@ -459,22 +464,26 @@ impl Engine {
                 _ => None,
             };
             let topics = (Topic::new(&device, Kind::Cmd), Topic::new(&device, Kind::Offer));
-            if let (Some((action, subject, target)), (Ok(cmd_topic), Ok(offer_topic))) = (command, topics) {
+            if let (Some(command), (Ok(cmd_topic), Ok(offer_topic))) = (command, topics) {
                 let offer: Option<Vec<u8>> = sqlx::query_scalar(sqlx::AssertSqlSafe(current.clone()))
                     .bind(&device)
                     .fetch_optional(&self.db.pool)
                     .await?;
                 self.publisher.publish(offer_topic.to_string(), offer.unwrap_or_default(), true).await?;
-                let body = CommandBody {
-                    format: COMMAND_FORMAT_VERSION,
-                    device: &device,
-                    rollout_id: u64::try_from(rollout).unwrap_or_default(),
-                    action,
-                    subject,
-                    target,
-                };
-                let signed = self.signer.release.sign_command(&body)?;
-                self.publisher.publish(cmd_topic.to_string(), signed, true).await?;
+                if let Some((action, subject, target)) = command {
+                    let body = CommandBody {
+                        format: COMMAND_FORMAT_VERSION,
+                        device: &device,
+                        rollout_id: u64::try_from(rollout).unwrap_or_default(),
+                        action,
+                        subject,
+                        target,
+                    };
+                    let signed = self.signer.release.sign_command(&body)?;
+                    self.publisher.publish(cmd_topic.to_string(), signed, true).await?;
+                } else {
+                    tracing::info!(device, rollout, state, "rollback not sent: the attempt no longer waits for it");
+                }
             }
             sqlx::query("UPDATE commands SET sent_at = $1 WHERE id = $2")
                 .bind(self.db.now().await?)

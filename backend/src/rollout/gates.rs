@@ -10,6 +10,11 @@
 //! first reports instead of waiting for stragglers. Means, not per-device bounds: a
 //! single noisy device should not stop a fleet; the device's own rule (in the manifest)
 //! already guards each device.
+//!
+//! A failure is a device that rejected the update, timed out, or reverted it after its
+//! commit (the product never confirmed the new model within its trial boots). A revert
+//! comes some boots after the commit: a cohort is judged again on it while it soaks
+//! (`soak_s`), but once passed it stays passed.
 
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -34,6 +39,9 @@ pub struct Tally {
     pub skipped: u64,
     /// Refused or failed the update.
     pub rejected: u64,
+    /// Committed, then went back to its previous model on its own: its product never
+    /// confirmed the new one (`not_confirmed`). A failure, like `rejected`.
+    pub reverted: u64,
     /// Silent past the stuck timeout (or offline past the offline limit).
     pub timed_out: u64,
     /// Cannot take the artifact (declared in its hello): never offered, not a failure.
@@ -53,12 +61,12 @@ pub struct Tally {
 impl Tally {
     /// Devices with an outcome.
     pub fn finished(&self) -> u64 {
-        self.committed + self.skipped + self.rejected + self.timed_out
+        self.committed + self.skipped + self.failed()
     }
 
     /// Devices that failed.
     pub fn failed(&self) -> u64 {
-        self.rejected + self.timed_out
+        self.rejected + self.reverted + self.timed_out
     }
 
     /// Devices the cohort still waits for.
@@ -188,6 +196,37 @@ mod tests {
         assert!(matches!(judge(&g, &tally(10, 2, 2, 6)).0, Verdict::Fail(_)));
         let timed_out = Tally { size: 4, committed: 3, timed_out: 1, ..Tally::default() };
         assert!(matches!(judge(&g, &timed_out).0, Verdict::Fail(_)), "silence counts as failure");
+    }
+
+    /// A device that committed and then reverted (its product never confirmed the model)
+    /// failed, exactly as one that rejected it: the same tallies, the same verdicts.
+    #[test]
+    fn a_revert_after_commit_is_a_failure_like_a_rejection() {
+        let g = Gates { min_reports: 2, max_failure_permille: 250, ..Gates::default() };
+        let with = |rejected: u64, reverted: u64, committed: u64, in_progress: u64| Tally {
+            size: 4,
+            committed,
+            rejected,
+            reverted,
+            in_progress,
+            ..Tally::default()
+        };
+        for (committed, failed, in_progress) in [(2, 0, 2), (3, 1, 0), (2, 2, 0), (0, 2, 2), (1, 1, 2)] {
+            let rejected = judge(&g, &with(failed, 0, committed, in_progress));
+            let reverted = judge(&g, &with(0, failed, committed, in_progress));
+            assert_eq!(rejected, reverted, "{committed} committed, {failed} failed, {in_progress} in progress");
+        }
+        let t = with(0, 2, 2, 0);
+        assert_eq!((t.finished(), t.failed()), (4, 2));
+        let (verdict, views) = judge(&g, &t);
+        assert!(matches!(&verdict, Verdict::Fail(w) if w.starts_with("failure_rate")), "{verdict:?}");
+        let rate = views.iter().find(|v| v.gate == "failure_rate").and_then(|v| v.value);
+        assert_eq!(rate, Some(500.0));
+        // Every device reverted: no success, and the failure rate says why.
+        let all = with(0, 4, 0, 0);
+        assert!(matches!(judge(&g, &all).0, Verdict::Fail(w) if w.starts_with("failure_rate")));
+        // The same cohort passed while all four had committed: the reverts break it.
+        assert_eq!(judge(&g, &with(0, 0, 4, 0)).0, Verdict::Pass);
     }
 
     #[test]

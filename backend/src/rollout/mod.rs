@@ -109,7 +109,8 @@ pub struct Gates {
     #[serde(default = "one")]
     #[schema(minimum = 1, maximum = 1000000)]
     pub min_reports: u32,
-    /// Largest share of finished devices that may fail (rejected or timed out), ‰.
+    /// Largest share of finished devices that may fail (rejected, reverted after their
+    /// commit, or timed out), ‰.
     #[serde(default = "hundred")]
     #[schema(minimum = 0, maximum = 1000)]
     pub max_failure_permille: u16,
@@ -140,7 +141,9 @@ pub struct Gates {
     #[serde(default)]
     #[schema(minimum = 0, maximum = 100000)]
     pub max_latency_increase_permille: Option<u32>,
-    /// Time the gates must keep holding after they are first met before the cohort passes.
+    /// Time the gates must keep holding after they are first met before the cohort passes
+    /// (long enough for the devices' trial boots: a device that reverts its commit during
+    /// the soak fails the cohort; one that reverts after the cohort passed does not).
     #[serde(default)]
     #[schema(minimum = 0, maximum = 2592000)]
     pub soak_s: u64,

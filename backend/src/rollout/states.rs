@@ -8,8 +8,10 @@
 //! only moves forward, a terminal outcome the device reports always wins over the
 //! engine's `timed_out` guess (the device is the truth about what it runs), a transient
 //! refusal (`busy`: the device is working on something else and will judge the offer
-//! again) changes nothing, and no report brings a finished attempt back to unfinished
-//! (the database's one-unfinished-attempt-per-device index relies on it).
+//! again) changes nothing, a commit the device later reverts (its product never
+//! confirmed the new model) ends as the failure it was, and no report brings a finished
+//! attempt back to unfinished (the database's one-unfinished-attempt-per-device index
+//! relies on it).
 
 use std::fmt;
 
@@ -109,6 +111,11 @@ states! {
         /// The device committed a later rollout's model, so rolling this one back was not
         /// sent: it would have replaced the newer model.
         Superseded = "superseded",
+        /// The device committed, but its product never confirmed the new model within its
+        /// trial boots (`error_code`: `not_confirmed`), so the device went back to its
+        /// previous model on its own: a failure, like `rejected`, and nothing left to roll
+        /// back.
+        Reverted = "reverted",
     }
 }
 
@@ -225,12 +232,15 @@ impl AttemptState {
             };
             (open && ahead).then_some(next)
         };
+        // Where a device's commit is taken: while unfinished, and over a refusal or a
+        // cancel the device overtook.
+        let committable = open || matches!(self, A::Rejected | A::Cancelled);
         match event {
             Event::Accepted => forward(A::Accepted),
             Event::Downloading => forward(A::Downloading),
             Event::Verified => forward(A::Verified),
             Event::Validated => forward(A::Validated),
-            Event::Committed => (open || matches!(self, A::Rejected | A::Cancelled)).then_some(A::Committed),
+            Event::Committed => committable.then_some(A::Committed),
             Event::Rejected if error == Some(ErrorCode::BUSY) => None,
             // A device refuses a signed rollback it cannot carry out: the model is gone
             // from its other slot, is not the one named, or is below its counter.
@@ -251,6 +261,14 @@ impl AttemptState {
                 matches!(self, A::Committed | A::RollingBack | A::RollbackFailed).then_some(A::RolledBack)
             }
             Event::Cancelled => open.then_some(A::Cancelled),
+            // A device reverts only a model it committed: the commit is behind it, so the
+            // revert is taken wherever that commit would have been (the `committed` report
+            // lost, replaced on the device by this one, or overtaken by it) except before
+            // any offer was claimed, and over a rollback on its way, which has nothing left
+            // to do. An attempt that never got that far moves nothing.
+            Event::Reverted => ((committable && self != A::Pending)
+                || matches!(self, A::Committed | A::RollingBack | A::RollbackFailed))
+            .then_some(A::Reverted),
         }
     }
 }
@@ -260,8 +278,13 @@ mod tests {
     use super::AttemptState as A;
     use super::*;
 
-    const ERRORS: [Option<ErrorCode>; 4] =
-        [None, Some(ErrorCode::BUSY), Some(ErrorCode::ROLLBACK_UNAVAILABLE), Some(ErrorCode::ACCURACY_DROP)];
+    const ERRORS: [Option<ErrorCode>; 5] = [
+        None,
+        Some(ErrorCode::BUSY),
+        Some(ErrorCode::ROLLBACK_UNAVAILABLE),
+        Some(ErrorCode::ACCURACY_DROP),
+        Some(ErrorCode::NOT_CONFIRMED),
+    ];
 
     #[test]
     fn a_refused_rollback_fails_the_rollback_and_a_busy_one_waits() {
@@ -312,6 +335,32 @@ mod tests {
         assert_eq!(A::Superseded.after(Event::RolledBack, None), None);
     }
 
+    /// A commit the product never confirmed ends `reverted`, a failure with nothing left
+    /// to roll back; an attempt that never got near a commit is not moved by it.
+    #[test]
+    fn a_revert_ends_a_committed_attempt_and_any_rollback_on_its_way() {
+        let not_confirmed = Some(ErrorCode::NOT_CONFIRMED);
+        for from in [A::Committed, A::RollingBack, A::RollbackFailed] {
+            assert_eq!(from.after(Event::Reverted, not_confirmed), Some(A::Reverted), "{from}");
+        }
+        // The `committed` report lost (the device replaced it by this one) or overtaken:
+        // the revert says the device committed, so it is taken where the commit would be.
+        for from in [A::Offered, A::Downloading, A::Validated, A::TimedOut, A::Rejected, A::Cancelled] {
+            assert_eq!(from.after(Event::Reverted, not_confirmed), Some(A::Reverted), "{from}");
+        }
+        for from in [A::Pending, A::Skipped, A::Incompatible, A::RolledBack, A::Superseded, A::Reverted] {
+            assert_eq!(from.after(Event::Reverted, not_confirmed), None, "{from}");
+        }
+        // Nothing brings a reverted attempt back: not a late or repeated commit, nor the
+        // answer to a rollback that was already on its way.
+        for event in Event::ALL {
+            for error in ERRORS {
+                assert_eq!(A::Reverted.after(event, error), None, "{event:?} {error:?}");
+            }
+        }
+        assert!(!A::Reverted.unfinished() && !A::HOLDS_OFFER.contains(&A::Reverted));
+    }
+
     /// The one-unfinished-attempt index is kept by writes that only ever clear
     /// `open_device`: no report may bring a finished attempt back.
     #[test]
@@ -322,6 +371,10 @@ mod tests {
                     if let Some(to) = from.after(event, error) {
                         assert!(from.unfinished() || !to.unfinished(), "{from} -> {to} on {event:?}");
                         assert_ne!(to, A::Pending, "only the engine's claim leaves pending");
+                        // A terminal report ends the attempt (`busy` aside: it moves nothing).
+                        if event.is_terminal() {
+                            assert!(!to.unfinished(), "{from} -> {to} on {event:?}");
+                        }
                     }
                 }
             }

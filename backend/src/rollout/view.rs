@@ -102,6 +102,7 @@ pub(crate) async fn tallies(db: &Db, of: Of) -> Result<HashMap<i64, Tally>, sqlx
             Some(A::Committed) => t.committed += n,
             Some(A::Skipped) => t.skipped += n,
             Some(A::Rejected) => t.rejected += n,
+            Some(A::Reverted) => t.reverted += n,
             Some(A::TimedOut) => t.timed_out += n,
             Some(A::Incompatible) => t.incompatible += n,
             _ => t.other += n,
@@ -226,7 +227,7 @@ pub struct AttemptView {
     pub cohort: i32,
     /// One of `pending`, `offered`, `accepted`, `downloading`, `verified`, `validated`,
     /// `committed`, `rejected`, `timed_out`, `skipped`, `incompatible`, `cancelled`,
-    /// `rolling_back`, `rolled_back`, `rollback_failed`, `superseded`.
+    /// `rolling_back`, `rolled_back`, `rollback_failed`, `superseded`, `reverted`.
     pub state: String,
     /// The device is offline (an unfinished attempt then waits: offline).
     pub device_online: bool,
@@ -236,6 +237,9 @@ pub struct AttemptView {
     pub delta: Option<bool>,
     /// Why it failed (mota-proto error code).
     pub error_code: Option<i32>,
+    /// The error code's name (`accuracy_drop`, `not_confirmed` for a `reverted` attempt,
+    /// ...), absent for a code this backend does not know.
+    pub error: Option<String>,
     /// On-device accuracy of the new model, ‰.
     pub accuracy_permille: Option<i32>,
     /// Of the previous model, on the same set.
@@ -248,6 +252,12 @@ pub struct AttemptView {
     pub offered_at: Option<i64>,
     /// Unix milliseconds.
     pub updated_at: i64,
+}
+
+/// The name of a stored error code, if it is one mota-proto names.
+fn error_name(code: Option<i32>) -> Option<String> {
+    let code = u16::try_from(code?).ok()?;
+    mota_proto::message::ErrorCode(code).name().map(str::to_owned)
 }
 
 /// A device's attempts (`by_device`, `key` its id) or a rollout's (`key` its id), in
@@ -293,6 +303,7 @@ pub(crate) async fn attempts(
                 base_sha256: r.try_get(6)?,
                 delta: r.try_get::<Option<i32>, _>(7)?.map(|d| d != 0),
                 error_code: r.try_get(8)?,
+                error: error_name(r.try_get(8)?),
                 accuracy_permille: r.try_get(9)?,
                 prev_accuracy_permille: r.try_get(10)?,
                 latency_us: r.try_get(11)?,
@@ -304,4 +315,18 @@ pub(crate) async fn attempts(
         })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(RolloutError::Db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_are_named_when_known() {
+        assert_eq!(error_name(Some(305)).as_deref(), Some("not_confirmed"));
+        assert_eq!(error_name(Some(302)).as_deref(), mota_proto::message::ErrorCode(302).name());
+        assert_eq!(error_name(Some(9_999)), None);
+        assert_eq!(error_name(Some(-1)), None);
+        assert_eq!(error_name(None), None);
+    }
 }

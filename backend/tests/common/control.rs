@@ -194,6 +194,9 @@ pub struct World {
     pub devices: Vec<Node>,
     /// Device-to-backend messages in flight: (device, kind, payload).
     pub inbound: VecDeque<(String, Kind, Vec<u8>)>,
+    /// Reports of the devices' reverts, by (device, rollout, seq): what the model
+    /// reverted was installed by (its manifest). See [`World::revert`].
+    reverts: HashMap<(String, u64, u32), mota_proto::Digest>,
     /// The world's own PostgreSQL database, if on PostgreSQL.
     postgres_db: Option<String>,
     /// The world's files (its data directory, the development keys among them).
@@ -328,8 +331,18 @@ impl World {
             };
             nodes.push(Node { dev: MemDevice::new(opts)?, connected: false });
         }
-        let mut world =
-            Self { state, bus, engines, chunks, clock, devices: nodes, inbound: VecDeque::new(), postgres_db, dir };
+        let mut world = Self {
+            state,
+            bus,
+            engines,
+            chunks,
+            clock,
+            devices: nodes,
+            inbound: VecDeque::new(),
+            reverts: HashMap::new(),
+            postgres_db,
+            dir,
+        };
         for i in 0..devices {
             world.connect(i);
         }
@@ -353,6 +366,7 @@ impl World {
 
     fn collect(&mut self, i: usize, out: Vec<(Kind, Vec<u8>)>) {
         let id = self.devices[i].dev.id().to_owned();
+        let out: Vec<_> = out.into_iter().map(|(kind, payload)| (kind, self.as_reverted(&id, kind, payload))).collect();
         self.inbound.extend(out.into_iter().map(|(kind, payload)| (id.clone(), kind, payload)));
         // A device whose power failed drops its connection: the broker sends its will.
         if self.devices[i].dev.is_off() && self.devices[i].connected {
@@ -379,6 +393,79 @@ impl World {
                 self.collect(i, out);
             }
         }
+    }
+
+    /// Device `i`'s product never confirms the model the device committed last, so the
+    /// device reverts it: back to its previous model, reporting `reverted`
+    /// (`not_confirmed`, the reverted model's manifest) under the rollout that installed
+    /// it, with a new report number, and again after every boot and reconnect until its
+    /// next report, as the agent holds a terminal report. The simulated devices run
+    /// without a product trial (`trial_boots` 0), so the switch back is the agent's own
+    /// rollback, on a command signed here with the release key, and its report is
+    /// rewritten as the one the agent sends when it reverts a trial. Only a
+    /// connected, idle device whose last report is that commit can revert; returns
+    /// whether it did (the report is in `inbound`).
+    pub fn revert(&mut self, i: usize) -> Result<bool, BoxError> {
+        use mota_proto::command::COMMAND_FORMAT_VERSION;
+        use mota_proto::message::Event;
+        use mota_proto::{Action, CommandBody, Target};
+        let node = &self.devices[i];
+        let Some(state) = node.dev.state().filter(|_| node.connected && node.dev.is_idle()) else { return Ok(false) };
+        let (Some(report), Some(current), Some(previous)) = (state.report, state.current, state.previous) else {
+            return Ok(false);
+        };
+        let Some(manifest) =
+            current.manifest.filter(|&m| report.event == Event::Committed && report.manifest == Some(m))
+        else {
+            return Ok(false);
+        };
+        let body = CommandBody {
+            format: COMMAND_FORMAT_VERSION,
+            device: node.dev.id(),
+            rollout_id: report.rollout,
+            action: Action::Rollback,
+            subject: manifest,
+            target: Some(Target { image: previous.sha256, manifest: previous.manifest }),
+        };
+        let signed = self.state.signer.release.sign_command(&body)?;
+        let now = self.device_now();
+        let out = self.devices[i].dev.deliver(Kind::Cmd, &signed, now);
+        let id = self.devices[i].dev.id().to_owned();
+        // Its answer: the rollback's report, or a refusal (the device keeps the model,
+        // and says nothing of a trial it did not fail).
+        let back = out.iter().find_map(|(kind, payload)| match Payload::parse(*kind, payload) {
+            Ok(Payload::Status(s)) if s.event == Event::RolledBack && s.rollout_id == report.rollout => Some(s.seq),
+            _ => None,
+        });
+        let Some(seq) = back else {
+            self.collect(i, out.into_iter().filter(|(kind, _)| *kind != Kind::Status).collect());
+            return Ok(false);
+        };
+        self.reverts.insert((id, report.rollout, seq), manifest);
+        self.collect(i, out);
+        Ok(true)
+    }
+
+    /// A report of a device's rollback that stands for its revert (see [`World::revert`])
+    /// as the revert's report; anything else as it is.
+    fn as_reverted(&self, device: &str, kind: Kind, payload: Vec<u8>) -> Vec<u8> {
+        use mota_proto::message::{ErrorCode, Event, Status};
+        let rewritten = match Payload::parse(kind, &payload) {
+            Ok(Payload::Status(s)) if s.event == Event::RolledBack => {
+                self.reverts.get(&(device.to_owned(), s.rollout_id, s.seq)).and_then(|&manifest| {
+                    let reverted = Status {
+                        event: Event::Reverted,
+                        error: Some(ErrorCode::NOT_CONFIRMED),
+                        manifest: Some(manifest),
+                        rollback_target: None,
+                        ..s
+                    };
+                    reverted.to_vec().ok()
+                })
+            }
+            _ => None,
+        };
+        rewritten.unwrap_or(payload)
     }
 
     /// Revocation list `seq` of `keys`, signed by the development root (as `mota keys

@@ -43,7 +43,7 @@ pub enum RolloutCommand {
     Devices {
         /// Rollout id.
         id: i64,
-        /// Only devices in this state (`committed`, `rejected`, `timed_out`, ...).
+        /// Only devices in this state (`committed`, `rejected`, `reverted`, `timed_out`, ...).
         #[arg(long)]
         state: Option<String>,
         /// At most this many.
@@ -176,7 +176,7 @@ pub(crate) async fn devices(client: &Client, id: i64, state: Option<String>, lim
                 permille(&a["accuracy_permille"]),
                 permille(&a["prev_accuracy_permille"]),
                 a["latency_us"].as_i64().map_or("-".into(), |us| format!("{us} µs")),
-                text(&a["error_code"]),
+                output::error(a),
             ]
         })
         .collect();

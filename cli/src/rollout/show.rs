@@ -25,6 +25,7 @@ pub fn tally_line(t: &Value) -> String {
         (n("in_progress"), "updating"),
         (n("offline"), "waiting: offline"),
         (n("rejected"), "rejected"),
+        (n("reverted"), "reverted after commit"),
         (n("timed_out"), "timed out"),
         (n("skipped"), "already on it"),
         (n("incompatible"), "incompatible"),
@@ -151,6 +152,8 @@ mod tests {
         assert_eq!(gate_line(&g), "min_reports - ≥ 2 waiting");
         let t = json!({"committed": 3, "in_progress": 1, "rejected": 0, "pending": 5});
         assert_eq!(tally_line(&t), "3 committed, 1 updating, 5 waiting");
+        let t = json!({"committed": 1, "rejected": 1, "reverted": 2});
+        assert_eq!(tally_line(&t), "1 committed, 1 rejected, 2 reverted after commit");
         let r = json!({"state": "paused", "awaiting_approval": false, "reason": "cohort 1: failure_rate"});
         assert_eq!(state_line(&r), "paused (cohort 1: failure_rate)");
     }

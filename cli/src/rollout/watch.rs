@@ -93,7 +93,7 @@ fn cohort_brief(c: &Value) -> String {
 
 fn finished(c: &Value) -> u64 {
     let t = &c["tally"];
-    ["committed", "skipped", "rejected", "timed_out", "incompatible", "other"]
+    ["committed", "skipped", "rejected", "reverted", "timed_out", "incompatible", "other"]
         .iter()
         .map(|k| t[k].as_u64().unwrap_or(0))
         .sum()

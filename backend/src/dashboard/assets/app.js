@@ -12,8 +12,8 @@ const PAGE = 500;
 // Attempt states, in the order a device passes them, then the outcomes.
 const STATES = [
   "pending", "offered", "accepted", "downloading", "verified", "validated",
-  "committed", "skipped", "incompatible", "rejected", "timed_out", "cancelled", "rolling_back", "rolled_back",
-  "rollback_failed", "superseded",
+  "committed", "skipped", "incompatible", "rejected", "reverted", "timed_out", "cancelled", "rolling_back",
+  "rolled_back", "rollback_failed", "superseded",
 ];
 const UNSETTLED = new Set(["pending", "offered", "accepted", "downloading", "verified", "validated", "timed_out", "rolling_back"]);
 const ENDED = new Set(["completed", "aborted", "rolled_back"]);
@@ -362,7 +362,7 @@ function segments(t) {
     ["in_progress", "in progress", t.in_progress],
     ["offline", "waiting: offline", t.offline],
     ["incompatible", "incompatible", t.incompatible],
-    ["failed", "failed", t.rejected + t.timed_out],
+    ["failed", "failed", t.rejected + (t.reverted || 0) + t.timed_out],
     ["other", "cancelled / rolled back", t.other],
     ["pending", "pending", t.pending],
   ];
@@ -605,7 +605,7 @@ function deviceView(root, id) {
       body.replaceChildren(...updates.items.map((a) => h("tr", { "data-rollout": a.rollout_id, "data-state": a.state },
         h("td", { class: "num" }, h("a", { href: `#/rollouts/${a.rollout_id}` }, String(a.rollout_id))),
         h("td", {}, a.model), h("td", {}, a.version), h("td", { class: "num" }, String(a.cohort)),
-        h("td", {}, badge(a.state)),
+        h("td", {}, badge(a.state), a.error ? h("span", { class: "code", "data-error": a.error }, a.error) : null),
         h("td", {}, a.delta === true ? "patch" : a.delta === false ? "full image" : "—"),
         h("td", { class: "num" }, a.accuracy_permille === null ? "—" : `${a.accuracy_permille} ‰`,
           a.prev_accuracy_permille === null ? "" : ` (was ${a.prev_accuracy_permille})`),

@@ -11,6 +11,13 @@
 //! committed before its `cancel` arrived, or ignored it) leaves the attempt
 //! `rolling_back` instead, and the writer queues the device's `rollback` in the same
 //! transaction: every device that still commits a withdrawn version is sent back.
+//!
+//! A `reverted` report (the device's product never confirmed the model it committed, so
+//! the device went back to its previous one by itself) returns the device's record to
+//! the image it ran before, like `rolled_back`, and a rollback it overtakes is not
+//! queued: there is nothing left to send back. A device that kept the version of an
+//! aborted rollout (it had committed) and reverts it is queued a `cancel` instead, a
+//! no-op on the device that clears the withdrawn offer it kept.
 
 use std::collections::BTreeMap;
 
@@ -23,7 +30,7 @@ use crate::rollout::states::AttemptState;
 pub(super) enum Running {
     /// The rollout's version (it committed).
     Target,
-    /// The image it ran before the attempt (it rolled back).
+    /// The image it ran before the attempt (it rolled back, or reverted).
     Base,
 }
 
@@ -53,6 +60,9 @@ pub(super) struct Change {
     pub moves: usize,
     /// It committed a withdrawn rollout: a `rollback` is to be queued.
     pub send_back: bool,
+    /// It reverted the version of an aborted rollout it had kept: a `cancel` is to be
+    /// queued (it clears the withdrawn offer; see the module's head).
+    pub clear_offer: bool,
 }
 
 impl Change {
@@ -73,6 +83,7 @@ impl Change {
             running_seq: None,
             moves: 0,
             send_back: false,
+            clear_offer: false,
         }
     }
 
@@ -99,7 +110,7 @@ impl Change {
         );
         let running = match s.event {
             Event::Committed => Some(Running::Target),
-            Event::RolledBack => Some(Running::Base),
+            Event::RolledBack | Event::Reverted => Some(Running::Base),
             _ => None,
         };
         if running.is_some() {
@@ -132,7 +143,12 @@ pub(super) fn fold<'a, 's>(
         }
         let change = changes.entry(key).or_insert_with(|| Change::new(now));
         change.apply(next, status);
+        // A rollback queued by an earlier report of the batch is dropped by a later one
+        // that ends it (`rolled_back`, or `reverted`: the device is back already).
         change.send_back = send_back || (change.send_back && next == AttemptState::RollingBack);
+        // A device that kept the version of an aborted rollout kept its offer too; any
+        // other was told something (a cancel, a rollback) that clears it.
+        change.clear_offer = current == AttemptState::Committed && next == AttemptState::Reverted && withdrawn(rollout);
     }
     changes
 }
@@ -220,5 +236,53 @@ mod tests {
         let out = fold(|_| Some("validated"), |_| true, both.iter().map(|s| ((7, "d"), s)));
         let c = &out[&(7, "d".to_owned())];
         assert_eq!((c.to, c.send_back), (AttemptState::RolledBack, false), "already back: nothing to send");
+    }
+
+    fn reverted(seq: u32) -> Status<'static> {
+        let mut s = status(seq, Event::Reverted);
+        s.error = Some(ErrorCode::NOT_CONFIRMED);
+        s.manifest = Some(Digest([3; 32]));
+        s
+    }
+
+    /// A device that reverts the model it committed runs its previous one again, and a
+    /// rollback it overtook (queued in the same batch, or by an earlier one) has nothing
+    /// left to do: none is queued. One that kept an aborted rollout's version has the
+    /// offer it kept cleared.
+    #[test]
+    fn a_revert_returns_the_device_to_its_previous_model_and_sends_nothing_back() {
+        let c = one("validated", &[status(5, Event::Committed), reverted(6)]).expect("moved");
+        assert_eq!(
+            (c.to, c.running, c.running_seq, c.moves),
+            (AttemptState::Reverted, Some(Running::Base), Some(6), 2)
+        );
+        assert_eq!(c.error_code, Some(i32::from(ErrorCode::NOT_CONFIRMED.0)));
+        assert!(!c.send_back && !c.clear_offer, "a live rollout: nothing to send");
+
+        // Committed after the cancel of an abort, then reverted: no rollback to queue,
+        // and the cancel already cleared the offer.
+        let both = [status(4, Event::Committed), reverted(5)];
+        let out = fold(|_| Some("cancelled"), |_| true, both.iter().map(|s| ((7, "d"), s)));
+        let c = &out[&(7, "d".to_owned())];
+        assert_eq!((c.to, c.send_back, c.clear_offer), (AttemptState::Reverted, false, false), "withdrawn");
+        assert_eq!(c.running, Some(Running::Base));
+
+        // Kept after an abort, then reverted: its kept offer is to be cleared.
+        let out = fold(|_| Some("committed"), |_| true, [((7, "d"), &reverted(6))]);
+        let c = &out[&(7, "d".to_owned())];
+        assert_eq!((c.to, c.send_back, c.clear_offer), (AttemptState::Reverted, false, true));
+
+        // A rollback queued earlier (the attempt is `rolling_back`) is overtaken.
+        let out = fold(|_| Some("rolling_back"), |_| true, [((7, "d"), &reverted(9))]);
+        let c = &out[&(7, "d".to_owned())];
+        assert_eq!(
+            (c.from.as_str(), c.to, c.send_back, c.clear_offer, c.running),
+            ("rolling_back", AttemptState::Reverted, false, false, Some(Running::Base))
+        );
+
+        // Never offered, or finished otherwise: nothing moves, the record stays.
+        for state in ["pending", "rolled_back", "superseded", "skipped"] {
+            assert_eq!(one(state, &[reverted(3)]), None, "{state}");
+        }
     }
 }

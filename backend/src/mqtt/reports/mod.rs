@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mota_proto::Wire;
-use mota_proto::message::Status;
+use mota_proto::message::{Event, Status};
 use rumqttc::Publish;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 use crate::blobs::hex;
 use crate::db::{Db, Engine};
 use crate::metrics::Metrics;
+use crate::rollout::states::CommandKind;
 
 mod fold;
 mod sql;
@@ -194,13 +195,18 @@ pub async fn ingest(db: &Db, reports: &[(&str, &[u8])]) -> Result<usize, IngestE
     // Optimistic: read the attempts, fold, write where each is still in the state read.
     // An attempt another replica moved in between is read again and folded again; no
     // row is locked for the reports that move nothing (most progress reports).
-    // A commit of an aborted or rolled-back rollout is sent back (see `fold`).
-    let committing: BTreeSet<i64> =
-        filed.iter().filter(|r| r.status.event == mota_proto::message::Event::Committed).map(|r| r.rollout).collect();
-    let withdrawn = sql::withdrawn(&mut tx, &committing).await?;
+    // A commit of an aborted or rolled-back rollout is sent back, and a device that
+    // reverts one it kept has the withdrawn offer cleared (see `fold`).
+    let changing: BTreeSet<i64> = filed
+        .iter()
+        .filter(|r| matches!(r.status.event, Event::Committed | Event::Reverted))
+        .map(|r| r.rollout)
+        .collect();
+    let withdrawn = sql::withdrawn(&mut tx, &changing).await?;
     let mut pending = filed;
     let mut running = Vec::new();
     let mut sent_back = Vec::new();
+    let mut cleared = Vec::new();
     let mut changed_model = Vec::new();
     let mut targets = HashMap::new();
     let mut moved = 0;
@@ -221,6 +227,9 @@ pub async fn ingest(db: &Db, reports: &[(&str, &[u8])]) -> Result<usize, IngestE
             if change.send_back {
                 sent_back.push(key.clone());
             }
+            if change.clear_offer {
+                cleared.push(key.clone());
+            }
             let image = match change.running {
                 None => continue,
                 Some(fold::Running::Base) => attempts.get(key).and_then(|(_, base)| base.clone()),
@@ -240,7 +249,8 @@ pub async fn ingest(db: &Db, reports: &[(&str, &[u8])]) -> Result<usize, IngestE
         });
         if pending.is_empty() {
             sql::set_running(&mut tx, db.engine, &running, now).await?;
-            sql::send_back(&mut tx, &sent_back, now).await?;
+            sql::queue(&mut tx, CommandKind::Rollback, &sent_back, now).await?;
+            sql::queue(&mut tx, CommandKind::Cancel, &cleared, now).await?;
             sql::moot_rollbacks(&mut tx, db.engine, &changed_model, now).await?;
             tx.commit().await?;
             return Ok(moved);

@@ -382,8 +382,8 @@ pub(super) async fn withdrawn(tx: &mut AnyConnection, rollouts: &BTreeSet<i64>) 
     Ok(out)
 }
 
-/// A device whose model another rollout's report just changed (it committed, or
-/// rolled back) is past any rollback still on its way for an earlier rollout: that
+/// A device whose model another rollout's report just changed (it committed, rolled
+/// back or reverted) is past any rollback still on its way for an earlier rollout: that
 /// attempt is `superseded`. Its answer to that rollback may never come (the agent
 /// refuses a rollback during a job, and its next terminal report replaces the refusal);
 /// sending the rollback again could not help either, since a device that did roll back
@@ -412,13 +412,19 @@ pub(super) async fn moot_rollbacks(
     Ok(())
 }
 
-/// Queues a `rollback` for each (rollout, device) that committed a withdrawn rollout.
-pub(super) async fn send_back(tx: &mut AnyConnection, sent: &[(i64, String)], now: i64) -> Result<(), sqlx::Error> {
-    for (rollout, device) in sent {
+/// Queues `kind` for each (rollout, device): a `rollback` for those that committed a
+/// withdrawn rollout, a `cancel` for those that reverted an aborted rollout they kept.
+pub(super) async fn queue(
+    tx: &mut AnyConnection,
+    kind: CommandKind,
+    to: &[(i64, String)],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    for (rollout, device) in to {
         sqlx::query("INSERT INTO commands (device_id, rollout_id, action, created_at) VALUES ($1, $2, $3, $4)")
             .bind(device)
             .bind(rollout)
-            .bind(CommandKind::Rollback.as_str())
+            .bind(kind.as_str())
             .bind(now)
             .execute(&mut *tx)
             .await?;
