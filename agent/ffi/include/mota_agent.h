@@ -414,6 +414,27 @@ typedef struct mota_config {
    * The factory model in slot A, or NULL for a device shipped without one.
    */
   const struct mota_factory *factory;
+  /**
+   * Boots the product may start on a newly committed model before it calls
+   * `mota_agent_confirm`; on the next one the previous model is active again and
+   * `reverted` is reported. 0: no trial (the counter rises at commit).
+   */
+  uint8_t trial_boots;
+  /**
+   * The state region's part programs a unit only once between erases (ECC flash such
+   * as the STM32H7's): keep the state in the journal rather than sequential-storage's
+   * map. Fixed for the life of the device.
+   */
+  bool single_write_state;
+  /**
+   * Bytes of the inactive slot erased per `mota_agent_poll` (whole sectors; 0: the
+   * whole slot at once).
+   */
+  uint32_t erase_bytes_per_poll;
+  /**
+   * Validation records run per `mota_agent_poll` (0: the whole set at once).
+   */
+  uint32_t records_per_poll;
 } mota_config;
 
 /**
@@ -741,8 +762,9 @@ int32_t mota_agent_handle_topic(const char *topic,
 /**
  * Time passes: call from your main loop (every few milliseconds to a second). Re-sends a
  * chunk request after `retry_ms`, delivers pending reports, copies a validation set the
- * device already has and runs a validation that is due (this one call may then take as
- * long as the validation set: pet your watchdog in a callback).
+ * device already has, erases the next piece of the inactive slot and runs the next
+ * validation records (`erase_bytes_per_poll`, `records_per_poll`; with 0, this one call
+ * may take as long as the whole erase or validation set).
  *
  * Returns `MOTA_OK` or a negative `mota_error` (`MOTA_ERROR_STATE`/`_FLASH`: reset).
  */
@@ -771,6 +793,22 @@ int32_t mota_agent_active_model(struct mota_active_model *out);
  * `out` points to a writable `mota_job`.
  */
 int32_t mota_agent_job(struct mota_job *out);
+
+/**
+ * The product is satisfied with the model on trial (`trial_boots` > 0): it stays, and the
+ * device's security counter rises to its counter. Nothing to do when no model is on
+ * trial.
+ *
+ * Returns `MOTA_OK` or a negative `mota_error` (`MOTA_ERROR_STATE`/`_FLASH`: reset).
+ */
+int32_t mota_agent_confirm(void);
+
+/**
+ * Whether the active model waits for `mota_agent_confirm`.
+ *
+ * Returns 1 (on trial), 0, or a negative `mota_error`.
+ */
+int32_t mota_agent_on_trial(void);
 
 /**
  * Whether the agent has nothing to do until a message arrives (no update in progress, no

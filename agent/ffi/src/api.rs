@@ -13,7 +13,7 @@ use core::cell::{Cell, RefCell};
 use core::fmt::Write as _;
 
 use critical_section::Mutex;
-use mota_agent::{Agent, AgentError, Config, MapStore, SUBSCRIPTIONS};
+use mota_agent::{Agent, AgentError, Config, JournalStore, MapStore, SUBSCRIPTIONS, StateStore, StoreError};
 use mota_proto::topic::{Kind, Topic};
 use static_cell::StaticCell;
 
@@ -24,12 +24,48 @@ use crate::session::CSession;
 use crate::types::{self, MOTA_IGNORED, MOTA_NO_JOB, MOTA_NO_MODEL, MOTA_OK, Platform};
 
 /// The agent over the C flash callbacks.
-pub type CAgent = Agent<'static, Region, MapStore<Region>, AnyValidator>;
+pub type CAgent = Agent<'static, Region, AnyStore, AnyValidator>;
+
+/// The state store `Config::single_write_state` chose.
+pub enum AnyStore {
+    /// sequential-storage's map: the part may program a unit again.
+    Map(MapStore<Region>),
+    /// The journal: single-write (ECC) parts.
+    Journal(JournalStore<Region>),
+}
+
+impl AnyStore {
+    fn new(region: Region, erased: u8, single_write: bool) -> Result<Self, StoreError> {
+        Ok(if single_write {
+            Self::Journal(JournalStore::new(region, erased)?)
+        } else {
+            Self::Map(MapStore::new(region, erased)?)
+        })
+    }
+}
+
+impl StateStore for AnyStore {
+    fn load(&mut self) -> Result<Option<mota_agent::state::State>, StoreError> {
+        match self {
+            Self::Map(s) => s.load(),
+            Self::Journal(s) => s.load(),
+        }
+    }
+
+    fn save(&mut self, state: &mota_agent::state::State) -> Result<(), StoreError> {
+        match self {
+            Self::Map(s) => s.save(state),
+            Self::Journal(s) => s.save(state),
+        }
+    }
+}
 
 /// What `mota_agent_boot` needs, checked by the boundary.
 pub struct BootArgs {
     /// The configuration, its strings and keys borrowed from C for good.
     pub config: Config<'static>,
+    /// The state region programs a unit only once between erases: the journal.
+    pub single_write: bool,
     /// The callbacks (copied).
     pub platform: Platform,
     /// The tensor arena, lent to the agent for good.
@@ -92,7 +128,7 @@ pub fn boot(args: BootArgs) -> Result<(), Error> {
 
 /// `Err(Ok(e))`: refused before anything was kept; `Err(Err(e))`: the boot itself failed.
 fn start(args: BootArgs) -> Result<Running, Result<Error, Error>> {
-    let BootArgs { config, platform, arena } = args;
+    let BootArgs { config, single_write, platform, arena } = args;
     if platform.flash_read.is_none() || platform.flash_write.is_none() || platform.flash_erase.is_none() {
         return Err(Ok(Error::NullPointer));
     }
@@ -113,7 +149,7 @@ fn start(args: BootArgs) -> Result<Running, Result<Error, Error>> {
         Region::new(platform, types::Region::SlotB as u8, platform.slot_bytes),
     ];
     let state = Region::new(platform, types::Region::State as u8, platform.state_bytes);
-    let state = match MapStore::new(state, config.erased) {
+    let state = match AnyStore::new(state, config.erased, single_write) {
         Ok(state) => state,
         Err(e) => return Err(Err(stopped_by(e.into()))),
     };
@@ -303,6 +339,16 @@ fn copy_c_str(s: &str, buf: &mut [core::ffi::c_char]) {
     if let Some(nul) = buf.get_mut(n) {
         *nul = 0;
     }
+}
+
+/// `mota_agent_confirm`.
+pub fn confirm() -> Result<i32, Error> {
+    with_running(|r| r.agent.confirm().map(|()| MOTA_OK))
+}
+
+/// `mota_agent_on_trial`: 1 on trial, 0 not.
+pub fn on_trial() -> Result<i32, Error> {
+    with_running(|r| Ok(i32::from(r.agent.on_trial())))
 }
 
 /// `mota_agent_is_idle`: 1 idle, 0 busy.

@@ -178,8 +178,8 @@ fn config(c: &Config) -> Result<mota_agent::Config<'static>, Error> {
         chunk_bytes: c.chunk_bytes,
         retry_ms: u64::from(c.retry_ms),
         max_trials: c.max_trials,
-        trial_boots: 0,
-        work: mota_agent::Work::default(),
+        trial_boots: c.trial_boots,
+        work: mota_agent::Work { erase_bytes: c.erase_bytes_per_poll, records: c.records_per_poll },
         leases: None,
         factory,
     })
@@ -359,7 +359,12 @@ pub unsafe extern "C" fn mota_agent_boot(
         if arena.is_null() {
             return Err(Error::NullPointer);
         }
-        Ok(BootArgs { config: self::config(&c)?, platform, arena: bytes_mut(arena, arena_len)? })
+        Ok(BootArgs {
+            config: self::config(&c)?,
+            single_write: c.single_write_state,
+            platform,
+            arena: bytes_mut(arena, arena_len)?,
+        })
     })();
     status(args.and_then(api::boot).map(|()| crate::types::MOTA_OK))
 }
@@ -413,8 +418,9 @@ pub unsafe extern "C" fn mota_agent_handle_topic(
 
 /// Time passes: call from your main loop (every few milliseconds to a second). Re-sends a
 /// chunk request after `retry_ms`, delivers pending reports, copies a validation set the
-/// device already has and runs a validation that is due (this one call may then take as
-/// long as the validation set: pet your watchdog in a callback).
+/// device already has, erases the next piece of the inactive slot and runs the next
+/// validation records (`erase_bytes_per_poll`, `records_per_poll`; with 0, this one call
+/// may take as long as the whole erase or validation set).
 ///
 /// Returns `MOTA_OK` or a negative `mota_error` (`MOTA_ERROR_STATE`/`_FLASH`: reset).
 #[unsafe(no_mangle)]
@@ -446,6 +452,24 @@ pub unsafe extern "C" fn mota_agent_active_model(out: *mut ActiveModel) -> i32 {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mota_agent_job(out: *mut Job) -> i32 {
     status(out_struct(out).and_then(api::job))
+}
+
+/// The product is satisfied with the model on trial (`trial_boots` > 0): it stays, and the
+/// device's security counter rises to its counter. Nothing to do when no model is on
+/// trial.
+///
+/// Returns `MOTA_OK` or a negative `mota_error` (`MOTA_ERROR_STATE`/`_FLASH`: reset).
+#[unsafe(no_mangle)]
+pub extern "C" fn mota_agent_confirm() -> i32 {
+    status(api::confirm())
+}
+
+/// Whether the active model waits for `mota_agent_confirm`.
+///
+/// Returns 1 (on trial), 0, or a negative `mota_error`.
+#[unsafe(no_mangle)]
+pub extern "C" fn mota_agent_on_trial() -> i32 {
+    status(api::on_trial())
 }
 
 /// Whether the agent has nothing to do until a message arrives (no update in progress, no

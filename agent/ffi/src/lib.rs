@@ -40,10 +40,10 @@ mod session;
 pub mod types;
 
 pub use boundary::{
-    mota_agent_active_model, mota_agent_boot, mota_agent_handle, mota_agent_handle_topic, mota_agent_hello,
-    mota_agent_is_idle, mota_agent_job, mota_agent_last_error, mota_agent_poll, mota_error_must_reboot,
-    mota_error_name, mota_flash_erase_size, mota_flash_write_size, mota_session_buffer_len, mota_session_is_online,
-    mota_session_poll, mota_session_start, mota_subscriptions, mota_topic,
+    mota_agent_active_model, mota_agent_boot, mota_agent_confirm, mota_agent_handle, mota_agent_handle_topic,
+    mota_agent_hello, mota_agent_is_idle, mota_agent_job, mota_agent_last_error, mota_agent_on_trial, mota_agent_poll,
+    mota_error_must_reboot, mota_error_name, mota_flash_erase_size, mota_flash_write_size, mota_session_buffer_len,
+    mota_session_is_online, mota_session_poll, mota_session_start, mota_subscriptions, mota_topic,
 };
 pub use codes::Error;
 

@@ -136,6 +136,19 @@ pub struct Config {
     pub retry_ms: u32,
     /// The factory model in slot A, or NULL for a device shipped without one.
     pub factory: *const Factory,
+    /// Boots the product may start on a newly committed model before it calls
+    /// `mota_agent_confirm`; on the next one the previous model is active again and
+    /// `reverted` is reported. 0: no trial (the counter rises at commit).
+    pub trial_boots: u8,
+    /// The state region's part programs a unit only once between erases (ECC flash such
+    /// as the STM32H7's): keep the state in the journal rather than sequential-storage's
+    /// map. Fixed for the life of the device.
+    pub single_write_state: bool,
+    /// Bytes of the inactive slot erased per `mota_agent_poll` (whole sectors; 0: the
+    /// whole slot at once).
+    pub erase_bytes_per_poll: u32,
+    /// Validation records run per `mota_agent_poll` (0: the whole set at once).
+    pub records_per_poll: u32,
 }
 
 /// Bytes in a slot: `len` bytes from `offset` of slot `slot` (0 = A, 1 = B).

@@ -54,12 +54,21 @@ fn the_firmware_validator_decides() -> Result<(), BoxError> {
         slot_base: [std::ptr::null(); 2],
         ..platform(slots)
     };
+    // The state in the journal (as on an ECC part), the product's trial, the erase in
+    // 4 KiB pieces.
+    let config = mota_agent_ffi::types::Config {
+        trial_boots: 2,
+        single_write_state: true,
+        erase_bytes_per_poll: 4096,
+        ..*config(v1.len())
+    };
     // SAFETY: live config and platform, an arena leaked for good.
     let rc = unsafe {
         let arena = arena();
-        mota_agent_ffi::mota_agent_boot(config(v1.len()), &platform, arena.as_mut_ptr(), arena.len())
+        mota_agent_ffi::mota_agent_boot(&config, &platform, arena.as_mut_ptr(), arena.len())
     };
     assert_eq!(rc, 0);
+    assert_eq!(mota_agent_ffi::mota_agent_on_trial(), 0);
     assert_eq!(mota_agent_ffi::mota_agent_hello(), 0);
 
     let v2 = fixture("digits_cnn_v2.tflite")?;
@@ -75,6 +84,10 @@ fn the_firmware_validator_decides() -> Result<(), BoxError> {
     assert_eq!(calls[0].2, Some((1, set_at, set.len() as u32)));
     assert_eq!(calls[0].3, ARENA);
     assert_eq!(calls[1].0, (0, 0, v1.len() as u32));
+    // On trial until the product confirms it; then the next update is taken.
+    assert_eq!(mota_agent_ffi::mota_agent_on_trial(), 1);
+    assert_eq!(mota_agent_ffi::mota_agent_confirm(), 0);
+    assert_eq!(mota_agent_ffi::mota_agent_on_trial(), 0);
 
     // A refusal from the validator rejects the next update with its code.
     *REFUSE.lock().map_err(|_| "lock")? = true;

@@ -131,6 +131,10 @@ pub fn config(factory_len: usize) -> &'static Config {
         chunk_bytes: 1024,
         retry_ms: 1000,
         factory,
+        trial_boots: 0,
+        single_write_state: false,
+        erase_bytes_per_poll: 0,
+        records_per_poll: 0,
     }))
 }
 

@@ -7,7 +7,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::rc::Rc;
@@ -16,11 +16,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use embedded_io::ErrorKind;
-use mota_agent::{Agent, AgentError, Clock, Config, Factory, MapStore, RuntimeValidator, SlotMemory, Work};
+use mota_agent::{
+    Agent, AgentError, Clock, Config, Factory, Located, MapStore, Measurement, Run, RuntimeValidator, SlotMemory,
+    Validator, Work,
+};
 use mota_agent_mqtt::{Progress, Session, SessionConfig, buffer_len};
-use mota_proto::message::{Hello, Status};
+use mota_proto::message::{Chunk, ErrorCode, Get, Hello, Refusal, Status};
 use mota_proto::topic::{Kind, Topic};
-use mota_proto::{Digest, Envelope, KeyId, Limits, RootSigned, Wire};
+use mota_proto::{Digest, Envelope, Image, KeyId, Limits, Manifest, RootSigned, Validation, Wire};
 use mota_simflash::{Geometry, Region, SimFlash};
 
 pub type BoxError = Box<dyn std::error::Error>;
@@ -222,6 +225,103 @@ pub fn publish_packet(topic: &str, payload: &[u8]) -> Vec<u8> {
     }
     packet.extend_from_slice(&body);
     packet
+}
+
+// ---- a signed update -------------------------------------------------------------------
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../runtime/fixtures/models/");
+
+/// A fixture model's bytes.
+pub fn model(name: &str) -> Result<Vec<u8>, BoxError> {
+    Ok(std::fs::read(format!("{FIXTURES}{name}.tflite"))?)
+}
+
+/// A validation set of every record the fixture `name` has (its inputs and labels);
+/// returns the set and its record count.
+pub fn full_set(name: &str) -> Result<(Vec<u8>, usize), BoxError> {
+    let read = |suffix: &str| -> Result<mota_runtime::npy::Npy, BoxError> {
+        let bytes = std::fs::read(format!("{FIXTURES}{name}.{suffix}.npy"))?;
+        mota_runtime::npy::Npy::parse(&bytes).map_err(|e| format!("{e:?}").into())
+    };
+    let (x, y) = (read("inputs")?, read("labels")?);
+    let labels: Vec<u16> = y.data.chunks_exact(4).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    let records = x.rows().min(labels.len());
+    let per = x.data.len() / x.rows().max(1);
+    let set = mota_runtime::validation::build(
+        mota_runtime::DType::Int8,
+        &x.shape[1..],
+        &x.data[..per * records],
+        Some((&labels[..records], 10)),
+        None,
+    )
+    .map_err(|e| format!("{e:?}"))?;
+    Ok((set, records))
+}
+
+/// The release key the published test root certified (root seed 0x11 × 32,
+/// `mota_proto::testkit::ROOT`; release seed 0x22 × 32), as agent/core's tests sign with.
+pub fn release_key() -> Result<mota_proto::sign::ReleaseKey, BoxError> {
+    use ed25519_dalek::SigningKey;
+    let root = SigningKey::from_bytes(&[0x11; 32]);
+    let release = SigningKey::from_bytes(&[0x22; 32]);
+    let cert = mota_proto::sign::certify(&root, &release.verifying_key(), u64::MAX, 0..=99)?;
+    Ok(mota_proto::sign::ReleaseKey::new(release, cert).map_err(|e| format!("{e:?}"))?)
+}
+
+/// An update as the backend holds it: the signed offer and the artifacts it names.
+pub struct Update {
+    /// The envelope to publish on the offer topic.
+    pub envelope: Vec<u8>,
+    /// The signed manifest's digest (what the device's reports name).
+    pub manifest: Digest,
+    pub rollout: u64,
+    /// By digest: the image and the validation set.
+    pub artifacts: HashMap<Digest, Vec<u8>>,
+}
+
+impl Update {
+    /// A full image `image` (version 2.0.0, security counter 2: above the factory
+    /// model's) validated on `set`, signed with [`release_key`].
+    pub fn full(image: &[u8], set: &[u8], rollout: u64) -> Result<Self, BoxError> {
+        let parsed = mota_runtime::Model::parse(image).map_err(|e| format!("{e:?}"))?;
+        let arena_bytes = mota_runtime::arena_size(&parsed).map_err(|e| format!("{e:?}"))? as u32;
+        let manifest = Manifest {
+            format: mota_proto::manifest::FORMAT_VERSION,
+            model: "digits_cnn",
+            version: "2.0.0",
+            security_counter: 2,
+            device_class: CLASS,
+            image: Image { size: image.len() as u32, sha256: Digest::of(image) },
+            delta: None,
+            validation: Some(Validation {
+                set_sha256: Digest::of(set),
+                set_size: set.len() as u32,
+                min_accuracy_permille: 800,
+                max_drop_permille: 50,
+            }),
+            arena_bytes,
+            expires_at: None,
+            rollout_id: rollout,
+        };
+        let envelope = release_key()?.sign(&manifest)?;
+        let artifacts = [image, set].into_iter().map(|a| (Digest::of(a), a.to_vec())).collect();
+        Ok(Self { envelope, manifest: Digest::of(&manifest.to_vec()?), rollout, artifacts })
+    }
+
+    /// The backend's answer to a chunk request (`Get`): the bytes asked for, or a
+    /// refusal of an artifact it does not hold.
+    pub fn answer(&self, get: &[u8]) -> Result<Vec<u8>, BoxError> {
+        let get = Get::parse(get)?;
+        let chunk = match self.artifacts.get(&get.artifact) {
+            Some(data) => {
+                let start = (get.offset as usize).min(data.len());
+                let end = start.saturating_add(get.length as usize).min(data.len());
+                Chunk::data(get.artifact, get.offset, &data[start..end]).to_vec()?
+            }
+            None => Chunk::refused(get.artifact, get.offset, Refusal::NOT_OFFERED).to_vec()?,
+        };
+        Ok(chunk)
+    }
 }
 
 // ---- the line between device and broker ------------------------------------------------
@@ -493,7 +593,7 @@ const SLOT_LEN: u32 = 16 * SECTOR as u32;
 
 type Part = SimFlash<WRITE, SECTOR, true>;
 pub type Slot = Region<Part>;
-pub type TestAgent = Agent<'static, Slot, MapStore<Slot>, RuntimeValidator<Slots, UsClock>>;
+pub type TestAgent = Agent<'static, Slot, MapStore<Slot>, Paced<RuntimeValidator<Slots, UsClock>>>;
 
 const FACTORY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../runtime/fixtures/models/digits_cnn_v1.tflite");
 
@@ -510,6 +610,12 @@ pub fn boot_agent(device: &str) -> Result<TestAgent, BoxError> {
 
 /// [`boot_agent`] with bounds on the work of each poll.
 pub fn boot_agent_with(device: &str, work: Work) -> Result<TestAgent, BoxError> {
+    boot_agent_paced(device, work, Duration::ZERO)
+}
+
+/// [`boot_agent_with`], its validator taking `per_record` longer for each record (see
+/// [`Paced`]).
+pub fn boot_agent_paced(device: &str, work: Work, per_record: Duration) -> Result<TestAgent, BoxError> {
     let model = factory_model()?;
     let parsed = mota_runtime::Model::parse(&model).map_err(|e| format!("{e:?}"))?;
     let arena_bytes = mota_runtime::arena_size(&parsed).map_err(|e| format!("{e:?}"))? as u32;
@@ -552,7 +658,10 @@ pub fn boot_agent_with(device: &str, work: Work) -> Result<TestAgent, BoxError> 
     }
     let slots = slot_at.map(|at| Region::new(&part, at, SLOT_LEN));
     let state = MapStore::new(Region::new(&part, 0, STATE_LEN), 0xFF)?;
-    let validator = RuntimeValidator { memory: Slots { part: Rc::clone(&part), at: slot_at }, clock: UsClock };
+    let validator = Paced {
+        inner: RuntimeValidator { memory: Slots { part: Rc::clone(&part), at: slot_at }, clock: UsClock },
+        per_record,
+    };
     let arena: &'static mut [u8] = Box::leak(vec![0u8; ARENA].into_boxed_slice());
     Ok(Agent::boot(config, slots, state, validator, arena)?)
 }
@@ -578,6 +687,30 @@ pub struct UsClock;
 impl mota_runtime::validation::Clock for UsClock {
     fn now_us(&self) -> u64 {
         std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_micros() as u64)
+    }
+}
+
+/// A validator that takes `per_record` longer for every record it runs: the host runs
+/// the fixtures' models in microseconds, a microcontroller in milliseconds.
+pub struct Paced<V> {
+    pub inner: V,
+    pub per_record: Duration,
+}
+
+impl<V: Validator> Validator for Paced<V> {
+    fn validate(
+        &mut self,
+        model: Located,
+        arena_bytes: u32,
+        set: Option<Located>,
+        arena: &mut [u8],
+        run: &mut Run,
+        budget: u32,
+    ) -> Result<Option<Measurement>, ErrorCode> {
+        let before = run.done;
+        let measured = self.inner.validate(model, arena_bytes, set, arena, run, budget);
+        std::thread::sleep(self.per_record.saturating_mul(run.done.saturating_sub(before)));
+        measured
     }
 }
 
@@ -634,7 +767,11 @@ pub struct Device {
 impl Device {
     /// Boots a device `id` and opens its session to `broker` as `setup` says.
     pub fn start(broker: &Broker, id: &str, setup: Setup) -> Result<Self, BoxError> {
-        let agent = boot_agent(id)?;
+        Self::start_with(broker, id, setup, boot_agent(id)?)
+    }
+
+    /// [`Device::start`] with an agent booted for `id` (bounded work, a paced validator).
+    pub fn start_with(broker: &Broker, id: &str, setup: Setup, agent: TestAgent) -> Result<Self, BoxError> {
         let link = TcpLink::connect(broker, setup.carrier)?;
         let settings = SessionConfig {
             device_id: String::leak(id.to_owned()),
