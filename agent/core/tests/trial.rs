@@ -23,19 +23,40 @@ fn with_trial(factory: &[u8]) -> Result<Config<'static>, BoxError> {
     Ok(Config { trial_boots: 2, ..config(factory)? })
 }
 
-#[test]
-fn a_model_on_trial_is_confirmed_and_only_then_raises_the_counter() -> TestResult {
+/// A device that committed the new model (offered with security counter `counter`) and
+/// runs it on trial (`trial_boots` 2); the agent that did it is shut down.
+struct OnTrial {
+    old: Vec<u8>,
+    new: Vec<u8>,
+    device: D,
+    config: Config<'static>,
+    backend: Backend,
+    offer: Offer,
+}
+
+fn committed_on_trial(counter: u32) -> Result<OnTrial, BoxError> {
     let (old, new, set) = models()?;
     let device = D::new(Layout::uniform(4, 0xFF), &old)?;
     let config = with_trial(&old)?;
     let mut arena = vec![0u8; ARENA];
     let mut agent = device.boot(&config, &mut arena)?;
     let mut backend = Backend::default();
-    backend.publish_offer(&offer(&new, OfferSpec { set: Some(&set), ..Default::default() })?);
+    let offer = offer(&new, OfferSpec { counter, set: Some(&set), ..Default::default() })?;
+    backend.publish_offer(&offer);
     drive(&mut agent, &mut backend, &TestClock::default())?;
     assert_eq!(agent.active_model().map(|m| m.installed.sha256), Some(Digest::of(&new)));
     assert!(agent.on_trial());
     assert_eq!(agent.state().counter, 1, "the counter waits for the confirmation");
+    drop(agent);
+    Ok(OnTrial { old, new, device, config, backend, offer })
+}
+
+#[test]
+fn a_model_on_trial_is_confirmed_and_only_then_raises_the_counter() -> TestResult {
+    let OnTrial { old, new, device, config, mut backend, .. } = committed_on_trial(2)?;
+    let mut arena = vec![0u8; ARENA];
+    let mut agent = device.boot(&config, &mut arena)?;
+    assert!(agent.on_trial(), "a boot keeps it on trial");
 
     // Another offer waits for the trial to end.
     let next = offer(&old, OfferSpec { rollout: 8, counter: 3, ..Default::default() })?;
@@ -60,16 +81,8 @@ fn a_model_on_trial_is_confirmed_and_only_then_raises_the_counter() -> TestResul
 
 #[test]
 fn a_product_that_never_confirms_gets_the_previous_model_back() -> TestResult {
-    let (old, new, set) = models()?;
-    let device = D::new(Layout::uniform(4, 0xFF), &old)?;
-    let config = with_trial(&old)?;
-    let mut arena = vec![0u8; ARENA];
-    let mut agent = device.boot(&config, &mut arena)?;
-    let mut backend = Backend::default();
-    let o = offer(&new, OfferSpec { set: Some(&set), ..Default::default() })?;
-    backend.publish_offer(&o);
-    drive(&mut agent, &mut backend, &TestClock::default())?;
-    let mut arena = agent.shutdown();
+    let OnTrial { old, device, config, mut backend, offer: o, .. } = committed_on_trial(2)?;
+    let mut arena = &mut vec![0u8; ARENA][..];
     // The product crashes on the new model at every boot: boots 1 and 2 keep it on trial,
     // boot 3 goes back.
     for boot in 1..=2 {
@@ -101,16 +114,10 @@ fn a_product_that_never_confirms_gets_the_previous_model_back() -> TestResult {
 
 #[test]
 fn a_rollback_command_ends_the_trial() -> TestResult {
-    let (old, new, set) = models()?;
-    let device = D::new(Layout::uniform(4, 0xFF), &old)?;
-    let config = with_trial(&old)?;
+    // Counter 1, the factory model's: it stays a rollback target.
+    let OnTrial { old, device, config, mut backend, offer: o, .. } = committed_on_trial(1)?;
     let mut arena = vec![0u8; ARENA];
     let mut agent = device.boot(&config, &mut arena)?;
-    let mut backend = Backend::default();
-    let o = offer(&new, OfferSpec { counter: 1, set: Some(&set), ..Default::default() })?;
-    backend.publish_offer(&o);
-    drive(&mut agent, &mut backend, &TestClock::default())?;
-    assert!(agent.on_trial());
     backend.command(&rollback(&o, factory_target(&old)))?;
     drive(&mut agent, &mut backend, &TestClock::default())?;
     assert!(!agent.on_trial());

@@ -10,6 +10,7 @@ use cortex_m_semihosting::{debug, hprintln};
 use mota_agent::{Agent, Config, Located, Measurement, Run, StateStore, Transport, Validator};
 use mota_proto::message::ErrorCode;
 use mota_proto::topic::Kind;
+use mota_proto::{Crypto, Digest};
 
 use crate::demo::{self, RamFlash, Ticks};
 
@@ -29,6 +30,26 @@ impl Validator for External {
         Ok(Some(Measurement { accuracy_permille: Some(1000), latency_us: None, arena_used: None }))
     }
 }
+
+/// Stands in for a hardware crypto engine's driver plugged into the hook (as a PSA Crypto
+/// or CryptoCell binding would be): opaque calls, no verification, so no software crypto
+/// is linked. For footprints only: it never lets an update through.
+pub struct Engine;
+
+impl Crypto for Engine {
+    fn verify_ed25519(&self, key: &[u8; 32], msg: &[u8], sig: &[u8; 64]) -> bool {
+        black_box((key, msg, sig)).2[0] == 0
+    }
+
+    fn sha256(&self, input: &mut dyn FnMut(&mut dyn FnMut(&[u8]))) -> Digest {
+        let mut state = 0u8;
+        input(&mut |piece| state ^= black_box(piece).first().copied().unwrap_or(0));
+        Digest([black_box(state); 32])
+    }
+}
+
+/// The demo configuration with [`Engine`] in the hook.
+pub static HOOKED: Config<'static> = Config { crypto: &Engine, ..demo::CONFIG };
 
 /// Publishes nowhere.
 struct Null;

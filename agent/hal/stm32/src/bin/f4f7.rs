@@ -1,8 +1,11 @@
-//! mota-agent on an STM32F405RG (the chip of QEMU's netduinoplus2 machine, which does
-//! not model its clock or flash controllers, so this is a build for boards; README.md
-//! has the QEMU attempt): slots in the two top 128 KiB sectors (region 3), the state
-//! region in three 16 KiB sectors (region 1); `memory-f405.x` has the map. The F4 is
-//! multiwrite: the state is a map.
+//! mota-agent on the multiwrite STM32F4 and F7 (their main flash has no ECC: the state is
+//! a map), one layout per chip: slots in the two top sectors of region 3, the state
+//! region in three sectors of region 1; `memory-<chip>.x` has the whole map.
+//! - STM32F746NG (the digits benchmark board): 256 KiB slot sectors 6 and 7, 32 KiB
+//!   state sectors 1 to 3.
+//! - STM32F405RG (the chip of QEMU's netduinoplus2 machine, which does not model its
+//!   clock or flash controllers, so this is a build for boards; README.md has the QEMU
+//!   attempt): 128 KiB slot sectors 10 and 11, 16 KiB state sectors 1 to 3.
 #![no_std]
 #![no_main]
 
@@ -19,19 +22,36 @@ use mota_hal_stm32::{Multiwrite, reset};
 use panic_halt as _;
 use static_cell::{ConstStaticCell, StaticCell};
 
-/// Region 3 (0x0802_0000, 128 KiB sectors): sectors 10 and 11.
-const SLOTS: [u32; 2] = [0xA_0000, 0xC_0000];
-const SLOT_BYTES: u32 = 128 * 1024;
-/// Region 1 (0x0800_0000, 16 KiB sectors): sectors 1 to 3.
-const STATE: u32 = 0x4000;
-const STATE_BYTES: u32 = 3 * 16 * 1024;
+#[cfg(feature = "f746")]
+mod layout {
+    /// Region 3 (0x0804_0000, 256 KiB sectors): sectors 6 and 7.
+    pub const SLOTS: [u32; 2] = [0x4_0000, 0x8_0000];
+    pub const SLOT_BYTES: u32 = 256 * 1024;
+    /// Region 1 (0x0800_0000, 32 KiB sectors): sectors 1 to 3.
+    pub const STATE: u32 = 0x8000;
+    pub const STATE_BYTES: u32 = 3 * 32 * 1024;
+    pub const DEVICE: (&str, &str) = ("stm32f746-1", "stm32f746-digits");
+}
+
+#[cfg(feature = "f405")]
+mod layout {
+    /// Region 3 (0x0802_0000, 128 KiB sectors): sectors 10 and 11.
+    pub const SLOTS: [u32; 2] = [0xA_0000, 0xC_0000];
+    pub const SLOT_BYTES: u32 = 128 * 1024;
+    /// Region 1 (0x0800_0000, 16 KiB sectors): sectors 1 to 3.
+    pub const STATE: u32 = 0x4000;
+    pub const STATE_BYTES: u32 = 3 * 16 * 1024;
+    pub const DEVICE: (&str, &str) = ("stm32f405-1", "stm32f405-digits");
+}
+
+use layout::{DEVICE, SLOT_BYTES, SLOTS, STATE, STATE_BYTES};
 
 type SlotFlash = Bank1Region3<'static, Blocking>;
 type StateFlash = Multiwrite<Bank1Region1<'static, Blocking>>;
 type Slot = BlockingPartition<'static, ThreadModeRawMutex, SlotFlash>;
 type StateRegion = BlockingPartition<'static, ThreadModeRawMutex, StateFlash>;
 
-static CONFIG: Config<'static> = config("stm32f405-1", "stm32f405-digits", SLOT_BYTES, 0xFF);
+static CONFIG: Config<'static> = config(DEVICE.0, DEVICE.1, SLOT_BYTES, 0xFF);
 static ARENA: ConstStaticCell<[u8; ARENA_BYTES]> = ConstStaticCell::new([0; ARENA_BYTES]);
 static SLOT_FLASH: StaticCell<Mutex<ThreadModeRawMutex, RefCell<SlotFlash>>> = StaticCell::new();
 static STATE_FLASH: StaticCell<Mutex<ThreadModeRawMutex, RefCell<StateFlash>>> = StaticCell::new();
