@@ -54,7 +54,8 @@ pub fn decode(bytes: &[u8]) -> Option<State> {
     }
     let mut r = Reader { bytes, format: 0 };
     r.format = r.u8()?;
-    let mut state = State::empty(0);
+    // The format read, so the boot knows to write the record again in this one.
+    let mut state = State { format: r.format, ..State::empty(0) };
     match r.format {
         0 | 1 => return None,
         2 | 3 => {
@@ -369,7 +370,7 @@ mod v1 {
 
     pub fn decode(bytes: &[u8]) -> Option<State> {
         let mut c = Cbor { bytes };
-        let mut state = State::empty(0);
+        let mut state = State { format: 1, ..State::empty(0) };
         let mut format = 0;
         // Fields that were `None` are absent from the map (minicbor's derive).
         c.map(|c, key| {
@@ -574,7 +575,7 @@ mod tests {
             // keeps what runs and drops what is in flight.
             buf[0] = STATE_FORMAT + 1;
             let newer = decode(&buf[..len]).ok_or_else(|| TestCaseError::fail("prefix unread"))?;
-            prop_assert_eq!(newer, State { job: None, report: None, last_cmd: None, last_failed: None, ..state });
+            prop_assert_eq!(newer, State { format: STATE_FORMAT + 1, job: None, report: None, last_cmd: None, last_failed: None, ..state });
         }
 
         /// Any bytes after a format 1 map head or a later format number: no panic.

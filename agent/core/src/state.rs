@@ -255,7 +255,7 @@ impl Revoked {
 /// The record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct State {
-    /// [`STATE_FORMAT`].
+    /// The format the record was read in ([`STATE_FORMAT`] once this build stored it).
     pub format: u8,
     /// The slot the device runs from (0 or 1).
     pub active: u8,

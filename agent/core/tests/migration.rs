@@ -97,3 +97,38 @@ fn a_newer_format_record_boots_by_its_prefix() -> TestResult {
     block_on(map.store_item(&mut buf, &0u8, &&newer[..])).map_err(|e| format!("{e:?}"))?;
     check_booted(&device, false)
 }
+
+/// The migration is one store: a cut at any flash operation of the first boot, before it
+/// or tearing it, leaves a record the next boot migrates or has migrated, never a lost
+/// model or counter.
+#[test]
+fn a_cut_during_the_migration_loses_nothing() -> TestResult {
+    use mota_simflash::CutMode;
+    let config = mota_agent::Config { factory: None, ..config(&model("digits_cnn_v1")?)? };
+    let mut runs = 0;
+    for fixture in ["state_v1.hex", "state_v2.hex", "state_v3.hex"] {
+        // The operations of an uncut first boot.
+        let probe = device()?;
+        restore(&probe, fixture)?;
+        let before = probe.ops();
+        drop(probe.boot(&config, &mut vec![0u8; ARENA])?);
+        let ops = probe.ops() - before;
+        assert!(ops > 0, "{fixture}: the migration stores the record");
+        for op in 1..=ops {
+            for mode in [CutMode::Before, CutMode::TearPrefix, CutMode::TearBits] {
+                let device = device()?;
+                restore(&device, fixture)?;
+                let at = device.ops() + op;
+                device.part.borrow_mut().cut_at(at, mode);
+                let cut = device.boot(&config, &mut vec![0u8; ARENA]).map(drop);
+                assert!(cut.is_err() && device.part.borrow().is_cut(), "{fixture}: the cut at op {op} did not happen");
+                device.part.borrow_mut().restore_power();
+                check_booted(&device, fixture != "state_v1.hex")
+                    .map_err(|e| format!("{fixture} cut {mode:?} at {op}: {e}"))?;
+                runs += 1;
+            }
+        }
+    }
+    assert!(runs >= 9, "{runs} cut runs");
+    Ok(())
+}
