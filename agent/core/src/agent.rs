@@ -831,19 +831,26 @@ impl<'c, F: NorFlash, S: StateStore, V: Validator> Agent<'c, F, S, V> {
         Some((slot::set_offset(current.size)?, set.size))
     }
 
+    /// Copies the next piece of the set the running model's slot already holds (at most
+    /// [`crate::Work::erase_bytes`] per call), through the writer `start_artifact` set up.
     fn copy_set<T: Transport>(&mut self, job: Job, net: &mut T, clock: &impl Clock) -> Result<(), AgentError> {
         let Some((from, len)) = self.reusable_set(&job) else { return Ok(()) };
         let [a, b] = &mut self.slots;
         let (active, inactive) = if self.state.active == 0 { (a, b) } else { (b, a) };
-        let dest = slot::set_offset(job.image.size).unwrap_or(0);
-        let mut writer = Writer::new(dest, dest.saturating_add(len), self.config.erased, self.slot_erased);
-        match slot::copy(active, from, len, inactive, &mut writer) {
+        let done = self.received.min(len);
+        let piece = match self.config.work.erase_bytes {
+            0 => len - done,
+            n => n.min(len - done),
+        };
+        match slot::copy(active, from.saturating_add(done), piece, inactive, &mut self.writer) {
             Ok(()) => {}
             Err(WriteError::Torn) => return self.restart(job, net, clock),
             Err(_) => return self.finish(job, Err(ErrorCode::FLASH_ERROR), None),
         }
-        self.writer = writer;
-        self.received = len;
+        self.received = done + piece;
+        if self.received < len {
+            return Ok(());
+        }
         self.artifact_done(job, net, clock)
     }
 

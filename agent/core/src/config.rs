@@ -63,7 +63,8 @@ impl core::fmt::Debug for Config<'_> {
 /// Bounds on the flash and inference work of one call (0: no bound).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Work {
-    /// Bytes of the inactive slot erased per call (rounded up to whole sectors).
+    /// Bytes of flash work on the inactive slot per call: erased (rounded up to whole
+    /// sectors), or copied when the running model's slot already holds the validation set.
     pub erase_bytes: u32,
     /// Validation records run per call.
     pub records: u32,

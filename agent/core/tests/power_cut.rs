@@ -153,7 +153,8 @@ fn scenarios(m: &Models) -> Result<Vec<Scenario>, BoxError> {
         },
         Scenario {
             product: Product::NoTrial,
-            work: Work::default(),
+            // The set the device has is copied, 4 KiB per poll.
+            work: Work { erase_bytes: 4096, records: 0 },
             name: "second update",
             setup: vec![Step::Offer(first)],
             step: Step::Offer(offer(

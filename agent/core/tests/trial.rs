@@ -205,3 +205,51 @@ fn erase_and_validation_run_a_bounded_piece_per_poll() -> TestResult {
     assert_eq!(accuracy, unbounded, "the pieces add up to the same measurement");
     Ok(())
 }
+
+#[test]
+fn a_set_the_device_has_is_copied_a_piece_per_poll() -> TestResult {
+    use mota_agent::state::Phase;
+    let (old, new, set) = models()?;
+    let device = D::new(Layout::uniform(4, 0xFF), &old)?;
+    let config = config(&old)?;
+    let mut arena = vec![0u8; ARENA];
+    let mut agent = device.boot(&config, &mut arena)?;
+    let mut backend = Backend::default();
+    backend.publish_offer(&offer(&new, OfferSpec { counter: 1, set: Some(&set), ..Default::default() })?);
+    drive(&mut agent, &mut backend, &TestClock::default())?;
+    drop(agent);
+
+    // The next update names the same set: the device copies it from the running slot,
+    // 1 KiB per poll.
+    let config = Config { work: Work { erase_bytes: 1024, records: 0 }, ..config };
+    let mut agent = device.boot(&config, &mut arena)?;
+    let back = offer(
+        &old,
+        OfferSpec { rollout: 8, counter: 1, base: Some(&new), set: Some(&set), max_drop: 1000, ..Default::default() },
+    )?;
+    backend.publish_offer(&back);
+    let clock = TestClock::default();
+    let mut net = Net::default();
+    let gets = backend.gets;
+    agent.hello(&mut net, &clock)?; // delivers the held report: the device is free
+    agent.handle(Kind::Offer, &back.envelope, &mut net, &clock)?;
+    let mut copying = 0;
+    for _ in 0..10_000 {
+        match agent.state().job.map(|j| j.phase) {
+            Some(Phase::Set) => copying += 1,
+            None if agent.is_idle() => break,
+            _ => {}
+        }
+        agent.poll(&mut net, &clock)?;
+        for reply in backend.take(&mut net)? {
+            agent.handle(Kind::Chunk, &reply, &mut net, &clock)?;
+        }
+    }
+    backend.take(&mut net)?;
+    assert!(copying as usize >= set.len() / 1024, "{copying} polls copying {} bytes", set.len());
+    assert_eq!(backend.terminal()?.last().map(|t| (t.rollout, t.event)), Some((8, Event::Committed)));
+    let patch_chunks = back.artifacts[1].len().div_ceil(1024) as u64;
+    assert_eq!(backend.gets - gets, patch_chunks, "the patch was downloaded, the set copied");
+    assert_eq!(agent.active_model().map(|m| m.installed.sha256), Some(Digest::of(&old)));
+    Ok(())
+}

@@ -427,8 +427,8 @@ typedef struct mota_config {
    */
   bool single_write_state;
   /**
-   * Bytes of the inactive slot erased per `mota_agent_poll` (whole sectors; 0: the
-   * whole slot at once).
+   * Bytes of the inactive slot erased (whole sectors), or of a validation set the
+   * device already has copied, per `mota_agent_poll` (0: all at once).
    */
   uint32_t erase_bytes_per_poll;
   /**

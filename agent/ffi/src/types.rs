@@ -144,8 +144,8 @@ pub struct Config {
     /// as the STM32H7's): keep the state in the journal rather than sequential-storage's
     /// map. Fixed for the life of the device.
     pub single_write_state: bool,
-    /// Bytes of the inactive slot erased per `mota_agent_poll` (whole sectors; 0: the
-    /// whole slot at once).
+    /// Bytes of the inactive slot erased (whole sectors), or of a validation set the
+    /// device already has copied, per `mota_agent_poll` (0: all at once).
     pub erase_bytes_per_poll: u32,
     /// Validation records run per `mota_agent_poll` (0: the whole set at once).
     pub records_per_poll: u32,
