@@ -161,7 +161,31 @@ fn the_erase_waits_for_a_lease_on_the_slot() -> TestResult {
     Ok(())
 }
 
-/// Polls (answering chunk requests) until idle; counts the polls spent in each phase.
+/// Polls (answering chunk requests) until idle; how many polls found the job in each
+/// phase (indexed as `Phase as usize`).
+fn polls_per_phase(
+    agent: &mut TestAgent<'_, 4, 4096>,
+    backend: &mut Backend,
+    net: &mut Net,
+    clock: &TestClock,
+) -> Result<[u32; 4], BoxError> {
+    let mut polls = [0; 4];
+    for _ in 0..10_000 {
+        match agent.state().job.map(|j| j.phase) {
+            Some(phase) => polls[phase as usize] += 1,
+            None if agent.is_idle() => break,
+            None => {}
+        }
+        agent.poll(net, clock)?;
+        for reply in backend.take(net)? {
+            agent.handle(Kind::Chunk, &reply, net, clock)?;
+        }
+    }
+    backend.take(net)?;
+    Ok(polls)
+}
+
+/// An update with `work` per poll: polls spent erasing and validating, and the accuracy.
 fn pieces(work: Work) -> Result<(u32, u32, Option<u16>), BoxError> {
     use mota_agent::state::Phase;
     let (old, new, set) = models()?;
@@ -174,20 +198,8 @@ fn pieces(work: Work) -> Result<(u32, u32, Option<u16>), BoxError> {
     let clock = TestClock::default();
     let mut net = Net::default();
     agent.handle(Kind::Offer, backend.offer.as_deref().unwrap_or_default(), &mut net, &clock)?;
-    let (mut erasing, mut validating) = (0, 0);
-    for _ in 0..10_000 {
-        match agent.state().job.map(|j| j.phase) {
-            Some(Phase::Erase) => erasing += 1,
-            Some(Phase::Validate) => validating += 1,
-            None if agent.is_idle() => break,
-            _ => {}
-        }
-        agent.poll(&mut net, &clock)?;
-        for reply in backend.take(&mut net)? {
-            agent.handle(Kind::Chunk, &reply, &mut net, &clock)?;
-        }
-    }
-    backend.take(&mut net)?;
+    let polls = polls_per_phase(&mut agent, &mut backend, &mut net, &clock)?;
+    let (erasing, validating) = (polls[Phase::Erase as usize], polls[Phase::Validate as usize]);
     let terminal = backend.terminal()?;
     assert_eq!(terminal.iter().map(|t| t.event).collect::<Vec<_>>(), [Event::Committed]);
     Ok((erasing, validating, terminal[0].accuracy))
@@ -233,19 +245,7 @@ fn a_set_the_device_has_is_copied_a_piece_per_poll() -> TestResult {
     let gets = backend.gets;
     agent.hello(&mut net, &clock)?; // delivers the held report: the device is free
     agent.handle(Kind::Offer, &back.envelope, &mut net, &clock)?;
-    let mut copying = 0;
-    for _ in 0..10_000 {
-        match agent.state().job.map(|j| j.phase) {
-            Some(Phase::Set) => copying += 1,
-            None if agent.is_idle() => break,
-            _ => {}
-        }
-        agent.poll(&mut net, &clock)?;
-        for reply in backend.take(&mut net)? {
-            agent.handle(Kind::Chunk, &reply, &mut net, &clock)?;
-        }
-    }
-    backend.take(&mut net)?;
+    let copying = polls_per_phase(&mut agent, &mut backend, &mut net, &clock)?[Phase::Set as usize];
     assert!(copying as usize >= set.len() / 1024, "{copying} polls copying {} bytes", set.len());
     assert_eq!(backend.terminal()?.last().map(|t| (t.rollout, t.event)), Some((8, Event::Committed)));
     let patch_chunks = back.artifacts[1].len().div_ceil(1024) as u64;
