@@ -97,17 +97,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_lease_pins_its_slot_across_a_switch() {
+    fn a_lease_pins_its_slot_across_a_switch() -> Result<(), &'static str> {
         let leases = Leases::new();
         assert!(leases.acquire().is_none(), "no model yet");
         leases.publish(Some(0));
-        let lease = leases.acquire().expect("active");
+        let lease = leases.acquire().ok_or("no lease on the active slot")?;
         assert_eq!(lease.slot(), 0);
         let first = lease.generation();
         leases.publish(Some(1));
         assert!(leases.held(0), "the old slot stays pinned");
         assert!(!leases.held(1));
-        let next = leases.acquire().expect("active");
+        let next = leases.acquire().ok_or("no lease on the active slot")?;
         assert_eq!((next.slot(), next.generation()), (1, first + 1));
         drop(lease);
         assert!(!leases.held(0));
@@ -116,6 +116,7 @@ mod tests {
         assert_eq!(leases.acquire().map(|l| l.generation()), Some(first + 1), "no switch, same generation");
         leases.publish(None);
         assert!(leases.acquire().is_none());
+        Ok(())
     }
 
     #[test]

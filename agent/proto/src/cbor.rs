@@ -264,7 +264,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// The argument of an item of major type `major` with a definite argument.
-    fn expect(&mut self, major: u8) -> Result<u64, Malformed> {
+    fn argument_of(&mut self, major: u8) -> Result<u64, Malformed> {
         match self.head()? {
             (m, Some(arg)) if m == major => Ok(arg),
             _ => Err(Malformed),
@@ -273,18 +273,18 @@ impl<'a> Decoder<'a> {
 
     /// An unsigned integer.
     pub fn uint(&mut self) -> Result<u64, Malformed> {
-        self.expect(UINT)
+        self.argument_of(UINT)
     }
 
     /// A byte string of definite length.
     pub fn bytes(&mut self) -> Result<&'a [u8], Malformed> {
-        let n = self.expect(BYTES)?;
+        let n = self.argument_of(BYTES)?;
         self.take(n)
     }
 
     /// A UTF-8 text string of definite length.
     pub fn text(&mut self) -> Result<&'a str, Malformed> {
-        let n = self.expect(TEXT)?;
+        let n = self.argument_of(TEXT)?;
         core::str::from_utf8(self.take(n)?).map_err(|_| Malformed)
     }
 
@@ -306,7 +306,7 @@ impl<'a> Decoder<'a> {
 
     /// The tag `expected`.
     pub fn tag(&mut self, expected: u64) -> Result<(), Malformed> {
-        if self.expect(TAG)? == expected { Ok(()) } else { Err(Malformed) }
+        if self.argument_of(TAG)? == expected { Ok(()) } else { Err(Malformed) }
     }
 
     /// A map header: the number of entries, `None` for an indefinite map.
@@ -370,7 +370,7 @@ impl<'a> Decoder<'a> {
             // Indefinite strings: definite chunks of the same major type, then a break.
             (BYTES | TEXT, None) => {
                 while !self.eat(BREAK) {
-                    let n = self.expect(major)?;
+                    let n = self.argument_of(major)?;
                     self.skip_string(major, n)?;
                 }
             }
@@ -491,7 +491,7 @@ mod tests {
     }
 
     #[test]
-    fn integers_take_the_shortest_head() {
+    fn integers_take_the_shortest_head() -> Result<(), &'static str> {
         for (v, hex) in [
             (0u64, "00"),
             (23, "17"),
@@ -505,7 +505,7 @@ mod tests {
             (u64::MAX, "1bffffffffffffffff"),
         ] {
             let mut buf = [0; 9];
-            let n = encode_into(&v, &mut buf).unwrap();
+            let n = encode_into(&v, &mut buf).ok_or("does not fit")?;
             assert_eq!(hex::encode(&buf[..n]), hex, "{v}");
             assert_eq!(encoded_len(&v), n);
             assert_eq!(decode::<u64>(&buf[..n]), Ok(v));
@@ -518,6 +518,7 @@ mod tests {
         assert_eq!(decode::<u32>(&[0x1f]), Err(Malformed), "indefinite integer");
         assert_eq!(decode::<u32>(&[0x19, 1]), Err(Malformed), "truncated");
         assert_eq!(decode::<u32>(&[]), Err(Malformed));
+        Ok(())
     }
 
     #[test]
@@ -570,7 +571,7 @@ mod tests {
     }
 
     #[test]
-    fn the_encoder_writes_counts_and_compares() {
+    fn the_encoder_writes_counts_and_compares() -> Result<(), &'static str> {
         let fields: [&dyn Encode; 4] = [&1u16, &None::<u32>, &"ab", &Some(true)];
         struct Fields<'f>(&'f [&'f dyn Encode]);
         impl Encode for Fields<'_> {
@@ -581,12 +582,13 @@ mod tests {
         }
         let value = Fields(&fields);
         let mut buf = [0; 32];
-        let n = encode_into(&value, &mut buf).unwrap();
+        let n = encode_into(&value, &mut buf).ok_or("does not fit")?;
         assert_eq!(hex::encode(&buf[..n]), "da6d6f7401a3000102626162 03f5".replace(' ', ""));
         assert_eq!(encoded_len(&value), n);
         assert!(encodes_to(&value, &buf[..n]));
         assert!(!encodes_to(&value, &buf[..n - 1]));
         assert!(!encodes_to(&value, &buf[..n + 1]));
         assert_eq!(encode_into(&value, &mut buf[..n - 1]), None);
+        Ok(())
     }
 }
