@@ -565,7 +565,7 @@ impl<'c, F: NorFlash, S: StateStore, V: Validator> Agent<'c, F, S, V> {
         self.erase_step(job, net, clock)
     }
 
-    /// Erases the next piece of the inactive slot (at most [`crate::Work::erase_bytes`],
+    /// Erases the next piece of the inactive slot (at most [`crate::Work::flash_bytes`],
     /// whole sectors) and blank-checks it; once the whole slot reads erased, the download
     /// starts. Waits while the product holds a lease on the slot (its model before a
     /// switch); a part that does not erase ends the job as `flash_error`.
@@ -576,7 +576,7 @@ impl<'c, F: NorFlash, S: StateStore, V: Validator> Agent<'c, F, S, V> {
         }
         let slot = &mut self.slots[usize::from(inactive)];
         let end = u32::try_from(slot.capacity()).map_err(|_| AgentError::Flash)?;
-        let budget = match self.config.work.erase_bytes {
+        let budget = match self.config.work.flash_bytes {
             0 => end,
             n => n,
         };
@@ -832,13 +832,13 @@ impl<'c, F: NorFlash, S: StateStore, V: Validator> Agent<'c, F, S, V> {
     }
 
     /// Copies the next piece of the set the running model's slot already holds (at most
-    /// [`crate::Work::erase_bytes`] per call), through the writer `start_artifact` set up.
+    /// [`crate::Work::flash_bytes`] per call), through the writer `start_artifact` set up.
     fn copy_set<T: Transport>(&mut self, job: Job, net: &mut T, clock: &impl Clock) -> Result<(), AgentError> {
         let Some((from, len)) = self.reusable_set(&job) else { return Ok(()) };
         let [a, b] = &mut self.slots;
         let (active, inactive) = if self.state.active == 0 { (a, b) } else { (b, a) };
         let done = self.received.min(len);
-        let piece = match self.config.work.erase_bytes {
+        let piece = match self.config.work.flash_bytes {
             0 => len - done,
             n => n.min(len - done),
         };

@@ -65,7 +65,7 @@ impl core::fmt::Debug for Config<'_> {
 pub struct Work {
     /// Bytes of flash work on the inactive slot per call: erased (rounded up to whole
     /// sectors), or copied when the running model's slot already holds the validation set.
-    pub erase_bytes: u32,
+    pub flash_bytes: u32,
     /// Validation records run per call.
     pub records: u32,
 }

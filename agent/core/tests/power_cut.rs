@@ -98,7 +98,7 @@ fn scenarios(m: &Models) -> Result<Vec<Scenario>, BoxError> {
     Ok(vec![
         base("full image", vec![], Step::Offer(first.clone()), committed(&m.v2, 7)),
         Scenario {
-            work: Work { erase_bytes: 4096, records: 7 },
+            work: Work { flash_bytes: 4096, records: 7 },
             ..base("erase and validation in pieces", vec![], Step::Offer(first.clone()), committed(&m.v2, 7))
         },
         Scenario {
@@ -154,7 +154,7 @@ fn scenarios(m: &Models) -> Result<Vec<Scenario>, BoxError> {
         Scenario {
             product: Product::NoTrial,
             // The set the device has is copied, 4 KiB per poll.
-            work: Work { erase_bytes: 4096, records: 0 },
+            work: Work { flash_bytes: 4096, records: 0 },
             name: "second update",
             setup: vec![Step::Offer(first)],
             step: Step::Offer(offer(

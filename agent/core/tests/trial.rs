@@ -207,7 +207,7 @@ fn pieces(work: Work) -> Result<(u32, u32, Option<u16>), BoxError> {
 
 #[test]
 fn erase_and_validation_run_a_bounded_piece_per_poll() -> TestResult {
-    let (erasing, validating, accuracy) = pieces(Work { erase_bytes: 4096, records: 10 })?;
+    let (erasing, validating, accuracy) = pieces(Work { flash_bytes: 4096, records: 10 })?;
     // A 32 KiB slot in 4 KiB pieces (the first erased when the offer is accepted);
     // 100 records on the new model, then 100 on the running one, 10 per poll.
     assert!(erasing >= 7, "{erasing} polls erasing");
@@ -233,7 +233,7 @@ fn a_set_the_device_has_is_copied_a_piece_per_poll() -> TestResult {
 
     // The next update names the same set: the device copies it from the running slot,
     // 1 KiB per poll.
-    let config = Config { work: Work { erase_bytes: 1024, records: 0 }, ..config };
+    let config = Config { work: Work { flash_bytes: 1024, records: 0 }, ..config };
     let mut agent = device.boot(&config, &mut arena)?;
     let back = offer(
         &old,

@@ -430,7 +430,7 @@ typedef struct mota_config {
    * Bytes of the inactive slot erased (whole sectors), or of a validation set the
    * device already has copied, per `mota_agent_poll` (0: all at once).
    */
-  uint32_t erase_bytes_per_poll;
+  uint32_t flash_bytes_per_poll;
   /**
    * Validation records run per `mota_agent_poll` (0: the whole set at once).
    */
@@ -763,7 +763,7 @@ int32_t mota_agent_handle_topic(const char *topic,
  * Time passes: call from your main loop (every few milliseconds to a second). Re-sends a
  * chunk request after `retry_ms`, delivers pending reports, copies a validation set the
  * device already has, erases the next piece of the inactive slot and runs the next
- * validation records (`erase_bytes_per_poll`, `records_per_poll`; with 0, this one call
+ * validation records (`flash_bytes_per_poll`, `records_per_poll`; with 0, this one call
  * may take as long as the whole erase or validation set).
  *
  * Returns `MOTA_OK` or a negative `mota_error` (`MOTA_ERROR_STATE`/`_FLASH`: reset).

@@ -179,7 +179,7 @@ fn config(c: &Config) -> Result<mota_agent::Config<'static>, Error> {
         retry_ms: u64::from(c.retry_ms),
         max_trials: c.max_trials,
         trial_boots: c.trial_boots,
-        work: mota_agent::Work { erase_bytes: c.erase_bytes_per_poll, records: c.records_per_poll },
+        work: mota_agent::Work { flash_bytes: c.flash_bytes_per_poll, records: c.records_per_poll },
         leases: None,
         factory,
     })
@@ -419,7 +419,7 @@ pub unsafe extern "C" fn mota_agent_handle_topic(
 /// Time passes: call from your main loop (every few milliseconds to a second). Re-sends a
 /// chunk request after `retry_ms`, delivers pending reports, copies a validation set the
 /// device already has, erases the next piece of the inactive slot and runs the next
-/// validation records (`erase_bytes_per_poll`, `records_per_poll`; with 0, this one call
+/// validation records (`flash_bytes_per_poll`, `records_per_poll`; with 0, this one call
 /// may take as long as the whole erase or validation set).
 ///
 /// Returns `MOTA_OK` or a negative `mota_error` (`MOTA_ERROR_STATE`/`_FLASH`: reset).

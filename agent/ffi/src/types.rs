@@ -146,7 +146,7 @@ pub struct Config {
     pub single_write_state: bool,
     /// Bytes of the inactive slot erased (whole sectors), or of a validation set the
     /// device already has copied, per `mota_agent_poll` (0: all at once).
-    pub erase_bytes_per_poll: u32,
+    pub flash_bytes_per_poll: u32,
     /// Validation records run per `mota_agent_poll` (0: the whole set at once).
     pub records_per_poll: u32,
 }

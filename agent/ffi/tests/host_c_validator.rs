@@ -59,7 +59,7 @@ fn the_firmware_validator_decides() -> Result<(), BoxError> {
     let config = mota_agent_ffi::types::Config {
         trial_boots: 2,
         single_write_state: true,
-        erase_bytes_per_poll: 4096,
+        flash_bytes_per_poll: 4096,
         ..*config(v1.len())
     };
     // SAFETY: live config and platform, an arena leaked for good.

@@ -61,7 +61,7 @@ pub static CONFIG: Config<'static> = Config {
     retry_ms: 1000,
     max_trials: 2,
     trial_boots: 0,
-    work: Work { erase_bytes: 0, records: 0 },
+    work: Work { flash_bytes: 0, records: 0 },
     leases: None,
     // The arena figure is what `mota model inspect` prints for the factory model.
     factory: Some(Factory {

@@ -54,7 +54,7 @@ pub fn config() -> Config<'static> {
         max_trials: 2,
         // The product's trial and the erase in pieces are fuzzed too.
         trial_boots: 2,
-        work: Work { erase_bytes: 8192, records: 0 },
+        work: Work { flash_bytes: 8192, records: 0 },
         leases: None,
         factory: Some(Factory {
             size: FACTORY.len() as u32,

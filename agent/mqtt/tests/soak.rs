@@ -41,7 +41,7 @@ const MOSQUITTO_LATE: Duration = Duration::from_secs(7);
 const PER_RECORD: Duration = Duration::from_millis(20);
 /// The bounded work of one poll: a 4 KiB sector erased, a few records run (100 ms of
 /// validation, well inside the half keep-alive at which the session pings).
-const BOUNDED: Work = Work { erase_bytes: 4096, records: 5 };
+const BOUNDED: Work = Work { flash_bytes: 4096, records: 5 };
 
 fn keep_alive() -> Duration {
     Duration::from_secs(KEEP_ALIVE_S.into())

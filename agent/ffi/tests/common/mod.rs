@@ -133,7 +133,7 @@ pub fn config(factory_len: usize) -> &'static Config {
         factory,
         trial_boots: 0,
         single_write_state: false,
-        erase_bytes_per_poll: 0,
+        flash_bytes_per_poll: 0,
         records_per_poll: 0,
     }))
 }

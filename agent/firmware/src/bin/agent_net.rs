@@ -98,7 +98,7 @@ fn main() -> ! {
         roots,
         chunk_bytes: CHUNK,
         trial_boots: TRIAL_BOOTS,
-        work: Work { erase_bytes: 4096, records: 10 },
+        work: Work { flash_bytes: 4096, records: 10 },
         leases: Some(&LEASES),
         ..demo::CONFIG
     })

@@ -53,7 +53,7 @@ pub const fn config(
         trial_boots: 0,
         // One 4 KiB sector erased per `poll`, one validation record per `poll`: the
         // loop keeps serving the network and the watchdog during an update.
-        work: Work { erase_bytes: 4096, records: 1 },
+        work: Work { flash_bytes: 4096, records: 1 },
         leases: None,
     }
 }
