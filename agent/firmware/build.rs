@@ -7,6 +7,10 @@ fn main() {
     fs::write(out.join("memory.x"), include_bytes!("memory.x")).expect("write memory.x");
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rerun-if-changed=memory.x");
+    // runtime-bench keeps a 1 MiB model and a 512 KiB arena on its stack: its stack starts
+    // at the top of the 4 MiB SSRAM2/3 that mps2-an386 and mps2-an500 both map at
+    // 0x2000_0000 instead of memory.x's 256 KiB (cortex-m-rt PROVIDEs `_stack_start`).
+    println!("cargo:rustc-link-arg-bin=runtime-bench=--defsym=_stack_start=0x20400000");
 
     let vector = "../proto/tests/vectors/envelope.hex";
     let text = fs::read_to_string(vector).expect("read the envelope vector");
