@@ -19,10 +19,11 @@ pub fn saturating_rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
 }
 
 /// `gemmlowp::RoundingDivideByPOT`: `x / 2^exponent` rounded half away from zero.
+#[inline]
 pub fn rounding_divide_by_pot(x: i32, exponent: i32) -> i32 {
     debug_assert!((0..=31).contains(&exponent));
     let exponent = exponent.clamp(0, 31);
-    let mask = ((1i64 << exponent) - 1) as i32;
+    let mask = (1u32 << exponent).wrapping_sub(1) as i32;
     let remainder = x & mask;
     let threshold = (mask >> 1) + i32::from(x < 0);
     (x >> exponent) + i32::from(remainder > threshold)
@@ -74,9 +75,22 @@ impl Multiplier {
         Self { multiplier: q_fixed as i32, shift }
     }
 
-    /// Applies it to `x` as the kernels do.
+    /// Applies it to `x` as the kernels do: [`multiply_by_quantized_multiplier`], to the
+    /// bit, in the fewest instructions (it runs once per output of every layer).
+    ///
+    /// gemmlowp's high multiply adds 2^30 to a non-negative product and `1 − 2^30` to a
+    /// negative one, then divides truncating toward zero; that equals adding 2^30 and
+    /// shifting right (flooring) in both cases, which is a multiply-long, an add and a
+    /// shift.
+    #[inline(always)]
     pub fn apply(self, x: i32) -> i32 {
-        multiply_by_quantized_multiplier(x, self.multiplier, self.shift)
+        let a = x.wrapping_shl(self.shift.clamp(0, 31) as u32);
+        let high = if a == i32::MIN && self.multiplier == i32::MIN {
+            i32::MAX
+        } else {
+            ((i64::from(a) * i64::from(self.multiplier) + (1 << 30)) >> 31) as i32
+        };
+        rounding_divide_by_pot(high, (-self.shift).clamp(0, 31))
     }
 }
 
@@ -132,6 +146,27 @@ pub fn round_f32(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 20_000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn apply_is_the_reference(x in any::<i32>(), multiplier in any::<i32>(), shift in -31i32..40) {
+            let m = Multiplier { multiplier, shift };
+            prop_assert_eq!(m.apply(x), multiply_by_quantized_multiplier(x, multiplier, shift));
+        }
+
+        #[test]
+        fn apply_is_the_reference_near_the_edges(
+            x in prop_oneof![Just(i32::MIN), Just(i32::MAX), Just(-1), Just(0), Just(1), any::<i32>()],
+            multiplier in prop_oneof![Just(i32::MIN), Just(i32::MAX), Just(1 << 30), Just(0), any::<i32>()],
+            shift in -31i32..33,
+        ) {
+            let m = Multiplier { multiplier, shift };
+            prop_assert_eq!(m.apply(x), multiply_by_quantized_multiplier(x, multiplier, shift));
+        }
+    }
 
     #[test]
     fn high_mul_matches_gemmlowp() {

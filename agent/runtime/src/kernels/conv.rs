@@ -1,12 +1,12 @@
 //! CONV_2D and DEPTHWISE_CONV_2D, int8 with per-channel (or per-tensor) weights:
 //! TFLite's `reference_integer_ops::ConvPerChannel` and `DepthwiseConvPerChannel`.
 //!
-//! The loops run output channel outermost so each channel's multiplier is derived once
-//! per invocation instead of being kept in the arena (TFLM keeps them in its tail); the
-//! integer results do not depend on the loop order.
+//! The portable loops are here; on a DSP core the dual-MAC kernels of [`super::dsp`] run
+//! instead wherever they apply (no dilation, no groups). Both give the same integers: the
+//! accumulation order does not matter in wrapping `i32` arithmetic.
 
 use super::params::{Int32s, Rescale, check_len};
-use super::{OpError, clamp_i8};
+use super::{Engine, OpError, clamp_i8, dsp};
 
 /// Geometry and quantization shared by both convolutions.
 #[derive(Debug, Clone, Copy)]
@@ -39,7 +39,7 @@ pub struct View4<'a> {
 }
 
 /// The filter taps `0..filter` that land inside `0..input` from `origin` (stride `dilation`).
-fn taps(origin: isize, dilation: usize, filter: usize, input: usize) -> core::ops::Range<usize> {
+pub(crate) fn taps(origin: isize, dilation: usize, filter: usize, input: usize) -> core::ops::Range<usize> {
     let d = dilation as isize;
     let start = if origin < 0 { (-origin + d - 1) / d } else { 0 };
     let end = ((input as isize - origin + d - 1) / d).clamp(0, filter as isize);
@@ -53,8 +53,29 @@ impl View4<'_> {
     }
 }
 
-/// NHWC input, OHWI filter, NHWC output.
+/// The sizes of a convolution, checked against its tensors.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Geometry {
+    pub input: [usize; 4],
+    pub filter: [usize; 4],
+    pub output: [usize; 4],
+}
+
+/// NHWC input, OHWI filter, NHWC output, on this target's kernels.
 pub fn conv2d(
+    p: &ConvParams<'_>,
+    input: View4<'_>,
+    filter: View4<'_>,
+    bias: Option<Int32s<'_>>,
+    output: &mut [i8],
+    output_shape: [usize; 4],
+) -> Result<(), OpError> {
+    conv2d_on(Engine::NATIVE, p, input, filter, bias, output, output_shape)
+}
+
+/// [`conv2d`] on the given kernels.
+pub fn conv2d_on(
+    engine: Engine,
     p: &ConvParams<'_>,
     input: View4<'_>,
     filter: View4<'_>,
@@ -75,6 +96,10 @@ pub fn conv2d(
     let groups = in_depth / f_depth;
     if !out_depth.is_multiple_of(groups) {
         return Err(OpError::Shape("conv groups"));
+    }
+    if engine == Engine::Dsp && groups == 1 && p.dilation == (1, 1) {
+        let g = Geometry { input: input_shape, filter: filter_shape, output: output_shape };
+        return dsp::conv2d(p, input, filter, bias, output, &g);
     }
     let filters_per_group = out_depth / groups;
     let filter_size = f_h * f_w * f_depth;
@@ -115,8 +140,22 @@ pub fn conv2d(
 /// Output channels accumulated together by the depthwise kernel.
 const DEPTHWISE_CHUNK: usize = 32;
 
-/// NHWC input, 1HWC filter (C = input channels × depth multiplier), NHWC output.
+/// NHWC input, 1HWC filter (C = input channels × depth multiplier), NHWC output, on this
+/// target's kernels.
 pub fn depthwise_conv2d(
+    p: &ConvParams<'_>,
+    input: View4<'_>,
+    filter: View4<'_>,
+    bias: Option<Int32s<'_>>,
+    output: &mut [i8],
+    output_shape: [usize; 4],
+) -> Result<(), OpError> {
+    depthwise_conv2d_on(Engine::NATIVE, p, input, filter, bias, output, output_shape)
+}
+
+/// [`depthwise_conv2d`] on the given kernels.
+pub fn depthwise_conv2d_on(
+    engine: Engine,
     p: &ConvParams<'_>,
     input: View4<'_>,
     filter: View4<'_>,
@@ -134,6 +173,10 @@ pub fn depthwise_conv2d(
     let mult = p.depth_multiplier;
     if output_shape[0] != batches || out_depth != in_depth * mult || f_depth != out_depth {
         return Err(OpError::Shape("depthwise channels"));
+    }
+    if engine == Engine::Dsp && mult == 1 && p.dilation == (1, 1) {
+        let g = Geometry { input: input_shape, filter: filter_shape, output: output_shape };
+        return dsp::depthwise_conv2d(p, input, filter, bias, output, &g);
     }
     let mut pixels = output.chunks_exact_mut(out_depth);
     for batch in 0..batches {

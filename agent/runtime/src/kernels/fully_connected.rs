@@ -4,7 +4,7 @@
 //! feed it without a RESHAPE.
 
 use super::params::{Int32s, Rescale, check_len};
-use super::{OpError, clamp_i8};
+use super::{Engine, OpError, clamp_i8, dsp};
 
 /// Quantization of a fully connected layer.
 #[derive(Debug, Clone, Copy)]
@@ -30,8 +30,22 @@ pub struct FcDims {
     pub accum_depth: usize,
 }
 
-/// `output[b][o] = Σ_d filter[o][d] × (input[b][d] + input_offset) + bias[o]`, rescaled.
+/// `output[b][o] = Σ_d filter[o][d] × (input[b][d] + input_offset) + bias[o]`, rescaled, on
+/// this target's kernels.
 pub fn fully_connected(
+    p: &FcParams<'_>,
+    input: &[i8],
+    filter: &[i8],
+    bias: Option<Int32s<'_>>,
+    output: &mut [i8],
+    dims: FcDims,
+) -> Result<(), OpError> {
+    fully_connected_on(Engine::NATIVE, p, input, filter, bias, output, dims)
+}
+
+/// [`fully_connected`] on the given kernels.
+pub fn fully_connected_on(
+    engine: Engine,
     p: &FcParams<'_>,
     input: &[i8],
     filter: &[i8],
@@ -43,6 +57,9 @@ pub fn fully_connected(
     check_len(input, batches * accum_depth, "fully connected input")?;
     check_len(filter, output_depth * accum_depth, "fully connected weights")?;
     check_len(output, batches * output_depth, "fully connected output")?;
+    if engine == Engine::Dsp {
+        return dsp::fully_connected(p, input, filter, bias, output, dims);
+    }
     // Σ w·(x + offset) = Σ w·x + offset·Σ w, exactly, in wrapping i32 arithmetic: the two
     // plain sums vectorise where the original product does not.
     for o in 0..output_depth {

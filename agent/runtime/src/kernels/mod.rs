@@ -8,12 +8,29 @@
 use core::fmt;
 
 pub mod conv;
+pub mod dsp;
 pub mod elementwise;
 pub mod fully_connected;
 pub mod params;
 pub mod pool;
 pub mod quantize;
 pub mod softmax;
+
+/// Which implementation of the heavy kernels runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// Plain Rust loops, for every target.
+    Portable,
+    /// Dual 16-bit MAC kernels over the DSP instructions ([`dsp`]); on a target without
+    /// them, the same code over their portable definitions (how the host tests it).
+    Dsp,
+}
+
+impl Engine {
+    /// The kernels this target runs: [`Engine::Dsp`] on a DSP core, otherwise
+    /// [`Engine::Portable`].
+    pub const NATIVE: Self = if cfg!(mota_dsp) { Self::Dsp } else { Self::Portable };
+}
 
 /// Why an operator cannot run as given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

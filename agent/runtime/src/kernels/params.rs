@@ -46,6 +46,7 @@ impl Int32s<'_> {
     }
 
     /// Value `i`, or 0 past the end.
+    #[inline(always)]
     pub fn get(&self, i: usize) -> i32 {
         match self.0.get(i * 4..i * 4 + 4) {
             Some(b) => i32::from_le_bytes([b[0], b[1], b[2], b[3]]),
@@ -82,6 +83,7 @@ pub struct ChannelTable<'a>(pub &'a [u8]);
 
 impl ChannelTable<'_> {
     /// The multiplier of channel `c` (zero past the end).
+    #[inline(always)]
     pub fn get(&self, c: usize) -> Multiplier {
         match self.0.get(c * CHANNEL_ENTRY..c * CHANNEL_ENTRY + CHANNEL_ENTRY) {
             Some(e) => {
@@ -103,6 +105,7 @@ impl Rescale<'_> {
     }
 
     /// The multiplier of output channel `c`.
+    #[inline(always)]
     pub fn channel(&self, c: usize) -> Multiplier {
         match *self {
             Self::PerTensor(m) => m,

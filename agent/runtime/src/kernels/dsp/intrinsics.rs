@@ -1,0 +1,251 @@
+//! The ARMv7E-M DSP instructions the DSP kernels use, and their definitions in portable
+//! Rust.
+//!
+//! On a DSP core (`cfg(mota_dsp)`) each function is one instruction in inline `asm!`: this
+//! is the only module of the runtime allowed `unsafe`. Everywhere else the same function is
+//! the portable definition below, so the DSP kernels run (and are tested against the
+//! portable kernels) on the host too. `mota-firmware`'s `dsp-check` runs both on a
+//! Cortex-M4 under QEMU and compares them bit for bit.
+//!
+//! Halfword lanes: `lo` is bits 0..16, `hi` bits 16..32. All arithmetic wraps, as the
+//! instructions do (SMLAD and SMLABB only set the Q flag on overflow, which nothing reads).
+#![allow(unsafe_code)]
+
+/// Portable definitions, on every target (the reference for the instructions).
+pub mod portable {
+    fn lo(x: u32) -> i32 {
+        i32::from(x as u16 as i16)
+    }
+
+    fn hi(x: u32) -> i32 {
+        i32::from((x >> 16) as u16 as i16)
+    }
+
+    fn pack(lo: i32, hi: i32) -> u32 {
+        u32::from(lo as u16) | (u32::from(hi as u16) << 16)
+    }
+
+    /// `SXTB16`: bytes 0 and 2, sign-extended into the two halfwords.
+    pub fn sxtb16(x: u32) -> u32 {
+        pack(i32::from(x as u8 as i8), i32::from((x >> 16) as u8 as i8))
+    }
+
+    /// `SXTB16 …, ROR #8`: bytes 1 and 3, sign-extended into the two halfwords.
+    pub fn sxtb16_ror8(x: u32) -> u32 {
+        sxtb16(x.rotate_right(8))
+    }
+
+    /// `SXTAB16`: `a`'s halfwords plus bytes 0 and 2 of `x`, sign-extended.
+    pub fn sxtab16(a: u32, x: u32) -> u32 {
+        let b = sxtb16(x);
+        pack(lo(a).wrapping_add(lo(b)), hi(a).wrapping_add(hi(b)))
+    }
+
+    /// `SXTAB16 …, ROR #8`: `a`'s halfwords plus bytes 1 and 3 of `x`, sign-extended.
+    pub fn sxtab16_ror8(a: u32, x: u32) -> u32 {
+        sxtab16(a, x.rotate_right(8))
+    }
+
+    /// `SMLAD`: `acc + lo(a)·lo(b) + hi(a)·hi(b)`.
+    pub fn smlad(a: u32, b: u32, acc: i32) -> i32 {
+        acc.wrapping_add(lo(a) * lo(b)).wrapping_add(hi(a) * hi(b))
+    }
+
+    /// `SMLABB`: `acc + lo(a)·lo(b)`.
+    pub fn smlabb(a: u32, b: u32, acc: i32) -> i32 {
+        acc.wrapping_add(lo(a) * lo(b))
+    }
+
+    /// `SMLATT`: `acc + hi(a)·hi(b)`.
+    pub fn smlatt(a: u32, b: u32, acc: i32) -> i32 {
+        acc.wrapping_add(hi(a) * hi(b))
+    }
+
+    /// [`super::depthwise_4x3`] once its lengths are checked (shorter slices read as
+    /// zeros).
+    pub fn depthwise_4x3(x: &[u8], w: &[u8], stride: usize, offset: u32, mut acc: [i32; 4]) -> [i32; 4] {
+        let word = |b: &[u8], at: usize| b.get(at..at + 4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        for t in 0..3 {
+            let (x, w) = (word(x, t * stride), word(w, t * stride));
+            let (xl, xh, wl, wh) = (sxtab16(offset, x), sxtab16_ror8(offset, x), sxtb16(w), sxtb16_ror8(w));
+            acc = [smlabb(xl, wl, acc[0]), smlabb(xh, wh, acc[1]), smlatt(xl, wl, acc[2]), smlatt(xh, wh, acc[3])];
+        }
+        acc
+    }
+}
+
+#[cfg(not(mota_dsp))]
+pub use portable::{smlabb, smlad, smlatt, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8};
+
+#[cfg(mota_dsp)]
+pub use cortex_m::{smlabb, smlad, smlatt, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8};
+
+/// Three depthwise taps `stride` bytes apart for four channels: adds
+/// `w[t·stride + k] · (x[t·stride + k] + offset)` (offset in both lanes of `offset`) for
+/// `t` in 0..3 to `acc[k]`. `None` when a slice is shorter than `2·stride + 4`.
+#[inline(always)]
+pub fn depthwise_4x3(x: &[u8], w: &[u8], stride: usize, offset: u32, acc: [i32; 4]) -> Option<[i32; 4]> {
+    let reach = stride.checked_mul(2)?.checked_add(4)?;
+    if x.len() < reach || w.len() < reach {
+        return None;
+    }
+    #[cfg(mota_dsp)]
+    return Some(cortex_m::depthwise_4x3(x, w, stride, offset, acc));
+    #[cfg(not(mota_dsp))]
+    return Some(portable::depthwise_4x3(x, w, stride, offset, acc));
+}
+
+/// The instructions themselves.
+#[cfg(mota_dsp)]
+mod cortex_m {
+    use core::arch::asm;
+
+    /// `SXTB16`.
+    #[inline(always)]
+    pub fn sxtb16(x: u32) -> u32 {
+        let out: u32;
+        // SAFETY: one register-to-register DSP instruction; no memory, stack or flags.
+        unsafe { asm!("sxtb16 {0}, {1}", out(reg) out, in(reg) x, options(pure, nomem, nostack, preserves_flags)) };
+        out
+    }
+
+    /// `SXTB16 …, ROR #8`.
+    #[inline(always)]
+    pub fn sxtb16_ror8(x: u32) -> u32 {
+        let out: u32;
+        // SAFETY: one register-to-register DSP instruction; no memory, stack or flags.
+        unsafe {
+            asm!("sxtb16 {0}, {1}, ror #8", out(reg) out, in(reg) x, options(pure, nomem, nostack, preserves_flags))
+        };
+        out
+    }
+
+    /// `SXTAB16`.
+    #[inline(always)]
+    pub fn sxtab16(a: u32, x: u32) -> u32 {
+        let out: u32;
+        // SAFETY: one register-to-register DSP instruction; no memory, stack or flags.
+        unsafe {
+            asm!("sxtab16 {0}, {1}, {2}", out(reg) out, in(reg) a, in(reg) x, options(pure, nomem, nostack, preserves_flags))
+        };
+        out
+    }
+
+    /// `SXTAB16 …, ROR #8`.
+    #[inline(always)]
+    pub fn sxtab16_ror8(a: u32, x: u32) -> u32 {
+        let out: u32;
+        // SAFETY: one register-to-register DSP instruction; no memory, stack or flags.
+        unsafe {
+            asm!(
+                "sxtab16 {0}, {1}, {2}, ror #8",
+                out(reg) out, in(reg) a, in(reg) x,
+                options(pure, nomem, nostack, preserves_flags)
+            )
+        };
+        out
+    }
+
+    /// `SMLAD` (sets Q on overflow, which nothing reads: `preserves_flags` covers NZCV only).
+    #[inline(always)]
+    pub fn smlad(a: u32, b: u32, acc: i32) -> i32 {
+        let out: i32;
+        // SAFETY: one register-to-register DSP instruction; no memory or stack.
+        unsafe {
+            asm!(
+                "smlad {0}, {1}, {2}, {3}",
+                out(reg) out, in(reg) a, in(reg) b, in(reg) acc,
+                options(pure, nomem, nostack, preserves_flags)
+            )
+        };
+        out
+    }
+
+    /// `SMLABB`.
+    #[inline(always)]
+    pub fn smlabb(a: u32, b: u32, acc: i32) -> i32 {
+        let out: i32;
+        // SAFETY: one register-to-register DSP instruction; no memory or stack.
+        unsafe {
+            asm!(
+                "smlabb {0}, {1}, {2}, {3}",
+                out(reg) out, in(reg) a, in(reg) b, in(reg) acc,
+                options(pure, nomem, nostack, preserves_flags)
+            )
+        };
+        out
+    }
+
+    /// The three taps of [`super::depthwise_4x3`] in one block, every operand in a
+    /// register: the taps are loaded at `[x]`, `[x, stride]` and `[x, stride, lsl #1]`.
+    #[inline(always)]
+    pub fn depthwise_4x3(x: &[u8], w: &[u8], stride: usize, offset: u32, acc: [i32; 4]) -> [i32; 4] {
+        let [mut a0, mut a1, mut a2, mut a3] = acc;
+        // SAFETY: the caller checked that `x` and `w` hold at least `2·stride + 4` bytes,
+        // so the six word loads stay inside them; unaligned word loads are allowed on
+        // ARMv7-M. Only registers and the two slices are touched.
+        unsafe {
+            asm!(
+                "ldr {xv}, [{xp}]",
+                "ldr {wv}, [{wp}]",
+                "sxtab16 {t}, {off}, {xv}",
+                "sxtb16 {u}, {wv}",
+                "smlabb {a0}, {t}, {u}, {a0}",
+                "smlatt {a2}, {t}, {u}, {a2}",
+                "sxtab16 {t}, {off}, {xv}, ror #8",
+                "sxtb16 {u}, {wv}, ror #8",
+                "smlabb {a1}, {t}, {u}, {a1}",
+                "smlatt {a3}, {t}, {u}, {a3}",
+                "ldr {xv}, [{xp}, {st}]",
+                "ldr {wv}, [{wp}, {st}]",
+                "sxtab16 {t}, {off}, {xv}",
+                "sxtb16 {u}, {wv}",
+                "smlabb {a0}, {t}, {u}, {a0}",
+                "smlatt {a2}, {t}, {u}, {a2}",
+                "sxtab16 {t}, {off}, {xv}, ror #8",
+                "sxtb16 {u}, {wv}, ror #8",
+                "smlabb {a1}, {t}, {u}, {a1}",
+                "smlatt {a3}, {t}, {u}, {a3}",
+                "ldr {xv}, [{xp}, {st}, lsl #1]",
+                "ldr {wv}, [{wp}, {st}, lsl #1]",
+                "sxtab16 {t}, {off}, {xv}",
+                "sxtb16 {u}, {wv}",
+                "smlabb {a0}, {t}, {u}, {a0}",
+                "smlatt {a2}, {t}, {u}, {a2}",
+                "sxtab16 {t}, {off}, {xv}, ror #8",
+                "sxtb16 {u}, {wv}, ror #8",
+                "smlabb {a1}, {t}, {u}, {a1}",
+                "smlatt {a3}, {t}, {u}, {a3}",
+                xp = in(reg) x.as_ptr(),
+                wp = in(reg) w.as_ptr(),
+                st = in(reg) stride,
+                off = in(reg) offset,
+                a0 = inout(reg) a0,
+                a1 = inout(reg) a1,
+                a2 = inout(reg) a2,
+                a3 = inout(reg) a3,
+                xv = out(reg) _,
+                wv = out(reg) _,
+                t = out(reg) _,
+                u = out(reg) _,
+                options(pure, readonly, nostack, preserves_flags)
+            )
+        };
+        [a0, a1, a2, a3]
+    }
+
+    /// `SMLATT`.
+    #[inline(always)]
+    pub fn smlatt(a: u32, b: u32, acc: i32) -> i32 {
+        let out: i32;
+        // SAFETY: one register-to-register DSP instruction; no memory or stack.
+        unsafe {
+            asm!(
+                "smlatt {0}, {1}, {2}, {3}",
+                out(reg) out, in(reg) a, in(reg) b, in(reg) acc,
+                options(pure, nomem, nostack, preserves_flags)
+            )
+        };
+        out
+    }
+}
