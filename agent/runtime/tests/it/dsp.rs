@@ -157,6 +157,19 @@ proptest! {
         }
     }
 
+    /// The shapes the assembly blocks take (1×1 and 3×3 filters, stride 1, 8 or 16
+    /// channels), which random shapes rarely hit.
+    #[test]
+    fn conv2d_blocks_are_bit_exact(c in case(), depth in prop_oneof![Just(8usize), Just(16)], three in any::<bool>()) {
+        let f = if three { 3 } else { 1 };
+        let c = Case { input: [c.input[0], c.input[1], c.input[2], depth], filter: (f, f), stride: (1, 1), padding: (c.padding.0 % f, c.padding.1 % f), ..c };
+        let filter_shape = [c.out_depth, f, f, depth];
+        if let Some((portable, dsp)) = both(conv::conv2d_on, &c, filter_shape, c.out_depth) {
+            prop_assert!(portable.is_ok());
+            prop_assert_eq!(portable, dsp);
+        }
+    }
+
     #[test]
     fn depthwise_is_bit_exact(c in case()) {
         let depth = c.input[3];

@@ -61,6 +61,18 @@ pub mod portable {
         acc.wrapping_add(hi(a) * hi(b))
     }
 
+    /// [`super::conv_2x2`] once its lengths are checked.
+    pub fn conv_2x2<const DX: usize, const DW: usize>(x: &[u8], w: &[u8], run: usize, mut acc: [i32; 4]) -> [i32; 4] {
+        let word = |b: &[u8], at: usize| b.get(at..at + 4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        for k in (0..run).step_by(4) {
+            let (xa, xb, wa, wb) = (word(x, k), word(x, DX + k), word(w, k), word(w, DW + k));
+            for (i, (x, w)) in [(xa, wa), (xa, wb), (xb, wa), (xb, wb)].into_iter().enumerate() {
+                acc[i] = smlad(sxtb16_ror8(x), sxtb16_ror8(w), smlad(sxtb16(x), sxtb16(w), acc[i]));
+            }
+        }
+        acc
+    }
+
     /// [`super::depthwise_4x3`] once its lengths are checked (shorter slices read as
     /// zeros).
     pub fn depthwise_4x3(x: &[u8], w: &[u8], stride: usize, offset: u32, mut acc: [i32; 4]) -> [i32; 4] {
@@ -79,6 +91,22 @@ pub use portable::{smlabb, smlad, smlatt, sxtab16, sxtab16_ror8, sxtb16, sxtb16_
 
 #[cfg(mota_dsp)]
 pub use cortex_m::{smlabb, smlad, smlatt, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8};
+
+/// A 2 × 2 block of a convolution over runs of `run` bytes (a positive multiple of 4):
+/// the second pixel's run starts `DX` bytes after the first's in `x`, the second output
+/// channel's weights `DW` bytes after the first's in `w`, and `acc` gains
+/// `[x0·w0, x0·w1, x1·w0, x1·w1]` (raw products: the caller adds the input offset times
+/// the weights' sum). `None` when a slice is too short or `run` is not a positive
+/// multiple of 4.
+pub fn conv_2x2<const DX: usize, const DW: usize>(x: &[u8], w: &[u8], run: usize, acc: [i32; 4]) -> Option<[i32; 4]> {
+    if run == 0 || !run.is_multiple_of(4) || x.len() < DX + run || w.len() < DW + run {
+        return None;
+    }
+    #[cfg(mota_dsp)]
+    return Some(cortex_m::conv_2x2::<DX, DW>(x, w, run, acc));
+    #[cfg(not(mota_dsp))]
+    return Some(portable::conv_2x2::<DX, DW>(x, w, run, acc));
+}
 
 /// Three depthwise taps `stride` bytes apart for four channels: adds
 /// `w[t·stride + k] · (x[t·stride + k] + offset)` (offset in both lanes of `offset`) for
@@ -174,6 +202,69 @@ mod cortex_m {
             )
         };
         out
+    }
+
+    /// The loop of [`super::conv_2x2`]: the second pixel and the second filter are `DX`
+    /// and `DW` bytes on (immediate offsets) and the input offset is left to the caller,
+    /// so the two pointers, the counter, the four accumulators, the four widened weight
+    /// halves and one input register fill the twelve registers `asm!` may use, with
+    /// nothing spilled. Each input word is loaded
+    /// twice (once per half) instead of being kept.
+    #[inline(always)]
+    pub fn conv_2x2<const DX: usize, const DW: usize>(x: &[u8], w: &[u8], run: usize, acc: [i32; 4]) -> [i32; 4] {
+        let [mut a00, mut a01, mut a10, mut a11] = acc;
+        // SAFETY: the caller checked that `run` is a positive multiple of 4, that `x` holds
+        // `DX + run` bytes and `w` `DW + run`; the loop runs `run / 4` times and reads the
+        // words at `k` and `DX + k` of `x`, `k` and `DW + k` of `w`, for `k < run`,
+        // advancing each pointer by 4 per turn.
+        // Unaligned word loads are allowed on ARMv7-M. Only registers and the two slices
+        // are touched.
+        unsafe {
+            asm!(
+                "2:",
+                "ldr {wbh}, [{wp}, #{dw}]",
+                "ldr {wah}, [{wp}], #4",
+                "sxtb16 {wal}, {wah}",
+                "sxtb16 {wah}, {wah}, ror #8",
+                "sxtb16 {wbl}, {wbh}",
+                "sxtb16 {wbh}, {wbh}, ror #8",
+                "ldr {t}, [{xp}]",
+                "sxtb16 {t}, {t}",
+                "smlad {a00}, {t}, {wal}, {a00}",
+                "smlad {a01}, {t}, {wbl}, {a01}",
+                "ldr {t}, [{xp}]",
+                "sxtb16 {t}, {t}, ror #8",
+                "smlad {a00}, {t}, {wah}, {a00}",
+                "smlad {a01}, {t}, {wbh}, {a01}",
+                "ldr {t}, [{xp}, #{dx}]",
+                "sxtb16 {t}, {t}",
+                "smlad {a10}, {t}, {wal}, {a10}",
+                "smlad {a11}, {t}, {wbl}, {a11}",
+                "ldr {t}, [{xp}, #{dx}]",
+                "adds {xp}, #4",
+                "sxtb16 {t}, {t}, ror #8",
+                "smlad {a10}, {t}, {wah}, {a10}",
+                "smlad {a11}, {t}, {wbh}, {a11}",
+                "subs {n}, #1",
+                "bne 2b",
+                dx = const DX,
+                dw = const DW,
+                xp = inout(reg) x.as_ptr() => _,
+                wp = inout(reg) w.as_ptr() => _,
+                n = inout(reg) run / 4 => _,
+                a00 = inout(reg) a00,
+                a01 = inout(reg) a01,
+                a10 = inout(reg) a10,
+                a11 = inout(reg) a11,
+                wal = out(reg) _,
+                wah = out(reg) _,
+                wbl = out(reg) _,
+                wbh = out(reg) _,
+                t = out(reg) _,
+                options(pure, readonly, nostack)
+            )
+        };
+        [a00, a01, a10, a11]
     }
 
     /// The three taps of [`super::depthwise_4x3`] in one block, every operand in a

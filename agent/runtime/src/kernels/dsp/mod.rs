@@ -21,11 +21,12 @@ pub mod intrinsics;
 
 use bytemuck::cast_slice;
 
-use self::intrinsics::{depthwise_4x3, smlabb, smlad, smlatt, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8};
+use self::intrinsics::{conv_2x2, depthwise_4x3, smlabb, smlad, smlatt, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8};
 use super::conv::{ConvParams, Geometry, taps};
 use super::fully_connected::{FcDims, FcParams};
 use super::params::{Int32s, Rescale};
 use super::{OpError, clamp_i8};
+use crate::arith::Multiplier;
 
 /// `offset` in both 16-bit lanes.
 fn lanes(offset: i32) -> u32 {
@@ -122,8 +123,17 @@ pub(crate) fn conv2d(
     let [_, out_h, out_w, _] = g.output;
     let filter_size = f_h * f_w * depth;
     let (stride_h, stride_w) = p.stride;
-    if out_depth == 0 {
+    if out_depth == 0 || depth == 0 {
         return Err(OpError::Shape("conv channels"));
+    }
+    if let Some(block) = block(stride_w * depth, filter_size) {
+        if (f_h, f_w, stride_h, stride_w) == (1, 1, 1, 1) && p.padding == (0, 0) {
+            return pointwise_packed(p, input, filter, bias, output, depth, block);
+        }
+        return conv_blocked(p, input, filter, bias, output, g, block);
+    }
+    if (f_h, f_w) == (1, 1) && p.padding == (0, 0) {
+        return pointwise(p, input, filter, bias, output, g);
     }
     let mut pixels = output.chunks_exact_mut(out_depth);
     for batch in 0..batches {
@@ -208,6 +218,246 @@ pub(crate) fn conv2d(
     Ok(())
 }
 
+/// Rescales, offsets and clamps one accumulator (bias already added) with the channel's
+/// multiplier.
+#[inline(always)]
+fn finish(m: Multiplier, acc: i32, p: &ConvParams<'_>) -> i8 {
+    clamp_i8(m.apply(acc).wrapping_add(p.output_offset), p.act.0, p.act.1)
+}
+
+/// CONV_2D with a 1×1 filter (the pointwise half of a depthwise-separable block): every
+/// output pixel is one input pixel times the filter matrix, so the runs are whole pixels
+/// and whole filter rows, walked without any index arithmetic.
+fn pointwise(
+    p: &ConvParams<'_>,
+    input: &[u8],
+    filter: &[u8],
+    bias: Option<Int32s<'_>>,
+    output: &mut [i8],
+    g: &Geometry,
+) -> Result<(), OpError> {
+    let [_, in_h, in_w, depth] = g.input;
+    let [out_depth, ..] = g.filter;
+    let [_, out_h, out_w, _] = g.output;
+    let plane = out_h * out_w;
+    let pixel = |i: usize| {
+        let (batch, oy, ox) = (i / plane, i % plane / out_w, i % out_w);
+        let start = ((batch * in_h + oy * p.stride.0) * in_w + ox * p.stride.1) * depth;
+        input.get(start..start + depth).ok_or(OpError::Shape("conv input"))
+    };
+    let filters = filter.get(..out_depth * depth).ok_or(OpError::Shape("conv filter"))?;
+    let mut pairs = output.chunks_exact_mut(2 * out_depth);
+    let mut i = 0;
+    for pair in pairs.by_ref() {
+        let (o0, o1) = pair.split_at_mut(out_depth);
+        let (x0, x1) = (pixel(i)?, pixel(i + 1)?);
+        let mut oc = 0;
+        let ws = filters.chunks_exact(2 * depth);
+        let last = ws.remainder();
+        for ((w, y0), y1) in ws.zip(o0.chunks_exact_mut(2)).zip(o1.chunks_exact_mut(2)) {
+            let (w0, w1) = w.split_at(depth);
+            let (b0, b1) = (bias_of(bias, oc), bias_of(bias, oc + 1));
+            let mut acc = [b0, b1, b0, b1];
+            dot_2x2(x0, x1, w0, w1, p.input_offset, &mut acc);
+            let (m0, m1) = (p.rescale.channel(oc), p.rescale.channel(oc + 1));
+            y0[0] = finish(m0, acc[0], p);
+            y0[1] = finish(m1, acc[1], p);
+            y1[0] = finish(m0, acc[2], p);
+            y1[1] = finish(m1, acc[3], p);
+            oc += 2;
+        }
+        if !last.is_empty() {
+            let b = bias_of(bias, oc);
+            let mut acc = [b; 4];
+            dot_2x2(x0, x1, last, last, p.input_offset, &mut acc);
+            let m = p.rescale.channel(oc);
+            if let (Some(y0), Some(y1)) = (o0.last_mut(), o1.last_mut()) {
+                (*y0, *y1) = (finish(m, acc[0], p), finish(m, acc[2], p));
+            }
+        }
+        i += 2;
+    }
+    let rest = pairs.into_remainder();
+    if !rest.is_empty() {
+        let x = pixel(i)?;
+        for (oc, y) in rest.iter_mut().enumerate() {
+            let w = filters.get(oc * depth..(oc + 1) * depth).ok_or(OpError::Shape("conv filter"))?;
+            let mut acc = [bias_of(bias, oc); 2];
+            dot_1x2(x, w, w, p.input_offset, &mut acc);
+            *y = finish(p.rescale.channel(oc), acc[0], p);
+        }
+    }
+    Ok(())
+}
+
+/// A 2 × 2 block (see [`conv_2x2`]) compiled for one pair of strides.
+type Block = fn(&[u8], &[u8], usize, [i32; 4]) -> Option<[i32; 4]>;
+
+/// The block for a convolution whose neighbouring pixels are `dx` bytes apart in the
+/// input and whose filters are `dw` bytes long, for the shapes models use: 1×1 filters
+/// (`dx = dw = channels`) and 3×3 ones with stride 1 (`dw = 9·dx`).
+fn block(dx: usize, dw: usize) -> Option<Block> {
+    Some(match (dx, dw) {
+        (8, 8) => conv_2x2::<8, 8>,
+        (16, 16) => conv_2x2::<16, 16>,
+        (24, 24) => conv_2x2::<24, 24>,
+        (32, 32) => conv_2x2::<32, 32>,
+        (48, 48) => conv_2x2::<48, 48>,
+        (64, 64) => conv_2x2::<64, 64>,
+        (96, 96) => conv_2x2::<96, 96>,
+        (128, 128) => conv_2x2::<128, 128>,
+        (192, 192) => conv_2x2::<192, 192>,
+        (256, 256) => conv_2x2::<256, 256>,
+        (8, 72) => conv_2x2::<8, 72>,
+        (16, 144) => conv_2x2::<16, 144>,
+        (32, 288) => conv_2x2::<32, 288>,
+        (64, 576) => conv_2x2::<64, 576>,
+        (128, 1152) => conv_2x2::<128, 1152>,
+        _ => return None,
+    })
+}
+
+/// CONV_2D with output-channel pairs as the outer loop: each pair's
+/// `bias + offset · Σw` is computed once, then every pair of neighbouring pixels whose
+/// windows lie inside the image is a [`Block`] over raw bytes per filter row. Pixels on
+/// the border (windows cut by the padding) take the offset-adding 1 × 2 path.
+fn conv_blocked(
+    p: &ConvParams<'_>,
+    input: &[u8],
+    filter: &[u8],
+    bias: Option<Int32s<'_>>,
+    output: &mut [i8],
+    g: &Geometry,
+    block: Block,
+) -> Result<(), OpError> {
+    let [batches, in_h, in_w, depth] = g.input;
+    let [out_depth, f_h, f_w, _] = g.filter;
+    let [_, out_h, out_w, _] = g.output;
+    let filter_size = f_h * f_w * depth;
+    let row_len = f_w * depth;
+    let (stride_h, stride_w) = p.stride;
+    let short = || OpError::Shape("conv input");
+    let sum = |w: &[u8]| w.iter().fold(0i32, |s, &w| s.wrapping_add(i32::from(w as i8)));
+    let mut oc = 0;
+    while oc < out_depth {
+        let next = (oc + 1).min(out_depth - 1);
+        let w0 = filter.get(oc * filter_size..(oc + 1) * filter_size).ok_or(OpError::Shape("conv filter"))?;
+        let w1 = filter.get(next * filter_size..(next + 1) * filter_size).ok_or(OpError::Shape("conv filter"))?;
+        let pair = next != oc;
+        let (c0, c1) = (bias_of(bias, oc), bias_of(bias, next));
+        let (b0, b1) = (
+            c0.wrapping_add(p.input_offset.wrapping_mul(sum(w0))),
+            c1.wrapping_add(p.input_offset.wrapping_mul(sum(w1))),
+        );
+        let (m0, m1) = (p.rescale.channel(oc), p.rescale.channel(next));
+        let mut put = |pixel: usize, acc: [i32; 2]| {
+            if let Some(y) = output.get_mut(pixel * out_depth + oc) {
+                *y = finish(m0, acc[0], p);
+            }
+            if let Some(y) = output.get_mut(pixel * out_depth + next).filter(|_| pair) {
+                *y = finish(m1, acc[1], p);
+            }
+        };
+        for batch in 0..batches {
+            for oy in 0..out_h {
+                let y0 = (oy * stride_h) as isize - p.padding.0 as isize;
+                let rows = taps(y0, 1, f_h, in_h);
+                let x_at =
+                    |fy: usize, x0: isize| ((batch * in_h + (y0 + fy as isize) as usize) * in_w + x0 as usize) * depth;
+                let mut ox = 0;
+                while ox < out_w {
+                    let pixel = (batch * out_h + oy) * out_w + ox;
+                    let x0 = (ox * stride_w) as isize - p.padding.1 as isize;
+                    let cols = taps(x0, 1, f_w, in_w);
+                    let inside = |cols: &core::ops::Range<usize>| rows.len() == f_h && cols.len() == f_w;
+                    if pair && ox + 1 < out_w && inside(&cols) && inside(&taps(x0 + stride_w as isize, 1, f_w, in_w)) {
+                        let mut acc = [b0, b1, b0, b1];
+                        for fy in 0..f_h {
+                            let x = input.get(x_at(fy, x0)..).ok_or_else(short)?;
+                            let w = filter.get(oc * filter_size + fy * row_len..).ok_or_else(short)?;
+                            acc = block(x, w, row_len, acc).ok_or_else(short)?;
+                        }
+                        put(pixel, [acc[0], acc[1]]);
+                        put(pixel + 1, [acc[2], acc[3]]);
+                        ox += 2;
+                    } else {
+                        let mut acc = [c0, c1];
+                        for fy in rows.clone() {
+                            let start = x_at(fy, x0 + cols.start as isize);
+                            let run = cols.len() * depth;
+                            let x = input.get(start..start + run).ok_or_else(short)?;
+                            let at = (fy * f_w + cols.start) * depth;
+                            let (v0, v1) = (w0.get(at..at + run), w1.get(at..at + run));
+                            dot_1x2(x, v0.ok_or_else(short)?, v1.ok_or_else(short)?, p.input_offset, &mut acc);
+                        }
+                        put(pixel, acc);
+                        ox += 1;
+                    }
+                }
+            }
+        }
+        oc += 2;
+    }
+    Ok(())
+}
+
+/// Pointwise CONV_2D with stride 1: the input is a `pixels × depth` matrix and the filter
+/// an `out_depth × depth` one, each row next to the one after it, so a block is one call
+/// per pair of pixels and pair of channels, with no window to find.
+fn pointwise_packed(
+    p: &ConvParams<'_>,
+    input: &[u8],
+    filter: &[u8],
+    bias: Option<Int32s<'_>>,
+    output: &mut [i8],
+    depth: usize,
+    block: Block,
+) -> Result<(), OpError> {
+    let out_depth = filter.len() / depth;
+    let pixels = input.len() / depth;
+    let short = || OpError::Shape("conv input");
+    let sum = |w: &[u8]| w.iter().fold(0i32, |s, &w| s.wrapping_add(i32::from(w as i8)));
+    let base = |oc: usize, w: &[u8]| bias_of(bias, oc).wrapping_add(p.input_offset.wrapping_mul(sum(w)));
+    let mut put = |pixel: usize, oc: usize, m: Multiplier, acc: i32| {
+        if let Some(y) = output.get_mut(pixel * out_depth + oc) {
+            *y = finish(m, acc, p);
+        }
+    };
+    let pairs = filter.chunks_exact(2 * depth);
+    let last = pairs.remainder();
+    for (j, w) in pairs.enumerate() {
+        let oc = 2 * j;
+        let (w0, w1) = w.split_at(depth);
+        let (b0, b1) = (base(oc, w0), base(oc + 1, w1));
+        let (m0, m1) = (p.rescale.channel(oc), p.rescale.channel(oc + 1));
+        let xs = input.chunks_exact(2 * depth);
+        let odd = xs.remainder();
+        for (i, x) in xs.enumerate() {
+            let [a00, a01, a10, a11] = block(x, w, depth, [b0, b1, b0, b1]).ok_or_else(short)?;
+            put(2 * i, oc, m0, a00);
+            put(2 * i, oc + 1, m1, a01);
+            put(2 * i + 1, oc, m0, a10);
+            put(2 * i + 1, oc + 1, m1, a11);
+        }
+        if !odd.is_empty() {
+            let mut acc = [bias_of(bias, oc), bias_of(bias, oc + 1)];
+            dot_1x2(odd, w0, w1, p.input_offset, &mut acc);
+            put(pixels - 1, oc, m0, acc[0]);
+            put(pixels - 1, oc + 1, m1, acc[1]);
+        }
+    }
+    if !last.is_empty() {
+        let oc = out_depth - 1;
+        let m = p.rescale.channel(oc);
+        for (i, x) in input.chunks_exact(depth).enumerate() {
+            let mut acc = [bias_of(bias, oc); 2];
+            dot_1x2(x, last, last, p.input_offset, &mut acc);
+            put(i, oc, m, acc[0]);
+        }
+    }
+    Ok(())
+}
+
 /// DEPTHWISE_CONV_2D with depth multiplier 1 and no dilation (the caller checked the
 /// shapes).
 pub(crate) fn depthwise_conv2d(
@@ -242,17 +492,33 @@ pub(crate) fn depthwise_conv2d(
                     let ix = (x0 + cols.start as isize) as usize;
                     (((batch * in_h + iy) * in_w + ix) * depth, (fy * f_w + cols.start) * depth)
                 };
-                let mut c = 0;
+                // A full 3×3 window (every pixel inside the border): three row blocks per
+                // four channels, the rows found once per pixel.
+                if rows.len() == 3 && cols.len() == 3 {
+                    let row = |fy: usize| {
+                        let (x_at, w_at) = starts(rows.start + fy);
+                        (input.get(x_at..).unwrap_or(&[]), filter.get(w_at..).unwrap_or(&[]))
+                    };
+                    let (r0, r1, r2) = (row(0), row(1), row(2));
+                    let short = || OpError::Shape("depthwise input");
+                    for (k, y) in pixel.chunks_exact_mut(4).enumerate() {
+                        let c = 4 * k;
+                        let mut acc =
+                            [bias_of(bias, c), bias_of(bias, c + 1), bias_of(bias, c + 2), bias_of(bias, c + 3)];
+                        for (xs, ws) in [r0, r1, r2] {
+                            let (xs, ws) = (xs.get(c..).unwrap_or(&[]), ws.get(c..).unwrap_or(&[]));
+                            acc = depthwise_4x3(xs, ws, depth, off, acc).ok_or_else(short)?;
+                        }
+                        for (j, (y, a)) in y.iter_mut().zip(acc).enumerate() {
+                            *y = finish(p.rescale.channel(c + j), a, p);
+                        }
+                    }
+                }
+                let mut c = if rows.len() == 3 && cols.len() == 3 { depth - depth % 4 } else { 0 };
                 while c + 4 <= depth {
                     let mut acc = [bias_of(bias, c), bias_of(bias, c + 1), bias_of(bias, c + 2), bias_of(bias, c + 3)];
                     for fy in rows.clone() {
                         let (x_at, w_at) = starts(fy);
-                        if cols.len() == 3 {
-                            let (xs, ws) =
-                                (input.get(x_at + c..).unwrap_or(&[]), filter.get(w_at + c..).unwrap_or(&[]));
-                            acc = depthwise_4x3(xs, ws, depth, off, acc).ok_or(OpError::Shape("depthwise input"))?;
-                            continue;
-                        }
                         let xs = input.get(x_at + c..).unwrap_or(&[]).chunks(depth);
                         let ws = filter.get(w_at + c..).unwrap_or(&[]).chunks(depth);
                         for (x, w) in xs.zip(ws).take(cols.len()) {
