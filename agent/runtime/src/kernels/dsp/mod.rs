@@ -126,10 +126,18 @@ pub(crate) fn conv2d(
     if out_depth == 0 || depth == 0 {
         return Err(OpError::Shape("conv channels"));
     }
+    if (f_h, f_w, stride_h, stride_w) == (1, 1, 1, 1)
+        && p.padding == (0, 0)
+        && let Some(block) = block(depth, depth)
+    {
+        return pointwise_packed(p, input, filter, bias, output, depth, block);
+    }
+    if (4..=IM2COL).contains(&filter_size)
+        && let Some(block) = block(filter_size, filter_size)
+    {
+        return conv_im2col(p, input, filter, bias, output, g, block);
+    }
     if let Some(block) = block(stride_w * depth, filter_size) {
-        if (f_h, f_w, stride_h, stride_w) == (1, 1, 1, 1) && p.padding == (0, 0) {
-            return pointwise_packed(p, input, filter, bias, output, depth, block);
-        }
         return conv_blocked(p, input, filter, bias, output, g, block);
     }
     if (f_h, f_w) == (1, 1) && p.padding == (0, 0) {
@@ -218,11 +226,45 @@ pub(crate) fn conv2d(
     Ok(())
 }
 
-/// Rescales, offsets and clamps one accumulator (bias already added) with the channel's
-/// multiplier.
-#[inline(always)]
-fn finish(m: Multiplier, acc: i32, p: &ConvParams<'_>) -> i8 {
-    clamp_i8(m.apply(acc).wrapping_add(p.output_offset), p.act.0, p.act.1)
+/// One output channel's requantization with everything that does not depend on the
+/// accumulator worked out once: [`Multiplier::apply`], the output offset and the clamp.
+#[derive(Debug, Clone, Copy)]
+struct Rescaler {
+    multiplier: i32,
+    left: u32,
+    right: u32,
+    mask: i32,
+    offset: i32,
+    act: (i32, i32),
+}
+
+impl Rescaler {
+    fn new(m: Multiplier, p: &ConvParams<'_>) -> Self {
+        let right = (-m.shift).clamp(0, 31) as u32;
+        Self {
+            multiplier: m.multiplier,
+            left: m.shift.clamp(0, 31) as u32,
+            right,
+            mask: (1u32 << right).wrapping_sub(1) as i32,
+            offset: p.output_offset,
+            act: p.act,
+        }
+    }
+
+    /// The output byte for accumulator `acc` (bias already added).
+    #[inline(always)]
+    fn apply(self, acc: i32) -> i8 {
+        let a = acc.wrapping_shl(self.left);
+        let high = if a == i32::MIN && self.multiplier == i32::MIN {
+            i32::MAX
+        } else {
+            ((i64::from(a) * i64::from(self.multiplier) + (1 << 30)) >> 31) as i32
+        };
+        let threshold = (self.mask >> 1) + i32::from(high < 0);
+        let q = (high >> self.right) + i32::from(high & self.mask > threshold);
+        // The clamp bounds lie inside [-128, 127].
+        q.wrapping_add(self.offset).max(self.act.0).min(self.act.1) as i8
+    }
 }
 
 /// CONV_2D with a 1×1 filter (the pointwise half of a depthwise-separable block): every
@@ -259,20 +301,20 @@ fn pointwise(
             let (b0, b1) = (bias_of(bias, oc), bias_of(bias, oc + 1));
             let mut acc = [b0, b1, b0, b1];
             dot_2x2(x0, x1, w0, w1, p.input_offset, &mut acc);
-            let (m0, m1) = (p.rescale.channel(oc), p.rescale.channel(oc + 1));
-            y0[0] = finish(m0, acc[0], p);
-            y0[1] = finish(m1, acc[1], p);
-            y1[0] = finish(m0, acc[2], p);
-            y1[1] = finish(m1, acc[3], p);
+            let (m0, m1) = (Rescaler::new(p.rescale.channel(oc), p), Rescaler::new(p.rescale.channel(oc + 1), p));
+            y0[0] = m0.apply(acc[0]);
+            y0[1] = m1.apply(acc[1]);
+            y1[0] = m0.apply(acc[2]);
+            y1[1] = m1.apply(acc[3]);
             oc += 2;
         }
         if !last.is_empty() {
             let b = bias_of(bias, oc);
             let mut acc = [b; 4];
             dot_2x2(x0, x1, last, last, p.input_offset, &mut acc);
-            let m = p.rescale.channel(oc);
+            let m = Rescaler::new(p.rescale.channel(oc), p);
             if let (Some(y0), Some(y1)) = (o0.last_mut(), o1.last_mut()) {
-                (*y0, *y1) = (finish(m, acc[0], p), finish(m, acc[2], p));
+                (*y0, *y1) = (m.apply(acc[0]), m.apply(acc[2]));
             }
         }
         i += 2;
@@ -284,7 +326,7 @@ fn pointwise(
             let w = filters.get(oc * depth..(oc + 1) * depth).ok_or(OpError::Shape("conv filter"))?;
             let mut acc = [bias_of(bias, oc); 2];
             dot_1x2(x, w, w, p.input_offset, &mut acc);
-            *y = finish(p.rescale.channel(oc), acc[0], p);
+            *y = Rescaler::new(p.rescale.channel(oc), p).apply(acc[0]);
         }
     }
     Ok(())
@@ -308,6 +350,13 @@ fn block(dx: usize, dw: usize) -> Option<Block> {
         (128, 128) => conv_2x2::<128, 128>,
         (192, 192) => conv_2x2::<192, 192>,
         (256, 256) => conv_2x2::<256, 256>,
+        (9, 9) => conv_2x2::<9, 9>,
+        (27, 27) => conv_2x2::<27, 27>,
+        (40, 40) => conv_2x2::<40, 40>,
+        (72, 72) => conv_2x2::<72, 72>,
+        (144, 144) => conv_2x2::<144, 144>,
+        (288, 288) => conv_2x2::<288, 288>,
+        (576, 576) => conv_2x2::<576, 576>,
         (8, 72) => conv_2x2::<8, 72>,
         (16, 144) => conv_2x2::<16, 144>,
         (32, 288) => conv_2x2::<32, 288>,
@@ -315,6 +364,109 @@ fn block(dx: usize, dw: usize) -> Option<Block> {
         (128, 1152) => conv_2x2::<128, 1152>,
         _ => return None,
     })
+}
+
+/// Largest window (`filter height × width × channels`) gathered on the stack.
+const IM2COL: usize = 576;
+
+/// Output channels whose `bias + offset · Σw` are kept on the stack at once.
+const BASES: usize = 64;
+
+/// CONV_2D over gathered windows: the windows of two output pixels are copied side by
+/// side into a stack buffer (padding filled with the input zero point, which adds
+/// nothing), then every pair of output channels is one [`Block`] over them, with
+/// `bias + offset · Σw` computed once per channel for a chunk of [`BASES`] channels.
+fn conv_im2col(
+    p: &ConvParams<'_>,
+    input: &[u8],
+    filter: &[u8],
+    bias: Option<Int32s<'_>>,
+    output: &mut [i8],
+    g: &Geometry,
+    block: Block,
+) -> Result<(), OpError> {
+    let [batches, in_h, in_w, depth] = g.input;
+    let [out_depth, f_h, f_w, _] = g.filter;
+    let [_, out_h, out_w, _] = g.output;
+    let k = f_h * f_w * depth;
+    let run = k - k % 4;
+    let zero = (p.input_offset.wrapping_neg()) as u8;
+    let short = || OpError::Shape("conv input");
+    let pixels = batches * out_h * out_w;
+    let mut cols = [0u8; 2 * IM2COL];
+    // Copies the window of output pixel `i` into `col`.
+    let gather = |i: usize, col: &mut [u8]| -> Result<(), OpError> {
+        let (batch, oy, ox) = (i / (out_h * out_w), i / out_w % out_h, i % out_w);
+        let y0 = (oy * p.stride.0) as isize - p.padding.0 as isize;
+        let x0 = (ox * p.stride.1) as isize - p.padding.1 as isize;
+        let cols_in = taps(x0, 1, f_w, in_w);
+        for (fy, row) in col.chunks_exact_mut(f_w * depth).enumerate() {
+            let iy = y0 + fy as isize;
+            row.fill(zero);
+            if iy < 0 || iy >= in_h as isize || cols_in.is_empty() {
+                continue;
+            }
+            let start = ((batch * in_h + iy as usize) * in_w + (x0 + cols_in.start as isize) as usize) * depth;
+            let len = cols_in.len() * depth;
+            let src = input.get(start..start + len).ok_or_else(short)?;
+            row.get_mut(cols_in.start * depth..cols_in.start * depth + len).ok_or_else(short)?.copy_from_slice(src);
+        }
+        Ok(())
+    };
+    let sum = |w: &[u8]| w.iter().fold(0i32, |s, &w| s.wrapping_add(i32::from(w as i8)));
+    let dot = |x: &[u8], w: &[u8]| {
+        x.iter().zip(w).fold(0i32, |s, (&x, &w)| s.wrapping_add(i32::from(x as i8) * i32::from(w as i8)))
+    };
+    for first in (0..out_depth).step_by(BASES) {
+        let chunk = BASES.min(out_depth - first);
+        let mut bases = [0i32; BASES];
+        for (c, b) in bases.iter_mut().enumerate().take(chunk) {
+            let w = filter.get((first + c) * k..(first + c + 1) * k).ok_or_else(short)?;
+            *b = bias_of(bias, first + c).wrapping_add(p.input_offset.wrapping_mul(sum(w)));
+        }
+        for i in (0..pixels).step_by(2) {
+            let second = (i + 1).min(pixels - 1);
+            let (c0, c1) = cols.split_at_mut(k);
+            gather(i, c0)?;
+            gather(second, c1.get_mut(..k).ok_or_else(short)?)?;
+            let (x0, x1) = (&cols[..k], &cols[k..2 * k]);
+            let mut put = |pixel: usize, oc: usize, r: Rescaler, acc: i32| {
+                if let Some(y) = output.get_mut(pixel * out_depth + oc) {
+                    *y = r.apply(acc);
+                }
+            };
+            let mut c = 0;
+            while c < chunk {
+                let oc = first + c;
+                if c + 1 < chunk {
+                    let w = filter.get(oc * k..(oc + 2) * k).ok_or_else(short)?;
+                    let (b0, b1) = (bases[c], bases[c + 1]);
+                    let [a00, a01, a10, a11] = block(&cols, w, run, [b0, b1, b0, b1]).ok_or_else(short)?;
+                    let (w0, w1) = w.split_at(k);
+                    let (t0, t1) = (&w0[run..], &w1[run..]);
+                    let (u0, u1) = (&x0[run..], &x1[run..]);
+                    let (r0, r1) =
+                        (Rescaler::new(p.rescale.channel(oc), p), Rescaler::new(p.rescale.channel(oc + 1), p));
+                    put(i, oc, r0, a00.wrapping_add(dot(u0, t0)));
+                    put(i, oc + 1, r1, a01.wrapping_add(dot(u0, t1)));
+                    if second != i {
+                        put(second, oc, r0, a10.wrapping_add(dot(u1, t0)));
+                        put(second, oc + 1, r1, a11.wrapping_add(dot(u1, t1)));
+                    }
+                    c += 2;
+                } else {
+                    let w = filter.get(oc * k..(oc + 1) * k).ok_or_else(short)?;
+                    let r = Rescaler::new(p.rescale.channel(oc), p);
+                    put(i, oc, r, bases[c].wrapping_add(dot(x0, w)));
+                    if second != i {
+                        put(second, oc, r, bases[c].wrapping_add(dot(x1, w)));
+                    }
+                    c += 1;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// CONV_2D with output-channel pairs as the outer loop: each pair's
@@ -349,13 +501,13 @@ fn conv_blocked(
             c0.wrapping_add(p.input_offset.wrapping_mul(sum(w0))),
             c1.wrapping_add(p.input_offset.wrapping_mul(sum(w1))),
         );
-        let (m0, m1) = (p.rescale.channel(oc), p.rescale.channel(next));
+        let (m0, m1) = (Rescaler::new(p.rescale.channel(oc), p), Rescaler::new(p.rescale.channel(next), p));
         let mut put = |pixel: usize, acc: [i32; 2]| {
             if let Some(y) = output.get_mut(pixel * out_depth + oc) {
-                *y = finish(m0, acc[0], p);
+                *y = m0.apply(acc[0]);
             }
             if let Some(y) = output.get_mut(pixel * out_depth + next).filter(|_| pair) {
-                *y = finish(m1, acc[1], p);
+                *y = m1.apply(acc[1]);
             }
         };
         for batch in 0..batches {
@@ -418,9 +570,9 @@ fn pointwise_packed(
     let short = || OpError::Shape("conv input");
     let sum = |w: &[u8]| w.iter().fold(0i32, |s, &w| s.wrapping_add(i32::from(w as i8)));
     let base = |oc: usize, w: &[u8]| bias_of(bias, oc).wrapping_add(p.input_offset.wrapping_mul(sum(w)));
-    let mut put = |pixel: usize, oc: usize, m: Multiplier, acc: i32| {
+    let mut put = |pixel: usize, oc: usize, m: Rescaler, acc: i32| {
         if let Some(y) = output.get_mut(pixel * out_depth + oc) {
-            *y = finish(m, acc, p);
+            *y = m.apply(acc);
         }
     };
     let pairs = filter.chunks_exact(2 * depth);
@@ -429,7 +581,7 @@ fn pointwise_packed(
         let oc = 2 * j;
         let (w0, w1) = w.split_at(depth);
         let (b0, b1) = (base(oc, w0), base(oc + 1, w1));
-        let (m0, m1) = (p.rescale.channel(oc), p.rescale.channel(oc + 1));
+        let (m0, m1) = (Rescaler::new(p.rescale.channel(oc), p), Rescaler::new(p.rescale.channel(oc + 1), p));
         let xs = input.chunks_exact(2 * depth);
         let odd = xs.remainder();
         for (i, x) in xs.enumerate() {
@@ -448,7 +600,7 @@ fn pointwise_packed(
     }
     if !last.is_empty() {
         let oc = out_depth - 1;
-        let m = p.rescale.channel(oc);
+        let m = Rescaler::new(p.rescale.channel(oc), p);
         for (i, x) in input.chunks_exact(depth).enumerate() {
             let mut acc = [bias_of(bias, oc); 2];
             dot_1x2(x, last, last, p.input_offset, &mut acc);
@@ -510,7 +662,7 @@ pub(crate) fn depthwise_conv2d(
                             acc = depthwise_4x3(xs, ws, depth, off, acc).ok_or_else(short)?;
                         }
                         for (j, (y, a)) in y.iter_mut().zip(acc).enumerate() {
-                            *y = finish(p.rescale.channel(c + j), a, p);
+                            *y = Rescaler::new(p.rescale.channel(c + j), p).apply(a);
                         }
                     }
                 }
