@@ -267,10 +267,6 @@ fn main() -> ! {
         (144, 144),
         (288, 288),
         (576, 576),
-        (8, 72),
-        (16, 144),
-        (32, 288),
-        (64, 576),
         (128, 1152)
     );
     debug::exit(if all { debug::EXIT_SUCCESS } else { debug::EXIT_FAILURE });

@@ -128,6 +128,7 @@ pub(crate) fn conv2d(
     }
     if (f_h, f_w, stride_h, stride_w) == (1, 1, 1, 1)
         && p.padding == (0, 0)
+        && depth.is_multiple_of(4)
         && let Some(block) = block(depth, depth)
     {
         return pointwise_packed(p, input, filter, bias, output, depth, block);
@@ -357,10 +358,6 @@ fn block(dx: usize, dw: usize) -> Option<Block> {
         (144, 144) => conv_2x2::<144, 144>,
         (288, 288) => conv_2x2::<288, 288>,
         (576, 576) => conv_2x2::<576, 576>,
-        (8, 72) => conv_2x2::<8, 72>,
-        (16, 144) => conv_2x2::<16, 144>,
-        (32, 288) => conv_2x2::<32, 288>,
-        (64, 576) => conv_2x2::<64, 576>,
         (128, 1152) => conv_2x2::<128, 1152>,
         _ => return None,
     })
@@ -628,82 +625,71 @@ pub(crate) fn depthwise_conv2d(
     if depth == 0 {
         return Err(OpError::Shape("depthwise channels"));
     }
-    let mut pixels = output.chunks_exact_mut(depth);
-    for batch in 0..batches {
-        for oy in 0..out_h {
-            let y0 = (oy * p.stride.0) as isize - p.padding.0 as isize;
-            let rows = taps(y0, 1, f_h, in_h);
-            for ox in 0..out_w {
-                let x0 = (ox * p.stride.1) as isize - p.padding.1 as isize;
-                let cols = taps(x0, 1, f_w, in_w);
-                let pixel = pixels.next().ok_or(OpError::Shape("depthwise output"))?;
-                // Where filter row `fy`'s first in-bounds tap reads, in the input and in
-                // the filter; the next taps are `depth` bytes on in both.
-                let starts = |fy: usize| {
-                    let iy = (y0 + fy as isize) as usize;
-                    let ix = (x0 + cols.start as isize) as usize;
-                    (((batch * in_h + iy) * in_w + ix) * depth, (fy * f_w + cols.start) * depth)
-                };
-                // A full 3×3 window (every pixel inside the border): three row blocks per
-                // four channels, the rows found once per pixel.
-                if rows.len() == 3 && cols.len() == 3 {
-                    let row = |fy: usize| {
-                        let (x_at, w_at) = starts(rows.start + fy);
-                        (input.get(x_at..).unwrap_or(&[]), filter.get(w_at..).unwrap_or(&[]))
+    let short = || OpError::Shape("depthwise input");
+    // Channel groups are the outer loop: each group's biases and requantization are set
+    // up once per layer, then every output pixel is visited for the group.
+    for c in (0..depth).step_by(4) {
+        let group = (depth - c).min(4);
+        let rescalers: [Rescaler; 4] = core::array::from_fn(|k| Rescaler::new(p.rescale.channel(c + k), p));
+        let biases: [i32; 4] = core::array::from_fn(|k| bias_of(bias, c + k));
+        let mut pixel = 0;
+        for batch in 0..batches {
+            for oy in 0..out_h {
+                let y0 = (oy * p.stride.0) as isize - p.padding.0 as isize;
+                let rows = taps(y0, 1, f_h, in_h);
+                for ox in 0..out_w {
+                    let x0 = (ox * p.stride.1) as isize - p.padding.1 as isize;
+                    let cols = taps(x0, 1, f_w, in_w);
+                    // Where filter row `fy`'s first in-bounds tap reads, in the input and
+                    // in the filter, for this group; the next taps are `depth` bytes on.
+                    let starts = |fy: usize| {
+                        let iy = (y0 + fy as isize) as usize;
+                        let ix = (x0 + cols.start as isize) as usize;
+                        (((batch * in_h + iy) * in_w + ix) * depth + c, (fy * f_w + cols.start) * depth + c)
                     };
-                    let (r0, r1, r2) = (row(0), row(1), row(2));
-                    let short = || OpError::Shape("depthwise input");
-                    for (k, y) in pixel.chunks_exact_mut(4).enumerate() {
-                        let c = 4 * k;
-                        let mut acc =
-                            [bias_of(bias, c), bias_of(bias, c + 1), bias_of(bias, c + 2), bias_of(bias, c + 3)];
-                        for (xs, ws) in [r0, r1, r2] {
-                            let (xs, ws) = (xs.get(c..).unwrap_or(&[]), ws.get(c..).unwrap_or(&[]));
+                    let mut acc = biases;
+                    if group == 4 && rows.len() == 3 && cols.len() == 3 {
+                        // A full 3×3 window: one block per row.
+                        for fy in rows.clone() {
+                            let (x_at, w_at) = starts(fy);
+                            let (xs, ws) = (input.get(x_at..).unwrap_or(&[]), filter.get(w_at..).unwrap_or(&[]));
                             acc = depthwise_4x3(xs, ws, depth, off, acc).ok_or_else(short)?;
                         }
-                        for (j, (y, a)) in y.iter_mut().zip(acc).enumerate() {
-                            *y = Rescaler::new(p.rescale.channel(c + j), p).apply(a);
+                    } else if group == 4 {
+                        for fy in rows.clone() {
+                            let (x_at, w_at) = starts(fy);
+                            let xs = input.get(x_at..).unwrap_or(&[]).chunks(depth);
+                            let ws = filter.get(w_at..).unwrap_or(&[]).chunks(depth);
+                            for (x, w) in xs.zip(ws).take(cols.len()) {
+                                let (Some(x), Some(w)) = (x.first_chunk::<4>(), w.first_chunk::<4>()) else {
+                                    return Err(short());
+                                };
+                                let (x, w) = (word(x), word(w));
+                                let (xl, xh) = (sxtab16(off, x), sxtab16_ror8(off, x));
+                                let (wl, wh) = (sxtb16(w), sxtb16_ror8(w));
+                                acc[0] = smlabb(xl, wl, acc[0]);
+                                acc[1] = smlabb(xh, wh, acc[1]);
+                                acc[2] = smlatt(xl, wl, acc[2]);
+                                acc[3] = smlatt(xh, wh, acc[3]);
+                            }
+                        }
+                    } else {
+                        for (k, a) in acc.iter_mut().enumerate().take(group) {
+                            for fy in rows.clone() {
+                                let (x_at, w_at) = starts(fy);
+                                let xs = input.get(x_at + k..).unwrap_or(&[]).iter().step_by(depth);
+                                let ws = filter.get(w_at + k..).unwrap_or(&[]).iter().step_by(depth);
+                                for (&x, &w) in xs.zip(ws).take(cols.len()) {
+                                    *a = a.wrapping_add(i32::from(w as i8) * (i32::from(x as i8) + p.input_offset));
+                                }
+                            }
                         }
                     }
-                }
-                let mut c = if rows.len() == 3 && cols.len() == 3 { depth - depth % 4 } else { 0 };
-                while c + 4 <= depth {
-                    let mut acc = [bias_of(bias, c), bias_of(bias, c + 1), bias_of(bias, c + 2), bias_of(bias, c + 3)];
-                    for fy in rows.clone() {
-                        let (x_at, w_at) = starts(fy);
-                        let xs = input.get(x_at + c..).unwrap_or(&[]).chunks(depth);
-                        let ws = filter.get(w_at + c..).unwrap_or(&[]).chunks(depth);
-                        for (x, w) in xs.zip(ws).take(cols.len()) {
-                            let (Some(x), Some(w)) = (x.first_chunk::<4>(), w.first_chunk::<4>()) else { break };
-                            let (x, w) = (word(x), word(w));
-                            let (xl, xh) = (sxtab16(off, x), sxtab16_ror8(off, x));
-                            let (wl, wh) = (sxtb16(w), sxtb16_ror8(w));
-                            acc[0] = smlabb(xl, wl, acc[0]);
-                            acc[1] = smlabb(xh, wh, acc[1]);
-                            acc[2] = smlatt(xl, wl, acc[2]);
-                            acc[3] = smlatt(xh, wh, acc[3]);
-                        }
+                    let out = output.get_mut(pixel * depth + c..pixel * depth + c + group).ok_or_else(short)?;
+                    for ((y, a), r) in out.iter_mut().zip(acc).zip(rescalers) {
+                        *y = r.apply(a);
                     }
-                    for (k, a) in acc.into_iter().enumerate() {
-                        if let Some(out) = pixel.get_mut(c + k) {
-                            *out = requantize(&p.rescale, c + k, a, p.output_offset, p.act);
-                        }
-                    }
-                    c += 4;
-                }
-                for c in c..depth {
-                    let mut acc = bias_of(bias, c);
-                    for fy in rows.clone() {
-                        let (x_at, w_at) = starts(fy);
-                        let xs = input.get(x_at + c..).unwrap_or(&[]).iter().step_by(depth);
-                        let ws = filter.get(w_at + c..).unwrap_or(&[]).iter().step_by(depth);
-                        for (&x, &w) in xs.zip(ws).take(cols.len()) {
-                            acc = acc.wrapping_add(i32::from(w as i8) * (i32::from(x as i8) + p.input_offset));
-                        }
-                    }
-                    if let Some(out) = pixel.get_mut(c) {
-                        *out = requantize(&p.rescale, c, acc, p.output_offset, p.act);
-                    }
+                    pixel += 1;
                 }
             }
         }
