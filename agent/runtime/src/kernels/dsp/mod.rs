@@ -241,14 +241,18 @@ struct Rescaler {
 
 impl Rescaler {
     fn new(m: Multiplier, p: &ConvParams<'_>) -> Self {
+        Self::with(m, p.output_offset, p.act)
+    }
+
+    fn with(m: Multiplier, offset: i32, act: (i32, i32)) -> Self {
         let right = (-m.shift).clamp(0, 31) as u32;
         Self {
             multiplier: m.multiplier,
             left: m.shift.clamp(0, 31) as u32,
             right,
             mask: (1u32 << right).wrapping_sub(1) as i32,
-            offset: p.output_offset,
-            act: p.act,
+            offset,
+            act,
         }
     }
 
@@ -720,7 +724,7 @@ pub(crate) fn fully_connected(
             dot_1x2(x, row(o)?, row(second)?, p.input_offset, &mut acc);
             for (k, a) in acc.into_iter().enumerate().take(output_depth - o) {
                 if let Some(y) = out.get_mut(o + k) {
-                    *y = requantize(&p.rescale, o + k, a, p.output_offset, p.act);
+                    *y = Rescaler::with(p.rescale.channel(o + k), p.output_offset, p.act).apply(a);
                 }
             }
             o += 2;
