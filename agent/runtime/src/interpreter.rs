@@ -2,16 +2,17 @@
 //!
 //! The arena holds the activation tensors at the offsets the planner chose (its head) and
 //! the plan itself (its tail). Constants are read in place from the model. Before each
-//! operator runs, the arena is split into the operator's output and everything else, so
-//! the output is written while the inputs are read without any aliasing (the planner
-//! guarantees they do not overlap; if they did, the split would report it).
+//! operator runs, the arena is split into the operator's outputs and the gaps around
+//! them, so the outputs are written while the inputs are read from the gaps without any
+//! aliasing (the planner guarantees that no input overlaps an output and that outputs do
+//! not overlap each other; if they did, the split would report it).
 
 use core::fmt;
 
 use crate::kernels::params::{CHANNEL_ENTRY, ChannelTable, Int32s, Rescale};
-use crate::kernels::{OpError, conv, elementwise as ew, fully_connected, pool, quantize, softmax};
+use crate::kernels::{OpError, conv, elementwise as ew, fully_connected, pool, quantize, shape, softmax};
 use crate::model::{Model, ModelError, TensorInfo};
-use crate::ops::{self, Kernel, Op, PrepareError};
+use crate::ops::{self, Kernel, MAX_OP_OUTPUTS, Op, PrepareError};
 use crate::plan::{self, ALIGN, ENTRY, Plan};
 use crate::records;
 use crate::tensor::Shape;
@@ -187,42 +188,80 @@ impl<'m, 'a> Interpreter<'m, 'a> {
                 *rescale = Rescale::Table(ChannelTable(table.ok_or(fail(OpError::Shape("multipliers")))?));
                 channel_offset += n;
             }
-            let out = self.region(&prepared.output).ok_or(fail(OpError::Shape("output is not planned")))?;
+            let mut regions = [(0, 0); MAX_OP_OUTPUTS];
+            let mut count = 0;
+            for (slot, t) in regions.iter_mut().zip(prepared.outputs()) {
+                let region = self.region(t).ok_or(fail(OpError::Shape("output is not planned")))?;
+                *slot = (region.start, region.end);
+                count += 1;
+            }
             let plan = Plan::new(self.tail);
-            let (before, rest) = self.head.split_at_mut(out.start);
-            let (output, after) = rest.split_at_mut(out.len());
-            let view = Views { before, after, out_start: out.start, out_end: out.end, plan: &plan };
-            run(&prepared, &view, output).map_err(fail)?;
+            let mut outputs: [&mut [u8]; MAX_OP_OUTPUTS] = Default::default();
+            let regions = regions.get(..count).unwrap_or(&[]);
+            let view = Views::split(self.head, regions, &mut outputs, &plan).map_err(fail)?;
+            run(&prepared, &view, outputs.get_mut(..count).unwrap_or(&mut [])).map_err(fail)?;
         }
         Ok(())
     }
 }
 
-/// The arena around an operator's output, to read its inputs from.
+/// The arena around an operator's outputs: the gaps between them, to read inputs from.
 struct Views<'v> {
-    before: &'v [u8],
-    after: &'v [u8],
-    out_start: usize,
-    out_end: usize,
+    /// Each gap's offset in the arena and its bytes, in arena order.
+    gaps: [(usize, &'v [u8]); MAX_OP_OUTPUTS + 1],
     plan: &'v Plan<'v>,
 }
 
 impl<'v> Views<'v> {
-    /// The bytes of an input tensor: its constant data, or its arena region.
+    /// Splits `head` at the output `regions` (arena byte ranges, in output order): each
+    /// output's bytes go to `outputs` at its position, what lies between them to the gaps.
+    /// Fails if outputs overlap each other or leave the arena.
+    fn split(
+        head: &'v mut [u8],
+        regions: &[(usize, usize)],
+        outputs: &mut [&'v mut [u8]],
+        plan: &'v Plan<'v>,
+    ) -> Result<Self, OpError> {
+        let mut order = [0usize; MAX_OP_OUTPUTS];
+        for (k, o) in order.iter_mut().enumerate() {
+            *o = k;
+        }
+        let order = order.get_mut(..regions.len()).ok_or(OpError::Unsupported("too many outputs"))?;
+        order.sort_unstable_by_key(|&k| regions.get(k).map_or(0, |r| r.0));
+        let mut views = Self { gaps: [(0, &[]); MAX_OP_OUTPUTS + 1], plan };
+        let (mut rest, mut at) = (head, 0usize);
+        for (gap, &k) in views.gaps.iter_mut().zip(order.iter()) {
+            let &(start, end) = regions.get(k).ok_or(OpError::Shape("output region"))?;
+            let before = start.checked_sub(at).ok_or(OpError::Shape("outputs overlap"))?;
+            let len = end.checked_sub(start).ok_or(OpError::Shape("output region"))?;
+            if before.checked_add(len).is_none_or(|n| n > rest.len()) {
+                return Err(OpError::Shape("output outside the arena"));
+            }
+            let (bytes, tail) = core::mem::take(&mut rest).split_at_mut(before);
+            let (output, tail) = tail.split_at_mut(len);
+            *gap = (at, bytes);
+            *outputs.get_mut(k).ok_or(OpError::Shape("output region"))? = output;
+            (rest, at) = (tail, end);
+        }
+        if let Some(last) = views.gaps.get_mut(regions.len()) {
+            *last = (at, rest);
+        }
+        Ok(views)
+    }
+
+    /// The bytes of an input tensor: its constant data, or its arena region, which must
+    /// lie in one gap (overlapping no output).
     fn bytes<'m: 'v>(&self, t: &TensorInfo<'m>) -> Result<&'v [u8], OpError> {
         if let Some(data) = t.data {
             return Ok(data);
         }
         let start = self.plan.offset(t.index).ok_or(OpError::Shape("input is not planned"))?;
-        let end = start + t.bytes();
-        let region = if end <= self.out_start {
-            self.before.get(start..end)
-        } else if start >= self.out_end {
-            self.after.get(start - self.out_end..end - self.out_end)
-        } else {
-            None
-        };
-        region.ok_or(OpError::Shape("input overlaps the output"))
+        let end = start.checked_add(t.bytes()).ok_or(OpError::Shape("input is not planned"))?;
+        self.gaps
+            .iter()
+            .find(|(at, gap)| *at <= start && end <= at + gap.len())
+            .and_then(|&(at, gap)| gap.get(start - at..end - at))
+            .ok_or(OpError::Shape("input overlaps an output or lies outside the arena"))
     }
 
     fn int8<'m: 'v>(&self, t: &TensorInfo<'m>) -> Result<&'v [i8], OpError> {
@@ -230,7 +269,7 @@ impl<'v> Views<'v> {
     }
 }
 
-fn run(p: &ops::Prepared<'_>, v: &Views<'_>, output: &mut [u8]) -> Result<(), OpError> {
+fn run(p: &ops::Prepared<'_>, v: &Views<'_>, outputs: &mut [&mut [u8]]) -> Result<(), OpError> {
     let input = |i: usize| p.inputs.get(i).copied().flatten().ok_or(OpError::Shape("missing input"));
     let shape4 = |t: &TensorInfo<'_>| t.shape.extended4().ok_or(OpError::Shape("rank above 4"));
     let bias = |i: usize| -> Result<Option<Int32s<'_>>, OpError> {
@@ -239,6 +278,9 @@ fn run(p: &ops::Prepared<'_>, v: &Views<'_>, output: &mut [u8]) -> Result<(), Op
             None => Ok(None),
         }
     };
+    let out_t = p.outputs[0].ok_or(OpError::Shape("missing output"))?;
+    let out_shape = &out_t.shape;
+    let output: &mut [u8] = outputs.first_mut().ok_or(OpError::Shape("missing output"))?;
     let out_i8: &mut [i8] = bytemuck::cast_slice_mut(output);
     match &p.kernel {
         Kernel::Conv(params) | Kernel::Depthwise(params) => {
@@ -246,7 +288,7 @@ fn run(p: &ops::Prepared<'_>, v: &Views<'_>, output: &mut [u8]) -> Result<(), Op
             let f = if matches!(p.kernel, Kernel::Conv(_)) { conv::conv2d } else { conv::depthwise_conv2d };
             let input = conv::View4 { data: v.int8(&x)?, shape: shape4(&x)? };
             let filter = conv::View4 { data: v.int8(&w)?, shape: shape4(&w)? };
-            f(params, input, filter, bias(2)?, out_i8, shape4(&p.output)?)
+            f(params, input, filter, bias(2)?, out_i8, shape4(&out_t)?)
         }
         Kernel::FullyConnected(params, dims) => {
             let (x, w) = (input(0)?, input(1)?);
@@ -254,7 +296,7 @@ fn run(p: &ops::Prepared<'_>, v: &Views<'_>, output: &mut [u8]) -> Result<(), Op
         }
         Kernel::Pool(kind, params) => {
             let x = input(0)?;
-            pool::pool(*kind, params, v.int8(&x)?, shape4(&x)?, out_i8, shape4(&p.output)?)
+            pool::pool(*kind, params, v.int8(&x)?, shape4(&x)?, out_i8, shape4(&out_t)?)
         }
         Kernel::Softmax { params, depth } => softmax::softmax(params, v.int8(&input(0)?)?, out_i8, *depth),
         Kernel::Reshape => {
@@ -270,11 +312,11 @@ fn run(p: &ops::Prepared<'_>, v: &Views<'_>, output: &mut [u8]) -> Result<(), Op
         Kernel::Dequantize(q) => quantize::dequantize(*q, v.int8(&input(0)?)?, output),
         Kernel::AddSub(params) => {
             let (a, b) = (input(0)?, input(1)?);
-            ew::add_sub(params, v.int8(&a)?, &a.shape, v.int8(&b)?, &b.shape, out_i8, &p.output.shape)
+            ew::add_sub(params, v.int8(&a)?, &a.shape, v.int8(&b)?, &b.shape, out_i8, out_shape)
         }
         Kernel::Mul(params) => {
             let (a, b) = (input(0)?, input(1)?);
-            ew::mul(params, v.int8(&a)?, &a.shape, v.int8(&b)?, &b.shape, out_i8, &p.output.shape)
+            ew::mul(params, v.int8(&a)?, &a.shape, v.int8(&b)?, &b.shape, out_i8, out_shape)
         }
         Kernel::Logistic(params) => ew::logistic(params, v.int8(&input(0)?)?, out_i8),
         Kernel::Tanh(params) => ew::tanh(params, v.int8(&input(0)?)?, out_i8),
@@ -283,7 +325,7 @@ fn run(p: &ops::Prepared<'_>, v: &Views<'_>, output: &mut [u8]) -> Result<(), Op
         Kernel::Pad { paddings, rank, value } => {
             let x = input(0)?;
             let pads = paddings.get(..*rank).ok_or(OpError::Shape("pad rank"))?;
-            ew::pad(v.int8(&x)?, &x.shape, pads, *value, out_i8, &p.output.shape)
+            ew::pad(v.int8(&x)?, &x.shape, pads, *value, out_i8, out_shape)
         }
         Kernel::Concatenation { axis, count } => {
             let mut parts: [(&[i8], Shape); ops::MAX_OP_INPUTS] = [(&[], Shape::default()); ops::MAX_OP_INPUTS];
@@ -291,8 +333,73 @@ fn run(p: &ops::Prepared<'_>, v: &Views<'_>, output: &mut [u8]) -> Result<(), Op
                 let t = input(i)?;
                 *part = (v.int8(&t)?, t.shape);
             }
-            ew::concatenation(&parts[..*count], *axis, out_i8, &p.output.shape)
+            ew::concatenation(parts.get(..*count).unwrap_or(&[]), *axis, out_i8, out_shape)
         }
         Kernel::Mean(params) => ew::mean(params, v.int8(&input(0)?)?, out_i8),
+        Kernel::Pack { outer, count } => {
+            let mut parts: [&[u8]; ops::MAX_OP_INPUTS] = [&[]; ops::MAX_OP_INPUTS];
+            for (i, part) in parts.iter_mut().enumerate().take(*count) {
+                *part = v.bytes(&input(i)?)?;
+            }
+            shape::join(parts.get(..*count).unwrap_or(&[]), *outer, output)
+        }
+        Kernel::Split { input: i, outer } => shape::split(v.bytes(&input(*i)?)?, *outer, outputs),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::DType;
+
+    /// A plan placing tensor `t` at `offsets[t]`.
+    fn plan(offsets: &[u32]) -> Vec<u8> {
+        offsets.iter().flat_map(|o| o.to_le_bytes().into_iter().chain([0; 4])).collect()
+    }
+
+    fn tensor(index: usize, bytes: usize) -> TensorInfo<'static> {
+        let shape = Shape::new(&[bytes]).unwrap_or_default();
+        TensorInfo { index, shape, dtype: DType::Int8, data: None, quantization: None, model: &[], table: 0 }
+    }
+
+    #[test]
+    fn outputs_in_any_order_and_inputs_between_them() -> Result<(), OpError> {
+        // Tensors 0..3 at 0, 8, 16, 24 (8 bytes each): outputs are 2 then 0.
+        let entries = plan(&[0, 8, 16, 24]);
+        let plan = Plan::new(&entries);
+        let mut head: Vec<u8> = (0..32).collect();
+        let mut outputs: [&mut [u8]; MAX_OP_OUTPUTS] = Default::default();
+        let views = Views::split(&mut head, &[(16, 24), (0, 8)], &mut outputs, &plan)?;
+        assert_eq!(views.bytes(&tensor(1, 8))?, &[8, 9, 10, 11, 12, 13, 14, 15]);
+        assert_eq!(views.bytes(&tensor(3, 8))?[0], 24);
+        // An input that is an output, or straddles one, is refused.
+        assert!(views.bytes(&tensor(2, 8)).is_err());
+        assert!(views.bytes(&tensor(1, 9)).is_err());
+        assert!(views.bytes(&tensor(3, 9)).is_err());
+        assert_eq!(outputs[0][0], 16);
+        assert_eq!(outputs[1][7], 7);
+        outputs[0].fill(0);
+        Ok(())
+    }
+
+    #[test]
+    fn overlapping_or_outside_outputs_are_refused() {
+        let entries = plan(&[0]);
+        let plan = Plan::new(&entries);
+        let mut head = [0u8; 32];
+        let mut outputs: [&mut [u8]; MAX_OP_OUTPUTS] = Default::default();
+        assert!(Views::split(&mut head, &[(0, 8), (4, 12)], &mut outputs, &plan).is_err());
+        let mut outputs: [&mut [u8]; MAX_OP_OUTPUTS] = Default::default();
+        assert!(Views::split(&mut head, &[(0, 8), (0, 8)], &mut outputs, &plan).is_err());
+        let mut outputs: [&mut [u8]; MAX_OP_OUTPUTS] = Default::default();
+        assert!(Views::split(&mut head, &[(24, 40)], &mut outputs, &plan).is_err());
+        let mut outputs: [&mut [u8]; MAX_OP_OUTPUTS] = Default::default();
+        assert!(Views::split(&mut head, &[(8, 4)], &mut outputs, &plan).is_err());
+        let mut outputs: [&mut [u8]; MAX_OP_OUTPUTS] = Default::default();
+        assert!(Views::split(&mut head, &[(0, 1); MAX_OP_OUTPUTS + 1], &mut outputs, &plan).is_err());
+        // Adjacent outputs are fine, and a gap of zero bytes between them.
+        let mut outputs: [&mut [u8]; MAX_OP_OUTPUTS] = Default::default();
+        assert!(Views::split(&mut head, &[(8, 16), (0, 8), (16, 32)], &mut outputs, &plan).is_ok());
+        assert_eq!(outputs.iter().map(|o| o.len()).collect::<Vec<_>>()[..3], [8, 8, 16]);
     }
 }

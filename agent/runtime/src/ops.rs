@@ -19,7 +19,7 @@ use crate::kernels::pool::{PoolKind, PoolParams};
 use crate::kernels::softmax::SoftmaxParams;
 use crate::model::{At, DType, Location, ModelError, Operator, TensorInfo, Tensors};
 use crate::schema::{builtin, option_fields as f, options};
-use crate::tensor::{Activation, MAX_RANK, Quant};
+use crate::tensor::{Activation, MAX_RANK, Quant, Shape};
 
 /// The operators the runtime implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,12 +38,16 @@ pub enum Op {
     MaxPool2d,
     Mean,
     Mul,
+    Pack,
     Pad,
     Quantize,
     Reshape,
     Softmax,
+    Split,
+    SplitV,
     Sub,
     Tanh,
+    Unpack,
 }
 
 impl Op {
@@ -63,12 +67,16 @@ impl Op {
             builtin::MAX_POOL_2D => Self::MaxPool2d,
             builtin::MEAN => Self::Mean,
             builtin::MUL => Self::Mul,
+            builtin::PACK => Self::Pack,
             builtin::PAD => Self::Pad,
             builtin::QUANTIZE => Self::Quantize,
             builtin::RESHAPE => Self::Reshape,
             builtin::SOFTMAX => Self::Softmax,
+            builtin::SPLIT => Self::Split,
+            builtin::SPLIT_V => Self::SplitV,
             builtin::SUB => Self::Sub,
             builtin::TANH => Self::Tanh,
+            builtin::UNPACK => Self::Unpack,
             _ => return None,
         })
     }
@@ -89,16 +97,24 @@ impl Op {
             Self::MaxPool2d => "MAX_POOL_2D",
             Self::Mean => "MEAN",
             Self::Mul => "MUL",
+            Self::Pack => "PACK",
             Self::Pad => "PAD",
             Self::Quantize => "QUANTIZE",
             Self::Reshape => "RESHAPE",
             Self::Softmax => "SOFTMAX",
+            Self::Split => "SPLIT",
+            Self::SplitV => "SPLIT_V",
             Self::Sub => "SUB",
             Self::Tanh => "TANH",
+            Self::Unpack => "UNPACK",
         }
     }
-}
 
+    /// Whether the operator writes more than one tensor (one per part).
+    fn splits(self) -> bool {
+        matches!(self, Self::Split | Self::SplitV | Self::Unpack)
+    }
+}
 /// A failure of `prepare`: a structural model error or the operator's own.
 pub(crate) enum PrepareError {
     Model(ModelError),
@@ -122,13 +138,18 @@ pub(crate) struct Prepared<'a> {
     pub kernel: Kernel<'a>,
     /// Input tensors in kernel order (constants included).
     pub inputs: [Option<TensorInfo<'a>>; MAX_OP_INPUTS],
-    pub output: TensorInfo<'a>,
+    /// Output tensors in order: at least the first, at most [`MAX_OP_OUTPUTS`].
+    pub outputs: [Option<TensorInfo<'a>>; MAX_OP_OUTPUTS],
 }
 
 /// Most inputs an operator may have.
 pub const MAX_OP_INPUTS: usize = 8;
+/// Most outputs an operator may have (the parts of a SPLIT, SPLIT_V or UNPACK).
+pub const MAX_OP_OUTPUTS: usize = 8;
 
-/// The kernel and its parameters.
+/// The kernel and its parameters. `Pack` takes one block from every input in each of
+/// `outer` steps; `Split` deals input `input` out to the outputs in `outer` steps (SPLIT,
+/// SPLIT_V, UNPACK).
 pub(crate) enum Kernel<'a> {
     Conv(ConvParams<'a>),
     Depthwise(ConvParams<'a>),
@@ -148,6 +169,8 @@ pub(crate) enum Kernel<'a> {
     Pad { paddings: [[i32; 2]; MAX_RANK], rank: usize, value: i8 },
     Concatenation { axis: i32, count: usize },
     Mean(MeanParams),
+    Pack { outer: usize, count: usize },
+    Split { input: usize, outer: usize },
 }
 
 impl<'a> Kernel<'a> {
@@ -162,10 +185,15 @@ impl<'a> Kernel<'a> {
     }
 }
 
-impl Prepared<'_> {
-    /// Output channels (the last dimension of the output).
+impl<'a> Prepared<'a> {
+    /// Output channels (the last dimension of the first output).
     pub(crate) fn channels(&self) -> usize {
-        self.output.shape.dims().last().copied().unwrap_or(1)
+        self.outputs[0].and_then(|o| o.shape.dims().last().copied()).unwrap_or(1)
+    }
+
+    /// The outputs, in order.
+    pub(crate) fn outputs(&self) -> impl Iterator<Item = &TensorInfo<'a>> {
+        self.outputs.iter().flatten()
     }
 }
 
@@ -188,13 +216,20 @@ type Result<T> = core::result::Result<T, PrepareError>;
 /// Checks an operator and derives its kernel parameters.
 pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<Prepared<'a>> {
     let at = Location::Operator(op.index);
-    if op.output_count() != 1 {
-        return Err(OpError::Unsupported("operators must have exactly one output").into());
+    if op.output_count() != 1 && !(op.op.splits() && op.output_count() >= 1) {
+        return Err(OpError::Unsupported("operators other than splits must have exactly one output").into());
+    }
+    if op.output_count() > MAX_OP_OUTPUTS {
+        return Err(OpError::Unsupported("more than 8 outputs").into());
     }
     if op.input_count() > MAX_OP_INPUTS {
         return Err(OpError::Unsupported("too many inputs").into());
     }
-    let output = model.tensor_at(Some(op.index), op.output(0).at(at)?)?;
+    let mut outputs = [None; MAX_OP_OUTPUTS];
+    for (slot, index) in outputs.iter_mut().zip(op.outputs()) {
+        *slot = Some(model.tensor_at(Some(op.index), index.at(at)?)?);
+    }
+    let output = outputs[0].ok_or(PrepareError::Op(OpError::Shape("missing output")))?;
     let mut inputs = [None; MAX_OP_INPUTS];
     for (slot, index) in inputs.iter_mut().zip(op.inputs()) {
         let index = index.at(at)?;
@@ -344,8 +379,149 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
                 &output.shape,
             )?)
         }
+        Op::Pack => pack(inputs.get(..op.input_count()).unwrap_or(&[]), &output, options(options::PACK)?)?,
+        Op::Unpack => {
+            input_count(op, 1)?;
+            unpack(&input(0)?, outputs.get(..op.output_count()).unwrap_or(&[]), options(options::UNPACK)?)?
+        }
+        Op::Split | Op::SplitV => {
+            // SPLIT: (axis, input); SPLIT_V: (input, size_splits, axis), whose sizes TFLM
+            // ignores in favour of the output shapes, as this does.
+            let (x, axis, data) = match op.op {
+                Op::Split => (1, 0, 2),
+                _ => (0, 2, 3),
+            };
+            input_count(op, data)?;
+            let parts = outputs.get(..op.output_count()).unwrap_or(&[]);
+            split(x, &input(x)?, &input(axis)?, parts, op.op == Op::Split)?
+        }
     };
-    Ok(Prepared { kernel, inputs, output })
+    Ok(Prepared { kernel, inputs, outputs })
+}
+
+/// Refuses an operator with another number of inputs than its kernel reads.
+fn input_count(op: &Operator<'_>, n: usize) -> core::result::Result<(), OpError> {
+    if op.input_count() == n { Ok(()) } else { Err(OpError::Unsupported("wrong number of inputs")) }
+}
+
+/// The element types a data-movement kernel takes: int8, and int32 where TFLM's kernel
+/// takes it too (shape computations); the output has the input's type.
+fn moved(x: &TensorInfo<'_>, out: &TensorInfo<'_>, int32: bool) -> core::result::Result<(), OpError> {
+    match x.dtype {
+        DType::Int8 => {}
+        DType::Int32 if int32 => {}
+        _ => return Err(OpError::Type(if int32 { "expected int8 or int32" } else { "expected int8" })),
+    }
+    if out.dtype == x.dtype { Ok(()) } else { Err(OpError::Type("output type differs from the input's")) }
+}
+
+/// An axis given as a constant int32 scalar (or one-element vector), counted from the end
+/// of `rank` axes when negative, and checked to lie in `0..rank`.
+fn axis_operand(t: &TensorInfo<'_>, rank: usize) -> core::result::Result<usize, OpError> {
+    if t.shape.rank() > 1 {
+        return Err(OpError::Shape("axis must be a scalar"));
+    }
+    let value = int32_constant(t, 1, "axis must be a constant int32")?.get(0);
+    normalize_axis(value, rank)
+}
+
+/// `axis` (negative counts from the end) as an index below `rank`.
+fn normalize_axis(axis: i32, rank: usize) -> core::result::Result<usize, OpError> {
+    let axis = i64::from(axis) + if axis < 0 { rank as i64 } else { 0 };
+    usize::try_from(axis).ok().filter(|&a| a < rank).ok_or(OpError::Unsupported("axis out of range"))
+}
+
+/// `shape` with dimension `axis` removed.
+fn without_axis(shape: &Shape, axis: usize) -> Shape {
+    let mut dims = [0usize; MAX_RANK];
+    let kept = shape.dims().iter().enumerate().filter(|&(k, _)| k != axis).map(|(_, &d)| d);
+    let mut n = 0;
+    for (slot, d) in dims.iter_mut().zip(kept) {
+        *slot = d;
+        n += 1;
+    }
+    Shape::new(&dims[..n]).unwrap_or_default()
+}
+
+/// `shape` with a dimension `dim` inserted before `axis` (`None` past the highest rank).
+fn with_axis(shape: &Shape, axis: usize, dim: usize) -> Option<Shape> {
+    let dims = shape.dims();
+    let mut out = [0usize; MAX_RANK + 1];
+    let (before, after) = dims.split_at(axis.min(dims.len()));
+    out[..before.len()].copy_from_slice(before);
+    out[before.len()] = dim;
+    out[before.len() + 1..=dims.len()].copy_from_slice(after);
+    Shape::new(&out[..=dims.len()])
+}
+
+/// The product of the dimensions before `axis` (the outer steps of a pack or split).
+fn outer(shape: &Shape, axis: usize) -> usize {
+    shape.dims().iter().take(axis).product()
+}
+
+/// PACK: `values_count` inputs of one shape and type, stacked along a new `axis`.
+fn pack<'a>(inputs: &[Option<TensorInfo<'a>>], output: &TensorInfo<'a>, opts: Option<Table<'a>>) -> Result<Kernel<'a>> {
+    let count = option_i32(opts, f::PACK_COUNT, 0)?;
+    let first = match inputs.first() {
+        Some(Some(t)) if usize::try_from(count) == Ok(inputs.len()) => *t,
+        _ => return Err(OpError::Unsupported("PACK values_count must equal its number of inputs").into()),
+    };
+    for t in inputs {
+        let t = t.ok_or(OpError::Shape("missing input"))?;
+        moved(&t, output, true)?;
+        if t.shape != first.shape {
+            return Err(OpError::Shape("PACK inputs differ in shape").into());
+        }
+    }
+    let axis = normalize_axis(option_i32(opts, f::PACK_AXIS, 0)?, first.shape.rank() + 1)?;
+    if with_axis(&first.shape, axis, inputs.len()) != Some(output.shape) {
+        return Err(OpError::Shape("PACK output shape").into());
+    }
+    Ok(Kernel::Pack { outer: outer(&output.shape, axis), count: inputs.len() })
+}
+
+/// UNPACK: `num` outputs, each the input without `axis`.
+fn unpack<'a>(x: &TensorInfo<'a>, outputs: &[Option<TensorInfo<'a>>], opts: Option<Table<'a>>) -> Result<Kernel<'a>> {
+    let num = option_i32(opts, f::PACK_COUNT, 0)?;
+    let axis = normalize_axis(option_i32(opts, f::PACK_AXIS, 0)?, x.shape.rank())?;
+    if usize::try_from(num) != Ok(outputs.len()) || x.shape.dim(axis) != outputs.len() {
+        return Err(OpError::Shape("UNPACK num must equal its outputs and the axis' length").into());
+    }
+    let part = without_axis(&x.shape, axis);
+    for out in outputs.iter().flatten() {
+        moved(x, out, true)?;
+        if out.shape != part {
+            return Err(OpError::Shape("UNPACK output shape").into());
+        }
+    }
+    Ok(Kernel::Split { input: 0, outer: outer(&x.shape, axis) })
+}
+
+/// SPLIT (`equal` parts) and SPLIT_V: outputs of the input's rank and type that match it
+/// off the axis and whose lengths along it add up to the input's.
+fn split<'a>(
+    index: usize,
+    x: &TensorInfo<'a>,
+    axis_t: &TensorInfo<'a>,
+    outputs: &[Option<TensorInfo<'a>>],
+    equal: bool,
+) -> Result<Kernel<'a>> {
+    let axis = axis_operand(axis_t, x.shape.rank())?;
+    let mut total = 0usize;
+    for out in outputs.iter().flatten() {
+        moved(x, out, true)?;
+        let same_elsewhere = out.shape.rank() == x.shape.rank()
+            && (0..x.shape.rank()).all(|k| k == axis || out.shape.dim(k) == x.shape.dim(k));
+        let first = outputs.first().copied().flatten().map(|o| o.shape);
+        if !same_elsewhere || equal && Some(out.shape) != first {
+            return Err(OpError::Shape("split output shape").into());
+        }
+        total += out.shape.dim(axis);
+    }
+    if total != x.shape.dim(axis) {
+        return Err(OpError::Shape("split parts do not add up to the input").into());
+    }
+    Ok(Kernel::Split { input: index, outer: outer(&x.shape, axis) })
 }
 
 fn int8_activation(t: &TensorInfo<'_>) -> core::result::Result<(), OpError> {

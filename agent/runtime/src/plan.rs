@@ -183,3 +183,52 @@ fn lowest_fit(
         return Ok(candidate);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The arena range of operator `op`'s tensor `index`, if it lives in the arena.
+    fn region(model: &Model<'_>, plan: &Plan<'_>, op: usize, index: i32) -> Option<(usize, usize)> {
+        let t = model.tensor_at(Some(op), index).ok().filter(|t| t.data.is_none())?;
+        plan.offset(t.index).map(|o| (o, o + t.bytes()))
+    }
+
+    /// In every fixture model, no two outputs of an operator (SPLIT, SPLIT_V and UNPACK
+    /// have several) share a byte, and no output shares one with an input.
+    #[test]
+    fn every_output_is_apart_from_the_others_and_the_inputs() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/models");
+        let mut multi_output_ops = 0;
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "tflite") {
+                continue;
+            }
+            let bytes = std::fs::read(&path)?;
+            let model = Model::parse(&bytes)?;
+            let mut entries = vec![0u8; model.tensor_count() * ENTRY];
+            let (plan, _) = plan(&model, &mut entries, &|t| model.tensor(t).map(|info| info.bytes()))?;
+            for i in 0..model.operator_count() {
+                let op = model.operator(i)?;
+                let mut outputs = Vec::new();
+                for index in op.outputs() {
+                    outputs.extend(region(&model, &plan, i, index.at(Location::Operator(i))?));
+                }
+                let mut inputs = Vec::new();
+                for index in op.inputs() {
+                    inputs.extend(region(&model, &plan, i, index.at(Location::Operator(i))?));
+                }
+                assert_eq!(outputs.len(), op.output_count(), "{path:?} op {i}: every output is planned");
+                multi_output_ops += usize::from(outputs.len() > 1);
+                for (k, a) in outputs.iter().enumerate() {
+                    for b in outputs.iter().skip(k + 1).chain(&inputs) {
+                        assert!(a.1 <= b.0 || b.1 <= a.0, "{path:?} op {i}: {a:?} overlaps {b:?}");
+                    }
+                }
+            }
+        }
+        assert!(multi_output_ops > 0, "the fixtures include operators with several outputs");
+        Ok(())
+    }
+}

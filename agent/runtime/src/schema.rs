@@ -77,6 +77,8 @@ pub mod options {
     pub const MUL: u8 = 21;
     pub const REDUCER: u8 = 27;
     pub const SUB: u8 = 28;
+    pub const PACK: u8 = 59;
+    pub const UNPACK: u8 = 64;
     pub const LEAKY_RELU: u8 = 75;
 }
 
@@ -124,6 +126,10 @@ pub mod option_fields {
     pub const REDUCER_KEEP_DIMS: usize = 0;
     /// `LeakyReluOptions.alpha`.
     pub const LEAKY_RELU_ALPHA: usize = 0;
+    /// `PackOptions.values_count` and `UnpackOptions.num`.
+    pub const PACK_COUNT: usize = 0;
+    /// `PackOptions.axis` and `UnpackOptions.axis`.
+    pub const PACK_AXIS: usize = 1;
 }
 
 /// `BuiltinOperator` codes of the supported operators.
@@ -144,7 +150,11 @@ pub mod builtin {
     pub const PAD: i32 = 34;
     pub const MEAN: i32 = 40;
     pub const SUB: i32 = 41;
+    pub const SPLIT: i32 = 49;
+    pub const PACK: i32 = 83;
+    pub const UNPACK: i32 = 88;
     pub const LEAKY_RELU: i32 = 98;
+    pub const SPLIT_V: i32 = 102;
     pub const QUANTIZE: i32 = 114;
     pub const HARD_SWISH: i32 = 117;
 }

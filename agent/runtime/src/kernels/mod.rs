@@ -14,6 +14,7 @@ pub mod fully_connected;
 pub mod params;
 pub mod pool;
 pub mod quantize;
+pub mod shape;
 pub mod softmax;
 
 /// Which implementation of the heavy kernels runs.

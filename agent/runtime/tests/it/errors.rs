@@ -92,7 +92,7 @@ fn corrupted_buffer_offset() {
 
 #[test]
 fn random_corruption_never_panics() {
-    for name in ["digits_cnn_v1", "kws_dscnn", "ad_autoencoder"] {
+    for name in ["digits_cnn_v1", "kws_dscnn", "ad_autoencoder", "split_stack"] {
         let f = fixtures::load(name);
         let mut state = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..300 {
@@ -118,4 +118,84 @@ fn random_corruption_never_panics() {
             }
         }
     }
+}
+
+/// The index of the first operator `op` in `model`.
+fn find(model: &[u8], op: Op) -> usize {
+    let m = Model::parse(model).unwrap();
+    (0..m.operator_count()).find(|&i| m.operator(i).unwrap().op == op).unwrap()
+}
+
+/// Position in `model` of the constant data of input `input` of operator `index`.
+fn constant(model: &[u8], index: usize, input: usize) -> usize {
+    let m = Model::parse(model).unwrap();
+    let op = m.operator(index).unwrap();
+    let data = m.tensor(op.input(input).unwrap() as usize).unwrap().data.unwrap();
+    data.as_ptr() as usize - model.as_ptr() as usize
+}
+
+fn put_i32(model: &mut [u8], at: usize, value: i32) {
+    model[at..at + 4].copy_from_slice(&value.to_le_bytes());
+}
+
+/// Position of field `field` of operator `index`'s builtin options.
+fn option(model: &[u8], index: usize, field: usize) -> usize {
+    let op = Table::root(model).unwrap().vector(2).unwrap().unwrap().table(0).unwrap();
+    let op = op.vector(3).unwrap().unwrap().table(index).unwrap();
+    op.table(4).unwrap().unwrap().field_position(field).unwrap().unwrap()
+}
+
+/// Rewrites the builtin code of operator `index`'s operator code.
+fn set_code(model: &mut [u8], index: usize, code: u8) {
+    let op = Table::root(model).unwrap().vector(2).unwrap().unwrap().table(0).unwrap();
+    let op = op.vector(3).unwrap().unwrap().table(index).unwrap();
+    let opcode = op.scalar::<u32>(0, 0).unwrap() as usize;
+    let deprecated = position(model, false, 1, opcode, 0);
+    model[deprecated] = code;
+    let code_at = position(model, false, 1, opcode, 3);
+    put_i32(model, code_at, i32::from(code));
+}
+
+fn refused(model: &[u8], op: Op, problem: OpError) {
+    match Model::parse(model) {
+        Err(ModelError::Operator { op: o, problem: p, .. }) => assert_eq!((o, p), (op, problem)),
+        other => panic!("{op:?}: expected {problem:?}, got {:?}", other.err()),
+    }
+}
+
+#[test]
+fn single_output_operators_with_several_outputs_are_refused() {
+    // UNPACK has four outputs; the same operator read as an ADD must not.
+    let mut m = fixtures::load("split_stack").model;
+    let unpack = find(&m, Op::Unpack);
+    set_code(&mut m, unpack, 0);
+    refused(&m, Op::Add, OpError::Unsupported("operators other than splits must have exactly one output"));
+}
+
+#[test]
+fn pack_and_unpack_counts_must_match_their_tensors() {
+    let f = fixtures::load("split_stack");
+    let mut m = f.model.clone();
+    let pack = find(&m, Op::Pack);
+    let at = option(&m, pack, 0);
+    put_i32(&mut m, at, 3);
+    refused(&m, Op::Pack, OpError::Unsupported("PACK values_count must equal its number of inputs"));
+    let mut m = f.model.clone();
+    let unpack = find(&m, Op::Unpack);
+    let at = option(&m, unpack, 0);
+    put_i32(&mut m, at, 3);
+    refused(&m, Op::Unpack, OpError::Shape("UNPACK num must equal its outputs and the axis' length"));
+}
+
+#[test]
+fn split_outputs_must_fit_the_axis() {
+    let mut m = fixtures::load("split_stack").model;
+    let split = find(&m, Op::Split);
+    let axis = constant(&m, split, 0);
+    put_i32(&mut m, axis, 1);
+    refused(&m, Op::Split, OpError::Shape("split output shape"));
+    put_i32(&mut m, axis, 4);
+    refused(&m, Op::Split, OpError::Unsupported("axis out of range"));
+    put_i32(&mut m, axis, -1);
+    assert!(Model::parse(&m).is_ok(), "-1 is the channel axis");
 }

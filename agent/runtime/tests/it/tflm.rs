@@ -1,7 +1,7 @@
 //! Bit-exactness with TFLM on every fixture model and input, and arenas no larger than
 //! TFLM's.
 
-use mota_runtime::{Interpreter, Model};
+use mota_runtime::{Interpreter, Model, Op};
 
 use crate::fixtures;
 
@@ -44,5 +44,23 @@ fn arenas_are_no_larger_than_tflm() {
         let ours = mota_runtime::arena_size(&model).unwrap();
         let tflm = f.meta["tflm_arena_bytes"].as_u64().unwrap() as usize;
         assert!(ours <= tflm, "{name}: arena {ours} > TFLM's {tflm}");
+    }
+}
+
+/// Each operator added for real models' sake runs, standalone, in some fixture, and what
+/// the runtime reads from every fixture is the operator list the script recorded.
+#[test]
+fn fixtures_cover_every_data_movement_and_activation_operator() {
+    let mut seen = std::collections::BTreeSet::new();
+    for name in fixtures::names() {
+        let f = fixtures::load(&name);
+        let model = Model::parse(&f.model).unwrap();
+        let ops: Vec<&str> = (0..model.operator_count()).map(|i| model.operator(i).unwrap().op.name()).collect();
+        let recorded: Vec<&str> = f.meta["ops"].as_array().unwrap().iter().map(|o| o.as_str().unwrap()).collect();
+        assert_eq!(ops, recorded, "{name}");
+        seen.extend(ops);
+    }
+    for op in [Op::Pack, Op::Unpack, Op::Split, Op::SplitV] {
+        assert!(seen.contains(op.name()), "no fixture runs {}", op.name());
     }
 }

@@ -1,0 +1,111 @@
+//! Operators that only move elements: PACK, UNPACK, SPLIT and SPLIT_V, as TFLM's
+//! `pack.cc`, `unpack.cc`, `split.cc` and `split_v.cc`.
+//!
+//! They work on bytes, with the element size as a parameter, because TFLM's kernels copy
+//! elements without looking at their values or quantization (int32 tensors, the shapes a
+//! dynamic-batch export computes, go through PACK and UNPACK as int8 ones do).
+//! int32 tensors are little-endian, as in the model.
+
+use super::OpError;
+
+/// The size of the block each tensor of `lens` contributes per outer step, when their
+/// lengths add up to `total` and each is a whole number of steps.
+fn blocks(lens: impl Iterator<Item = usize>, outer: usize, total: usize) -> Result<(), OpError> {
+    let mut sum = 0usize;
+    for len in lens {
+        if outer == 0 && len != 0 || outer != 0 && !len.is_multiple_of(outer) {
+            return Err(OpError::Shape("part is not a whole number of outer steps"));
+        }
+        sum = sum.checked_add(len).ok_or(OpError::Shape("parts too large"))?;
+    }
+    if sum == total { Ok(()) } else { Err(OpError::Shape("parts do not add up to the whole")) }
+}
+
+/// PACK: for each of `outer` steps, one block from every input in turn (each input's
+/// block is its length / `outer`). With one block per input per step this is also the
+/// byte pattern of a concatenation.
+pub fn join(inputs: &[&[u8]], outer: usize, out: &mut [u8]) -> Result<(), OpError> {
+    blocks(inputs.iter().map(|i| i.len()), outer, out.len())?;
+    let mut dest = out.iter_mut();
+    for k in 0..outer {
+        for input in inputs {
+            let block = input.len() / outer;
+            let src = input.get(k * block..(k + 1) * block).ok_or(OpError::Shape("pack index out of range"))?;
+            // `src` first: zip then stops without taking an extra output byte.
+            for (&v, o) in src.iter().zip(dest.by_ref()) {
+                *o = v;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// UNPACK, SPLIT and SPLIT_V: for each of `outer` steps, the next block of `input` to
+/// every output in turn (each output's block is its length / `outer`).
+pub fn split(input: &[u8], outer: usize, outputs: &mut [&mut [u8]]) -> Result<(), OpError> {
+    blocks(outputs.iter().map(|o| o.len()), outer, input.len())?;
+    let mut src = input.iter();
+    for k in 0..outer {
+        for output in outputs.iter_mut() {
+            let block = output.len() / outer;
+            let dest = output.get_mut(k * block..(k + 1) * block).ok_or(OpError::Shape("split index out of range"))?;
+            for (o, &v) in dest.iter_mut().zip(src.by_ref()) {
+                *o = v;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    #[test]
+    fn pack_and_unpack_are_inverse() -> TestResult {
+        // Pack two [2, 3] along axis 1: outer 2, a block of 3 from each per step.
+        let (a, b) = ([1u8, 2, 3, 4, 5, 6], [7u8, 8, 9, 10, 11, 12]);
+        let mut packed = [0u8; 12];
+        join(&[&a, &b], 2, &mut packed)?;
+        assert_eq!(packed, [1, 2, 3, 7, 8, 9, 4, 5, 6, 10, 11, 12]);
+        let (mut x, mut y) = ([0u8; 6], [0u8; 6]);
+        split(&packed, 2, &mut [&mut x, &mut y])?;
+        assert_eq!((x, y), (a, b));
+        // Axis 0 (outer 1) is plain concatenation; the last axis interleaves elements.
+        join(&[&a, &b], 1, &mut packed)?;
+        assert_eq!(packed, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+        join(&[&a, &b], 6, &mut packed)?;
+        assert_eq!(packed, [1, 7, 2, 8, 3, 9, 4, 10, 5, 11, 6, 12]);
+        // int32 elements: blocks are whole elements because lengths are in bytes.
+        let mut out = [0u8; 8];
+        join(&[&7i32.to_le_bytes(), &(-1i32).to_le_bytes()], 1, &mut out)?;
+        assert_eq!(out, [7, 0, 0, 0, 255, 255, 255, 255]);
+        Ok(())
+    }
+
+    #[test]
+    fn split_v_takes_unequal_parts() -> TestResult {
+        // [2, 5] split along axis 1 into 1, 3 and 1 columns.
+        let input: Vec<u8> = (0..10).collect();
+        let (mut a, mut b, mut c) = ([0u8; 2], [0u8; 6], [0u8; 2]);
+        split(&input, 2, &mut [&mut a, &mut b, &mut c])?;
+        assert_eq!((a, b, c), ([0, 5], [1, 2, 3, 6, 7, 8], [4, 9]));
+        Ok(())
+    }
+
+    #[test]
+    fn join_and_split_refuse_inconsistent_parts() -> TestResult {
+        let mut out = [0u8; 4];
+        assert!(join(&[&[1, 2], &[3]], 1, &mut out).is_err());
+        assert!(join(&[&[1, 2, 3], &[4]], 2, &mut out).is_err());
+        assert!(split(&[1, 2, 3], 1, &mut [&mut [0u8; 2], &mut [0u8; 2]]).is_err());
+        assert!(split(&[1, 2, 3, 4], 2, &mut [&mut [0u8; 3], &mut [0u8; 1]]).is_err());
+        // Empty dimensions: zero outer steps and empty parts.
+        join(&[&[], &[]], 0, &mut [])?;
+        split(&[], 0, &mut [&mut [], &mut []])?;
+        assert!(split(&[], 0, &mut [&mut [0u8; 1]]).is_err());
+        Ok(())
+    }
+}
