@@ -170,6 +170,18 @@ proptest! {
         }
     }
 
+    /// 3×3 depthwise on whole groups of four channels (the assembly block, inside and on
+    /// the border), any stride and padding.
+    #[test]
+    fn depthwise_blocks_are_bit_exact(c in case(), groups in 1usize..4) {
+        let depth = 4 * groups;
+        let c = Case { input: [c.input[0], c.input[1], c.input[2], depth], filter: (3, 3), padding: (c.padding.0 % 3, c.padding.1 % 3), ..c };
+        if let Some((portable, dsp)) = both(conv::depthwise_conv2d_on, &c, [1, 3, 3, depth], depth) {
+            prop_assert!(portable.is_ok());
+            prop_assert_eq!(portable, dsp);
+        }
+    }
+
     #[test]
     fn depthwise_is_bit_exact(c in case()) {
         let depth = c.input[3];
