@@ -10,7 +10,9 @@
 use core::fmt;
 
 use crate::kernels::params::{CHANNEL_ENTRY, ChannelTable, Int32s, Rescale};
-use crate::kernels::{OpError, conv, elementwise as ew, fully_connected, pool, quantize, shape, softmax};
+use crate::kernels::{
+    OpError, conv, elementwise as ew, fully_connected, pool, quantize, shape, softmax, strided_slice,
+};
 use crate::model::{Model, ModelError, TensorInfo};
 use crate::ops::{self, Kernel, MAX_OP_OUTPUTS, Op, PrepareError};
 use crate::plan::{self, ALIGN, ENTRY, Plan};
@@ -299,12 +301,12 @@ fn run(p: &ops::Prepared<'_>, v: &Views<'_>, outputs: &mut [&mut [u8]]) -> Resul
             pool::pool(*kind, params, v.int8(&x)?, shape4(&x)?, out_i8, shape4(&out_t)?)
         }
         Kernel::Softmax { params, depth } => softmax::softmax(params, v.int8(&input(0)?)?, out_i8, *depth),
-        Kernel::Reshape => {
-            let x = v.int8(&input(0)?)?;
-            if x.len() != out_i8.len() {
+        Kernel::Copy => {
+            let x = v.bytes(&input(0)?)?;
+            if x.len() != output.len() {
                 return Err(OpError::Shape("reshape size"));
             }
-            out_i8.copy_from_slice(x);
+            output.copy_from_slice(x);
             Ok(())
         }
         Kernel::Quantize(q) => quantize::quantize(*q, v.bytes(&input(0)?)?, out_i8),
@@ -336,6 +338,11 @@ fn run(p: &ops::Prepared<'_>, v: &Views<'_>, outputs: &mut [&mut [u8]]) -> Resul
             ew::concatenation(parts.get(..*count).unwrap_or(&[]), *axis, out_i8, out_shape)
         }
         Kernel::Mean(params) => ew::mean(params, v.int8(&input(0)?)?, out_i8),
+        Kernel::StridedSlice(params) => {
+            let x = input(0)?;
+            strided_slice::strided_slice(params, v.bytes(&x)?, &x.shape, x.dtype.size(), output)
+        }
+        Kernel::Shape => shape::shape(&input(0)?.shape, output),
         Kernel::Pack { outer, count } => {
             let mut parts: [&[u8]; ops::MAX_OP_INPUTS] = [&[]; ops::MAX_OP_INPUTS];
             for (i, part) in parts.iter_mut().enumerate().take(*count) {

@@ -17,6 +17,7 @@ use crate::kernels::fully_connected::{FcDims, FcParams};
 use crate::kernels::params::{Int32s, Rescale, Scales};
 use crate::kernels::pool::{PoolKind, PoolParams};
 use crate::kernels::softmax::SoftmaxParams;
+use crate::kernels::strided_slice::{Masks, StridedSliceParams};
 use crate::model::{At, DType, Location, ModelError, Operator, TensorInfo, Tensors};
 use crate::schema::{builtin, option_fields as f, options};
 use crate::tensor::{Activation, MAX_RANK, Quant, Shape};
@@ -31,6 +32,7 @@ pub enum Op {
     Conv2d,
     DepthwiseConv2d,
     Dequantize,
+    ExpandDims,
     FullyConnected,
     HardSwish,
     LeakyRelu,
@@ -42,9 +44,12 @@ pub enum Op {
     Pad,
     Quantize,
     Reshape,
+    Shape,
     Softmax,
     Split,
     SplitV,
+    Squeeze,
+    StridedSlice,
     Sub,
     Tanh,
     Unpack,
@@ -60,6 +65,7 @@ impl Op {
             builtin::CONV_2D => Self::Conv2d,
             builtin::DEPTHWISE_CONV_2D => Self::DepthwiseConv2d,
             builtin::DEQUANTIZE => Self::Dequantize,
+            builtin::EXPAND_DIMS => Self::ExpandDims,
             builtin::FULLY_CONNECTED => Self::FullyConnected,
             builtin::HARD_SWISH => Self::HardSwish,
             builtin::LEAKY_RELU => Self::LeakyRelu,
@@ -71,9 +77,12 @@ impl Op {
             builtin::PAD => Self::Pad,
             builtin::QUANTIZE => Self::Quantize,
             builtin::RESHAPE => Self::Reshape,
+            builtin::SHAPE => Self::Shape,
             builtin::SOFTMAX => Self::Softmax,
             builtin::SPLIT => Self::Split,
             builtin::SPLIT_V => Self::SplitV,
+            builtin::SQUEEZE => Self::Squeeze,
+            builtin::STRIDED_SLICE => Self::StridedSlice,
             builtin::SUB => Self::Sub,
             builtin::TANH => Self::Tanh,
             builtin::UNPACK => Self::Unpack,
@@ -90,6 +99,7 @@ impl Op {
             Self::Conv2d => "CONV_2D",
             Self::DepthwiseConv2d => "DEPTHWISE_CONV_2D",
             Self::Dequantize => "DEQUANTIZE",
+            Self::ExpandDims => "EXPAND_DIMS",
             Self::FullyConnected => "FULLY_CONNECTED",
             Self::HardSwish => "HARD_SWISH",
             Self::LeakyRelu => "LEAKY_RELU",
@@ -101,9 +111,12 @@ impl Op {
             Self::Pad => "PAD",
             Self::Quantize => "QUANTIZE",
             Self::Reshape => "RESHAPE",
+            Self::Shape => "SHAPE",
             Self::Softmax => "SOFTMAX",
             Self::Split => "SPLIT",
             Self::SplitV => "SPLIT_V",
+            Self::Squeeze => "SQUEEZE",
+            Self::StridedSlice => "STRIDED_SLICE",
             Self::Sub => "SUB",
             Self::Tanh => "TANH",
             Self::Unpack => "UNPACK",
@@ -147,16 +160,17 @@ pub const MAX_OP_INPUTS: usize = 8;
 /// Most outputs an operator may have (the parts of a SPLIT, SPLIT_V or UNPACK).
 pub const MAX_OP_OUTPUTS: usize = 8;
 
-/// The kernel and its parameters. `Pack` takes one block from every input in each of
-/// `outer` steps; `Split` deals input `input` out to the outputs in `outer` steps (SPLIT,
-/// SPLIT_V, UNPACK).
+/// The kernel and its parameters. `Copy` moves the input's bytes unchanged (RESHAPE,
+/// SQUEEZE, EXPAND_DIMS); `Pack` takes one block from every input in each of `outer`
+/// steps; `Split` deals input `input` out to the outputs in `outer` steps (SPLIT, SPLIT_V,
+/// UNPACK).
 pub(crate) enum Kernel<'a> {
     Conv(ConvParams<'a>),
     Depthwise(ConvParams<'a>),
     FullyConnected(FcParams<'a>, FcDims),
     Pool(PoolKind, PoolParams),
     Softmax { params: SoftmaxParams, depth: usize },
-    Reshape,
+    Copy,
     Quantize(Quant),
     Requantize(Quant, Quant),
     Dequantize(Quant),
@@ -169,6 +183,8 @@ pub(crate) enum Kernel<'a> {
     Pad { paddings: [[i32; 2]; MAX_RANK], rank: usize, value: i8 },
     Concatenation { axis: i32, count: usize },
     Mean(MeanParams),
+    StridedSlice(StridedSliceParams),
+    Shape,
     Pack { outer: usize, count: usize },
     Split { input: usize, outer: usize },
 }
@@ -256,7 +272,7 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
             if x.shape.elements() != output.shape.elements() || x.quant()? != output.quant()? {
                 return Err(OpError::Shape("reshape changes size or quantization").into());
             }
-            Kernel::Reshape
+            Kernel::Copy
         }
         Op::Quantize => {
             let x = input(0)?;
@@ -379,6 +395,28 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
                 &output.shape,
             )?)
         }
+        Op::Squeeze => {
+            input_count(op, 1)?;
+            squeeze(&input(0)?, &output, options(options::SQUEEZE)?)?
+        }
+        Op::ExpandDims => {
+            input_count(op, 2)?;
+            expand_dims(&input(0)?, &input(1)?, &output)?
+        }
+        Op::Shape => {
+            input_count(op, 1)?;
+            if output.dtype != DType::Int32 {
+                return Err(OpError::Type("SHAPE writes int32 only").into());
+            }
+            if output.shape.rank() != 1 || output.shape.dim(0) != input(0)?.shape.rank() {
+                return Err(OpError::Shape("SHAPE output must hold one value per input dimension").into());
+            }
+            Kernel::Shape
+        }
+        Op::StridedSlice => {
+            input_count(op, 4)?;
+            strided_slice(&input(0)?, [input(1)?, input(2)?, input(3)?], &output, options(options::STRIDED_SLICE)?)?
+        }
         Op::Pack => pack(inputs.get(..op.input_count()).unwrap_or(&[]), &output, options(options::PACK)?)?,
         Op::Unpack => {
             input_count(op, 1)?;
@@ -457,6 +495,72 @@ fn with_axis(shape: &Shape, axis: usize, dim: usize) -> Option<Shape> {
 /// The product of the dimensions before `axis` (the outer steps of a pack or split).
 fn outer(shape: &Shape, axis: usize) -> usize {
     shape.dims().iter().take(axis).product()
+}
+
+/// TFLM's `SqueezePrepare`, with the output shape checked exactly.
+fn squeeze<'a>(x: &TensorInfo<'a>, output: &TensorInfo<'a>, opts: Option<Table<'a>>) -> Result<Kernel<'a>> {
+    moved(x, output, true)?;
+    let rank = x.shape.rank();
+    let mut drop = [false; MAX_RANK];
+    let listed = opts.map_or(Ok(None), |t| t.vector(f::SQUEEZE_DIMS)).map_err(fb)?;
+    match listed.filter(|v| !v.is_empty()) {
+        None => {
+            for (d, slot) in x.shape.dims().iter().zip(drop.iter_mut()) {
+                *slot = *d == 1;
+            }
+        }
+        Some(dims) => {
+            for d in dims.iter::<i32>() {
+                let axis = normalize_axis(d.map_err(fb)?, rank)?;
+                if x.shape.dim(axis) != 1 {
+                    return Err(OpError::Shape("SQUEEZE of a dimension other than 1").into());
+                }
+                drop[axis] = true;
+            }
+        }
+    }
+    let kept = x.shape.dims().iter().zip(drop).filter(|&(_, d)| !d).map(|(&k, _)| k);
+    if !kept.eq(output.shape.dims().iter().copied()) {
+        return Err(OpError::Shape("SQUEEZE output shape").into());
+    }
+    Ok(Kernel::Copy)
+}
+
+/// TFLM's `ExpandDimsPrepare` (int8 only: its kernel has no int32 case).
+fn expand_dims<'a>(x: &TensorInfo<'a>, axis_t: &TensorInfo<'a>, output: &TensorInfo<'a>) -> Result<Kernel<'a>> {
+    moved(x, output, false)?;
+    let rank = x.shape.rank();
+    let axis = axis_operand(axis_t, rank + 1)?;
+    if with_axis(&x.shape, axis, 1) != Some(output.shape) {
+        return Err(OpError::Shape("EXPAND_DIMS output shape").into());
+    }
+    Ok(Kernel::Copy)
+}
+
+fn strided_slice<'a>(
+    x: &TensorInfo<'a>,
+    [begin, end, strides]: [TensorInfo<'a>; 3],
+    output: &TensorInfo<'a>,
+    opts: Option<Table<'a>>,
+) -> Result<Kernel<'a>> {
+    moved(x, output, true)?;
+    let rank = x.shape.rank();
+    let what = "begin, end and strides must be constant int32 vectors, one value per input axis";
+    let (b, e, s) =
+        (int32_constant(&begin, rank, what)?, int32_constant(&end, rank, what)?, int32_constant(&strides, rank, what)?);
+    let field = |id| option_i32(opts, id, 0);
+    if field(f::SLICE_ELLIPSIS_MASK)? != 0 || field(f::SLICE_NEW_AXIS_MASK)? != 0 {
+        return Err(OpError::Unsupported("STRIDED_SLICE ellipsis or new-axis mask").into());
+    }
+    if opts.map_or(Ok(false), |t| t.scalar::<bool>(f::SLICE_OFFSET, false)).map_err(fb)? {
+        return Err(OpError::Unsupported("STRIDED_SLICE with offset ends").into());
+    }
+    let masks = Masks {
+        begin: field(f::SLICE_BEGIN_MASK)?,
+        end: field(f::SLICE_END_MASK)?,
+        shrink: field(f::SLICE_SHRINK_AXIS_MASK)?,
+    };
+    Ok(Kernel::StridedSlice(StridedSliceParams::prepare(&x.shape, b, e, s, masks, &output.shape)?))
 }
 
 /// PACK: `values_count` inputs of one shape and type, stacked along a new `axis`.

@@ -77,6 +77,8 @@ pub mod options {
     pub const MUL: u8 = 21;
     pub const REDUCER: u8 = 27;
     pub const SUB: u8 = 28;
+    pub const SQUEEZE: u8 = 30;
+    pub const STRIDED_SLICE: u8 = 32;
     pub const PACK: u8 = 59;
     pub const UNPACK: u8 = 64;
     pub const LEAKY_RELU: u8 = 75;
@@ -126,6 +128,20 @@ pub mod option_fields {
     pub const REDUCER_KEEP_DIMS: usize = 0;
     /// `LeakyReluOptions.alpha`.
     pub const LEAKY_RELU_ALPHA: usize = 0;
+    /// `SqueezeOptions.squeeze_dims`.
+    pub const SQUEEZE_DIMS: usize = 0;
+    /// `StridedSliceOptions.begin_mask`.
+    pub const SLICE_BEGIN_MASK: usize = 0;
+    /// `StridedSliceOptions.end_mask`.
+    pub const SLICE_END_MASK: usize = 1;
+    /// `StridedSliceOptions.ellipsis_mask`.
+    pub const SLICE_ELLIPSIS_MASK: usize = 2;
+    /// `StridedSliceOptions.new_axis_mask`.
+    pub const SLICE_NEW_AXIS_MASK: usize = 3;
+    /// `StridedSliceOptions.shrink_axis_mask`.
+    pub const SLICE_SHRINK_AXIS_MASK: usize = 4;
+    /// `StridedSliceOptions.offset`.
+    pub const SLICE_OFFSET: usize = 5;
     /// `PackOptions.values_count` and `UnpackOptions.num`.
     pub const PACK_COUNT: usize = 0;
     /// `PackOptions.axis` and `UnpackOptions.axis`.
@@ -150,7 +166,11 @@ pub mod builtin {
     pub const PAD: i32 = 34;
     pub const MEAN: i32 = 40;
     pub const SUB: i32 = 41;
+    pub const SQUEEZE: i32 = 43;
+    pub const STRIDED_SLICE: i32 = 45;
     pub const SPLIT: i32 = 49;
+    pub const EXPAND_DIMS: i32 = 70;
+    pub const SHAPE: i32 = 77;
     pub const PACK: i32 = 83;
     pub const UNPACK: i32 = 88;
     pub const LEAKY_RELU: i32 = 98;

@@ -16,6 +16,7 @@ pub mod pool;
 pub mod quantize;
 pub mod shape;
 pub mod softmax;
+pub mod strided_slice;
 
 /// Which implementation of the heavy kernels runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,5 @@
-//! Operators that only move elements: PACK, UNPACK, SPLIT and SPLIT_V, as TFLM's
-//! `pack.cc`, `unpack.cc`, `split.cc` and `split_v.cc`.
+//! Operators that only move elements: SHAPE, PACK, UNPACK, SPLIT and SPLIT_V, as TFLM's
+//! `shape.cc`, `pack.cc`, `unpack.cc`, `split.cc` and `split_v.cc`.
 //!
 //! They work on bytes, with the element size as a parameter, because TFLM's kernels copy
 //! elements without looking at their values or quantization (int32 tensors, the shapes a
@@ -7,6 +7,19 @@
 //! int32 tensors are little-endian, as in the model.
 
 use super::OpError;
+use crate::tensor::Shape;
+
+/// SHAPE: the dimensions of `input` as little-endian int32.
+pub fn shape(input: &Shape, out: &mut [u8]) -> Result<(), OpError> {
+    if out.len() != input.rank() * 4 {
+        return Err(OpError::Shape("shape output length is not the input rank"));
+    }
+    for (o, &d) in out.chunks_exact_mut(4).zip(input.dims()) {
+        let d = i32::try_from(d).map_err(|_| OpError::Shape("dimension above int32"))?;
+        o.copy_from_slice(&d.to_le_bytes());
+    }
+    Ok(())
+}
 
 /// The size of the block each tensor of `lens` contributes per outer step, when their
 /// lengths add up to `total` and each is a whole number of steps.
@@ -62,6 +75,20 @@ mod tests {
     use super::*;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn s(dims: &[usize]) -> Shape {
+        Shape::new(dims).unwrap_or_default()
+    }
+
+    #[test]
+    fn shape_writes_int32_dims() -> TestResult {
+        let mut out = [0u8; 12];
+        shape(&s(&[1, 14, 4]), &mut out)?;
+        assert_eq!(out, [1, 0, 0, 0, 14, 0, 0, 0, 4, 0, 0, 0]);
+        assert!(shape(&s(&[1, 14]), &mut out).is_err());
+        shape(&s(&[]), &mut [])?;
+        Ok(())
+    }
 
     #[test]
     fn pack_and_unpack_are_inverse() -> TestResult {

@@ -92,7 +92,7 @@ fn corrupted_buffer_offset() {
 
 #[test]
 fn random_corruption_never_panics() {
-    for name in ["digits_cnn_v1", "kws_dscnn", "ad_autoencoder", "split_stack"] {
+    for name in ["digits_cnn_v1", "kws_dscnn", "ad_autoencoder", "conv1d_flatten", "split_stack"] {
         let f = fixtures::load(name);
         let mut state = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..300 {
@@ -170,6 +170,32 @@ fn single_output_operators_with_several_outputs_are_refused() {
     let unpack = find(&m, Op::Unpack);
     set_code(&mut m, unpack, 0);
     refused(&m, Op::Add, OpError::Unsupported("operators other than splits must have exactly one output"));
+}
+
+#[test]
+fn strided_slice_must_not_shrink_outside_the_input() {
+    // The dynamic-batch flatten takes element 0 of a 3-element shape vector.
+    let mut m = fixtures::load("conv1d_flatten").model;
+    let slice = find(&m, Op::StridedSlice);
+    let begin = constant(&m, slice, 1);
+    put_i32(&mut m, begin, 3);
+    refused(&m, Op::StridedSlice, OpError::Unsupported("strided slice shrinks an axis outside the input"));
+    put_i32(&mut m, begin, -3);
+    assert!(Model::parse(&m).is_ok(), "-3 is element 0 counted from the end");
+    let stride = constant(&m, slice, 3);
+    put_i32(&mut m, stride, 0);
+    refused(&m, Op::StridedSlice, OpError::Unsupported("strided slice stride 0"));
+}
+
+#[test]
+fn shape_writes_int32() {
+    let mut m = fixtures::load("conv1d_flatten").model;
+    let shape = find(&m, Op::Shape);
+    let model = Model::parse(&m).unwrap();
+    let out = model.operator(shape).unwrap().output(0).unwrap() as usize;
+    let at = position(&m, true, 0, out, 1);
+    m[at] = 9; // int8
+    refused(&m, Op::Shape, OpError::Type("SHAPE writes int32 only"));
 }
 
 #[test]
