@@ -630,7 +630,6 @@ pub(crate) fn depthwise_conv2d(
         return Err(OpError::Shape("depthwise channels"));
     }
     let short = || OpError::Shape("depthwise input");
-    let zero = p.input_offset.wrapping_neg() as u8;
     // Channel groups are the outer loop: each group's biases and requantization are set
     // up once per layer, then every output pixel is visited for the group.
     for c in (0..depth).step_by(4) {
@@ -662,11 +661,11 @@ pub(crate) fn depthwise_conv2d(
                         }
                     } else if group == 4 && f_w == 3 && !cols.is_empty() {
                         // A 3-wide window cut by the border: the row's taps are copied
-                        // into place (missing ones read the input zero point, which adds
-                        // nothing) and go through the same block.
+                        // into place (missing ones get zero weights, so they add nothing)
+                        // and go through the same block.
                         for fy in rows.clone() {
                             let (x_at, w_at) = starts(fy);
-                            let (mut xs, mut ws) = ([zero; 12], [0u8; 12]);
+                            let (mut xs, mut ws) = ([0u8; 12], [0u8; 12]);
                             for (t, fx) in cols.clone().enumerate() {
                                 let (from_x, from_w) = (x_at + t * depth, w_at + t * depth);
                                 let x = input.get(from_x..from_x + 4).ok_or_else(short)?;
