@@ -338,6 +338,17 @@ fn run(p: &ops::Prepared<'_>, v: &Views<'_>, outputs: &mut [&mut [u8]]) -> Resul
             ew::concatenation(parts.get(..*count).unwrap_or(&[]), *axis, out_i8, out_shape)
         }
         Kernel::Mean(params) => ew::mean(params, v.int8(&input(0)?)?, out_i8),
+        Kernel::Relu(params) => ew::relu(params, v.int8(&input(0)?)?, out_i8),
+        Kernel::Relu6(params) => ew::relu6(params, v.int8(&input(0)?)?, out_i8),
+        Kernel::MinMax { max } => {
+            let (a, b) = (input(0)?, input(1)?);
+            let f = if *max { ew::maximum } else { ew::minimum };
+            f(v.int8(&a)?, &a.shape, v.int8(&b)?, &b.shape, out_i8, out_shape)
+        }
+        Kernel::Prelu(params) => {
+            let (x, alpha) = (input(0)?, input(1)?);
+            ew::prelu(params, v.int8(&x)?, &x.shape, v.int8(&alpha)?, &alpha.shape, out_i8, out_shape)
+        }
         Kernel::StridedSlice(params) => {
             let x = input(0)?;
             strided_slice::strided_slice(params, v.bytes(&x)?, &x.shape, x.dtype.size(), output)

@@ -9,9 +9,10 @@ use crate::arith::Multiplier;
 use crate::flatbuffer::{FbError, Table};
 use crate::kernels::OpError;
 use crate::kernels::conv::ConvParams;
+use crate::kernels::elementwise::minmax::check_broadcast;
 use crate::kernels::elementwise::{
-    AddSubParams, HardSwishParams, LeakyReluParams, LogisticParams, MeanParams, MulParams, TanhParams,
-    check_concat_quant, check_pad_quant,
+    AddSubParams, HardSwishParams, LeakyReluParams, LogisticParams, MeanParams, MulParams, PreluParams, Relu6Params,
+    ReluParams, TanhParams, check_concat_quant, check_pad_quant,
 };
 use crate::kernels::fully_connected::{FcDims, FcParams};
 use crate::kernels::params::{Int32s, Rescale, Scales};
@@ -22,7 +23,8 @@ use crate::model::{At, DType, Location, ModelError, Operator, TensorInfo, Tensor
 use crate::schema::{builtin, option_fields as f, options};
 use crate::tensor::{Activation, MAX_RANK, Quant, Shape};
 
-/// The operators the runtime implements.
+/// The operators the runtime knows: every one runs except RELU_N1_TO_1, which TFLM has no
+/// kernel for and is refused by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub enum Op {
@@ -38,11 +40,17 @@ pub enum Op {
     LeakyRelu,
     Logistic,
     MaxPool2d,
+    Maximum,
     Mean,
+    Minimum,
     Mul,
     Pack,
     Pad,
+    Prelu,
     Quantize,
+    Relu,
+    Relu6,
+    ReluN1To1,
     Reshape,
     Shape,
     Softmax,
@@ -71,11 +79,17 @@ impl Op {
             builtin::LEAKY_RELU => Self::LeakyRelu,
             builtin::LOGISTIC => Self::Logistic,
             builtin::MAX_POOL_2D => Self::MaxPool2d,
+            builtin::MAXIMUM => Self::Maximum,
             builtin::MEAN => Self::Mean,
+            builtin::MINIMUM => Self::Minimum,
             builtin::MUL => Self::Mul,
             builtin::PACK => Self::Pack,
             builtin::PAD => Self::Pad,
+            builtin::PRELU => Self::Prelu,
             builtin::QUANTIZE => Self::Quantize,
+            builtin::RELU => Self::Relu,
+            builtin::RELU6 => Self::Relu6,
+            builtin::RELU_N1_TO_1 => Self::ReluN1To1,
             builtin::RESHAPE => Self::Reshape,
             builtin::SHAPE => Self::Shape,
             builtin::SOFTMAX => Self::Softmax,
@@ -105,11 +119,17 @@ impl Op {
             Self::LeakyRelu => "LEAKY_RELU",
             Self::Logistic => "LOGISTIC",
             Self::MaxPool2d => "MAX_POOL_2D",
+            Self::Maximum => "MAXIMUM",
             Self::Mean => "MEAN",
+            Self::Minimum => "MINIMUM",
             Self::Mul => "MUL",
             Self::Pack => "PACK",
             Self::Pad => "PAD",
+            Self::Prelu => "PRELU",
             Self::Quantize => "QUANTIZE",
+            Self::Relu => "RELU",
+            Self::Relu6 => "RELU6",
+            Self::ReluN1To1 => "RELU_N1_TO_1",
             Self::Reshape => "RESHAPE",
             Self::Shape => "SHAPE",
             Self::Softmax => "SOFTMAX",
@@ -183,6 +203,10 @@ pub(crate) enum Kernel<'a> {
     Pad { paddings: [[i32; 2]; MAX_RANK], rank: usize, value: i8 },
     Concatenation { axis: i32, count: usize },
     Mean(MeanParams),
+    Relu(ReluParams),
+    Relu6(Relu6Params),
+    MinMax { max: bool },
+    Prelu(PreluParams),
     StridedSlice(StridedSliceParams),
     Shape,
     Pack { outer: usize, count: usize },
@@ -395,6 +419,23 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
                 &output.shape,
             )?)
         }
+        Op::Relu | Op::Relu6 | Op::ReluN1To1 => {
+            input_count(op, 1)?;
+            relu(op.op, &input(0)?, &output)?
+        }
+        Op::Minimum | Op::Maximum => {
+            input_count(op, 2)?;
+            let (a, b) = (input(0)?, input(1)?);
+            for t in [&a, &b, &output] {
+                int8(t)?;
+            }
+            check_broadcast(&a.shape, &b.shape, &output.shape)?;
+            Kernel::MinMax { max: op.op == Op::Maximum }
+        }
+        Op::Prelu => {
+            input_count(op, 2)?;
+            prelu(&input(0)?, &input(1)?, &output)?
+        }
         Op::Squeeze => {
             input_count(op, 1)?;
             squeeze(&input(0)?, &output, options(options::SQUEEZE)?)?
@@ -440,6 +481,11 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
 /// Refuses an operator with another number of inputs than its kernel reads.
 fn input_count(op: &Operator<'_>, n: usize) -> core::result::Result<(), OpError> {
     if op.input_count() == n { Ok(()) } else { Err(OpError::Unsupported("wrong number of inputs")) }
+}
+
+/// An int8 tensor, whatever its quantization (for kernels that only compare or move codes).
+fn int8(t: &TensorInfo<'_>) -> core::result::Result<(), OpError> {
+    if t.dtype == DType::Int8 { Ok(()) } else { Err(OpError::Type("expected int8")) }
 }
 
 /// The element types a data-movement kernel takes: int8, and int32 where TFLM's kernel
@@ -495,6 +541,32 @@ fn with_axis(shape: &Shape, axis: usize, dim: usize) -> Option<Shape> {
 /// The product of the dimensions before `axis` (the outer steps of a pack or split).
 fn outer(shape: &Shape, axis: usize) -> usize {
     shape.dims().iter().take(axis).product()
+}
+
+fn relu<'a>(op: Op, x: &TensorInfo<'a>, output: &TensorInfo<'a>) -> Result<Kernel<'a>> {
+    if op == Op::ReluN1To1 {
+        return Err(OpError::Unsupported("TFLM has no RELU_N1_TO_1 kernel").into());
+    }
+    int8_activation(x)?;
+    int8_activation(output)?;
+    if x.shape != output.shape {
+        return Err(OpError::Shape("input and output shapes differ").into());
+    }
+    Ok(match op {
+        Op::Relu => Kernel::Relu(ReluParams::prepare(x.quant()?, output.quant()?)?),
+        _ => Kernel::Relu6(Relu6Params::prepare(x.quant()?)?),
+    })
+}
+
+fn prelu<'a>(x: &TensorInfo<'a>, alpha: &TensorInfo<'a>, output: &TensorInfo<'a>) -> Result<Kernel<'a>> {
+    int8_activation(x)?;
+    int8_operand(alpha)?;
+    int8_activation(output)?;
+    if alpha.quantization.is_some_and(|q| q.len() > 1) {
+        return Err(OpError::Quantization("PRELU alpha must be quantized per tensor").into());
+    }
+    check_broadcast(&x.shape, &alpha.shape, &output.shape)?;
+    Ok(Kernel::Prelu(PreluParams::prepare(x.quant()?, alpha.quant()?, output.quant()?)?))
 }
 
 /// TFLM's `SqueezePrepare`, with the output shape checked exactly.

@@ -160,6 +160,9 @@ pub mod builtin {
     pub const LOGISTIC: i32 = 14;
     pub const MAX_POOL_2D: i32 = 17;
     pub const MUL: i32 = 18;
+    pub const RELU: i32 = 19;
+    pub const RELU_N1_TO_1: i32 = 20;
+    pub const RELU6: i32 = 21;
     pub const RESHAPE: i32 = 22;
     pub const SOFTMAX: i32 = 25;
     pub const TANH: i32 = 28;
@@ -169,6 +172,9 @@ pub mod builtin {
     pub const SQUEEZE: i32 = 43;
     pub const STRIDED_SLICE: i32 = 45;
     pub const SPLIT: i32 = 49;
+    pub const PRELU: i32 = 54;
+    pub const MAXIMUM: i32 = 55;
+    pub const MINIMUM: i32 = 57;
     pub const EXPAND_DIMS: i32 = 70;
     pub const SHAPE: i32 = 77;
     pub const PACK: i32 = 83;

@@ -164,6 +164,14 @@ fn refused(model: &[u8], op: Op, problem: OpError) {
 }
 
 #[test]
+fn relu_n1_to_1_is_refused_by_name_as_tflm_has_no_kernel_for_it() {
+    let mut m = fixtures::load("activations").model;
+    let relu = find(&m, Op::Relu);
+    set_code(&mut m, relu, 20);
+    refused(&m, Op::ReluN1To1, OpError::Unsupported("TFLM has no RELU_N1_TO_1 kernel"));
+}
+
+#[test]
 fn single_output_operators_with_several_outputs_are_refused() {
     // UNPACK has four outputs; the same operator read as an ADD must not.
     let mut m = fixtures::load("split_stack").model;

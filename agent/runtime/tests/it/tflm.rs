@@ -60,7 +60,21 @@ fn fixtures_cover_every_data_movement_and_activation_operator() {
         assert_eq!(ops, recorded, "{name}");
         seen.extend(ops);
     }
-    for op in [Op::Squeeze, Op::ExpandDims, Op::StridedSlice, Op::Shape, Op::Pack, Op::Unpack, Op::Split, Op::SplitV] {
+    for op in [
+        Op::Relu,
+        Op::Relu6,
+        Op::Minimum,
+        Op::Maximum,
+        Op::Prelu,
+        Op::Squeeze,
+        Op::ExpandDims,
+        Op::StridedSlice,
+        Op::Shape,
+        Op::Pack,
+        Op::Unpack,
+        Op::Split,
+        Op::SplitV,
+    ] {
         assert!(seen.contains(op.name()), "no fixture runs {}", op.name());
     }
 }
