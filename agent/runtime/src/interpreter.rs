@@ -11,7 +11,8 @@ use core::fmt;
 
 use crate::kernels::params::{CHANNEL_ENTRY, ChannelTable, Int32s, Rescale};
 use crate::kernels::{
-    OpError, conv, elementwise as ew, fully_connected, pool, quantize, shape, softmax, strided_slice,
+    OpError, arg_min_max, conv, elementwise as ew, fully_connected, gather, pool, quantize, shape, softmax,
+    strided_slice,
 };
 use crate::model::{Model, ModelError, TensorInfo};
 use crate::ops::{self, Kernel, MAX_OP_OUTPUTS, Op, PrepareError};
@@ -362,6 +363,19 @@ fn run(p: &ops::Prepared<'_>, v: &Views<'_>, outputs: &mut [&mut [u8]]) -> Resul
             shape::join(parts.get(..*count).unwrap_or(&[]), *outer, output)
         }
         Kernel::Split { input: i, outer } => shape::split(v.bytes(&input(*i)?)?, *outer, outputs),
+        Kernel::Transpose { perm, rank } => {
+            let x = input(0)?;
+            let perm = perm.get(..*rank).ok_or(OpError::Shape("transpose rank"))?;
+            shape::transpose(perm, v.bytes(&x)?, &x.shape, x.dtype.size(), output, out_shape)
+        }
+        Kernel::Gather(params) => {
+            let (x, at) = (input(0)?, input(1)?);
+            gather::gather(params, v.bytes(&x)?, &x.shape, x.dtype.size(), v.bytes(&at)?, &at.shape, output)
+        }
+        Kernel::ArgMinMax { axis, max } => {
+            let x = input(0)?;
+            arg_min_max::arg_min_max(v.int8(&x)?, &x.shape, *axis, *max, output)
+        }
     }
 }
 

@@ -15,8 +15,10 @@ use crate::kernels::elementwise::{
     ReluParams, TanhParams, check_concat_quant, check_pad_quant,
 };
 use crate::kernels::fully_connected::{FcDims, FcParams};
+use crate::kernels::gather::{GatherParams, check_positions};
 use crate::kernels::params::{Int32s, Rescale, Scales};
 use crate::kernels::pool::{PoolKind, PoolParams};
+use crate::kernels::shape::check_transpose;
 use crate::kernels::softmax::SoftmaxParams;
 use crate::kernels::strided_slice::{Masks, StridedSliceParams};
 use crate::model::{At, DType, Location, ModelError, Operator, TensorInfo, Tensors};
@@ -29,6 +31,8 @@ use crate::tensor::{Activation, MAX_RANK, Quant, Shape};
 #[allow(missing_docs)]
 pub enum Op {
     Add,
+    ArgMax,
+    ArgMin,
     AveragePool2d,
     Concatenation,
     Conv2d,
@@ -36,6 +40,7 @@ pub enum Op {
     Dequantize,
     ExpandDims,
     FullyConnected,
+    Gather,
     HardSwish,
     LeakyRelu,
     Logistic,
@@ -60,6 +65,7 @@ pub enum Op {
     StridedSlice,
     Sub,
     Tanh,
+    Transpose,
     Unpack,
 }
 
@@ -68,6 +74,8 @@ impl Op {
     pub fn from_code(code: i32) -> Option<Self> {
         Some(match code {
             builtin::ADD => Self::Add,
+            builtin::ARG_MAX => Self::ArgMax,
+            builtin::ARG_MIN => Self::ArgMin,
             builtin::AVERAGE_POOL_2D => Self::AveragePool2d,
             builtin::CONCATENATION => Self::Concatenation,
             builtin::CONV_2D => Self::Conv2d,
@@ -75,6 +83,7 @@ impl Op {
             builtin::DEQUANTIZE => Self::Dequantize,
             builtin::EXPAND_DIMS => Self::ExpandDims,
             builtin::FULLY_CONNECTED => Self::FullyConnected,
+            builtin::GATHER => Self::Gather,
             builtin::HARD_SWISH => Self::HardSwish,
             builtin::LEAKY_RELU => Self::LeakyRelu,
             builtin::LOGISTIC => Self::Logistic,
@@ -99,6 +108,7 @@ impl Op {
             builtin::STRIDED_SLICE => Self::StridedSlice,
             builtin::SUB => Self::Sub,
             builtin::TANH => Self::Tanh,
+            builtin::TRANSPOSE => Self::Transpose,
             builtin::UNPACK => Self::Unpack,
             _ => return None,
         })
@@ -108,6 +118,8 @@ impl Op {
     pub fn name(self) -> &'static str {
         match self {
             Self::Add => "ADD",
+            Self::ArgMax => "ARG_MAX",
+            Self::ArgMin => "ARG_MIN",
             Self::AveragePool2d => "AVERAGE_POOL_2D",
             Self::Concatenation => "CONCATENATION",
             Self::Conv2d => "CONV_2D",
@@ -115,6 +127,7 @@ impl Op {
             Self::Dequantize => "DEQUANTIZE",
             Self::ExpandDims => "EXPAND_DIMS",
             Self::FullyConnected => "FULLY_CONNECTED",
+            Self::Gather => "GATHER",
             Self::HardSwish => "HARD_SWISH",
             Self::LeakyRelu => "LEAKY_RELU",
             Self::Logistic => "LOGISTIC",
@@ -139,6 +152,7 @@ impl Op {
             Self::StridedSlice => "STRIDED_SLICE",
             Self::Sub => "SUB",
             Self::Tanh => "TANH",
+            Self::Transpose => "TRANSPOSE",
             Self::Unpack => "UNPACK",
         }
     }
@@ -211,6 +225,9 @@ pub(crate) enum Kernel<'a> {
     Shape,
     Pack { outer: usize, count: usize },
     Split { input: usize, outer: usize },
+    Transpose { perm: [usize; MAX_RANK], rank: usize },
+    Gather(GatherParams),
+    ArgMinMax { axis: usize, max: bool },
 }
 
 impl<'a> Kernel<'a> {
@@ -474,6 +491,18 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
             let parts = outputs.get(..op.output_count()).unwrap_or(&[]);
             split(x, &input(x)?, &input(axis)?, parts, op.op == Op::Split)?
         }
+        Op::Transpose => {
+            input_count(op, 2)?;
+            transpose(&input(0)?, &input(1)?, &output)?
+        }
+        Op::Gather => {
+            input_count(op, 2)?;
+            gather(&input(0)?, &input(1)?, &output, options(options::GATHER)?, verify)?
+        }
+        Op::ArgMax | Op::ArgMin => {
+            input_count(op, 2)?;
+            arg_min_max(&input(0)?, &input(1)?, &output, op.op == Op::ArgMax)?
+        }
     };
     Ok(Prepared { kernel, inputs, outputs })
 }
@@ -698,6 +727,61 @@ fn split<'a>(
         return Err(OpError::Shape("split parts do not add up to the input").into());
     }
     Ok(Kernel::Split { input: index, outer: outer(&x.shape, axis) })
+}
+
+/// TFLM's `TransposePrepare`, with the output shape checked against the permutation.
+fn transpose<'a>(x: &TensorInfo<'a>, perm_t: &TensorInfo<'a>, output: &TensorInfo<'a>) -> Result<Kernel<'a>> {
+    moved(x, output, false)?;
+    let rank = x.shape.rank();
+    if perm_t.shape.rank() != 1 {
+        return Err(OpError::Shape("TRANSPOSE perm must be a vector").into());
+    }
+    let values = int32_constant(perm_t, rank, "TRANSPOSE perm must be a constant int32 per input axis")?;
+    let mut perm = [0usize; MAX_RANK];
+    for (k, p) in perm.iter_mut().enumerate().take(rank) {
+        *p = usize::try_from(values.get(k)).map_err(|_| OpError::Unsupported("TRANSPOSE perm out of range"))?;
+    }
+    check_transpose(&perm[..rank], &x.shape, &output.shape)?;
+    Ok(Kernel::Transpose { perm, rank })
+}
+
+/// TFLM's `GatherPrepare` (int8 values, int32 positions); constant positions are checked
+/// against the axis here, computed ones at every inference.
+fn gather<'a>(
+    x: &TensorInfo<'a>,
+    positions: &TensorInfo<'a>,
+    output: &TensorInfo<'a>,
+    opts: Option<Table<'a>>,
+    verify: bool,
+) -> Result<Kernel<'a>> {
+    moved(x, output, false)?;
+    if positions.dtype != DType::Int32 {
+        return Err(OpError::Type("GATHER positions must be int32").into());
+    }
+    let (axis, batch_dims) = (option_i32(opts, f::GATHER_AXIS, 0)?, option_i32(opts, f::GATHER_BATCH_DIMS, 0)?);
+    let params = GatherParams::prepare(&x.shape, &positions.shape, axis, batch_dims, &output.shape)?;
+    if let Some(data) = positions.data.filter(|_| verify) {
+        check_positions(&params, &x.shape, Int32s(data))?;
+    }
+    Ok(Kernel::Gather(params))
+}
+
+/// ARG_MAX and ARG_MIN: int8 in, int32 indices out, along a constant axis.
+fn arg_min_max<'a>(
+    x: &TensorInfo<'a>,
+    axis_t: &TensorInfo<'a>,
+    output: &TensorInfo<'a>,
+    max: bool,
+) -> Result<Kernel<'a>> {
+    int8(x)?;
+    if output.dtype != DType::Int32 {
+        return Err(OpError::Type("ARG_MAX and ARG_MIN write int32 only").into());
+    }
+    let axis = axis_operand(axis_t, x.shape.rank())?;
+    if without_axis(&x.shape, axis) != output.shape {
+        return Err(OpError::Shape("output must be the input without the axis").into());
+    }
+    Ok(Kernel::ArgMinMax { axis, max })
 }
 
 fn int8_activation(t: &TensorInfo<'_>) -> core::result::Result<(), OpError> {

@@ -77,6 +77,7 @@ pub mod options {
     pub const MUL: u8 = 21;
     pub const REDUCER: u8 = 27;
     pub const SUB: u8 = 28;
+    pub const GATHER: u8 = 23;
     pub const SQUEEZE: u8 = 30;
     pub const STRIDED_SLICE: u8 = 32;
     pub const PACK: u8 = 59;
@@ -142,6 +143,10 @@ pub mod option_fields {
     pub const SLICE_SHRINK_AXIS_MASK: usize = 4;
     /// `StridedSliceOptions.offset`.
     pub const SLICE_OFFSET: usize = 5;
+    /// `GatherOptions.axis`.
+    pub const GATHER_AXIS: usize = 0;
+    /// `GatherOptions.batch_dims`.
+    pub const GATHER_BATCH_DIMS: usize = 1;
     /// `PackOptions.values_count` and `UnpackOptions.num`.
     pub const PACK_COUNT: usize = 0;
     /// `PackOptions.axis` and `UnpackOptions.axis`.
@@ -167,6 +172,8 @@ pub mod builtin {
     pub const SOFTMAX: i32 = 25;
     pub const TANH: i32 = 28;
     pub const PAD: i32 = 34;
+    pub const GATHER: i32 = 36;
+    pub const TRANSPOSE: i32 = 39;
     pub const MEAN: i32 = 40;
     pub const SUB: i32 = 41;
     pub const SQUEEZE: i32 = 43;
@@ -174,9 +181,11 @@ pub mod builtin {
     pub const SPLIT: i32 = 49;
     pub const PRELU: i32 = 54;
     pub const MAXIMUM: i32 = 55;
+    pub const ARG_MAX: i32 = 56;
     pub const MINIMUM: i32 = 57;
     pub const EXPAND_DIMS: i32 = 70;
     pub const SHAPE: i32 = 77;
+    pub const ARG_MIN: i32 = 79;
     pub const PACK: i32 = 83;
     pub const UNPACK: i32 = 88;
     pub const LEAKY_RELU: i32 = 98;

@@ -7,10 +7,12 @@
 
 use core::fmt;
 
+pub mod arg_min_max;
 pub mod conv;
 pub mod dsp;
 pub mod elementwise;
 pub mod fully_connected;
+pub mod gather;
 pub mod params;
 pub mod pool;
 pub mod quantize;

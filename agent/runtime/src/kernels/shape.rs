@@ -1,5 +1,6 @@
-//! Operators that only move elements: SHAPE, PACK, UNPACK, SPLIT and SPLIT_V, as TFLM's
-//! `shape.cc`, `pack.cc`, `unpack.cc`, `split.cc` and `split_v.cc`.
+//! Operators that only move elements: SHAPE, PACK, UNPACK, SPLIT, SPLIT_V and TRANSPOSE,
+//! as TFLM's `shape.cc`, `pack.cc`, `unpack.cc`, `split.cc`, `split_v.cc` and
+//! `transpose.cc` (with `reference_ops::Transpose`).
 //!
 //! They work on bytes, with the element size as a parameter, because TFLM's kernels copy
 //! elements without looking at their values or quantization (int32 tensors, the shapes a
@@ -7,7 +8,11 @@
 //! int32 tensors are little-endian, as in the model.
 
 use super::OpError;
-use crate::tensor::Shape;
+use crate::tensor::{MAX_RANK, Shape};
+
+fn check_len(len: usize, shape: &Shape, elem: usize, what: &'static str) -> Result<(), OpError> {
+    if shape.elements().checked_mul(elem) == Some(len) { Ok(()) } else { Err(OpError::Shape(what)) }
+}
 
 /// SHAPE: the dimensions of `input` as little-endian int32.
 pub fn shape(input: &Shape, out: &mut [u8]) -> Result<(), OpError> {
@@ -65,6 +70,79 @@ pub fn split(input: &[u8], outer: usize, outputs: &mut [&mut [u8]]) -> Result<()
             for (o, &v) in dest.iter_mut().zip(src.by_ref()) {
                 *o = v;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Row-major strides of `dims`, in elements.
+fn strides(dims: &[usize]) -> [usize; MAX_RANK] {
+    let mut strides = [0; MAX_RANK];
+    let mut acc = 1usize;
+    for (s, &d) in strides.iter_mut().zip(dims).rev() {
+        *s = acc;
+        acc = acc.saturating_mul(d);
+    }
+    strides
+}
+
+/// TRANSPOSE: output dimension `k` is input dimension `perm[k]`; `perm` must be a
+/// permutation of the input's axes and the output shape must follow from it.
+pub fn transpose(
+    perm: &[usize],
+    input: &[u8],
+    in_shape: &Shape,
+    elem: usize,
+    out: &mut [u8],
+    out_shape: &Shape,
+) -> Result<(), OpError> {
+    check_transpose(perm, in_shape, out_shape)?;
+    check_len(input.len(), in_shape, elem, "transpose input length does not match its shape")?;
+    check_len(out.len(), out_shape, elem, "transpose output length does not match its shape")?;
+    if out.is_empty() {
+        return Ok(());
+    }
+    let rank = perm.len();
+    let in_strides = strides(in_shape.dims());
+    let mut step = [0usize; MAX_RANK];
+    for (s, &p) in step.iter_mut().zip(perm) {
+        *s = in_strides[p] * elem;
+    }
+    let dims = out_shape.dims();
+    // Walk the output in order, keeping the input offset of the current position.
+    let mut index = [0usize; MAX_RANK];
+    let mut from = 0usize;
+    for o in out.chunks_exact_mut(elem) {
+        let src = input.get(from..from + elem).ok_or(OpError::Shape("transpose index out of range"))?;
+        o.copy_from_slice(src);
+        for k in (0..rank).rev() {
+            index[k] += 1;
+            from += step[k];
+            if index[k] < dims[k] {
+                break;
+            }
+            from -= step[k] * dims[k];
+            index[k] = 0;
+        }
+    }
+    Ok(())
+}
+
+/// TRANSPOSE's shape checks: `perm` is a permutation of the input's axes and output
+/// dimension `k` is input dimension `perm[k]`.
+pub fn check_transpose(perm: &[usize], in_shape: &Shape, out_shape: &Shape) -> Result<(), OpError> {
+    let rank = in_shape.rank();
+    if perm.len() != rank || out_shape.rank() != rank {
+        return Err(OpError::Shape("transpose permutation length is not the rank"));
+    }
+    let mut seen = [false; MAX_RANK];
+    for (k, &p) in perm.iter().enumerate() {
+        match seen.get_mut(p) {
+            Some(s) if !*s && p < rank => *s = true,
+            _ => return Err(OpError::Unsupported("transpose perm is not a permutation of the axes")),
+        }
+        if out_shape.dim(k) != in_shape.dim(p) {
+            return Err(OpError::Shape("transpose output shape does not follow from perm"));
         }
     }
     Ok(())
@@ -133,6 +211,44 @@ mod tests {
         join(&[&[], &[]], 0, &mut [])?;
         split(&[], 0, &mut [&mut [], &mut []])?;
         assert!(split(&[], 0, &mut [&mut [0u8; 1]]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn transposes_any_rank() -> TestResult {
+        // NCHW [1, 2, 2, 3] to NHWC: perm [0, 2, 3, 1].
+        let input: Vec<u8> = (0..12).collect();
+        let mut out = [0u8; 12];
+        transpose(&[0, 2, 3, 1], &input, &s(&[1, 2, 2, 3]), 1, &mut out, &s(&[1, 2, 3, 2]))?;
+        assert_eq!(out, [0, 6, 1, 7, 2, 8, 3, 9, 4, 10, 5, 11]);
+        let mut out = [0u8; 6];
+        transpose(&[1, 0], &input[..6], &s(&[2, 3]), 1, &mut out, &s(&[3, 2]))?;
+        assert_eq!(out, [0, 3, 1, 4, 2, 5]);
+        // 4-byte elements move whole.
+        let words: Vec<u8> = [1i32, 2, 3, 4].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut out = [0u8; 16];
+        transpose(&[1, 0], &words, &s(&[2, 2]), 4, &mut out, &s(&[2, 2]))?;
+        assert_eq!(out[4..8], 3i32.to_le_bytes());
+        // Rank 5, and the identity.
+        let input: Vec<u8> = (0..32).collect();
+        let mut out = [0u8; 32];
+        transpose(&[4, 3, 2, 1, 0], &input, &s(&[2; 5]), 1, &mut out, &s(&[2; 5]))?;
+        assert_eq!(out[1], 16);
+        transpose(&[0, 1, 2, 3, 4], &input, &s(&[2; 5]), 1, &mut out, &s(&[2; 5]))?;
+        assert_eq!(out.to_vec(), input);
+        // An empty dimension.
+        transpose(&[1, 0], &[], &s(&[0, 3]), 1, &mut [], &s(&[3, 0]))?;
+        Ok(())
+    }
+
+    #[test]
+    fn transpose_refusals() -> TestResult {
+        let (a, mut out) = ([0u8; 6], [0u8; 6]);
+        assert!(transpose(&[0, 0], &a, &s(&[2, 3]), 1, &mut out, &s(&[2, 2])).is_err());
+        assert!(transpose(&[0, 2], &a, &s(&[2, 3]), 1, &mut out, &s(&[2, 3])).is_err());
+        assert!(transpose(&[1, 0], &a, &s(&[2, 3]), 1, &mut out, &s(&[2, 3])).is_err());
+        assert!(transpose(&[0], &a, &s(&[2, 3]), 1, &mut out, &s(&[2, 3])).is_err());
+        assert!(transpose(&[1, 0], &a[..5], &s(&[2, 3]), 1, &mut out, &s(&[3, 2])).is_err());
         Ok(())
     }
 }

@@ -92,7 +92,7 @@ fn corrupted_buffer_offset() {
 
 #[test]
 fn random_corruption_never_panics() {
-    for name in ["digits_cnn_v1", "kws_dscnn", "ad_autoencoder", "conv1d_flatten", "split_stack"] {
+    for name in ["digits_cnn_v1", "kws_dscnn", "ad_autoencoder", "conv1d_flatten", "split_stack", "slice_gather"] {
         let f = fixtures::load(name);
         let mut state = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..300 {
@@ -181,6 +181,32 @@ fn single_output_operators_with_several_outputs_are_refused() {
 }
 
 #[test]
+fn constant_gather_positions_outside_the_axis_are_refused() {
+    let f = fixtures::load("slice_gather");
+    let gather = find(&f.model, Op::Gather);
+    let at = constant(&f.model, gather, 1);
+    for bad in [8, -1, i32::MIN] {
+        let mut m = f.model.clone();
+        put_i32(&mut m, at, bad);
+        refused(&m, Op::Gather, OpError::Shape("gather position outside the input"));
+    }
+    let mut m = f.model.clone();
+    put_i32(&mut m, at, 7);
+    assert!(Model::parse(&m).is_ok(), "the last position is inside");
+}
+
+#[test]
+fn transpose_perm_must_be_a_permutation() {
+    let mut m = fixtures::load("nchw_transpose").model;
+    let transpose = find(&m, Op::Transpose);
+    let at = constant(&m, transpose, 1);
+    put_i32(&mut m, at + 8, 2); // [0, 2, 3, 1] -> [0, 2, 2, 1]
+    refused(&m, Op::Transpose, OpError::Unsupported("transpose perm is not a permutation of the axes"));
+    put_i32(&mut m, at + 8, 4);
+    refused(&m, Op::Transpose, OpError::Unsupported("transpose perm is not a permutation of the axes"));
+}
+
+#[test]
 fn strided_slice_must_not_shrink_outside_the_input() {
     // The dynamic-batch flatten takes element 0 of a 3-element shape vector.
     let mut m = fixtures::load("conv1d_flatten").model;
@@ -232,4 +258,19 @@ fn split_outputs_must_fit_the_axis() {
     refused(&m, Op::Split, OpError::Unsupported("axis out of range"));
     put_i32(&mut m, axis, -1);
     assert!(Model::parse(&m).is_ok(), "-1 is the channel axis");
+}
+
+#[test]
+fn arg_max_axis_must_lie_in_the_input() {
+    let mut m = fixtures::load("argmax_head").model;
+    let arg_max = find(&m, Op::ArgMax);
+    let axis = constant(&m, arg_max, 1);
+    for bad in [3, -4] {
+        put_i32(&mut m, axis, bad);
+        refused(&m, Op::ArgMax, OpError::Unsupported("axis out of range"));
+    }
+    put_i32(&mut m, axis, 2);
+    refused(&m, Op::ArgMax, OpError::Shape("output must be the input without the axis"));
+    put_i32(&mut m, axis, -2);
+    assert!(Model::parse(&m).is_ok(), "-2 is the time axis");
 }

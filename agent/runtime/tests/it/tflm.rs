@@ -72,8 +72,12 @@ fn fixtures_cover_every_data_movement_and_activation_operator() {
         Op::Shape,
         Op::Pack,
         Op::Unpack,
+        Op::Transpose,
         Op::Split,
         Op::SplitV,
+        Op::Gather,
+        Op::ArgMax,
+        Op::ArgMin,
     ] {
         assert!(seen.contains(op.name()), "no fixture runs {}", op.name());
     }
