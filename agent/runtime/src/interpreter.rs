@@ -11,8 +11,8 @@ use core::fmt;
 
 use crate::kernels::params::{CHANNEL_ENTRY, ChannelTable, Int32s, Rescale};
 use crate::kernels::{
-    OpError, arg_min_max, conv, elementwise as ew, fully_connected, gather, pool, quantize, shape, softmax,
-    strided_slice,
+    OpError, arg_min_max, conv, elementwise as ew, fully_connected, gather, pool, quantize, resize, shape, softmax,
+    strided_slice, transpose_conv,
 };
 use crate::model::{Model, ModelError, TensorInfo};
 use crate::ops::{self, Kernel, MAX_OP_OUTPUTS, Op, PrepareError};
@@ -375,6 +375,16 @@ fn run(p: &ops::Prepared<'_>, v: &Views<'_>, outputs: &mut [&mut [u8]]) -> Resul
         Kernel::ArgMinMax { axis, max } => {
             let x = input(0)?;
             arg_min_max::arg_min_max(v.int8(&x)?, &x.shape, *axis, *max, output)
+        }
+        Kernel::TransposeConv(params) => {
+            let (w, x) = (input(1)?, input(2)?);
+            let input = transpose_conv::Tensor4 { data: v.int8(&x)?, shape: shape4(&x)? };
+            let filter = transpose_conv::Tensor4 { data: v.int8(&w)?, shape: shape4(&w)? };
+            transpose_conv::transpose_conv(params, input, filter, bias(3)?, out_i8, shape4(&out_t)?)
+        }
+        Kernel::ResizeNearest(params) => {
+            let x = input(0)?;
+            resize::resize_nearest(*params, v.bytes(&x)?, shape4(&x)?, x.dtype.size(), output, shape4(&out_t)?)
         }
     }
 }

@@ -18,9 +18,11 @@ use crate::kernels::fully_connected::{FcDims, FcParams};
 use crate::kernels::gather::{GatherParams, check_positions};
 use crate::kernels::params::{Int32s, Rescale, Scales};
 use crate::kernels::pool::{PoolKind, PoolParams};
+use crate::kernels::resize::ResizeParams;
 use crate::kernels::shape::check_transpose;
 use crate::kernels::softmax::SoftmaxParams;
 use crate::kernels::strided_slice::{Masks, StridedSliceParams};
+use crate::kernels::transpose_conv::TransposeConvParams;
 use crate::model::{At, DType, Location, ModelError, Operator, TensorInfo, Tensors};
 use crate::schema::{builtin, option_fields as f, options};
 use crate::tensor::{Activation, MAX_RANK, Quant, Shape};
@@ -57,6 +59,7 @@ pub enum Op {
     Relu6,
     ReluN1To1,
     Reshape,
+    ResizeNearestNeighbor,
     Shape,
     Softmax,
     Split,
@@ -66,6 +69,7 @@ pub enum Op {
     Sub,
     Tanh,
     Transpose,
+    TransposeConv,
     Unpack,
 }
 
@@ -100,6 +104,7 @@ impl Op {
             builtin::RELU6 => Self::Relu6,
             builtin::RELU_N1_TO_1 => Self::ReluN1To1,
             builtin::RESHAPE => Self::Reshape,
+            builtin::RESIZE_NEAREST_NEIGHBOR => Self::ResizeNearestNeighbor,
             builtin::SHAPE => Self::Shape,
             builtin::SOFTMAX => Self::Softmax,
             builtin::SPLIT => Self::Split,
@@ -109,6 +114,7 @@ impl Op {
             builtin::SUB => Self::Sub,
             builtin::TANH => Self::Tanh,
             builtin::TRANSPOSE => Self::Transpose,
+            builtin::TRANSPOSE_CONV => Self::TransposeConv,
             builtin::UNPACK => Self::Unpack,
             _ => return None,
         })
@@ -144,6 +150,7 @@ impl Op {
             Self::Relu6 => "RELU6",
             Self::ReluN1To1 => "RELU_N1_TO_1",
             Self::Reshape => "RESHAPE",
+            Self::ResizeNearestNeighbor => "RESIZE_NEAREST_NEIGHBOR",
             Self::Shape => "SHAPE",
             Self::Softmax => "SOFTMAX",
             Self::Split => "SPLIT",
@@ -153,6 +160,7 @@ impl Op {
             Self::Sub => "SUB",
             Self::Tanh => "TANH",
             Self::Transpose => "TRANSPOSE",
+            Self::TransposeConv => "TRANSPOSE_CONV",
             Self::Unpack => "UNPACK",
         }
     }
@@ -228,6 +236,8 @@ pub(crate) enum Kernel<'a> {
     Transpose { perm: [usize; MAX_RANK], rank: usize },
     Gather(GatherParams),
     ArgMinMax { axis: usize, max: bool },
+    TransposeConv(TransposeConvParams<'a>),
+    ResizeNearest(ResizeParams),
 }
 
 impl<'a> Kernel<'a> {
@@ -236,6 +246,7 @@ impl<'a> Kernel<'a> {
         let rescale = match self {
             Kernel::Conv(p) | Kernel::Depthwise(p) => &mut p.rescale,
             Kernel::FullyConnected(p, _) => &mut p.rescale,
+            Kernel::TransposeConv(p) => &mut p.rescale,
             _ => return None,
         };
         matches!(rescale, Rescale::PerChannel { .. }).then_some(rescale)
@@ -502,6 +513,17 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
         Op::ArgMax | Op::ArgMin => {
             input_count(op, 2)?;
             arg_min_max(&input(0)?, &input(1)?, &output, op.op == Op::ArgMax)?
+        }
+        Op::TransposeConv => {
+            if !matches!(op.input_count(), 3 | 4) {
+                return Err(OpError::Unsupported("TRANSPOSE_CONV takes 3 or 4 inputs").into());
+            }
+            let opts = options(options::TRANSPOSE_CONV)?;
+            transpose_conv(&input(0)?, &input(1)?, &input(2)?, inputs[3], &output, opts, verify)?
+        }
+        Op::ResizeNearestNeighbor => {
+            input_count(op, 2)?;
+            resize_nearest(&input(0)?, &input(1)?, &output, options(options::RESIZE_NEAREST_NEIGHBOR)?)?
         }
     };
     Ok(Prepared { kernel, inputs, outputs })
@@ -782,6 +804,75 @@ fn arg_min_max<'a>(
         return Err(OpError::Shape("output must be the input without the axis").into());
     }
     Ok(Kernel::ArgMinMax { axis, max })
+}
+
+/// TFLM's `TransposeConvPrepare` for int8. Inputs: output shape (int32, ignored as TFLM
+/// does: the output tensor's shape rules), filter, input, optional bias. The input must be
+/// what a convolution with these options makes of the output.
+fn transpose_conv<'a>(
+    shape_t: &TensorInfo<'a>,
+    filter: &TensorInfo<'a>,
+    x: &TensorInfo<'a>,
+    bias_t: Option<TensorInfo<'a>>,
+    output: &TensorInfo<'a>,
+    opts: Option<Table<'a>>,
+    verify: bool,
+) -> Result<Kernel<'a>> {
+    int8_activation(x)?;
+    int8_activation(output)?;
+    weights(filter)?;
+    if shape_t.dtype != DType::Int32 || shape_t.shape.elements() != 4 {
+        return Err(OpError::Shape("TRANSPOSE_CONV output shape must be 4 int32 values").into());
+    }
+    let [batches, in_h, in_w, in_c] = shape4(x, "transpose conv input must be 4-D")?;
+    let [f_o, f_h, f_w, f_i] = shape4(filter, "transpose conv filter must be 4-D")?;
+    let [o_b, o_h, o_w, o_c] = shape4(output, "transpose conv output must be 4-D")?;
+    if o_b != batches || f_o != o_c || f_i != in_c {
+        return Err(OpError::Shape("transpose conv filter must be out×H×W×in of the tensors").into());
+    }
+    let same = opts.map_or(Ok(0), |t| t.scalar::<i8>(f::PADDING, 0)).map_err(fb)? == 0;
+    let stride = (positive(opts, f::STRIDE_H, 1)?, positive(opts, f::STRIDE_W, 1)?);
+    let (fwd_h, pad_h) = padding(same, o_h, f_h, stride.0, 1);
+    let (fwd_w, pad_w) = padding(same, o_w, f_w, stride.1, 1);
+    if (fwd_h, fwd_w) != (in_h, in_w) {
+        return Err(OpError::Shape("transpose conv input size does not follow from the output").into());
+    }
+    let out_q = output.quant()?;
+    bias(bias_t, o_c)?;
+    Ok(Kernel::TransposeConv(TransposeConvParams {
+        stride,
+        padding: (pad_h, pad_w),
+        input_offset: -x.quant()?.zero_point,
+        output_offset: out_q.zero_point,
+        act: activation(opts, f::TRANSPOSE_CONV_ACTIVATION)?.range_i8(out_q),
+        rescale: rescale(x, filter, output, o_c, 0, false, verify)?,
+    }))
+}
+
+/// TFLM's `ResizeNearestNeighborPrepare`: 4-D input, constant `size` of two int32 that
+/// must be the output's height and width.
+fn resize_nearest<'a>(
+    x: &TensorInfo<'a>,
+    size_t: &TensorInfo<'a>,
+    output: &TensorInfo<'a>,
+    opts: Option<Table<'a>>,
+) -> Result<Kernel<'a>> {
+    moved(x, output, false)?;
+    let [batches, _, _, depth] = shape4(x, "resize input must be 4-D")?;
+    let [o_b, o_h, o_w, o_d] = shape4(output, "resize output must be 4-D")?;
+    if size_t.shape.rank() != 1 {
+        return Err(OpError::Shape("resize size must be a vector").into());
+    }
+    let size = int32_constant(size_t, 2, "resize size must be 2 constant int32")?;
+    let matches = |v: i32, d: usize| usize::try_from(v) == Ok(d);
+    if o_b != batches || o_d != depth || !matches(size.get(0), o_h) || !matches(size.get(1), o_w) {
+        return Err(OpError::Shape("resize output shape does not follow from size").into());
+    }
+    let flag = |id| opts.map_or(Ok(false), |t| t.scalar::<bool>(id, false)).map_err(fb);
+    Ok(Kernel::ResizeNearest(ResizeParams {
+        align_corners: flag(f::RESIZE_ALIGN_CORNERS)?,
+        half_pixel_centers: flag(f::RESIZE_HALF_PIXEL_CENTERS)?,
+    }))
 }
 
 fn int8_activation(t: &TensorInfo<'_>) -> core::result::Result<(), OpError> {

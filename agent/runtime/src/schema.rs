@@ -80,8 +80,10 @@ pub mod options {
     pub const GATHER: u8 = 23;
     pub const SQUEEZE: u8 = 30;
     pub const STRIDED_SLICE: u8 = 32;
+    pub const TRANSPOSE_CONV: u8 = 49;
     pub const PACK: u8 = 59;
     pub const UNPACK: u8 = 64;
+    pub const RESIZE_NEAREST_NEIGHBOR: u8 = 74;
     pub const LEAKY_RELU: u8 = 75;
 }
 
@@ -129,6 +131,8 @@ pub mod option_fields {
     pub const REDUCER_KEEP_DIMS: usize = 0;
     /// `LeakyReluOptions.alpha`.
     pub const LEAKY_RELU_ALPHA: usize = 0;
+    /// `TransposeConvOptions.fused_activation_function` (padding and strides as conv).
+    pub const TRANSPOSE_CONV_ACTIVATION: usize = 3;
     /// `SqueezeOptions.squeeze_dims`.
     pub const SQUEEZE_DIMS: usize = 0;
     /// `StridedSliceOptions.begin_mask`.
@@ -151,6 +155,10 @@ pub mod option_fields {
     pub const PACK_COUNT: usize = 0;
     /// `PackOptions.axis` and `UnpackOptions.axis`.
     pub const PACK_AXIS: usize = 1;
+    /// `ResizeNearestNeighborOptions.align_corners`.
+    pub const RESIZE_ALIGN_CORNERS: usize = 0;
+    /// `ResizeNearestNeighborOptions.half_pixel_centers`.
+    pub const RESIZE_HALF_PIXEL_CENTERS: usize = 1;
 }
 
 /// `BuiltinOperator` codes of the supported operators.
@@ -183,11 +191,13 @@ pub mod builtin {
     pub const MAXIMUM: i32 = 55;
     pub const ARG_MAX: i32 = 56;
     pub const MINIMUM: i32 = 57;
+    pub const TRANSPOSE_CONV: i32 = 67;
     pub const EXPAND_DIMS: i32 = 70;
     pub const SHAPE: i32 = 77;
     pub const ARG_MIN: i32 = 79;
     pub const PACK: i32 = 83;
     pub const UNPACK: i32 = 88;
+    pub const RESIZE_NEAREST_NEIGHBOR: i32 = 97;
     pub const LEAKY_RELU: i32 = 98;
     pub const SPLIT_V: i32 = 102;
     pub const QUANTIZE: i32 = 114;

@@ -16,9 +16,11 @@ pub mod gather;
 pub mod params;
 pub mod pool;
 pub mod quantize;
+pub mod resize;
 pub mod shape;
 pub mod softmax;
 pub mod strided_slice;
+pub mod transpose_conv;
 
 /// Which implementation of the heavy kernels runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

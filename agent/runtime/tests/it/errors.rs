@@ -92,7 +92,15 @@ fn corrupted_buffer_offset() {
 
 #[test]
 fn random_corruption_never_panics() {
-    for name in ["digits_cnn_v1", "kws_dscnn", "ad_autoencoder", "conv1d_flatten", "split_stack", "slice_gather"] {
+    for name in [
+        "digits_cnn_v1",
+        "kws_dscnn",
+        "ad_autoencoder",
+        "conv1d_flatten",
+        "split_stack",
+        "slice_gather",
+        "upsample_tconv",
+    ] {
         let f = fixtures::load(name);
         let mut state = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..300 {
@@ -273,4 +281,26 @@ fn arg_max_axis_must_lie_in_the_input() {
     refused(&m, Op::ArgMax, OpError::Shape("output must be the input without the axis"));
     put_i32(&mut m, axis, -2);
     assert!(Model::parse(&m).is_ok(), "-2 is the time axis");
+}
+
+#[test]
+fn resize_and_transpose_conv_sizes_must_follow_from_their_options() {
+    let f = fixtures::load("upsample_tconv");
+    let resize = find(&f.model, Op::ResizeNearestNeighbor);
+    let mut m = f.model.clone();
+    let size = constant(&m, resize, 1);
+    put_i32(&mut m, size + 4, 11);
+    refused(&m, Op::ResizeNearestNeighbor, OpError::Shape("resize output shape does not follow from size"));
+    // The stride-2 TRANSPOSE_CONV: stride 3 would need a 3×3 input.
+    let model = Model::parse(&f.model).unwrap();
+    let strided = (0..model.operator_count())
+        .find(|&i| {
+            let op = model.operator(i).unwrap();
+            op.op == Op::TransposeConv && model.tensor(op.output(0).unwrap() as usize).unwrap().shape.dim(1) == 8
+        })
+        .unwrap();
+    let mut m = f.model.clone();
+    let stride_w = option(&m, strided, 1);
+    put_i32(&mut m, stride_w, 3);
+    refused(&m, Op::TransposeConv, OpError::Shape("transpose conv input size does not follow from the output"));
 }

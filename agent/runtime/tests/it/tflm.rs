@@ -78,6 +78,8 @@ fn fixtures_cover_every_data_movement_and_activation_operator() {
         Op::Gather,
         Op::ArgMax,
         Op::ArgMin,
+        Op::TransposeConv,
+        Op::ResizeNearestNeighbor,
     ] {
         assert!(seen.contains(op.name()), "no fixture runs {}", op.name());
     }
