@@ -272,6 +272,12 @@ impl<'v> Views<'v> {
     }
 }
 
+/// Whether any of these operators is linked (a constant: the arms it guards vanish
+/// from builds without them).
+macro_rules! linked {
+    ($($op:ident),+) => { false $(|| Op::$op.linked())+ };
+}
+
 fn run(p: &ops::Prepared<'_>, v: &Views<'_>, outputs: &mut [&mut [u8]]) -> Result<(), OpError> {
     let input = |i: usize| p.inputs.get(i).copied().flatten().ok_or(OpError::Shape("missing input"));
     let shape4 = |t: &TensorInfo<'_>| t.shape.extended4().ok_or(OpError::Shape("rank above 4"));
@@ -286,23 +292,30 @@ fn run(p: &ops::Prepared<'_>, v: &Views<'_>, outputs: &mut [&mut [u8]]) -> Resul
     let output: &mut [u8] = outputs.first_mut().ok_or(OpError::Shape("missing output"))?;
     let out_i8: &mut [i8] = bytemuck::cast_slice_mut(output);
     match &p.kernel {
-        Kernel::Conv(params) | Kernel::Depthwise(params) => {
+        Kernel::Conv(params) if linked!(Conv2d) => {
             let (x, w) = (input(0)?, input(1)?);
-            let f = if matches!(p.kernel, Kernel::Conv(_)) { conv::conv2d } else { conv::depthwise_conv2d };
             let input = conv::View4 { data: v.int8(&x)?, shape: shape4(&x)? };
             let filter = conv::View4 { data: v.int8(&w)?, shape: shape4(&w)? };
-            f(params, input, filter, bias(2)?, out_i8, shape4(&out_t)?)
+            conv::conv2d(params, input, filter, bias(2)?, out_i8, shape4(&out_t)?)
         }
-        Kernel::FullyConnected(params, dims) => {
+        Kernel::Depthwise(params) if linked!(DepthwiseConv2d) => {
+            let (x, w) = (input(0)?, input(1)?);
+            let input = conv::View4 { data: v.int8(&x)?, shape: shape4(&x)? };
+            let filter = conv::View4 { data: v.int8(&w)?, shape: shape4(&w)? };
+            conv::depthwise_conv2d(params, input, filter, bias(2)?, out_i8, shape4(&out_t)?)
+        }
+        Kernel::FullyConnected(params, dims) if linked!(FullyConnected) => {
             let (x, w) = (input(0)?, input(1)?);
             fully_connected::fully_connected(params, v.int8(&x)?, v.int8(&w)?, bias(2)?, out_i8, *dims)
         }
-        Kernel::Pool(kind, params) => {
+        Kernel::Pool(kind, params) if linked!(AveragePool2d, MaxPool2d) => {
             let x = input(0)?;
             pool::pool(*kind, params, v.int8(&x)?, shape4(&x)?, out_i8, shape4(&out_t)?)
         }
-        Kernel::Softmax { params, depth } => softmax::softmax(params, v.int8(&input(0)?)?, out_i8, *depth),
-        Kernel::Copy => {
+        Kernel::Softmax { params, depth } if linked!(Softmax) => {
+            softmax::softmax(params, v.int8(&input(0)?)?, out_i8, *depth)
+        }
+        Kernel::Copy if linked!(Reshape, Squeeze, ExpandDims) => {
             let x = v.bytes(&input(0)?)?;
             if x.len() != output.len() {
                 return Err(OpError::Shape("reshape size"));
@@ -310,27 +323,27 @@ fn run(p: &ops::Prepared<'_>, v: &Views<'_>, outputs: &mut [&mut [u8]]) -> Resul
             output.copy_from_slice(x);
             Ok(())
         }
-        Kernel::Quantize(q) => quantize::quantize(*q, v.bytes(&input(0)?)?, out_i8),
-        Kernel::Requantize(iq, oq) => quantize::requantize(*iq, *oq, v.int8(&input(0)?)?, out_i8),
-        Kernel::Dequantize(q) => quantize::dequantize(*q, v.int8(&input(0)?)?, output),
-        Kernel::AddSub(params) => {
+        Kernel::Quantize(q) if linked!(Quantize) => quantize::quantize(*q, v.bytes(&input(0)?)?, out_i8),
+        Kernel::Requantize(iq, oq) if linked!(Quantize) => quantize::requantize(*iq, *oq, v.int8(&input(0)?)?, out_i8),
+        Kernel::Dequantize(q) if linked!(Dequantize) => quantize::dequantize(*q, v.int8(&input(0)?)?, output),
+        Kernel::AddSub(params) if linked!(Add, Sub) => {
             let (a, b) = (input(0)?, input(1)?);
             ew::add_sub(params, v.int8(&a)?, &a.shape, v.int8(&b)?, &b.shape, out_i8, out_shape)
         }
-        Kernel::Mul(params) => {
+        Kernel::Mul(params) if linked!(Mul) => {
             let (a, b) = (input(0)?, input(1)?);
             ew::mul(params, v.int8(&a)?, &a.shape, v.int8(&b)?, &b.shape, out_i8, out_shape)
         }
-        Kernel::Logistic(params) => ew::logistic(params, v.int8(&input(0)?)?, out_i8),
-        Kernel::Tanh(params) => ew::tanh(params, v.int8(&input(0)?)?, out_i8),
-        Kernel::LeakyRelu(params) => ew::leaky_relu(params, v.int8(&input(0)?)?, out_i8),
-        Kernel::HardSwish(params) => ew::hard_swish(params, v.int8(&input(0)?)?, out_i8),
-        Kernel::Pad { paddings, rank, value } => {
+        Kernel::Logistic(params) if linked!(Logistic) => ew::logistic(params, v.int8(&input(0)?)?, out_i8),
+        Kernel::Tanh(params) if linked!(Tanh) => ew::tanh(params, v.int8(&input(0)?)?, out_i8),
+        Kernel::LeakyRelu(params) if linked!(LeakyRelu) => ew::leaky_relu(params, v.int8(&input(0)?)?, out_i8),
+        Kernel::HardSwish(params) if linked!(HardSwish) => ew::hard_swish(params, v.int8(&input(0)?)?, out_i8),
+        Kernel::Pad { paddings, rank, value } if linked!(Pad) => {
             let x = input(0)?;
             let pads = paddings.get(..*rank).ok_or(OpError::Shape("pad rank"))?;
             ew::pad(v.int8(&x)?, &x.shape, pads, *value, out_i8, out_shape)
         }
-        Kernel::Concatenation { axis, count } => {
+        Kernel::Concatenation { axis, count } if linked!(Concatenation) => {
             let mut parts: [(&[i8], Shape); ops::MAX_OP_INPUTS] = [(&[], Shape::default()); ops::MAX_OP_INPUTS];
             for (i, part) in parts.iter_mut().enumerate().take(*count) {
                 let t = input(i)?;
@@ -338,54 +351,59 @@ fn run(p: &ops::Prepared<'_>, v: &Views<'_>, outputs: &mut [&mut [u8]]) -> Resul
             }
             ew::concatenation(parts.get(..*count).unwrap_or(&[]), *axis, out_i8, out_shape)
         }
-        Kernel::Mean(params) => ew::mean(params, v.int8(&input(0)?)?, out_i8),
-        Kernel::Relu(params) => ew::relu(params, v.int8(&input(0)?)?, out_i8),
-        Kernel::Relu6(params) => ew::relu6(params, v.int8(&input(0)?)?, out_i8),
-        Kernel::MinMax { max } => {
+        Kernel::Mean(params) if linked!(Mean) => ew::mean(params, v.int8(&input(0)?)?, out_i8),
+        Kernel::Relu(params) if linked!(Relu) => ew::relu(params, v.int8(&input(0)?)?, out_i8),
+        Kernel::Relu6(params) if linked!(Relu6) => ew::relu6(params, v.int8(&input(0)?)?, out_i8),
+        Kernel::MinMax { max } if linked!(Minimum, Maximum) => {
             let (a, b) = (input(0)?, input(1)?);
             let f = if *max { ew::maximum } else { ew::minimum };
             f(v.int8(&a)?, &a.shape, v.int8(&b)?, &b.shape, out_i8, out_shape)
         }
-        Kernel::Prelu(params) => {
+        Kernel::Prelu(params) if linked!(Prelu) => {
             let (x, alpha) = (input(0)?, input(1)?);
             ew::prelu(params, v.int8(&x)?, &x.shape, v.int8(&alpha)?, &alpha.shape, out_i8, out_shape)
         }
-        Kernel::StridedSlice(params) => {
+        Kernel::StridedSlice(params) if linked!(StridedSlice) => {
             let x = input(0)?;
             strided_slice::strided_slice(params, v.bytes(&x)?, &x.shape, x.dtype.size(), output)
         }
-        Kernel::Shape => shape::shape(&input(0)?.shape, output),
-        Kernel::Pack { outer, count } => {
+        Kernel::Shape if linked!(Shape) => shape::shape(&input(0)?.shape, output),
+        Kernel::Pack { outer, count } if linked!(Pack) => {
             let mut parts: [&[u8]; ops::MAX_OP_INPUTS] = [&[]; ops::MAX_OP_INPUTS];
             for (i, part) in parts.iter_mut().enumerate().take(*count) {
                 *part = v.bytes(&input(i)?)?;
             }
             shape::join(parts.get(..*count).unwrap_or(&[]), *outer, output)
         }
-        Kernel::Split { input: i, outer } => shape::split(v.bytes(&input(*i)?)?, *outer, outputs),
-        Kernel::Transpose { perm, rank } => {
+        Kernel::Split { input: i, outer } if linked!(Split, SplitV, Unpack) => {
+            shape::split(v.bytes(&input(*i)?)?, *outer, outputs)
+        }
+        Kernel::Transpose { perm, rank } if linked!(Transpose) => {
             let x = input(0)?;
             let perm = perm.get(..*rank).ok_or(OpError::Shape("transpose rank"))?;
             shape::transpose(perm, v.bytes(&x)?, &x.shape, x.dtype.size(), output, out_shape)
         }
-        Kernel::Gather(params) => {
+        Kernel::Gather(params) if linked!(Gather) => {
             let (x, at) = (input(0)?, input(1)?);
             gather::gather(params, v.bytes(&x)?, &x.shape, x.dtype.size(), v.bytes(&at)?, &at.shape, output)
         }
-        Kernel::ArgMinMax { axis, max } => {
+        Kernel::ArgMinMax { axis, max } if linked!(ArgMax, ArgMin) => {
             let x = input(0)?;
             arg_min_max::arg_min_max(v.int8(&x)?, &x.shape, *axis, *max, output)
         }
-        Kernel::TransposeConv(params) => {
+        Kernel::TransposeConv(params) if linked!(TransposeConv) => {
             let (w, x) = (input(1)?, input(2)?);
             let input = transpose_conv::Tensor4 { data: v.int8(&x)?, shape: shape4(&x)? };
             let filter = transpose_conv::Tensor4 { data: v.int8(&w)?, shape: shape4(&w)? };
             transpose_conv::transpose_conv(params, input, filter, bias(3)?, out_i8, shape4(&out_t)?)
         }
-        Kernel::ResizeNearest(params) => {
+        Kernel::ResizeNearest(params) if linked!(ResizeNearestNeighbor) => {
             let x = input(0)?;
             resize::resize_nearest(*params, v.bytes(&x)?, shape4(&x)?, x.dtype.size(), output, shape4(&out_t)?)
         }
+        // `prepare` made this kernel, so its operator is linked: unreachable, and a
+        // kernel whose operators are all unlinked leaves no code behind.
+        _ => Err(OpError::Unsupported("operator not linked into this build")),
     }
 }
 

@@ -74,6 +74,54 @@ pub enum Op {
 }
 
 impl Op {
+    /// Whether this build links the operator's kernel (its `op-…` feature of
+    /// mota-runtime; `all-ops` links every one). An operator that is not linked is
+    /// refused at [`crate::Model::parse`] and its code is not in the binary.
+    pub const fn linked(self) -> bool {
+        match self {
+            Self::Add => cfg!(feature = "op-add"),
+            Self::ArgMax => cfg!(feature = "op-arg-max"),
+            Self::ArgMin => cfg!(feature = "op-arg-min"),
+            Self::AveragePool2d => cfg!(feature = "op-average-pool-2d"),
+            Self::Concatenation => cfg!(feature = "op-concatenation"),
+            Self::Conv2d => cfg!(feature = "op-conv-2d"),
+            Self::DepthwiseConv2d => cfg!(feature = "op-depthwise-conv-2d"),
+            Self::Dequantize => cfg!(feature = "op-dequantize"),
+            Self::ExpandDims => cfg!(feature = "op-expand-dims"),
+            Self::FullyConnected => cfg!(feature = "op-fully-connected"),
+            Self::Gather => cfg!(feature = "op-gather"),
+            Self::HardSwish => cfg!(feature = "op-hard-swish"),
+            Self::LeakyRelu => cfg!(feature = "op-leaky-relu"),
+            Self::Logistic => cfg!(feature = "op-logistic"),
+            Self::MaxPool2d => cfg!(feature = "op-max-pool-2d"),
+            Self::Maximum => cfg!(feature = "op-maximum"),
+            Self::Mean => cfg!(feature = "op-mean"),
+            Self::Minimum => cfg!(feature = "op-minimum"),
+            Self::Mul => cfg!(feature = "op-mul"),
+            Self::Pack => cfg!(feature = "op-pack"),
+            Self::Pad => cfg!(feature = "op-pad"),
+            Self::Prelu => cfg!(feature = "op-prelu"),
+            Self::Quantize => cfg!(feature = "op-quantize"),
+            Self::Relu => cfg!(feature = "op-relu"),
+            Self::Relu6 => cfg!(feature = "op-relu6"),
+            Self::Reshape => cfg!(feature = "op-reshape"),
+            Self::ResizeNearestNeighbor => cfg!(feature = "op-resize-nearest-neighbor"),
+            Self::Shape => cfg!(feature = "op-shape"),
+            Self::Softmax => cfg!(feature = "op-softmax"),
+            Self::Split => cfg!(feature = "op-split"),
+            Self::SplitV => cfg!(feature = "op-split-v"),
+            Self::Squeeze => cfg!(feature = "op-squeeze"),
+            Self::StridedSlice => cfg!(feature = "op-strided-slice"),
+            Self::Sub => cfg!(feature = "op-sub"),
+            Self::Tanh => cfg!(feature = "op-tanh"),
+            Self::Transpose => cfg!(feature = "op-transpose"),
+            Self::TransposeConv => cfg!(feature = "op-transpose-conv"),
+            Self::Unpack => cfg!(feature = "op-unpack"),
+            // Refused by name whenever RELU is linked (TFLM has no kernel for it).
+            Self::ReluN1To1 => cfg!(feature = "op-relu"),
+        }
+    }
+
     /// From a builtin operator code.
     pub fn from_code(code: i32) -> Option<Self> {
         Some(match code {
@@ -311,13 +359,17 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
     let options = |tag| op.options(tag).at(at);
     let verify = !model.verified();
     let kernel = match op.op {
-        Op::Conv2d | Op::DepthwiseConv2d => conv(op.op, &input(0)?, &input(1)?, inputs[2], &output, options, verify)?,
-        Op::FullyConnected => {
+        Op::Conv2d | Op::DepthwiseConv2d if op.op.linked() => {
+            conv(op.op, &input(0)?, &input(1)?, inputs[2], &output, options, verify)?
+        }
+        Op::FullyConnected if op.op.linked() => {
             fully_connected(&input(0)?, &input(1)?, inputs[2], &output, options(options::FULLY_CONNECTED)?, verify)?
         }
-        Op::AveragePool2d | Op::MaxPool2d => pool(op.op, &input(0)?, &output, options(options::POOL_2D)?)?,
-        Op::Softmax => softmax(&input(0)?, &output, options(options::SOFTMAX)?)?,
-        Op::Reshape => {
+        Op::AveragePool2d | Op::MaxPool2d if op.op.linked() => {
+            pool(op.op, &input(0)?, &output, options(options::POOL_2D)?)?
+        }
+        Op::Softmax if op.op.linked() => softmax(&input(0)?, &output, options(options::SOFTMAX)?)?,
+        Op::Reshape if op.op.linked() => {
             let x = input(0)?;
             int8_activation(&x)?;
             int8_activation(&output)?;
@@ -326,7 +378,7 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
             }
             Kernel::Copy
         }
-        Op::Quantize => {
+        Op::Quantize if op.op.linked() => {
             let x = input(0)?;
             int8_activation(&output)?;
             same_elements(&x, &output)?;
@@ -336,7 +388,7 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
                 DType::Int32 => return Err(OpError::Type("QUANTIZE from int32").into()),
             }
         }
-        Op::Dequantize => {
+        Op::Dequantize if op.op.linked() => {
             let x = input(0)?;
             int8_activation(&x)?;
             if output.dtype != DType::Float32 {
@@ -345,7 +397,7 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
             same_elements(&x, &output)?;
             Kernel::Dequantize(x.quant()?)
         }
-        Op::Add | Op::Sub | Op::Mul => {
+        Op::Add | Op::Sub | Op::Mul if op.op.linked() => {
             let (a, b) = (input(0)?, input(1)?);
             int8_operand(&a)?;
             int8_operand(&b)?;
@@ -362,7 +414,7 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
                 _ => Kernel::AddSub(AddSubParams::prepare(qa, qb, qo, act, op.op == Op::Sub)?),
             }
         }
-        Op::Logistic | Op::Tanh | Op::HardSwish | Op::LeakyRelu => {
+        Op::Logistic | Op::Tanh | Op::HardSwish | Op::LeakyRelu if op.op.linked() => {
             let x = input(0)?;
             int8_activation(&x)?;
             int8_activation(&output)?;
@@ -381,7 +433,7 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
                 }
             }
         }
-        Op::Pad => {
+        Op::Pad if op.op.linked() => {
             let (x, p) = (input(0)?, input(1)?);
             int8_activation(&x)?;
             int8_activation(&output)?;
@@ -406,7 +458,7 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
             check_pad_quant(x.quant()?, output.quant()?)?;
             Kernel::Pad { paddings, rank, value: output.quant()?.zero_point as i8 }
         }
-        Op::Concatenation => {
+        Op::Concatenation if op.op.linked() => {
             int8_activation(&output)?;
             let opts = options(options::CONCATENATION)?;
             if activation(opts, f::CONCAT_ACTIVATION)? != Activation::None {
@@ -423,7 +475,7 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
             check_concat_quant(&quants[..count], output.quant()?)?;
             Kernel::Concatenation { axis, count }
         }
-        Op::Mean => {
+        Op::Mean if op.op.linked() => {
             let (x, axes_t) = (input(0)?, input(1)?);
             int8_activation(&x)?;
             int8_activation(&output)?;
@@ -447,11 +499,11 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
                 &output.shape,
             )?)
         }
-        Op::Relu | Op::Relu6 | Op::ReluN1To1 => {
+        Op::Relu | Op::Relu6 | Op::ReluN1To1 if op.op.linked() => {
             input_count(op, 1)?;
             relu(op.op, &input(0)?, &output)?
         }
-        Op::Minimum | Op::Maximum => {
+        Op::Minimum | Op::Maximum if op.op.linked() => {
             input_count(op, 2)?;
             let (a, b) = (input(0)?, input(1)?);
             for t in [&a, &b, &output] {
@@ -460,19 +512,19 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
             check_broadcast(&a.shape, &b.shape, &output.shape)?;
             Kernel::MinMax { max: op.op == Op::Maximum }
         }
-        Op::Prelu => {
+        Op::Prelu if op.op.linked() => {
             input_count(op, 2)?;
             prelu(&input(0)?, &input(1)?, &output)?
         }
-        Op::Squeeze => {
+        Op::Squeeze if op.op.linked() => {
             input_count(op, 1)?;
             squeeze(&input(0)?, &output, options(options::SQUEEZE)?)?
         }
-        Op::ExpandDims => {
+        Op::ExpandDims if op.op.linked() => {
             input_count(op, 2)?;
             expand_dims(&input(0)?, &input(1)?, &output)?
         }
-        Op::Shape => {
+        Op::Shape if op.op.linked() => {
             input_count(op, 1)?;
             if output.dtype != DType::Int32 {
                 return Err(OpError::Type("SHAPE writes int32 only").into());
@@ -482,16 +534,18 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
             }
             Kernel::Shape
         }
-        Op::StridedSlice => {
+        Op::StridedSlice if op.op.linked() => {
             input_count(op, 4)?;
             strided_slice(&input(0)?, [input(1)?, input(2)?, input(3)?], &output, options(options::STRIDED_SLICE)?)?
         }
-        Op::Pack => pack(inputs.get(..op.input_count()).unwrap_or(&[]), &output, options(options::PACK)?)?,
-        Op::Unpack => {
+        Op::Pack if op.op.linked() => {
+            pack(inputs.get(..op.input_count()).unwrap_or(&[]), &output, options(options::PACK)?)?
+        }
+        Op::Unpack if op.op.linked() => {
             input_count(op, 1)?;
             unpack(&input(0)?, outputs.get(..op.output_count()).unwrap_or(&[]), options(options::UNPACK)?)?
         }
-        Op::Split | Op::SplitV => {
+        Op::Split | Op::SplitV if op.op.linked() => {
             // SPLIT: (axis, input); SPLIT_V: (input, size_splits, axis), whose sizes TFLM
             // ignores in favour of the output shapes, as this does.
             let (x, axis, data) = match op.op {
@@ -502,28 +556,31 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
             let parts = outputs.get(..op.output_count()).unwrap_or(&[]);
             split(x, &input(x)?, &input(axis)?, parts, op.op == Op::Split)?
         }
-        Op::Transpose => {
+        Op::Transpose if op.op.linked() => {
             input_count(op, 2)?;
             transpose(&input(0)?, &input(1)?, &output)?
         }
-        Op::Gather => {
+        Op::Gather if op.op.linked() => {
             input_count(op, 2)?;
             gather(&input(0)?, &input(1)?, &output, options(options::GATHER)?, verify)?
         }
-        Op::ArgMax | Op::ArgMin => {
+        Op::ArgMax | Op::ArgMin if op.op.linked() => {
             input_count(op, 2)?;
             arg_min_max(&input(0)?, &input(1)?, &output, op.op == Op::ArgMax)?
         }
-        Op::TransposeConv => {
+        Op::TransposeConv if op.op.linked() => {
             if !matches!(op.input_count(), 3 | 4) {
                 return Err(OpError::Unsupported("TRANSPOSE_CONV takes 3 or 4 inputs").into());
             }
             let opts = options(options::TRANSPOSE_CONV)?;
             transpose_conv(&input(0)?, &input(1)?, &input(2)?, inputs[3], &output, opts, verify)?
         }
-        Op::ResizeNearestNeighbor => {
+        Op::ResizeNearestNeighbor if op.op.linked() => {
             input_count(op, 2)?;
             resize_nearest(&input(0)?, &input(1)?, &output, options(options::RESIZE_NEAREST_NEIGHBOR)?)?
+        }
+        _ => {
+            return Err(OpError::Unsupported("operator not linked into this build (a mota-runtime op- feature)").into());
         }
     };
     Ok(Prepared { kernel, inputs, outputs })
