@@ -571,7 +571,7 @@ fn pointwise_packed(
     let short = || OpError::Shape("conv input");
     let sum = |w: &[u8]| w.iter().fold(0i32, |s, &w| s.wrapping_add(i32::from(w as i8)));
     let base = |oc: usize, w: &[u8]| bias_of(bias, oc).wrapping_add(p.input_offset.wrapping_mul(sum(w)));
-    let mut put = |pixel: usize, oc: usize, m: Rescaler, acc: i32| {
+    let put = |output: &mut [i8], pixel: usize, oc: usize, m: Rescaler, acc: i32| {
         if let Some(y) = output.get_mut(pixel * out_depth + oc) {
             *y = m.apply(acc);
         }
@@ -585,18 +585,19 @@ fn pointwise_packed(
         let (m0, m1) = (Rescaler::new(p.rescale.channel(oc), p), Rescaler::new(p.rescale.channel(oc + 1), p));
         let xs = input.chunks_exact(2 * depth);
         let odd = xs.remainder();
-        for (i, x) in xs.enumerate() {
+        // Each pixel pair's two output rows, from this pair of channels on.
+        for (x, y) in xs.zip(output.chunks_exact_mut(2 * out_depth)) {
             let [a00, a01, a10, a11] = block(x, w, depth, [b0, b1, b0, b1]).ok_or_else(short)?;
-            put(2 * i, oc, m0, a00);
-            put(2 * i, oc + 1, m1, a01);
-            put(2 * i + 1, oc, m0, a10);
-            put(2 * i + 1, oc + 1, m1, a11);
+            let (y0, y1) = y.split_at_mut(out_depth);
+            if let (Some([c00, c01]), Some([c10, c11])) = (y0.get_mut(oc..oc + 2), y1.get_mut(oc..oc + 2)) {
+                (*c00, *c01, *c10, *c11) = (m0.apply(a00), m1.apply(a01), m0.apply(a10), m1.apply(a11));
+            }
         }
         if !odd.is_empty() {
             let mut acc = [bias_of(bias, oc), bias_of(bias, oc + 1)];
             dot_1x2(odd, w0, w1, p.input_offset, &mut acc);
-            put(pixels - 1, oc, m0, acc[0]);
-            put(pixels - 1, oc + 1, m1, acc[1]);
+            put(output, pixels - 1, oc, m0, acc[0]);
+            put(output, pixels - 1, oc + 1, m1, acc[1]);
         }
     }
     if !last.is_empty() {
@@ -605,7 +606,7 @@ fn pointwise_packed(
         for (i, x) in input.chunks_exact(depth).enumerate() {
             let mut acc = [bias_of(bias, oc); 2];
             dot_1x2(x, last, last, p.input_offset, &mut acc);
-            put(i, oc, m, acc[0]);
+            put(output, i, oc, m, acc[0]);
         }
     }
     Ok(())
