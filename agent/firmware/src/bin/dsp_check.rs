@@ -182,6 +182,32 @@ fn depthwise(rng: &mut Rng, xbuf: &mut [u8; BUF], wbuf: &mut [u8; BUF]) -> Tally
     t
 }
 
+/// The whole-window depthwise block: random channel strides and row lengths, slices of
+/// exactly the reach or a little more, misaligned; one byte short gives `None`.
+fn depthwise_window(rng: &mut Rng, xbuf: &mut [u8; BUF], wbuf: &mut [u8; BUF]) -> Tally {
+    let mut t = Tally::default();
+    for case in 0..DEPTHWISE_CASES {
+        let stride = 4 + rng.below(61);
+        let row = 3 * stride + rng.below(4 * stride);
+        let (x_need, w_need) = (2 * row + 2 * stride + 4, 8 * stride + 4);
+        let extra = |rng: &mut Rng| if case % 2 == 0 { 0 } else { rng.below(9) };
+        let (xl, wl) = (x_need + extra(rng), w_need + extra(rng));
+        let (xs, ws) = (rng.below(4), rng.below(4));
+        let (Some(x), Some(w)) = (xbuf.get_mut(xs..xs + xl), wbuf.get_mut(ws..ws + wl)) else {
+            t.check(false);
+            continue;
+        };
+        rng.fill(x);
+        rng.fill(w);
+        let acc = rng.accs();
+        let (x, w) = (&*x, &*w);
+        t.check(dsp::depthwise_4x9(x, w, stride, row, acc) == Some(portable::depthwise_4x9(x, w, stride, row, acc)));
+        t.check(dsp::depthwise_4x9(&x[..x_need - 1], w, stride, row, acc).is_none());
+        t.check(dsp::depthwise_4x9(x, &w[..w_need - 1], stride, row, acc).is_none());
+    }
+    t
+}
+
 fn conv<const DX: usize, const DW: usize>(rng: &mut Rng, xbuf: &mut [u8; BUF], wbuf: &mut [u8; BUF]) -> Tally {
     let mut t = Tally::default();
     // The longest run both buffers hold, in words.
@@ -240,6 +266,7 @@ fn main() -> ! {
     all &= report("smlabb", &mac(&mut rng, dsp::smlabb, portable::smlabb));
     all &= report("smlatt", &mac(&mut rng, dsp::smlatt, portable::smlatt));
     all &= report("depthwise_4x3", &depthwise(&mut rng, &mut xbuf, &mut wbuf));
+    all &= report("depthwise_4x9", &depthwise_window(&mut rng, &mut xbuf, &mut wbuf));
     // Every instantiation the conv kernel dispatches to.
     macro_rules! conv {
         ($(($dx:literal, $dw:literal)),*) => {$(

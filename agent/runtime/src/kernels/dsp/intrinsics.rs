@@ -73,6 +73,20 @@ pub mod portable {
         acc
     }
 
+    /// [`super::depthwise_4x9`] once its lengths are checked (shorter slices read as
+    /// zeros).
+    pub fn depthwise_4x9(x: &[u8], w: &[u8], stride: usize, row: usize, mut acc: [i32; 4]) -> [i32; 4] {
+        let word = |b: &[u8], at: usize| b.get(at..at + 4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        for r in 0..3 {
+            for t in 0..3 {
+                let (x, w) = (word(x, r * row + t * stride), word(w, (3 * r + t) * stride));
+                let (xl, xh, wl, wh) = (sxtb16(x), sxtb16_ror8(x), sxtb16(w), sxtb16_ror8(w));
+                acc = [smlabb(xl, wl, acc[0]), smlabb(xh, wh, acc[1]), smlatt(xl, wl, acc[2]), smlatt(xh, wh, acc[3])];
+            }
+        }
+        acc
+    }
+
     /// [`super::depthwise_4x3`] once its lengths are checked (shorter slices read as
     /// zeros).
     pub fn depthwise_4x3(x: &[u8], w: &[u8], stride: usize, offset: u32, mut acc: [i32; 4]) -> [i32; 4] {
@@ -106,6 +120,22 @@ pub fn conv_2x2<const DX: usize, const DW: usize>(x: &[u8], w: &[u8], run: usize
     return Some(cortex_m::conv_2x2::<DX, DW>(x, w, run, acc));
     #[cfg(not(mota_dsp))]
     return Some(portable::conv_2x2::<DX, DW>(x, w, run, acc));
+}
+
+/// A whole 3×3 depthwise window for four channels, without the input offset (the caller
+/// adds `offset · Σw`): adds `w[(3·r + t)·stride + k] · x[r·row + t·stride + k]` for rows
+/// `r` and taps `t` in 0..3 to `acc[k]`. `None` when a slice is too short.
+#[inline(always)]
+pub fn depthwise_4x9(x: &[u8], w: &[u8], stride: usize, row: usize, acc: [i32; 4]) -> Option<[i32; 4]> {
+    let x_reach = row.checked_mul(2)?.checked_add(stride.checked_mul(2)?)?.checked_add(4)?;
+    let w_reach = stride.checked_mul(8)?.checked_add(4)?;
+    if x.len() < x_reach || w.len() < w_reach {
+        return None;
+    }
+    #[cfg(mota_dsp)]
+    return Some(cortex_m::depthwise_4x9(x, w, stride, row, acc));
+    #[cfg(not(mota_dsp))]
+    return Some(portable::depthwise_4x9(x, w, stride, row, acc));
 }
 
 /// Three depthwise taps `stride` bytes apart for four channels: adds
@@ -265,6 +295,132 @@ mod cortex_m {
             )
         };
         [a00, a01, a10, a11]
+    }
+
+    /// The nine taps of [`super::depthwise_4x9`] in one block: each row's taps at
+    /// `[p]`, `[p, stride]`, `[p, stride, lsl #1]`, the pointers moved on by a row
+    /// between rows, every operand in one of the twelve registers.
+    #[inline(always)]
+    pub fn depthwise_4x9(x: &[u8], w: &[u8], stride: usize, row: usize, acc: [i32; 4]) -> [i32; 4] {
+        let [mut a0, mut a1, mut a2, mut a3] = acc;
+        // SAFETY: the caller checked that `x` holds `2·row + 2·stride + 4` bytes and `w`
+        // `8·stride + 4`, the furthest words the block reads (row 2, tap 2); unaligned
+        // word loads are allowed on ARMv7-M. Only registers and the two slices are
+        // touched; the pointer registers are scratch copies.
+        unsafe {
+            asm!(
+                "ldr {xv}, [{xp}]",
+                "ldr {wv}, [{wp}]",
+                "sxtb16 {t}, {xv}",
+                "sxtb16 {u}, {wv}",
+                "smlabb {a0}, {t}, {u}, {a0}",
+                "smlatt {a2}, {t}, {u}, {a2}",
+                "sxtb16 {t}, {xv}, ror #8",
+                "sxtb16 {u}, {wv}, ror #8",
+                "smlabb {a1}, {t}, {u}, {a1}",
+                "smlatt {a3}, {t}, {u}, {a3}",
+                "ldr {xv}, [{xp}, {st}]",
+                "ldr {wv}, [{wp}, {st}]",
+                "sxtb16 {t}, {xv}",
+                "sxtb16 {u}, {wv}",
+                "smlabb {a0}, {t}, {u}, {a0}",
+                "smlatt {a2}, {t}, {u}, {a2}",
+                "sxtb16 {t}, {xv}, ror #8",
+                "sxtb16 {u}, {wv}, ror #8",
+                "smlabb {a1}, {t}, {u}, {a1}",
+                "smlatt {a3}, {t}, {u}, {a3}",
+                "ldr {xv}, [{xp}, {st}, lsl #1]",
+                "ldr {wv}, [{wp}, {st}, lsl #1]",
+                "sxtb16 {t}, {xv}",
+                "sxtb16 {u}, {wv}",
+                "smlabb {a0}, {t}, {u}, {a0}",
+                "smlatt {a2}, {t}, {u}, {a2}",
+                "sxtb16 {t}, {xv}, ror #8",
+                "sxtb16 {u}, {wv}, ror #8",
+                "smlabb {a1}, {t}, {u}, {a1}",
+                "smlatt {a3}, {t}, {u}, {a3}",
+                "add {xp}, {xp}, {row}",
+                "add {wp}, {wp}, {st}, lsl #1",
+                "add {wp}, {wp}, {st}",
+                "ldr {xv}, [{xp}]",
+                "ldr {wv}, [{wp}]",
+                "sxtb16 {t}, {xv}",
+                "sxtb16 {u}, {wv}",
+                "smlabb {a0}, {t}, {u}, {a0}",
+                "smlatt {a2}, {t}, {u}, {a2}",
+                "sxtb16 {t}, {xv}, ror #8",
+                "sxtb16 {u}, {wv}, ror #8",
+                "smlabb {a1}, {t}, {u}, {a1}",
+                "smlatt {a3}, {t}, {u}, {a3}",
+                "ldr {xv}, [{xp}, {st}]",
+                "ldr {wv}, [{wp}, {st}]",
+                "sxtb16 {t}, {xv}",
+                "sxtb16 {u}, {wv}",
+                "smlabb {a0}, {t}, {u}, {a0}",
+                "smlatt {a2}, {t}, {u}, {a2}",
+                "sxtb16 {t}, {xv}, ror #8",
+                "sxtb16 {u}, {wv}, ror #8",
+                "smlabb {a1}, {t}, {u}, {a1}",
+                "smlatt {a3}, {t}, {u}, {a3}",
+                "ldr {xv}, [{xp}, {st}, lsl #1]",
+                "ldr {wv}, [{wp}, {st}, lsl #1]",
+                "sxtb16 {t}, {xv}",
+                "sxtb16 {u}, {wv}",
+                "smlabb {a0}, {t}, {u}, {a0}",
+                "smlatt {a2}, {t}, {u}, {a2}",
+                "sxtb16 {t}, {xv}, ror #8",
+                "sxtb16 {u}, {wv}, ror #8",
+                "smlabb {a1}, {t}, {u}, {a1}",
+                "smlatt {a3}, {t}, {u}, {a3}",
+                "add {xp}, {xp}, {row}",
+                "add {wp}, {wp}, {st}, lsl #1",
+                "add {wp}, {wp}, {st}",
+                "ldr {xv}, [{xp}]",
+                "ldr {wv}, [{wp}]",
+                "sxtb16 {t}, {xv}",
+                "sxtb16 {u}, {wv}",
+                "smlabb {a0}, {t}, {u}, {a0}",
+                "smlatt {a2}, {t}, {u}, {a2}",
+                "sxtb16 {t}, {xv}, ror #8",
+                "sxtb16 {u}, {wv}, ror #8",
+                "smlabb {a1}, {t}, {u}, {a1}",
+                "smlatt {a3}, {t}, {u}, {a3}",
+                "ldr {xv}, [{xp}, {st}]",
+                "ldr {wv}, [{wp}, {st}]",
+                "sxtb16 {t}, {xv}",
+                "sxtb16 {u}, {wv}",
+                "smlabb {a0}, {t}, {u}, {a0}",
+                "smlatt {a2}, {t}, {u}, {a2}",
+                "sxtb16 {t}, {xv}, ror #8",
+                "sxtb16 {u}, {wv}, ror #8",
+                "smlabb {a1}, {t}, {u}, {a1}",
+                "smlatt {a3}, {t}, {u}, {a3}",
+                "ldr {xv}, [{xp}, {st}, lsl #1]",
+                "ldr {wv}, [{wp}, {st}, lsl #1]",
+                "sxtb16 {t}, {xv}",
+                "sxtb16 {u}, {wv}",
+                "smlabb {a0}, {t}, {u}, {a0}",
+                "smlatt {a2}, {t}, {u}, {a2}",
+                "sxtb16 {t}, {xv}, ror #8",
+                "sxtb16 {u}, {wv}, ror #8",
+                "smlabb {a1}, {t}, {u}, {a1}",
+                "smlatt {a3}, {t}, {u}, {a3}",
+                xp = inout(reg) x.as_ptr() => _,
+                wp = inout(reg) w.as_ptr() => _,
+                st = in(reg) stride,
+                row = in(reg) row,
+                a0 = inout(reg) a0,
+                a1 = inout(reg) a1,
+                a2 = inout(reg) a2,
+                a3 = inout(reg) a3,
+                xv = out(reg) _,
+                wv = out(reg) _,
+                t = out(reg) _,
+                u = out(reg) _,
+                options(pure, readonly, nostack, preserves_flags)
+            )
+        };
+        [a0, a1, a2, a3]
     }
 
     /// The three taps of [`super::depthwise_4x3`] in one block, every operand in a

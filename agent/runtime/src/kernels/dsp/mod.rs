@@ -21,7 +21,9 @@ pub mod intrinsics;
 
 use bytemuck::cast_slice;
 
-use self::intrinsics::{conv_2x2, depthwise_4x3, smlabb, smlad, smlatt, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8};
+use self::intrinsics::{
+    conv_2x2, depthwise_4x3, depthwise_4x9, smlabb, smlad, smlatt, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8,
+};
 use super::conv::{ConvParams, Geometry, taps};
 use super::fully_connected::{FcDims, FcParams};
 use super::params::{Int32s, Rescale};
@@ -637,6 +639,13 @@ pub(crate) fn depthwise_conv2d(
         let group = (depth - c).min(4);
         let rescalers: [Rescaler; 4] = core::array::from_fn(|k| Rescaler::new(p.rescale.channel(c + k), p));
         let biases: [i32; 4] = core::array::from_fn(|k| bias_of(bias, c + k));
+        // A whole 3×3 window's accumulators start from `bias + offset · Σw`, so its block
+        // multiplies raw bytes.
+        let whole: [i32; 4] = core::array::from_fn(|k| {
+            let taps = filter.get(c + k..).unwrap_or(&[]).iter().step_by(depth).take(f_h * f_w);
+            let sum = taps.fold(0i32, |s, &w| s.wrapping_add(i32::from(w as i8)));
+            biases[k].wrapping_add(p.input_offset.wrapping_mul(sum))
+        });
         let mut pixel = 0;
         for batch in 0..batches {
             for oy in 0..out_h {
@@ -653,8 +662,12 @@ pub(crate) fn depthwise_conv2d(
                         (((batch * in_h + iy) * in_w + ix) * depth + c, (fy * f_w + cols.start) * depth + c)
                     };
                     let mut acc = biases;
-                    if group == 4 && rows.len() == 3 && cols.len() == 3 {
-                        // A full 3×3 window: one block per row.
+                    if group == 4 && (f_h, f_w) == (3, 3) && rows.len() == 3 && cols.len() == 3 {
+                        // A whole 3×3 window: one block.
+                        let (x_at, w_at) = starts(0);
+                        let (xs, ws) = (input.get(x_at..).unwrap_or(&[]), filter.get(w_at..).unwrap_or(&[]));
+                        acc = depthwise_4x9(xs, ws, depth, in_w * depth, whole).ok_or_else(short)?;
+                    } else if group == 4 && rows.len() == 3 && cols.len() == 3 {
                         for fy in rows.clone() {
                             let (x_at, w_at) = starts(fy);
                             let (xs, ws) = (input.get(x_at..).unwrap_or(&[]), filter.get(w_at..).unwrap_or(&[]));
