@@ -14,7 +14,7 @@ use crate::kernels::{
     OpError, arg_min_max, conv, elementwise as ew, fully_connected, gather, pool, quantize, resize, shape, softmax,
     strided_slice, transpose_conv,
 };
-use crate::model::{Model, ModelError, TensorInfo};
+use crate::model::{Model, ModelError, TensorInfo, Tensors};
 use crate::ops::{self, Kernel, MAX_OP_OUTPUTS, Op, PrepareError};
 use crate::plan::{self, ALIGN, ENTRY, Plan};
 use crate::records;
@@ -94,7 +94,7 @@ fn channel_bytes(model: &Model<'_>) -> Result<usize, RunError> {
     for i in 0..model.operator_count() {
         let mut p = prepare_at(model, i)?;
         if p.kernel.per_channel().is_some() {
-            total += p.channels() * CHANNEL_ENTRY;
+            total += p.channels * CHANNEL_ENTRY;
         }
     }
     Ok(total)
@@ -136,7 +136,7 @@ impl<'m, 'a> Interpreter<'m, 'a> {
         let mut offset = 0;
         for i in 0..model.operator_count() {
             let mut p = prepare_at(&model, i)?;
-            let n = p.channels() * CHANNEL_ENTRY;
+            let n = p.channels * CHANNEL_ENTRY;
             if let Some(rescale) = p.kernel.per_channel() {
                 rescale.fill(channels.get_mut(offset..offset + n).ok_or(too_small(fixed))?);
                 offset += n;
@@ -185,7 +185,7 @@ impl<'m, 'a> Interpreter<'m, 'a> {
                 PrepareError::Model(e) => RunError::Model(e),
                 PrepareError::Op(problem) => fail(problem),
             })?;
-            let n = prepared.channels() * CHANNEL_ENTRY;
+            let n = prepared.channels * CHANNEL_ENTRY;
             if let Some(rescale) = prepared.kernel.per_channel() {
                 let table = self.channels.get(channel_offset..channel_offset + n);
                 *rescale = Rescale::Table(ChannelTable(table.ok_or(fail(OpError::Shape("multipliers")))?));
@@ -194,7 +194,8 @@ impl<'m, 'a> Interpreter<'m, 'a> {
             let mut regions = [(0, 0); MAX_OP_OUTPUTS];
             let mut count = 0;
             for (slot, t) in regions.iter_mut().zip(prepared.outputs()) {
-                let region = self.region(t).ok_or(fail(OpError::Shape("output is not planned")))?;
+                let t = tensors.tensor_at(Some(i), t)?;
+                let region = self.region(&t).ok_or(fail(OpError::Shape("output is not planned")))?;
                 *slot = (region.start, region.end);
                 count += 1;
             }
@@ -202,7 +203,7 @@ impl<'m, 'a> Interpreter<'m, 'a> {
             let mut outputs: [&mut [u8]; MAX_OP_OUTPUTS] = Default::default();
             let regions = regions.get(..count).unwrap_or(&[]);
             let view = Views::split(self.head, regions, &mut outputs, &plan).map_err(fail)?;
-            run(&prepared, &view, outputs.get_mut(..count).unwrap_or(&mut [])).map_err(fail)?;
+            run(&prepared, &tensors, &view, outputs.get_mut(..count).unwrap_or(&mut [])).map_err(fail)?;
         }
         Ok(())
     }
@@ -278,16 +279,27 @@ macro_rules! linked {
     ($($op:ident),+) => { false $(|| Op::$op.linked())+ };
 }
 
-fn run(p: &ops::Prepared<'_>, v: &Views<'_>, outputs: &mut [&mut [u8]]) -> Result<(), OpError> {
-    let input = |i: usize| p.inputs.get(i).copied().flatten().ok_or(OpError::Shape("missing input"));
+fn run<'m>(
+    p: &ops::Prepared<'m>,
+    tensors: &dyn Tensors<'m>,
+    v: &Views<'_>,
+    outputs: &mut [&mut [u8]],
+) -> Result<(), OpError> {
+    let tensor = |index: Option<i32>| -> Result<Option<TensorInfo<'m>>, OpError> {
+        match index {
+            Some(i) => tensors.tensor_at(Some(p.operator), i).map(Some).map_err(|_| OpError::Shape("tensor")),
+            None => Ok(None),
+        }
+    };
+    let input = |i: usize| tensor(p.inputs.get(i).copied().flatten())?.ok_or(OpError::Shape("missing input"));
     let shape4 = |t: &TensorInfo<'_>| t.shape.extended4().ok_or(OpError::Shape("rank above 4"));
     let bias = |i: usize| -> Result<Option<Int32s<'_>>, OpError> {
-        match p.inputs.get(i).copied().flatten() {
+        match tensor(p.inputs.get(i).copied().flatten())? {
             Some(t) => Ok(Some(Int32s(t.data.ok_or(OpError::Type("bias must be constant"))?))),
             None => Ok(None),
         }
     };
-    let out_t = p.outputs[0].ok_or(OpError::Shape("missing output"))?;
+    let out_t = tensor(p.outputs[0])?.ok_or(OpError::Shape("missing output"))?;
     let out_shape = &out_t.shape;
     let output: &mut [u8] = outputs.first_mut().ok_or(OpError::Shape("missing output"))?;
     let out_i8: &mut [i8] = bytemuck::cast_slice_mut(output);

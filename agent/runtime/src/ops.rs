@@ -236,13 +236,20 @@ impl From<OpError> for PrepareError {
     }
 }
 
-/// An operator ready to run: its kernel parameters and the tensors it touches.
+/// An operator ready to run: its kernel parameters and the tensors it touches, by index
+/// (the interpreter looks them up in its compact records; a full description per tensor
+/// made `Prepared` kilobytes to move at every operator of every inference).
 pub(crate) struct Prepared<'a> {
     pub kernel: Kernel<'a>,
-    /// Input tensors in kernel order (constants included).
-    pub inputs: [Option<TensorInfo<'a>>; MAX_OP_INPUTS],
+    /// The operator's index, for looking its tensors up.
+    pub operator: usize,
+    /// Input tensors in kernel order (constants included; `None` for an absent optional
+    /// input).
+    pub inputs: [Option<i32>; MAX_OP_INPUTS],
     /// Output tensors in order: at least the first, at most [`MAX_OP_OUTPUTS`].
-    pub outputs: [Option<TensorInfo<'a>>; MAX_OP_OUTPUTS],
+    pub outputs: [Option<i32>; MAX_OP_OUTPUTS],
+    /// Output channels (the last dimension of the first output).
+    pub channels: usize,
 }
 
 /// Most inputs an operator may have.
@@ -301,22 +308,17 @@ impl<'a> Kernel<'a> {
     }
 }
 
-impl<'a> Prepared<'a> {
-    /// Output channels (the last dimension of the first output).
-    pub(crate) fn channels(&self) -> usize {
-        self.outputs[0].and_then(|o| o.shape.dims().last().copied()).unwrap_or(1)
-    }
-
-    /// The outputs, in order.
-    pub(crate) fn outputs(&self) -> impl Iterator<Item = &TensorInfo<'a>> {
-        self.outputs.iter().flatten()
+impl Prepared<'_> {
+    /// The outputs' tensor indices, in order.
+    pub(crate) fn outputs(&self) -> impl Iterator<Item = i32> + '_ {
+        self.outputs.iter().flatten().copied()
     }
 }
 
 /// Refuses per-channel multipliers TFLM could not apply (a left shift above 31 overflows
 /// its arithmetic); run once, at verification.
 pub(crate) fn check_multipliers(p: &mut Prepared<'_>) -> core::result::Result<(), OpError> {
-    let channels = p.channels();
+    let channels = p.channels;
     if let Some(rescale) = p.kernel.per_channel() {
         for c in 0..channels {
             if rescale.channel(c).shift > 31 {
@@ -583,7 +585,9 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
             return Err(OpError::Unsupported("operator not linked into this build (a mota-runtime op- feature)").into());
         }
     };
-    Ok(Prepared { kernel, inputs, outputs })
+    let channels = output.shape.dims().last().copied().unwrap_or(1);
+    let index = |t: Option<TensorInfo<'_>>| t.and_then(|t| i32::try_from(t.index).ok());
+    Ok(Prepared { kernel, operator: op.index, inputs: inputs.map(index), outputs: outputs.map(index), channels })
 }
 
 /// Refuses an operator with another number of inputs than its kernel reads.
