@@ -45,12 +45,7 @@ pub fn arg_min_max(input: &[i8], in_shape: &Shape, axis: usize, max: bool, out: 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-    fn s(dims: &[usize]) -> Shape {
-        Shape::new(dims).unwrap_or_default()
-    }
+    use crate::kernels::elementwise::testutil::{TestResult, shape as s};
 
     fn run(input: &[i8], dims: &[usize], axis: usize, max: bool) -> Result<Vec<i32>, OpError> {
         let shape = s(dims);

@@ -109,12 +109,7 @@ pub fn gather(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-    fn s(dims: &[usize]) -> Shape {
-        Shape::new(dims).unwrap_or_default()
-    }
+    use crate::kernels::elementwise::testutil::{TestResult, shape as s};
 
     fn ints(v: &[i32]) -> Vec<u8> {
         v.iter().flat_map(|x| x.to_le_bytes()).collect()

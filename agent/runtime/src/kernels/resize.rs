@@ -69,8 +69,7 @@ pub fn resize_nearest(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    type TestResult = Result<(), Box<dyn std::error::Error>>;
+    use crate::kernels::elementwise::testutil::TestResult;
 
     fn rows(p: ResizeParams, input: usize, output: usize) -> Vec<usize> {
         (0..output).map(|v| nearest(p, v, input, output)).collect()

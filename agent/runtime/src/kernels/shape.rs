@@ -151,12 +151,7 @@ pub fn check_transpose(perm: &[usize], in_shape: &Shape, out_shape: &Shape) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-    fn s(dims: &[usize]) -> Shape {
-        Shape::new(dims).unwrap_or_default()
-    }
+    use crate::kernels::elementwise::testutil::{TestResult, shape as s};
 
     #[test]
     fn shape_writes_int32_dims() -> TestResult {

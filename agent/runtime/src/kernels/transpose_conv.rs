@@ -106,8 +106,7 @@ pub fn transpose_conv(
 mod tests {
     use super::*;
     use crate::arith::Multiplier;
-
-    type TestResult = Result<(), Box<dyn std::error::Error>>;
+    use crate::kernels::elementwise::testutil::TestResult;
 
     fn params(stride: usize, padding: usize) -> TransposeConvParams<'static> {
         TransposeConvParams {

@@ -19,7 +19,7 @@ pub mod pad;
 pub mod prelu;
 pub mod relu;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use activations::{
     HardSwishParams, LeakyReluParams, LogisticParams, TanhParams, hard_swish, leaky_relu, logistic, tanh,
