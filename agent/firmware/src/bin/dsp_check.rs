@@ -293,8 +293,7 @@ fn main() -> ! {
         (72, 72),
         (144, 144),
         (288, 288),
-        (576, 576),
-        (128, 1152)
+        (576, 576)
     );
     debug::exit(if all { debug::EXIT_SUCCESS } else { debug::EXIT_FAILURE });
     #[allow(clippy::empty_loop)]

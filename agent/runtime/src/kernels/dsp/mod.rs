@@ -1,17 +1,19 @@
 //! Dual-MAC kernels for cores with the DSP extension (Cortex-M4, M7, M33 with DSP).
 //!
 //! The int8 operands are widened to pairs of 16-bit lanes in registers and multiplied two
-//! at a time by `SMLAD` (see [`intrinsics`]):
-//! - the input's zero point is added while widening (`SXTAB16`), so `x + offset` never
-//!   leaves a register and no im2col buffer is needed;
-//! - a convolution is a sum of dot products over contiguous runs of the input (one run
-//!   per filter row: `filter width × channels` bytes, cut where the window leaves the
-//!   image), computed as 2 pixels × 2 output channels with each word widened once for
-//!   both of its partners, or 1 pixel × 2 channels where the neighbour's window is cut
-//!   differently;
-//! - a depthwise convolution keeps four channels' accumulators in registers over the
-//!   whole window (`SMLABB` / `SMLATT` on the low and high lanes);
-//! - fully connected is the same dot product, 1 row × 2 outputs.
+//! at a time by `SMLAD` (see [`intrinsics`]). Convolution, in order of preference:
+//! - pointwise with stride 1: the input is a pixels × channels matrix, and 2 pixels × 2
+//!   output channels are one assembly block ([`conv_2x2`]);
+//! - windows of at most 576 bytes (3×3×64): two pixels' windows are gathered side by side
+//!   on the stack (padding filled with the input zero point) and run through the same
+//!   block;
+//! - otherwise, runs of the input per filter row, the zero point added while widening
+//!   (`SXTAB16`): 2 × 2 where two neighbours' windows are cut alike, else 1 × 2.
+//!
+//! The blocks multiply raw bytes: `bias + offset · Σw` is computed once per output
+//! channel per layer. A depthwise convolution keeps four channels' accumulators in
+//! registers over the window (`SMLABB` / `SMLATT`), a whole 3×3 window in one block;
+//! fully connected is the offset-adding dot product, 1 row × 2 outputs.
 //!
 //! Bytes 0 and 2 of a word land in one register and bytes 1 and 3 in another, for the
 //! input and the weights alike, so every lane meets its partner. The sums are the portable
@@ -131,20 +133,14 @@ pub(crate) fn conv2d(
     if (f_h, f_w, stride_h, stride_w) == (1, 1, 1, 1)
         && p.padding == (0, 0)
         && depth.is_multiple_of(4)
-        && let Some(block) = block(depth, depth)
+        && let Some(block) = block(depth)
     {
         return pointwise_packed(p, input, filter, bias, output, depth, block);
     }
     if (4..=IM2COL).contains(&filter_size)
-        && let Some(block) = block(filter_size, filter_size)
+        && let Some(block) = block(filter_size)
     {
         return conv_im2col(p, input, filter, bias, output, g, block);
-    }
-    if let Some(block) = block(stride_w * depth, filter_size) {
-        return conv_blocked(p, input, filter, bias, output, g, block);
-    }
-    if (f_h, f_w) == (1, 1) && p.padding == (0, 0) {
-        return pointwise(p, input, filter, bias, output, g);
     }
     let mut pixels = output.chunks_exact_mut(out_depth);
     for batch in 0..batches {
@@ -274,97 +270,31 @@ impl Rescaler {
     }
 }
 
-/// CONV_2D with a 1×1 filter (the pointwise half of a depthwise-separable block): every
-/// output pixel is one input pixel times the filter matrix, so the runs are whole pixels
-/// and whole filter rows, walked without any index arithmetic.
-fn pointwise(
-    p: &ConvParams<'_>,
-    input: &[u8],
-    filter: &[u8],
-    bias: Option<Int32s<'_>>,
-    output: &mut [i8],
-    g: &Geometry,
-) -> Result<(), OpError> {
-    let [_, in_h, in_w, depth] = g.input;
-    let [out_depth, ..] = g.filter;
-    let [_, out_h, out_w, _] = g.output;
-    let plane = out_h * out_w;
-    let pixel = |i: usize| {
-        let (batch, oy, ox) = (i / plane, i % plane / out_w, i % out_w);
-        let start = ((batch * in_h + oy * p.stride.0) * in_w + ox * p.stride.1) * depth;
-        input.get(start..start + depth).ok_or(OpError::Shape("conv input"))
-    };
-    let filters = filter.get(..out_depth * depth).ok_or(OpError::Shape("conv filter"))?;
-    let mut pairs = output.chunks_exact_mut(2 * out_depth);
-    let mut i = 0;
-    for pair in pairs.by_ref() {
-        let (o0, o1) = pair.split_at_mut(out_depth);
-        let (x0, x1) = (pixel(i)?, pixel(i + 1)?);
-        let mut oc = 0;
-        let ws = filters.chunks_exact(2 * depth);
-        let last = ws.remainder();
-        for ((w, y0), y1) in ws.zip(o0.chunks_exact_mut(2)).zip(o1.chunks_exact_mut(2)) {
-            let (w0, w1) = w.split_at(depth);
-            let (b0, b1) = (bias_of(bias, oc), bias_of(bias, oc + 1));
-            let mut acc = [b0, b1, b0, b1];
-            dot_2x2(x0, x1, w0, w1, p.input_offset, &mut acc);
-            let (m0, m1) = (Rescaler::new(p.rescale.channel(oc), p), Rescaler::new(p.rescale.channel(oc + 1), p));
-            y0[0] = m0.apply(acc[0]);
-            y0[1] = m1.apply(acc[1]);
-            y1[0] = m0.apply(acc[2]);
-            y1[1] = m1.apply(acc[3]);
-            oc += 2;
-        }
-        if !last.is_empty() {
-            let b = bias_of(bias, oc);
-            let mut acc = [b; 4];
-            dot_2x2(x0, x1, last, last, p.input_offset, &mut acc);
-            let m = Rescaler::new(p.rescale.channel(oc), p);
-            if let (Some(y0), Some(y1)) = (o0.last_mut(), o1.last_mut()) {
-                (*y0, *y1) = (m.apply(acc[0]), m.apply(acc[2]));
-            }
-        }
-        i += 2;
-    }
-    let rest = pairs.into_remainder();
-    if !rest.is_empty() {
-        let x = pixel(i)?;
-        for (oc, y) in rest.iter_mut().enumerate() {
-            let w = filters.get(oc * depth..(oc + 1) * depth).ok_or(OpError::Shape("conv filter"))?;
-            let mut acc = [bias_of(bias, oc); 2];
-            dot_1x2(x, w, w, p.input_offset, &mut acc);
-            *y = Rescaler::new(p.rescale.channel(oc), p).apply(acc[0]);
-        }
-    }
-    Ok(())
-}
-
-/// A 2 × 2 block (see [`conv_2x2`]) compiled for one pair of strides.
+/// A 2 × 2 block (see [`conv_2x2`]) compiled for one run length.
 type Block = fn(&[u8], &[u8], usize, [i32; 4]) -> Option<[i32; 4]>;
 
-/// The block for a convolution whose neighbouring pixels are `dx` bytes apart in the
-/// input and whose filters are `dw` bytes long, for the shapes models use: 1×1 filters
-/// (`dx = dw = channels`) and 3×3 ones with stride 1 (`dw = 9·dx`).
-fn block(dx: usize, dw: usize) -> Option<Block> {
-    Some(match (dx, dw) {
-        (8, 8) => conv_2x2::<8, 8>,
-        (16, 16) => conv_2x2::<16, 16>,
-        (24, 24) => conv_2x2::<24, 24>,
-        (32, 32) => conv_2x2::<32, 32>,
-        (48, 48) => conv_2x2::<48, 48>,
-        (64, 64) => conv_2x2::<64, 64>,
-        (96, 96) => conv_2x2::<96, 96>,
-        (128, 128) => conv_2x2::<128, 128>,
-        (192, 192) => conv_2x2::<192, 192>,
-        (256, 256) => conv_2x2::<256, 256>,
-        (9, 9) => conv_2x2::<9, 9>,
-        (27, 27) => conv_2x2::<27, 27>,
-        (40, 40) => conv_2x2::<40, 40>,
-        (72, 72) => conv_2x2::<72, 72>,
-        (144, 144) => conv_2x2::<144, 144>,
-        (288, 288) => conv_2x2::<288, 288>,
-        (576, 576) => conv_2x2::<576, 576>,
-        (128, 1152) => conv_2x2::<128, 1152>,
+/// The block whose second pixel and second filter lie `run` bytes after the first, the
+/// layout of both the pointwise matrix and the gathered windows, for the lengths models
+/// use: channel counts (1×1 filters) and 3×3 windows of 1 to 64 channels.
+fn block(run: usize) -> Option<Block> {
+    Some(match run {
+        8 => conv_2x2::<8, 8>,
+        9 => conv_2x2::<9, 9>,
+        16 => conv_2x2::<16, 16>,
+        24 => conv_2x2::<24, 24>,
+        27 => conv_2x2::<27, 27>,
+        32 => conv_2x2::<32, 32>,
+        40 => conv_2x2::<40, 40>,
+        48 => conv_2x2::<48, 48>,
+        64 => conv_2x2::<64, 64>,
+        72 => conv_2x2::<72, 72>,
+        96 => conv_2x2::<96, 96>,
+        128 => conv_2x2::<128, 128>,
+        144 => conv_2x2::<144, 144>,
+        192 => conv_2x2::<192, 192>,
+        256 => conv_2x2::<256, 256>,
+        288 => conv_2x2::<288, 288>,
+        576 => conv_2x2::<576, 576>,
         _ => return None,
     })
 }
@@ -468,90 +398,6 @@ fn conv_im2col(
                 }
             }
         }
-    }
-    Ok(())
-}
-
-/// CONV_2D with output-channel pairs as the outer loop: each pair's
-/// `bias + offset · Σw` is computed once, then every pair of neighbouring pixels whose
-/// windows lie inside the image is a [`Block`] over raw bytes per filter row. Pixels on
-/// the border (windows cut by the padding) take the offset-adding 1 × 2 path.
-fn conv_blocked(
-    p: &ConvParams<'_>,
-    input: &[u8],
-    filter: &[u8],
-    bias: Option<Int32s<'_>>,
-    output: &mut [i8],
-    g: &Geometry,
-    block: Block,
-) -> Result<(), OpError> {
-    let [batches, in_h, in_w, depth] = g.input;
-    let [out_depth, f_h, f_w, _] = g.filter;
-    let [_, out_h, out_w, _] = g.output;
-    let filter_size = f_h * f_w * depth;
-    let row_len = f_w * depth;
-    let (stride_h, stride_w) = p.stride;
-    let short = || OpError::Shape("conv input");
-    let sum = |w: &[u8]| w.iter().fold(0i32, |s, &w| s.wrapping_add(i32::from(w as i8)));
-    let mut oc = 0;
-    while oc < out_depth {
-        let next = (oc + 1).min(out_depth - 1);
-        let w0 = filter.get(oc * filter_size..(oc + 1) * filter_size).ok_or(OpError::Shape("conv filter"))?;
-        let w1 = filter.get(next * filter_size..(next + 1) * filter_size).ok_or(OpError::Shape("conv filter"))?;
-        let pair = next != oc;
-        let (c0, c1) = (bias_of(bias, oc), bias_of(bias, next));
-        let (b0, b1) = (
-            c0.wrapping_add(p.input_offset.wrapping_mul(sum(w0))),
-            c1.wrapping_add(p.input_offset.wrapping_mul(sum(w1))),
-        );
-        let (m0, m1) = (Rescaler::new(p.rescale.channel(oc), p), Rescaler::new(p.rescale.channel(next), p));
-        let mut put = |pixel: usize, acc: [i32; 2]| {
-            if let Some(y) = output.get_mut(pixel * out_depth + oc) {
-                *y = m0.apply(acc[0]);
-            }
-            if let Some(y) = output.get_mut(pixel * out_depth + next).filter(|_| pair) {
-                *y = m1.apply(acc[1]);
-            }
-        };
-        for batch in 0..batches {
-            for oy in 0..out_h {
-                let y0 = (oy * stride_h) as isize - p.padding.0 as isize;
-                let rows = taps(y0, 1, f_h, in_h);
-                let x_at =
-                    |fy: usize, x0: isize| ((batch * in_h + (y0 + fy as isize) as usize) * in_w + x0 as usize) * depth;
-                let mut ox = 0;
-                while ox < out_w {
-                    let pixel = (batch * out_h + oy) * out_w + ox;
-                    let x0 = (ox * stride_w) as isize - p.padding.1 as isize;
-                    let cols = taps(x0, 1, f_w, in_w);
-                    let inside = |cols: &core::ops::Range<usize>| rows.len() == f_h && cols.len() == f_w;
-                    if pair && ox + 1 < out_w && inside(&cols) && inside(&taps(x0 + stride_w as isize, 1, f_w, in_w)) {
-                        let mut acc = [b0, b1, b0, b1];
-                        for fy in 0..f_h {
-                            let x = input.get(x_at(fy, x0)..).ok_or_else(short)?;
-                            let w = filter.get(oc * filter_size + fy * row_len..).ok_or_else(short)?;
-                            acc = block(x, w, row_len, acc).ok_or_else(short)?;
-                        }
-                        put(pixel, [acc[0], acc[1]]);
-                        put(pixel + 1, [acc[2], acc[3]]);
-                        ox += 2;
-                    } else {
-                        let mut acc = [c0, c1];
-                        for fy in rows.clone() {
-                            let start = x_at(fy, x0 + cols.start as isize);
-                            let run = cols.len() * depth;
-                            let x = input.get(start..start + run).ok_or_else(short)?;
-                            let at = (fy * f_w + cols.start) * depth;
-                            let (v0, v1) = (w0.get(at..at + run), w1.get(at..at + run));
-                            dot_1x2(x, v0.ok_or_else(short)?, v1.ok_or_else(short)?, p.input_offset, &mut acc);
-                        }
-                        put(pixel, acc);
-                        ox += 1;
-                    }
-                }
-            }
-        }
-        oc += 2;
     }
     Ok(())
 }
