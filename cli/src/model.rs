@@ -133,13 +133,8 @@ fn make_valset(
     let input = model.input(0)?;
     let x = read_npy(inputs)?;
     let data = match (x.descr.as_str(), input.dtype) {
-        ("<f4", DType::Int8) => {
-            // The runtime's QUANTIZE kernel: the same rounding as the device's float wrapper.
-            let mut q = vec![0i8; x.data.len() / 4];
-            mota_runtime::kernels::quantize::quantize(input.quant()?, &x.data, &mut q)?;
-            q.into_iter().map(|v| v as u8).collect()
-        }
-        ("|i1", DType::Int8) | ("<f4", DType::Float32) => x.data.clone(),
+        (d, t) if d == t.npy_descr() => x.data.clone(),
+        ("<f4", DType::Int8 | DType::UInt8 | DType::Int16) => quantize_floats(&input, &x.data)?,
         (d, t) => bail!("{}: dtype {d} cannot feed a {} input", inputs.display(), t.name()),
     };
     let dims: Vec<usize> = input.shape.dims().to_vec();
@@ -297,6 +292,20 @@ fn summarize(ops: &[&str]) -> String {
         .join(", ")
 }
 
+/// Float inputs as the codes of a quantized model input, with the runtime's QUANTIZE
+/// kernel: the same rounding as the device's float wrapper.
+fn quantize_floats(input: &TensorInfo<'_>, floats: &[u8]) -> Result<Vec<u8>> {
+    use mota_runtime::kernels::{I16, codes_mut, quantize::quantize};
+    let (q, mut out) = (input.quant()?, vec![0u8; floats.len() / 4 * input.dtype.size()]);
+    let bad = || anyhow::anyhow!("inputs are not whole {} values", input.dtype.name());
+    match input.dtype {
+        DType::Int8 => quantize::<i8>(q, floats, codes_mut(&mut out).ok_or_else(bad)?)?,
+        DType::UInt8 => quantize::<u8>(q, floats, codes_mut(&mut out).ok_or_else(bad)?)?,
+        _ => quantize::<I16>(q, floats, codes_mut(&mut out).ok_or_else(bad)?)?,
+    }
+    Ok(out)
+}
+
 /// A model and its arena, ready to run.
 fn load<'a>(path: &Path, bytes: &'a [u8]) -> Result<(Model<'a>, Vec<u8>)> {
     let model = parse(path, bytes)?;
@@ -305,11 +314,7 @@ fn load<'a>(path: &Path, bytes: &'a [u8]) -> Result<(Model<'a>, Vec<u8>)> {
 }
 
 fn check_inputs(x: &Npy, input: &TensorInfo<'_>, path: &Path) -> Result<()> {
-    let want = match input.dtype {
-        DType::Int8 => "|i1",
-        DType::Float32 => "<f4",
-        DType::Int32 => "<i4",
-    };
+    let want = input.dtype.npy_descr();
     if x.descr != want {
         bail!(
             "{}: dtype {} but the model's input is {}; convert it first",
@@ -337,11 +342,7 @@ fn run_model(path: &Path, inputs: &Path, out: &Path) -> Result<()> {
         interp.invoke()?;
         data.extend_from_slice(interp.output(0)?);
     }
-    let descr = match output.dtype {
-        DType::Int8 => "|i1",
-        DType::Float32 => "<f4",
-        DType::Int32 => "<i4",
-    };
+    let descr = output.dtype.npy_descr();
     let mut shape = vec![x.rows()];
     shape.extend(output.shape.dims());
     std::fs::write(out, Npy { descr: descr.into(), shape, data }.to_bytes())

@@ -94,6 +94,21 @@ impl Multiplier {
     }
 }
 
+impl Multiplier {
+    /// Applies it to a 64-bit accumulator as TFLM's 16x8 kernels do
+    /// (`MultiplyByQuantizedMultiplier(int64_t, ...)`): the multiplier is first rounded to
+    /// 16 bits, then one rounding shift by `15 − shift`. The result is truncated to 32 bits,
+    /// as the C cast does. Shifts of 8 and above, which TFLM does not define, are refused
+    /// at prepare; here they saturate the shift so nothing panics.
+    #[inline]
+    pub fn apply_wide(self, x: i64) -> i32 {
+        let reduced =
+            if self.multiplier < 0x7FFF_0000 { (i64::from(self.multiplier) + (1 << 15)) >> 16 } else { 0x7FFF };
+        let total = (15 - self.shift).clamp(1, 62) as u32;
+        (x.wrapping_mul(reduced).wrapping_add(1 << (total - 1)) >> total) as i32
+    }
+}
+
 /// `std::frexp` for finite doubles: `x = m × 2^e` with `0.5 ≤ |m| < 1`.
 pub fn frexp(x: f64) -> (f64, i32) {
     if x == 0.0 || !x.is_finite() {

@@ -9,15 +9,16 @@
 
 use core::fmt;
 
-use crate::kernels::params::{CHANNEL_ENTRY, ChannelTable, Int32s, Rescale};
+use crate::kernels::params::{CHANNEL_ENTRY, ChannelTable, Int32s, Int64s, Rescale, WideBias};
 use crate::kernels::{
-    OpError, arg_min_max, conv, elementwise as ew, fully_connected, gather, pool, quantize, resize, shape, softmax,
-    strided_slice, transpose_conv,
+    Code, I16, OpError, arg_min_max, codes_mut, conv, elementwise as ew, fully_connected, gather, pool, quantize,
+    resize, shape, softmax, strided_slice, transpose_conv, wide,
 };
-use crate::model::{Model, ModelError, TensorInfo, Tensors};
+use crate::model::{DType, Model, ModelError, TensorInfo, Tensors};
 use crate::ops::{self, Kernel, MAX_OP_OUTPUTS, Op, PrepareError};
 use crate::plan::{self, ALIGN, ENTRY, Plan};
 use crate::records;
+use crate::tensor::Quant;
 use crate::tensor::Shape;
 
 /// Why a model could not run.
@@ -271,6 +272,43 @@ impl<'v> Views<'v> {
     fn int8<'m: 'v>(&self, t: &TensorInfo<'m>) -> Result<&'v [i8], OpError> {
         self.bytes(t).map(bytemuck::cast_slice)
     }
+
+    /// An input's codes (any alignment).
+    fn codes<'m: 'v, C: Code>(&self, t: &TensorInfo<'m>) -> Result<&'v [C], OpError> {
+        crate::kernels::codes(self.bytes(t)?).ok_or(OpError::Shape("tensor size is not a whole number of codes"))
+    }
+}
+
+/// An output's codes.
+fn out_codes<C: Code>(output: &mut [u8]) -> Result<&mut [C], OpError> {
+    codes_mut(output).ok_or(OpError::Shape("tensor size is not a whole number of codes"))
+}
+
+/// The bias of a 16x8 layer as its tensor stores it.
+fn wide_bias<'m>(t: Option<TensorInfo<'m>>) -> Result<WideBias<'m>, OpError> {
+    let Some(t) = t else { return Ok(WideBias::None) };
+    let data = t.data.ok_or(OpError::Type("bias must be constant"))?;
+    Ok(if t.dtype == DType::Int64 { WideBias::I64(Int64s(data)) } else { WideBias::I32(Int32s(data)) })
+}
+
+/// float32 → codes of `to`.
+fn quantize_to(q: Quant, to: DType, input: &[u8], output: &mut [u8]) -> Result<(), OpError> {
+    match to {
+        DType::Int8 => quantize::quantize::<i8>(q, input, out_codes(output)?),
+        DType::UInt8 => quantize::quantize::<u8>(q, input, out_codes(output)?),
+        DType::Int16 => quantize::quantize::<I16>(q, input, out_codes(output)?),
+        _ => Err(OpError::Type("QUANTIZE output")),
+    }
+}
+
+/// Codes → codes of `to.1`.
+fn requantize_to<A: Code>(from: Quant, input: &[A], to: (Quant, DType), output: &mut [u8]) -> Result<(), OpError> {
+    match to.1 {
+        DType::Int8 => quantize::requantize::<A, i8>(from, to.0, input, out_codes(output)?),
+        DType::UInt8 => quantize::requantize::<A, u8>(from, to.0, input, out_codes(output)?),
+        DType::Int16 => quantize::requantize::<A, I16>(from, to.0, input, out_codes(output)?),
+        _ => Err(OpError::Type("QUANTIZE output")),
+    }
 }
 
 /// Whether any of these operators is linked (a constant: the arms it guards vanish
@@ -335,12 +373,50 @@ fn run<'m>(
             output.copy_from_slice(x);
             Ok(())
         }
-        Kernel::Quantize(q) if linked!(Quantize) => quantize::quantize(*q, v.bytes(&input(0)?)?, out_i8),
-        Kernel::Requantize(iq, oq) if linked!(Quantize) => quantize::requantize(*iq, *oq, v.int8(&input(0)?)?, out_i8),
-        Kernel::Dequantize(q) if linked!(Dequantize) => quantize::dequantize(*q, v.int8(&input(0)?)?, output),
+        Kernel::Quantize(q, to) if linked!(Quantize) => quantize_to(*q, *to, v.bytes(&input(0)?)?, output),
+        Kernel::Requantize((q, from), to) if linked!(Quantize) => {
+            let x = input(0)?;
+            match from {
+                DType::Int8 => requantize_to::<i8>(*q, v.codes(&x)?, *to, output),
+                DType::UInt8 => requantize_to::<u8>(*q, v.codes(&x)?, *to, output),
+                _ => requantize_to::<I16>(*q, v.codes(&x)?, *to, output),
+            }
+        }
+        Kernel::Dequantize(q, from) if linked!(Dequantize) => {
+            let x = input(0)?;
+            match from {
+                DType::Int8 => quantize::dequantize::<i8>(*q, v.codes(&x)?, output),
+                DType::UInt8 => quantize::dequantize::<u8>(*q, v.codes(&x)?, output),
+                _ => quantize::dequantize::<I16>(*q, v.codes(&x)?, output),
+            }
+        }
         Kernel::AddSub(params) if linked!(Add, Sub) => {
             let (a, b) = (input(0)?, input(1)?);
-            ew::add_sub(params, v.int8(&a)?, &a.shape, v.int8(&b)?, &b.shape, out_i8, out_shape)
+            if out_t.dtype == DType::Int16 {
+                let out = out_codes::<I16>(output)?;
+                ew::add_sub(params, v.codes(&a)?, &a.shape, v.codes(&b)?, &b.shape, out, out_shape)
+            } else {
+                ew::add_sub(params, v.int8(&a)?, &a.shape, v.int8(&b)?, &b.shape, out_i8, out_shape)
+            }
+        }
+        Kernel::Conv16(params, acc) if linked!(Conv2d) => {
+            let (x, w) = (input(0)?, input(1)?);
+            let input = wide::Wide4 { data: v.codes(&x)?, shape: shape4(&x)? };
+            let bias = wide_bias(tensor(p.inputs.get(2).copied().flatten())?)?;
+            let filter = conv::View4 { data: v.int8(&w)?, shape: shape4(&w)? };
+            wide::conv2d(params, *acc, input, filter, bias, out_codes(output)?, shape4(&out_t)?)
+        }
+        Kernel::Depthwise16(params) if linked!(DepthwiseConv2d) => {
+            let (x, w) = (input(0)?, input(1)?);
+            let input = wide::Wide4 { data: v.codes(&x)?, shape: shape4(&x)? };
+            let bias = wide_bias(tensor(p.inputs.get(2).copied().flatten())?)?;
+            let filter = conv::View4 { data: v.int8(&w)?, shape: shape4(&w)? };
+            wide::depthwise_conv2d(params, input, filter, bias, out_codes(output)?, shape4(&out_t)?)
+        }
+        Kernel::FullyConnected16(params, dims, acc) if linked!(FullyConnected) => {
+            let (x, w) = (input(0)?, input(1)?);
+            let bias = wide_bias(tensor(p.inputs.get(2).copied().flatten())?)?;
+            wide::fully_connected(params, *acc, v.codes(&x)?, v.int8(&w)?, bias, out_codes(output)?, *dims)
         }
         Kernel::Mul(params) if linked!(Mul) => {
             let (a, b) = (input(0)?, input(1)?);
@@ -364,8 +440,14 @@ fn run<'m>(
             ew::concatenation(parts.get(..*count).unwrap_or(&[]), *axis, out_i8, out_shape)
         }
         Kernel::Mean(params) if linked!(Mean) => ew::mean(params, v.int8(&input(0)?)?, out_i8),
-        Kernel::Relu(params) if linked!(Relu) => ew::relu(params, v.int8(&input(0)?)?, out_i8),
-        Kernel::Relu6(params) if linked!(Relu6) => ew::relu6(params, v.int8(&input(0)?)?, out_i8),
+        Kernel::Relu(params) if linked!(Relu) => match out_t.dtype {
+            DType::Int16 => ew::relu::<I16>(params, v.codes(&input(0)?)?, out_codes(output)?),
+            _ => ew::relu(params, v.int8(&input(0)?)?, out_i8),
+        },
+        Kernel::Relu6(params) if linked!(Relu6) => match out_t.dtype {
+            DType::Int16 => ew::relu6::<I16>(params, v.codes(&input(0)?)?, out_codes(output)?),
+            _ => ew::relu6(params, v.int8(&input(0)?)?, out_i8),
+        },
         Kernel::MinMax { max } if linked!(Minimum, Maximum) => {
             let (a, b) = (input(0)?, input(1)?);
             let f = if *max { ew::maximum } else { ew::minimum };

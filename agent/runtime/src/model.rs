@@ -26,8 +26,14 @@ pub const SCHEMA_VERSION: u32 = 3;
 pub enum DType {
     /// int8 (activations, weights).
     Int8,
+    /// uint8 (inputs and outputs of models converted for uint8 I/O, around a QUANTIZE).
+    UInt8,
+    /// int16 (activations of 16x8 models).
+    Int16,
     /// int32 (biases, shape and padding operands).
     Int32,
+    /// int64 (biases of 16x8 models).
+    Int64,
     /// float32 (inputs of QUANTIZE, outputs of DEQUANTIZE).
     Float32,
 }
@@ -36,8 +42,10 @@ impl DType {
     /// Bytes per element.
     pub fn size(self) -> usize {
         match self {
-            Self::Int8 => 1,
+            Self::Int8 | Self::UInt8 => 1,
+            Self::Int16 => 2,
             Self::Int32 | Self::Float32 => 4,
+            Self::Int64 => 8,
         }
     }
 
@@ -45,8 +53,35 @@ impl DType {
     pub fn name(self) -> &'static str {
         match self {
             Self::Int8 => "int8",
+            Self::UInt8 => "uint8",
+            Self::Int16 => "int16",
             Self::Int32 => "int32",
+            Self::Int64 => "int64",
             Self::Float32 => "float32",
+        }
+    }
+
+    /// NumPy's descriptor of the type, as `.npy` files name it.
+    pub fn npy_descr(self) -> &'static str {
+        match self {
+            Self::Int8 => "|i1",
+            Self::UInt8 => "|u1",
+            Self::Int16 => "<i2",
+            Self::Int32 => "<i4",
+            Self::Int64 => "<i8",
+            Self::Float32 => "<f4",
+        }
+    }
+
+    /// The range of a quantized code of this type (`None` for float32).
+    pub fn code_range(self) -> Option<(i64, i64)> {
+        match self {
+            Self::Int8 => Some((i64::from(i8::MIN), i64::from(i8::MAX))),
+            Self::UInt8 => Some((0, i64::from(u8::MAX))),
+            Self::Int16 => Some((i64::from(i16::MIN), i64::from(i16::MAX))),
+            Self::Int32 => Some((i64::from(i32::MIN), i64::from(i32::MAX))),
+            Self::Int64 => Some((i64::MIN, i64::MAX)),
+            Self::Float32 => None,
         }
     }
 }
@@ -507,7 +542,10 @@ impl<'a> Model<'a> {
 
         let dtype = match table.scalar::<i8>(t::TYPE, 0).at(at)? {
             schema::tensor_type::INT8 => DType::Int8,
+            schema::tensor_type::UINT8 => DType::UInt8,
+            schema::tensor_type::INT16 => DType::Int16,
             schema::tensor_type::INT32 => DType::Int32,
+            schema::tensor_type::INT64 => DType::Int64,
             schema::tensor_type::FLOAT32 => DType::Float32,
             other => return Err(bad(TensorProblem::Type(other))),
         };
@@ -599,10 +637,8 @@ impl<'a> Model<'a> {
         if dtype == DType::Float32 {
             return Ok(None);
         }
-        let (lo, hi) = match dtype {
-            DType::Int8 => (i64::from(i8::MIN), i64::from(i8::MAX)),
-            _ => (i64::from(i32::MIN), i64::from(i32::MAX)),
-        };
+        // Zero points of wider types are kept to int32: the kernels add them in int32.
+        let (lo, hi) = dtype.code_range().map_or((0, 0), |(lo, hi)| (lo.max(i32::MIN.into()), hi.min(i32::MAX.into())));
         for z in zero_points.iter::<i64>() {
             if !(lo..=hi).contains(&z.at(at)?) {
                 return Err(bad);

@@ -23,6 +23,7 @@ use crate::kernels::shape::check_transpose;
 use crate::kernels::softmax::SoftmaxParams;
 use crate::kernels::strided_slice::{Masks, StridedSliceParams};
 use crate::kernels::transpose_conv::TransposeConvParams;
+use crate::kernels::wide::Accumulator;
 use crate::model::{At, DType, Location, ModelError, Operator, TensorInfo, Tensors};
 use crate::schema::{builtin, option_fields as f, options};
 use crate::tensor::{Activation, MAX_RANK, Quant, Shape};
@@ -265,32 +266,65 @@ pub(crate) enum Kernel<'a> {
     Conv(ConvParams<'a>),
     Depthwise(ConvParams<'a>),
     FullyConnected(FcParams<'a>, FcDims),
+    /// 16x8 CONV_2D (int16 activations, int8 weights).
+    Conv16(ConvParams<'a>, Accumulator),
+    /// 16x8 DEPTHWISE_CONV_2D.
+    Depthwise16(ConvParams<'a>),
+    /// 16x8 FULLY_CONNECTED.
+    FullyConnected16(FcParams<'a>, FcDims, Accumulator),
     Pool(PoolKind, PoolParams),
-    Softmax { params: SoftmaxParams, depth: usize },
+    Softmax {
+        params: SoftmaxParams,
+        depth: usize,
+    },
     Copy,
-    Quantize(Quant),
-    Requantize(Quant, Quant),
-    Dequantize(Quant),
+    /// float32 → the output's codes (int8, uint8 or int16).
+    Quantize(Quant, DType),
+    /// Codes → codes: (quantization, type) of the input and of the output.
+    Requantize((Quant, DType), (Quant, DType)),
+    /// Codes of this type → float32.
+    Dequantize(Quant, DType),
     AddSub(AddSubParams),
     Mul(MulParams),
     Logistic(LogisticParams),
     Tanh(TanhParams),
     LeakyRelu(LeakyReluParams),
     HardSwish(HardSwishParams),
-    Pad { paddings: [[i32; 2]; MAX_RANK], rank: usize, value: i8 },
-    Concatenation { axis: i32, count: usize },
+    Pad {
+        paddings: [[i32; 2]; MAX_RANK],
+        rank: usize,
+        value: i8,
+    },
+    Concatenation {
+        axis: i32,
+        count: usize,
+    },
     Mean(MeanParams),
     Relu(ReluParams),
     Relu6(Relu6Params),
-    MinMax { max: bool },
+    MinMax {
+        max: bool,
+    },
     Prelu(PreluParams),
     StridedSlice(StridedSliceParams),
     Shape,
-    Pack { outer: usize, count: usize },
-    Split { input: usize, outer: usize },
-    Transpose { perm: [usize; MAX_RANK], rank: usize },
+    Pack {
+        outer: usize,
+        count: usize,
+    },
+    Split {
+        input: usize,
+        outer: usize,
+    },
+    Transpose {
+        perm: [usize; MAX_RANK],
+        rank: usize,
+    },
     Gather(GatherParams),
-    ArgMinMax { axis: usize, max: bool },
+    ArgMinMax {
+        axis: usize,
+        max: bool,
+    },
     TransposeConv(TransposeConvParams<'a>),
     ResizeNearest(ResizeParams),
 }
@@ -299,8 +333,8 @@ impl<'a> Kernel<'a> {
     /// The per-channel rescaling of a conv-like kernel, if it has one to precompute.
     pub(crate) fn per_channel(&mut self) -> Option<&mut Rescale<'a>> {
         let rescale = match self {
-            Kernel::Conv(p) | Kernel::Depthwise(p) => &mut p.rescale,
-            Kernel::FullyConnected(p, _) => &mut p.rescale,
+            Kernel::Conv(p) | Kernel::Depthwise(p) | Kernel::Conv16(p, _) | Kernel::Depthwise16(p) => &mut p.rescale,
+            Kernel::FullyConnected(p, _) | Kernel::FullyConnected16(p, _, _) => &mut p.rescale,
             Kernel::TransposeConv(p) => &mut p.rescale,
             _ => return None,
         };
@@ -316,13 +350,20 @@ impl Prepared<'_> {
 }
 
 /// Refuses per-channel multipliers TFLM could not apply (a left shift above 31 overflows
-/// its arithmetic); run once, at verification.
+/// its arithmetic; its 64-bit rescaling of 16x8 layers takes shifts up to 14 only); run
+/// once, at verification.
 pub(crate) fn check_multipliers(p: &mut Prepared<'_>) -> core::result::Result<(), OpError> {
     let channels = p.channels;
+    let limit = match p.kernel {
+        Kernel::Conv16(_, Accumulator::I64)
+        | Kernel::Depthwise16(_)
+        | Kernel::FullyConnected16(_, _, Accumulator::I64) => 14,
+        _ => 31,
+    };
     if let Some(rescale) = p.kernel.per_channel() {
         for c in 0..channels {
-            if rescale.channel(c).shift > 31 {
-                return Err(OpError::Quantization("rescaling multiplier above 2^31"));
+            if rescale.channel(c).shift > limit {
+                return Err(OpError::Quantization("rescaling multiplier too large"));
             }
         }
     }
@@ -373,8 +414,8 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
         Op::Softmax if op.op.linked() => softmax(&input(0)?, &output, options(options::SOFTMAX)?)?,
         Op::Reshape if op.op.linked() => {
             let x = input(0)?;
-            int8_activation(&x)?;
-            int8_activation(&output)?;
+            codes_activation(&x, &[DType::Int8, DType::Int16])?;
+            codes_activation(&output, &[x.dtype])?;
             if x.shape.elements() != output.shape.elements() || x.quant()? != output.quant()? {
                 return Err(OpError::Shape("reshape changes size or quantization").into());
             }
@@ -382,28 +423,35 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
         }
         Op::Quantize if op.op.linked() => {
             let x = input(0)?;
-            int8_activation(&output)?;
+            codes_activation(&output, &[DType::Int8, DType::UInt8, DType::Int16])?;
             same_elements(&x, &output)?;
-            match x.dtype {
-                DType::Float32 => Kernel::Quantize(output.quant()?),
-                DType::Int8 => Kernel::Requantize(x.quant()?, output.quant()?),
-                DType::Int32 => return Err(OpError::Type("QUANTIZE from int32").into()),
+            let (to, from) = ((output.quant()?, output.dtype), x.dtype);
+            // The pairs TFLM's QUANTIZE takes.
+            match (from, to.1) {
+                (DType::Float32, _) => Kernel::Quantize(to.0, to.1),
+                (DType::Int8, _) | (DType::UInt8, DType::Int8) | (DType::Int16, DType::Int8 | DType::Int16) => {
+                    Kernel::Requantize((x.quant()?, from), to)
+                }
+                _ => return Err(OpError::Type("QUANTIZE between these types").into()),
             }
         }
         Op::Dequantize if op.op.linked() => {
             let x = input(0)?;
-            int8_activation(&x)?;
+            codes_activation(&x, &[DType::Int8, DType::UInt8, DType::Int16])?;
             if output.dtype != DType::Float32 {
                 return Err(OpError::Type("DEQUANTIZE must output float32").into());
             }
             same_elements(&x, &output)?;
-            Kernel::Dequantize(x.quant()?)
+            Kernel::Dequantize(x.quant()?, x.dtype)
         }
         Op::Add | Op::Sub | Op::Mul if op.op.linked() => {
             let (a, b) = (input(0)?, input(1)?);
-            int8_operand(&a)?;
-            int8_operand(&b)?;
-            int8_activation(&output)?;
+            // 16x8 models add and subtract int16 codes.
+            let int16 = op.op != Op::Mul && output.dtype == DType::Int16;
+            let dtype = if int16 { DType::Int16 } else { DType::Int8 };
+            codes_operand(&a, dtype)?;
+            codes_operand(&b, dtype)?;
+            codes_activation(&output, &[dtype])?;
             let tag = match op.op {
                 Op::Add => options::ADD,
                 Op::Sub => options::SUB,
@@ -413,7 +461,7 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
             let (qa, qb, qo) = (a.quant()?, b.quant()?, output.quant()?);
             match op.op {
                 Op::Mul => Kernel::Mul(MulParams::prepare(qa, qb, qo, act)?),
-                _ => Kernel::AddSub(AddSubParams::prepare(qa, qb, qo, act, op.op == Op::Sub)?),
+                _ => Kernel::AddSub(AddSubParams::prepare(qa, qb, qo, act, op.op == Op::Sub, int16)?),
             }
         }
         Op::Logistic | Op::Tanh | Op::HardSwish | Op::LeakyRelu if op.op.linked() => {
@@ -659,14 +707,15 @@ fn relu<'a>(op: Op, x: &TensorInfo<'a>, output: &TensorInfo<'a>) -> Result<Kerne
     if op == Op::ReluN1To1 {
         return Err(OpError::Unsupported("TFLM has no RELU_N1_TO_1 kernel").into());
     }
-    int8_activation(x)?;
-    int8_activation(output)?;
+    codes_activation(x, &[DType::Int8, DType::Int16])?;
+    codes_activation(output, &[x.dtype])?;
     if x.shape != output.shape {
         return Err(OpError::Shape("input and output shapes differ").into());
     }
+    let int16 = x.dtype == DType::Int16;
     Ok(match op {
-        Op::Relu => Kernel::Relu(ReluParams::prepare(x.quant()?, output.quant()?)?),
-        _ => Kernel::Relu6(Relu6Params::prepare(x.quant()?)?),
+        Op::Relu => Kernel::Relu(ReluParams::prepare(x.quant()?, output.quant()?, int16)?),
+        _ => Kernel::Relu6(Relu6Params::prepare(x.quant()?, int16)?),
     })
 }
 
@@ -948,8 +997,29 @@ fn int8_activation(t: &TensorInfo<'_>) -> core::result::Result<(), OpError> {
 
 /// An int8 operand that may be an activation or a constant.
 fn int8_operand(t: &TensorInfo<'_>) -> core::result::Result<(), OpError> {
-    if t.dtype != DType::Int8 {
-        return Err(OpError::Type("expected int8"));
+    codes_operand(t, DType::Int8)
+}
+
+/// A quantized operand of type `dtype` that may be an activation or a constant.
+fn codes_operand(t: &TensorInfo<'_>, dtype: DType) -> core::result::Result<(), OpError> {
+    if t.dtype != dtype {
+        return Err(OpError::Type(if dtype == DType::Int16 { "expected int16" } else { "expected int8" }));
+    }
+    t.quant().map(|_| ())
+}
+
+/// A quantized activation (not a constant) of one of `types`.
+fn codes_activation(t: &TensorInfo<'_>, types: &[DType]) -> core::result::Result<(), OpError> {
+    if !types.contains(&t.dtype) {
+        return Err(OpError::Type(match types {
+            [DType::Int8] => "expected int8",
+            [DType::Int16] => "expected int16",
+            [DType::Int8, DType::Int16] => "expected int8 or int16",
+            _ => "expected int8, uint8 or int16",
+        }));
+    }
+    if t.data.is_some() {
+        return Err(OpError::Unsupported("constant activation"));
     }
     t.quant().map(|_| ())
 }
@@ -1045,6 +1115,43 @@ fn bias<'a>(bias: Option<TensorInfo<'a>>, channels: usize) -> core::result::Resu
     }
 }
 
+/// The bias of a 16x8 layer, checked, and the accumulator TFLM uses with it: 64 bits
+/// with an int64 bias, 32 bits with an int32 bias or none; a depthwise layer always
+/// accumulates in 64 bits and reads its bias as int64.
+fn wide_bias(
+    bias: Option<TensorInfo<'_>>,
+    channels: usize,
+    depthwise: bool,
+) -> core::result::Result<Accumulator, OpError> {
+    let dtype = match bias {
+        None => None,
+        Some(b) => match (b.dtype, b.data) {
+            (DType::Int32 | DType::Int64, Some(_)) if b.shape.elements() == channels => Some(b.dtype),
+            (DType::Int32 | DType::Int64, Some(_)) => return Err(OpError::Shape("bias length")),
+            _ => return Err(OpError::Type("a 16x8 bias must be a constant int32 or int64 tensor")),
+        },
+    };
+    match (dtype, depthwise) {
+        (Some(DType::Int32), true) => Err(OpError::Type("TFLM reads a 16x8 depthwise bias as int64")),
+        (_, true) | (Some(DType::Int64), false) => Ok(Accumulator::I64),
+        _ => Ok(Accumulator::I32),
+    }
+}
+
+/// The input and output of a conv-like layer: both int8, or both int16 with zero point 0
+/// (16x8). Returns the output's code range.
+fn activation_codes(input: &TensorInfo<'_>, output: &TensorInfo<'_>) -> core::result::Result<(i32, i32), OpError> {
+    codes_activation(input, &[DType::Int8, DType::Int16])?;
+    codes_activation(output, &[input.dtype])?;
+    if input.dtype == DType::Int8 {
+        return Ok((i32::from(i8::MIN), i32::from(i8::MAX)));
+    }
+    if input.quant()?.zero_point != 0 || output.quant()?.zero_point != 0 {
+        return Err(OpError::Quantization("int16 zero point must be 0"));
+    }
+    Ok((i32::from(i16::MIN), i32::from(i16::MAX)))
+}
+
 fn weights<'a>(t: &TensorInfo<'a>) -> core::result::Result<&'a [u8], OpError> {
     match (t.dtype, t.data) {
         (DType::Int8, Some(data)) => Ok(data),
@@ -1061,8 +1168,7 @@ fn conv<'a>(
     options: impl Fn(u8) -> core::result::Result<Option<Table<'a>>, ModelError>,
     verify: bool,
 ) -> Result<Kernel<'a>> {
-    int8_activation(input)?;
-    int8_activation(output)?;
+    let codes = activation_codes(input, output)?;
     weights(filter)?;
     let depthwise = op == Op::DepthwiseConv2d;
     let opts = options(if depthwise { options::DEPTHWISE_CONV_2D } else { options::CONV_2D })?;
@@ -1105,10 +1211,14 @@ fn conv<'a>(
         padding: (pad_h, pad_w),
         input_offset: -input.quant()?.zero_point,
         output_offset: out_q.zero_point,
-        act: activation(opts, act_field)?.range_i8(out_q),
+        act: activation(opts, act_field)?.range(out_q, codes),
         rescale: rescale(input, filter, output, o_c, channel_dim, false, verify)?,
         depth_multiplier,
     };
+    if input.dtype == DType::Int16 {
+        let acc = wide_bias(bias_t, o_c, depthwise)?;
+        return Ok(if depthwise { Kernel::Depthwise16(params) } else { Kernel::Conv16(params, acc) });
+    }
     bias(bias_t, o_c)?;
     Ok(if depthwise { Kernel::Depthwise(params) } else { Kernel::Conv(params) })
 }
@@ -1121,8 +1231,7 @@ fn fully_connected<'a>(
     opts: Option<Table<'a>>,
     verify: bool,
 ) -> Result<Kernel<'a>> {
-    int8_activation(input)?;
-    int8_activation(output)?;
+    let codes = activation_codes(input, output)?;
     weights(filter)?;
     if opts.map_or(Ok(0), |t| t.scalar::<i8>(f::FC_WEIGHTS_FORMAT, 0)).map_err(fb)? != 0 {
         return Err(OpError::Unsupported("shuffled fully connected weights").into());
@@ -1143,11 +1252,15 @@ fn fully_connected<'a>(
     let params = FcParams {
         input_offset: -input.quant()?.zero_point,
         output_offset: out_q.zero_point,
-        act: activation(opts, f::FC_ACTIVATION)?.range_i8(out_q),
+        act: activation(opts, f::FC_ACTIVATION)?.range(out_q, codes),
         rescale: rescale(input, filter, output, output_depth, 0, true, verify)?,
     };
+    let dims = FcDims { batches, output_depth, accum_depth };
+    if input.dtype == DType::Int16 {
+        return Ok(Kernel::FullyConnected16(params, dims, wide_bias(bias_t, output_depth, false)?));
+    }
     bias(bias_t, output_depth)?;
-    Ok(Kernel::FullyConnected(params, FcDims { batches, output_depth, accum_depth }))
+    Ok(Kernel::FullyConnected(params, dims))
 }
 
 fn pool<'a>(op: Op, input: &TensorInfo<'a>, output: &TensorInfo<'a>, opts: Option<Table<'a>>) -> Result<Kernel<'a>> {

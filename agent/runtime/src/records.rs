@@ -36,6 +36,9 @@ pub(crate) fn write(model: &[u8], t: &TensorInfo<'_>, out: &mut [u8]) {
             DType::Int8 => 0,
             DType::Int32 => 1,
             DType::Float32 => 2,
+            DType::UInt8 => 3,
+            DType::Int16 => 4,
+            DType::Int64 => 5,
         };
         flags[1] = t.shape.rank() as u8;
         flags[2] = t.quantization.map_or(0, |q| q.dimension as u8);
@@ -60,7 +63,10 @@ pub(crate) fn read<'a>(model: &'a [u8], index: usize, rec: &[u8]) -> Result<Tens
     let dtype = match flags[0] {
         0 => DType::Int8,
         1 => DType::Int32,
-        _ => DType::Float32,
+        2 => DType::Float32,
+        3 => DType::UInt8,
+        4 => DType::Int16,
+        _ => DType::Int64,
     };
     let rank = usize::from(flags[1]).min(MAX_RANK);
     let mut dims = [0usize; MAX_RANK];

@@ -62,6 +62,9 @@ pub mod buffer {
 pub mod tensor_type {
     pub const FLOAT32: i8 = 0;
     pub const INT32: i8 = 2;
+    pub const UINT8: i8 = 3;
+    pub const INT64: i8 = 4;
+    pub const INT16: i8 = 7;
     pub const INT8: i8 = 9;
 }
 

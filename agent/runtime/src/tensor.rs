@@ -88,7 +88,12 @@ impl Activation {
 
     /// The clamp range in the int8 output domain (`CalculateActivationRangeQuantized`).
     pub fn range_i8(self, output: Quant) -> (i32, i32) {
-        let (qmin, qmax) = (i32::from(i8::MIN), i32::from(i8::MAX));
+        self.range(output, (i32::from(i8::MIN), i32::from(i8::MAX)))
+    }
+
+    /// The clamp range for an output whose codes span `codes` (`CalculateActivationRangeQuantized`).
+    pub fn range(self, output: Quant, codes: (i32, i32)) -> (i32, i32) {
+        let (qmin, qmax) = codes;
         let quantize = |f: f32| output.zero_point.saturating_add(round_f32(f / output.scale) as i32);
         match self {
             Self::None => (qmin, qmax),

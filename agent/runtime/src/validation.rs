@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | 0 | 8 | magic `MOTAVSET` |
 //! | 8 | 2 | format version, = 1 |
-//! | 10 | 1 | input type: 0 int8, 1 float32 |
+//! | 10 | 1 | input type: 0 int8, 1 float32, 2 uint8, 3 int16 |
 //! | 11 | 1 | expectation: 0 label (u16 per record), 1 output bytes |
 //! | 12 | 1 | input rank (0–5) |
 //! | 13 | 1 | tolerance: largest accepted per-byte difference for expected outputs |
@@ -124,6 +124,8 @@ impl<'a> ValidationSet<'a> {
         let input_type = match header[10] {
             0 => DType::Int8,
             1 => DType::Float32,
+            2 => DType::UInt8,
+            3 => DType::Int16,
             _ => return Err(SetError::BadHeader("input type")),
         };
         let rank = usize::from(header[12]);
@@ -321,10 +323,12 @@ fn argmax(out: &[u8], dtype: DType) -> Option<usize> {
     };
     match dtype {
         DType::Int8 => first_max(&mut out.iter().map(|&b| f64::from(b as i8))),
+        DType::UInt8 => first_max(&mut out.iter().map(|&b| f64::from(b))),
+        DType::Int16 => first_max(&mut out.chunks_exact(2).map(|c| f64::from(i16::from_le_bytes([c[0], c[1]])))),
         DType::Float32 => {
             first_max(&mut out.chunks_exact(4).map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))))
         }
-        DType::Int32 => None,
+        DType::Int32 | DType::Int64 => None,
     }
 }
 
@@ -347,7 +351,13 @@ pub fn build(
     let mut out = Vec::with_capacity(HEADER + inputs.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
-    out.push(if input_type == DType::Float32 { 1 } else { 0 });
+    out.push(match input_type {
+        DType::Int8 => 0,
+        DType::Float32 => 1,
+        DType::UInt8 => 2,
+        DType::Int16 => 3,
+        DType::Int32 | DType::Int64 => return Err(SetError::BadHeader("input type")),
+    });
     out.push(if labels.is_some() { 0 } else { 1 });
     out.push(dims.len() as u8);
     out.push(outputs.map_or(0, |(_, t)| t));

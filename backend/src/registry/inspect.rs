@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use mota_runtime::validation::{self, Clock, Expectation, ValidationSet};
-use mota_runtime::{DType, Interpreter, Model};
+use mota_runtime::{Interpreter, Model};
 
 /// Why a model or set was refused (each a 422 with this text).
 #[derive(Debug, thiserror::Error)]
@@ -70,11 +70,7 @@ pub fn set(bytes: &[u8]) -> Result<SetFacts, InspectError> {
     };
     Ok(SetFacts {
         records: set.len() as u32,
-        input_type: match set.input_type {
-            DType::Int8 => "int8",
-            DType::Float32 => "float32",
-            DType::Int32 => "int32",
-        },
+        input_type: set.input_type.name(),
         input_shape: set.dims[..set.rank].to_vec(),
         expectation,
         classes,

@@ -142,21 +142,12 @@ fn read_npy_header<'h>(file: &mut File, arg: &str, buf: &'h mut [u8; HEADER_MAX]
     NpyHeader { descr, dims, rank, data_offset: data_offset + header_len }
 }
 
-/// NumPy's name of a runtime element type.
-fn descr(dtype: DType) -> &'static str {
-    match dtype {
-        DType::Int8 => "|i1",
-        DType::Int32 => "<i4",
-        DType::Float32 => "<f4",
-    }
-}
-
 /// Checks that the inputs' dtype is the model input's; names the mismatch otherwise.
 fn check_dtype(found: &str, input: &TensorInfo<'_>, arg: &str) {
     let matches = match input.dtype {
         DType::Int8 => matches!(found, "|i1" | "<i1" | ">i1"),
-        DType::Int32 => found == "<i4",
-        DType::Float32 => found == "<f4",
+        DType::UInt8 => matches!(found, "|u1" | "<u1" | ">u1"),
+        dtype => found == dtype.npy_descr(),
     };
     if matches {
         return;
@@ -164,6 +155,7 @@ fn check_dtype(found: &str, input: &TensorInfo<'_>, arg: &str) {
     let name = match found {
         "|i1" | "<i1" | ">i1" => "int8",
         "|u1" | "<u1" | ">u1" => "uint8",
+        "<i2" => "int16",
         "<f4" => "float32",
         ">f4" => "big-endian float32",
         _ => "an unsupported dtype",
@@ -171,7 +163,7 @@ fn check_dtype(found: &str, input: &TensorInfo<'_>, arg: &str) {
     fail(format_args!(
         "{arg} holds {name} ('{found}') but the model's input 0 is {} ('{}'): give the inputs in the model's input type",
         input.dtype.name(),
-        descr(input.dtype)
+        input.dtype.npy_descr()
     ))
 }
 
@@ -193,7 +185,7 @@ impl fmt::Write for Header {
 /// The version 1.0 `.npy` header for `rows` rows of `output`.
 fn output_header(rows: usize, output: &TensorInfo<'_>) -> Result<Header, fmt::Error> {
     let mut h = Header { bytes: [0; 256], len: 10 };
-    write!(h, "{{'descr': '{}', 'fortran_order': False, 'shape': ({}", descr(output.dtype), rows)?;
+    write!(h, "{{'descr': '{}', 'fortran_order': False, 'shape': ({}", output.dtype.npy_descr(), rows)?;
     for dim in output.shape.dims() {
         write!(h, ", {dim}")?;
     }

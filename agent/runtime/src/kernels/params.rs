@@ -55,6 +55,44 @@ impl Int32s<'_> {
     }
 }
 
+/// A little-endian `i64` array in the model (biases of 16x8 layers).
+#[derive(Debug, Clone, Copy)]
+pub struct Int64s<'a>(pub &'a [u8]);
+
+impl Int64s<'_> {
+    /// Value `i`, or 0 past the end.
+    #[inline(always)]
+    pub fn get(&self, i: usize) -> i64 {
+        match self.0.get(i * 8..i * 8 + 8) {
+            Some(b) => i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+            None => 0,
+        }
+    }
+}
+
+/// The bias of a 16x8 layer: TFLM takes int32 or int64 biases there.
+#[derive(Debug, Clone, Copy)]
+pub enum WideBias<'a> {
+    /// No bias.
+    None,
+    /// int32 biases.
+    I32(Int32s<'a>),
+    /// int64 biases.
+    I64(Int64s<'a>),
+}
+
+impl WideBias<'_> {
+    /// The bias of channel `c` (0 without one).
+    #[inline(always)]
+    pub fn get(&self, c: usize) -> i64 {
+        match self {
+            Self::None => 0,
+            Self::I32(b) => i64::from(b.get(c)),
+            Self::I64(b) => b.get(c),
+        }
+    }
+}
+
 /// How a convolution-like operator rescales its accumulators to the output.
 #[derive(Debug, Clone, Copy)]
 pub enum Rescale<'a> {

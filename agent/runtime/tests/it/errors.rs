@@ -44,10 +44,23 @@ fn wrong_input_type() {
     m[at] = 2;
     assert_eq!(
         Model::parse(&m).err(),
-        Some(ModelError::Operator { index: 0, op: Op::FullyConnected, problem: OpError::Type("expected int8") })
+        Some(ModelError::Operator {
+            index: 0,
+            op: Op::FullyConnected,
+            problem: OpError::Type("expected int8 or int16")
+        })
     );
-    m[at] = 3; // uint8: not a type the runtime takes at all
-    assert_eq!(Model::parse(&m).err(), Some(ModelError::Tensor { index: input, problem: TensorProblem::Type(3) }));
+    // As uint8, the input's negative int8 zero point is out of range.
+    m[at] = 3;
+    assert_eq!(Model::parse(&m).err(), Some(ModelError::Tensor { index: input, problem: TensorProblem::Quantization }));
+    m[at] = 6; // bool: not a type the runtime takes at all
+    assert_eq!(Model::parse(&m).err(), Some(ModelError::Tensor { index: input, problem: TensorProblem::Type(6) }));
+    // An int16 input with an int8 output is refused, not run.
+    m[at] = 7;
+    assert_eq!(
+        Model::parse(&m).err(),
+        Some(ModelError::Operator { index: 0, op: Op::FullyConnected, problem: OpError::Type("expected int16") })
+    );
 }
 
 #[test]

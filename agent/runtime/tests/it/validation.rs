@@ -104,3 +104,37 @@ fn malformed_sets_and_mismatched_models_are_refused() {
         Some(SetError::BadLabel(3))
     );
 }
+
+/// Sets for uint8- and int16-input models: expected outputs reproduced exactly, and
+/// labels read as the argmax of TFLM's own outputs in the output's type.
+#[test]
+fn uint8_and_int16_models_validate() {
+    for (name, dtype, out_bytes) in [("uint8_io", DType::UInt8, 1), ("net_16x8", DType::Int16, 2)] {
+        let f = fixtures::load(name);
+        let model = Model::parse(&f.model).unwrap();
+        let dims = model.input(0).unwrap().shape.dims().to_vec();
+        let mut arena = vec![0u8; mota_runtime::arena_size(&model).unwrap()];
+        let mut interp = Interpreter::new(model, &mut arena).unwrap();
+        let set_bytes = validation::build(dtype, &dims, &f.inputs.data, None, Some((&f.outputs.data, 0))).unwrap();
+        let set = ValidationSet::parse(&set_bytes).unwrap();
+        let report = validation::evaluate(&mut interp, &set, &HostClock(Instant::now()), None).unwrap();
+        assert_eq!((report.correct, report.records), (f.inputs.rows() as u32, f.inputs.rows() as u32), "{name}");
+
+        let classes = f.outputs.data.len() / f.inputs.rows() / out_bytes;
+        let value = |row: &[u8], k: usize| match dtype {
+            DType::UInt8 => i32::from(row[k]),
+            _ => i32::from(i16::from_le_bytes([row[2 * k], row[2 * k + 1]])),
+        };
+        let labels: Vec<u16> = (0..f.outputs.rows())
+            .map(|r| {
+                let row = f.outputs.row(r).unwrap();
+                // The first maximum, as argmax takes it.
+                (0..classes).rev().max_by_key(|&k| value(row, k)).unwrap() as u16
+            })
+            .collect();
+        let set_bytes = validation::build(dtype, &dims, &f.inputs.data, Some((&labels, classes as u32)), None).unwrap();
+        let set = ValidationSet::parse(&set_bytes).unwrap();
+        let report = validation::evaluate(&mut interp, &set, &HostClock(Instant::now()), None).unwrap();
+        assert_eq!(report.accuracy_permille, 1000, "{name}");
+    }
+}

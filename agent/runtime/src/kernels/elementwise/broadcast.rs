@@ -24,13 +24,13 @@ pub(crate) fn check_len(data_len: usize, shape: &Shape, what: &'static str) -> R
 }
 
 /// One input's view of an output row: a single broadcast value or a contiguous run.
-enum Lane<'a> {
-    Scalar(i8),
-    Run(&'a [i8]),
+enum Lane<'a, T> {
+    Scalar(T),
+    Run(&'a [T]),
 }
 
-impl<'a> Lane<'a> {
-    fn new(data: &'a [i8], offset: usize, broadcast: bool, len: usize) -> Result<Self, OpError> {
+impl<'a, T: Copy> Lane<'a, T> {
+    fn new(data: &'a [T], offset: usize, broadcast: bool, len: usize) -> Result<Self, OpError> {
         let bad = OpError::Shape("broadcast index out of range");
         if broadcast {
             data.get(offset).map(|&v| Lane::Scalar(v)).ok_or(bad)
@@ -56,14 +56,14 @@ fn strides(dims: &[usize; MAX_RANK], out: &[usize; MAX_RANK]) -> Result<[usize; 
 }
 
 /// Applies `op` pairwise with TFLM's broadcasting, writing every output element.
-pub(crate) fn binary_op(
-    in1: &[i8],
+pub(crate) fn binary_op<T: Copy, U: Copy>(
+    in1: &[T],
     shape1: &Shape,
-    in2: &[i8],
+    in2: &[T],
     shape2: &Shape,
-    out: &mut [i8],
+    out: &mut [U],
     out_shape: &Shape,
-    op: impl Fn(i8, i8) -> i8,
+    op: impl Fn(T, T) -> U,
 ) -> Result<(), OpError> {
     check_len(in1.len(), shape1, "input 1 length does not match its shape")?;
     check_len(in2.len(), shape2, "input 2 length does not match its shape")?;

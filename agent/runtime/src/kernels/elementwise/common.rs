@@ -34,6 +34,16 @@ pub(crate) fn check_quant(q: Quant) -> Result<(), OpError> {
     check_zero_point(q)
 }
 
+/// The checks above for an int8 tensor; for an int16 one, a usable scale and zero point
+/// 0, which TFLM's 16x8 kernels assume (they add no offsets).
+pub(crate) fn check_quant_of(q: Quant, int16: bool) -> Result<(), OpError> {
+    if !int16 {
+        return check_quant(q);
+    }
+    check_scale(q)?;
+    if q.zero_point == 0 { Ok(()) } else { Err(OpError::Quantization("int16 zero point must be 0")) }
+}
+
 /// `tflite::QuantizeMultiplier`, refusing what TFLM could only evaluate with undefined
 /// behaviour (a non-finite real, or a left shift of more than 31 bits).
 pub(crate) fn quantize_multiplier(real: f64) -> Result<Multiplier, OpError> {
@@ -65,6 +75,15 @@ pub(crate) fn quantize_multiplier_smaller_than_one(real: f64) -> Result<Multipli
 /// undefined in C++. Below that no float is within 127 of the limit, so adding the zero
 /// point cannot overflow. Guarantees `min <= max`.
 pub(crate) fn activation_range(activation: Activation, output: Quant) -> Result<(i32, i32), OpError> {
+    activation_range_of(activation, output, (i32::from(i8::MIN), i32::from(i8::MAX)))
+}
+
+/// [`activation_range`] for an output whose codes span `codes`.
+pub(crate) fn activation_range_of(
+    activation: Activation,
+    output: Quant,
+    codes: (i32, i32),
+) -> Result<(i32, i32), OpError> {
     let bounds: &[f32] = match activation {
         Activation::None => &[],
         Activation::Relu => &[0.0],
@@ -76,7 +95,7 @@ pub(crate) fn activation_range(activation: Activation, output: Quant) -> Result<
             return Err(OpError::Quantization("activation bound overflows int32"));
         }
     }
-    let (min, max) = activation.range_i8(output);
+    let (min, max) = activation.range(output, codes);
     if min > max {
         return Err(OpError::Quantization("empty activation range"));
     }
