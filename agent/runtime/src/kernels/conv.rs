@@ -46,6 +46,51 @@ pub(crate) fn taps(origin: isize, dilation: usize, filter: usize, input: usize) 
     start.clamp(0, end) as usize..end as usize
 }
 
+/// The input window under one output pixel: the filter rows and columns that land inside
+/// the input, and the input coordinates of filter tap (0, 0) (before dilation).
+pub(crate) struct Window {
+    /// The batch.
+    pub batch: usize,
+    /// Input row of filter row 0.
+    pub y0: isize,
+    /// Input column of filter column 0.
+    pub x0: isize,
+    /// Filter rows inside the input.
+    pub rows: core::ops::Range<usize>,
+    /// Filter columns inside the input.
+    pub cols: core::ops::Range<usize>,
+}
+
+/// Calls `f` with every output pixel (its `output_shape[3]` outputs), in NHWC order, and
+/// the window of an `f_h × f_w` filter under it. The 16x8 kernels walk pixels with it; the
+/// int8 portable loops below keep their own walk, which LLVM compiles 5 % tighter on a
+/// Cortex-M4 (portable kws_dscnn_v1: 36.6 M instructions against 38.6 M through this).
+pub(crate) fn for_each_pixel<T>(
+    p: &ConvParams<'_>,
+    input_shape: [usize; 4],
+    (f_h, f_w): (usize, usize),
+    output: &mut [T],
+    output_shape: [usize; 4],
+    mut f: impl FnMut(&Window, &mut [T]),
+) -> Result<(), OpError> {
+    let [batches, in_h, in_w, _] = input_shape;
+    let [_, out_h, out_w, depth] = output_shape;
+    let mut pixels = output.chunks_exact_mut(depth.max(1));
+    for batch in 0..batches {
+        for oy in 0..out_h {
+            let y0 = (oy * p.stride.0) as isize - p.padding.0 as isize;
+            let rows = taps(y0, p.dilation.0, f_h, in_h);
+            for ox in 0..out_w {
+                let x0 = (ox * p.stride.1) as isize - p.padding.1 as isize;
+                let cols = taps(x0, p.dilation.1, f_w, in_w);
+                let Some(pixel) = pixels.next() else { return Err(OpError::Shape("convolution output")) };
+                f(&Window { batch, y0, x0, rows: rows.clone(), cols }, pixel);
+            }
+        }
+    }
+    Ok(())
+}
+
 impl View4<'_> {
     /// Checks that the data holds exactly the shape's elements.
     fn check(&self, what: &'static str) -> Result<(), OpError> {

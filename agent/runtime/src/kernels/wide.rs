@@ -8,7 +8,7 @@
 //! decided at prepare ([`Accumulator`]). These are portable loops on every target:
 //! 16x8 models are rare on microcontrollers, and their speed is not a target.
 
-use super::conv::{ConvParams, View4, taps};
+use super::conv::{ConvParams, View4, for_each_pixel};
 use super::fully_connected::{FcDims, FcParams};
 use super::params::{Rescale, WideBias, check_len};
 use super::{Code, I16, OpError};
@@ -56,7 +56,6 @@ pub fn conv2d(
 ) -> Result<(), OpError> {
     let [batches, in_h, in_w, in_depth] = input.shape;
     let [out_depth, f_h, f_w, f_depth] = filter_shape;
-    let [_, out_h, out_w, _] = output_shape;
     check_len(input.data, input.shape.iter().product(), "conv input")?;
     check_len(filter, filter_shape.iter().product(), "conv filter")?;
     check_len(output, output_shape.iter().product(), "conv output")?;
@@ -69,36 +68,25 @@ pub fn conv2d(
     }
     let per_group = out_depth / groups;
     let filter_size = f_h * f_w * f_depth;
-    let mut pixels = output.chunks_exact_mut(out_depth);
-    for batch in 0..batches {
-        for oy in 0..out_h {
-            let y0 = (oy * p.stride.0) as isize - p.padding.0 as isize;
-            let rows = taps(y0, p.dilation.0, f_h, in_h);
-            for ox in 0..out_w {
-                let x0 = (ox * p.stride.1) as isize - p.padding.1 as isize;
-                let cols = taps(x0, p.dilation.1, f_w, in_w);
-                let Some(pixel) = pixels.next() else { return Err(OpError::Shape("conv output")) };
-                for (oc, out) in pixel.iter_mut().enumerate() {
-                    let weights = &filter[oc * filter_size..(oc + 1) * filter_size];
-                    let channel0 = (oc / per_group) * f_depth;
-                    let mut sum = 0i64;
-                    for fy in rows.clone() {
-                        let iy = (y0 + (p.dilation.0 * fy) as isize) as usize;
-                        for fx in cols.clone() {
-                            let ix = (x0 + (p.dilation.1 * fx) as isize) as usize;
-                            let at = ((batch * in_h + iy) * in_w + ix) * in_depth + channel0;
-                            let w = (fy * f_w + fx) * f_depth;
-                            for (x, &w) in input.data[at..at + f_depth].iter().zip(&weights[w..w + f_depth]) {
-                                sum += i64::from(i32::from(w) * x.value());
-                            }
-                        }
+    for_each_pixel(p, input.shape, (f_h, f_w), output, output_shape, |win, pixel| {
+        for (oc, out) in pixel.iter_mut().enumerate() {
+            let weights = &filter[oc * filter_size..(oc + 1) * filter_size];
+            let channel0 = (oc / per_group) * f_depth;
+            let mut sum = 0i64;
+            for fy in win.rows.clone() {
+                let iy = (win.y0 + (p.dilation.0 * fy) as isize) as usize;
+                for fx in win.cols.clone() {
+                    let ix = (win.x0 + (p.dilation.1 * fx) as isize) as usize;
+                    let at = ((win.batch * in_h + iy) * in_w + ix) * in_depth + channel0;
+                    let w = (fy * f_w + fx) * f_depth;
+                    for (x, &w) in input.data[at..at + f_depth].iter().zip(&weights[w..w + f_depth]) {
+                        sum += i64::from(i32::from(w) * x.value());
                     }
-                    *out = acc.finish(sum, bias.get(oc), &p.rescale, oc, p.act);
                 }
             }
+            *out = acc.finish(sum, bias.get(oc), &p.rescale, oc, p.act);
         }
-    }
-    Ok(())
+    })
 }
 
 /// 16x8 depthwise convolution: NHWC input, 1HWC filter (C = input channels × depth
@@ -113,7 +101,7 @@ pub fn depthwise_conv2d(
 ) -> Result<(), OpError> {
     let [batches, in_h, in_w, in_depth] = input.shape;
     let [_, f_h, f_w, f_depth] = filter_shape;
-    let [_, out_h, out_w, out_depth] = output_shape;
+    let out_depth = output_shape[3];
     let mult = p.depth_multiplier;
     check_len(input.data, input.shape.iter().product(), "depthwise input")?;
     check_len(filter, filter_shape.iter().product(), "depthwise filter")?;
@@ -121,32 +109,20 @@ pub fn depthwise_conv2d(
     if output_shape[0] != batches || mult == 0 || out_depth != in_depth * mult || f_depth != out_depth {
         return Err(OpError::Shape("depthwise channels"));
     }
-    let mut pixels = output.chunks_exact_mut(out_depth);
-    for batch in 0..batches {
-        for oy in 0..out_h {
-            let y0 = (oy * p.stride.0) as isize - p.padding.0 as isize;
-            let rows = taps(y0, p.dilation.0, f_h, in_h);
-            for ox in 0..out_w {
-                let x0 = (ox * p.stride.1) as isize - p.padding.1 as isize;
-                let cols = taps(x0, p.dilation.1, f_w, in_w);
-                let Some(pixel) = pixels.next() else { return Err(OpError::Shape("depthwise output")) };
-                for (oc, out) in pixel.iter_mut().enumerate() {
-                    let mut sum = 0i64;
-                    for fy in rows.clone() {
-                        let iy = (y0 + (p.dilation.0 * fy) as isize) as usize;
-                        for fx in cols.clone() {
-                            let ix = (x0 + (p.dilation.1 * fx) as isize) as usize;
-                            let x = input.data[((batch * in_h + iy) * in_w + ix) * in_depth + oc / mult];
-                            let w = filter[(fy * f_w + fx) * f_depth + oc];
-                            sum += i64::from(i32::from(w) * x.value());
-                        }
-                    }
-                    *out = Accumulator::I64.finish(sum, bias.get(oc), &p.rescale, oc, p.act);
+    for_each_pixel(p, input.shape, (f_h, f_w), output, output_shape, |win, pixel| {
+        for (oc, out) in pixel.iter_mut().enumerate() {
+            let mut sum = 0i64;
+            for fy in win.rows.clone() {
+                let iy = (win.y0 + (p.dilation.0 * fy) as isize) as usize;
+                for fx in win.cols.clone() {
+                    let ix = (win.x0 + (p.dilation.1 * fx) as isize) as usize;
+                    let x = input.data[((win.batch * in_h + iy) * in_w + ix) * in_depth + oc / mult];
+                    sum += i64::from(i32::from(filter[(fy * f_w + fx) * f_depth + oc]) * x.value());
                 }
             }
+            *out = Accumulator::I64.finish(sum, bias.get(oc), &p.rescale, oc, p.act);
         }
-    }
-    Ok(())
+    })
 }
 
 /// 16x8 fully connected: `batches × accum_depth` in, `output_depth × accum_depth` weights
