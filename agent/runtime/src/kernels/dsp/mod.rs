@@ -513,7 +513,8 @@ pub(crate) fn depthwise_conv2d(
                         let (x_at, w_at) = starts(0);
                         let (xs, ws) = (input.get(x_at..).unwrap_or(&[]), filter.get(w_at..).unwrap_or(&[]));
                         acc = depthwise_4x9(xs, ws, depth, in_w * depth, whole).ok_or_else(short)?;
-                    } else if group == 4 && rows.len() == 3 && cols.len() == 3 {
+                    } else if group == 4 && cols.len() == 3 {
+                        // Whole rows (a window cut at the top or bottom, or not 3 high).
                         for fy in rows.clone() {
                             let (x_at, w_at) = starts(fy);
                             let (xs, ws) = (input.get(x_at..).unwrap_or(&[]), filter.get(w_at..).unwrap_or(&[]));
