@@ -11,13 +11,15 @@ tflm=$("$venv/bin/python" fixtures/bench_tflm.py)
 python3 - "$target" "$tflm" <<'PY'
 import json, pathlib, sys
 target, tflm = pathlib.Path(sys.argv[1]), json.loads(sys.argv[2])
-print("| model | mota-runtime µs | TFLM µs | ratio (mota / TFLM) |")
-print("|---|---|---|---|")
+print("| model | mota-runtime µs | cached µs | TFLM µs | ratio (mota / TFLM) | cached ratio |")
+print("|---|---|---|---|---|---|")
+def mean_us(group, name):
+    est = target / "criterion" / group / name / "new" / "estimates.json"
+    return json.loads(est.read_text())["mean"]["point_estimate"] / 1000 if est.exists() else None
 for name, t in sorted(tflm.items()):
-    est = target / "criterion" / "infer" / name / "new" / "estimates.json"
-    if not est.exists():
-        print(f"| {name} | not supported yet | {t:.1f} | – |")
+    ours, cached = mean_us("infer", name), mean_us("infer_cached", name)
+    if ours is None or cached is None:
+        print(f"| {name} | not supported yet | – | {t:.1f} | – | – |")
         continue
-    ours = json.loads(est.read_text())["mean"]["point_estimate"] / 1000
-    print(f"| {name} | {ours:.1f} | {t:.1f} | {ours / t:.2f} |")
+    print(f"| {name} | {ours:.1f} | {cached:.1f} | {t:.1f} | {ours / t:.2f} | {cached / t:.2f} |")
 PY

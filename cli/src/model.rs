@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use mota_runtime::npy::Npy;
 use mota_runtime::validation::{self, ClassCount, Clock, ValidationSet};
-use mota_runtime::{DType, Interpreter, Model, TensorInfo};
+use mota_runtime::{DType, Interpreter, Model, PreparedOp, TensorInfo};
 use serde::Serialize;
 
 use crate::Ctx;
@@ -306,11 +306,11 @@ fn quantize_floats(input: &TensorInfo<'_>, floats: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// A model and its arena, ready to run.
-fn load<'a>(path: &Path, bytes: &'a [u8]) -> Result<(Model<'a>, Vec<u8>)> {
+/// A model, its arena and a slot per operator to keep it prepared in, ready to run.
+fn load<'a>(path: &Path, bytes: &'a [u8]) -> Result<(Model<'a>, Vec<u8>, Vec<PreparedOp<'a>>)> {
     let model = parse(path, bytes)?;
     let arena = vec![0u8; mota_runtime::arena_size(&model)?];
-    Ok((model, arena))
+    Ok((model, arena, vec![PreparedOp::EMPTY; model.operator_count()]))
 }
 
 fn check_inputs(x: &Npy, input: &TensorInfo<'_>, path: &Path) -> Result<()> {
@@ -331,11 +331,11 @@ fn check_inputs(x: &Npy, input: &TensorInfo<'_>, path: &Path) -> Result<()> {
 
 fn run_model(path: &Path, inputs: &Path, out: &Path) -> Result<()> {
     let bytes = read(path)?;
-    let (model, mut arena) = load(path, &bytes)?;
+    let (model, mut arena, mut cache) = load(path, &bytes)?;
     let (input, output) = (model.input(0)?, model.output(0)?);
     let x = read_npy(inputs)?;
     check_inputs(&x, &input, inputs)?;
-    let mut interp = Interpreter::new(model, &mut arena)?;
+    let mut interp = Interpreter::with_cache(model, &mut arena, &mut cache)?;
     let mut data = Vec::with_capacity(x.rows() * output.bytes());
     for row in 0..x.rows() {
         interp.input(0)?.copy_from_slice(x.row(row).unwrap_or_default());
@@ -374,13 +374,13 @@ fn eval(path: &Path, set_path: &Path, json: bool) -> Result<()> {
     let bytes = read(path)?;
     let set_bytes = read(set_path)?;
     let set = ValidationSet::parse(&set_bytes).map_err(|e| anyhow::anyhow!("{}: {e}", set_path.display()))?;
-    let (model, mut arena) = load(path, &bytes)?;
+    let (model, mut arena, mut cache) = load(path, &bytes)?;
     let classes = match set.expectation {
         validation::Expectation::Label { classes } => classes as usize,
         validation::Expectation::Output { .. } => 0,
     };
     let mut counts = vec![ClassCount::default(); classes];
-    let mut interp = Interpreter::new(model, &mut arena)?;
+    let mut interp = Interpreter::with_cache(model, &mut arena, &mut cache)?;
     let r = validation::evaluate(&mut interp, &set, &HostClock(Instant::now()), Some(&mut counts))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let report = EvalReport {
@@ -407,11 +407,11 @@ fn eval(path: &Path, set_path: &Path, json: bool) -> Result<()> {
 
 fn bench(path: &Path, inputs: &Path, passes: usize) -> Result<()> {
     let bytes = read(path)?;
-    let (model, mut arena) = load(path, &bytes)?;
+    let (model, mut arena, mut cache) = load(path, &bytes)?;
     let input = model.input(0)?;
     let x = read_npy(inputs)?;
     check_inputs(&x, &input, inputs)?;
-    let mut interp = Interpreter::new(model, &mut arena)?;
+    let mut interp = Interpreter::with_cache(model, &mut arena, &mut cache)?;
     let mut times = Vec::with_capacity(passes * x.rows());
     for _ in 0..passes.max(1) {
         for row in 0..x.rows() {

@@ -3,14 +3,16 @@
 # firmware) and counts the instructions of each inference exactly (scripts/insn-count.c,
 # a TCG plugin with count-instructions.sh's rule, seconds instead of minutes).
 #
-# Usage: scripts/runtime-bench.sh MODEL.tflite INPUTS.npy --out OUT.npy [--machine m4|m7] [--first K]
-#   INPUTS.npy: shape (N, ...), the model's input dtype (int8, or float32 for float inputs).
+# Usage: scripts/runtime-bench.sh MODEL.tflite INPUTS.npy --out OUT.npy [--machine m4|m7] [--first K] [--cached]
+#   INPUTS.npy: shape (N, ...), the model's input dtype (int8, uint8, int16 or float32).
 #   OUT.npy:    the outputs, shape (N, *output_shape), the output's dtype; written only
 #               when the run succeeds.
 #   m4: -cpu cortex-m4 -machine mps2-an386 (default); m7: -cpu cortex-m7 -machine mps2-an500.
 #   --first K:  run only the first K inputs.
-# Prints one line "instructions N" per input (one invoke() each, setup not counted) and
-# one line "arena B" (Interpreter::arena_used). Exits non-zero on any error.
+#   --cached:   keep the operators prepared between invokes (Interpreter::with_cache).
+# Prints one line "instructions N" per input (one invoke() each, setup not counted), one
+# line "arena B" (Interpreter::arena_used) and with --cached one line "cache B" (the
+# prepared operators' slots, outside the arena). Exits non-zero on any error.
 #
 # Environment: CARGO_TARGET_DIR (default: the repository's target/firmware), the
 # plugin's cache ${XDG_CACHE_HOME:-$HOME/.cache}/mota, RUNTIME_BENCH_TIMEOUT (seconds
@@ -22,14 +24,15 @@
 set -euo pipefail
 
 die() { echo "runtime-bench.sh: $*" >&2; exit 1; }
-usage() { echo "usage: $0 MODEL.tflite INPUTS.npy --out OUT.npy [--machine m4|m7] [--first K]" >&2; exit 2; }
+usage() { echo "usage: $0 MODEL.tflite INPUTS.npy --out OUT.npy [--machine m4|m7] [--first K] [--cached]" >&2; exit 2; }
 
-model= inputs= out= machine=m4 first=
+model= inputs= out= machine=m4 first= cached=
 while (($#)); do
   case $1 in
     --out) (($# >= 2)) || usage; out=$2; shift 2 ;;
     --machine) (($# >= 2)) || usage; machine=$2; shift 2 ;;
     --first) (($# >= 2)) || usage; first=$2; shift 2 ;;
+    --cached) cached=1; shift ;;
     -h | --help) usage ;;
     -*) echo "runtime-bench.sh: unknown option $1" >&2; usage ;;
     *)
@@ -85,7 +88,7 @@ ln -s "$(realpath -- "$model")" "$work/model.tflite"
 ln -s "$(realpath -- "$inputs")" "$work/inputs.npy"
 status=0
 (cd "$work" && timeout "${RUNTIME_BENCH_TIMEOUT:-600}" qemu-system-arm "${qemu_machine[@]}" -nographic \
-  -semihosting-config "enable=on,target=native,arg=runtime-bench,arg=model.tflite,arg=inputs.npy,arg=out.npy${first:+,arg=$first}" \
+  -semihosting-config "enable=on,target=native,arg=runtime-bench,arg=model.tflite,arg=inputs.npy,arg=out.npy${first:+,arg=$first}${cached:+,arg=cached}" \
   -plugin "${plugin//,/,,},start=$start,end=$end,out=counts.txt" \
   -kernel "$elf" </dev/null >stdout.txt 2>stderr.txt) || status=$?
 if ((status != 0)); then
@@ -98,9 +101,11 @@ cat "$work/stderr.txt" >&2
 
 invoked=$(awk '$1 == "invoked" { print $2 }' "$work/stdout.txt")
 arena=$(awk '$1 == "arena" { print $2 }' "$work/stdout.txt")
+cache=$(awk '$1 == "cache" { print $2 }' "$work/stdout.txt")
 regions=$(grep -c '^instructions [0-9][0-9]*$' "$work/counts.txt" || true)
 [[ -n $invoked && -n $arena && -f $work/out.npy ]] || { cat "$work/stdout.txt" >&2; die "the firmware's report is incomplete"; }
 ((regions == invoked)) || die "$invoked inputs ran but $regions regions were counted"
 cat "$work/counts.txt"
 echo "arena $arena"
+((cached)) && echo "cache $cache"
 mv -f "$work/out.npy" "$out"

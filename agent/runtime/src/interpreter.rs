@@ -72,6 +72,8 @@ impl From<ModelError> for RunError {
 /// Arena layout: activations (the head, as planned), then the per-channel multipliers of
 /// every convolution-like operator (computed once here, as TFLM's `Prepare` does), then a
 /// compact record per tensor (so inferences do not walk the flatbuffer), then the plan.
+/// Operators are prepared again at each invoke unless a cache of prepared operators is
+/// given ([`Interpreter::with_cache`]).
 pub struct Interpreter<'m, 'a> {
     model: Model<'m>,
     head: &'a mut [u8],
@@ -79,6 +81,18 @@ pub struct Interpreter<'m, 'a> {
     records: &'a [u8],
     tail: &'a [u8],
     head_used: usize,
+    cache: &'a [PreparedOp<'m>],
+}
+
+/// One operator prepared once and kept between invokes: its checked tensors and kernel
+/// parameters (see [`Interpreter::with_cache`]). A Rust value with references into the
+/// model, so it lives in a typed slice rather than in the byte arena.
+#[derive(Clone, Default)]
+pub struct PreparedOp<'m>(Option<ops::Prepared<'m>>);
+
+impl PreparedOp<'_> {
+    /// A slot not filled yet.
+    pub const EMPTY: Self = Self(None);
 }
 
 fn prepare_at<'m>(model: &Model<'m>, i: usize) -> Result<ops::Prepared<'m>, RunError> {
@@ -112,8 +126,22 @@ pub fn arena_size(model: &Model<'_>) -> Result<usize, RunError> {
 }
 
 impl<'m, 'a> Interpreter<'m, 'a> {
-    /// Plans the model into `arena`; fails if it does not fit.
+    /// Plans the model into `arena`; fails if it does not fit. Each invoke prepares every
+    /// operator again (reads its tensors and options, derives its kernel parameters), as
+    /// nothing outside the arena holds them.
     pub fn new(model: Model<'m>, arena: &'a mut [u8]) -> Result<Self, RunError> {
+        Self::with_cache(model, arena, &mut [])
+    }
+
+    /// As [`Interpreter::new`], and prepares operator `i` once into `cache[i]`, so an invoke
+    /// neither reads the operator table nor derives parameters again for it (TFLM's
+    /// `Prepare` once, `Eval` per invoke). Operators past `cache.len()` are prepared at
+    /// each invoke. Costs `size_of::<PreparedOp>()` bytes per slot, outside the arena.
+    pub fn with_cache(
+        model: Model<'m>,
+        arena: &'a mut [u8],
+        cache: &'a mut [PreparedOp<'m>],
+    ) -> Result<Self, RunError> {
         let available = arena.len();
         let tail_len = model.tensor_count() * ENTRY;
         let channels_len = channel_bytes(&model)?;
@@ -138,12 +166,15 @@ impl<'m, 'a> Interpreter<'m, 'a> {
         for i in 0..model.operator_count() {
             let mut p = prepare_at(&model, i)?;
             let n = p.channels * CHANNEL_ENTRY;
+            if let Some(slot) = cache.get_mut(i) {
+                *slot = PreparedOp(Some(p.clone()));
+            }
             if let Some(rescale) = p.kernel.per_channel() {
                 rescale.fill(channels.get_mut(offset..offset + n).ok_or(too_small(fixed))?);
                 offset += n;
             }
         }
-        Ok(Self { model, head, channels, records, tail, head_used })
+        Ok(Self { model, head, channels, records, tail, head_used, cache })
     }
 
     /// Arena bytes actually used (activations, multipliers and plan).
@@ -179,13 +210,19 @@ impl<'m, 'a> Interpreter<'m, 'a> {
     pub fn invoke(&mut self) -> Result<(), RunError> {
         let mut channel_offset = 0;
         for i in 0..self.model.operator_count() {
-            let op = self.model.operator(i)?;
-            let fail = |problem| RunError::Operator { index: i, op: op.op, problem };
             let tensors = records::Records { model: self.model.bytes(), records: self.records };
-            let mut prepared = ops::prepare(&tensors, &op).map_err(|e| match e {
-                PrepareError::Model(e) => RunError::Model(e),
-                PrepareError::Op(problem) => fail(problem),
-            })?;
+            let mut prepared = match self.cache.get(i).and_then(|slot| slot.0.clone()) {
+                Some(prepared) => prepared,
+                None => {
+                    let op = self.model.operator(i)?;
+                    ops::prepare(&tensors, &op).map_err(|e| match e {
+                        PrepareError::Model(e) => RunError::Model(e),
+                        PrepareError::Op(problem) => RunError::Operator { index: i, op: op.op, problem },
+                    })?
+                }
+            };
+            let op = prepared.op;
+            let fail = |problem| RunError::Operator { index: i, op, problem };
             let n = prepared.channels * CHANNEL_ENTRY;
             if let Some(rescale) = prepared.kernel.per_channel() {
                 let table = self.channels.get(channel_offset..channel_offset + n);
@@ -323,9 +360,9 @@ fn run<'m>(
     v: &Views<'_>,
     outputs: &mut [&mut [u8]],
 ) -> Result<(), OpError> {
-    let tensor = |index: Option<i32>| -> Result<Option<TensorInfo<'m>>, OpError> {
+    let tensor = |index: Option<u16>| -> Result<Option<TensorInfo<'m>>, OpError> {
         match index {
-            Some(i) => tensors.tensor_at(Some(p.operator), i).map(Some).map_err(|_| OpError::Shape("tensor")),
+            Some(i) => tensors.tensor_at(Some(p.operator), i32::from(i)).map(Some).map_err(|_| OpError::Shape("tensor")),
             None => Ok(None),
         }
     };

@@ -23,6 +23,6 @@ pub mod validation;
 
 #[cfg(feature = "std")]
 pub use interpreter::arena_size;
-pub use interpreter::{Interpreter, RunError};
+pub use interpreter::{Interpreter, PreparedOp, RunError};
 pub use model::{DType, Model, ModelError, TensorInfo};
 pub use ops::Op;

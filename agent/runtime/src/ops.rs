@@ -240,15 +240,18 @@ impl From<OpError> for PrepareError {
 /// An operator ready to run: its kernel parameters and the tensors it touches, by index
 /// (the interpreter looks them up in its compact records; a full description per tensor
 /// made `Prepared` kilobytes to move at every operator of every inference).
+#[derive(Clone)]
 pub(crate) struct Prepared<'a> {
     pub kernel: Kernel<'a>,
+    /// Which operator.
+    pub op: Op,
     /// The operator's index, for looking its tensors up.
     pub operator: usize,
     /// Input tensors in kernel order (constants included; `None` for an absent optional
     /// input).
-    pub inputs: [Option<i32>; MAX_OP_INPUTS],
+    pub inputs: [Option<u16>; MAX_OP_INPUTS],
     /// Output tensors in order: at least the first, at most [`MAX_OP_OUTPUTS`].
-    pub outputs: [Option<i32>; MAX_OP_OUTPUTS],
+    pub outputs: [Option<u16>; MAX_OP_OUTPUTS],
     /// Output channels (the last dimension of the first output).
     pub channels: usize,
 }
@@ -262,6 +265,7 @@ pub const MAX_OP_OUTPUTS: usize = 8;
 /// SQUEEZE, EXPAND_DIMS); `Pack` takes one block from every input in each of `outer`
 /// steps; `Split` deals input `input` out to the outputs in `outer` steps (SPLIT, SPLIT_V,
 /// UNPACK).
+#[derive(Clone)]
 pub(crate) enum Kernel<'a> {
     Conv(ConvParams<'a>),
     Depthwise(ConvParams<'a>),
@@ -345,7 +349,7 @@ impl<'a> Kernel<'a> {
 impl Prepared<'_> {
     /// The outputs' tensor indices, in order.
     pub(crate) fn outputs(&self) -> impl Iterator<Item = i32> + '_ {
-        self.outputs.iter().flatten().copied()
+        self.outputs.iter().flatten().map(|&t| i32::from(t))
     }
 }
 
@@ -634,8 +638,16 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
         }
     };
     let channels = output.shape.dims().last().copied().unwrap_or(1);
-    let index = |t: Option<TensorInfo<'_>>| t.and_then(|t| i32::try_from(t.index).ok());
-    Ok(Prepared { kernel, operator: op.index, inputs: inputs.map(index), outputs: outputs.map(index), channels })
+    // Tensor indices fit 16 bits (`MAX_TENSORS`): a prepared operator is kept small.
+    let index = |t: Option<TensorInfo<'_>>| t.and_then(|t| u16::try_from(t.index).ok());
+    Ok(Prepared {
+        kernel,
+        op: op.op,
+        operator: op.index,
+        inputs: inputs.map(index),
+        outputs: outputs.map(index),
+        channels,
+    })
 }
 
 /// Refuses an operator with another number of inputs than its kernel reads.

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use mota_runtime::validation::{self, Clock, Expectation, ValidationSet};
-use mota_runtime::{Interpreter, Model};
+use mota_runtime::{Interpreter, Model, PreparedOp};
 
 /// Why a model or set was refused (each a 422 with this text).
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +82,9 @@ pub fn evaluate(model: &[u8], arena_bytes: u32, set: &[u8]) -> Result<(u16, u32)
     let parsed = Model::parse(model).map_err(|e| InspectError::Model(e.to_string()))?;
     let set = ValidationSet::parse(set).map_err(|e| InspectError::Set(e.to_string()))?;
     let mut arena = vec![0u8; arena_bytes as usize];
-    let mut interp = Interpreter::new(parsed, &mut arena).map_err(|e| InspectError::Model(e.to_string()))?;
+    let mut cache = vec![PreparedOp::EMPTY; parsed.operator_count()];
+    let mut interp =
+        Interpreter::with_cache(parsed, &mut arena, &mut cache).map_err(|e| InspectError::Model(e.to_string()))?;
     let start = HostClock(Instant::now());
     let report =
         validation::evaluate(&mut interp, &set, &start, None).map_err(|e| InspectError::Evaluation(e.to_string()))?;

@@ -5,14 +5,16 @@
 //!
 //! Arguments (semihosting command line, `SYS_GET_CMDLINE`; QEMU:
 //! `-semihosting-config enable=on,target=native,arg=runtime-bench,arg=MODEL,...`):
-//! `runtime-bench MODEL INPUTS OUT [FIRST]`. MODEL is the `.tflite` file (at most 1 MiB),
-//! INPUTS a `.npy` of shape (N, ...) in the model's input dtype, OUT the `.npy` written
-//! with the N outputs (shape (N, *output_shape), the output's dtype), FIRST runs only the
-//! first FIRST inputs. Arguments are split at blanks: the script passes file names
-//! without blanks, in the directory QEMU runs in.
+//! `runtime-bench MODEL INPUTS OUT [FIRST] [cached]`. MODEL is the `.tflite` file (at
+//! most 1 MiB), INPUTS a `.npy` of shape (N, ...) in the model's input dtype, OUT the
+//! `.npy` written with the N outputs (shape (N, *output_shape), the output's dtype),
+//! FIRST runs only the first FIRST inputs, `cached` keeps the operators prepared
+//! (`Interpreter::with_cache`, at most 64). Arguments are split at blanks: the script
+//! passes file names without blanks, in the directory QEMU runs in.
 //!
-//! Prints `arena B` (`Interpreter::arena_used`) and `invoked N`; on any error prints
-//! `runtime-bench: ...` and exits with EXIT_FAILURE.
+//! Prints `arena B` (`Interpreter::arena_used`), `cache B` (the prepared operators' slots
+//! in use, 0 unless `cached`) and `invoked N`; on any error prints `runtime-bench: ...`
+//! and exits with EXIT_FAILURE.
 //!
 //! Files and arguments go through the `semihosting` crate (already used by `board.rs`):
 //! its `File` (SYS_OPEN, SYS_FLEN, SYS_READ, SYS_WRITE, SYS_CLOSE on drop) and `args`
@@ -32,7 +34,7 @@ use core::fmt::{self, Write as _};
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, heprintln, hprintln};
 use mota_firmware::{bench_end, bench_start};
-use mota_runtime::{DType, Interpreter, Model, TensorInfo};
+use mota_runtime::{DType, Interpreter, Model, PreparedOp, TensorInfo};
 use panic_semihosting as _;
 use semihosting::experimental::env::Args;
 use semihosting::fs::File;
@@ -203,11 +205,15 @@ fn output_header(rows: usize, output: &TensorInfo<'_>) -> Result<Header, fmt::Er
 
 fn run(args: &Args<1024>, model_buf: &mut [u8], arena: &mut [u8]) {
     let mut args = args.into_iter().skip(1).map(|a| a.unwrap_or_else(|_| fail(format_args!("argument is not UTF-8"))));
-    let usage = || -> ! { fail(format_args!("usage: runtime-bench MODEL.tflite INPUTS.npy OUT.npy [FIRST]")) };
+    let usage = || -> ! { fail(format_args!("usage: runtime-bench MODEL.tflite INPUTS.npy OUT.npy [FIRST] [cached]")) };
     let (Some(model_arg), Some(inputs_arg), Some(out_arg)) = (args.next(), args.next(), args.next()) else { usage() };
-    let first = args.next().map(|k| k.parse::<usize>().unwrap_or_else(|_| usage()));
-    if args.next().is_some() {
-        usage();
+    let (mut first, mut cached) = (None, false);
+    for arg in args {
+        match arg {
+            "cached" if !cached => cached = true,
+            k if first.is_none() && !cached => first = Some(k.parse::<usize>().unwrap_or_else(|_| usage())),
+            _ => usage(),
+        }
     }
 
     let (mut file, len) = open("the model", model_arg);
@@ -246,7 +252,11 @@ fn run(args: &Args<1024>, model_buf: &mut [u8], arena: &mut [u8]) {
     }
     let run_rows = first.map_or(rows, |k| k.min(rows));
 
-    let mut interp = Interpreter::new(model, arena).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let mut slots = [const { PreparedOp::EMPTY }; 64];
+    let used = if cached { model.operator_count().min(slots.len()) } else { 0 };
+    let cache = slots.get_mut(..used).unwrap_or_default();
+    let mut interp = Interpreter::with_cache(model, arena, cache).unwrap_or_else(|e| fail(format_args!("{e}")));
+    hprintln!("cache {}", used * core::mem::size_of::<PreparedOp<'_>>());
     let header = output_header(run_rows, &output).unwrap_or_else(|_| fail(format_args!("output shape too long")));
     let out_path = Path::new(out_arg);
     let mut out = File::create(out_path.c_str()).unwrap_or_else(|e| fail(format_args!("cannot create {out_arg}: {e}")));
