@@ -470,6 +470,11 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
         }
         Op::Logistic | Op::Tanh | Op::HardSwish | Op::LeakyRelu if op.op.linked() => {
             let x = input(0)?;
+            if x.dtype == DType::Int16 && matches!(op.op, Op::Logistic | Op::Tanh) {
+                // TFLM interpolates a 256-entry sigmoid table of its own; no formula we
+                // found reproduces its entries, and copying them is not ours to do.
+                return Err(OpError::Unsupported("16x8 LOGISTIC and TANH (TFLM's int16 sigmoid table)").into());
+            }
             int8_activation(&x)?;
             int8_activation(&output)?;
             if x.shape != output.shape {

@@ -19,6 +19,31 @@ fn position(model: &[u8], in_subgraph: bool, vector: usize, index: usize, field:
     table.vector(vector).unwrap().unwrap().table(index).unwrap().field_position(field).unwrap().unwrap()
 }
 
+/// A 16x8 LOGISTIC is refused by name (its RELU's operator code rewritten): TFLM's int16
+/// sigmoid table is not reproduced, so its results could not be bit-exact.
+#[test]
+fn int16_logistic_is_refused_by_name() {
+    let mut m = fixtures::load("net_16x8").model;
+    let model = Model::parse(&m).unwrap();
+    let relu = (0..model.operator_count()).find(|&i| model.operator(i).unwrap().op == Op::Relu).unwrap();
+    // OperatorCode: deprecated_builtin_code (i8, field 0) and builtin_code (i32, field 3);
+    // RELU is 19, LOGISTIC 14.
+    let codes = Table::root(&m).unwrap().vector(1).unwrap().unwrap();
+    let code = (0..codes.len()).find(|&k| codes.table(k).unwrap().scalar::<i32>(3, 0).unwrap() == 19).unwrap();
+    let deprecated = position(&m, false, 1, code, 0);
+    let builtin = position(&m, false, 1, code, 3);
+    m[deprecated] = 14;
+    m[builtin..builtin + 4].copy_from_slice(&14i32.to_le_bytes());
+    assert_eq!(
+        Model::parse(&m).err(),
+        Some(ModelError::Operator {
+            index: relu,
+            op: Op::Logistic,
+            problem: OpError::Unsupported("16x8 LOGISTIC and TANH (TFLM's int16 sigmoid table)")
+        })
+    );
+}
+
 #[test]
 fn unsupported_operator() {
     let mut m = mlp();
