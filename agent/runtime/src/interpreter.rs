@@ -18,8 +18,7 @@ use crate::model::{DType, Model, ModelError, TensorInfo, Tensors};
 use crate::ops::{self, Kernel, MAX_OP_OUTPUTS, Op, PrepareError};
 use crate::plan::{self, ALIGN, ENTRY, Plan};
 use crate::records;
-use crate::tensor::Quant;
-use crate::tensor::Shape;
+use crate::tensor::{Quant, Shape};
 
 /// Why a model could not run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -362,7 +361,9 @@ fn run<'m>(
 ) -> Result<(), OpError> {
     let tensor = |index: Option<u16>| -> Result<Option<TensorInfo<'m>>, OpError> {
         match index {
-            Some(i) => tensors.tensor_at(Some(p.operator), i32::from(i)).map(Some).map_err(|_| OpError::Shape("tensor")),
+            Some(i) => {
+                tensors.tensor_at(Some(p.operator), i32::from(i)).map(Some).map_err(|_| OpError::Shape("tensor"))
+            }
             None => Ok(None),
         }
     };

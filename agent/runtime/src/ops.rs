@@ -2,8 +2,9 @@
 //!
 //! `prepare` is the single place where an operator's tensors and options are checked and
 //! its kernel parameters derived. `Model::parse` runs it for every operator (so an
-//! unsupported configuration is refused before anything runs) and the interpreter runs it
-//! again at each invocation instead of storing the results in the arena.
+//! unsupported configuration is refused before anything runs); the interpreter runs it
+//! again at each invocation, unless the caller gave slots to keep its results in
+//! (`Interpreter::with_cache`: they hold references, which the byte arena cannot).
 
 use crate::arith::Multiplier;
 use crate::flatbuffer::{FbError, Table};
