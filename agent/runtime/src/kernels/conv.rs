@@ -142,7 +142,7 @@ pub fn conv2d_on(
     if !out_depth.is_multiple_of(groups) {
         return Err(OpError::Shape("conv groups"));
     }
-    if engine == Engine::Dsp && groups == 1 && p.dilation == (1, 1) {
+    if engine == Engine::Dsp && groups == 1 && p.dilation == (1, 1) && dsp::unsaturated(&p.rescale, out_depth) {
         let g = Geometry { input: input_shape, filter: filter_shape, output: output_shape };
         return dsp::conv2d(p, input, filter, bias, output, &g);
     }
@@ -219,7 +219,7 @@ pub fn depthwise_conv2d_on(
     if output_shape[0] != batches || out_depth != in_depth * mult || f_depth != out_depth {
         return Err(OpError::Shape("depthwise channels"));
     }
-    if engine == Engine::Dsp && mult == 1 && p.dilation == (1, 1) {
+    if engine == Engine::Dsp && mult == 1 && p.dilation == (1, 1) && dsp::unsaturated(&p.rescale, out_depth) {
         let g = Geometry { input: input_shape, filter: filter_shape, output: output_shape };
         return dsp::depthwise_conv2d(p, input, filter, bias, output, &g);
     }

@@ -57,7 +57,7 @@ pub fn fully_connected_on(
     check_len(input, batches * accum_depth, "fully connected input")?;
     check_len(filter, output_depth * accum_depth, "fully connected weights")?;
     check_len(output, batches * output_depth, "fully connected output")?;
-    if engine == Engine::Dsp {
+    if engine == Engine::Dsp && dsp::unsaturated(&p.rescale, output_depth) {
         return dsp::fully_connected(p, input, filter, bias, output, dims);
     }
     // Σ w·(x + offset) = Σ w·x + offset·Σ w, exactly, in wrapping i32 arithmetic: the two

@@ -220,3 +220,65 @@ proptest! {
         prop_assert_eq!(portable, run(Engine::Dsp));
     }
 }
+
+/// A multiplier of `i32::MIN` saturates the doubling high multiply at an accumulator of
+/// `i32::MIN`; the DSP kernels leave that case to the portable ones, so the bytes agree:
+/// −1.0 × −2^31 saturates to 2^31 − 1, which clamps to 127 (the unchecked product would
+/// wrap to −2^31 and clamp to −128).
+#[test]
+fn a_saturating_multiplier_runs_exactly() {
+    let m = Multiplier { multiplier: i32::MIN, shift: 0 };
+    let bias = i32::MIN.to_le_bytes().repeat(4);
+    let p = ConvParams {
+        stride: (1, 1),
+        dilation: (1, 1),
+        padding: (0, 0),
+        input_offset: 0,
+        output_offset: 0,
+        act: (-128, 127),
+        rescale: Rescale::PerTensor(m),
+        depth_multiplier: 1,
+    };
+    let (input, filter) = ([0i8; 4 * 4], [0i8; 4 * 4]);
+    for engine in [Engine::Portable, Engine::Dsp] {
+        let mut out = [0i8; 4];
+        let x = View4 { data: &input, shape: [1, 1, 1, 16] };
+        let w = View4 { data: &filter, shape: [4, 1, 1, 4] };
+        conv::conv2d_on(
+            engine,
+            &p,
+            View4 { data: &input[..4], shape: [1, 1, 1, 4] },
+            w,
+            Some(Int32s(&bias)),
+            &mut out,
+            [1, 1, 1, 4],
+        )
+        .unwrap();
+        assert_eq!(out, [127; 4], "conv {engine:?}");
+        let dw = View4 { data: &filter[..4], shape: [1, 1, 1, 4] };
+        conv::depthwise_conv2d_on(
+            engine,
+            &p,
+            View4 { data: &input[..4], shape: [1, 1, 1, 4] },
+            dw,
+            Some(Int32s(&bias)),
+            &mut out,
+            [1, 1, 1, 4],
+        )
+        .unwrap();
+        assert_eq!(out, [127; 4], "depthwise {engine:?}");
+        let fc = FcParams { input_offset: 0, output_offset: 0, act: (-128, 127), rescale: Rescale::PerTensor(m) };
+        let dims = FcDims { batches: 1, output_depth: 4, accum_depth: 16 };
+        fully_connected::fully_connected_on(
+            engine,
+            &fc,
+            x.data,
+            &filter.repeat(4),
+            Some(Int32s(&bias)),
+            &mut out,
+            dims,
+        )
+        .unwrap();
+        assert_eq!(out, [127; 4], "fully connected {engine:?}");
+    }
+}

@@ -225,8 +225,17 @@ pub(crate) fn conv2d(
     Ok(())
 }
 
+/// Whether every output channel's multiplier differs from `i32::MIN`, the one value on
+/// which the doubling high multiply saturates: only then do the DSP kernels run (their
+/// [`Rescaler`] leaves that case out); TFLM's multipliers never take it, as
+/// `Multiplier::new` gives none, but the kernels are public. Checked once per layer.
+pub(crate) fn unsaturated(rescale: &Rescale<'_>, channels: usize) -> bool {
+    (0..channels).all(|c| rescale.channel(c).multiplier != i32::MIN)
+}
+
 /// One output channel's requantization with everything that does not depend on the
-/// accumulator worked out once: [`Multiplier::apply`], the output offset and the clamp.
+/// accumulator worked out once: [`Multiplier::apply`], the output offset and the clamp,
+/// for a multiplier other than `i32::MIN` (see [`unsaturated`]).
 #[derive(Debug, Clone, Copy)]
 struct Rescaler {
     multiplier: i32,
@@ -254,15 +263,14 @@ impl Rescaler {
         }
     }
 
-    /// The output byte for accumulator `acc` (bias already added).
+    /// The output byte for accumulator `acc` (bias already added). With a multiplier
+    /// other than `i32::MIN` the doubling high multiply cannot saturate: the product's
+    /// magnitude stays below 2^62, and the result fits 32 bits (a test per output cost
+    /// kws_dscnn_v1 4 % of its instructions on the M4).
     #[inline(always)]
     fn apply(self, acc: i32) -> i8 {
         let a = acc.wrapping_shl(self.left);
-        let high = if a == i32::MIN && self.multiplier == i32::MIN {
-            i32::MAX
-        } else {
-            ((i64::from(a) * i64::from(self.multiplier) + (1 << 30)) >> 31) as i32
-        };
+        let high = ((i64::from(a) * i64::from(self.multiplier) + (1 << 30)) >> 31) as i32;
         let threshold = (self.mask >> 1) + i32::from(high < 0);
         let q = (high >> self.right) + i32::from(high & self.mask > threshold);
         // The clamp bounds lie inside [-128, 127].
