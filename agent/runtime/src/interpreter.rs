@@ -80,14 +80,14 @@ pub struct Interpreter<'m, 'a> {
     records: &'a [u8],
     tail: &'a [u8],
     head_used: usize,
-    cache: &'a [PreparedOp<'m>],
+    cache: &'a [PreparedOp<'a>],
 }
 
 /// One operator prepared once and kept between invokes: its checked tensors and kernel
 /// parameters (see [`Interpreter::with_cache`]). A Rust value with references into the
-/// model, so it lives in a typed slice rather than in the byte arena.
+/// model and the arena, so it lives in a typed slice rather than in the byte arena.
 #[derive(Clone, Default)]
-pub struct PreparedOp<'m>(Option<ops::Prepared<'m>>);
+pub struct PreparedOp<'a>(Option<ops::Prepared<'a>>);
 
 impl PreparedOp<'_> {
     /// A slot not filled yet.
@@ -124,7 +124,7 @@ pub fn arena_size(model: &Model<'_>) -> Result<usize, RunError> {
     Ok(head.next_multiple_of(ALIGN) + channel_bytes(model)? + model.tensor_count() * records::RECORD + tail)
 }
 
-impl<'m, 'a> Interpreter<'m, 'a> {
+impl<'m: 'a, 'a> Interpreter<'m, 'a> {
     /// Plans the model into `arena`; fails if it does not fit. Each invoke prepares every
     /// operator again (reads its tensors and options, derives its kernel parameters), as
     /// nothing outside the arena holds them.
@@ -139,7 +139,7 @@ impl<'m, 'a> Interpreter<'m, 'a> {
     pub fn with_cache(
         model: Model<'m>,
         arena: &'a mut [u8],
-        cache: &'a mut [PreparedOp<'m>],
+        cache: &'a mut [PreparedOp<'a>],
     ) -> Result<Self, RunError> {
         let available = arena.len();
         let tail_len = model.tensor_count() * ENTRY;
@@ -165,17 +165,29 @@ impl<'m, 'a> Interpreter<'m, 'a> {
         for i in 0..model.operator_count() {
             let mut p = prepare_at(&model, i)?;
             let n = p.channels * CHANNEL_ENTRY;
-            if let Some(slot) = cache.get_mut(i) {
-                *slot = PreparedOp(Some(p.clone()));
-            }
             if let Some(rescale) = p.kernel.per_channel() {
                 rescale.fill(channels.get_mut(offset..offset + n).ok_or(too_small(fixed))?);
+                offset += n;
+            }
+            if let Some(slot) = cache.get_mut(i) {
+                *slot = PreparedOp(Some(p));
+            }
+        }
+        // The kept operators read their multipliers from the table just written.
+        let channels: &'a [u8] = channels;
+        let mut offset = 0;
+        for p in cache.iter_mut().filter_map(|slot| slot.0.as_mut()) {
+            let n = p.channels * CHANNEL_ENTRY;
+            if let Some(rescale) = p.kernel.per_channel() {
+                *rescale = Rescale::Table(ChannelTable(channels.get(offset..offset + n).ok_or(too_small(fixed))?));
                 offset += n;
             }
         }
         Ok(Self { model, head, channels, records, tail, head_used, cache })
     }
+}
 
+impl<'m, 'a> Interpreter<'m, 'a> {
     /// Arena bytes actually used (activations, multipliers and plan).
     pub fn arena_used(&self) -> usize {
         self.head_used.next_multiple_of(ALIGN) + self.channels.len() + self.records.len() + self.tail.len()
@@ -210,23 +222,28 @@ impl<'m, 'a> Interpreter<'m, 'a> {
         let mut channel_offset = 0;
         for i in 0..self.model.operator_count() {
             let tensors = records::Records { model: self.model.bytes(), records: self.records };
-            let mut prepared = match self.cache.get(i).and_then(|slot| slot.0.clone()) {
-                Some(prepared) => prepared,
+            let mut local;
+            let prepared = match self.cache.get(i).and_then(|slot| slot.0.as_ref()) {
+                Some(kept) => kept,
                 None => {
                     let op = self.model.operator(i)?;
-                    ops::prepare(&tensors, &op).map_err(|e| match e {
+                    local = ops::prepare(&tensors, &op).map_err(|e| match e {
                         PrepareError::Model(e) => RunError::Model(e),
                         PrepareError::Op(problem) => RunError::Operator { index: i, op: op.op, problem },
-                    })?
+                    })?;
+                    let n = local.channels * CHANNEL_ENTRY;
+                    if let Some(rescale) = local.kernel.per_channel() {
+                        let table = self.channels.get(channel_offset..channel_offset + n);
+                        let bad = RunError::Operator { index: i, op: op.op, problem: OpError::Shape("multipliers") };
+                        *rescale = Rescale::Table(ChannelTable(table.ok_or(bad)?));
+                    }
+                    &local
                 }
             };
             let op = prepared.op;
             let fail = |problem| RunError::Operator { index: i, op, problem };
-            let n = prepared.channels * CHANNEL_ENTRY;
-            if let Some(rescale) = prepared.kernel.per_channel() {
-                let table = self.channels.get(channel_offset..channel_offset + n);
-                *rescale = Rescale::Table(ChannelTable(table.ok_or(fail(OpError::Shape("multipliers")))?));
-                channel_offset += n;
+            if prepared.kernel.has_channel_table() {
+                channel_offset += prepared.channels * CHANNEL_ENTRY;
             }
             let mut regions = [(0, 0); MAX_OP_OUTPUTS];
             let mut count = 0;
@@ -240,7 +257,7 @@ impl<'m, 'a> Interpreter<'m, 'a> {
             let mut outputs: [&mut [u8]; MAX_OP_OUTPUTS] = Default::default();
             let regions = regions.get(..count).unwrap_or(&[]);
             let view = Views::split(self.head, regions, &mut outputs, &plan).map_err(fail)?;
-            run(&prepared, &tensors, &view, outputs.get_mut(..count).unwrap_or(&mut [])).map_err(fail)?;
+            run(prepared, &tensors, &view, outputs.get_mut(..count).unwrap_or(&mut [])).map_err(fail)?;
         }
         Ok(())
     }

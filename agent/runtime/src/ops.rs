@@ -335,6 +335,18 @@ pub(crate) enum Kernel<'a> {
 }
 
 impl<'a> Kernel<'a> {
+    /// Whether the kernel reads a table of per-channel multipliers in the arena (still to
+    /// compute, or pointed at already).
+    pub(crate) fn has_channel_table(&self) -> bool {
+        let rescale = match self {
+            Kernel::Conv(p) | Kernel::Depthwise(p) | Kernel::Conv16(p, _) | Kernel::Depthwise16(p) => &p.rescale,
+            Kernel::FullyConnected(p, _) | Kernel::FullyConnected16(p, _, _) => &p.rescale,
+            Kernel::TransposeConv(p) => &p.rescale,
+            _ => return false,
+        };
+        matches!(rescale, Rescale::PerChannel { .. } | Rescale::Table(_))
+    }
+
     /// The per-channel rescaling of a conv-like kernel, if it has one to precompute.
     pub(crate) fn per_channel(&mut self) -> Option<&mut Rescale<'a>> {
         let rescale = match self {
