@@ -21,5 +21,5 @@ elf=$target/thumbv7em-none-eabihf/$profile/runtime-size
 arm-none-eabi-size -A "$elf" | awk '$1 == ".text" || $1 == ".rodata" { print $1, $2 }'
 arm-none-eabi-nm -C --size-sort -S "$elf" |
   while read -r _ size kind name; do
-    [[ $kind == [Tt] && $name == *mota_runtime::* ]] && echo $((16#$size))
+    if [[ $kind == [Tt] && $name == *mota_runtime::* ]]; then echo $((16#$size)); fi
   done | awk '{ s += $1 } END { print "mota_runtime code", s }'

@@ -349,7 +349,7 @@ fn quantize_to(q: Quant, to: DType, input: &[u8], output: &mut [u8]) -> Result<(
     match to {
         DType::Int8 => quantize::quantize::<i8>(q, input, out_codes(output)?),
         DType::UInt8 => quantize::quantize::<u8>(q, input, out_codes(output)?),
-        DType::Int16 => quantize::quantize::<I16>(q, input, out_codes(output)?),
+        DType::Int16 if INT16 => quantize::quantize::<I16>(q, input, out_codes(output)?),
         _ => Err(OpError::Type("QUANTIZE output")),
     }
 }
@@ -359,10 +359,13 @@ fn requantize_to<A: Code>(from: Quant, input: &[A], to: (Quant, DType), output: 
     match to.1 {
         DType::Int8 => quantize::requantize::<A, i8>(from, to.0, input, out_codes(output)?),
         DType::UInt8 => quantize::requantize::<A, u8>(from, to.0, input, out_codes(output)?),
-        DType::Int16 => quantize::requantize::<A, I16>(from, to.0, input, out_codes(output)?),
+        DType::Int16 if INT16 => quantize::requantize::<A, I16>(from, to.0, input, out_codes(output)?),
         _ => Err(OpError::Type("QUANTIZE output")),
     }
 }
+
+/// Whether the 16x8 kernels are linked (see `ops`).
+const INT16: bool = cfg!(feature = "int16");
 
 /// Whether any of these operators is linked (a constant: the arms it guards vanish
 /// from builds without them).
@@ -434,7 +437,8 @@ fn run<'m>(
             match from {
                 DType::Int8 => requantize_to::<i8>(*q, v.codes(&x)?, *to, output),
                 DType::UInt8 => requantize_to::<u8>(*q, v.codes(&x)?, *to, output),
-                _ => requantize_to::<I16>(*q, v.codes(&x)?, *to, output),
+                DType::Int16 if INT16 => requantize_to::<I16>(*q, v.codes(&x)?, *to, output),
+                _ => Err(OpError::Type("QUANTIZE input")),
             }
         }
         Kernel::Dequantize(q, from) if linked!(Dequantize) => {
@@ -442,33 +446,34 @@ fn run<'m>(
             match from {
                 DType::Int8 => quantize::dequantize::<i8>(*q, v.codes(&x)?, output),
                 DType::UInt8 => quantize::dequantize::<u8>(*q, v.codes(&x)?, output),
-                _ => quantize::dequantize::<I16>(*q, v.codes(&x)?, output),
+                DType::Int16 if INT16 => quantize::dequantize::<I16>(*q, v.codes(&x)?, output),
+                _ => Err(OpError::Type("DEQUANTIZE input")),
             }
         }
         Kernel::AddSub(params) if linked!(Add, Sub) => {
             let (a, b) = (input(0)?, input(1)?);
-            if out_t.dtype == DType::Int16 {
+            if INT16 && out_t.dtype == DType::Int16 {
                 let out = out_codes::<I16>(output)?;
                 ew::add_sub(params, v.codes(&a)?, &a.shape, v.codes(&b)?, &b.shape, out, out_shape)
             } else {
                 ew::add_sub(params, v.int8(&a)?, &a.shape, v.int8(&b)?, &b.shape, out_i8, out_shape)
             }
         }
-        Kernel::Conv16(params, acc) if linked!(Conv2d) => {
+        Kernel::Conv16(params, acc) if INT16 && linked!(Conv2d) => {
             let (x, w) = (input(0)?, input(1)?);
             let input = wide::Wide4 { data: v.codes(&x)?, shape: shape4(&x)? };
             let bias = wide_bias(tensor(p.inputs.get(2).copied().flatten())?)?;
             let filter = conv::View4 { data: v.int8(&w)?, shape: shape4(&w)? };
             wide::conv2d(params, *acc, input, filter, bias, out_codes(output)?, shape4(&out_t)?)
         }
-        Kernel::Depthwise16(params) if linked!(DepthwiseConv2d) => {
+        Kernel::Depthwise16(params) if INT16 && linked!(DepthwiseConv2d) => {
             let (x, w) = (input(0)?, input(1)?);
             let input = wide::Wide4 { data: v.codes(&x)?, shape: shape4(&x)? };
             let bias = wide_bias(tensor(p.inputs.get(2).copied().flatten())?)?;
             let filter = conv::View4 { data: v.int8(&w)?, shape: shape4(&w)? };
             wide::depthwise_conv2d(params, input, filter, bias, out_codes(output)?, shape4(&out_t)?)
         }
-        Kernel::FullyConnected16(params, dims, acc) if linked!(FullyConnected) => {
+        Kernel::FullyConnected16(params, dims, acc) if INT16 && linked!(FullyConnected) => {
             let (x, w) = (input(0)?, input(1)?);
             let bias = wide_bias(tensor(p.inputs.get(2).copied().flatten())?)?;
             wide::fully_connected(params, *acc, v.codes(&x)?, v.int8(&w)?, bias, out_codes(output)?, *dims)
@@ -496,11 +501,11 @@ fn run<'m>(
         }
         Kernel::Mean(params) if linked!(Mean) => ew::mean(params, v.int8(&input(0)?)?, out_i8),
         Kernel::Relu(params) if linked!(Relu) => match out_t.dtype {
-            DType::Int16 => ew::relu::<I16>(params, v.codes(&input(0)?)?, out_codes(output)?),
+            DType::Int16 if INT16 => ew::relu::<I16>(params, v.codes(&input(0)?)?, out_codes(output)?),
             _ => ew::relu(params, v.int8(&input(0)?)?, out_i8),
         },
         Kernel::Relu6(params) if linked!(Relu6) => match out_t.dtype {
-            DType::Int16 => ew::relu6::<I16>(params, v.codes(&input(0)?)?, out_codes(output)?),
+            DType::Int16 if INT16 => ew::relu6::<I16>(params, v.codes(&input(0)?)?, out_codes(output)?),
             _ => ew::relu6(params, v.int8(&input(0)?)?, out_i8),
         },
         Kernel::MinMax { max } if linked!(Minimum, Maximum) => {

@@ -465,6 +465,9 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
             let (a, b) = (input(0)?, input(1)?);
             // 16x8 models add and subtract int16 codes.
             let int16 = op.op != Op::Mul && output.dtype == DType::Int16;
+            if int16 && !INT16 {
+                return Err(OpError::Unsupported(NO_INT16).into());
+            }
             let dtype = if int16 { DType::Int16 } else { DType::Int8 };
             codes_operand(&a, dtype)?;
             codes_operand(&b, dtype)?;
@@ -667,6 +670,14 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
         channels,
     })
 }
+
+/// Whether this build links the 16x8 (int16 activation) kernels: mota-runtime's `int16`
+/// feature (in `all-ops`). Without it, models that need them are refused at parse and
+/// their code is not in the binary.
+const INT16: bool = cfg!(feature = "int16");
+
+/// Why an int16 tensor is refused by a build without the `int16` feature.
+const NO_INT16: &str = "16x8 (int16 activations) not linked into this build (mota-runtime feature int16)";
 
 /// Refuses an operator with another number of inputs than its kernel reads.
 fn input_count(op: &Operator<'_>, n: usize) -> core::result::Result<(), OpError> {
@@ -1040,6 +1051,9 @@ fn codes_operand(t: &TensorInfo<'_>, dtype: DType) -> core::result::Result<(), O
 
 /// A quantized activation (not a constant) of one of `types`.
 fn codes_activation(t: &TensorInfo<'_>, types: &[DType]) -> core::result::Result<(), OpError> {
+    if t.dtype == DType::Int16 && !INT16 {
+        return Err(OpError::Unsupported(NO_INT16));
+    }
     if !types.contains(&t.dtype) {
         return Err(OpError::Type(match types {
             [DType::Int8] => "expected int8",
