@@ -59,7 +59,7 @@ done
 
 firmware=$(cd -- "$(dirname -- "$0")/.." && pwd)
 target_dir=${CARGO_TARGET_DIR:-$(cd -- "$firmware/../.." && pwd)/target/firmware}
-(cd "$firmware" && CARGO_TARGET_DIR=$target_dir cargo build --quiet --release --bin runtime-bench) ||
+(cd "$firmware" && CARGO_TARGET_DIR=$target_dir cargo build --quiet --release --bin runtime-bench --features int16) ||
   die "building the runtime-bench firmware failed"
 elf=$target_dir/thumbv7em-none-eabihf/release/runtime-bench
 

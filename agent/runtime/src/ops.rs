@@ -672,7 +672,7 @@ pub(crate) fn prepare<'a>(model: &dyn Tensors<'a>, op: &Operator<'a>) -> Result<
 }
 
 /// Whether this build links the 16x8 (int16 activation) kernels: mota-runtime's `int16`
-/// feature (in `all-ops`). Without it, models that need them are refused at parse and
+/// feature (hosts enable it). Without it, models that need them are refused at parse and
 /// their code is not in the binary.
 const INT16: bool = cfg!(feature = "int16");
 
