@@ -3,7 +3,7 @@
 //! `batches × accum_depth`, which is how TFLM treats the 4-D inputs current converters
 //! feed it without a RESHAPE.
 
-use super::params::{Int32s, Rescale, check_len};
+use super::params::{Int32s, Rescale};
 use super::{Engine, OpError, clamp_i8, dsp};
 
 /// Quantization of a fully connected layer.
@@ -30,6 +30,23 @@ pub struct FcDims {
     pub accum_depth: usize,
 }
 
+impl FcDims {
+    /// Checks that the input, weights and output hold exactly these sizes' elements.
+    pub(crate) fn check(&self, input: usize, filter: usize, output: usize) -> Result<(), OpError> {
+        let Self { batches, output_depth, accum_depth } = *self;
+        if input != batches * accum_depth {
+            return Err(OpError::Shape("fully connected input"));
+        }
+        if filter != output_depth * accum_depth {
+            return Err(OpError::Shape("fully connected weights"));
+        }
+        if output != batches * output_depth {
+            return Err(OpError::Shape("fully connected output"));
+        }
+        Ok(())
+    }
+}
+
 /// `output[b][o] = Σ_d filter[o][d] × (input[b][d] + input_offset) + bias[o]`, rescaled, on
 /// this target's kernels.
 pub fn fully_connected(
@@ -53,10 +70,8 @@ pub fn fully_connected_on(
     output: &mut [i8],
     dims: FcDims,
 ) -> Result<(), OpError> {
+    dims.check(input.len(), filter.len(), output.len())?;
     let FcDims { batches, output_depth, accum_depth } = dims;
-    check_len(input, batches * accum_depth, "fully connected input")?;
-    check_len(filter, output_depth * accum_depth, "fully connected weights")?;
-    check_len(output, batches * output_depth, "fully connected output")?;
     if engine == Engine::Dsp && dsp::unsaturated(&p.rescale, output_depth) {
         return dsp::fully_connected(p, input, filter, bias, output, dims);
     }

@@ -136,10 +136,8 @@ pub fn fully_connected(
     output: &mut [I16],
     dims: FcDims,
 ) -> Result<(), OpError> {
-    let FcDims { batches, output_depth, accum_depth } = dims;
-    check_len(input, batches * accum_depth, "fully connected input")?;
-    check_len(filter, output_depth * accum_depth, "fully connected weights")?;
-    check_len(output, batches * output_depth, "fully connected output")?;
+    dims.check(input.len(), filter.len(), output.len())?;
+    let FcDims { output_depth, accum_depth, .. } = dims;
     for (row, outs) in input.chunks_exact(accum_depth.max(1)).zip(output.chunks_exact_mut(output_depth.max(1))) {
         for (o, (out, weights)) in outs.iter_mut().zip(filter.chunks_exact(accum_depth.max(1))).enumerate() {
             let sum = row.iter().zip(weights).map(|(x, &w)| i64::from(i32::from(w) * x.value())).sum();
